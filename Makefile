@@ -1,0 +1,95 @@
+# pam-totp: the Makefile is the interface. Every knob is a variable below.
+#
+#   make              build pam_totp.so and the Go binaries into build/
+#   make test         install test dependencies (apt-get, Go modules) and run every test
+#   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
+#   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
+#   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR)
+#   make deps         apt-get the build and test dependencies (Debian 12) and download Go modules
+#
+# Variables
+#   DESTDIR     staging root for install (default: empty)
+#   PREFIX      /usr
+#   BINDIR      $(PREFIX)/bin            totp-admin
+#   LIBEXECDIR  $(PREFIX)/libexec        pam-totp/pam-totp-helper goes below it
+#   PAMDIR      /lib/x86_64-linux-gnu/security (Debian multiarch; /usr/lib64/security on RHEL)
+#   SYSCONFDIR  /etc                     pam-totp/pam_totp.conf
+#   GO          go
+#   CC          cc
+#   VERSION     from `git describe`
+#   GOTESTFLAGS extra flags for `go test` (e.g. -run TestSSHD -v)
+#   DEMO_AUTO   1 runs `make demo` without a person
+
+PREFIX     ?= /usr
+BINDIR     ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec
+PAMDIR     ?= /lib/$(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/security
+SYSCONFDIR ?= /etc
+GO         ?= go
+CC         ?= cc
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GOTESTFLAGS ?=
+DEMO_AUTO  ?= 0
+
+BUILD      := build
+GOFLAGS_COMMON := -trimpath -ldflags "-s -w -X github.com/pam-totp/pam-totp/pkg/version.Version=$(VERSION)"
+
+PAM_CFLAGS := -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -Wformat=2 -Wshadow \
+	-fstack-protector-strong -D_FORTIFY_SOURCE=2 -fvisibility=hidden \
+	-DDEFAULT_HELPER='"$(LIBEXECDIR)/pam-totp/pam-totp-helper"' \
+	-DDEFAULT_CONFIG='"$(SYSCONFDIR)/pam-totp/pam_totp.conf"'
+PAM_LDFLAGS := -shared -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
+
+GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
+
+.PHONY: all build test test-go bench demo install deps clean fmt vet
+
+all: build
+
+build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+$(BUILD)/pam_totp.so: pam/pam_totp.c | $(BUILD)
+	$(CC) $(PAM_CFLAGS) $(CPPFLAGS) -o $@ $< $(PAM_LDFLAGS) $(LDFLAGS) -lpam
+
+# The helper is static (no libc, no NSS: the module resolves users and groups).
+$(BUILD)/pam-totp-helper: $(GO_SOURCES) | $(BUILD)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/pam-totp-helper
+
+# totp-admin links libpam (msteinert/pam) for `doctor`.
+$(BUILD)/totp-admin: $(GO_SOURCES) | $(BUILD)
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-admin
+
+deps:
+	contrib/scripts/deps.sh
+
+test: deps build
+	$(GO) vet ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
+
+bench: deps build
+	contrib/scripts/bench.sh
+
+demo: deps build
+	DEMO_AUTO=$(DEMO_AUTO) contrib/demo/demo.sh
+
+install: build
+	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/pam-totp
+	install -m 0644 $(BUILD)/pam_totp.so $(DESTDIR)$(PAMDIR)/pam_totp.so
+	install -m 0755 $(BUILD)/pam-totp-helper $(DESTDIR)$(LIBEXECDIR)/pam-totp/pam-totp-helper
+	install -m 0755 $(BUILD)/totp-admin $(DESTDIR)$(BINDIR)/totp-admin
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/pam-totp
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf || \
+		install -m 0644 pam_totp.conf.example $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf
+	install -d -m 0700 $(DESTDIR)/var/lib/pam-totp
+
+fmt:
+	gofmt -l -w cmd pkg pam
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BUILD)

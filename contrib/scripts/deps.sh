@@ -1,0 +1,21 @@
+#!/bin/sh
+# Installs what building and testing pam-totp needs on Debian 12, then downloads the Go modules.
+# Idempotent: packages already present are not fetched again.
+set -eu
+pkgs="gcc make libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux \
+libpam-google-authenticator libpam-oath dbus-daemon"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing Debian packages:$missing (run as root, or install them)" >&2
+		exit 1
+	fi
+	echo "deps: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+go mod download

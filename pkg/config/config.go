@@ -1,0 +1,302 @@
+// Package config reads pam_totp.conf, the root-owned policy of a login node.
+//
+// The file is TOML. Top-level keys set the default policy; a [policy.NAME] section overrides any
+// of them for the PAM service NAME (or for the name given with the module's policy= argument).
+// [store] and [rate_limit] are node-wide. Defaults live in one literal (Default) and every check in
+// one method (Validate): unknown keys are warnings, values that weaken security are errors.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/pam-totp/pam-totp/pkg/securefile"
+)
+
+// DefaultPath is where the module and the tools look when not told otherwise.
+const DefaultPath = "/etc/pam-totp/pam_totp.conf"
+
+// maxSize bounds the config file; anything larger is not a config.
+const maxSize = 1 << 20
+
+// Modes of a policy.
+const (
+	ModeEnforce = "enforce" // every user needs a verified code (or an exemption)
+	ModeGrace   = "grace"   // users without a token get in until GraceUntil, and are told to enroll
+	ModeOff     = "off"     // nobody is asked; every login is logged as let in by policy
+)
+
+// Policy is what decides one authentication. It is the top level of the file, overridden per service.
+type Policy struct {
+	Mode string `toml:"mode"`
+	// GraceUntil ends enrollment grace (mode "grace"); after it, grace behaves as enforce.
+	GraceUntil time.Time `toml:"grace_until"`
+	// ExemptNetworks lets clients from these CIDRs (PAM_RHOST) in without a code.
+	ExemptNetworks []string `toml:"exempt_networks"`
+	ExemptGroups   []string `toml:"exempt_groups"`
+	ExemptUsers    []string `toml:"exempt_users"`
+	// Window is how many time steps either side of now a code may come from.
+	Window int `toml:"window"`
+	// SkewHintSteps: a code that matches 2..SkewHintSteps steps away is refused with a clock hint.
+	SkewHintSteps int `toml:"skew_hint_steps"`
+	// Prompt is the text of the code prompt.
+	Prompt string `toml:"prompt"`
+	// PasswordAndCode asks for password and code in one answer and passes the password on as
+	// PAM_AUTHTOK (for clients that show a single prompt; stack pam_unix with use_first_pass).
+	PasswordAndCode bool `toml:"password_and_code"`
+	// SSHGrace: after a verified code, the same user from the same address with the same SSH key
+	// is let in without a prompt for this long (needs sshd ExposeAuthInfo). 0 is off.
+	SSHGrace time.Duration `toml:"ssh_grace"`
+	// SudoFreshness: a code verified in this login session spares further prompts of this service
+	// for this long. 0 is off.
+	SudoFreshness time.Duration `toml:"sudo_freshness"`
+	// Contact is appended to messages that send the user for help.
+	Contact string `toml:"contact"`
+
+	exemptNets []netip.Prefix
+}
+
+// Store says where the node's databases are.
+type Store struct {
+	Dir string `toml:"dir"`
+	// OpenTimeout bounds the wait for a database lock.
+	OpenTimeout time.Duration `toml:"open_timeout"`
+}
+
+// RateLimit bounds guessing: consecutive failures per user, on this node, across all services.
+type RateLimit struct {
+	// FreeFailures may fail in a row before back-off starts.
+	FreeFailures int `toml:"free_failures"`
+	// InitialBackoff is the first wait; each further failure doubles it, up to MaxBackoff.
+	InitialBackoff time.Duration `toml:"initial_backoff"`
+	MaxBackoff     time.Duration `toml:"max_backoff"`
+	// LockoutAfter consecutive failures lock the user's second factor until an admin resets it.
+	LockoutAfter int `toml:"lockout_after"`
+}
+
+// Config is the whole file.
+type Config struct {
+	Policy
+	Store     Store     `toml:"store"`
+	RateLimit RateLimit `toml:"rate_limit"`
+	// Issuer labels tokens in authenticator apps (the otpauth issuer).
+	Issuer string `toml:"issuer"`
+	// Policies holds the per-service overrides, by section name.
+	Policies map[string]Policy `toml:"-"`
+}
+
+// Default is the one defaults literal.
+func Default() Config {
+	return Config{
+		Policy: Policy{
+			Mode:          ModeEnforce,
+			Window:        1,
+			SkewHintSteps: 10,
+			Prompt:        "Verification code: ",
+		},
+		Store:  Store{Dir: "/var/lib/pam-totp", OpenTimeout: 3 * time.Second},
+		Issuer: "pam-totp",
+		RateLimit: RateLimit{
+			FreeFailures:   3,
+			InitialBackoff: 30 * time.Second,
+			MaxBackoff:     15 * time.Minute,
+			LockoutAfter:   20,
+		},
+		Policies: map[string]Policy{},
+	}
+}
+
+// ErrUnknownPolicy is returned by For when policy= names a section the file does not have.
+var ErrUnknownPolicy = errors.New("unknown policy section")
+
+// Load opens path safely (root-owned, not writable by others, no symlink) and parses it.
+// Warnings (unknown keys) are returned beside a nil error.
+func Load(path string) (*Config, []string, error) {
+	f, err := securefile.Open(path, os.O_RDONLY, 0, securefile.Rule{Forbidden: 0o022, What: "config"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	if len(data) > maxSize {
+		return nil, nil, fmt.Errorf("config %s: larger than %d bytes", path, maxSize)
+	}
+	c, warnings, err := Parse(data)
+	if err != nil {
+		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, warnings, nil
+}
+
+// Parse parses and validates a config from memory.
+func Parse(data []byte) (*Config, []string, error) {
+	// One decode: the node-wide keys into Config, the [policy.*] sections kept raw so that each
+	// can start from the finished top-level policy and override only what it names.
+	file := struct {
+		Config
+		Sections map[string]toml.Primitive `toml:"policy"`
+	}{Config: Default()}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&file)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := file.Config
+	names := make([]string, 0, len(file.Sections))
+	for name := range file.Sections {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := c.Policy
+		p.ExemptNetworks = append([]string(nil), p.ExemptNetworks...)
+		p.ExemptGroups = append([]string(nil), p.ExemptGroups...)
+		p.ExemptUsers = append([]string(nil), p.ExemptUsers...)
+		p.exemptNets = nil
+		if err := md.PrimitiveDecode(file.Sections[name], &p); err != nil {
+			return nil, nil, fmt.Errorf("[policy.%s]: %w", name, err)
+		}
+		c.Policies[name] = p
+	}
+	var warnings []string
+	for _, k := range md.Undecoded() {
+		if len(k) == 2 && k[0] == "policy" {
+			continue // a section header: its keys are checked one by one
+		}
+		warnings = append(warnings, fmt.Sprintf("unknown key %q ignored", k.String()))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, warnings, err
+	}
+	return &c, warnings, nil
+}
+
+// Validate checks every value; it also prepares parsed forms (exempt networks).
+func (c *Config) Validate() error {
+	if err := c.Policy.validate("top level"); err != nil {
+		return err
+	}
+	for name, p := range c.Policies {
+		if name == "" || strings.ContainsAny(name, " \t/") {
+			return fmt.Errorf("policy section name %q: must be a plain name", name)
+		}
+		if err := p.validate("[policy." + name + "]"); err != nil {
+			return err
+		}
+		c.Policies[name] = p
+	}
+	if c.Store.Dir == "" || c.Store.Dir[0] != '/' {
+		return fmt.Errorf("store.dir %q: must be an absolute path", c.Store.Dir)
+	}
+	if c.Store.OpenTimeout < 100*time.Millisecond || c.Store.OpenTimeout > 30*time.Second {
+		return fmt.Errorf("store.open_timeout %s: must be between 100ms and 30s", c.Store.OpenTimeout)
+	}
+	r := c.RateLimit
+	switch {
+	case r.FreeFailures < 0 || r.FreeFailures > 10:
+		return fmt.Errorf("rate_limit.free_failures %d: must be between 0 and 10", r.FreeFailures)
+	case r.InitialBackoff < time.Second || r.InitialBackoff > time.Hour:
+		return fmt.Errorf("rate_limit.initial_backoff %s: must be between 1s and 1h", r.InitialBackoff)
+	case r.MaxBackoff < r.InitialBackoff || r.MaxBackoff > 24*time.Hour:
+		return fmt.Errorf("rate_limit.max_backoff %s: must be between initial_backoff and 24h", r.MaxBackoff)
+	case r.LockoutAfter <= r.FreeFailures || r.LockoutAfter > 50:
+		// NIST SP 800-63B allows at most 100 consecutive failures; we stay well under it.
+		return fmt.Errorf("rate_limit.lockout_after %d: must be above free_failures and at most 50", r.LockoutAfter)
+	}
+	if c.Issuer == "" || strings.ContainsAny(c.Issuer, ":\n") {
+		return fmt.Errorf("issuer %q: must be non-empty without ':'", c.Issuer)
+	}
+	return nil
+}
+
+func (p *Policy) validate(where string) error {
+	switch p.Mode {
+	case ModeEnforce, ModeOff:
+	case ModeGrace:
+		if p.GraceUntil.IsZero() {
+			return fmt.Errorf("%s: mode = \"grace\" needs grace_until (the enrollment deadline)", where)
+		}
+	default:
+		return fmt.Errorf("%s: mode %q: must be enforce, grace or off", where, p.Mode)
+	}
+	if p.Window < 0 || p.Window > 3 {
+		return fmt.Errorf("%s: window %d: must be between 0 and 3 time steps", where, p.Window)
+	}
+	if p.SkewHintSteps < 0 || p.SkewHintSteps > 20 {
+		return fmt.Errorf("%s: skew_hint_steps %d: must be between 0 and 20", where, p.SkewHintSteps)
+	}
+	if p.SSHGrace < 0 || p.SSHGrace > 24*time.Hour {
+		return fmt.Errorf("%s: ssh_grace %s: must be between 0 and 24h", where, p.SSHGrace)
+	}
+	if p.SudoFreshness < 0 || p.SudoFreshness > time.Hour {
+		return fmt.Errorf("%s: sudo_freshness %s: must be between 0 and 1h", where, p.SudoFreshness)
+	}
+	if strings.TrimSpace(p.Prompt) == "" || len(p.Prompt) > 200 {
+		return fmt.Errorf("%s: prompt: must be 1 to 200 characters", where)
+	}
+	p.exemptNets = p.exemptNets[:0]
+	for _, n := range p.ExemptNetworks {
+		pfx, err := netip.ParsePrefix(strings.TrimSpace(n))
+		if err != nil {
+			// A bare address means that one host.
+			addr, aerr := netip.ParseAddr(strings.TrimSpace(n))
+			if aerr != nil {
+				return fmt.Errorf("%s: exempt_networks %q: not a CIDR or address", where, n)
+			}
+			pfx = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		if pfx.Bits() == 0 {
+			return fmt.Errorf("%s: exempt_networks %q: exempts every address; use mode = \"off\" instead", where, n)
+		}
+		p.exemptNets = append(p.exemptNets, pfx.Masked())
+	}
+	return nil
+}
+
+// For returns the policy for a PAM service: the section named by the module's policy= argument
+// (which must exist), else the section named like the service, else the top level.
+func (c *Config) For(service, policy string) (Policy, error) {
+	if policy != "" {
+		p, ok := c.Policies[policy]
+		if !ok {
+			return Policy{}, fmt.Errorf("policy=%s: %w", policy, ErrUnknownPolicy)
+		}
+		return p, nil
+	}
+	if p, ok := c.Policies[service]; ok {
+		return p, nil
+	}
+	return c.Policy, nil
+}
+
+// ExemptAddr reports whether the client address (PAM_RHOST) is in an exempt network, and which.
+// An empty or non-numeric host is never exempt.
+func (p *Policy) ExemptAddr(rhost string) (string, bool) {
+	addr, err := netip.ParseAddr(strings.TrimSpace(rhost))
+	if err != nil {
+		return "", false
+	}
+	addr = addr.Unmap()
+	for _, n := range p.exemptNets {
+		if n.Contains(addr) {
+			return n.String(), true
+		}
+	}
+	return "", false
+}
+
+// InGrace reports whether enrollment grace is in force at now.
+func (p *Policy) InGrace(now time.Time) bool {
+	return p.Mode == ModeGrace && now.Before(p.GraceUntil)
+}

@@ -1,0 +1,201 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/pam-totp/pam-totp/pkg/securefile"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// File names inside the store directory.
+const (
+	TokensFile = "tokens.db"
+	StateFile  = "state.db"
+)
+
+// SchemaVersion is the layout of tokens.db this code reads and writes.
+const SchemaVersion = 1
+
+// Sentinel errors.
+var (
+	// ErrNoStore: tokens.db does not exist (never provisioned or never synced).
+	ErrNoStore = errors.New("token store does not exist")
+	// ErrSchema: tokens.db has no schema version or one this code does not know.
+	ErrSchema = errors.New("token store has an unknown schema")
+	// ErrNotFound: the user has no such token.
+	ErrNotFound = errors.New("no such token")
+	// ErrInvalid: a record fails validation and was not written.
+	ErrInvalid = errors.New("invalid record")
+)
+
+// TokenState is the life cycle of a token: pending until its first code is verified.
+type TokenState string
+
+// Token states.
+const (
+	Pending  TokenState = "pending"
+	Active   TokenState = "active"
+	Disabled TokenState = "disabled"
+)
+
+// Token is one authenticator of one user.
+type Token struct {
+	User      string         `json:"user"`
+	ID        string         `json:"id"`
+	Name      string         `json:"name"`
+	Algorithm totp.Algorithm `json:"algorithm"`
+	Digits    int            `json:"digits"`
+	Period    int            `json:"period"`
+	Secret    []byte         `json:"secret"`
+	State     TokenState     `json:"state"`
+	Created   time.Time      `json:"created"`
+	LastUsed  time.Time      `json:"last_used,omitzero"`
+}
+
+// Params returns the token's TOTP parameters.
+func (t *Token) Params() totp.Params {
+	return totp.Params{Algorithm: t.Algorithm, Digits: t.Digits, Period: t.Period}
+}
+
+// Validate checks a token before it is written.
+func (t *Token) Validate() error {
+	if err := ValidUser(t.User); err != nil {
+		return err
+	}
+	if t.ID == "" || len(t.ID) > 64 || !printable(t.ID) {
+		return fmt.Errorf("token id %q: %w", t.ID, ErrInvalid)
+	}
+	if len(t.Name) > 64 || !printable(t.Name) {
+		return fmt.Errorf("token name %q: 1 to 64 printable characters: %w", t.Name, ErrInvalid)
+	}
+	if err := t.Params().Validate(); err != nil {
+		return fmt.Errorf("token %s: %v: %w", t.ID, err, ErrInvalid)
+	}
+	if len(t.Secret) < 10 || len(t.Secret) > 128 {
+		return fmt.Errorf("token %s: secret of %d bytes, want 10 to 128: %w", t.ID, len(t.Secret), ErrInvalid)
+	}
+	switch t.State {
+	case Pending, Active, Disabled:
+	default:
+		return fmt.Errorf("token %s: state %q: %w", t.ID, t.State, ErrInvalid)
+	}
+	return nil
+}
+
+// BackupCode is one single-use backup code, stored as a salted hash (package backupcode).
+type BackupCode struct {
+	User    string    `json:"user"`
+	ID      string    `json:"id"`
+	Salt    []byte    `json:"salt"`
+	Hash    []byte    `json:"hash"`
+	Created time.Time `json:"created"`
+}
+
+// Meta describes the whole tokens.db.
+type Meta struct {
+	SchemaVersion int       `json:"schema_version"`
+	Revision      uint64    `json:"revision"` // registry revision applied (0 standalone)
+	Updated       time.Time `json:"updated"`  // last write by the authority
+	Source        string    `json:"source"`   // "standalone" or the registry URL
+}
+
+// ValidUser checks a user name as a key: non-empty, printable, no NUL, at most 256 bytes.
+func ValidUser(u string) error {
+	if u == "" || len(u) > 256 || !printable(u) {
+		return fmt.Errorf("user name %q: %w", u, ErrInvalid)
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	bucketTokens = []byte("tokens")
+	bucketBackup = []byte("backup_codes")
+	bucketMeta   = []byte("meta")
+	keyMeta      = []byte("meta")
+)
+
+// userKey is "user\x00id"; userPrefix is "user\x00".
+func userKey(user, id string) []byte { return append(userPrefix(user), id...) }
+
+func userPrefix(user string) []byte {
+	b := make([]byte, 0, len(user)+1+16)
+	return append(append(b, user...), 0)
+}
+
+// Options says where the store lives and how long an open may wait for a lock.
+type Options struct {
+	Dir     string
+	Timeout time.Duration
+}
+
+func (o Options) timeout() time.Duration {
+	if o.Timeout <= 0 {
+		return 3 * time.Second
+	}
+	return o.Timeout
+}
+
+// open opens one database file with the secure opener. create allows creating it (0600).
+func open(dir, name string, readOnly, create bool, timeout time.Duration) (*bolt.DB, error) {
+	if err := securefile.CheckDir(dir, securefile.SecretDir); err != nil {
+		return nil, fmt.Errorf("store directory: %w", err)
+	}
+	path := filepath.Join(dir, name)
+	opts := &bolt.Options{
+		Timeout:  timeout,
+		ReadOnly: readOnly,
+		OpenFile: func(p string, flag int, perm fs.FileMode) (*os.File, error) {
+			if !create {
+				flag &^= os.O_CREATE
+			}
+			return securefile.Open(p, flag, 0o600, securefile.Rule{Forbidden: 0o077, What: name})
+		},
+	}
+	db, err := bolt.Open(path, 0o600, opts)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && name == TokensFile {
+			return nil, fmt.Errorf("open %s: %w", path, ErrNoStore)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// guard turns a panic inside bbolt (a corrupt page) into an error: a damaged store denies, it
+// does not crash the caller.
+func guard(path string, err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("read %s: corrupt database: %v", path, r)
+	}
+}
+
+func encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own plain structs are encoded
+	}
+	return b
+}
+
+func uint64Bytes(v uint64) []byte { return []byte(strconv.FormatUint(v, 10)) }
+
+func hasPrefix(k, prefix []byte) bool { return bytes.HasPrefix(k, prefix) }

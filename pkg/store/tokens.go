@@ -1,0 +1,275 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Tokens is a node's tokens.db. It holds no open handle: every View and Update opens the file,
+// runs one transaction and closes it.
+type Tokens struct{ opts Options }
+
+// NewTokens returns the tokens.db of the store described by o.
+func NewTokens(o Options) *Tokens { return &Tokens{opts: o} }
+
+// Path is the file's path.
+func (t *Tokens) Path() string { return filepath.Join(t.opts.Dir, TokensFile) }
+
+// View runs fn in a read-only transaction. A missing file is ErrNoStore; a file without a known
+// schema is ErrSchema.
+func (t *Tokens) View(fn func(*TokensTx) error) (err error) {
+	db, err := open(t.opts.Dir, TokensFile, true, false, t.opts.timeout())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer guard(t.Path(), &err)
+	return db.View(func(tx *bolt.Tx) error {
+		x := &TokensTx{tx: tx}
+		if err := x.checkSchema(); err != nil {
+			return fmt.Errorf("%s: %w", t.Path(), err)
+		}
+		return fn(x)
+	})
+}
+
+// Update runs fn in a read-write transaction, creating the file (0600) and its schema when the
+// file is new. Keep fn short: logins wait for the lock; bulk writers call Update per chunk.
+func (t *Tokens) Update(fn func(*TokensTx) error) (err error) {
+	db, err := open(t.opts.Dir, TokensFile, false, true, t.opts.timeout())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	defer guard(t.Path(), &err)
+	return db.Update(func(tx *bolt.Tx) error {
+		x := &TokensTx{tx: tx}
+		if tx.Bucket(bucketMeta) == nil {
+			for _, b := range [][]byte{bucketTokens, bucketBackup, bucketMeta} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			if err := x.SetMeta(Meta{SchemaVersion: SchemaVersion, Source: "standalone"}); err != nil {
+				return err
+			}
+		}
+		if err := x.checkSchema(); err != nil {
+			return fmt.Errorf("%s: %w", t.Path(), err)
+		}
+		return fn(x)
+	})
+}
+
+// UserData is everything the login path needs of one user.
+type UserData struct {
+	Tokens []Token
+	Backup []BackupCode
+	Meta   Meta
+}
+
+// ReadUser reads one user's tokens and backup codes in one short read-only transaction.
+func (t *Tokens) ReadUser(user string) (UserData, error) {
+	var d UserData
+	err := t.View(func(x *TokensTx) error {
+		var err error
+		if d.Meta, err = x.Meta(); err != nil {
+			return err
+		}
+		if d.Tokens, err = x.UserTokens(user); err != nil {
+			return err
+		}
+		d.Backup, err = x.BackupCodes(user)
+		return err
+	})
+	return d, err
+}
+
+// TokensTx is one transaction on tokens.db.
+type TokensTx struct{ tx *bolt.Tx }
+
+func (x *TokensTx) checkSchema() error {
+	m, err := x.Meta()
+	if err != nil {
+		return err
+	}
+	if m.SchemaVersion != SchemaVersion {
+		return fmt.Errorf("schema version %d, this build reads %d: %w", m.SchemaVersion, SchemaVersion, ErrSchema)
+	}
+	for _, b := range [][]byte{bucketTokens, bucketBackup} {
+		if x.tx.Bucket(b) == nil {
+			return fmt.Errorf("bucket %s missing: %w", b, ErrSchema)
+		}
+	}
+	return nil
+}
+
+// Meta returns the store's meta record.
+func (x *TokensTx) Meta() (Meta, error) {
+	var m Meta
+	b := x.tx.Bucket(bucketMeta)
+	if b == nil {
+		return m, fmt.Errorf("no meta bucket: %w", ErrSchema)
+	}
+	v := b.Get(keyMeta)
+	if v == nil {
+		return m, fmt.Errorf("no meta record: %w", ErrSchema)
+	}
+	if err := json.Unmarshal(v, &m); err != nil {
+		return m, fmt.Errorf("meta record: %v: %w", err, ErrSchema)
+	}
+	return m, nil
+}
+
+// SetMeta replaces the meta record.
+func (x *TokensTx) SetMeta(m Meta) error {
+	return x.tx.Bucket(bucketMeta).Put(keyMeta, encode(m))
+}
+
+// UserTokens returns the user's tokens, sorted by id.
+func (x *TokensTx) UserTokens(user string) ([]Token, error) {
+	var out []Token
+	err := scan(x.tx.Bucket(bucketTokens), userPrefix(user), func(k, v []byte) error {
+		var t Token
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("token record %q: %w", k, err)
+		}
+		out = append(out, t)
+		return nil
+	})
+	return out, err
+}
+
+// Token returns one token.
+func (x *TokensTx) Token(user, id string) (Token, error) {
+	var t Token
+	v := x.tx.Bucket(bucketTokens).Get(userKey(user, id))
+	if v == nil {
+		return t, fmt.Errorf("token %s of %s: %w", id, user, ErrNotFound)
+	}
+	if err := json.Unmarshal(v, &t); err != nil {
+		return t, fmt.Errorf("token record %s of %s: %w", id, user, err)
+	}
+	return t, nil
+}
+
+// PutToken validates and writes a token (insert or replace).
+func (x *TokensTx) PutToken(t Token) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	return x.tx.Bucket(bucketTokens).Put(userKey(t.User, t.ID), encode(t))
+}
+
+// DeleteToken removes a token; ErrNotFound if it is not there.
+func (x *TokensTx) DeleteToken(user, id string) error {
+	b := x.tx.Bucket(bucketTokens)
+	k := userKey(user, id)
+	if b.Get(k) == nil {
+		return fmt.Errorf("token %s of %s: %w", id, user, ErrNotFound)
+	}
+	return b.Delete(k)
+}
+
+// BackupCodes returns the user's backup code hashes.
+func (x *TokensTx) BackupCodes(user string) ([]BackupCode, error) {
+	var out []BackupCode
+	err := scan(x.tx.Bucket(bucketBackup), userPrefix(user), func(k, v []byte) error {
+		var c BackupCode
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("backup code record %q: %w", k, err)
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
+
+// ReplaceBackupCodes drops the user's backup codes and stores codes instead.
+func (x *TokensTx) ReplaceBackupCodes(user string, codes []BackupCode) error {
+	b := x.tx.Bucket(bucketBackup)
+	if err := deletePrefix(b, userPrefix(user)); err != nil {
+		return err
+	}
+	for _, c := range codes {
+		if c.User != user || c.ID == "" || len(c.Hash) == 0 || len(c.Salt) == 0 {
+			return fmt.Errorf("backup code %q of %s: %w", c.ID, user, ErrInvalid)
+		}
+		if err := b.Put(userKey(user, c.ID), encode(c)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteUser removes every token and backup code of the user.
+func (x *TokensTx) DeleteUser(user string) error {
+	if err := deletePrefix(x.tx.Bucket(bucketTokens), userPrefix(user)); err != nil {
+		return err
+	}
+	return deletePrefix(x.tx.Bucket(bucketBackup), userPrefix(user))
+}
+
+// ForEachToken calls fn for every token, in key order (user, then id).
+func (x *TokensTx) ForEachToken(fn func(Token) error) error {
+	return x.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		var t Token
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("token record %q: %w", k, err)
+		}
+		return fn(t)
+	})
+}
+
+// Users returns the names of all users that have tokens or backup codes, sorted.
+func (x *TokensTx) Users() []string {
+	seen := map[string]bool{}
+	for _, name := range [][]byte{bucketTokens, bucketBackup} {
+		_ = x.tx.Bucket(name).ForEach(func(k, _ []byte) error {
+			for i, c := range k {
+				if c == 0 {
+					seen[string(k[:i])] = true
+					break
+				}
+			}
+			return nil
+		})
+	}
+	out := make([]string, 0, len(seen))
+	for u := range seen {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// scan calls fn for every key in b that starts with prefix. A nil bucket has no keys.
+func scan(b *bolt.Bucket, prefix []byte, fn func(k, v []byte) error) error {
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	if b == nil {
+		return nil
+	}
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

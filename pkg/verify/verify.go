@@ -1,0 +1,466 @@
+package verify
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/protocol"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// Conversation is what the verifier may do with the user; protocol.Conn implements it.
+type Conversation interface {
+	Prompt(text string, echo bool) (string, error)
+	Info(text string) error
+	Error(text string) error
+	SetAuthtok(password string) error
+}
+
+// Messages the user sees. Short, plain, and never a code or a secret.
+const (
+	msgFailed       = "Verification failed."
+	msgUnavailable  = "Two-factor authentication is unavailable on this host right now; try again later."
+	msgMisconfig    = "Two-factor authentication is misconfigured on this host."
+	msgNoToken      = "No two-factor token is enrolled for your account."
+	msgNotActivated = "Your token is not activated yet: finish its enrollment by entering a code from it."
+	msgReplay       = "That code has already been used; wait for the next one."
+	msgLocked       = "Too many failed codes; two-factor login is locked for your account."
+	msgTooLong      = "The answer is too long."
+)
+
+// Verifier decides authentications for one node. It keeps no database open.
+type Verifier struct {
+	Config *config.Config
+	Log    *slog.Logger
+	Now    func() time.Time
+	// ProcRoot is where session leaders' start times are read (/proc); tests may change it.
+	ProcRoot string
+}
+
+// New returns a verifier with the real clock.
+func New(cfg *config.Config, log *slog.Logger) *Verifier {
+	return &Verifier{Config: cfg, Log: log, Now: time.Now, ProcRoot: "/proc"}
+}
+
+// attempt carries one authentication through the steps.
+type attempt struct {
+	v    *Verifier
+	req  *protocol.Request
+	conv Conversation
+	pol  config.Policy
+	now  time.Time
+}
+
+// Authenticate runs one authentication and returns the verdict for the module.
+func (v *Verifier) Authenticate(req *protocol.Request, conv Conversation) protocol.Verdict {
+	a := &attempt{v: v, req: req, conv: conv, now: v.Now()}
+	pol, err := v.Config.For(req.Service, req.Policy)
+	if err != nil {
+		a.tell(msgMisconfig)
+		return a.log(protocol.SystemErr, "misconfigured", err.Error(), "")
+	}
+	a.pol = pol
+	return a.run()
+}
+
+func (a *attempt) run() protocol.Verdict {
+	req, pol := a.req, &a.pol
+	if !req.UserKnown {
+		// Prompted like anyone else, so the exchange does not say whether the account exists.
+		if _, err := a.conv.Prompt(a.prompt(), false); err != nil {
+			return a.log(protocol.UserUnknown, "unknown_user", "user unknown to NSS; no answer", "")
+		}
+		a.tell(msgFailed)
+		return a.log(protocol.UserUnknown, "unknown_user", "user unknown to NSS", "")
+	}
+	switch {
+	case pol.Mode == config.ModeOff:
+		return a.log(protocol.Success, "policy_off", "mode is off", "")
+	case slices.Contains(pol.ExemptUsers, req.User):
+		return a.log(protocol.Success, "exempt_user", "user is exempt", "")
+	}
+	for _, g := range req.Groups {
+		if slices.Contains(pol.ExemptGroups, g) {
+			return a.log(protocol.Success, "exempt_group", "member of exempt group "+g, "")
+		}
+	}
+	if n, ok := pol.ExemptAddr(req.RHost); ok {
+		return a.log(protocol.Success, "exempt_network", "client address in exempt network "+n, "")
+	}
+
+	opts := store.Options{Dir: a.v.Config.Store.Dir, Timeout: a.v.Config.Store.OpenTimeout}
+	data, err := store.NewTokens(opts).ReadUser(req.User)
+	if err != nil {
+		a.tell(msgUnavailable)
+		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), "")
+	}
+	active, pending := 0, 0
+	for _, t := range data.Tokens {
+		switch t.State {
+		case store.Active:
+			active++
+		case store.Pending:
+			pending++
+		}
+	}
+	if active == 0 && len(data.Backup) == 0 {
+		if pending > 0 {
+			a.tell(msgNotActivated)
+		}
+		if pol.InGrace(a.now) {
+			a.info(fmt.Sprintf("Two-factor authentication becomes mandatory on %s: enroll a token before then.",
+				pol.GraceUntil.UTC().Format("2006-01-02 15:04 MST")))
+			return a.log(protocol.Success, "enrollment_grace", "no active token; grace until "+
+				pol.GraceUntil.UTC().Format(time.RFC3339), "")
+		}
+		a.tell(msgNoToken + a.contact())
+		return a.log(protocol.AuthErr, "no_token", fmt.Sprintf("no active token (%d pending)", pending), "")
+	}
+
+	state := store.NewState(opts)
+	sshKey, freshKey := a.sshGraceKey(), a.freshnessKey()
+	var fails store.Failures
+	var graced, fresh bool
+	err = state.View(func(x *store.StateTx) error {
+		fails = x.Failures(req.User)
+		graced = sshKey != "" && x.Grace(req.User, "ssh", sshKey, a.now)
+		fresh = freshKey != "" && x.Grace(req.User, freshKind(req.Service), freshKey, a.now)
+		return nil
+	})
+	if err != nil {
+		a.tell(msgUnavailable)
+		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), "")
+	}
+	if msg, locked := a.locked(fails); locked {
+		a.tell(msg)
+		return a.log(protocol.MaxTries, "locked_out", fmt.Sprintf("%d consecutive failures", fails.Count), "")
+	}
+	if graced {
+		return a.log(protocol.Success, "ssh_grace", "same client address and SSH key within ssh_grace", "")
+	}
+	if fresh {
+		return a.log(protocol.Success, "session_fresh", "code verified in this session within sudo_freshness", "")
+	}
+
+	answer, err := a.conv.Prompt(a.prompt(), false)
+	if err != nil {
+		return a.log(protocol.AuthErr, "no_answer", err.Error(), "")
+	}
+	return a.check(state, data, answer, sshKey, freshKey)
+}
+
+// check judges the answer inside one state.db write transaction.
+func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey, freshKey string) protocol.Verdict {
+	user := a.req.User
+	var (
+		verdict = protocol.AuthErr
+		outcome = "wrong_code"
+		reason  = "no token matched"
+		tokenID string
+		msg     = msgFailed
+	)
+	switch {
+	case len(answer) > protocol.MaxAnswer:
+		// Still a guess, so still counted below; nothing of it is checked.
+		answer, outcome, reason, msg = "", "invalid_answer", "answer too long", msgTooLong
+	case strings.TrimSpace(answer) == "":
+		// Pressing Enter guesses nothing: refused, not counted.
+		a.tell(msgFailed)
+		return a.log(protocol.AuthErr, "empty_answer", "empty answer", "")
+	}
+	codes := a.candidates(data.Tokens, &answer)
+	backupNorm, isBackup := backupcode.Normalize(answer)
+	if a.pol.PasswordAndCode {
+		isBackup = false // the answer is password+code; backup codes go at the code prompt
+	}
+	err := state.Update(func(x *store.StateTx) error {
+		fails := x.Failures(user)
+		if m, locked := a.locked(fails); locked { // a concurrent login may have locked it since
+			verdict, outcome, reason, msg = protocol.MaxTries, "locked_out", "locked while prompting", m
+			return nil
+		}
+		m := findMatch(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
+			return x.LastStep(user, id)
+		})
+		switch m.status {
+		case matchOK:
+			tokenID = m.token.ID
+			if err := x.SetLastStep(user, m.token.ID, m.step); err != nil {
+				return err
+			}
+			verdict, outcome, reason, msg = protocol.Success, "success", "code verified", ""
+		case matchReplay:
+			// A replay is no guess at the secret: refused, not counted.
+			tokenID = m.token.ID
+			verdict, outcome, reason, msg = protocol.AuthErr, "replay", "code of an already used time step", msgReplay
+			return nil
+		case matchSkew:
+			tokenID = m.token.ID
+			dir := "ahead"
+			if m.skewSeconds < 0 {
+				dir = "behind"
+			}
+			secs := abs(m.skewSeconds)
+			reason = fmt.Sprintf("code from %d s %s of the node's clock", secs, dir)
+			outcome = "clock_skew"
+			msg = fmt.Sprintf("%s Your device's clock seems about %d seconds %s; check its time settings.",
+				msgFailed, secs, dir)
+		}
+		if verdict != protocol.Success && isBackup {
+			for _, rec := range data.Backup {
+				if backupcode.Match(backupNorm, rec) {
+					if x.BackupUsed(user, rec.ID) {
+						reason = "backup code already used"
+						break
+					}
+					if err := x.UseBackup(user, rec.ID, a.now); err != nil {
+						return err
+					}
+					left := 0
+					for _, r := range data.Backup {
+						if r.ID != rec.ID && !x.BackupUsed(user, r.ID) {
+							left++
+						}
+					}
+					tokenID = "backup:" + rec.ID
+					verdict, outcome, reason = protocol.Success, "backup_code", "backup code accepted"
+					msg = fmt.Sprintf("Backup code accepted; %d left.", left)
+					break
+				}
+			}
+		}
+		if verdict != protocol.Success {
+			return x.SetFailures(user, a.fail(fails, &msg))
+		}
+		if err := x.ClearFailures(user); err != nil {
+			return err
+		}
+		if sshKey != "" && a.pol.SSHGrace > 0 {
+			if err := x.SetGrace(user, "ssh", sshKey, a.now.Add(a.pol.SSHGrace), a.now); err != nil {
+				return err
+			}
+		}
+		if freshKey != "" && a.pol.SudoFreshness > 0 {
+			return x.SetGrace(user, freshKind(a.req.Service), freshKey, a.now.Add(a.pol.SudoFreshness), a.now)
+		}
+		return nil
+	})
+	if err != nil {
+		a.tell(msgUnavailable)
+		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), tokenID)
+	}
+	if msg != "" {
+		if verdict == protocol.Success {
+			a.info(msg)
+		} else {
+			a.tell(msg)
+		}
+	}
+	return a.log(verdict, outcome, reason, tokenID)
+}
+
+// candidates returns the TOTP codes worth checking, by digit count. With password_and_code the
+// trailing digits are split off and the rest is handed on as PAM_AUTHTOK.
+func (a *attempt) candidates(tokens []store.Token, answer *string) map[int]string {
+	codes := map[int]string{}
+	for _, t := range tokens {
+		if t.State != store.Active {
+			continue
+		}
+		d := t.Digits
+		if _, done := codes[d]; done {
+			continue
+		}
+		s := *answer
+		if a.pol.PasswordAndCode {
+			if len(s) <= d {
+				continue
+			}
+			s = s[len(s)-d:]
+		}
+		if c, ok := totp.ParseCode(s, d); ok {
+			codes[d] = c
+		}
+	}
+	if a.pol.PasswordAndCode && len(*answer) > 0 {
+		// Hand on the password as split for the most common code length, even when the code turns
+		// out wrong, so pam_unix does not prompt a single-prompt client again.
+		for _, d := range []int{6, 8, 7} {
+			if _, ok := codes[d]; ok {
+				_ = a.conv.SetAuthtok((*answer)[:len(*answer)-d])
+				break
+			}
+		}
+	}
+	return codes
+}
+
+// fail counts one failure and extends the back-off; msg gains the wait when one starts.
+func (a *attempt) fail(f store.Failures, msg *string) store.Failures {
+	rl := a.v.Config.RateLimit
+	f.Count++
+	f.Last = a.now
+	if f.Count > rl.FreeFailures {
+		d := rl.InitialBackoff
+		for i := rl.FreeFailures + 1; i < f.Count && d < rl.MaxBackoff; i++ {
+			d *= 2
+		}
+		d = min(d, rl.MaxBackoff)
+		f.Until = a.now.Add(d)
+		if f.Count >= rl.LockoutAfter {
+			*msg = strings.TrimSpace(*msg + " " + msgLocked + a.contact())
+		} else {
+			*msg = strings.TrimSpace(*msg + " Too many failed codes; try again in " + human(d) + ".")
+		}
+	}
+	return f
+}
+
+// locked says whether failures keep the user from being asked, and what to tell them.
+func (a *attempt) locked(f store.Failures) (string, bool) {
+	if f.Count >= a.v.Config.RateLimit.LockoutAfter {
+		return msgLocked + a.contact(), true
+	}
+	if a.now.Before(f.Until) {
+		return "Too many failed codes; try again in " + human(f.Until.Sub(a.now)) + ".", true
+	}
+	return "", false
+}
+
+func (a *attempt) prompt() string {
+	if a.pol.PasswordAndCode && a.pol.Prompt == config.Default().Prompt {
+		return "Password and verification code: "
+	}
+	return a.pol.Prompt
+}
+
+func (a *attempt) contact() string {
+	if a.pol.Contact == "" {
+		return ""
+	}
+	return " Contact " + a.pol.Contact + "."
+}
+
+func (a *attempt) tell(msg string) { _ = a.conv.Error(msg) }
+func (a *attempt) info(msg string) { _ = a.conv.Info(msg) }
+
+// log writes the one log line of this authentication and returns the verdict.
+func (a *attempt) log(v protocol.Verdict, outcome, reason, tokenID string) protocol.Verdict {
+	level := slog.LevelInfo
+	if v != protocol.Success {
+		level = slog.LevelWarn
+	}
+	if v == protocol.SystemErr || v == protocol.AuthinfoUnavail {
+		level = slog.LevelError
+	}
+	a.v.Log.Log(context.Background(), level, "authentication "+string(v),
+		"user", a.req.User, "service", a.req.Service, "rhost", a.req.RHost, "tty", a.req.TTY,
+		"token", tokenID, "outcome", outcome, "reason", reason)
+	return v
+}
+
+// sshGraceKey is a digest of user, client address and the SSH public keys sshd reports
+// (SSH_AUTH_INFO_0, "publickey <type> <base64>" lines). Empty when any of them is missing.
+func (a *attempt) sshGraceKey() string {
+	if a.pol.SSHGrace <= 0 || a.req.RHost == "" {
+		return ""
+	}
+	var keys []string
+	for _, line := range strings.Split(a.req.SSHAuthInfo, "\n") {
+		if strings.HasPrefix(line, "publickey ") {
+			keys = append(keys, strings.TrimSpace(line))
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	return digest(a.req.User, a.req.RHost, strings.Join(keys, "\n"))
+}
+
+// freshnessKey names the login session: the audit session id when pam_loginuid set one, else
+// the session leader's pid and start time with the tty (what sudo's own timestamps use).
+func (a *attempt) freshnessKey() string {
+	if a.pol.SudoFreshness <= 0 {
+		return ""
+	}
+	if s := a.req.AuditSession; s != "" && s != "4294967295" {
+		return digest(a.req.User, "audit", s)
+	}
+	if a.req.SID == "" || a.req.SID == "0" {
+		return ""
+	}
+	start := a.v.leaderStart(a.req.SID)
+	if start == "" {
+		return ""
+	}
+	return digest(a.req.User, "sid", a.req.SID, start, a.req.TTY)
+}
+
+// leaderStart reads field 22 (start time in clock ticks) of /proc/SID/stat.
+func (v *Verifier) leaderStart(sid string) string {
+	for _, c := range sid {
+		if c < '0' || c > '9' {
+			return ""
+		}
+	}
+	b, err := os.ReadFile(v.ProcRoot + "/" + sid + "/stat")
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19] // fields 3.. start at index 0, so field 22 is index 19
+}
+
+func freshKind(service string) string { return "fresh:" + service }
+
+func digest(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func human(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		s := int((d + time.Second - 1) / time.Second)
+		if s == 1 {
+			return "1 second"
+		}
+		return fmt.Sprintf("%d seconds", s)
+	default:
+		m := int((d + time.Minute - 1) / time.Minute)
+		if m == 1 {
+			return "1 minute"
+		}
+		return fmt.Sprintf("%d minutes", m)
+	}
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
