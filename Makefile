@@ -48,18 +48,18 @@ all: build
 
 build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin
 
-$(BUILD):
-	mkdir -p $(BUILD)
-
-$(BUILD)/pam_totp.so: pam/pam_totp.c | $(BUILD)
+$(BUILD)/pam_totp.so: pam/pam_totp.c
+	@mkdir -p $(@D)
 	$(CC) $(PAM_CFLAGS) $(CPPFLAGS) -o $@ $< $(PAM_LDFLAGS) $(LDFLAGS) -lpam
 
 # The helper is static (no libc, no NSS: the module resolves users and groups).
-$(BUILD)/pam-totp-helper: $(GO_SOURCES) | $(BUILD)
+$(BUILD)/pam-totp-helper: $(GO_SOURCES)
+	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/pam-totp-helper
 
 # totp-admin links libpam (msteinert/pam) for `doctor`.
-$(BUILD)/totp-admin: $(GO_SOURCES) | $(BUILD)
+$(BUILD)/totp-admin: $(GO_SOURCES)
+	@mkdir -p $(@D)
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-admin
 
 deps:
