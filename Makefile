@@ -5,6 +5,7 @@
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
 #   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR)
+#   make deb          build/pam-totp_VERSION_ARCH.deb (packaging/debian)
 #   make deps         apt-get the build and test dependencies (Debian 12) and download Go modules
 #
 # Variables
@@ -32,6 +33,8 @@ GOTESTFLAGS ?=
 DEMO_AUTO  ?= 0
 
 BUILD      := build
+# Debian's golang package is older than go.mod wants; the Go toolchain lives in /usr/local/go.
+export PATH := $(PATH):/usr/local/go/bin
 GOFLAGS_COMMON := -trimpath -ldflags "-s -w -X github.com/pam-totp/pam-totp/pkg/version.Version=$(VERSION)"
 
 PAM_CFLAGS := -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -Wformat=2 -Wshadow \
@@ -42,7 +45,7 @@ PAM_LDFLAGS := -shared -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-neede
 
 GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build test test-go bench demo install deps clean fmt vet
+.PHONY: all build test bench demo install deb deps clean fmt vet
 
 all: build
 
@@ -84,6 +87,16 @@ install: build
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf || \
 		install -m 0644 pam_totp.conf.example $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf
 	install -d -m 0700 $(DESTDIR)/var/lib/pam-totp
+
+DEB_VERSION = $(shell echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' | grep -q '^[0-9]' && echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' || echo 0.0.0+$(VERSION))
+DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+deb: build
+	rm -rf $(BUILD)/deb
+	$(MAKE) install DESTDIR=$(CURDIR)/$(BUILD)/deb PREFIX=/usr
+	install -d $(BUILD)/deb/DEBIAN
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' packaging/debian/control.in > $(BUILD)/deb/DEBIAN/control
+	install -m 0644 packaging/debian/conffiles $(BUILD)/deb/DEBIAN/conffiles
+	dpkg-deb --root-owner-group --build $(BUILD)/deb $(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 fmt:
 	gofmt -l -w cmd pkg pam

@@ -2,8 +2,8 @@
 # Installs what building and testing pam-totp needs on Debian 12, then downloads the Go modules.
 # Idempotent: packages already present are not fetched again.
 set -eu
-pkgs="gcc make libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux \
-libpam-google-authenticator libpam-oath dbus-daemon"
+pkgs="gcc make libc6-dev libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux iproute2 \
+libpam-google-authenticator libpam-oath zbar-tools passwd"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
