@@ -119,7 +119,7 @@ func ValidUser(u string) error {
 
 func printable(s string) bool {
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
 			return false
 		}
 	}

@@ -1,0 +1,584 @@
+// Command totp-admin manages a login node's tokens on a site without a registry: it enrolls,
+// lists, disables and removes tokens, issues backup codes, unlocks users, imports tokens from CSV
+// and google-authenticator files, and checks the node's PAM stack and files (doctor).
+//
+// It is a thin main: flags and output here, everything else in package admin.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"os/user"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/admin"
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+	"github.com/pam-totp/pam-totp/pkg/version"
+)
+
+const usage = `usage: totp-admin [--config FILE] COMMAND [ARGS]
+
+commands:
+  token add USER [--name N] [--secret BASE32] [--algorithm SHA1|SHA256|SHA512]
+                 [--digits 6|8] [--period 30] [--no-verify] [--no-qr] [--qr half|full|ascii]
+  token list [USER] [--json]
+  token remove USER ID
+  token disable USER ID
+  token enable USER ID
+  backup-codes USER
+  unlock USER
+  reset USER
+  import csv FILE|- [--skip-invalid] [--algorithm A] [--digits D] [--period P]
+  import google-authenticator USER FILE
+  doctor [--service NAME] [--user USER] [--rhost ADDR] [--pamdir DIR] [--helper PATH]
+         [--no-transaction]
+
+  --check-config   load and validate the config, then exit
+  --version        print the version
+
+Every command takes --config FILE (default ` + config.DefaultPath + `).
+`
+
+// errUsage marks errors that exit with status 2.
+var errUsage = errors.New("usage")
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+func (e usageError) Unwrap() error { return errUsage }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// env is what a command may touch, so tests can run it in-process.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+	config string // --config given before the command
+}
+
+func main() {
+	e := &env{ctx: context.Background(), stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr,
+		getenv: os.Getenv}
+	os.Exit(run(e, os.Args[1:]))
+}
+
+func run(e *env, args []string) int {
+	err := dispatch(e, args)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(e.stderr, "totp-admin: %s\n%s", admin.Clean(err.Error()), usage)
+		return 2
+	case errors.Is(err, errReported):
+		return 1
+	}
+	fmt.Fprintf(e.stderr, "totp-admin: %s\n", admin.Clean(err.Error()))
+	return 1
+}
+
+// errReported: the command has already said what went wrong; exit 1 without another line.
+var errReported = errors.New("reported")
+
+func dispatch(e *env, args []string) error {
+	fs := newFlags("totp-admin", e)
+	cfgPath := fs.String("config", config.DefaultPath, "config file")
+	check := fs.Bool("check-config", false, "load and validate the config, then exit")
+	showVersion := fs.Bool("version", false, "print the version")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	e.config = *cfgPath
+	args = fs.Args()
+	switch {
+	case *showVersion:
+		fmt.Fprintln(e.stdout, "totp-admin", version.Version)
+		return nil
+	case *check:
+		if len(args) > 0 {
+			return usagef("--check-config takes no command")
+		}
+		return checkConfig(e, *cfgPath)
+	case len(args) == 0:
+		return usagef("no command")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "token":
+		if len(rest) == 0 {
+			return usagef("token: want add, list, remove, disable or enable")
+		}
+		switch rest[0] {
+		case "add":
+			return tokenAdd(e, rest[1:])
+		case "list":
+			return tokenList(e, rest[1:])
+		case "remove", "disable", "enable":
+			return tokenChange(e, rest[0], rest[1:])
+		}
+		return usagef("token %s: unknown command", rest[0])
+	case "backup-codes":
+		return backupCodes(e, rest)
+	case "unlock":
+		return unlock(e, rest)
+	case "reset":
+		return reset(e, rest)
+	case "import":
+		if len(rest) == 0 {
+			return usagef("import: want csv or google-authenticator")
+		}
+		switch rest[0] {
+		case "csv":
+			return importCSV(e, rest[1:])
+		case "google-authenticator":
+			return importGA(e, rest[1:])
+		}
+		return usagef("import %s: unknown format", rest[0])
+	case "doctor":
+		return doctor(e, rest)
+	case "help":
+		fmt.Fprint(e.stdout, usage)
+		return nil
+	}
+	return usagef("unknown command %q", cmd)
+}
+
+func newFlags(name string, e *env) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses flags anywhere among the arguments ("token add alice --name phone") and returns
+// the positional ones; everything after "--" is positional.
+func parse(fs *flag.FlagSet, args []string, want int, optional int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, usagef("%s: see the usage below", fs.Name())
+			}
+			return nil, usagef("%s: %v", fs.Name(), err)
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(pos) < want || len(pos) > want+optional {
+		return nil, usagef("%s: wrong number of arguments", fs.Name())
+	}
+	return pos, nil
+}
+
+// load loads the config named by --config with its ownership checks, and warns about unknown keys.
+func load(e *env, path string) (*config.Config, error) {
+	cfg, warnings, err := config.Load(path)
+	for _, w := range warnings {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: %s\n", admin.Clean(w))
+	}
+	return cfg, err
+}
+
+func checkConfig(e *env, path string) error {
+	if _, err := load(e, path); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: OK\n", admin.Clean(path))
+	return nil
+}
+
+func adminFor(e *env, path string) (*admin.Admin, error) {
+	cfg, err := load(e, path)
+	if err != nil {
+		return nil, err
+	}
+	return admin.New(cfg), nil
+}
+
+// paramFlags adds --algorithm, --digits and --period.
+func paramFlags(fs *flag.FlagSet) func() (totp.Params, error) {
+	alg := fs.String("algorithm", string(totp.DefaultParams.Algorithm), "SHA1, SHA256 or SHA512")
+	digits := fs.Int("digits", totp.DefaultParams.Digits, "6 or 8")
+	period := fs.Int("period", totp.DefaultParams.Period, "seconds per code")
+	return func() (totp.Params, error) {
+		p := totp.Params{Algorithm: totp.Algorithm(strings.ToUpper(*alg)), Digits: *digits, Period: *period}
+		if p.Digits != 6 && p.Digits != 8 {
+			return p, usagef("--digits %d: want 6 or 8 (what authenticator apps show)", p.Digits)
+		}
+		if err := p.Validate(); err != nil {
+			return p, usagef("%v", err)
+		}
+		return p, nil
+	}
+}
+
+func tokenAdd(e *env, args []string) error {
+	fs := newFlags("token add", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	name := fs.String("name", "", "token name (default token-N)")
+	secretText := fs.String("secret", "", "base32 secret (default: a new random 160-bit secret)")
+	params := paramFlags(fs)
+	noVerify := fs.Bool("no-verify", false, "activate at once without asking for a code")
+	noQR := fs.Bool("no-qr", false, "do not show the QR code")
+	qrMode := fs.String("qr", "", "QR code mode: half, full or ascii (default from $TERM and the locale)")
+	pos, err := parse(fs, args, 1, 0)
+	if err != nil {
+		return err
+	}
+	u := pos[0]
+	p, err := params()
+	if err != nil {
+		return err
+	}
+	qr := admin.QR{Show: !*noQR, Mode: qrterm.DetectMode(e.getenv("TERM"), qrterm.LocaleIsUTF8(e.getenv))}
+	if *qrMode != "" {
+		if qr.Mode, err = qrterm.ParseMode(*qrMode); err != nil {
+			return usagef("--qr: %v", err)
+		}
+	}
+	var secret []byte
+	if *secretText != "" {
+		if secret, err = totp.DecodeSecret(*secretText); err != nil {
+			if errors.Is(err, totp.ErrSecretSize) {
+				return usagef("--secret: the secret has an unsupported length (want %d to %d bytes)", totp.MinSecretLen, totp.MaxSecretLen)
+			}
+			return usagef("--secret: the secret is not valid base32")
+		}
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	if _, err := user.Lookup(u); err != nil {
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", admin.Clean(u))
+		}
+	}
+	// From here a signal must not leave a pending token behind: it cancels the enrollment.
+	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	en, err := a.AddToken(u, admin.AddOptions{Name: *name, Secret: secret, Params: p, Active: *noVerify})
+	if err != nil {
+		return err
+	}
+	if err := admin.WriteEnrollment(e.stdout, en, qr); err != nil {
+		if _, cerr := a.Cancel(u, en.Token.ID); cerr != nil {
+			return fmt.Errorf("%w; removing the pending token failed: %v", err, cerr)
+		}
+		return err
+	}
+	if *noVerify {
+		fmt.Fprintf(e.stdout, "\nToken %s is active (--no-verify: no code was checked).\n", en.Token.ID)
+	} else if err := a.VerifyInteractive(ctx, en, e.stdin, e.stdout); err != nil {
+		if errors.Is(err, admin.ErrCancelled) || errors.Is(err, admin.ErrNotVerified) {
+			return fmt.Errorf("token %s of %s not activated: %w", en.Token.ID, u, err)
+		}
+		return err
+	}
+	if !en.HasBackupCodes {
+		fmt.Fprintf(e.stdout, "%s has no backup codes yet: run `totp-admin backup-codes %s` and hand them over.\n",
+			admin.Clean(u), admin.Clean(u))
+	}
+	return nil
+}
+
+func tokenList(e *env, args []string) error {
+	fs := newFlags("token list", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	asJSON := fs.Bool("json", false, "JSON output")
+	pos, err := parse(fs, args, 0, 1)
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	u := ""
+	if len(pos) == 1 {
+		u = pos[0]
+	}
+	toks, err := a.ListTokens(u)
+	if err != nil {
+		return err
+	}
+	for i := range toks {
+		t := &toks[i]
+		t.User, t.ID, t.Name = admin.Clean(t.User), admin.Clean(t.ID), admin.Clean(t.Name)
+	}
+	if *asJSON {
+		if toks == nil {
+			toks = []admin.TokenInfo{}
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(toks)
+	}
+	if len(toks) == 0 {
+		if u != "" {
+			fmt.Fprintf(e.stdout, "%s has no tokens.\n", admin.Clean(u))
+		} else {
+			fmt.Fprintln(e.stdout, "No tokens.")
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tID\tNAME\tALGORITHM\tDIGITS\tPERIOD\tSTATE\tCREATED\tLAST USED")
+	for _, t := range toks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", t.User, t.ID, t.Name, t.Algorithm, t.Digits,
+			t.Period, t.State, stamp(t.Created), stamp(t.LastUsed))
+	}
+	return tw.Flush()
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04Z")
+}
+
+func tokenChange(e *env, verb string, args []string) error {
+	fs := newFlags("token "+verb, e)
+	cfgPath := fs.String("config", e.config, "config file")
+	pos, err := parse(fs, args, 2, 0)
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	u, id := pos[0], pos[1]
+	var t admin.TokenInfo
+	switch verb {
+	case "remove":
+		t, err = a.RemoveToken(u, id)
+	case "disable":
+		t, err = a.SetState(u, id, store.Disabled)
+	case "enable":
+		t, err = a.SetState(u, id, store.Active)
+	}
+	if err != nil {
+		return err
+	}
+	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
+	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", admin.Clean(t.ID), admin.Clean(t.Name), admin.Clean(u), past)
+	if verb != "enable" {
+		active, err := a.HasActiveToken(u)
+		if err == nil && !active {
+			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied until one is added (backup codes still work).\n",
+				admin.Clean(u))
+		}
+	}
+	return nil
+}
+
+func backupCodes(e *env, args []string) error {
+	fs := newFlags("backup-codes", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	pos, err := parse(fs, args, 1, 0)
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	codes, err := a.NewBackupCodes(pos[0])
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", admin.Clean(pos[0]))
+	for i, c := range codes {
+		fmt.Fprintf(&b, "  %2d. %s\n", i+1, c)
+	}
+	b.WriteString("\nEach code works once, in place of a code from the app. Store them somewhere safe\n" +
+		"(printed, or in a password manager): they are shown only this once.\n")
+	_, err = io.WriteString(e.stdout, b.String())
+	return err
+}
+
+func unlock(e *env, args []string) error {
+	fs := newFlags("unlock", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	pos, err := parse(fs, args, 1, 0)
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	before, err := a.Unlock(pos[0])
+	if err != nil {
+		return err
+	}
+	if before.Count == 0 && before.Until.IsZero() {
+		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", admin.Clean(pos[0]))
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", admin.Clean(pos[0]), before.Count)
+	return nil
+}
+
+func reset(e *env, args []string) error {
+	fs := newFlags("reset", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	pos, err := parse(fs, args, 1, 0)
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	r, err := a.Reset(pos[0])
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s reset: %d tokens and %d backup codes removed, failures and last used codes forgotten.\n"+
+		"Enroll a new token with `totp-admin token add %s`.\n", admin.Clean(pos[0]), r.Tokens, r.BackupCodes, admin.Clean(pos[0]))
+	return nil
+}
+
+func importCSV(e *env, args []string) error {
+	fs := newFlags("import csv", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	skip := fs.Bool("skip-invalid", false, "import the valid lines even if some are invalid")
+	params := paramFlags(fs)
+	pos, err := parse(fs, args, 1, 0)
+	if err != nil {
+		return err
+	}
+	p, err := params()
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	var in io.Reader = e.stdin
+	if pos[0] != "-" {
+		f, err := admin.OpenInput(pos[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	start := time.Now()
+	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: p, SkipInvalid: *skip})
+	for _, le := range rep.Invalid {
+		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", admin.Clean(pos[0]), le)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Imported %d tokens (active) in %s", rep.Added, time.Since(start).Round(time.Millisecond))
+	if rep.Duplicates > 0 {
+		fmt.Fprintf(e.stdout, "; %d already present, skipped", rep.Duplicates)
+	}
+	if len(rep.Invalid) > 0 {
+		fmt.Fprintf(e.stdout, "; %d invalid lines skipped", len(rep.Invalid))
+	}
+	fmt.Fprintln(e.stdout, ".")
+	return nil
+}
+
+func importGA(e *env, args []string) error {
+	fs := newFlags("import google-authenticator", e)
+	cfgPath := fs.String("config", e.config, "config file")
+	pos, err := parse(fs, args, 2, 0)
+	if err != nil {
+		return err
+	}
+	a, err := adminFor(e, *cfgPath)
+	if err != nil {
+		return err
+	}
+	u, path := pos[0], pos[1]
+	f, err := admin.ReadGAFile(path)
+	if err != nil {
+		return err
+	}
+	res, err := a.ImportGA(u, f)
+	if err != nil {
+		return err
+	}
+	if res.Already {
+		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", admin.Clean(u), admin.Clean(res.Token.ID))
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
+		res.Token.ID, admin.GAName, admin.Clean(u), res.Token.Period)
+	if res.Scratch > 0 {
+		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
+		if res.Replaced > 0 {
+			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, admin.Clean(u))
+		}
+		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin backup-codes %s`.\n", admin.Clean(u))
+	}
+	if len(f.Ignored) > 0 {
+		fmt.Fprintf(e.stdout, "Ignored options (pam_totp.conf decides these for everyone): %s.\n", strings.Join(f.Ignored, ", "))
+	}
+	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", admin.Clean(path))
+	return nil
+}
+
+func doctor(e *env, args []string) error {
+	fs := newFlags("doctor", e)
+	cfgPath := fs.String("config", e.config, "config file (unless the pam_totp.so line has config=)")
+	service := fs.String("service", "sshd", "PAM service to check")
+	u := fs.String("user", "", "user of the PAM transaction (default: a user with an active token, or root)")
+	rhost := fs.String("rhost", "", "client address to set as PAM_RHOST")
+	pamdir := fs.String("pamdir", admin.DefaultPAMDir, "directory of PAM service files")
+	helper := fs.String("helper", admin.DefaultHelper, "helper (unless the pam_totp.so line has helper=)")
+	noTx := fs.Bool("no-transaction", false, "skip the PAM transaction")
+	if _, err := parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	o := admin.DoctorOptions{
+		PAMDir: *pamdir, Service: *service, User: *u, RHost: *rhost,
+		ConfigPath: *cfgPath, Helper: *helper,
+	}
+	if !*noTx {
+		o.Transact = transact
+	}
+	r := admin.Doctor(o)
+	if err := r.Write(e.stdout); err != nil {
+		return err
+	}
+	if r.Failed() {
+		return errReported
+	}
+	return nil
+}

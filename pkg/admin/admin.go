@@ -1,0 +1,329 @@
+package admin
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/securefile"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// Sentinel errors. Their text is meant for the admin and never holds a secret.
+var (
+	// ErrPending: the token has never been verified; it must be enrolled again, not enabled.
+	ErrPending = errors.New("the token is pending: it becomes active only when a code from it is verified; remove it and add it again")
+	// ErrNotPending: the token is no longer pending (verified, or removed, meanwhile).
+	ErrNotPending = errors.New("the token is no longer pending")
+	// ErrCancelled: the enrollment was interrupted (end of input or a signal).
+	ErrCancelled = errors.New("enrollment cancelled")
+	// ErrNotVerified: no valid code was entered within the allowed attempts.
+	ErrNotVerified = errors.New("no valid code was entered")
+	// ErrInvalidLines: an import file has invalid lines and nothing was written.
+	ErrInvalidLines = errors.New("invalid lines; nothing was imported")
+	// ErrUnsupported: an import file describes something pam-totp does not do (HOTP).
+	ErrUnsupported = errors.New("not supported")
+)
+
+// idLen is the number of random bytes of a token id (shown as twice as many hex digits).
+const idLen = 4
+
+// enrollSkewSteps is how far (in time steps) from now a first code is still recognised, so that
+// a wrong device clock gets a hint instead of a plain "wrong code".
+const enrollSkewSteps = 10
+
+// Admin changes one node's store. Its zero value is not usable; see New.
+type Admin struct {
+	Config *config.Config
+	Tokens *store.Tokens
+	State  *store.State
+	// Rand is the source of secrets, token ids and backup codes (crypto/rand in production).
+	Rand io.Reader
+	// Now is the clock.
+	Now func() time.Time
+}
+
+// New returns an Admin for the store that cfg names, with the real clock and crypto/rand.
+func New(cfg *config.Config) *Admin {
+	opts := store.Options{Dir: cfg.Store.Dir, Timeout: cfg.Store.OpenTimeout}
+	return &Admin{
+		Config: cfg,
+		Tokens: store.NewTokens(opts),
+		State:  store.NewState(opts),
+		Rand:   rand.Reader,
+		Now:    time.Now,
+	}
+}
+
+// prepare creates the store directory (root 0700) when it is missing, and checks it.
+func (a *Admin) prepare() error {
+	if err := securefile.MkdirAll(a.Config.Store.Dir, securefile.SecretDir); err != nil {
+		return fmt.Errorf("store directory: %w", err)
+	}
+	return nil
+}
+
+// Clean makes a stored or imported string safe to print on a terminal: control characters
+// (C0, DEL, C1), bidirectional overrides and invalid UTF-8 become '?'.
+func Clean(s string) string {
+	clean := true
+	for _, r := range s {
+		if unsafeRune(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unsafeRune(r) {
+			r = '?'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unsafeRune(r rune) bool {
+	switch {
+	case r == utf8.RuneError, unicode.IsControl(r):
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f:
+		return true // bidi overrides and isolates can reorder what a terminal shows
+	}
+	return false
+}
+
+// checkName validates a token name chosen by an admin or read from an import file.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("token name is empty")
+	case len(name) > 64:
+		return errors.New("token name is longer than 64 bytes")
+	case !utf8.ValidString(name) || Clean(name) != name:
+		return errors.New("token name contains control characters or invalid UTF-8")
+	}
+	return nil
+}
+
+// newID returns a random token id that taken does not report as used.
+func (a *Admin) newID(taken func(string) bool) (string, error) {
+	b := make([]byte, idLen)
+	for range 100 {
+		if _, err := io.ReadFull(a.Rand, b); err != nil {
+			return "", fmt.Errorf("random token id: %w", err)
+		}
+		if id := hex.EncodeToString(b); !taken(id) {
+			return id, nil
+		}
+	}
+	return "", errors.New("cannot find a free token id")
+}
+
+// defaultName is "token-N" with the lowest N >= len(tokens)+1 that no token of the user has.
+func defaultName(tokens []store.Token) string {
+	used := map[string]bool{}
+	for _, t := range tokens {
+		used[t.Name] = true
+	}
+	for n := len(tokens) + 1; ; n++ {
+		if name := "token-" + strconv.Itoa(n); !used[name] {
+			return name
+		}
+	}
+}
+
+// TokenInfo is what listings show of a token: everything but the secret.
+type TokenInfo struct {
+	User      string           `json:"user"`
+	ID        string           `json:"id"`
+	Name      string           `json:"name"`
+	Algorithm totp.Algorithm   `json:"algorithm"`
+	Digits    int              `json:"digits"`
+	Period    int              `json:"period"`
+	State     store.TokenState `json:"state"`
+	Created   time.Time        `json:"created"`
+	LastUsed  time.Time        `json:"last_used,omitzero"`
+}
+
+func info(t store.Token) TokenInfo {
+	return TokenInfo{
+		User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
+		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed,
+	}
+}
+
+// ListTokens returns the tokens of user (all users when user is ""), in user and id order. The
+// last use is the later of the record's and the last accepted time step in state.db. A store that
+// was never written lists as empty.
+func (a *Admin) ListTokens(user string) ([]TokenInfo, error) {
+	var out []TokenInfo
+	err := a.Tokens.View(func(x *store.TokensTx) error {
+		add := func(t store.Token) error {
+			out = append(out, info(t))
+			return nil
+		}
+		if user != "" {
+			toks, err := x.UserTokens(user)
+			if err != nil {
+				return err
+			}
+			for _, t := range toks {
+				_ = add(t)
+			}
+			return nil
+		}
+		return x.ForEachToken(add)
+	})
+	if errors.Is(err, store.ErrNoStore) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	err = a.State.View(func(x *store.StateTx) error {
+		for i := range out {
+			t := &out[i]
+			if step := x.LastStep(t.User, t.ID); step > 0 && t.Period > 0 {
+				if used := time.Unix(int64(step)*int64(t.Period), 0).UTC(); used.After(t.LastUsed) {
+					t.LastUsed = used
+				}
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// RemoveToken deletes one token.
+func (a *Admin) RemoveToken(user, id string) (TokenInfo, error) {
+	var removed TokenInfo
+	err := a.Tokens.Update(func(x *store.TokensTx) error {
+		t, err := x.Token(user, id)
+		if err != nil {
+			return err
+		}
+		removed = info(t)
+		return x.DeleteToken(user, id)
+	})
+	return removed, err
+}
+
+// SetState disables or enables a token. A pending token can be neither: it was never verified,
+// so enabling it would skip the proof that the user has the device, and a disabled record would
+// forget that.
+func (a *Admin) SetState(user, id string, to store.TokenState) (TokenInfo, error) {
+	if to != store.Active && to != store.Disabled {
+		return TokenInfo{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
+	}
+	var changed TokenInfo
+	err := a.Tokens.Update(func(x *store.TokensTx) error {
+		t, err := x.Token(user, id)
+		if err != nil {
+			return err
+		}
+		if t.State == store.Pending {
+			return ErrPending
+		}
+		t.State = to
+		changed = info(t)
+		return x.PutToken(t)
+	})
+	return changed, err
+}
+
+// HasActiveToken reports whether user has an active token (for hints after a removal).
+func (a *Admin) HasActiveToken(user string) (bool, error) {
+	active := false
+	err := a.Tokens.View(func(x *store.TokensTx) error {
+		toks, err := x.UserTokens(user)
+		for _, t := range toks {
+			active = active || t.State == store.Active
+		}
+		return err
+	})
+	return active, err
+}
+
+// NewBackupCodes makes a fresh set of backup codes for user, replaces the old set and forgets
+// which of the old codes were used. The plain codes are returned to be shown once.
+func (a *Admin) NewBackupCodes(user string) ([]string, error) {
+	if err := store.ValidUser(user); err != nil {
+		return nil, err
+	}
+	if err := a.prepare(); err != nil {
+		return nil, err
+	}
+	plain, recs, err := backupcode.New(a.Rand, user, backupcode.Count, a.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Tokens.Update(func(x *store.TokensTx) error {
+		return x.ReplaceBackupCodes(user, recs)
+	}); err != nil {
+		return nil, err
+	}
+	// The old used marks name the old records' ids, so they can only go stale, never match: a
+	// failure here leaves dead entries behind, not usable codes.
+	if err := a.State.Update(func(x *store.StateTx) error { return x.ForgetBackupUsed(user) }); err != nil {
+		return nil, fmt.Errorf("new backup codes stored, but the old used marks were not cleared: %w", err)
+	}
+	return plain, nil
+}
+
+// Unlock clears the user's failures and back-off and returns what they were.
+func (a *Admin) Unlock(user string) (store.Failures, error) {
+	var before store.Failures
+	if err := store.ValidUser(user); err != nil {
+		return before, err
+	}
+	err := a.State.Update(func(x *store.StateTx) error {
+		before = x.Failures(user)
+		return x.ClearFailures(user)
+	})
+	return before, err
+}
+
+// ResetResult says what Reset removed.
+type ResetResult struct {
+	Tokens, BackupCodes int
+}
+
+// Reset removes all tokens and backup codes of user and everything logins recorded for them
+// (the answer to a lost device).
+func (a *Admin) Reset(user string) (ResetResult, error) {
+	var r ResetResult
+	if err := store.ValidUser(user); err != nil {
+		return r, err
+	}
+	err := a.Tokens.Update(func(x *store.TokensTx) error {
+		toks, err := x.UserTokens(user)
+		if err != nil {
+			return err
+		}
+		codes, err := x.BackupCodes(user)
+		if err != nil {
+			return err
+		}
+		r = ResetResult{Tokens: len(toks), BackupCodes: len(codes)}
+		return x.DeleteUser(user)
+	})
+	if err != nil {
+		return r, err
+	}
+	err = a.State.Update(func(x *store.StateTx) error { return x.ResetUser(user) })
+	return r, err
+}
