@@ -19,7 +19,7 @@ for f in pam_totp.so pam-totp-helper totp-admin; do
 done
 
 tmp=$(mktemp -d /tmp/pam-totp-demo.XXXXXX)
-chmod 0700 "$tmp"
+chmod 0711 "$tmp" # sshd reads authorized_keys/ as the user; the store below stays 0700
 user=ptdemo$$
 service=pam-totp-demo-$$
 sshd_pid=
@@ -49,8 +49,8 @@ admin() { "$build/totp-admin" "$1" "$2" --config "$tmp/pam_totp.conf" "${@:3}"; 
 # --- the demo user and its SSH key ---------------------------------------------------------------
 useradd -M -d / -s /bin/sh "$user"
 ssh-keygen -q -t ed25519 -N '' -C "demo key" -f "$tmp/id_demo"
-mkdir -p "$tmp/authorized_keys"
-cp "$tmp/id_demo.pub" "$tmp/authorized_keys/$user"
+mkdir -m 0755 "$tmp/authorized_keys"
+install -m 0644 "$tmp/id_demo.pub" "$tmp/authorized_keys/$user"
 
 # --- sshd under its own name, so its PAM service is ours -----------------------------------------
 cp /usr/sbin/sshd "$tmp/$service"
@@ -108,21 +108,27 @@ say "enrolling $user (QR below, as a person would see it)"
 admin token add --name demo --secret "$secret" --no-verify "$user"
 code() { oathtool --totp -b "$secret" "$@"; }
 ok=0 bad=0
-check() { # check NAME WANT-STATUS CODE
-	local name=$1 want=$2 st=0
-	login "$3" || st=$?
-	if { [ "$want" = 0 ] && [ "$st" = 0 ]; } || { [ "$want" != 0 ] && [ "$st" != 0 ] && [ "$st" -lt 100 ]; }; then
+check() { # check NAME WANT-STATUS CODE WANT-TEXT; ssh exits 255 when authentication is refused
+	local name=$1 want=$2 text=$4 st=0 out
+	out=$(login "$3") || st=$?
+	printf '%s\n' "$out"
+	if { { [ "$want" = 0 ] && [ "$st" = 0 ]; } || { [ "$want" != 0 ] && [ "$st" = 255 ]; }; } &&
+		grep -qF -- "$text" <<<"$out"; then
 		say "PASS  $name (ssh exit $st)"; ok=$((ok + 1))
 	else
-		say "FAIL  $name (ssh exit $st, wanted $([ "$want" = 0 ] && echo 0 || echo 'a refusal'))"; bad=$((bad + 1))
+		say "FAIL  $name (ssh exit $st, wanted $([ "$want" = 0 ] && echo 0 || echo 255) and \"$text\")"
+		bad=$((bad + 1))
 	fi
 }
 # Keep the three logins inside one 30 s step, so the replay is really the same code.
 while [ $(( $(date +%s) % 30 )) -gt 20 ]; do sleep 1; done
 current=$(code)
-check "login with the current code" 0 "$current"
+check "login with the current code" 0 "$current" "logged in as $user"
 wrong=$(printf '%06d' $(( (10#$current + 500000) % 1000000 )))
-check "login with a wrong code is refused" 1 "$wrong"
-check "the same code again (replay) is refused" 1 "$current"
+check "login with a wrong code is refused" 1 "$wrong" "Verification failed."
+check "the same code again (replay) is refused" 1 "$current" "already been used"
 say "$ok passed, $bad failed"
+if [ "$bad" != 0 ]; then
+	say "sshd's log:"; tail -n 30 "$tmp/sshd.log" >&2
+fi
 [ "$bad" = 0 ]
