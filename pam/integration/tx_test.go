@@ -1,0 +1,226 @@
+//go:build linux
+
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msteinert/pam/v2"
+)
+
+// pamSuccess is PAM_SUCCESS as a pam.Error, so that tables can hold every outcome in one type.
+const pamSuccess pam.Error = 0
+
+// txSpec is one libpam transaction: pam_start_confdir, items, pam_authenticate, pam_end.
+type txSpec struct {
+	Service string
+	User    string
+	ConfDir string
+	Answers []string // replies to prompts, in order; a prompt beyond them fails the conversation
+	RHost   string
+	Env     []string // NAME=value entries for pam_putenv
+	Timeout time.Duration
+	// Attempts calls pam_authenticate this many times in the one transaction (as login(1) does
+	// after a failure); 0 means once.
+	Attempts int
+	// AskUser starts the transaction without a user, so the module asks for it (login(1)).
+	AskUser bool
+}
+
+// txResult is what the application saw.
+type txResult struct {
+	Code    pam.Error   // pam_authenticate's (last) result; 0 is PAM_SUCCESS
+	Earlier []pam.Error // results of the attempts before the last
+	Prompts []string
+	Infos   []string
+	Errors  []string
+	Fatal   string // the transaction did not run to its end (start failed, hung)
+	Elapsed time.Duration
+}
+
+var pamNames = map[pam.Error]string{
+	pamSuccess:             "PAM_SUCCESS",
+	pam.ErrAuth:            "PAM_AUTH_ERR",
+	pam.ErrUserUnknown:     "PAM_USER_UNKNOWN",
+	pam.ErrMaxtries:        "PAM_MAXTRIES",
+	pam.ErrAuthinfoUnavail: "PAM_AUTHINFO_UNAVAIL",
+	pam.ErrSystem:          "PAM_SYSTEM_ERR",
+	pam.ErrConv:            "PAM_CONV_ERR",
+	pam.ErrPermDenied:      "PAM_PERM_DENIED",
+	pam.ErrIgnore:          "PAM_IGNORE",
+	pam.ErrAbort:           "PAM_ABORT",
+}
+
+func pamName(e pam.Error) string {
+	if n, ok := pamNames[e]; ok {
+		return n
+	}
+	return fmt.Sprintf("PAM error %d", int(e))
+}
+
+// runTx runs one transaction in this process.
+func runTx(s txSpec) txResult {
+	var (
+		mu   sync.Mutex
+		r    txResult
+		next int
+	)
+	conv := pam.ConversationFunc(func(style pam.Style, msg string) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch style {
+		case pam.PromptEchoOff, pam.PromptEchoOn:
+			r.Prompts = append(r.Prompts, msg)
+			if next >= len(s.Answers) {
+				return "", errors.New("no answer left")
+			}
+			next++
+			return s.Answers[next-1], nil
+		case pam.TextInfo:
+			r.Infos = append(r.Infos, msg)
+		case pam.ErrorMsg:
+			r.Errors = append(r.Errors, msg)
+		}
+		return "", nil
+	})
+	snapshot := func() txResult {
+		mu.Lock()
+		defer mu.Unlock()
+		c := r
+		c.Prompts = append([]string(nil), r.Prompts...)
+		c.Infos = append([]string(nil), r.Infos...)
+		c.Errors = append([]string(nil), r.Errors...)
+		return c
+	}
+	user := s.User
+	if s.AskUser {
+		user = ""
+	}
+	tx, err := pam.StartConfDir(s.Service, user, conv, s.ConfDir)
+	if err != nil {
+		r.Fatal = "pam_start_confdir: " + err.Error()
+		return r
+	}
+	if s.RHost != "" {
+		if err := tx.SetItem(pam.Rhost, s.RHost); err != nil {
+			r.Fatal = "pam_set_item(PAM_RHOST): " + err.Error()
+			return r
+		}
+	}
+	for _, e := range s.Env {
+		if err := tx.PutEnv(e); err != nil {
+			r.Fatal = "pam_putenv: " + err.Error()
+			return r
+		}
+	}
+	timeout := s.Timeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	attempts := max(s.Attempts, 1)
+	start := time.Now()
+	var codes []pam.Error
+	for i := 0; i < attempts; i++ {
+		done := make(chan error, 1)
+		go func() { done <- tx.Authenticate(0) }()
+		select {
+		case err = <-done:
+		case <-time.After(timeout):
+			// The transaction is left behind: ending it while pam_authenticate runs would be worse.
+			c := snapshot()
+			c.Fatal = fmt.Sprintf("pam_authenticate did not return within %v", timeout)
+			c.Elapsed = time.Since(start)
+			return c
+		}
+		var pe pam.Error
+		switch {
+		case err == nil:
+			codes = append(codes, pamSuccess)
+		case errors.As(err, &pe):
+			codes = append(codes, pe)
+		default:
+			c := snapshot()
+			c.Fatal = "pam_authenticate: " + err.Error()
+			return c
+		}
+	}
+	c := snapshot()
+	c.Elapsed = time.Since(start)
+	c.Code, c.Earlier = codes[len(codes)-1], codes[:len(codes)-1]
+	if err := tx.End(); err != nil && c.Fatal == "" && c.Code == pamSuccess {
+		c.Fatal = "pam_end: " + err.Error()
+	}
+	return c
+}
+
+// auth runs a transaction of the fixture's default service and user with the given answers.
+func (f *fixture) auth(answers ...string) txResult {
+	return f.authWith(txSpec{Answers: answers})
+}
+
+// authWith fills in the fixture's defaults and runs the transaction.
+func (f *fixture) authWith(s txSpec) txResult {
+	if s.Service == "" {
+		s.Service = f.service
+	}
+	if s.User == "" {
+		s.User = f.user
+	}
+	if s.ConfDir == "" {
+		s.ConfDir = f.pamDir
+	}
+	return runTx(s)
+}
+
+// want checks a transaction's PAM result and the number of prompts it showed (-1: any).
+func (r txResult) want(t *testing.T, what string, code pam.Error, prompts int) {
+	t.Helper()
+	if r.Fatal != "" {
+		t.Fatalf("Authenticate(%s): %s (prompts %q, errors %q)", what, r.Fatal, r.Prompts, r.Errors)
+	}
+	if r.Code != code {
+		t.Errorf("Authenticate(%s) = %s, want %s (prompts %q, info %q, errors %q)",
+			what, pamName(r.Code), pamName(code), r.Prompts, r.Infos, r.Errors)
+	}
+	if prompts >= 0 && len(r.Prompts) != prompts {
+		t.Errorf("Authenticate(%s) prompted %d times (%q), want %d", what, len(r.Prompts), r.Prompts, prompts)
+	}
+}
+
+// wantError checks that some PAM_ERROR_MSG contained sub.
+func (r txResult) wantError(t *testing.T, what, sub string) {
+	t.Helper()
+	if !containsAny(r.Errors, sub) {
+		t.Errorf("Authenticate(%s) error messages %q, want one containing %q", what, r.Errors, sub)
+	}
+}
+
+// wantNoError checks that no PAM_ERROR_MSG contained sub.
+func (r txResult) wantNoError(t *testing.T, what, sub string) {
+	t.Helper()
+	if containsAny(r.Errors, sub) {
+		t.Errorf("Authenticate(%s) error messages %q, want none containing %q", what, r.Errors, sub)
+	}
+}
+
+// wantInfo checks that some PAM_TEXT_INFO contained sub.
+func (r txResult) wantInfo(t *testing.T, what, sub string) {
+	t.Helper()
+	if !containsAny(r.Infos, sub) {
+		t.Errorf("Authenticate(%s) info messages %q, want one containing %q", what, r.Infos, sub)
+	}
+}
+
+func containsAny(list []string, sub string) bool {
+	for _, s := range list {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
