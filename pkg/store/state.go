@@ -51,20 +51,34 @@ func (s *State) View(fn func(*StateTx) error) (err error) {
 
 // Update runs fn in a read-write transaction, creating state.db (0600) when it is missing.
 func (s *State) Update(fn func(*StateTx) error) (err error) {
-	db, err := open(s.opts.Dir, StateFile, false, true, s.opts.timeout())
+	if err := ensure(s.opts.Dir, StateFile, s.opts.timeout(), initState); err != nil {
+		return err
+	}
+	db, err := open(s.opts.Dir, StateFile, false, false, s.opts.timeout())
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	defer guard(s.Path(), &err)
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketSteps, bucketFailures, bucketBackupUsed, bucketGrace} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
+		for _, b := range stateBuckets {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%s: bucket %s missing: %w", s.Path(), b, ErrSchema)
 			}
 		}
-		return fn(&StateTx{tx: tx, writable: true})
+		return fn(&StateTx{tx: tx})
 	})
+}
+
+var stateBuckets = [][]byte{bucketSteps, bucketFailures, bucketBackupUsed, bucketGrace}
+
+func initState(tx *bolt.Tx) error {
+	for _, b := range stateBuckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkDir is the directory check open does, so a View of a missing file still refuses an
@@ -78,8 +92,7 @@ func (s *State) checkDir() error {
 
 // StateTx is one transaction on state.db. A zero StateTx is an empty, read-only state.
 type StateTx struct {
-	tx       *bolt.Tx
-	writable bool
+	tx *bolt.Tx
 }
 
 func (x *StateTx) bucket(name []byte) *bolt.Bucket {

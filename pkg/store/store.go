@@ -180,6 +180,41 @@ func open(dir, name string, readOnly, create bool, timeout time.Duration) (*bolt
 	return db, nil
 }
 
+// ensure creates dir/name, when it is missing, as an initialised bbolt file, atomically: built
+// under a temporary name and linked into place, so no reader ever opens a half-made file (a
+// read-only open of an empty file fails, and would deny a login that raced the first write).
+func ensure(dir, name string, timeout time.Duration, init func(*bolt.Tx) error) error {
+	path := filepath.Join(dir, name)
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil // there (or unreadable: the open that follows says why)
+	}
+	if err := securefile.CheckDir(dir, securefile.SecretDir); err != nil {
+		return fmt.Errorf("store directory: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+name+".new-*")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp)
+	db, err := open(dir, filepath.Base(tmp), false, false, timeout)
+	if err != nil {
+		return err
+	}
+	err = db.Update(init)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("initialise %s: %w", path, err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
 // guard turns a panic inside bbolt (a corrupt page) into an error: a damaged store denies, it
 // does not crash the caller.
 func guard(path string, err *error) {

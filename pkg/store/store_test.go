@@ -306,3 +306,27 @@ func TestCorruptFailureRecordStaysLocked(t *testing.T) {
 		return nil
 	})
 }
+
+// The first writer of a new state.db must not let a concurrent reader see a half-made file.
+func TestFirstWriteRacesReaders(t *testing.T) {
+	t.Parallel()
+	for round := 0; round < 5; round++ {
+		o := tempStore(t)
+		o.Timeout = 5 * time.Second
+		errs := make(chan error, 16)
+		for i := 0; i < 8; i++ {
+			go func() { errs <- NewState(o).View(func(x *StateTx) error { x.Failures("u"); return nil }) }()
+			go func() {
+				errs <- NewState(o).Update(func(x *StateTx) error { return x.SetLastStep("u", "1", 1) })
+			}()
+		}
+		for i := 0; i < 16; i++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: concurrent first use of state.db: %v", round, err)
+			}
+		}
+		if left, _ := filepath.Glob(filepath.Join(o.Dir, ".*")); len(left) != 0 {
+			t.Errorf("temporary files left behind: %v", left)
+		}
+	}
+}

@@ -40,7 +40,10 @@ func (t *Tokens) View(fn func(*TokensTx) error) (err error) {
 // Update runs fn in a read-write transaction, creating the file (0600) and its schema when the
 // file is new. Keep fn short: logins wait for the lock; bulk writers call Update per chunk.
 func (t *Tokens) Update(fn func(*TokensTx) error) (err error) {
-	db, err := open(t.opts.Dir, TokensFile, false, true, t.opts.timeout())
+	if err := ensure(t.opts.Dir, TokensFile, t.opts.timeout(), initTokens); err != nil {
+		return err
+	}
+	db, err := open(t.opts.Dir, TokensFile, false, false, t.opts.timeout())
 	if err != nil {
 		return err
 	}
@@ -48,21 +51,21 @@ func (t *Tokens) Update(fn func(*TokensTx) error) (err error) {
 	defer guard(t.Path(), &err)
 	return db.Update(func(tx *bolt.Tx) error {
 		x := &TokensTx{tx: tx}
-		if tx.Bucket(bucketMeta) == nil {
-			for _, b := range [][]byte{bucketTokens, bucketBackup, bucketMeta} {
-				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-					return err
-				}
-			}
-			if err := x.SetMeta(Meta{SchemaVersion: SchemaVersion, Source: "standalone"}); err != nil {
-				return err
-			}
-		}
 		if err := x.checkSchema(); err != nil {
 			return fmt.Errorf("%s: %w", t.Path(), err)
 		}
 		return fn(x)
 	})
+}
+
+// initTokens lays out a new tokens.db: its buckets and a meta record with the schema version.
+func initTokens(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketTokens, bucketBackup, bucketMeta} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return (&TokensTx{tx: tx}).SetMeta(Meta{SchemaVersion: SchemaVersion, Source: "standalone"})
 }
 
 // UserData is everything the login path needs of one user.

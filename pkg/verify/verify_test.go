@@ -78,7 +78,9 @@ func newFixture(t *testing.T, conf string) *fixture {
 	return f
 }
 
-func (f *fixture) opts() store.Options { return store.Options{Dir: f.cfg.Store.Dir, Timeout: time.Second} }
+func (f *fixture) opts() store.Options {
+	return store.Options{Dir: f.cfg.Store.Dir, Timeout: time.Second}
+}
 
 func (f *fixture) addToken(user, id string, state store.TokenState, p totp.Params, secret []byte) {
 	f.t.Helper()
