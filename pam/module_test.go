@@ -1,0 +1,1017 @@
+//go:build linux
+
+// Package pamtest drives real libpam transactions against build/pam_totp.so.
+//
+// Every test writes a PAM service into a private confdir (pam_start_confdir)
+// whose auth line loads the module with helper= pointing at a fake helper
+// (testdata/fakehelper). The fake helper's behaviour is chosen by the module
+// argument fake=MODE, which reaches it as an arg= request entry, and it
+// reports what it saw into the directory given by out=. The tests need root:
+// the module refuses helpers and configs that are not root-owned, and some
+// tests change ownership, groups and credentials.
+package pamtest
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/msteinert/pam/v2"
+)
+
+const service = "pam-totp-test"
+
+var (
+	skipReason string // set when the tests cannot run here
+	repoRoot   string
+	modulePath string // build/pam_totp.so
+	fakeHelper string // root-owned, in a root-owned 0700 directory
+	fakeConfig string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	switch {
+	case os.Geteuid() != 0:
+		skipReason = "needs root: the module only runs root-owned helpers, and the tests chown, groupadd and setresuid"
+	case !pam.CheckPamHasStartConfdir():
+		skipReason = "libpam lacks pam_start_confdir (needs Linux-PAM >= 1.4)"
+	}
+	if skipReason != "" {
+		return m.Run()
+	}
+	var err error
+	if repoRoot, err = filepath.Abs(".."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	modulePath = filepath.Join(repoRoot, "build", "pam_totp.so")
+	// make rebuilds the module when it is missing or older than pam_totp.c.
+	if out, err := exec.Command("make", "-C", repoRoot, "build/pam_totp.so").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "make build/pam_totp.so: %v\n%s", err, out)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "pam-totp-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	fakeHelper = filepath.Join(dir, "fakehelper")
+	build := exec.Command("go", "build", "-o", fakeHelper, "./testdata/fakehelper")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build fake helper: %v\n%s", err, out)
+		return 1
+	}
+	fakeConfig = filepath.Join(dir, "pam_totp.conf")
+	if err := os.WriteFile(fakeConfig, []byte("# read by no one: the fake helper has no config\n"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}
+
+// Report mirrors the fake helper's report.
+type Report struct {
+	Pid       int
+	Args      []string
+	Env       []string
+	FDs       []string // "fd target"
+	StdioNull bool
+	FD3Socket bool
+	Status    []string
+	Request   [][2]string
+	Answers   [][]byte
+	NoAnswers int
+}
+
+func (r *Report) status(key string) string {
+	for _, l := range r.Status {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// stack is one PAM service in a private confdir.
+type stack struct {
+	t       *testing.T
+	confdir string
+	out     string // where the fake helper reports
+}
+
+// newStack loads the module for auth with the test defaults followed by
+// args; a later helper=, config= or timeout= wins over the default.
+func newStack(t *testing.T, args ...string) *stack {
+	t.Helper()
+	s := &stack{t: t, confdir: t.TempDir(), out: t.TempDir()}
+	all := append([]string{"helper=" + fakeHelper, "config=" + fakeConfig, "timeout=2", "out=" + s.out}, args...)
+	s.write("auth required " + modulePath + " " + strings.Join(all, " "))
+	return s
+}
+
+func (s *stack) write(lines ...string) {
+	s.t.Helper()
+	text := strings.Join(lines, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(s.confdir, service), []byte(text), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *stack) start(user string, c *conv) *pam.Transaction {
+	s.t.Helper()
+	tx, err := pam.StartConfDir(service, user, c, s.confdir)
+	if err != nil {
+		s.t.Fatalf("StartConfDir(%q) = %v", user, err)
+	}
+	s.t.Cleanup(func() { tx.End() })
+	return tx
+}
+
+// auth runs one authentication as user with a conversation that answers
+// every prompt with answer.
+func (s *stack) auth(user, answer string) error {
+	s.t.Helper()
+	return s.start(user, &conv{answer: fixed(answer)}).Authenticate(0)
+}
+
+// report returns what the fake helper saw, or nil when it never ran.
+func (s *stack) report() *Report {
+	s.t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.out, "report.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		s.t.Fatalf("decode report: %v", err)
+	}
+	return &r
+}
+
+func (s *stack) mustReport() *Report {
+	s.t.Helper()
+	r := s.report()
+	if r == nil {
+		s.t.Fatal("the helper did not run (no report)")
+	}
+	return r
+}
+
+type message struct {
+	Style pam.Style
+	Text  string
+}
+
+// conv records every message and answers prompts through answer.
+type conv struct {
+	answer func(pam.Style, string) (string, error)
+	msgs   []message
+}
+
+func (c *conv) RespondPAM(s pam.Style, msg string) (string, error) {
+	c.msgs = append(c.msgs, message{s, msg})
+	if s != pam.PromptEchoOff && s != pam.PromptEchoOn {
+		return "", nil
+	}
+	if c.answer == nil {
+		return "", errors.New("no answer")
+	}
+	return c.answer(s, msg)
+}
+
+func fixed(answer string) func(pam.Style, string) (string, error) {
+	return func(pam.Style, string) (string, error) { return answer, nil }
+}
+
+func TestVerdicts(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		verdict string
+		want    error
+	}{
+		{"success", nil},
+		{"auth_err", pam.ErrAuth},
+		{"user_unknown", pam.ErrUserUnknown},
+		{"maxtries", pam.ErrMaxtries},
+		{"authinfo_unavail", pam.ErrAuthinfoUnavail},
+		{"system_err", pam.ErrSystem},
+		{"SUCCESS", pam.ErrAuth},
+		{"bogus", pam.ErrAuth},
+		{"", pam.ErrAuth},
+	}
+	for _, tt := range tests {
+		t.Run("verdict="+tt.verdict, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake=verdict", "verdict="+tt.verdict)
+			if err := s.auth("root", ""); !errors.Is(err, tt.want) {
+				t.Errorf("Authenticate(verdict %q) = %v, want %v", tt.verdict, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrompt(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		mode   string
+		answer string
+		style  pam.Style
+		want   error
+	}{
+		{"prompt", "123456", pam.PromptEchoOff, nil},
+		{"prompt", "000000", pam.PromptEchoOff, pam.ErrAuth},
+		{"echo", "123456", pam.PromptEchoOn, nil},
+		{"echo", "12345", pam.PromptEchoOn, pam.ErrAuth},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode+"/"+tt.answer, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake="+tt.mode)
+			c := &conv{answer: fixed(tt.answer)}
+			if err := s.start("root", c).Authenticate(0); !errors.Is(err, tt.want) {
+				t.Errorf("Authenticate(%q) = %v, want %v", tt.answer, err, tt.want)
+			}
+			want := []message{{tt.style, "Verification code: "}}
+			if !slices.Equal(c.msgs, want) {
+				t.Errorf("conversation = %v, want %v", c.msgs, want)
+			}
+			if got := s.mustReport().Answers; len(got) != 1 || string(got[0]) != tt.answer {
+				t.Errorf("helper got answers %q, want [%q]", got, tt.answer)
+			}
+		})
+	}
+}
+
+func TestTwoPrompts(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	s := newStack(t, "fake=prompts")
+	n := 0
+	c := &conv{answer: func(pam.Style, string) (string, error) { n++; return "answer" + strconv.Itoa(n), nil }}
+	if err := s.start("root", c).Authenticate(0); err != nil {
+		t.Fatalf("Authenticate() = %v, want success", err)
+	}
+	got := s.mustReport().Answers
+	if len(got) != 2 || string(got[0]) != "answer1" || string(got[1]) != "answer2" {
+		t.Errorf("helper got answers %q, want [answer1 answer2]", got)
+	}
+}
+
+func TestUserFromConversation(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	s := newStack(t, "fake=verdict")
+	c := &conv{answer: fixed("root")}
+	if err := s.start("", c).Authenticate(0); err != nil {
+		t.Fatalf("Authenticate() = %v, want success", err)
+	}
+	if len(c.msgs) != 1 || c.msgs[0].Style != pam.PromptEchoOn {
+		t.Errorf("conversation = %v, want one echo-on prompt for the user name", c.msgs)
+	}
+	if got := request(s.mustReport(), "user"); !slices.Equal(got, []string{"root"}) {
+		t.Errorf("request user = %q, want [root]", got)
+	}
+}
+
+func TestMessages(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		name  string
+		flags pam.Flags
+		want  []message
+	}{
+		{"shown", 0, []message{{pam.TextInfo, "info from helper"}, {pam.ErrorMsg, "error from helper"}}},
+		{"silent", pam.Silent, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake=messages")
+			c := &conv{}
+			if err := s.start("root", c).Authenticate(tt.flags); err != nil {
+				t.Fatalf("Authenticate(%v) = %v, want success", tt.flags, err)
+			}
+			if !slices.Equal(c.msgs, tt.want) {
+				t.Errorf("conversation = %v, want %v", c.msgs, tt.want)
+			}
+		})
+	}
+}
+
+// TestAuthtok reads PAM_AUTHTOK through pam_exec's expose_authtok: libpam
+// does not hand it to the application.
+func TestAuthtok(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	s := newStack(t, "fake=authtok")
+	script, got := filepath.Join(s.out, "authtok.sh"), filepath.Join(s.out, "authtok")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ncat > "+got+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(s.confdir, service))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.write(strings.TrimSpace(string(b)), "auth required pam_exec.so expose_authtok "+script)
+	if err := s.start("root", &conv{}).Authenticate(0); err != nil {
+		t.Fatalf("Authenticate() = %v, want success", err)
+	}
+	// Some versions of pam_exec write the token with its NUL.
+	if b, err := os.ReadFile(got); err != nil || strings.TrimSuffix(string(b), "\x00") != "hunter2" {
+		t.Errorf("PAM_AUTHTOK seen by the next module = %q, %v; want %q", b, err, "hunter2")
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	long := strings.Repeat("7", 1<<20)
+	tests := []struct {
+		name   string
+		answer string
+		want   string // what the helper receives: at most 1025 bytes, up to a NUL
+	}{
+		{"empty", "", ""},
+		{"digits", "1234567", "1234567"},
+		{"non-ASCII", "cödé 🙂 パス\xff\xfe", "cödé 🙂 パス\xff\xfe"},
+		{"NUL", "12\x0034", "12"},
+		{"1024", long[:1024], long[:1024]},
+		{"1025", long[:1025], long[:1025]},
+		{"1026", long[:1026], long[:1025]},
+		{"1MiB", long, long[:1025]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake=prompt")
+			if err := s.auth("root", tt.answer); !errors.Is(err, pam.ErrAuth) {
+				t.Errorf("Authenticate(%.20q) = %v, want %v", tt.answer, err, pam.ErrAuth)
+			}
+			if got := s.mustReport().Answers; len(got) != 1 || string(got[0]) != tt.want {
+				t.Errorf("helper got %d answers, first of %d bytes; want one of %d bytes", len(got), len(first(got)), len(tt.want))
+			}
+		})
+	}
+
+	t.Run("conversation error", func(t *testing.T) {
+		t.Parallel()
+		s := newStack(t, "fake=prompt")
+		c := &conv{answer: func(pam.Style, string) (string, error) { return "", errors.New("client went away") }}
+		if err := s.start("root", c).Authenticate(0); !errors.Is(err, pam.ErrAuth) {
+			t.Errorf("Authenticate() = %v, want %v", err, pam.ErrAuth)
+		}
+		if r := s.mustReport(); r.NoAnswers != 1 || len(r.Answers) != 0 {
+			t.Errorf("helper got %d N frames and %d answers, want 1 and 0", r.NoAnswers, len(r.Answers))
+		}
+	})
+}
+
+func first(b [][]byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b[0]
+}
+
+// request returns every value of key in the request, in order.
+func request(r *Report, key string) []string {
+	var v []string
+	for _, kv := range r.Request {
+		if kv[0] == key {
+			v = append(v, kv[1])
+		}
+	}
+	return v
+}
+
+// testUser creates a user with a supplementary group that exists only for
+// this test, and removes both afterwards.
+func testUser(t *testing.T) (*user.User, string) {
+	t.Helper()
+	suffix := strconv.Itoa(os.Getpid() % 100000)
+	group, name := "ptgrp"+suffix, "ptusr"+suffix
+	run := func(args ...string) {
+		t.Helper()
+		var out []byte
+		var err error
+		for range 20 { // shadow's tools fail while another one holds the lock
+			if out, err = exec.Command(args[0], args[1:]...).CombinedOutput(); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	for _, tool := range []string{"groupadd", "useradd", "userdel", "groupdel"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: %v", tool, err)
+		}
+	}
+	exec.Command("userdel", name).Run() // left over from a killed run
+	exec.Command("groupdel", group).Run()
+	run("groupadd", group)
+	t.Cleanup(func() { exec.Command("groupdel", group).Run() })
+	run("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, name)
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, group
+}
+
+func TestRequest(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	u, group := testUser(t)
+	gids, err := u.GroupIds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []string
+	for _, gid := range gids {
+		g, err := user.LookupGroupId(gid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups = append(groups, g.Name)
+	}
+	if !slices.Contains(groups, group) {
+		t.Fatalf("os/user groups of %s = %v, want %s among them", u.Username, groups, group)
+	}
+	sessionID := ""
+	if b, err := os.ReadFile("/proc/self/sessionid"); err == nil {
+		sessionID = strings.TrimSpace(string(b))
+	}
+	sid, _, _ := syscall.RawSyscall(syscall.SYS_GETSID, 0, 0, 0)
+	const authInfo = "publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG0\nkeyboard-interactive\n"
+
+	tests := []struct {
+		name       string
+		user       string
+		wantUser   []string // user, user_known, uid
+		wantGroups []string // compared as a set
+	}{
+		{"known", u.Username, []string{u.Username, "1", u.Uid}, groups},
+		{"unknown", "no-such-user-pamtotp", []string{"no-such-user-pamtotp", "0", ""}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake=verdict", "policy=hpc", "debug", "site=x=y")
+			tx := s.start(tt.user, &conv{})
+			for item, v := range map[pam.Item]string{pam.Rhost: "192.0.2.7", pam.Tty: "ssh", pam.Ruser: "alice"} {
+				if err := tx.SetItem(item, v); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tx.PutEnv("SSH_AUTH_INFO_0=" + authInfo); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Authenticate(0); err != nil {
+				t.Fatalf("Authenticate(%s) = %v, want success", tt.user, err)
+			}
+			r := s.mustReport()
+			var gotGroups []string
+			want := [][2]string{
+				{"version", "1"},
+				{"user", tt.wantUser[0]},
+				{"user_known", tt.wantUser[1]},
+				{"uid", tt.wantUser[2]},
+				{"groups", ""}, // compared as a set below
+				{"service", service},
+				{"rhost", "192.0.2.7"},
+				{"tty", "ssh"},
+				{"ruser", "alice"},
+				{"ssh_auth_info", authInfo},
+				{"audit_session", sessionID},
+				{"sid", strconv.Itoa(int(sid))},
+				{"config", fakeConfig},
+				{"policy", "hpc"},
+				{"debug", "1"},
+			}
+			for _, a := range []string{"helper=" + fakeHelper, "config=" + fakeConfig, "timeout=2", "out=" + s.out,
+				"fake=verdict", "policy=hpc", "debug", "site=x=y"} {
+				want = append(want, [2]string{"arg", a})
+			}
+			got := slices.Clone(r.Request)
+			for i := range got {
+				if got[i][0] == "groups" {
+					if got[i][1] != "" {
+						gotGroups = strings.Split(got[i][1], ",")
+					}
+					got[i][1] = ""
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("request =\n%q\nwant\n%q", got, want)
+			}
+			slices.Sort(gotGroups)
+			wantGroups := slices.Sorted(slices.Values(tt.wantGroups))
+			if !slices.Equal(slices.Compact(gotGroups), slices.Compact(wantGroups)) {
+				t.Errorf("request groups = %q, want %q", gotGroups, wantGroups)
+			}
+		})
+	}
+}
+
+// TestHelperEnvironment runs alone: it puts things into the process (an
+// environment variable, an inheritable descriptor, an ignored and a blocked
+// signal) that must not reach the helper.
+func TestHelperEnvironment(t *testing.T) {
+	requireRoot(t)
+	t.Setenv("PAM_TOTP_LEAK", "1")
+	leak, err := syscall.Dup(2) // dup'd descriptors lack close-on-exec
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(leak)
+
+	// The fork happens on this thread, so its mask is the one the child inherits.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	restore := setSignal(t, syscall.SIGHUP, sigIgn)
+	defer restore()
+	usr2 := uint64(1) << (syscall.SIGUSR2 - 1)
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, 0 /* SIG_BLOCK */, uintptr(unsafe.Pointer(&usr2)), 0, 8, 0, 0); e != 0 {
+		t.Fatal(e)
+	}
+	defer syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, 1 /* SIG_UNBLOCK */, uintptr(unsafe.Pointer(&usr2)), 0, 8, 0, 0)
+
+	s := newStack(t, "fake=verdict")
+	if err := s.auth("root", ""); err != nil {
+		t.Fatalf("Authenticate() = %v, want success", err)
+	}
+	r := s.mustReport()
+	resolved, err := filepath.EvalSymlinks(fakeHelper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"argv", r.Args, []string{resolved, "--pam"}},
+		{"environment", r.Env, []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}},
+		{"open descriptors", fds(r.FDs), []int{0, 1, 2, 3}},
+		{"fds 0-2 are /dev/null", r.StdioNull, true},
+		{"fd 3 is a socket", r.FD3Socket, true},
+		{"uids", r.status("Uid"), "0 0 0 0"},
+		{"gids", r.status("Gid"), "0 0 0 0"},
+		{"ignored signals", r.status("SigIgn"), "0000000000000000"},
+		{"blocked signals", r.status("SigBlk"), "0000000000000000"},
+	}
+	for _, c := range checks {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			t.Errorf("helper %s = %v, want %v", c.what, c.got, c.want)
+		}
+	}
+}
+
+// fds returns the numbers of the helper's descriptors, leaving out the cgroup
+// files the Go runtime (1.25+) opens at start to size GOMAXPROCS.
+func fds(list []string) []int {
+	var n []int
+	for _, f := range list {
+		num, target, _ := strings.Cut(f, " ")
+		if !strings.HasPrefix(target, "/sys/fs/cgroup/") {
+			i, _ := strconv.Atoi(num)
+			n = append(n, i)
+		}
+	}
+	return n
+}
+
+// TestSudoCredentials runs alone: it gives the whole process sudo's
+// credentials (real ids of a user, effective root, supplementary groups of
+// the user); the helper must still run with all ids 0 and no groups.
+func TestSudoCredentials(t *testing.T) {
+	requireRoot(t)
+	groups, err := syscall.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setgroups([]int{65534, 100}); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setgroups(groups)
+	if err := syscall.Setresgid(65534, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setresgid(0, 0, 0)
+	if err := syscall.Setresuid(65534, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setresuid(0, 0, 0)
+
+	s := newStack(t, "fake=verdict")
+	if err := s.auth("root", ""); err != nil {
+		t.Fatalf("Authenticate() = %v, want success", err)
+	}
+	r := s.mustReport()
+	for key, want := range map[string]string{"Uid": "0 0 0 0", "Gid": "0 0 0 0", "Groups": ""} {
+		if got := r.status(key); got != want {
+			t.Errorf("helper %s = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestUnsafePaths(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	// Each case gets a copy of the helper in DIR/bin and a config in DIR/etc.
+	chown := func(p string) error { return os.Chown(p, 65534, 65534) }
+	tests := []struct {
+		name    string
+		prepare func(helper, config string) error
+		helper  string // overrides DIR/bin/helper when set (relative to DIR)
+		want    error
+	}{
+		{"fine", nil, "", nil},
+		{"helper missing", nil, "bin/nope", pam.ErrSystem},
+		{"helper a directory", nil, "bin", pam.ErrSystem},
+		{"helper not root-owned", func(h, c string) error { return chown(h) }, "", pam.ErrSystem},
+		{"helper group-writable", func(h, c string) error { return os.Chmod(h, 0o775) }, "", pam.ErrSystem},
+		{"helper world-writable", func(h, c string) error { return os.Chmod(h, 0o757) }, "", pam.ErrSystem},
+		{"helper not executable", func(h, c string) error { return os.Chmod(h, 0o644) }, "", pam.ErrSystem},
+		{"helper dir world-writable", func(h, c string) error { return os.Chmod(filepath.Dir(h), 0o777) }, "", pam.ErrSystem},
+		{"helper dir group-writable", func(h, c string) error { return os.Chmod(filepath.Dir(h), 0o775) }, "", pam.ErrSystem},
+		{"helper dir not root-owned", func(h, c string) error { return chown(filepath.Dir(h)) }, "", pam.ErrSystem},
+		{"helper dir sticky world-writable", func(h, c string) error { return os.Chmod(filepath.Dir(h), os.ModeSticky|0o777) }, "", nil},
+		{"helper via symlink", func(h, c string) error { return os.Symlink(h, filepath.Join(filepath.Dir(h), "link")) }, "bin/link", nil},
+		{"helper via symlink into unsafe dir", func(h, c string) error {
+			// A root-owned helper in a world-writable directory, linked from a safe one.
+			unsafe := filepath.Join(filepath.Dir(filepath.Dir(h)), "unsafe")
+			copyFile(t, fakeHelper, filepath.Join(unsafe, "real"), 0o755)
+			if err := os.Chmod(unsafe, 0o777); err != nil {
+				return err
+			}
+			return os.Symlink(filepath.Join(unsafe, "real"), h+"2")
+		}, "bin/helper2", pam.ErrSystem},
+		{"config missing", func(h, c string) error { return os.Remove(c) }, "", pam.ErrSystem},
+		{"config not root-owned", func(h, c string) error { return chown(c) }, "", pam.ErrSystem},
+		{"config group-writable", func(h, c string) error { return os.Chmod(c, 0o664) }, "", pam.ErrSystem},
+		{"config world-writable", func(h, c string) error { return os.Chmod(c, 0o646) }, "", pam.ErrSystem},
+		{"config dir world-writable", func(h, c string) error { return os.Chmod(filepath.Dir(c), 0o777) }, "", pam.ErrSystem},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			helper, config := filepath.Join(dir, "bin", "helper"), filepath.Join(dir, "etc", "pam_totp.conf")
+			copyFile(t, fakeHelper, helper, 0o755)
+			copyFile(t, fakeConfig, config, 0o644)
+			if tt.prepare != nil {
+				if err := tt.prepare(helper, config); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.helper != "" {
+				helper = filepath.Join(dir, tt.helper)
+			}
+			s := newStack(t, "fake=verdict", "helper="+helper, "config="+config)
+			if err := s.auth("root", ""); !errors.Is(err, tt.want) {
+				t.Errorf("Authenticate(%s) = %v, want %v", tt.name, err, tt.want)
+			}
+			if ran := s.report() != nil; ran != (tt.want == nil) {
+				t.Errorf("helper ran = %v, want %v", ran, tt.want == nil)
+			}
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(to, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
+
+func TestArguments(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		arg  string
+		want error
+	}{
+		{"timeout=1", nil},
+		{"timeout=120", nil},
+		{"timeout=0", pam.ErrService},
+		{"timeout=121", pam.ErrService},
+		{"timeout=-1", pam.ErrService},
+		{"timeout=10s", pam.ErrService},
+		{"timeout=", pam.ErrService},
+		{"timeout=99999999999999999999", pam.ErrService},
+	}
+	for _, tt := range tests {
+		t.Run(tt.arg, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake=verdict", tt.arg)
+			if err := s.auth("root", ""); !errors.Is(err, tt.want) {
+				t.Errorf("Authenticate(%s) = %v, want %v", tt.arg, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestProtocol covers helpers that crash or break the protocol: all deny,
+// except the limits themselves.
+func TestProtocol(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		mode string
+		want error
+	}{
+		{"exit1", pam.ErrSystem},
+		{"segv", pam.ErrSystem},
+		{"no-read", pam.ErrSystem},
+		{"exit1-after-done", pam.ErrSystem},
+		{"segv-after-done", pam.ErrSystem},
+		{"data-after-done", pam.ErrSystem},
+		{"oversized", pam.ErrSystem},
+		{"unknown-frame", pam.ErrSystem},
+		{"truncated-header", pam.ErrSystem},
+		{"truncated-payload", pam.ErrSystem},
+		{"nul-text", pam.ErrSystem},
+		{"frames count=65", pam.ErrSystem},
+		{"frames count=64", nil},
+		{"frames count=1", nil},
+		{"max-payload", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, append([]string{"fake=" + strings.Fields(tt.mode)[0]}, strings.Fields(tt.mode)[1:]...)...)
+			if err := s.auth("root", ""); !errors.Is(err, tt.want) {
+				t.Errorf("Authenticate(%s) = %v, want %v", tt.mode, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	for _, mode := range []string{"hang", "hang-after-done", "close-after-done"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, "fake="+mode, "timeout=1")
+			start := time.Now()
+			err := s.auth("root", "")
+			took := time.Since(start)
+			if !errors.Is(err, pam.ErrSystem) {
+				t.Errorf("Authenticate(%s) = %v, want %v", mode, err, pam.ErrSystem)
+			}
+			if took < 900*time.Millisecond || took > 3*time.Second {
+				t.Errorf("Authenticate(%s) took %v, want about 1s (timeout=1)", mode, took)
+			}
+			// Reaped, not just killed: a zombie still has its /proc entry.
+			pid := s.mustReport().Pid
+			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("helper pid %d still exists after Authenticate (%v)", pid, err)
+			}
+		})
+	}
+}
+
+func TestConversationPausesClock(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	s := newStack(t, "fake=prompts", "timeout=1")
+	slow := func(pam.Style, string) (string, error) { time.Sleep(700 * time.Millisecond); return "x", nil }
+	if err := s.start("root", &conv{answer: slow}).Authenticate(0); err != nil {
+		t.Errorf("Authenticate() with 1.4s of typing and timeout=1 = %v, want success", err)
+	}
+}
+
+// TestNoZombies runs alone, so any child of this process is a leak.
+func TestNoZombies(t *testing.T) {
+	requireRoot(t)
+	for _, mode := range []string{"exit1", "segv", "hang", "oversized", "verdict", "segv-after-done"} {
+		if err := newStack(t, "fake="+mode, "timeout=1").auth("root", ""); err == nil && mode != "verdict" {
+			t.Errorf("Authenticate(%s) = nil, want an error", mode)
+		}
+	}
+	if kids := children(t); len(kids) > 0 {
+		t.Errorf("children left after Authenticate: %v", kids)
+	}
+}
+
+// children lists "pid state" of every child of this process.
+func children(t *testing.T) []string {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []string
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+			kids = append(kids, filepath.Base(filepath.Dir(p))+" "+f[0])
+		}
+	}
+	return kids
+}
+
+const sigIgn = 1 // SIG_IGN
+
+// sigaction is the kernel's struct sigaction on amd64 and arm64.
+type sigaction struct {
+	Handler, Flags, Restorer uintptr
+	Mask                     uint64
+}
+
+func getSignal(t *testing.T, sig syscall.Signal) sigaction {
+	t.Helper()
+	var sa sigaction
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), 0, uintptr(unsafe.Pointer(&sa)), 8, 0, 0); e != 0 {
+		t.Fatalf("rt_sigaction(%v): %v", sig, e)
+	}
+	return sa
+}
+
+// setSignal sets the disposition of sig behind the Go runtime's back and
+// returns a function that puts the old one back.
+func setSignal(t *testing.T, sig syscall.Signal, handler uintptr) func() {
+	t.Helper()
+	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
+		t.Skipf("struct sigaction layout not known for %s", runtime.GOARCH)
+	}
+	old := getSignal(t, sig)
+	sa := sigaction{Handler: handler}
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&sa)), 0, 8, 0, 0); e != 0 {
+		t.Fatalf("rt_sigaction(%v): %v", sig, e)
+	}
+	return func() {
+		syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+	}
+}
+
+// TestSIGCHLD runs alone: it changes the process's SIGCHLD disposition.
+func TestSIGCHLD(t *testing.T) {
+	requireRoot(t)
+	before := getSignal(t, syscall.SIGCHLD)
+	if err := newStack(t, "fake=verdict").auth("root", ""); err != nil {
+		t.Fatalf("Authenticate() = %v, want success", err)
+	}
+	if after := getSignal(t, syscall.SIGCHLD); after != before {
+		t.Errorf("SIGCHLD action after Authenticate = %+v, want %+v", after, before)
+	}
+
+	// A host that ignores SIGCHLD: the kernel would reap the helper before
+	// the module reads its exit status, unless the module sets SIG_DFL.
+	restore := setSignal(t, syscall.SIGCHLD, sigIgn)
+	defer restore()
+	tests := []struct {
+		mode string
+		want error
+	}{
+		{"verdict", nil},
+		{"exit1-after-done", pam.ErrSystem},
+	}
+	for _, tt := range tests {
+		if err := newStack(t, "fake="+tt.mode).auth("root", ""); !errors.Is(err, tt.want) {
+			t.Errorf("Authenticate(%s) with SIGCHLD ignored = %v, want %v", tt.mode, err, tt.want)
+		}
+		if got := getSignal(t, syscall.SIGCHLD).Handler; got != sigIgn {
+			t.Errorf("SIGCHLD handler after Authenticate = %#x, want SIG_IGN", got)
+		}
+	}
+}
+
+// TestOtherEntryPoints checks that only authentication starts the helper
+// (helper= points nowhere, which would fail). The control values tell
+// PAM_IGNORE from PAM_SUCCESS: with [ignore=ignore default=bad] followed by
+// pam_permit only PAM_IGNORE passes; with [success=ok default=bad] only
+// PAM_SUCCESS does.
+func TestOtherEntryPoints(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	mod := modulePath + " helper=/nonexistent config=/nonexistent"
+	const ignore, success = "[ignore=ignore default=bad] ", "[success=ok default=bad] "
+	s := &stack{t: t, confdir: t.TempDir()}
+	s.write(
+		"auth "+success+mod,
+		"account "+ignore+mod,
+		"account required pam_permit.so",
+		"session "+ignore+mod,
+		"session required pam_permit.so",
+		"password "+ignore+mod,
+		"password required pam_permit.so",
+	)
+	tx := s.start("root", &conv{})
+	calls := []struct {
+		name string
+		call func(pam.Flags) error
+	}{
+		{"SetCred", tx.SetCred},
+		{"AcctMgmt", tx.AcctMgmt},
+		{"OpenSession", tx.OpenSession},
+		{"CloseSession", tx.CloseSession},
+		{"ChangeAuthTok", tx.ChangeAuthTok},
+	}
+	for _, c := range calls {
+		if err := c.call(0); err != nil {
+			t.Errorf("%s() = %v, want success", c.name, err)
+		}
+	}
+	if err := tx.Authenticate(0); !errors.Is(err, pam.ErrSystem) {
+		t.Errorf("Authenticate() with a missing helper = %v, want %v", err, pam.ErrSystem)
+	}
+}
+
+func TestELF(t *testing.T) {
+	requireRoot(t) // TestMain built the module only then
+	t.Parallel()
+	f, err := elf.Open(modulePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exported []string
+	for _, s := range syms {
+		if s.Section != elf.SHN_UNDEF && elf.ST_BIND(s.Info) != elf.STB_LOCAL {
+			exported = append(exported, s.Name)
+		}
+	}
+	slices.Sort(exported)
+	want := []string{"pam_sm_acct_mgmt", "pam_sm_authenticate", "pam_sm_chauthtok",
+		"pam_sm_close_session", "pam_sm_open_session", "pam_sm_setcred"}
+	if !slices.Equal(exported, want) {
+		t.Errorf("exported symbols = %v, want %v", exported, want)
+	}
+
+	flags, _ := f.DynValue(elf.DT_FLAGS)
+	flags1, _ := f.DynValue(elf.DT_FLAGS_1)
+	bindNow := slices.ContainsFunc(flags, func(v uint64) bool { return v&uint64(elf.DF_BIND_NOW) != 0 }) ||
+		slices.ContainsFunc(flags1, func(v uint64) bool { return v&uint64(elf.DF_1_NOW) != 0 })
+	if !bindNow {
+		t.Errorf("DT_FLAGS = %v, DT_FLAGS_1 = %v: want BIND_NOW (-z now)", flags, flags1)
+	}
+	var relro, execStack bool
+	for _, p := range f.Progs {
+		relro = relro || p.Type == elf.PT_GNU_RELRO
+		execStack = execStack || (p.Type == elf.PT_GNU_STACK && p.Flags&elf.PF_X != 0)
+	}
+	if !relro {
+		t.Error("no PT_GNU_RELRO segment: want -z relro")
+	}
+	if execStack {
+		t.Error("PT_GNU_STACK is executable: want -z noexecstack")
+	}
+}

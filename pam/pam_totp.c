@@ -1,0 +1,697 @@
+// The Go tests of this module live in this directory too; this constraint
+// keeps the go tool from treating the C file as part of a Go package.
+//go:build ignore
+
+/*
+ * pam_totp.so: the thin C side of pam-totp.
+ *
+ * pam_sm_authenticate collects what PAM and NSS know about the login, starts
+ * the helper (fork+exec, socketpair on fd 3), relays its prompts and messages
+ * through the PAM conversation and maps its verdict to a PAM code. The helper
+ * decides everything; this file moves bytes and fails closed. The wire format
+ * is docs/protocol.md.
+ *
+ * Rules kept here, because this code runs inside sshd and sudo:
+ *  - no threads, no static mutable state, nothing written to stdout/stderr;
+ *  - between fork and exec only async-signal-safe calls, no malloc;
+ *  - SIGCHLD is SIG_DFL while our child lives; we reap only our own pid;
+ *  - answers never reach a log and are wiped before they are freed.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <security/pam_ext.h>
+#include <security/pam_modules.h>
+
+#ifndef DEFAULT_HELPER
+#define DEFAULT_HELPER "/usr/libexec/pam-totp/pam-totp-helper"
+#endif
+#ifndef DEFAULT_CONFIG
+#define DEFAULT_CONFIG "/etc/pam-totp/pam_totp.conf"
+#endif
+
+#define MAX_PAYLOAD 16384      /* bytes in one frame, both directions */
+#define MAX_FRAMES 64          /* frames the helper may send */
+#define MAX_ANSWER 1025        /* one more than the helper accepts, so it sees "too long" */
+#define DEFAULT_TIMEOUT 10     /* seconds of the helper's own work */
+#define MAX_TIMEOUT 120
+#define MAX_GROUPS 65536       /* NGROUPS_MAX on Linux */
+#define NSS_BUF_MAX (16 << 20) /* an LDAP group with many members needs a big buffer */
+#define HELPER_FD 3
+#define NSEC 1000000000LL
+
+#define EXPORT PAM_EXTERN __attribute__((visibility("default")))
+
+struct options {
+	const char *helper, *config, *policy;
+	int debug, timeout; /* timeout in seconds */
+};
+
+/* The request (frame Q): key=value entries, each ended by a NUL. */
+struct request {
+	size_t len;
+	int overflow; /* it would not fit in one frame */
+	char p[MAX_PAYLOAD];
+};
+
+/* One running helper and what is left of its time budget. */
+struct helper {
+	pam_handle_t *pamh;
+	const char *path, *user; /* for logs */
+	int timeout, fd;
+	pid_t pid; /* 0 once reaped */
+	int64_t budget_ns;
+};
+
+static const struct {
+	const char *name;
+	int code;
+} verdicts[] = {
+	{ "success", PAM_SUCCESS },	 { "auth_err", PAM_AUTH_ERR },	   { "user_unknown", PAM_USER_UNKNOWN },
+	{ "maxtries", PAM_MAXTRIES }, { "authinfo_unavail", PAM_AUTHINFO_UNAVAIL }, { "system_err", PAM_SYSTEM_ERR },
+}; /* anything else: PAM_AUTH_ERR */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * NSEC + ts.tv_nsec;
+}
+
+/* The value of arg when it is key=value, else NULL. */
+static const char *value(const char *arg, const char *key)
+{
+	size_t n = strlen(key);
+
+	return strncmp(arg, key, n) == 0 && arg[n] == '=' ? arg + n + 1 : NULL;
+}
+
+/* A later argument wins. Every argument also reaches the helper as arg=. */
+static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct options *o)
+{
+	const char *v;
+	char *end;
+	long t;
+
+	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", 0, DEFAULT_TIMEOUT };
+	for (int i = 0; i < argc; i++)
+		o->debug |= strcmp(argv[i], "debug") == 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "debug") == 0) {
+			continue;
+		} else if ((v = value(argv[i], "helper")) != NULL) {
+			o->helper = v;
+		} else if ((v = value(argv[i], "config")) != NULL) {
+			o->config = v;
+		} else if ((v = value(argv[i], "policy")) != NULL) {
+			o->policy = v;
+		} else if ((v = value(argv[i], "timeout")) != NULL) {
+			errno = 0;
+			t = strtol(v, &end, 10);
+			if (errno != 0 || end == v || *end != '\0' || t < 1 || t > MAX_TIMEOUT) {
+				/* Fail closed: a typo must not quietly mean another limit. */
+				pam_syslog(pamh, LOG_ERR, "bad argument %s: want 1..%d seconds", argv[i], MAX_TIMEOUT);
+				return PAM_SERVICE_ERR;
+			}
+			o->timeout = (int)t;
+		} else if (o->debug) {
+			pam_syslog(pamh, LOG_DEBUG, "unknown argument %s: passed on to the helper", argv[i]);
+		}
+	}
+	return PAM_SUCCESS;
+}
+
+/* Why st, the file itself or a directory above it, is unsafe; NULL if safe. */
+static const char *unsafe(const struct stat *st, int is_dir, int exec)
+{
+	if (is_dir ? !S_ISDIR(st->st_mode) : !S_ISREG(st->st_mode))
+		return is_dir ? "is not a directory" : "is not a regular file";
+	if (st->st_uid != 0)
+		return "is not owned by root";
+	/* A writable directory passes only with the sticky bit (/tmp): there
+	 * nobody but root may rename or remove the root-owned entry below. */
+	if ((st->st_mode & (S_IWGRP | S_IWOTH)) && !(is_dir && (st->st_mode & S_ISVTX)))
+		return "is group- or world-writable";
+	if (exec && !(st->st_mode & S_IXUSR))
+		return "is not executable";
+	return NULL;
+}
+
+/*
+ * Accepts path only when it is a regular file owned by root that nobody else
+ * can write, below directories that nobody but root can change. Symlinks are
+ * resolved first; *resolved (when asked) gets the resolved path, which is
+ * what we exec, so the file checked is the file that runs.
+ */
+static int check_path(pam_handle_t *pamh, const char *what, const char *path, int exec, char **resolved)
+{
+	char *real = realpath(path, NULL), *cur, *slash = NULL;
+	const char *why = NULL;
+	struct stat st;
+
+	if (real == NULL) {
+		pam_syslog(pamh, LOG_ERR, "%s %s: %s", what, path, errno == ENOENT ? "missing" : strerror(errno));
+		return -1;
+	}
+	cur = strdup(real);
+	/* The file, then each directory above it: "/a/b/f", "/a/b", "/a", "/". */
+	for (int level = 0; cur != NULL && why == NULL; level++) {
+		if (level > 0) {
+			if (slash == cur) /* the root was the last one */
+				break;
+			slash = strrchr(cur, '/');
+			slash[slash == cur] = '\0';
+		}
+		if (stat(cur, &st) != 0) {
+			why = strerror(errno);
+			pam_syslog(pamh, LOG_ERR, "%s %s: %s: %s", what, path, cur, why);
+		} else if ((why = unsafe(&st, level > 0, exec && level == 0)) != NULL) {
+			pam_syslog(pamh, LOG_ERR, "%s %s: %s %s (owner uid %u, mode %04o)", what, path, cur, why,
+				   (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+		}
+	}
+	if (cur == NULL)
+		why = "out of memory";
+	free(cur);
+	if (why == NULL && resolved != NULL)
+		*resolved = real;
+	else
+		free(real);
+	return why == NULL ? 0 : -1;
+}
+
+static void req_put(struct request *r, const char *s, size_t n)
+{
+	if (r->overflow || n > sizeof r->p - r->len) {
+		r->overflow = 1;
+		return;
+	}
+	memcpy(r->p + r->len, s, n);
+	r->len += n;
+}
+
+static void req_add(struct request *r, const char *key, const char *val)
+{
+	val = val != NULL ? val : "";
+	req_put(r, key, strlen(key));
+	req_put(r, "=", 1);
+	req_put(r, val, strlen(val) + 1); /* with its NUL */
+}
+
+static const char *item(pam_handle_t *pamh, int type)
+{
+	const void *v = NULL;
+
+	return pam_get_item(pamh, type, &v) == PAM_SUCCESS && v != NULL ? v : "";
+}
+
+/* Doubles an NSS buffer; the _r functions say ERANGE when an entry does not fit. */
+static int grow(char **buf, size_t *len)
+{
+	size_t n = *len ? *len * 2 : 4096;
+	char *p;
+
+	if (n > NSS_BUF_MAX || (p = realloc(*buf, n)) == NULL)
+		return -1;
+	*buf = p;
+	*len = n;
+	return 0;
+}
+
+/* groups=name,name,... for every group NSS gives the user (LDAP/SSSD too). */
+static int add_groups(pam_handle_t *pamh, struct request *r, const struct passwd *pw)
+{
+	gid_t *gids = malloc(MAX_GROUPS * sizeof *gids); /* 256 KiB: one call, no retry loop */
+	char *buf = NULL, num[16];
+	size_t blen = 0;
+	int n = MAX_GROUPS, rc = PAM_SYSTEM_ERR;
+
+	if (gids == NULL || grow(&buf, &blen) != 0)
+		goto out;
+	if (getgrouplist(pw->pw_name, pw->pw_gid, gids, &n) < 0) {
+		pam_syslog(pamh, LOG_ERR, "user %s: more than %d groups", pw->pw_name, MAX_GROUPS);
+		goto out;
+	}
+	req_put(r, "groups=", 7);
+	for (int i = 0; i < n; i++) {
+		struct group gr, *grp = NULL;
+		const char *name = num;
+
+		while (getgrgid_r(gids[i], &gr, buf, blen, &grp) == ERANGE && grow(&buf, &blen) == 0)
+			;
+		if (grp != NULL)
+			name = grp->gr_name;
+		else /* a group without a name still counts, as its number */
+			snprintf(num, sizeof num, "%u", (unsigned)gids[i]);
+		req_put(r, ",", i > 0);
+		req_put(r, name, strlen(name));
+	}
+	req_put(r, "", 1);
+	rc = PAM_SUCCESS;
+out:
+	free(buf);
+	free(gids);
+	return rc;
+}
+
+/* user, user_known, uid, groups: from NSS, so the name is the canonical one. */
+static int add_user(pam_handle_t *pamh, struct request *r, const char *user)
+{
+	struct passwd pw, *pwp = NULL;
+	char *buf = NULL, uid[16];
+	size_t blen = 0;
+	int e = ENOMEM, rc = PAM_SUCCESS;
+
+	if (grow(&buf, &blen) == 0)
+		while ((e = getpwnam_r(user, &pw, buf, blen, &pwp)) == ERANGE && grow(&buf, &blen) == 0)
+			;
+	/* Not found is 0 or one of these (getpwnam_r(3)); the helper decides
+	 * about unknown users. Any other error (LDAP down?) is not "unknown". */
+	if (pwp == NULL && e != 0 && e != ENOENT && e != ESRCH && e != EBADF && e != EPERM) {
+		pam_syslog(pamh, LOG_ERR, "user %s: NSS lookup failed: %s", user, strerror(e));
+		free(buf);
+		return PAM_SYSTEM_ERR;
+	}
+	snprintf(uid, sizeof uid, "%u", pwp ? (unsigned)pw.pw_uid : 0U);
+	req_add(r, "user", pwp ? pw.pw_name : user);
+	req_add(r, "user_known", pwp ? "1" : "0");
+	req_add(r, "uid", pwp ? uid : "");
+	if (pwp != NULL)
+		rc = add_groups(pamh, r, &pw);
+	else
+		req_add(r, "groups", "");
+	free(buf);
+	return rc;
+}
+
+static int build_request(pam_handle_t *pamh, const struct options *o, int argc, const char **argv,
+			 const char *user, struct request *r)
+{
+	char num[32] = "";
+	ssize_t n;
+	int fd, rc;
+
+	req_add(r, "version", "1");
+	if ((rc = add_user(pamh, r, user)) != PAM_SUCCESS)
+		return rc;
+	req_add(r, "service", item(pamh, PAM_SERVICE));
+	req_add(r, "rhost", item(pamh, PAM_RHOST));
+	req_add(r, "tty", item(pamh, PAM_TTY));
+	req_add(r, "ruser", item(pamh, PAM_RUSER));
+	req_add(r, "ssh_auth_info", pam_getenv(pamh, "SSH_AUTH_INFO_0"));
+	if ((fd = open("/proc/self/sessionid", O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = read(fd, num, sizeof num - 1);
+		num[n > 0 ? n : 0] = '\0';
+		num[strcspn(num, "\n")] = '\0';
+		close(fd);
+	}
+	req_add(r, "audit_session", num);
+	snprintf(num, sizeof num, "%ld", (long)getsid(0));
+	req_add(r, "sid", num);
+	req_add(r, "config", o->config);
+	req_add(r, "policy", o->policy);
+	req_add(r, "debug", o->debug ? "1" : "0");
+	for (int i = 0; i < argc; i++)
+		req_add(r, "arg", argv[i]);
+	if (r->overflow) {
+		pam_syslog(pamh, LOG_ERR, "user %s: request exceeds %d bytes (too many groups?)", user, MAX_PAYLOAD);
+		return PAM_SYSTEM_ERR;
+	}
+	return PAM_SUCCESS;
+}
+
+/*
+ * The child between fork and exec. All signals are blocked (see spawn), so no
+ * handler of the host runs here. Only async-signal-safe calls; a failure ends
+ * in _exit, which the parent sees as an exit before a verdict.
+ */
+static void __attribute__((noreturn)) child(const char *path, int sock, long maxfd, int as_root)
+{
+	char *const argv[] = { (char *)path, (char *)"--pam", NULL };
+	char *const envp[] = { (char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t none;
+	int s, null;
+
+	/* SIG_IGN survives exec: reset every disposition (SIGKILL/SIGSTOP just fail). */
+	for (int sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+
+	/* The host may run with 0-2 closed, so the socket or /dev/null may sit
+	 * anywhere in 0-3: lift the socket above 3 first. */
+	s = fcntl(sock, F_DUPFD_CLOEXEC, HELPER_FD + 1);
+	null = open("/dev/null", O_RDWR);
+	if (s < 0 || null < 0)
+		_exit(126);
+	for (int fd = 0; fd < HELPER_FD; fd++)
+		if (fd != null && dup2(null, fd) < 0)
+			_exit(126);
+	if (dup2(s, HELPER_FD) < 0) /* dup2 clears close-on-exec */
+		_exit(126);
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, HELPER_FD + 1U, ~0U, 0U) != 0)
+#endif
+		for (long fd = HELPER_FD + 1; fd < maxfd; fd++)
+			close((int)fd);
+
+	/* sudo runs us with the user's real uid: make the helper all root, so
+	 * the user can neither signal nor trace it. */
+	if (as_root && (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0))
+		_exit(126);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(path, argv, envp);
+	_exit(127);
+}
+
+static int spawn(struct helper *h, const char *resolved)
+{
+	long maxfd = sysconf(_SC_OPEN_MAX);
+	int as_root = geteuid() == 0, sv[2];
+	sigset_t all, old;
+
+	if (maxfd < 0 || maxfd > (1 << 20)) /* for kernels without close_range */
+		maxfd = 1 << 20;
+	/* CLOEXEC: other threads of the host must not inherit our ends. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		pam_syslog(h->pamh, LOG_ERR, "socketpair: %m");
+		return -1;
+	}
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	if ((h->pid = fork()) == 0)
+		child(resolved, sv[1], maxfd, as_root);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	if (h->pid < 0) {
+		pam_syslog(h->pamh, LOG_ERR, "fork: %m");
+		close(sv[0]);
+		h->pid = 0;
+		return -1;
+	}
+	h->fd = sv[0];
+	return 0;
+}
+
+/* Waits for the socket, charging the wait to the budget. 0 = ready. */
+static int wait_fd(struct helper *h, short events)
+{
+	struct pollfd p = { .fd = h->fd, .events = events };
+	int64_t t0;
+	int n;
+
+	for (;;) {
+		if (h->budget_ns <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		t0 = now_ns();
+		n = poll(&p, 1, (int)((h->budget_ns + 999999) / 1000000));
+		h->budget_ns -= now_ns() - t0;
+		if (n > 0)
+			return 0; /* POLLHUP/POLLERR too: send/recv tell which */
+		if (n < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+/* Moves n bytes to (out) or from the helper, waiting within the budget.
+ * Returns n, fewer at end of stream, or -1 (errno). MSG_NOSIGNAL: a dead
+ * helper must not raise SIGPIPE in sshd. */
+static ssize_t xfer(struct helper *h, void *p, size_t n, int out)
+{
+	size_t done = 0;
+	ssize_t r;
+
+	while (done < n) {
+		if (wait_fd(h, out ? POLLOUT : POLLIN) != 0)
+			return -1;
+		r = out ? send(h->fd, (char *)p + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT)
+			: recv(h->fd, (char *)p + done, n - done, MSG_DONTWAIT);
+		if (r == 0)
+			break;
+		if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		done += r > 0 ? (size_t)r : 0;
+	}
+	return (ssize_t)done;
+}
+
+static int send_frame(struct helper *h, char type, const char *payload, size_t len)
+{
+	unsigned char hdr[5] = { (unsigned char)type, (unsigned char)(len >> 24), (unsigned char)(len >> 16),
+				 (unsigned char)(len >> 8), (unsigned char)len };
+
+	return xfer(h, hdr, sizeof hdr, 1) == sizeof hdr && xfer(h, (char *)payload, len, 1) == (ssize_t)len ? 0 : -1;
+}
+
+/* Logs why the exchange failed, once, with the user; returns -1. */
+static int __attribute__((format(printf, 2, 3))) fail(struct helper *h, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	pam_syslog(h->pamh, LOG_ERR, "user %s: helper %s: %s", h->user, h->path, msg);
+	return -1;
+}
+
+static int io_fail(struct helper *h, const char *doing)
+{
+	if (errno == ETIMEDOUT)
+		return fail(h, "%s: no answer within timeout=%d", doing, h->timeout);
+	if (errno == EPROTO)
+		return fail(h, "%s: stream ended in the middle of a frame", doing);
+	return fail(h, "%s: %s", doing, strerror(errno));
+}
+
+/* Relays one prompt. No budget runs while the user types. */
+static int ask(struct helper *h, int style, const char *prompt)
+{
+	char *resp = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (pam_prompt(h->pamh, style, &resp, "%s", prompt) == PAM_SUCCESS && resp != NULL) {
+		n = strnlen(resp, MAX_ANSWER);
+		rc = send_frame(h, 'A', resp, n);
+	} else {
+		rc = send_frame(h, 'N', NULL, 0);
+	}
+	if (resp != NULL) {
+		explicit_bzero(resp, n + strlen(resp + n));
+		free(resp);
+	}
+	return rc;
+}
+
+/* Runs the exchange after the request. Returns the verdict's PAM code, -1 on
+ * a violation (logged), -2 when the helper ended the stream before D. */
+static int converse(struct helper *h, int flags, char *buf)
+{
+	unsigned char hdr[5];
+	uint32_t len;
+	ssize_t r;
+
+	for (int frames = 1;; frames++) {
+		if ((r = xfer(h, hdr, sizeof hdr, 0)) == 0)
+			return -2;
+		if (r != sizeof hdr) {
+			errno = r < 0 ? errno : EPROTO;
+			return io_fail(h, "reading a frame");
+		}
+		if (frames > MAX_FRAMES)
+			return fail(h, "more than %d frames", MAX_FRAMES);
+		if (hdr[0] == '\0' || strchr("PEIRTD", hdr[0]) == NULL)
+			return fail(h, "unknown frame type 0x%02x", hdr[0]);
+		len = (uint32_t)hdr[1] << 24 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 8 | hdr[4];
+		if (len > MAX_PAYLOAD)
+			return fail(h, "frame of %u bytes, more than %d", (unsigned)len, MAX_PAYLOAD);
+		if ((r = xfer(h, buf, len, 0)) != (ssize_t)len) {
+			errno = r < 0 ? errno : EPROTO;
+			return io_fail(h, "reading a frame");
+		}
+		buf[len] = '\0';
+		if (memchr(buf, '\0', len) != NULL)
+			return fail(h, "NUL byte in a %c frame", hdr[0]);
+
+		switch (hdr[0]) {
+		case 'P':
+		case 'E':
+			if (ask(h, hdr[0] == 'P' ? PAM_PROMPT_ECHO_OFF : PAM_PROMPT_ECHO_ON, buf) != 0)
+				return io_fail(h, "sending an answer");
+			break;
+		case 'I':
+		case 'R':
+			if (!(flags & PAM_SILENT))
+				pam_prompt(h->pamh, hdr[0] == 'I' ? PAM_TEXT_INFO : PAM_ERROR_MSG, NULL, "%s", buf);
+			break;
+		case 'T': /* for pam_unix use_first_pass further down the stack */
+			if (pam_set_item(h->pamh, PAM_AUTHTOK, buf) != PAM_SUCCESS)
+				return fail(h, "cannot set PAM_AUTHTOK");
+			break;
+		default: /* D */
+			for (size_t i = 0; i < sizeof verdicts / sizeof verdicts[0]; i++)
+				if (strcmp(buf, verdicts[i].name) == 0)
+					return verdicts[i].code;
+			return PAM_AUTH_ERR;
+		}
+	}
+}
+
+static void kill_child(struct helper *h)
+{
+	if (h->pid <= 0)
+		return;
+	kill(h->pid, SIGKILL);
+	while (waitpid(h->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	h->pid = 0;
+}
+
+/* Waits within the budget for our child to exit on its own. Returns its
+ * wait status, or -1 (logged; run_helper then kills it). */
+static int reap(struct helper *h)
+{
+	const struct timespec ms = { 0, 1000000 };
+	pid_t r;
+	int st;
+
+	for (;;) {
+		if ((r = waitpid(h->pid, &st, WNOHANG)) == h->pid) {
+			h->pid = 0;
+			return st;
+		}
+		if (r < 0 && errno != EINTR) { /* ECHILD: someone else reaped it */
+			h->pid = 0;
+			return fail(h, "waitpid: %s", strerror(errno));
+		}
+		if (h->budget_ns <= 0)
+			return fail(h, "did not exit within timeout=%d", h->timeout);
+		nanosleep(&ms, NULL); /* it has closed its end: this is short */
+		h->budget_ns -= ms.tv_nsec;
+	}
+}
+
+/* Logs how the helper ended when that was not a clean exit; 0 if it was. */
+static int check_exit(struct helper *h, int st, const char *when)
+{
+	if (st < 0 || (WIFEXITED(st) && WEXITSTATUS(st) == 0 && when == NULL))
+		return st;
+	when = when != NULL ? when : "after the verdict";
+	if (WIFSIGNALED(st))
+		return fail(h, "was killed by signal %d %s", WTERMSIG(st), when);
+	return fail(h, "exited with status %d %s", WEXITSTATUS(st), when);
+}
+
+static int run_helper(struct helper *h, int flags, const char *resolved, const struct request *req)
+{
+	struct sigaction dfl = { .sa_handler = SIG_DFL }, saved;
+	char *buf = malloc(MAX_PAYLOAD + 1), c;
+	int rc = PAM_SYSTEM_ERR, verdict = -1;
+	ssize_t n;
+
+	if (buf == NULL)
+		return PAM_BUF_ERR;
+	/* SIG_IGN in the host would let the kernel reap our child before we read
+	 * its status; a host handler calling waitpid(-1) would steal it. */
+	sigaction(SIGCHLD, &dfl, &saved);
+	if (spawn(h, resolved) != 0)
+		goto out;
+
+	if (send_frame(h, 'Q', req->p, req->len) != 0)
+		io_fail(h, "sending the request");
+	else
+		verdict = converse(h, flags, buf);
+	if (verdict == -2) {
+		check_exit(h, reap(h), "before a verdict");
+	} else if (verdict >= 0) {
+		/* D is the last frame: end of stream must follow, then a clean exit. */
+		if ((n = xfer(h, &c, 1, 0)) != 0)
+			n < 0 ? io_fail(h, "after the verdict") : fail(h, "sent data after the verdict");
+		else if (check_exit(h, reap(h), NULL) == 0)
+			rc = verdict;
+	}
+	kill_child(h); /* a no-op when reaped */
+	close(h->fd);
+out:
+	sigaction(SIGCHLD, &saved, NULL);
+	explicit_bzero(buf, MAX_PAYLOAD + 1); /* a T frame carried a password */
+	free(buf);
+	return rc;
+}
+
+EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	struct options o;
+	struct helper h;
+	struct request *req = NULL;
+	const char *user = NULL;
+	char *resolved = NULL;
+	int rc;
+
+	if ((rc = parse_options(pamh, argc, argv, &o)) != PAM_SUCCESS)
+		return rc;
+	rc = pam_get_user(pamh, &user, NULL);
+	if (rc == PAM_CONV_AGAIN)
+		return PAM_INCOMPLETE;
+	if (rc != PAM_SUCCESS || user == NULL || *user == '\0') {
+		pam_syslog(pamh, LOG_ERR, "cannot get the user name: %s", pam_strerror(pamh, rc));
+		return rc != PAM_SUCCESS ? rc : PAM_USER_UNKNOWN;
+	}
+	rc = PAM_SYSTEM_ERR;
+	if (check_path(pamh, "helper", o.helper, 1, &resolved) != 0 ||
+	    check_path(pamh, "config", o.config, 0, NULL) != 0)
+		goto out;
+	if ((req = calloc(1, sizeof *req)) == NULL) {
+		rc = PAM_BUF_ERR;
+		goto out;
+	}
+	if ((rc = build_request(pamh, &o, argc, argv, user, req)) != PAM_SUCCESS)
+		goto out;
+	h = (struct helper){ .pamh = pamh, .path = o.helper, .user = user, .timeout = o.timeout, .fd = -1,
+			     .budget_ns = (int64_t)o.timeout * NSEC };
+	rc = run_helper(&h, flags, resolved, req);
+	if (o.debug)
+		pam_syslog(pamh, LOG_DEBUG, "user %s: %s", user, pam_strerror(pamh, rc));
+out:
+	if (req != NULL)
+		explicit_bzero(req, sizeof *req);
+	free(req);
+	free(resolved);
+	return rc;
+}
+
+/* Every other entry point answers in C, without starting the helper. */
+#define ANSWER(fn, code)                                                          \
+	EXPORT int fn(pam_handle_t *pamh, int flags, int argc, const char **argv) \
+	{                                                                         \
+		(void)pamh, (void)flags, (void)argc, (void)argv;                  \
+		return code;                                                      \
+	}
+ANSWER(pam_sm_setcred, PAM_SUCCESS)
+ANSWER(pam_sm_acct_mgmt, PAM_IGNORE)
+ANSWER(pam_sm_open_session, PAM_IGNORE)
+ANSWER(pam_sm_close_session, PAM_IGNORE)
+ANSWER(pam_sm_chauthtok, PAM_IGNORE)
