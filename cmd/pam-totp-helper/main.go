@@ -100,4 +100,3 @@ func admin(args []string) int {
 	fmt.Fprintln(os.Stderr, "pam-totp-helper is started by pam_totp.so; admins may run --check-config or --version")
 	return 2
 }
-

@@ -212,6 +212,18 @@ func checkConfig(e *env, path string) error {
 	return nil
 }
 
+// command adds --config to fs, parses args (want positional arguments, up to optional more) and
+// opens the admin API on the config. Subcommands with flags of their own add them to fs first.
+func command(e *env, fs *flag.FlagSet, args []string, want, optional int) (*admin.Admin, []string, error) {
+	cfgPath := fs.String("config", e.config, "config file")
+	pos, err := parse(fs, args, want, optional)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := adminFor(e, *cfgPath)
+	return a, pos, err
+}
+
 func adminFor(e *env, path string) (*admin.Admin, error) {
 	cfg, err := load(e, path)
 	if err != nil {
@@ -310,13 +322,8 @@ func tokenAdd(e *env, args []string) error {
 
 func tokenList(e *env, args []string) error {
 	fs := newFlags("token list", e)
-	cfgPath := fs.String("config", e.config, "config file")
 	asJSON := fs.Bool("json", false, "JSON output")
-	pos, err := parse(fs, args, 0, 1)
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
+	a, pos, err := command(e, fs, args, 0, 1)
 	if err != nil {
 		return err
 	}
@@ -365,13 +372,7 @@ func stamp(t time.Time) string {
 }
 
 func tokenChange(e *env, verb string, args []string) error {
-	fs := newFlags("token "+verb, e)
-	cfgPath := fs.String("config", e.config, "config file")
-	pos, err := parse(fs, args, 2, 0)
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
+	a, pos, err := command(e, newFlags("token "+verb, e), args, 2, 0)
 	if err != nil {
 		return err
 	}
@@ -401,13 +402,7 @@ func tokenChange(e *env, verb string, args []string) error {
 }
 
 func backupCodes(e *env, args []string) error {
-	fs := newFlags("backup-codes", e)
-	cfgPath := fs.String("config", e.config, "config file")
-	pos, err := parse(fs, args, 1, 0)
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
+	a, pos, err := command(e, newFlags("backup-codes", e), args, 1, 0)
 	if err != nil {
 		return err
 	}
@@ -427,13 +422,7 @@ func backupCodes(e *env, args []string) error {
 }
 
 func unlock(e *env, args []string) error {
-	fs := newFlags("unlock", e)
-	cfgPath := fs.String("config", e.config, "config file")
-	pos, err := parse(fs, args, 1, 0)
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
+	a, pos, err := command(e, newFlags("unlock", e), args, 1, 0)
 	if err != nil {
 		return err
 	}
@@ -450,13 +439,7 @@ func unlock(e *env, args []string) error {
 }
 
 func reset(e *env, args []string) error {
-	fs := newFlags("reset", e)
-	cfgPath := fs.String("config", e.config, "config file")
-	pos, err := parse(fs, args, 1, 0)
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
+	a, pos, err := command(e, newFlags("reset", e), args, 1, 0)
 	if err != nil {
 		return err
 	}
@@ -471,18 +454,13 @@ func reset(e *env, args []string) error {
 
 func importCSV(e *env, args []string) error {
 	fs := newFlags("import csv", e)
-	cfgPath := fs.String("config", e.config, "config file")
 	skip := fs.Bool("skip-invalid", false, "import the valid lines even if some are invalid")
 	params := paramFlags(fs)
-	pos, err := parse(fs, args, 1, 0)
+	a, pos, err := command(e, fs, args, 1, 0)
 	if err != nil {
 		return err
 	}
 	p, err := params()
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
 	if err != nil {
 		return err
 	}
@@ -515,13 +493,7 @@ func importCSV(e *env, args []string) error {
 }
 
 func importGA(e *env, args []string) error {
-	fs := newFlags("import google-authenticator", e)
-	cfgPath := fs.String("config", e.config, "config file")
-	pos, err := parse(fs, args, 2, 0)
-	if err != nil {
-		return err
-	}
-	a, err := adminFor(e, *cfgPath)
+	a, pos, err := command(e, newFlags("import google-authenticator", e), args, 2, 0)
 	if err != nil {
 		return err
 	}
