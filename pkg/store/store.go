@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/sys/unix"
 
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -167,7 +169,18 @@ func open(dir, name string, readOnly, create bool, timeout time.Duration) (*bolt
 			if !create {
 				flag &^= os.O_CREATE
 			}
-			return securefile.Open(p, flag, 0o600, securefile.Rule{Forbidden: 0o077, What: name})
+			f, err := securefile.Open(p, flag, 0o600, securefile.Rule{Forbidden: 0o077, What: name})
+			if err != nil {
+				return nil, err
+			}
+			// Take bbolt's lock ourselves, retrying every few milliseconds: bbolt's own retry
+			// sleeps 50 ms, which under a burst of logins turns a 1 ms wait into 200 ms. bbolt's
+			// flock on the same open file then succeeds at once.
+			if err := lock(f, !readOnly, timeout); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("lock %s: %w", p, err)
+			}
+			return f, nil
 		},
 	}
 	db, err := bolt.Open(path, 0o600, opts)
@@ -213,6 +226,29 @@ func ensure(dir, name string, timeout time.Duration, init func(*bolt.Tx) error) 
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	return nil
+}
+
+// lock takes a flock on f (exclusive for writers, shared for readers) within timeout, polling
+// with short sleeps that grow from 1 to 8 ms. It returns bolt.ErrTimeout, as bbolt would.
+func lock(f *os.File, exclusive bool, timeout time.Duration) error {
+	how := unix.LOCK_SH | unix.LOCK_NB
+	if exclusive {
+		how = unix.LOCK_EX | unix.LOCK_NB
+	}
+	deadline := time.Now().Add(timeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 8*time.Millisecond) {
+		err := unix.Flock(int(f.Fd()), how)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			return err
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return bberrors.ErrTimeout
+		}
+		time.Sleep(wait)
+	}
 }
 
 // guard turns a panic inside bbolt (a corrupt page) into an error: a damaged store denies, it
