@@ -574,7 +574,7 @@ static void kill_child(struct helper *h)
  * wait status, or -1 (logged; run_helper then kills it). */
 static int reap(struct helper *h)
 {
-	const struct timespec ms = { 0, 1000000 };
+	struct timespec nap = { 0, 20000 }; /* 20 us, doubling to 1 ms: the exit is usually quick */
 	pid_t r;
 	int st;
 
@@ -589,8 +589,10 @@ static int reap(struct helper *h)
 		}
 		if (h->budget_ns <= 0)
 			return fail(h, "did not exit within timeout=%d", h->timeout);
-		nanosleep(&ms, NULL); /* it has closed its end: this is short */
-		h->budget_ns -= ms.tv_nsec;
+		nanosleep(&nap, NULL); /* it has closed its end: this is short */
+		h->budget_ns -= nap.tv_nsec;
+		if (nap.tv_nsec < 1000000)
+			nap.tv_nsec *= 2;
 	}
 }
 
