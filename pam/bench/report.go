@@ -1,0 +1,75 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// report prints the results as Markdown.
+func report(w io.Writer, o options, rows []row, prof []profileRow) {
+	fmt.Fprintf(w, "Parameters: %d logins per row (%.0f%% with a wrong code), pool of %d NSS users, "+
+		"window ±%d step, GA `RATE_LIMIT %d %d` (the driver sends one user at most %d attempts per %d s), seed %d.\n\n",
+		o.Logins, 100*o.WrongFrac, o.Pool, o.Window, gaRateAttempts, gaRateInterval, maxPerUser, gaRateInterval, o.Seed)
+	fmt.Fprintln(w, "| module | users in db | procs | logins | p50 ms | p99 ms | logins/s | wrong results | state lost | host RSS MiB: before → peak | helper RSS MiB |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	var notes []string
+	for _, r := range rows {
+		helper := "–"
+		if r.ChildRSS > 0 {
+			helper = mib(r.ChildRSS)
+		}
+		users := fmt.Sprintf("%s + %d", thousands(r.N), r.Pool)
+		if r.N == 0 {
+			users = "–"
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s | %.0f | %d | %d | %s → %s | %s |\n",
+			r.Module, users, r.Procs, r.Logins, ms(r.P50), ms(r.P99), r.Throughput,
+			r.WrongResults, r.Lost, mib(r.BaseRSS), mib(r.MaxRSS), helper)
+		if len(r.Unexpected) > 0 {
+			var ks []string
+			for k, v := range r.Unexpected {
+				ks = append(ks, fmt.Sprintf("%d× %s", v, k))
+			}
+			slices.Sort(ks)
+			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %s", r.Module, thousands(r.N), r.Procs, strings.Join(ks, "; ")))
+		}
+		if r.Waits > 0 {
+			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %d waits for a fresh time step (%s, not counted in logins/s)",
+				r.Module, thousands(r.N), r.Procs, r.Waits, r.WaitTime.Round(1e6)))
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, "- "+n)
+		}
+	}
+	if len(prof) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Where a pam_totp login's time goes, at the largest size:")
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "| part | p50 ms | p99 ms |")
+		fmt.Fprintln(w, "|---|--:|--:|")
+		for _, p := range prof {
+			fmt.Fprintf(w, "| %s | %s | %s |\n", p.What, ms(p.P50), ms(p.P99))
+		}
+	}
+}
+
+func mib(kib int64) string { return fmt.Sprintf("%.1f", float64(kib)/1024) }
+
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
