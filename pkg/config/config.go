@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -83,11 +84,34 @@ type RateLimit struct {
 	LockoutAfter int `toml:"lockout_after"`
 }
 
+// Sync connects the node to a registry (totp-syncd). An empty Registry means standalone: the
+// node's authority is totp-admin.
+type Sync struct {
+	Registry       string `toml:"registry"`        // https://registry.example.org:8443
+	CAFile         string `toml:"ca_file"`         // the registry's CA, pinned
+	CredentialFile string `toml:"credential_file"` // the node's bearer credential, root 0600
+	ClientCert     string `toml:"client_cert"`     // mTLS instead of the bearer credential
+	ClientKey      string `toml:"client_key"`
+	MetricsListen  string `toml:"metrics_listen"` // Prometheus text on this local address; "" off
+	// MaxOffline: a node that has not heard from the registry for longer is stale. 0 is never.
+	MaxOffline time.Duration `toml:"max_offline"`
+	// Offline says what logins do on a stale node: "serve" (from the last copy, logged loudly)
+	// or "deny" (TOTP users are denied as store unavailable).
+	Offline string `toml:"offline"`
+}
+
+// Offline actions.
+const (
+	OfflineServe = "serve"
+	OfflineDeny  = "deny"
+)
+
 // Config is the whole file.
 type Config struct {
 	Policy
 	Store     Store     `toml:"store"`
 	RateLimit RateLimit `toml:"rate_limit"`
+	Sync      Sync      `toml:"sync"`
 	// Issuer labels tokens in authenticator apps (the otpauth issuer).
 	Issuer string `toml:"issuer"`
 	// Policies holds the per-service overrides, by section name.
@@ -105,6 +129,12 @@ func Default() Config {
 		},
 		Store:  Store{Dir: "/var/lib/pam-totp", OpenTimeout: 3 * time.Second},
 		Issuer: "pam-totp",
+		Sync: Sync{
+			CAFile:         "/etc/pam-totp/registry-ca.pem",
+			CredentialFile: "/etc/pam-totp/node.credential",
+			MetricsListen:  "127.0.0.1:9464",
+			Offline:        OfflineServe,
+		},
 		RateLimit: RateLimit{
 			FreeFailures:   3,
 			InitialBackoff: 30 * time.Second,
@@ -214,8 +244,38 @@ func (c *Config) Validate() error {
 		// NIST SP 800-63B allows at most 100 consecutive failures; we stay well under it.
 		return fmt.Errorf("rate_limit.lockout_after %d: must be above free_failures and at most 50", r.LockoutAfter)
 	}
+	if err := c.Sync.validate(); err != nil {
+		return err
+	}
 	if c.Issuer == "" || strings.ContainsAny(c.Issuer, ":\n") {
 		return fmt.Errorf("issuer %q: must be non-empty without ':'", c.Issuer)
+	}
+	return nil
+}
+
+func (s *Sync) validate() error {
+	switch s.Offline {
+	case OfflineServe, OfflineDeny:
+	default:
+		return fmt.Errorf("sync.offline %q: must be serve or deny", s.Offline)
+	}
+	if s.MaxOffline < 0 {
+		return fmt.Errorf("sync.max_offline %s: must not be negative", s.MaxOffline)
+	}
+	if s.Registry == "" {
+		return nil
+	}
+	u, err := url.Parse(s.Registry)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" && u.Path != "/" {
+		return fmt.Errorf("sync.registry %q: want https://HOST[:PORT]", s.Registry)
+	}
+	if (s.ClientCert == "") != (s.ClientKey == "") {
+		return fmt.Errorf("sync: client_cert and client_key go together")
+	}
+	for name, p := range map[string]string{"ca_file": s.CAFile, "credential_file": s.CredentialFile} {
+		if p == "" || p[0] != '/' {
+			return fmt.Errorf("sync.%s %q: must be an absolute path", name, p)
+		}
 	}
 	return nil
 }

@@ -28,14 +28,16 @@ func TestExampleParses(t *testing.T) {
 	if c.Mode != want.Mode || c.Window != want.Window || c.Store != want.Store ||
 		c.RateLimit != want.RateLimit || c.Prompt != want.Prompt || c.Issuer != want.Issuer ||
 		c.SkewHintSteps != want.SkewHintSteps || c.SSHGrace != want.SSHGrace ||
-		c.SudoFreshness != want.SudoFreshness || c.PasswordAndCode != want.PasswordAndCode {
+		c.SudoFreshness != want.SudoFreshness || c.PasswordAndCode != want.PasswordAndCode ||
+		c.Sync != want.Sync {
 		t.Errorf("example = %+v\nwant defaults %+v", c, want)
 	}
 	// Every key of the defaults is named in the example, so it cannot fall behind the code.
 	for _, key := range []string{"mode", "grace_until", "exempt_networks", "exempt_groups", "exempt_users",
 		"window", "skew_hint_steps", "prompt", "password_and_code", "ssh_grace", "sudo_freshness",
 		"contact", "issuer", "dir", "open_timeout", "free_failures", "initial_backoff",
-		"max_backoff", "lockout_after"} {
+		"max_backoff", "lockout_after", "registry", "ca_file", "credential_file", "client_cert",
+		"client_key", "metrics_listen", "max_offline", "offline"} {
 		if !strings.Contains(string(data), key+" =") {
 			t.Errorf("pam_totp.conf.example does not document %q", key)
 		}
@@ -74,6 +76,12 @@ func TestParse(t *testing.T) {
 		{name: "empty prompt", in: `prompt = "  "`, wantErr: "prompt"},
 		{name: "bad section value", in: "[policy.sudo]\nmode = \"nope\"\n", wantErr: "[policy.sudo]"},
 		{name: "wrong type", in: `window = "one"`, wantErr: "window"},
+		{name: "bad offline", in: "[sync]\noffline = \"maybe\"\n", wantErr: "sync.offline"},
+		{name: "registry not a URL", in: "[sync]\nregistry = \"registry:8443\"\n", wantErr: "sync.registry"},
+		{name: "registry with path", in: "[sync]\nregistry = \"https://r.example/x\"\n", wantErr: "sync.registry"},
+		{name: "half mTLS", in: "[sync]\nregistry = \"https://r.example\"\nclient_cert = \"/c.pem\"\n", wantErr: "go together"},
+		{name: "relative ca", in: "[sync]\nregistry = \"https://r.example\"\nca_file = \"ca.pem\"\n", wantErr: "absolute"},
+		{name: "registry ok", in: "[sync]\nregistry = \"https://r.example:8443\"\nmax_offline = \"24h\"\noffline = \"deny\"\n"},
 		{name: "section overrides only what it names", in: `
 exempt_networks = ["10.0.0.0/8"]
 ssh_grace = "1h"

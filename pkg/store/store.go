@@ -94,13 +94,20 @@ func (t *Token) Validate() error {
 	return nil
 }
 
-// BackupCode is one single-use backup code, stored as a salted hash (package backupcode).
+// BackupCode is one single-use backup code, stored as a salted hash (package backupcode). A
+// temporary one-time passcode from the helpdesk is the same record with an expiry.
 type BackupCode struct {
 	User    string    `json:"user"`
 	ID      string    `json:"id"`
 	Salt    []byte    `json:"salt"`
 	Hash    []byte    `json:"hash"`
 	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"` // zero: never (backup codes); set: passcodes
+}
+
+// Expired reports whether the code can no longer be used at now.
+func (c *BackupCode) Expired(now time.Time) bool {
+	return !c.Expires.IsZero() && !now.Before(c.Expires)
 }
 
 // Meta describes the whole tokens.db.
@@ -109,6 +116,10 @@ type Meta struct {
 	Revision      uint64    `json:"revision"` // registry revision applied (0 standalone)
 	Updated       time.Time `json:"updated"`  // last write by the authority
 	Source        string    `json:"source"`   // "standalone" or the registry URL
+	// Filled by totp-syncd: when the registry last answered, and the node's set as of Revision.
+	LastContact time.Time `json:"last_contact,omitzero"`
+	Count       int64     `json:"count,omitempty"`
+	Digest      string    `json:"digest,omitempty"`
 }
 
 // ValidUser checks a user name as a key: non-empty, printable, no NUL, at most 256 bytes.

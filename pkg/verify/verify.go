@@ -104,6 +104,12 @@ func (a *attempt) run() protocol.Verdict {
 		a.tell(msgUnavailable)
 		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), "")
 	}
+	if v, stale := a.stale(data.Meta); stale {
+		if v != "" {
+			a.tell(msgUnavailable)
+			return a.log(protocol.AuthinfoUnavail, "store_stale", v, "")
+		}
+	}
 	active, pending := 0, 0
 	for _, t := range data.Tokens {
 		switch t.State {
@@ -219,6 +225,10 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 		if verdict != protocol.Success && isBackup {
 			for _, rec := range data.Backup {
 				if backupcode.Match(backupNorm, rec) {
+					if rec.Expired(a.now) {
+						reason = "one-time passcode expired"
+						break
+					}
 					if x.BackupUsed(user, rec.ID) {
 						reason = "backup code already used"
 						break
@@ -228,13 +238,17 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 					}
 					left := 0
 					for _, r := range data.Backup {
-						if r.ID != rec.ID && !x.BackupUsed(user, r.ID) {
+						if r.ID != rec.ID && !x.BackupUsed(user, r.ID) && r.Expires.IsZero() {
 							left++
 						}
 					}
 					tokenID = "backup:" + rec.ID
 					verdict, outcome, reason = protocol.Success, "backup_code", "backup code accepted"
 					msg = fmt.Sprintf("Backup code accepted; %d left.", left)
+					if !rec.Expires.IsZero() {
+						tokenID, outcome, reason = "passcode:"+rec.ID, "passcode", "one-time passcode accepted"
+						msg = "One-time passcode accepted: enroll a token now, it works only once."
+					}
 					break
 				}
 			}
@@ -267,6 +281,29 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 		}
 	}
 	return a.log(verdict, outcome, reason, tokenID)
+}
+
+// stale checks the node's copy against [sync] max_offline. It reports whether the copy is stale,
+// and a reason when policy says to deny; serving from a stale copy is logged loudly here.
+func (a *attempt) stale(m store.Meta) (string, bool) {
+	s := a.v.Config.Sync
+	if s.Registry == "" || s.MaxOffline <= 0 {
+		return "", false
+	}
+	age := a.now.Sub(m.LastContact)
+	if !m.LastContact.IsZero() && age <= s.MaxOffline {
+		return "", false
+	}
+	why := fmt.Sprintf("registry last heard from %s ago (max_offline %s)", age.Round(time.Second), s.MaxOffline)
+	if m.LastContact.IsZero() {
+		why = "registry never heard from"
+	}
+	if s.Offline == config.OfflineDeny {
+		return why, true
+	}
+	a.v.Log.Error("token store is stale; serving from the last copy", "user", a.req.User,
+		"service", a.req.Service, "reason", why)
+	return "", true
 }
 
 // candidates returns the TOTP codes worth checking, by digit count. With password_and_code the

@@ -584,3 +584,69 @@ func TestConcurrentSameCode(t *testing.T) {
 		t.Errorf("%d concurrent logins with one code: %d succeeded, want exactly 1", n, ok)
 	}
 }
+
+func TestStaleStore(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		conf        string
+		lastContact time.Duration // before t0; 0: never
+		want        protocol.Verdict
+		logs        string
+	}{
+		{"fresh", "[sync]\nregistry = \"https://r.example\"\nmax_offline = \"1h\"\noffline = \"deny\"\n", time.Minute, protocol.Success, "outcome=success"},
+		{"stale, deny", "[sync]\nregistry = \"https://r.example\"\nmax_offline = \"1h\"\noffline = \"deny\"\n", 2 * time.Hour, protocol.AuthinfoUnavail, "outcome=store_stale"},
+		{"never synced, deny", "[sync]\nregistry = \"https://r.example\"\nmax_offline = \"1h\"\noffline = \"deny\"\n", 0, protocol.AuthinfoUnavail, "never heard from"},
+		{"stale, serve", "[sync]\nregistry = \"https://r.example\"\nmax_offline = \"1h\"\n", 2 * time.Hour, protocol.Success, "token store is stale"},
+		{"no limit", "[sync]\nregistry = \"https://r.example\"\noffline = \"deny\"\n", 48 * time.Hour, protocol.Success, "outcome=success"},
+		{"standalone ignores it", "[sync]\nmax_offline = \"1h\"\noffline = \"deny\"\n", 0, protocol.Success, "outcome=success"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, tt.conf)
+			f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+			err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
+				m, err := x.Meta()
+				if err != nil {
+					return err
+				}
+				if tt.lastContact > 0 {
+					m.LastContact = t0.Add(-tt.lastContact)
+				}
+				return x.SetMeta(m)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := f.auth(req("u"), code(step0)); got != tt.want {
+				t.Fatalf("Authenticate(%s) = %v, want %v (log %s)", tt.name, got, tt.want, f.log)
+			}
+			if !strings.Contains(f.log.String(), tt.logs) {
+				t.Errorf("log %q lacks %q", f.log, tt.logs)
+			}
+		})
+	}
+}
+
+func TestPasscode(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "")
+	rec, err := backupcode.Record(rand.Reader, "u", "4839-2201-7765", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Expires = t0.Add(time.Hour)
+	store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error { return x.ReplaceBackupCodes("u", []store.BackupCode{rec}) })
+	f.now = t0.Add(2 * time.Hour)
+	if got, c := f.auth(req("u"), "4839-2201-7765"); got != protocol.AuthErr || !strings.Contains(f.log.String(), "expired") {
+		t.Fatalf("expired passcode = %v (told %q, log %s), want auth_err logged as expired", got, c.said(), f.log)
+	}
+	f.now = t0.Add(time.Minute)
+	if got, c := f.auth(req("u"), "483922017765"); got != protocol.Success || !strings.Contains(c.said(), "One-time passcode") {
+		t.Fatalf("passcode = %v (told %q), want success", got, c.said())
+	}
+	if got, _ := f.auth(req("u"), "4839-2201-7765"); got != protocol.AuthErr {
+		t.Errorf("passcode reused = %v, want auth_err", got)
+	}
+}
