@@ -49,7 +49,7 @@ GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
 
 all: build
 
-build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin
+build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin $(BUILD)/totp-syncd $(BUILD)/totp-registry
 
 $(BUILD)/pam_totp.so: pam/pam_totp.c
 	@mkdir -p $(@D)
@@ -64,6 +64,16 @@ $(BUILD)/pam-totp-helper: $(GO_SOURCES)
 $(BUILD)/totp-admin: $(GO_SOURCES)
 	@mkdir -p $(@D)
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-admin
+
+# totp-syncd is static like the helper: it needs neither libc nor NSS.
+$(BUILD)/totp-syncd: $(GO_SOURCES)
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-syncd
+
+# The registry is static too; it runs on a central host, not on login nodes.
+$(BUILD)/totp-registry: $(GO_SOURCES)
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-registry
 
 deps:
 	contrib/scripts/deps.sh
@@ -83,10 +93,15 @@ install: build
 	install -m 0644 $(BUILD)/pam_totp.so $(DESTDIR)$(PAMDIR)/pam_totp.so
 	install -m 0755 $(BUILD)/pam-totp-helper $(DESTDIR)$(LIBEXECDIR)/pam-totp/pam-totp-helper
 	install -m 0755 $(BUILD)/totp-admin $(DESTDIR)$(BINDIR)/totp-admin
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(BUILD)/totp-registry $(DESTDIR)$(PREFIX)/sbin/totp-registry
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/pam-totp
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf || \
 		install -m 0644 pam_totp.conf.example $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf
 	install -d -m 0700 $(DESTDIR)/var/lib/pam-totp
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/lib/systemd/system
+	install -m 0755 $(BUILD)/totp-syncd $(DESTDIR)$(PREFIX)/sbin/totp-syncd
+	install -m 0644 packaging/systemd/totp-syncd.service packaging/systemd/totp-registry.service $(DESTDIR)/lib/systemd/system/
 
 DEB_VERSION = $(shell echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' | grep -q '^[0-9]' && echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' || echo 0.0.0+$(VERSION))
 DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)

@@ -1,0 +1,93 @@
+package registry
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestConfigExampleParses(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "contrib", "registry.conf.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, warnings, err := ParseConfig(data)
+	if err != nil {
+		t.Fatalf("ParseConfig(registry.conf.example) error: %v", err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("ParseConfig(registry.conf.example) warnings: %v", warnings)
+	}
+	if want := DefaultConfig(); !reflect.DeepEqual(*c, want) {
+		t.Errorf("example = %+v\nwant defaults %+v", *c, want)
+	}
+	// Every key is documented, so the example cannot fall behind the code.
+	typ := reflect.TypeOf(Config{})
+	for i := range typ.NumField() {
+		if key := typ.Field(i).Tag.Get("toml"); !strings.Contains(string(data), "\n"+key+" = ") {
+			t.Errorf("registry.conf.example does not document %q", key)
+		}
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in, wantErr, warn string
+	}{
+		{name: "empty is defaults", in: ""},
+		{name: "unknown key warns", in: "colour = 1\n", warn: "colour"},
+		{name: "insecure warns", in: "insecure_http = true\ntls_cert = \"\"\ntls_key = \"\"\n", warn: "insecure_http"},
+		{name: "tls required", in: "tls_cert = \"\"\n", wantErr: "tls_cert and tls_key"},
+		{name: "relative store", in: "store = \"r.db\"\n", wantErr: "absolute"},
+		{name: "key inside store dir", in: "key_file = \"/var/lib/pam-totp-registry/k\"\n", wantErr: "outside"},
+		{name: "bad listen", in: "listen = \"8443\"\n", wantErr: "listen"},
+		{name: "history too short", in: "history_keep = 10\n", wantErr: "history_keep"},
+		{name: "bookmark too fast", in: "bookmark_interval = \"10ms\"\n", wantErr: "bookmark_interval"},
+		{name: "stream shorter than bookmarks", in: "stream_max = \"15s\"\n", wantErr: "twice"},
+		{name: "snapshot concurrency", in: "snapshot_concurrency = 0\n", wantErr: "snapshot_concurrency"},
+		{name: "not toml", in: "listen = \n", wantErr: "expected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, warnings, err := ParseConfig([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("ParseConfig(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseConfig(%q) error = %v", tt.in, err)
+			}
+			if tt.warn != "" && !strings.Contains(strings.Join(warnings, "\n"), tt.warn) {
+				t.Errorf("ParseConfig(%q) warnings = %v, want %q", tt.in, warnings, tt.warn)
+			}
+		})
+	}
+}
+
+func TestParseAdminTokens(t *testing.T) {
+	t.Parallel()
+	h := strings.Repeat("ab", 32)
+	tests := []struct {
+		name, in string
+		n        int
+		wantErr  bool
+	}{
+		{"two", "# admins\nalice " + h + "\n\nbob " + strings.ToUpper(h) + "\n", 2, false},
+		{"short hash", "alice abcd\n", 0, true},
+		{"three fields", "alice " + h + " x\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			toks, err := ParseAdminTokens([]byte(tt.in))
+			if (err != nil) != tt.wantErr || len(toks) != tt.n {
+				t.Errorf("ParseAdminTokens = %d, %v; want %d, error %v", len(toks), err, tt.n, tt.wantErr)
+			}
+		})
+	}
+}

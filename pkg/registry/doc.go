@@ -1,0 +1,46 @@
+// Package registry is totp-registry: the central owner of users, tokens, backup codes and login
+// nodes, which serves every node its share of the records over the sync protocol
+// (docs/sync-protocol.md) and takes admin changes over a small JSON API.
+//
+// # Data
+//
+// Everything lives in one revisioned key-value store (package kv). One admin change is one
+// kv.Update, hence one revision, and it writes its audit record in the same transaction. Keys:
+//
+//	user/NAME            User JSON: name, mail, scopes, created
+//	rec/t/USER/ID        a token, as a sealed record (below); syncframe.TokenKey after "rec/"
+//	rec/b/USER/ID        a backup code or helpdesk passcode; syncframe.BackupKey after "rec/"
+//	node/NAME            nodeRecord JSON: name, scope, SHA-256 hex of the credential secret, created
+//	audit/%020d          AuditRecord JSON: seq, time, actor, action, target, reason, prev, hash
+//	meta/audit-head      the last audit record's seq and hash (so appending needs no scan)
+//
+// A sealed record is JSON {"scopes":[…],"sealed":base64}: the scopes of its user in the clear, so
+// deciding which nodes see a record needs no decryption, and the value that nodes receive —
+// json.Marshal of store.Token or store.BackupCode, compact, TOTP secret included — sealed with
+// the keyring (AES-GCM, additional data = the record key without "rec/", so a sealed value cannot
+// be moved to another key). No secret is ever in the store file in any encoding. A user's scope
+// change rewrites the wrappers of all its records (same sealed bytes, new scopes) in one revision.
+//
+// # Index
+//
+// The server keeps, per scope, the count and syncframe.Digest of the records visible in it. It is
+// built from one View at start and advanced by a single goroutine that tails kv.Events after each
+// commit; the same goroutine keeps the most recent changes, decrypted, in a bounded in-memory log,
+// so a change is decrypted once however many nodes watch, and a bookmark costs no store access.
+// A stream sends a bookmark only when its position equals the index's revision, so the digest it
+// sends describes exactly the set the node has. Streams that fall behind the log read kv.Events
+// themselves.
+//
+// For a node of scope S, a record change is translated with the event's previous value: a put
+// visible in S is a put (left out when the value and visibility did not change, as after a key
+// rotation); a put no longer visible in S whose previous value was is a delete; a delete of a
+// previously visible record is a delete; anything else is invisible.
+//
+// # Not in the store
+//
+// Node acknowledgements (applied revision, count, digest agreement, last contact, lag) are kept in
+// memory: writing them would create revisions. Open streams are registered per node, so removing
+// a node ends them at once with an error frame node_removed.
+//
+// Nothing here logs a secret, a credential, a code, an otpauth URI or a request body.
+package registry

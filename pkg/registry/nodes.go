@@ -1,0 +1,117 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/kv"
+)
+
+type nodeRequest struct {
+	Name   string `json:"name"`
+	Scope  string `json:"scope"`
+	Reason string `json:"reason"`
+}
+
+func parseNodeRequest(body []byte) (nodeRequest, error) {
+	var q nodeRequest
+	if err := decodeStrict(body, &q); err != nil {
+		return q, err
+	}
+	if !validNodeName(q.Name) {
+		return q, badRequest("name: a host name (letters, digits, '.', '_', '-'), at most %d", maxNodeName)
+	}
+	if !validScope(q.Scope) {
+		return q, badRequest("scope: letters, digits, '.', '_' and '-', at most %d", maxScopeLen)
+	}
+	return q, nil
+}
+
+// NodeView is a node as GET /v1/admin/nodes shows it: its record and what it last acknowledged.
+type NodeView struct {
+	Name    string    `json:"name"`
+	Scope   string    `json:"scope"`
+	Created time.Time `json:"created"`
+	// From the node's last ack (empty before the first one since the registry started).
+	AppliedRev  int64     `json:"applied_rev"`
+	Count       int64     `json:"count"`
+	DigestOK    *bool     `json:"digest_ok"` // null: not compared (the ack was not at the index's revision)
+	LastContact time.Time `json:"last_contact,omitzero"`
+	LagMS       int64     `json:"lag_ms"`
+	Behind      int64     `json:"behind"` // revisions between the registry's and the applied one
+	Version     string    `json:"version,omitempty"`
+	Streams     int       `json:"streams"`
+}
+
+func (s *Server) createNode(r *http.Request, actor string, body []byte) (int, any, error) {
+	q, err := parseNodeRequest(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	cred, hash, err := s.newCredential(q.Name)
+	if err != nil {
+		return 0, nil, err
+	}
+	_, err = s.change(r.Context(), actor, "node.create", "node/"+q.Name, reasonOf(r, q.Reason), func(x *txn) error {
+		if _, err := x.Get(prefixNode + q.Name); err == nil {
+			return conflict("node %q exists; remove it first to issue a new credential", q.Name)
+		}
+		return x.putJSON(prefixNode+q.Name, nodeRecord{Name: q.Name, Scope: q.Scope, Hash: hash, Created: s.now().UTC()})
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, map[string]string{"name": q.Name, "scope": q.Scope, "credential": cred}, nil
+}
+
+func (s *Server) listNodes(r *http.Request, _ string, _ []byte) (int, any, error) {
+	var recs []nodeRecord
+	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
+		return tx.Range(prefixNode, func(kvp kv.KeyValue) error {
+			var n nodeRecord
+			if err := json.Unmarshal(kvp.Value, &n); err != nil {
+				return fmt.Errorf("decode %s: %w", kvp.Key, err)
+			}
+			recs = append(recs, n)
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	rev := s.idx.revision()
+	out := make([]NodeView, 0, len(recs))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range recs {
+		v := NodeView{Name: n.Name, Scope: n.Scope, Created: n.Created, Streams: len(s.streams[n.Name])}
+		if a, ok := s.acks[n.Name]; ok {
+			v.AppliedRev, v.Count, v.DigestOK, v.LastContact, v.LagMS, v.Version = a.Rev, a.Count, a.DigestOK, a.At, a.LagMS, a.Version
+			v.Behind = max(0, rev-a.Rev)
+		}
+		out = append(out, v)
+	}
+	return http.StatusOK, out, nil
+}
+
+func (s *Server) deleteNode(r *http.Request, actor string, body []byte) (int, any, error) {
+	var q reasonRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	_, err := s.change(r.Context(), actor, "node.delete", "node/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		if _, err := x.Get(prefixNode + name); err != nil {
+			return notFound("no node %q", clip(name))
+		}
+		return x.Delete(prefixNode + name)
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	// The tailer does this too (for other registry processes); here it is at once.
+	n := s.closeStreams(name, errNodeRemoved)
+	return http.StatusOK, map[string]any{"name": name, "streams_closed": n}, nil
+}

@@ -1,0 +1,100 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/seal"
+)
+
+// openTimeout bounds the wait for the store's file lock (another registry on the same file).
+const openTimeout = 3 * time.Second
+
+// OpenStore opens the config's kv store with its history limit.
+func OpenStore(cfg *Config) (*kv.Bolt, error) {
+	st, err := kv.OpenBolt(cfg.Store, kv.BoltOptions{Timeout: openTimeout, HistoryLimit: cfg.HistoryKeep})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s (is another totp-registry running on it?): %w", cfg.Store, err)
+	}
+	return st, nil
+}
+
+// Run serves until ctx ends, then ends every stream with shutting_down and stops gracefully.
+// ready, if set, is called with the listening address.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(addr net.Addr)) error {
+	keys, err := seal.LoadKeyring(cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("load key_file: %w", err)
+	}
+	admins, err := LoadAdminTokens(cfg.AdminTokens)
+	if err != nil {
+		return err
+	}
+	if len(admins) == 0 {
+		log.Warn("no admin tokens: the admin API refuses every request", "file", cfg.AdminTokens)
+	}
+	tc, err := cfg.TLSConfig()
+	if err != nil {
+		return err
+	}
+	st, err := OpenStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	srv, err := New(ctx, Options{Config: *cfg, Store: st, Sealer: keys, Admins: admins, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		TLSConfig:         tc,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if tc != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+		} else {
+			log.Warn("insecure_http: serving plain HTTP", "listen", ln.Addr().String())
+			errc <- hs.Serve(ln)
+		}
+	}()
+	log.Info("totp-registry serving", "listen", ln.Addr().String(), "revision", st.Rev(), "key", keys.PrimaryID(),
+		"mtls", cfg.ClientCA != "", "version", versionString())
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case err = <-errc:
+		srv.Shutdown()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	srv.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("graceful shutdown cut short", "err", err)
+		hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,301 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+)
+
+// Sentinel errors: the causes with which streams end.
+var (
+	// errNodeRemoved ends the streams of a node that was removed.
+	errNodeRemoved = errors.New("node removed")
+	// errShuttingDown ends every stream when the server stops.
+	errShuttingDown = errors.New("shutting down")
+)
+
+// Options are what a Server is built from.
+type Options struct {
+	Config Config
+	Store  kv.Store
+	Sealer Sealer
+	Admins []AdminToken
+	Logger *slog.Logger
+	// Now and Rand default to the real clock and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Server serves the sync and admin endpoints.
+type Server struct {
+	cfg    Config
+	store  kv.Store
+	sealer Sealer
+	admins []AdminToken
+	log    *slog.Logger
+	now    func() time.Time
+	rand   io.Reader
+
+	idx      *index
+	snapSem  chan struct{}
+	cancel   context.CancelFunc
+	tailDone chan struct{}
+
+	mu       sync.Mutex
+	streams  map[string]map[*stream]struct{} // open watch streams by node
+	acks     map[string]ack                  // last ack by node
+	stopping bool
+}
+
+// stream is one open watch or long poll.
+type stream struct{ cancel context.CancelCauseFunc }
+
+// New builds the index from the store and starts following it. Call Shutdown when done.
+func New(ctx context.Context, o Options) (*Server, error) {
+	s := &Server{cfg: o.Config, store: o.Store, sealer: o.Sealer, admins: o.Admins, log: o.Logger,
+		now: o.Now, rand: o.Rand, streams: map[string]map[*stream]struct{}{}, acks: map[string]ack{},
+		snapSem: make(chan struct{}, max(1, o.Config.SnapshotConcurrency)), tailDone: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	start := time.Now()
+	rev, digests, err := s.buildIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("build scope index: %w", err)
+	}
+	s.idx = newIndex(rev, digests)
+	var n int64
+	for _, d := range digests {
+		n += d.Count()
+	}
+	s.log.Info("scope index built", "revision", rev, "scopes", len(digests), "visible_records", n, "took", time.Since(start).Round(time.Millisecond))
+	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	go s.tail(tctx)
+	return s, nil
+}
+
+// Shutdown ends every open stream with an error frame shutting_down and stops following the
+// store. It does not close the store. Use it before http.Server.Shutdown, which waits for
+// handlers.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.stopping = true
+	for _, m := range s.streams {
+		for st := range m {
+			st.cancel(errShuttingDown)
+		}
+	}
+	s.mu.Unlock()
+	s.cancel()
+	<-s.tailDone
+}
+
+// Handler routes every endpoint.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/sync/snapshot", s.handleSnapshot)
+	mux.HandleFunc("GET /v1/sync/watch", s.handleWatch)
+	mux.HandleFunc("POST /v1/sync/ack", s.handleAck)
+	s.adminRoutes(mux)
+	return mux
+}
+
+// registerStream adds a stream of node; it fails when the server is stopping.
+func (s *Server) registerStream(node string, st *stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	m := s.streams[node]
+	if m == nil {
+		m = map[*stream]struct{}{}
+		s.streams[node] = m
+	}
+	m[st] = struct{}{}
+	return true
+}
+
+func (s *Server) unregisterStream(node string, st *stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.streams[node], st)
+	if len(s.streams[node]) == 0 {
+		delete(s.streams, node)
+	}
+}
+
+// closeStreams ends a node's open streams with cause; it returns how many there were.
+func (s *Server) closeStreams(node string, cause error) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for st := range s.streams[node] {
+		st.cancel(cause)
+		n++
+	}
+	if cause == errNodeRemoved {
+		delete(s.acks, node)
+	}
+	return n
+}
+
+func (s *Server) openStreams(node string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams[node])
+}
+
+// newCredential makes a node credential "ptn1.NODE.SECRET" and the hex SHA-256 of SECRET.
+func (s *Server) newCredential(node string) (cred, hash string, err error) {
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(s.rand, b); err != nil {
+		return "", "", fmt.Errorf("random credential: %w", err)
+	}
+	secret := base64.RawURLEncoding.EncodeToString(b)
+	sum := sha256.Sum256([]byte(secret))
+	return credentialTag + "." + node + "." + secret, hex.EncodeToString(sum[:]), nil
+}
+
+// authNode authenticates a node request: a verified client certificate whose CN is a registered
+// node (with client_ca), or a bearer credential. ok false means a 401 was written.
+func (s *Server) authNode(w http.ResponseWriter, r *http.Request) (nodeRecord, bool) {
+	var n nodeRecord
+	fail := func() (nodeRecord, bool) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="totp-registry"`)
+		writeError(w, http.StatusUnauthorized, "authentication required: a node credential or client certificate")
+		return n, false
+	}
+	name, secret, viaCert := "", "", false
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && s.cfg.ClientCA != "" {
+		name, viaCert = r.TLS.VerifiedChains[0][0].Subject.CommonName, true
+	} else {
+		tok, ok := bearer(r)
+		if !ok {
+			return fail()
+		}
+		rest, ok := strings.CutPrefix(tok, credentialTag+".")
+		i := strings.LastIndexByte(rest, '.')
+		if !ok || i <= 0 {
+			return fail()
+		}
+		name, secret = rest[:i], rest[i+1:]
+	}
+	if !validNodeName(name) {
+		return fail()
+	}
+	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
+		return (&txn{Txn: tx}).getJSON(prefixNode+name, &n)
+	})
+	if err != nil {
+		if !errors.Is(err, kv.ErrNotFound) {
+			s.log.Error("read node", "node", name, "err", err)
+		}
+		return fail()
+	}
+	if !viaCert {
+		sum := sha256.Sum256([]byte(secret))
+		want, err := hex.DecodeString(n.Hash)
+		if err != nil || subtle.ConstantTimeCompare(sum[:], want) != 1 {
+			return fail()
+		}
+	}
+	return n, true
+}
+
+// authAdmin returns the admin's name for a valid admin bearer token.
+func (s *Server) authAdmin(r *http.Request) (string, bool) {
+	tok, ok := bearer(r)
+	if !ok {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(tok))
+	name := ""
+	for _, a := range s.admins {
+		if subtle.ConstantTimeCompare(sum[:], a.Hash[:]) == 1 {
+			name = a.Name
+		}
+	}
+	return name, name != ""
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+		return "", false
+	}
+	t := strings.TrimSpace(h[7:])
+	return t, t != "" && len(t) <= 1024
+}
+
+// httpError is an error meant for the API client.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &httpError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+func notFound(format string, args ...any) error {
+	return &httpError{http.StatusNotFound, fmt.Sprintf(format, args...)}
+}
+func conflict(format string, args ...any) error {
+	return &httpError{http.StatusConflict, fmt.Sprintf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// handleStatus answers GET /v1/status (no authentication).
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"revision": s.store.Rev(), "compacted": s.store.CompactedRev(),
+		"version": versionString()})
+}
+
+// scopeOf checks ?scope= against the node's scope: 403 for another.
+func scopeOf(w http.ResponseWriter, r *http.Request, n nodeRecord) (string, bool) {
+	if q := r.URL.Query().Get("scope"); q != "" && q != n.Scope {
+		writeError(w, http.StatusForbidden, "this node's credential is for scope "+n.Scope)
+		return "", false
+	}
+	return n.Scope, true
+}
+
+// emptyDigest is the digest of an empty set.
+var emptyDigest = (&syncframe.Digest{}).String()

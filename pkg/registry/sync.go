@@ -1,0 +1,420 @@
+package registry
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/version"
+)
+
+func versionString() string { return version.Version }
+
+// Stream tuning.
+const (
+	batchChanges    = 1000             // changes read per step of a stream
+	writeTimeout    = 30 * time.Second // a node must take a flushed batch within this
+	snapshotTimeout = 5 * time.Minute  // a whole snapshot must be taken within this
+	snapshotWait    = 30 * time.Second // wait for a snapshot slot at most this long
+	pollDefault     = 30 * time.Second
+	pollMax         = 60 * time.Second
+)
+
+// snapItem is one record of a snapshot, still sealed.
+type snapItem struct {
+	key    string
+	sealed []byte
+}
+
+// handleSnapshot answers GET /v1/sync/snapshot: the scope's records at one revision.
+func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.authNode(w, r)
+	if !ok {
+		return
+	}
+	scope, ok := scopeOf(w, r, n)
+	if !ok {
+		return
+	}
+	wait, cancel := context.WithTimeout(r.Context(), snapshotWait)
+	defer cancel()
+	select {
+	case s.snapSem <- struct{}{}:
+		defer func() { <-s.snapSem }()
+	case <-wait.Done():
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "too many snapshots at once; retry")
+		return
+	}
+	start := time.Now()
+	// Copy the scope's sealed records out at one revision, then write without holding the store.
+	var items []snapItem
+	var rev int64
+	err := s.store.View(r.Context(), func(rv int64, tx kv.Txn) error {
+		rev = rv
+		return tx.Range(prefixRec, func(kvp kv.KeyValue) error {
+			wr, err := decodeWrapper(kvp.Value)
+			if err != nil {
+				return fmt.Errorf("%s: %w", kvp.Key, err)
+			}
+			if visible(wr.Scopes, scope) {
+				items = append(items, snapItem{key: kvp.Key[len(prefixRec):], sealed: wr.Sealed})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		s.log.Error("snapshot read", "node", n.Name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(snapshotTimeout))
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	fw := syncframe.NewWriter(bw)
+	werr := fw.Write(syncframe.Frame{Type: syncframe.Begin, Rev: rev, Count: int64(len(items))})
+	var d syncframe.Digest
+	for i := range items {
+		if werr != nil {
+			break
+		}
+		it := &items[i]
+		value, err := s.sealer.Open(it.sealed, []byte(it.key))
+		if err != nil {
+			// The node sees a truncated snapshot and retries; nothing it has is replaced.
+			s.log.Error("snapshot: cannot open a record", "key", it.key, "err", err)
+			return
+		}
+		d.Add(it.key, value)
+		werr = fw.Write(syncframe.Frame{Type: syncframe.Put, Rev: rev, Key: it.key, Value: value})
+		items[i] = snapItem{}
+	}
+	if werr == nil {
+		werr = fw.Write(syncframe.Frame{Type: syncframe.End, Rev: rev, Count: d.Count(), Digest: d.String()})
+	}
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	if werr != nil {
+		s.log.Warn("snapshot not delivered", "node", n.Name, "revision", rev, "err", werr)
+		return
+	}
+	s.log.Info("snapshot", "node", n.Name, "scope", scope, "revision", rev, "count", d.Count(),
+		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// handleWatch answers GET /v1/sync/watch?since=R[&mode=poll&timeout=D].
+func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.authNode(w, r)
+	if !ok {
+		return
+	}
+	scope, ok := scopeOf(w, r, n)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	since, err := strconv.ParseInt(q.Get("since"), 10, 64)
+	if err != nil || since < 0 {
+		writeError(w, http.StatusBadRequest, "since: want a revision (a number >= 0)")
+		return
+	}
+	poll := q.Get("mode") == "poll"
+	if m := q.Get("mode"); m != "" && m != "poll" && m != "stream" {
+		writeError(w, http.StatusBadRequest, "mode: want poll or stream")
+		return
+	}
+	life := jitter(s.cfg.StreamMax)
+	if poll {
+		life = pollDefault
+		if t := q.Get("timeout"); t != "" {
+			life, err = time.ParseDuration(t)
+			if err != nil || life < 0 {
+				writeError(w, http.StatusBadRequest, "timeout: want a duration such as 30s")
+				return
+			}
+			life = min(life, pollMax)
+		}
+	}
+	if since < s.store.CompactedRev() || since > s.store.Rev() {
+		writeError(w, http.StatusGone, fmt.Sprintf("revision %d is not in the history (compacted %d, current %d); take a snapshot",
+			since, s.store.CompactedRev(), s.store.Rev()))
+		return
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	st := &stream{cancel: cancel}
+	if !s.registerStream(n.Name, st) {
+		writeError(w, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	defer s.unregisterStream(n.Name, st)
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	ws := &watchStream{s: s, ctx: ctx, rc: http.NewResponseController(w), scope: scope, pos: since}
+	ws.bw = bufio.NewWriterSize(w, 32<<10)
+	ws.fw = syncframe.NewWriter(ws.bw)
+	err = ws.run(poll, life)
+	switch {
+	case err == nil:
+	case errors.Is(context.Cause(ctx), errNodeRemoved):
+		ws.final("node_removed", "this node was removed from the registry")
+	case errors.Is(context.Cause(ctx), errShuttingDown):
+		ws.final("shutting_down", "the registry is shutting down; reconnect")
+	case errors.Is(err, kv.ErrCompacted):
+		ws.final("compacted", "the history this stream needs was compacted; take a snapshot")
+	case r.Context().Err() != nil:
+		// The node went away.
+	default:
+		s.log.Warn("watch stream ended", "node", n.Name, "position", ws.pos, "err", err)
+	}
+}
+
+// jitter returns d ± 20 %.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+}
+
+// watchStream is one node's watch: its position and writer.
+type watchStream struct {
+	s     *Server
+	ctx   context.Context
+	rc    *http.ResponseController
+	bw    *bufio.Writer
+	fw    *syncframe.Writer
+	scope string
+	pos   int64
+}
+
+// run streams until life ends (nil), the node goes, or the stream is cancelled.
+func (ws *watchStream) run(poll bool, life time.Duration) error {
+	deadline := time.NewTimer(life)
+	defer deadline.Stop()
+	interval := ws.s.cfg.BookmarkInterval
+	var lastMark time.Time
+	due := !poll // a stream bookmarks as soon as it has caught up; a poll only after news or timeout
+	sent, expired := false, false
+	for {
+		rev, count, digest, notify := ws.s.idx.view(ws.scope)
+		if ws.pos < rev {
+			n, err := ws.step()
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				due, sent = true, true
+			}
+			continue
+		}
+		if ws.pos == rev && (due || expired || (!poll && time.Since(lastMark) >= interval)) {
+			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest}); err != nil {
+				return err
+			}
+			if err := ws.flush(); err != nil {
+				return err
+			}
+			lastMark, due = time.Now(), false
+			if poll && (sent || expired) {
+				return nil
+			}
+		}
+		if expired {
+			return nil
+		}
+		wait := time.NewTimer(max(time.Millisecond, interval-time.Since(lastMark)))
+		select {
+		case <-notify:
+		case <-wait.C:
+		case <-deadline.C:
+			// A stream ends cleanly between batches; a poll answers with a bookmark first.
+			if !poll {
+				wait.Stop()
+				return nil
+			}
+			expired = true
+		case <-ws.ctx.Done():
+			wait.Stop()
+			return context.Cause(ws.ctx)
+		}
+		wait.Stop()
+	}
+}
+
+// step sends the next changes after the stream's position and advances it. It returns the
+// number of frames sent.
+func (ws *watchStream) step() (int, error) {
+	if err := ws.ctx.Err(); err != nil {
+		return 0, context.Cause(ws.ctx)
+	}
+	cs, upto, ok := ws.s.idx.changesAfter(ws.pos, batchChanges)
+	if !ok {
+		var err error
+		cs, upto, err = ws.s.changesFromStore(ws.ctx, ws.pos, batchChanges, ws.s.idx.revision())
+		if err != nil {
+			return 0, err
+		}
+	}
+	n, err := writeBatches(ws.fw, cs, ws.scope)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		if err := ws.flush(); err != nil {
+			return 0, err
+		}
+	}
+	ws.pos = max(ws.pos, upto)
+	return n, nil
+}
+
+func (ws *watchStream) write(f syncframe.Frame) error { return ws.fw.Write(f) }
+
+func (ws *watchStream) flush() error {
+	_ = ws.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := ws.bw.Flush(); err != nil {
+		return err
+	}
+	return ws.rc.Flush()
+}
+
+// final writes an error frame and flushes, ignoring a failure (the stream ends anyway).
+func (ws *watchStream) final(code, msg string) {
+	_ = ws.write(syncframe.Frame{Type: syncframe.Error, Code: code, Message: msg})
+	_ = ws.flush()
+}
+
+// writeBatches writes the visible frames of the changes, each revision closed by a commit; it
+// returns the number of put and delete frames.
+func writeBatches(fw *syncframe.Writer, cs []change, scope string) (int, error) {
+	total, inRev := 0, int64(0)
+	for i := range cs {
+		if f, ok := cs[i].frame(scope); ok {
+			if err := fw.Write(f); err != nil {
+				return total, err
+			}
+			inRev++
+			total++
+		}
+		if inRev > 0 && (i == len(cs)-1 || cs[i+1].rev != cs[i].rev) {
+			if err := fw.Write(syncframe.Frame{Type: syncframe.Commit, Rev: cs[i].rev, Count: inRev}); err != nil {
+				return total, err
+			}
+			inRev = 0
+		}
+	}
+	return total, nil
+}
+
+// changesFromStore reads changes after pos from the store's history, for a stream behind the
+// in-memory log, up to (and including) revision upTo at most.
+func (s *Server) changesFromStore(ctx context.Context, pos int64, limit int, upTo int64) ([]change, int64, error) {
+	evs, err := s.store.Events(ctx, prefixRec, pos, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	reached := upTo
+	if len(evs) >= limit && evs[len(evs)-1].Rev < upTo {
+		reached = evs[len(evs)-1].Rev
+	}
+	cs := make([]change, 0, len(evs))
+	for _, ev := range evs {
+		if ev.Rev > reached {
+			break
+		}
+		c, err := s.decodeEvent(ev)
+		if err != nil {
+			return nil, 0, err
+		}
+		cs = append(cs, c)
+	}
+	return cs, reached, nil
+}
+
+// ack is a node's last acknowledgement, kept in memory.
+type ack struct {
+	Rev      int64     `json:"rev"`
+	Count    int64     `json:"count"`
+	Digest   string    `json:"digest"`
+	LagMS    int64     `json:"lag_ms"`
+	Version  string    `json:"version"`
+	At       time.Time `json:"-"`
+	DigestOK *bool     `json:"-"`
+}
+
+// handleAck answers POST /v1/sync/ack.
+func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.authNode(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := scopeOf(w, r, n); !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body too large or unreadable")
+		return
+	}
+	a, err := parseAck(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.At = s.now()
+	if rev, count, digest, _ := s.idx.view(n.Scope); rev == a.Rev {
+		agree := count == a.Count && digest == strings.ToLower(a.Digest)
+		a.DigestOK = &agree
+	} else {
+		s.mu.Lock()
+		if prev, ok := s.acks[n.Name]; ok && prev.Rev == a.Rev {
+			a.DigestOK = prev.DigestOK
+		}
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.acks[n.Name] = a
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// parseAck decodes and checks an ack body.
+func parseAck(body []byte) (ack, error) {
+	var a ack
+	if err := decodeStrict(body, &a); err != nil {
+		return a, err
+	}
+	if a.Rev < 0 || a.Count < 0 || a.LagMS < 0 || len(a.Version) > 64 || (a.Digest != "" && len(a.Digest) != 64) {
+		return a, badRequest("ack: rev, count and lag_ms must be >= 0, digest 64 hex digits, version at most 64 bytes")
+	}
+	a.Version = clip(cleanReason(a.Version))
+	return a, nil
+}
+
+// decodeStrict decodes one JSON object, refusing unknown fields and trailing data.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("invalid JSON body: %s", clip(err.Error()))
+	}
+	if dec.More() {
+		return badRequest("invalid JSON body: data after the object")
+	}
+	return nil
+}

@@ -1,0 +1,624 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// Request bodies of the user and token endpoints. Each has its parse function, which the fuzz
+// targets call: they decode strictly and validate, so a handler only sees checked values.
+type userRequest struct {
+	Name   string   `json:"name"`
+	Mail   string   `json:"mail"`
+	Scopes []string `json:"scopes"`
+	Reason string   `json:"reason"`
+}
+
+type userPatch struct {
+	Mail   *string   `json:"mail"`
+	Scopes *[]string `json:"scopes"`
+	Reason string    `json:"reason"`
+}
+
+type tokenRequest struct {
+	Name      string `json:"name"`
+	Secret    string `json:"secret"`
+	Algorithm string `json:"algorithm"`
+	Digits    int    `json:"digits"`
+	Period    int    `json:"period"`
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
+
+	secret []byte
+	params totp.Params
+}
+
+type tokenPatch struct {
+	State  *string `json:"state"`
+	Name   *string `json:"name"`
+	Reason string  `json:"reason"`
+}
+
+type passcodeRequest struct {
+	TTL    string `json:"ttl"`
+	Reason string `json:"reason"`
+
+	ttl time.Duration
+}
+
+// reasonRequest is the optional body of reset, backup-codes and deletes.
+type reasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+// Passcode lifetimes.
+const (
+	passcodeDefault = time.Hour
+	passcodeMax     = 7 * 24 * time.Hour
+	passcodeMin     = time.Minute
+)
+
+func parseUserRequest(body []byte) (userRequest, error) {
+	var q userRequest
+	if err := decodeStrict(body, &q); err != nil {
+		return q, err
+	}
+	if !validName(q.Name, maxNameLen) {
+		return q, badRequest("name: 1 to %d printable characters without '/' or spaces", maxNameLen)
+	}
+	if err := checkMail(q.Mail); err != nil {
+		return q, err
+	}
+	var err error
+	q.Scopes, err = normScopes(q.Scopes)
+	return q, err
+}
+
+func parseUserPatch(body []byte) (userPatch, error) {
+	var q userPatch
+	if err := decodeStrict(body, &q); err != nil {
+		return q, err
+	}
+	if q.Mail != nil {
+		if err := checkMail(*q.Mail); err != nil {
+			return q, err
+		}
+	}
+	if q.Scopes != nil {
+		sc, err := normScopes(*q.Scopes)
+		if err != nil {
+			return q, err
+		}
+		q.Scopes = &sc
+	}
+	return q, nil
+}
+
+func parseTokenRequest(body []byte) (tokenRequest, error) {
+	var q tokenRequest
+	if err := decodeStrict(body, &q); err != nil {
+		return q, err
+	}
+	if q.Name != "" && !validTokenName(q.Name) {
+		return q, badRequest("name: 1 to 64 printable characters")
+	}
+	q.params = totp.DefaultParams
+	if q.Algorithm != "" {
+		q.params.Algorithm = totp.Algorithm(strings.ToUpper(q.Algorithm))
+	}
+	if q.Digits != 0 {
+		q.params.Digits = q.Digits
+	}
+	if q.Period != 0 {
+		q.params.Period = q.Period
+	}
+	if err := q.params.Validate(); err != nil {
+		return q, badRequest("%v", err)
+	}
+	switch store.TokenState(q.State) {
+	case "":
+		q.State = string(store.Active)
+	case store.Active, store.Pending, store.Disabled:
+	default:
+		return q, badRequest("state: want active, pending or disabled")
+	}
+	if q.Secret != "" {
+		s, err := totp.DecodeSecret(q.Secret)
+		if err != nil {
+			return q, badRequest("secret: not a base32 secret of %d to %d bytes", totp.MinSecretLen, totp.MaxSecretLen)
+		}
+		q.secret = s
+	}
+	return q, nil
+}
+
+func parseTokenPatch(body []byte) (tokenPatch, error) {
+	var q tokenPatch
+	if err := decodeStrict(body, &q); err != nil {
+		return q, err
+	}
+	if q.State != nil && *q.State != string(store.Active) && *q.State != string(store.Disabled) {
+		return q, badRequest("state: want active or disabled")
+	}
+	if q.Name != nil && !validTokenName(*q.Name) {
+		return q, badRequest("name: 1 to 64 printable characters")
+	}
+	return q, nil
+}
+
+func parsePasscodeRequest(body []byte) (passcodeRequest, error) {
+	var q passcodeRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return q, err
+	}
+	q.ttl = passcodeDefault
+	if q.TTL != "" {
+		d, err := time.ParseDuration(q.TTL)
+		if err != nil || d < passcodeMin || d > passcodeMax {
+			return q, badRequest("ttl: want a duration from %s to %s", passcodeMin, passcodeMax)
+		}
+		q.ttl = d
+	}
+	return q, nil
+}
+
+// decodeOptional is decodeStrict, but an empty body is an empty object.
+func decodeOptional(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	return decodeStrict(body, v)
+}
+
+func checkMail(m string) error {
+	if m == "" {
+		return nil
+	}
+	at := strings.IndexByte(m, '@')
+	if len(m) > maxMailLen || at <= 0 || at == len(m)-1 || strings.Count(m, "@") != 1 || !utf8.ValidString(m) ||
+		strings.IndexFunc(m, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '<' || r == '>' }) >= 0 {
+		return badRequest("mail: want one address like user@example.org")
+	}
+	return nil
+}
+
+func validTokenName(n string) bool {
+	if n == "" || len(n) > 64 || !utf8.ValidString(n) {
+		return false
+	}
+	return strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }) < 0
+}
+
+// UserView is a user with its record counts.
+type UserView struct {
+	User
+	Tokens      int `json:"tokens"`
+	BackupCodes int `json:"backup_codes"`
+}
+
+// TokenInfo is a token without its secret. Secret and URI are set once, when the registry
+// generated the secret.
+type TokenInfo struct {
+	User      string           `json:"user"`
+	ID        string           `json:"id"`
+	Name      string           `json:"name"`
+	Algorithm totp.Algorithm   `json:"algorithm"`
+	Digits    int              `json:"digits"`
+	Period    int              `json:"period"`
+	State     store.TokenState `json:"state"`
+	Created   time.Time        `json:"created"`
+	LastUsed  time.Time        `json:"last_used,omitzero"`
+	Secret    string           `json:"secret,omitempty"`
+	URI       string           `json:"uri,omitempty"`
+}
+
+func tokenInfo(t store.Token) TokenInfo {
+	return TokenInfo{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
+		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed}
+}
+
+// counts reads the record counts of every user (or one, with name) in one scan.
+func counts(tx kv.Txn, name string) (map[string][2]int, error) {
+	out := map[string][2]int{}
+	prefixes := []string{prefixRec}
+	if name != "" {
+		prefixes = []string{prefixRec + syncframe.TokenKey(name, ""), prefixRec + syncframe.BackupKey(name, "")}
+	}
+	for _, p := range prefixes {
+		err := tx.Range(p, func(kvp kv.KeyValue) error {
+			kind, user, _, err := syncframe.ParseKey(kvp.Key[len(prefixRec):])
+			if err != nil {
+				return nil
+			}
+			c := out[user]
+			if kind == syncframe.KindToken {
+				c[0]++
+			} else {
+				c[1]++
+			}
+			out[user] = c
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, any, error) {
+	q, err := parseUserRequest(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	u := User{Name: q.Name, Mail: q.Mail, Scopes: q.Scopes, Created: s.now().UTC()}
+	_, err = s.change(r.Context(), actor, "user.create", "user/"+u.Name, reasonOf(r, q.Reason), func(x *txn) error {
+		if _, err := x.Get(prefixUser + u.Name); err == nil {
+			return conflict("user %q exists", u.Name)
+		}
+		return x.putJSON(prefixUser+u.Name, u)
+	})
+	return http.StatusCreated, UserView{User: u}, err
+}
+
+func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error) {
+	out := []UserView{}
+	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
+		c, err := counts(tx, "")
+		if err != nil {
+			return err
+		}
+		return tx.Range(prefixUser, func(kvp kv.KeyValue) error {
+			var u User
+			if err := json.Unmarshal(kvp.Value, &u); err != nil {
+				return fmt.Errorf("decode %s: %w", kvp.Key, err)
+			}
+			out = append(out, UserView{User: u, Tokens: c[u.Name][0], BackupCodes: c[u.Name][1]})
+			return nil
+		})
+	})
+	return http.StatusOK, out, err
+}
+
+func (s *Server) getUser(r *http.Request, _ string, _ []byte) (int, any, error) {
+	var v UserView
+	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
+		u, err := (&txn{Txn: tx, s: s}).user(r.PathValue("name"))
+		if err != nil {
+			return err
+		}
+		c, err := counts(tx, u.Name)
+		v = UserView{User: u, Tokens: c[u.Name][0], BackupCodes: c[u.Name][1]}
+		return err
+	})
+	return http.StatusOK, v, err
+}
+
+func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any, error) {
+	q, err := parseUserPatch(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	var v UserView
+	_, err = s.change(r.Context(), actor, "user.update", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		u, err := x.user(name)
+		if err != nil {
+			return err
+		}
+		if q.Mail != nil {
+			u.Mail = *q.Mail
+		}
+		if q.Scopes != nil && !slices.Equal(u.Scopes, *q.Scopes) {
+			u.Scopes = *q.Scopes
+			// The records carry the scopes in the clear: rewrite them all in this revision.
+			var keys []string
+			var raws [][]byte
+			if err := x.userRecords(name, func(key string, raw []byte) error {
+				keys, raws = append(keys, key), append(raws, raw)
+				return nil
+			}); err != nil {
+				return err
+			}
+			for i, key := range keys {
+				w, err := decodeWrapper(raws[i])
+				if err != nil {
+					return err
+				}
+				w.Scopes = u.Scopes
+				if err := x.putJSON(prefixRec+key, w); err != nil {
+					return err
+				}
+			}
+		}
+		c, err := counts(x, name)
+		v = UserView{User: u, Tokens: c[name][0], BackupCodes: c[name][1]}
+		if err != nil {
+			return err
+		}
+		return x.putJSON(prefixUser+name, u)
+	})
+	return http.StatusOK, v, err
+}
+
+func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, any, error) {
+	var q reasonRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	var nt, nc int
+	_, err := s.change(r.Context(), actor, "user.delete", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		if _, err := x.user(name); err != nil {
+			return err
+		}
+		var err error
+		if nt, nc, err = x.deleteRecords(name, func(string) bool { return true }); err != nil {
+			return err
+		}
+		return x.Delete(prefixUser + name)
+	})
+	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
+}
+
+func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, error) {
+	out := []TokenInfo{}
+	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
+		x := &txn{Txn: tx, s: s}
+		if _, err := x.user(r.PathValue("name")); err != nil {
+			return err
+		}
+		toks, err := x.tokens(r.PathValue("name"))
+		for _, t := range toks {
+			out = append(out, tokenInfo(t))
+		}
+		return err
+	})
+	return http.StatusOK, out, err
+}
+
+// newTokenID returns a random token id (8 hex digits) that the user does not have.
+func (s *Server) newTokenID(taken []store.Token) (string, error) {
+	b := make([]byte, 4)
+	for range 100 {
+		if _, err := io.ReadFull(s.rand, b); err != nil {
+			return "", fmt.Errorf("random token id: %w", err)
+		}
+		id := hex.EncodeToString(b)
+		if !slices.ContainsFunc(taken, func(t store.Token) bool { return t.ID == id }) {
+			return id, nil
+		}
+	}
+	return "", fmt.Errorf("cannot find a free token id")
+}
+
+// defaultTokenName is "token-N" with the lowest free N from len(tokens)+1.
+func defaultTokenName(toks []store.Token) string {
+	for n := len(toks) + 1; ; n++ {
+		name := fmt.Sprintf("token-%d", n)
+		if !slices.ContainsFunc(toks, func(t store.Token) bool { return t.Name == name }) {
+			return name
+		}
+	}
+}
+
+func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, any, error) {
+	q, err := parseTokenRequest(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	generated := q.secret == nil
+	if generated {
+		if q.secret, err = totp.NewSecret(s.rand, 0); err != nil {
+			return 0, nil, err
+		}
+	}
+	name := r.PathValue("name")
+	var t store.Token
+	_, err = s.change(r.Context(), actor, "token.create", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		u, err := x.user(name)
+		if err != nil {
+			return err
+		}
+		toks, err := x.tokens(name)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(toks, func(o store.Token) bool { return bytes.Equal(o.Secret, q.secret) }) {
+			return conflict("user %q already has a token with this secret", name)
+		}
+		id, err := s.newTokenID(toks)
+		if err != nil {
+			return err
+		}
+		t = store.Token{User: name, ID: id, Name: q.Name, Algorithm: q.params.Algorithm, Digits: q.params.Digits,
+			Period: q.params.Period, Secret: q.secret, State: store.TokenState(q.State), Created: s.now().UTC()}
+		if t.Name == "" {
+			t.Name = defaultTokenName(toks)
+		}
+		return x.putToken(u, t)
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	info := tokenInfo(t)
+	if generated {
+		info.Secret = totp.EncodeSecret(t.Secret)
+		k := totp.Key{Issuer: s.cfg.Issuer, Account: name, Secret: t.Secret, Params: t.Params()}
+		if k.Validate() == nil {
+			info.URI = k.URI()
+		}
+	}
+	return http.StatusCreated, info, nil
+}
+
+// getToken reads one token of a user in x, or a 404.
+func (x *txn) token(user, id string) (User, store.Token, error) {
+	var t store.Token
+	u, err := x.user(user)
+	if err != nil {
+		return u, t, err
+	}
+	key := syncframe.TokenKey(user, id)
+	kvp, err := x.Get(prefixRec + key)
+	if err != nil {
+		return u, t, notFound("user %q has no token %q", clip(user), clip(id))
+	}
+	_, v, err := openValue(x.s.sealer, key, kvp.Value)
+	if err != nil {
+		return u, t, err
+	}
+	return u, t, json.Unmarshal(v, &t)
+}
+
+func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, any, error) {
+	q, err := parseTokenPatch(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	name, id := r.PathValue("name"), r.PathValue("id")
+	var t store.Token
+	_, err = s.change(r.Context(), actor, "token.update", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
+		u, tok, err := x.token(name, id)
+		if err != nil {
+			return err
+		}
+		if q.State != nil {
+			to := store.TokenState(*q.State)
+			if tok.State == store.Pending && to == store.Active {
+				return conflict("the token is pending: it becomes active only when a code from it is verified")
+			}
+			tok.State = to
+		}
+		if q.Name != nil {
+			tok.Name = *q.Name
+		}
+		t = tok
+		return x.putToken(u, tok)
+	})
+	return http.StatusOK, tokenInfo(t), err
+}
+
+func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, any, error) {
+	var q reasonRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return 0, nil, err
+	}
+	name, id := r.PathValue("name"), r.PathValue("id")
+	var t store.Token
+	_, err := s.change(r.Context(), actor, "token.delete", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
+		var err error
+		if _, t, err = x.token(name, id); err != nil {
+			return err
+		}
+		return x.Delete(prefixRec + syncframe.TokenKey(name, id))
+	})
+	return http.StatusOK, tokenInfo(t), err
+}
+
+func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any, error) {
+	var q reasonRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	var nt, nc int
+	_, err := s.change(r.Context(), actor, "user.reset", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		if _, err := x.user(name); err != nil {
+			return err
+		}
+		var err error
+		nt, nc, err = x.deleteRecords(name, func(string) bool { return true })
+		return err
+	})
+	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
+}
+
+// replaceCodes removes a user's codes for which drop is true, then writes recs.
+func (x *txn) replaceCodes(u User, drop func(store.BackupCode) bool, recs []store.BackupCode) (int, error) {
+	old, err := x.backupCodes(u.Name)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range old {
+		if drop(c) {
+			if err := x.Delete(prefixRec + syncframe.BackupKey(u.Name, c.ID)); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	for _, c := range recs {
+		if err := x.putRecord(u, syncframe.BackupKey(u.Name, c.ID), c); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (s *Server) newBackupCodes(r *http.Request, actor string, body []byte) (int, any, error) {
+	var q reasonRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	now := s.now()
+	plain, recs, err := backupcode.New(s.rand, name, backupcode.Count, now)
+	if err != nil {
+		return 0, nil, err
+	}
+	_, err = s.change(r.Context(), actor, "backup-codes.create", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		u, err := x.user(name)
+		if err != nil {
+			return err
+		}
+		// The old set goes, and expired passcodes with it; live passcodes stay.
+		_, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, recs)
+		return err
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"codes": plain}, nil
+}
+
+func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, any, error) {
+	q, err := parsePasscodeRequest(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	now := s.now()
+	plain, recs, err := backupcode.New(s.rand, name, 1, now)
+	if err != nil {
+		return 0, nil, err
+	}
+	recs[0].Expires = now.Add(q.ttl).UTC()
+	_, err = s.change(r.Context(), actor, "passcode.create", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		u, err := x.user(name)
+		if err != nil {
+			return err
+		}
+		_, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expired(now) }, recs)
+		return err
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"code": plain[0], "expires": recs[0].Expires}, nil
+}
