@@ -1,0 +1,223 @@
+// Command totp-syncd keeps a login node's tokens.db equal to the registry's view of the node's
+// users (docs/sync-protocol.md), so logins never wait on the network.
+//
+//	totp-syncd [--config FILE] [--debug]          run the daemon (systemd: totp-syncd.service)
+//	totp-syncd status [--config FILE] [--json] [--verify]
+//	totp-syncd --check-config [--config FILE]
+//	totp-syncd --version
+//
+// It is a thin main: flags and output here, the work in package nodesync.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/securefile"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/version"
+)
+
+// exitConfig (EX_CONFIG) means "fix the configuration"; the unit does not restart on it.
+const exitConfig = 78
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "status" {
+		return status(args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("totp-syncd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", config.DefaultPath, "config file")
+	check := fs.Bool("check-config", false, "validate the config and the sync files, then exit")
+	showVersion := fs.Bool("version", false, "print the version")
+	debug := fs.Bool("debug", false, "log every batch and reconnect")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: totp-syncd [--config FILE] [--debug] | status [--config FILE] [--json] [--verify] | --check-config | --version")
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "totp-syncd", version.Version)
+		return 0
+	}
+	cfg, code := loadConfig(*path, stderr)
+	if cfg == nil {
+		return code
+	}
+	if *check {
+		if err := nodesync.CheckFiles(cfg.Sync); err != nil {
+			fmt.Fprintln(stderr, "error:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: OK (registry %s)\n", *path, cfg.Sync.Registry)
+		return 0
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return daemon(cfg, log)
+}
+
+// loadConfig loads the config and refuses a standalone one; code is the exit status on failure.
+func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
+	cfg, warnings, err := config.Load(path)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return nil, exitConfig
+	}
+	if cfg.Sync.Registry == "" {
+		fmt.Fprintf(stderr, "error: %s sets no [sync] registry: this node is standalone (tokens are managed "+
+			"with totp-admin) and totp-syncd has nothing to do; set [sync] registry to follow a registry\n", path)
+		return nil, exitConfig
+	}
+	return cfg, 0
+}
+
+func daemon(cfg *config.Config, log *slog.Logger) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := securefile.MkdirAll(cfg.Store.Dir, securefile.SecretDir); err != nil {
+		log.Error("store directory unusable", "dir", cfg.Store.Dir, "err", err)
+		return 1
+	}
+	metrics := nodesync.NewMetrics(time.Now, version.Version)
+	s, err := nodesync.New(nodesync.Options{
+		Sync:    cfg.Sync,
+		Store:   store.Options{Dir: cfg.Store.Dir, Timeout: cfg.Store.OpenTimeout},
+		Log:     log,
+		Metrics: metrics,
+		Version: version.Version,
+	})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitConfig
+	}
+	done := make(chan error, 1)
+	if cfg.Sync.MetricsListen != "" {
+		ln, err := nodesync.ListenMetrics(cfg.Sync.MetricsListen)
+		if err != nil {
+			log.Error("cannot serve metrics", "err", err)
+			return 1
+		}
+		go func() { done <- nodesync.ServeMetrics(ctx, ln, metrics, log) }()
+		log.Info("metrics", "listen", ln.Addr().String())
+	}
+	log.Info("totp-syncd starting", "version", version.Version, "registry", cfg.Sync.Registry, "store", cfg.Store.Dir)
+	err = s.Run(ctx)
+	stop()
+	if cfg.Sync.MetricsListen != "" {
+		if merr := <-done; merr != nil {
+			log.Warn("metrics server", "err", merr)
+		}
+	}
+	if err != nil {
+		log.Error("totp-syncd stopped", "err", err)
+		if errors.Is(err, store.ErrWriterBusy) {
+			return exitConfig
+		}
+		return 1
+	}
+	log.Info("totp-syncd stopped")
+	return 0
+}
+
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("totp-syncd status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", config.DefaultPath, "config file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	verify := fs.Bool("verify", false, "recompute the digest from every record and compare it with meta")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return 2
+	}
+	cfg, warnings, err := config.Load(*path)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	now := time.Now()
+	st, err := nodesync.ReadStatus(cfg, *verify, now)
+	if err != nil {
+		if errors.Is(err, store.ErrNoStore) {
+			err = fmt.Errorf("%w (never synced: is totp-syncd running?)", err)
+		}
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+	} else {
+		printStatus(stdout, st, cfg, now)
+	}
+	if st.Verified && !st.VerifyOK {
+		if !*asJSON {
+			fmt.Fprintln(stderr, "error: the records do not match meta's count and digest; restart totp-syncd to resync")
+		}
+		return 1
+	}
+	return 0
+}
+
+func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.Time) {
+	reg := st.Registry
+	if reg == "" {
+		reg = "(none: standalone)"
+	}
+	fmt.Fprintf(w, "registry:          %s\n", reg)
+	fmt.Fprintf(w, "tokens.db source:  %s\n", st.Source)
+	fmt.Fprintf(w, "applied revision:  %d\n", st.Revision)
+	if st.LastContact.IsZero() {
+		fmt.Fprintf(w, "last contact:      never\n")
+	} else {
+		fmt.Fprintf(w, "last contact:      %s (%s ago)\n", st.LastContact.Local().Format(time.RFC3339),
+			now.Sub(st.LastContact).Round(time.Second))
+	}
+	switch {
+	case cfg.Sync.MaxOffline <= 0:
+		fmt.Fprintf(w, "stale:             no limit (max_offline 0)\n")
+	case st.Stale:
+		fmt.Fprintf(w, "stale:             YES: beyond max_offline %s; logins %s\n", cfg.Sync.MaxOffline,
+			map[string]string{config.OfflineServe: "are served from this copy", config.OfflineDeny: "of TOTP users are denied"}[cfg.Sync.Offline])
+	default:
+		fmt.Fprintf(w, "stale:             no (max_offline %s)\n", cfg.Sync.MaxOffline)
+	}
+	fmt.Fprintf(w, "records:           %d\n", st.Count)
+	fmt.Fprintf(w, "digest:            %s\n", st.Digest)
+	if st.Verified {
+		verdict := "OK, matches meta"
+		if !st.VerifyOK {
+			verdict = fmt.Sprintf("MISMATCH: the records give %d, %s", st.VerifiedCount, st.VerifiedDigest)
+		}
+		fmt.Fprintf(w, "verify:            %s\n", verdict)
+	}
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		return p
+	}
+	standalone := write("standalone.conf", "[store]\ndir = \""+dir+"\"\n", 0o644)
+	cred := write("node.credential", "ptn1.n.secret\n", 0o600)
+	synced := write("synced.conf", "[store]\ndir = \""+dir+"\"\n[sync]\nregistry = \"http://127.0.0.1:1\"\n"+
+		"ca_file = \""+dir+"/ca.pem\"\ncredential_file = \""+cred+"\"\n", 0o644)
+	missingCred := write("nocred.conf", "[sync]\nregistry = \"http://127.0.0.1:1\"\ncredential_file = \""+dir+"/nope\"\n", 0o644)
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantStderr string
+	}{
+		{name: "version", args: []string{"--version"}, wantOut: "totp-syncd "},
+		{name: "standalone refused", args: []string{"--config", standalone}, wantCode: exitConfig, wantStderr: "standalone"},
+		{name: "check-config", args: []string{"--check-config", "--config", synced}, wantOut: "OK"},
+		{name: "check-config without credential", args: []string{"--check-config", "--config", missingCred}, wantCode: 1, wantStderr: "credential_file"},
+		{name: "status before the first sync", args: []string{"status", "--config", synced}, wantCode: 1, wantStderr: "never synced"},
+		{name: "bad flag", args: []string{"--nope"}, wantCode: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out, errOut bytes.Buffer
+			code := run(tt.args, &out, &errOut)
+			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) || !strings.Contains(errOut.String(), tt.wantStderr) {
+				t.Errorf("run(%q) = %d, stdout %q, stderr %q; want %d, %q, %q", tt.args, code, out.String(), errOut.String(),
+					tt.wantCode, tt.wantOut, tt.wantStderr)
+			}
+		})
+	}
+}

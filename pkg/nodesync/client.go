@@ -1,0 +1,249 @@
+package nodesync
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/securefile"
+)
+
+// Sentinel errors.
+var (
+	// ErrCredential: the node's credential file is missing, unsafe or malformed.
+	ErrCredential = errors.New("node credential unusable")
+	// ErrCA: the pinned CA file is missing, unsafe or holds no certificate.
+	ErrCA = errors.New("registry CA unusable")
+	// ErrRefused: the registry refused the node (401, 403).
+	ErrRefused = errors.New("registry refused this node")
+	// ErrIdle: the stream sent nothing for three bookmark intervals.
+	ErrIdle = errors.New("stream idle")
+)
+
+// maxCredential bounds the credential file; maxCA the CA bundle.
+const (
+	maxCredential = 4 << 10
+	maxCA         = 1 << 20
+)
+
+// readLimited opens path with the secure opener and reads at most limit bytes of it.
+func readLimited(path string, rule securefile.Rule, limit int64) ([]byte, error) {
+	f, err := securefile.Open(path, os.O_RDONLY, 0, rule)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// ReadCredential reads the node's bearer credential: a root-owned 0600 regular file (no symlink)
+// holding one line. The value never appears in an error.
+func ReadCredential(path string) (string, error) {
+	b, err := readLimited(path, securefile.Rule{Forbidden: 0o077, What: "node credential"}, maxCredential)
+	if err != nil {
+		return "", fmt.Errorf("credential_file: %w: %w", err, ErrCredential)
+	}
+	c := strings.TrimSpace(string(b))
+	if c == "" {
+		return "", fmt.Errorf("credential_file %s: empty: %w", path, ErrCredential)
+	}
+	for _, r := range c {
+		if r <= ' ' || r >= 0x7f {
+			return "", fmt.Errorf("credential_file %s: not a single token of printable ASCII: %w", path, ErrCredential)
+		}
+	}
+	return c, nil
+}
+
+// TLSConfig builds the client TLS configuration: only the CA in ca_file is trusted (no system
+// roots), TLS 1.2 or later, and the client certificate when client_cert is set.
+func TLSConfig(s config.Sync) (*tls.Config, error) {
+	pem, err := readLimited(s.CAFile, securefile.Rule{Forbidden: 0o022, What: "registry CA"}, maxCA)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w: %w", err, ErrCA)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file %s: no PEM certificate in it: %w", s.CAFile, ErrCA)
+	}
+	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if s.ClientCert != "" {
+		certPEM, err := readLimited(s.ClientCert, securefile.Rule{Forbidden: 0o022, What: "client certificate"}, maxCA)
+		if err != nil {
+			return nil, fmt.Errorf("client_cert: %w", err)
+		}
+		keyPEM, err := readLimited(s.ClientKey, securefile.Rule{Forbidden: 0o077, What: "client key"}, maxCA)
+		if err != nil {
+			return nil, fmt.Errorf("client_key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("client_cert %s and client_key %s do not make a key pair: %v", s.ClientCert, s.ClientKey, err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
+}
+
+// CheckFiles checks what a node with a registry needs before it starts: the CA file (https), and
+// the credential file or the client certificate and key.
+func CheckFiles(s config.Sync) error {
+	u, err := url.Parse(s.Registry)
+	if err != nil {
+		return fmt.Errorf("sync.registry: %w", err)
+	}
+	if u.Scheme == "https" {
+		if _, err := TLSConfig(s); err != nil {
+			return err
+		}
+	}
+	if s.ClientCert == "" {
+		if _, err := ReadCredential(s.CredentialFile); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// client talks HTTP to one registry.
+type client struct {
+	base     *url.URL
+	credFile string // "" with mTLS
+	http     *http.Client
+	agent    string
+}
+
+func newClient(s config.Sync, headerTimeout time.Duration, agent string) (*client, error) {
+	base, err := url.Parse(strings.TrimSuffix(s.Registry, "/"))
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+		return nil, fmt.Errorf("sync.registry %q: want https://HOST[:PORT]", s.Registry)
+	}
+	tr := &http.Transport{
+		Proxy:                 nil, // a login node talks to its registry directly
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: headerTimeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   2,
+	}
+	if base.Scheme == "https" {
+		if tr.TLSClientConfig, err = TLSConfig(s); err != nil {
+			return nil, err
+		}
+	}
+	c := &client{base: base, http: &http.Client{Transport: tr}, agent: agent}
+	if s.ClientCert == "" {
+		c.credFile = s.CredentialFile
+		if _, err := ReadCredential(c.credFile); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *client) close() { c.http.CloseIdleConnections() }
+
+// do sends one request. The credential is read from its file each time, so a rotated one is
+// picked up at the next connection.
+func (c *client) do(ctx context.Context, method, path string, query url.Values, body []byte) (*http.Response, error) {
+	u := *c.base
+	u.Path += path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", c.agent)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.credFile != "" {
+		cred, err := ReadCredential(c.credFile)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+cred)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp, nil
+}
+
+// statusError turns a non-2xx answer into an error with the registry's message (bounded).
+func statusError(method, path string, resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	msg := strings.TrimSpace(string(b))
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	msg = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, msg)
+	err := fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("%w: %w (check credential_file, client_cert and `totp-admin --registry URL node list`)", err, ErrRefused)
+	}
+	return err
+}
+
+// idleBody cancels its request when no byte arrives for d.
+type idleBody struct {
+	r     io.ReadCloser
+	timer *time.Timer
+	d     time.Duration
+	idled atomic.Bool
+}
+
+func newIdleBody(r io.ReadCloser, d time.Duration, cancel context.CancelFunc) *idleBody {
+	b := &idleBody{r: r, d: d}
+	b.timer = time.AfterFunc(d, func() { b.idled.Store(true); cancel() })
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.d)
+	}
+	if err != nil && err != io.EOF && b.idled.Load() {
+		err = fmt.Errorf("no data for %s: %w", b.d, ErrIdle)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.r.Close()
+}

@@ -1,0 +1,254 @@
+package nodesync
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Resync reasons, the values of pam_totp_sync_resyncs_total's reason label.
+const (
+	ReasonNoStore        = "no_store"        // tokens.db missing
+	ReasonSchema         = "schema"          // tokens.db of an unknown schema
+	ReasonNoRevision     = "no_revision"     // never synced (standalone file, revision 0)
+	ReasonSource         = "source"          // tokens.db came from another registry
+	ReasonStoreCheck     = "store_check"     // tokens.db failed its checks (unsafe, corrupt, bad meta)
+	ReasonCompacted      = "compacted"       // 410 Gone, or a compacted error frame
+	ReasonDigestMismatch = "digest_mismatch" // a bookmark disagreed with meta
+)
+
+// applyBuckets are the upper bounds, in seconds, of the apply-duration histogram.
+var applyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// Metrics is what totp-syncd exposes. Safe for concurrent use.
+type Metrics struct {
+	mu          sync.Mutex
+	now         func() time.Time
+	version     string
+	appliedRev  int64
+	registryRev int64
+	lastContact time.Time
+	tokens      int64
+	connected   bool
+	resyncs     map[string]uint64
+	mismatches  uint64
+	applyCounts []uint64 // per bucket, not cumulative; the last is +Inf
+	applySum    float64
+	applyN      uint64
+}
+
+// NewMetrics returns empty metrics; now gives the staleness.
+func NewMetrics(now func() time.Time, version string) *Metrics {
+	if now == nil {
+		now = time.Now
+	}
+	return &Metrics{now: now, version: version, resyncs: map[string]uint64{}, applyCounts: make([]uint64, len(applyBuckets)+1)}
+}
+
+func (m *Metrics) setStore(rev, tokens int64, lastContact time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.appliedRev, m.tokens = rev, tokens
+	if lastContact.After(m.lastContact) {
+		m.lastContact = lastContact
+	}
+}
+
+func (m *Metrics) seenRevision(rev int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.registryRev = max(m.registryRev, rev)
+}
+
+func (m *Metrics) setConnected(c bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.connected = c
+}
+
+func (m *Metrics) resync(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.resyncs[reason]++
+	if reason == ReasonDigestMismatch {
+		m.mismatches++
+	}
+}
+
+func (m *Metrics) observeApply(d time.Duration) {
+	s := d.Seconds()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := sort.SearchFloat64s(applyBuckets, s)
+	m.applyCounts[i]++
+	m.applySum += s
+	m.applyN++
+}
+
+// Resyncs returns the count of resyncs for a reason.
+func (m *Metrics) Resyncs(reason string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.resyncs[reason]
+}
+
+// Connected reports whether a watch stream is open.
+func (m *Metrics) Connected() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.connected
+}
+
+// WriteTo writes the metrics in the Prometheus text exposition format (version 0.0.4).
+func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	bw := bufio.NewWriter(w)
+	cw := &countWriter{w: bw}
+	metric := func(name, typ, help string) {
+		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	value := func(name, labels string, v float64) {
+		fmt.Fprintf(cw, "%s%s %s\n", name, labels, formatFloat(v))
+	}
+	metric("pam_totp_sync_build_info", "gauge", "The running totp-syncd's version.")
+	value("pam_totp_sync_build_info", `{version="`+escapeLabel(m.version)+`"}`, 1)
+	metric("pam_totp_sync_applied_revision", "gauge", "Registry revision applied to tokens.db.")
+	value("pam_totp_sync_applied_revision", "", float64(m.appliedRev))
+	metric("pam_totp_sync_registry_revision", "gauge", "Highest registry revision seen in a stream.")
+	value("pam_totp_sync_registry_revision", "", float64(m.registryRev))
+	metric("pam_totp_sync_last_contact_timestamp_seconds", "gauge", "When tokens.db last recorded contact with the registry (Unix time; 0 never).")
+	staleness := math.Inf(1)
+	if !m.lastContact.IsZero() {
+		value("pam_totp_sync_last_contact_timestamp_seconds", "", float64(m.lastContact.UnixNano())/1e9)
+		staleness = max(0, m.now().Sub(m.lastContact).Seconds())
+	} else {
+		value("pam_totp_sync_last_contact_timestamp_seconds", "", 0)
+	}
+	metric("pam_totp_sync_staleness_seconds", "gauge", "Seconds since tokens.db last recorded contact with the registry (+Inf never); what max_offline is checked against.")
+	value("pam_totp_sync_staleness_seconds", "", staleness)
+	metric("pam_totp_sync_tokens", "gauge", "Records (tokens and backup codes) in tokens.db.")
+	value("pam_totp_sync_tokens", "", float64(m.tokens))
+	metric("pam_totp_sync_connected", "gauge", "1 while a watch stream to the registry is open.")
+	value("pam_totp_sync_connected", "", b2f(m.connected))
+	metric("pam_totp_sync_resyncs_total", "counter", "Full resyncs from a snapshot, by reason.")
+	for _, r := range []string{ReasonNoStore, ReasonSchema, ReasonNoRevision, ReasonSource, ReasonStoreCheck, ReasonCompacted, ReasonDigestMismatch} {
+		value("pam_totp_sync_resyncs_total", `{reason="`+r+`"}`, float64(m.resyncs[r]))
+	}
+	metric("pam_totp_sync_digest_mismatches_total", "counter", "Bookmarks whose count or digest disagreed with tokens.db.")
+	value("pam_totp_sync_digest_mismatches_total", "", float64(m.mismatches))
+	metric("pam_totp_sync_apply_seconds", "histogram", "Time to apply one watch batch to tokens.db.")
+	var cum uint64
+	for i, le := range applyBuckets {
+		cum += m.applyCounts[i]
+		value("pam_totp_sync_apply_seconds_bucket", `{le="`+formatFloat(le)+`"}`, float64(cum))
+	}
+	cum += m.applyCounts[len(applyBuckets)]
+	value("pam_totp_sync_apply_seconds_bucket", `{le="+Inf"}`, float64(cum))
+	value("pam_totp_sync_apply_seconds_sum", "", m.applySum)
+	value("pam_totp_sync_apply_seconds_count", "", float64(m.applyN))
+	if err := bw.Flush(); err != nil {
+		return cw.n, err
+	}
+	return cw.n, cw.err
+}
+
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+func formatFloat(v float64) string {
+	switch {
+	case math.IsInf(v, 1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	case math.IsNaN(v):
+		return "NaN"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+func escapeLabel(s string) string {
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		switch r {
+		case '\\', '"':
+			out = append(out, '\\', r)
+		case '\n':
+			out = append(out, '\\', 'n')
+		default:
+			out = append(out, r)
+		}
+	}
+	return string(out)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Handler serves GET /metrics.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.WriteTo(w)
+	})
+	return mux
+}
+
+// ListenMetrics binds addr (so that a taken port fails at start, not later).
+func ListenMetrics(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// ServeMetrics serves m on ln until ctx ends.
+func ServeMetrics(ctx context.Context, ln net.Listener, m *Metrics, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package nodesync
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+)
+
+// Status is what `totp-syncd status` reports, read from tokens.db's meta.
+type Status struct {
+	Registry    string    `json:"registry"`          // from the config
+	Source      string    `json:"source"`            // from meta: who wrote tokens.db
+	Revision    uint64    `json:"applied_revision"`  // registry revision applied
+	LastContact time.Time `json:"last_contact"`      // zero: never
+	Staleness   float64   `json:"staleness_seconds"` // -1: never heard from
+	Stale       bool      `json:"stale"`             // beyond max_offline (when set)
+	Count       int64     `json:"count"`             // records (tokens and backup codes)
+	Digest      string    `json:"digest"`
+	Updated     time.Time `json:"updated"`
+	// With verify: the count and digest recomputed from the records, and whether they match meta.
+	Verified       bool   `json:"verified,omitempty"`
+	VerifiedCount  int64  `json:"verified_count,omitempty"`
+	VerifiedDigest string `json:"verified_digest,omitempty"`
+	VerifyOK       bool   `json:"verify_ok,omitempty"`
+}
+
+// ReadStatus reads the node's sync status. verify recomputes the digest from every record.
+func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) {
+	db := store.NewTokens(store.Options{Dir: cfg.Store.Dir, Timeout: cfg.Store.OpenTimeout})
+	st := Status{Registry: cfg.Sync.Registry, Staleness: -1}
+	var m store.Meta
+	var err error
+	if verify {
+		var d *syncframe.Digest
+		d, m, err = db.Digest()
+		if err == nil {
+			st.Verified, st.VerifiedCount, st.VerifiedDigest = true, d.Count(), d.String()
+			st.VerifyOK = d.Matches(m.Count, m.Digest)
+		}
+	} else {
+		m, err = db.Meta()
+	}
+	if err != nil {
+		return st, fmt.Errorf("read %s: %w", db.Path(), err)
+	}
+	st.Source, st.Revision, st.LastContact = m.Source, m.Revision, m.LastContact
+	st.Count, st.Digest, st.Updated = m.Count, m.Digest, m.Updated
+	if !m.LastContact.IsZero() {
+		st.Staleness = now.Sub(m.LastContact).Seconds()
+	}
+	if cfg.Sync.MaxOffline > 0 {
+		st.Stale = m.LastContact.IsZero() || now.Sub(m.LastContact) > cfg.Sync.MaxOffline
+	}
+	return st, nil
+}

@@ -1,0 +1,429 @@
+package nodesync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+)
+
+// Options configure a Syncer. Zero durations and nil functions take the defaults named.
+type Options struct {
+	Sync  config.Sync   // registry, ca_file, credential_file or client_cert/client_key
+	Store store.Options // the node's store directory and lock timeout
+	// BookmarkInterval is the registry's (10 s): a stream that sends nothing for three of them is
+	// dropped and reconnected.
+	BookmarkInterval time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay (0.5 s, 30 s); it carries ±20 % jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// TouchEvery is how often a bookmark's last contact is written to tokens.db (5 s).
+	TouchEvery time.Duration
+	// RequestTimeout bounds waiting for response headers (15 s) and each ack (3 s is a third of it).
+	RequestTimeout time.Duration
+	Now            func() time.Time // time.Now
+	Rand           func() float64   // math/rand/v2 Float64: the jitter
+	Log            *slog.Logger     // slog.Default()
+	Metrics        *Metrics         // NewMetrics(Now, Version)
+	Version        string           // sent as User-Agent and in acks
+}
+
+func (o *Options) defaults() {
+	if o.BookmarkInterval <= 0 {
+		o.BookmarkInterval = 10 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 500 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	if o.TouchEvery <= 0 {
+		o.TouchEvery = 5 * time.Second
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = 15 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Version == "" {
+		o.Version = "dev"
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(o.Now, o.Version)
+	}
+}
+
+// Syncer keeps tokens.db in step with the registry. Run it once.
+type Syncer struct {
+	o       Options
+	tokens  *store.Tokens
+	client  *client
+	source  string // the registry URL, as stored in meta.Source
+	backoff Backoff
+	log     *slog.Logger
+	m       *Metrics
+
+	resync    string    // a pending resync's reason; "" none
+	lastTouch time.Time // last write of last contact to tokens.db
+	acks      chan ackBody
+}
+
+// resyncError asks the loop for a full resync.
+type resyncError struct {
+	reason string
+	err    error
+}
+
+func (e *resyncError) Error() string { return fmt.Sprintf("resync (%s): %v", e.reason, e.err) }
+func (e *resyncError) Unwrap() error { return e.err }
+
+// New checks the options (CA, credential, registry URL) and returns a Syncer.
+func New(o Options) (*Syncer, error) {
+	o.defaults()
+	if o.Sync.Registry == "" {
+		return nil, errors.New("sync.registry is not set: this node is standalone")
+	}
+	c, err := newClient(o.Sync, o.RequestTimeout, "totp-syncd/"+o.Version)
+	if err != nil {
+		return nil, err
+	}
+	s := &Syncer{
+		o:      o,
+		tokens: store.NewTokens(o.Store),
+		client: c,
+		source: strings.TrimSuffix(o.Sync.Registry, "/"),
+		log:    o.Log,
+		m:      o.Metrics,
+		acks:   make(chan ackBody, 1),
+	}
+	s.backoff = Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, Jitter: 0.2, Rand: o.Rand}
+	if c.base.Scheme == "http" {
+		s.log.Warn("registry over plain HTTP: the node credential and the tokens cross the network unencrypted; use https outside tests",
+			"registry", s.source)
+	}
+	return s, nil
+}
+
+// Metrics returns the syncer's metrics.
+func (s *Syncer) Metrics() *Metrics { return s.m }
+
+// Run syncs until ctx ends. It returns nil then, or an error that retrying cannot fix (the store
+// directory is unusable, another totp-syncd holds the store).
+func (s *Syncer) Run(ctx context.Context) error {
+	defer s.client.close()
+	release, err := s.tokens.LockWriter()
+	if err != nil {
+		return err
+	}
+	defer release()
+	if n, err := s.tokens.RemoveStaging(); err != nil {
+		return err
+	} else if n > 0 {
+		s.log.Info("removed the staging files of an unfinished resync", "files", n)
+	}
+	if m, err := s.tokens.Meta(); err == nil {
+		s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
+	}
+	ackCtx, stopAcks := context.WithCancel(ctx)
+	defer stopAcks()
+	go s.ackLoop(ackCtx)
+
+	prevResync := false
+	for {
+		progress, err := s.cycle(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progress {
+			s.backoff.Reset()
+		}
+		var rs *resyncError
+		isResync := errors.As(err, &rs)
+		if isResync {
+			if s.resync == "" {
+				s.m.resync(rs.reason)
+			}
+			s.resync = rs.reason
+			s.log.Warn("resyncing from a snapshot", "reason", rs.reason, "err", rs.err)
+		}
+		switch {
+		case err == nil:
+			s.log.Debug("watch stream ended; reconnecting")
+			prevResync = false
+			continue
+		case isResync && (progress || !prevResync):
+			prevResync = true
+			continue
+		}
+		prevResync = isResync
+		wait := s.backoff.Next()
+		if !isResync {
+			s.log.Warn("sync interrupted; tokens.db keeps serving logins", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// cycle resyncs when needed, then follows one watch stream. progress says whether the stream
+// delivered anything that was applied or checked.
+func (s *Syncer) cycle(ctx context.Context) (progress bool, err error) {
+	m, err := s.tokens.Meta()
+	reason := s.resync
+	switch {
+	case errors.Is(err, store.ErrNoStore):
+		reason = ReasonNoStore
+	case errors.Is(err, store.ErrSchema):
+		reason = ReasonSchema
+	case store.IsLockTimeout(err):
+		return false, err
+	case err != nil:
+		reason = ReasonStoreCheck
+	case m.Revision == 0:
+		reason = ReasonNoRevision
+	case m.Source != s.source:
+		reason = ReasonSource
+	}
+	if reason != "" {
+		if s.resync == "" {
+			s.m.resync(reason)
+			s.log.Info("full resync needed", "reason", reason, "store", err)
+		}
+		s.resync = reason
+		if m, err = s.snapshot(ctx); err != nil {
+			return false, err
+		}
+		s.resync = ""
+	}
+	return s.watch(ctx, m)
+}
+
+// stream opens a GET stream whose body is dropped after idle without data.
+func (s *Syncer) stream(ctx context.Context, path string, q url.Values) (*http.Response, io.ReadCloser, context.CancelFunc, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	resp, err := s.client.do(rctx, http.MethodGet, path, q, nil)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return resp, newIdleBody(resp.Body, 3*s.o.BookmarkInterval, cancel), cancel, nil
+}
+
+// snapshot fetches the node's whole set into a staging file and switches tokens.db to it.
+func (s *Syncer) snapshot(ctx context.Context) (store.Meta, error) {
+	start := time.Now()
+	resp, body, cancel, err := s.stream(ctx, "/v1/sync/snapshot", nil)
+	if err != nil {
+		return store.Meta{}, fmt.Errorf("snapshot: %w", err)
+	}
+	defer cancel()
+	defer body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return store.Meta{}, statusError("GET", "/v1/sync/snapshot", resp)
+	}
+	st, err := s.tokens.NewStaging()
+	if err != nil {
+		return store.Meta{}, err
+	}
+	rev, d, err := syncframe.Snapshot(syncframe.NewReader(body), func(f syncframe.Frame) error {
+		return st.Put(f.Key, f.Value)
+	})
+	if err != nil {
+		st.Abort()
+		return store.Meta{}, fmt.Errorf("snapshot (nothing switched): %w", err)
+	}
+	s.m.seenRevision(rev)
+	m, err := st.Finish(rev, d.Count(), d.String(), s.source, s.o.Now())
+	if err != nil {
+		return store.Meta{}, err
+	}
+	s.lastTouch = s.o.Now()
+	s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
+	s.log.Info("tokens.db switched to a snapshot", "revision", m.Revision, "records", m.Count,
+		"digest", m.Digest, "took", time.Since(start).Round(time.Millisecond))
+	s.queueAck(m, 0)
+	return m, nil
+}
+
+// watch follows one watch stream from meta's revision, applying batches and checking bookmarks.
+func (s *Syncer) watch(ctx context.Context, m store.Meta) (progress bool, err error) {
+	since := int64(m.Revision)
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}}
+	resp, body, cancel, err := s.stream(ctx, "/v1/sync/watch", q)
+	if err != nil {
+		return false, fmt.Errorf("watch: %w", err)
+	}
+	defer cancel()
+	defer body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusGone:
+		return false, &resyncError{reason: ReasonCompacted, err: fmt.Errorf("watch since %d: 410 Gone", since)}
+	default:
+		return false, statusError("GET", "/v1/sync/watch", resp)
+	}
+	s.m.setConnected(true)
+	defer s.m.setConnected(false)
+	s.log.Debug("watching", "since", since)
+	w := syncframe.NewWatch(syncframe.NewReader(body), since)
+	for {
+		batch, bm, err := w.Next()
+		switch {
+		case err == io.EOF:
+			if !progress {
+				return false, errors.New("watch stream ended before any frame")
+			}
+			return true, nil
+		case err != nil:
+			if strings.Contains(err.Error(), "registry: "+ReasonCompacted+":") {
+				return progress, &resyncError{reason: ReasonCompacted, err: err}
+			}
+			return progress, fmt.Errorf("watch stream from revision %d (nothing partial applied): %w", since, err)
+		case batch != nil:
+			if err := s.apply(batch); err != nil {
+				return progress, err
+			}
+		default:
+			if err := s.bookmark(bm); err != nil {
+				return progress, err
+			}
+		}
+		progress = true
+	}
+}
+
+// apply writes one complete batch.
+func (s *Syncer) apply(b *syncframe.Batch) error {
+	s.m.seenRevision(b.Rev)
+	changes := make([]store.Change, len(b.Frames))
+	for i, f := range b.Frames {
+		changes[i] = store.Change{Key: f.Key}
+		if f.Type == syncframe.Put {
+			changes[i].Value = f.Value
+		}
+	}
+	start := time.Now()
+	m, applied, err := s.tokens.Apply(b.Rev, changes, s.source, s.o.Now())
+	took := time.Since(start)
+	switch {
+	case errors.Is(err, store.ErrStoreCheck), errors.Is(err, store.ErrSchema), errors.Is(err, store.ErrNoStore):
+		return &resyncError{reason: ReasonStoreCheck, err: err}
+	case err != nil:
+		return fmt.Errorf("apply revision %d (not applied): %w", b.Rev, err)
+	}
+	s.m.observeApply(took)
+	if applied {
+		s.lastTouch = s.o.Now()
+		s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
+		s.log.Debug("applied", "revision", b.Rev, "changes", len(changes), "records", m.Count, "took", took)
+		s.queueAck(m, took)
+	}
+	return nil
+}
+
+// bookmark checks the registry's count and digest against tokens.db's meta and refreshes the
+// last contact when it is due.
+func (s *Syncer) bookmark(bm *syncframe.Frame) error {
+	s.m.seenRevision(bm.Rev)
+	m, err := s.tokens.Meta()
+	if err != nil {
+		if store.IsLockTimeout(err) {
+			return err
+		}
+		return &resyncError{reason: ReasonStoreCheck, err: err}
+	}
+	if m.Count != bm.Count || !strings.EqualFold(m.Digest, bm.Digest) {
+		return &resyncError{reason: ReasonDigestMismatch, err: fmt.Errorf(
+			"bookmark at %d says %d records, digest %s; tokens.db at %d has %d, %s",
+			bm.Rev, bm.Count, bm.Digest, m.Revision, m.Count, m.Digest)}
+	}
+	now := s.o.Now()
+	if now.Sub(s.lastTouch) >= s.o.TouchEvery || now.Before(s.lastTouch) {
+		if m, err = s.tokens.Touch(bm.Rev, now); err != nil {
+			if store.IsLockTimeout(err) {
+				return err
+			}
+			return &resyncError{reason: ReasonStoreCheck, err: err}
+		}
+		s.lastTouch = now
+	}
+	s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
+	m.Revision = max(m.Revision, uint64(bm.Rev))
+	s.queueAck(m, 0)
+	return nil
+}
+
+// ackBody is POST /v1/sync/ack's body.
+type ackBody struct {
+	Rev     int64  `json:"rev"`
+	Count   int64  `json:"count"`
+	Digest  string `json:"digest"`
+	LagMS   int64  `json:"lag_ms"`
+	Version string `json:"version"`
+}
+
+// queueAck hands the newest state to the ack loop, replacing one not yet sent.
+func (s *Syncer) queueAck(m store.Meta, lag time.Duration) {
+	a := ackBody{Rev: int64(m.Revision), Count: m.Count, Digest: m.Digest, LagMS: lag.Milliseconds(), Version: s.o.Version}
+	for {
+		select {
+		case s.acks <- a:
+			return
+		default:
+		}
+		select {
+		case <-s.acks:
+		default:
+		}
+	}
+}
+
+// ackLoop posts acks one at a time, best effort, each with a short deadline.
+func (s *Syncer) ackLoop(ctx context.Context) {
+	timeout := max(s.o.RequestTimeout/5, time.Second)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-s.acks:
+			body, _ := json.Marshal(a)
+			actx, cancel := context.WithTimeout(ctx, timeout)
+			resp, err := s.client.do(actx, http.MethodPost, "/v1/sync/ack", nil, body)
+			if err == nil {
+				if resp.StatusCode/100 != 2 {
+					err = statusError("POST", "/v1/sync/ack", resp)
+				}
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+				resp.Body.Close()
+			}
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Debug("ack failed (best effort)", "rev", a.Rev, "err", err)
+			}
+		}
+	}
+}
