@@ -1,6 +1,8 @@
 // Command totp-admin manages a login node's tokens on a site without a registry: it enrolls,
 // lists, disables and removes tokens, issues backup codes, unlocks users, imports tokens from CSV
-// and google-authenticator files, and checks the node's PAM stack and files (doctor).
+// and google-authenticator files, and checks the node's PAM stack and files (doctor). With
+// --registry URL the same commands, and those for users, nodes and the audit log, go to
+// totp-registry's admin API instead (registry.go, package adminclient).
 //
 // It is a thin main: flags and output here, everything else in package admin.
 package main
@@ -49,7 +51,7 @@ commands:
   --version        print the version
 
 Every command takes --config FILE (default ` + config.DefaultPath + `).
-`
+` + registryUsage
 
 // errUsage marks errors that exit with status 2.
 var errUsage = errors.New("usage")
@@ -69,6 +71,7 @@ type env struct {
 	stderr io.Writer
 	getenv func(string) string
 	config string // --config given before the command
+	reg    registryFlags
 }
 
 func main() {
@@ -102,11 +105,15 @@ func dispatch(e *env, args []string) error {
 	cfgPath := fs.String("config", config.DefaultPath, "config file")
 	check := fs.Bool("check-config", false, "load and validate the config, then exit")
 	showVersion := fs.Bool("version", false, "print the version")
+	reg := addRegistryFlags(fs, e)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	e.config = *cfgPath
 	args = fs.Args()
+	if e.reg = reg(args); e.reg.url != "" && len(args) > 0 && !*showVersion && !*check {
+		return dispatchRegistry(e, args)
+	}
 	switch {
 	case *showVersion:
 		fmt.Fprintln(e.stdout, "totp-admin", version.Version)
@@ -156,6 +163,9 @@ func dispatch(e *env, args []string) error {
 	case "help":
 		fmt.Fprint(e.stdout, usage)
 		return nil
+	}
+	if registryOnly[cmd] {
+		return usagef("%s: needs --registry URL (or TOTP_REGISTRY)", cmd)
 	}
 	return usagef("unknown command %q", cmd)
 }

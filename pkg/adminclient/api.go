@@ -1,0 +1,465 @@
+package adminclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// User is a registry user.
+type User struct {
+	Name   string   `json:"name"`
+	Mail   string   `json:"mail,omitempty"`
+	Scopes []string `json:"scopes"`
+	// Tokens and BackupCodes count the user's records (backup codes include unexpired
+	// helpdesk passcodes).
+	Tokens      int       `json:"tokens"`
+	BackupCodes int       `json:"backup_codes"`
+	Created     time.Time `json:"created,omitzero"`
+}
+
+// NewUser is the body of POST /v1/admin/users.
+type NewUser struct {
+	Name   string   `json:"name"`
+	Mail   string   `json:"mail,omitempty"`
+	Scopes []string `json:"scopes"`
+}
+
+// UserChange is the body of PATCH /v1/admin/users/NAME: nil fields stay as they are.
+type UserChange struct {
+	Mail   *string   `json:"mail,omitempty"`
+	Scopes *[]string `json:"scopes,omitempty"`
+}
+
+// Token is a token as listings show it: everything but the secret.
+type Token struct {
+	User      string    `json:"user"`
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Algorithm string    `json:"algorithm"`
+	Digits    int       `json:"digits"`
+	Period    int       `json:"period"`
+	State     string    `json:"state"`
+	Created   time.Time `json:"created,omitzero"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
+}
+
+// NewToken is the body of POST /v1/admin/users/NAME/tokens. An empty Secret asks the registry to
+// generate one; zero parameters take the registry's defaults; an empty State means active.
+type NewToken struct {
+	Name      string `json:"name,omitempty"`
+	Secret    string `json:"secret,omitempty"` // base32
+	Algorithm string `json:"algorithm,omitempty"`
+	Digits    int    `json:"digits,omitempty"`
+	Period    int    `json:"period,omitempty"`
+	State     string `json:"state,omitempty"`
+}
+
+// AddedToken is the answer to AddToken. Secret (base32) and URI are set only when the registry
+// generated the secret; they are shown once and never again.
+type AddedToken struct {
+	Token
+	Secret string `json:"secret,omitempty"`
+	URI    string `json:"uri,omitempty"`
+}
+
+// UnmarshalJSON reads the token's fields at the top level, or inside "token" beside "secret" and
+// "uri".
+func (a *AddedToken) UnmarshalJSON(data []byte) error {
+	var flat struct {
+		Token
+		Secret string `json:"secret"`
+		URI    string `json:"uri"`
+		Nested *Token `json:"token"`
+	}
+	if err := json.Unmarshal(data, &flat); err != nil {
+		return err
+	}
+	a.Token, a.Secret, a.URI = flat.Token, flat.Secret, flat.URI
+	if flat.Nested != nil {
+		a.Token = *flat.Nested
+	}
+	return nil
+}
+
+// TokenChange is the body of PATCH /v1/admin/users/NAME/tokens/ID.
+type TokenChange struct {
+	State *string `json:"state,omitempty"`
+	Name  *string `json:"name,omitempty"`
+}
+
+// Token states the admin API sets.
+const (
+	Active   = "active"
+	Disabled = "disabled"
+	Pending  = "pending"
+)
+
+// Removed is what a reset or a user's removal took away.
+type Removed struct {
+	Tokens      int `json:"tokens"`
+	BackupCodes int `json:"backup_codes"`
+}
+
+// Passcode is a helpdesk one-time passcode, shown once.
+type Passcode struct {
+	Code    string    `json:"code"`
+	Expires time.Time `json:"expires"`
+}
+
+// Node is a login node as the registry knows it. The sync fields come from the node's last
+// acknowledgement; they are zero when it has not acknowledged anything since the registry started.
+type Node struct {
+	Name    string    `json:"name"`
+	Scope   string    `json:"scope"`
+	Created time.Time `json:"created,omitzero"`
+	// AppliedRev is the registry revision the node applied, Count its record count there.
+	AppliedRev int64 `json:"applied_rev"`
+	Count      int64 `json:"count"`
+	// DigestOK says whether the node's digest agreed with the registry's; nil when it was not
+	// compared.
+	DigestOK *bool `json:"digest_ok"`
+	// LastContact is when the node was last heard from (zero: not since the registry started).
+	LastContact time.Time `json:"last_contact,omitzero"`
+	// LagMS is the delay the node reported for its last batch.
+	LagMS int64 `json:"lag_ms"`
+	// Behind is how many revisions the registry is ahead of AppliedRev.
+	Behind int64 `json:"behind"`
+	// Version is the node's totp-syncd version, Streams its open watch streams.
+	Version string `json:"version,omitempty"`
+	Streams int    `json:"streams"`
+}
+
+// NewNode is the answer to AddNode: the credential is shown once and never again.
+type NewNode struct {
+	Name       string `json:"name"`
+	Scope      string `json:"scope"`
+	Credential string `json:"credential"`
+}
+
+// ImportResult is the answer to ImportCSV.
+type ImportResult struct {
+	Added        int `json:"added"`         // tokens added
+	Duplicates   int `json:"duplicates"`    // tokens already present, skipped
+	UsersCreated int `json:"users_created"` // users the import created
+	Revisions    int `json:"revisions"`     // revisions (chunks) written
+	// Invalid are the lines skipped (ImportOptions.SkipInvalid); without it an invalid line
+	// makes the import fail with an *APIError whose Invalid lists them.
+	Invalid []LineError `json:"invalid"`
+}
+
+// LineError is one invalid line of an import file; Msg names the field, never its text.
+type LineError struct {
+	Line int    `json:"line"`
+	Msg  string `json:"msg"`
+}
+
+func (e LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
+// ImportOptions go with a CSV import.
+type ImportOptions struct {
+	// Scope is given to the users the import creates ("" none).
+	Scope string
+	// SkipInvalid imports the valid lines even if some are invalid.
+	SkipInvalid bool
+	// Algorithm, Digits and Period are the parameters of every imported token (zero: defaults).
+	Algorithm      string
+	Digits, Period int
+}
+
+// GAResult is the answer to ImportGA.
+type GAResult struct {
+	ID    string `json:"id"` // the token's id
+	Token Token  `json:"token"`
+	// Already: the user had this token; nothing was written.
+	Already bool `json:"already"`
+	// Scratch is the number of scratch codes imported as backup codes, Replaced the number of
+	// backup codes they replaced.
+	Scratch  int      `json:"scratch"`
+	Replaced int      `json:"replaced"`
+	Ignored  []string `json:"ignored"`
+}
+
+// AuditRecord is one entry of the registry's hash-chained audit log.
+type AuditRecord struct {
+	Seq      int64     `json:"seq"`
+	Time     time.Time `json:"time"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"`
+	Target   string    `json:"target"`
+	Reason   string    `json:"reason,omitempty"`
+	Revision int64     `json:"revision,omitempty"`
+	Prev     string    `json:"prev"`
+	Hash     string    `json:"hash"`
+}
+
+// AuditCheck is the answer to VerifyAudit.
+type AuditCheck struct {
+	OK bool `json:"ok"`
+	// Records is the number of records checked, Head the last one's hash.
+	Records int64  `json:"records"`
+	Head    string `json:"head,omitempty"`
+	// BadSeq is the first record that breaks the chain and Error says how, when OK is false.
+	BadSeq int64  `json:"bad_seq,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// CompactResult is the answer to Compact.
+type CompactResult struct {
+	Compacted int64 `json:"compacted"`
+	Revision  int64 `json:"revision"`
+}
+
+// Status is the answer of the unauthenticated GET /v1/status.
+type Status struct {
+	Revision  int64  `json:"revision"`
+	Compacted int64  `json:"compacted"`
+	Version   string `json:"version"`
+}
+
+// list decodes a listing given as a JSON array or as an object holding the array under key.
+func list[T any](key string) *listOf[T] { return &listOf[T]{key: key} }
+
+type listOf[T any] struct {
+	key   string
+	items []T
+}
+
+func (l *listOf[T]) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '[' {
+		return json.Unmarshal(data, &l.items)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil {
+		return err
+	}
+	raw, ok := obj[l.key]
+	if !ok {
+		return fmt.Errorf("no %q in the answer", l.key)
+	}
+	if string(raw) == "null" {
+		return nil
+	}
+	return json.Unmarshal(raw, &l.items)
+}
+
+const (
+	pUsers  = "users"
+	pTokens = "tokens"
+	pNodes  = "nodes"
+)
+
+func admin(path ...string) []string { return append([]string{"v1", "admin"}, path...) }
+
+// Users lists every user with its token count.
+func (c *Client) Users(ctx context.Context) ([]User, error) {
+	l := list[User]("users")
+	err := c.get(ctx, l, admin(pUsers)...)
+	return l.items, err
+}
+
+// User returns one user.
+func (c *Client) User(ctx context.Context, name string) (User, error) {
+	var u User
+	err := c.get(ctx, &u, admin(pUsers, name)...)
+	return u, err
+}
+
+// AddUser creates a user.
+func (c *Client) AddUser(ctx context.Context, n NewUser) (User, error) {
+	if n.Scopes == nil {
+		n.Scopes = []string{}
+	}
+	var u User
+	err := c.send(ctx, http.MethodPost, n, &u, admin(pUsers)...)
+	return u, err
+}
+
+// UpdateUser changes a user's mail address or scopes.
+func (c *Client) UpdateUser(ctx context.Context, name string, ch UserChange) (User, error) {
+	var u User
+	err := c.send(ctx, http.MethodPatch, ch, &u, admin(pUsers, name)...)
+	return u, err
+}
+
+// RemoveUser removes a user with its tokens and codes.
+func (c *Client) RemoveUser(ctx context.Context, name string) (Removed, error) {
+	var r Removed
+	err := c.send(ctx, http.MethodDelete, nil, &r, admin(pUsers, name)...)
+	return r, err
+}
+
+// Tokens lists a user's tokens (without secrets).
+func (c *Client) Tokens(ctx context.Context, user string) ([]Token, error) {
+	l := list[Token]("tokens")
+	err := c.get(ctx, l, admin(pUsers, user, pTokens)...)
+	return l.items, err
+}
+
+// AddToken adds a token to a user.
+func (c *Client) AddToken(ctx context.Context, user string, n NewToken) (AddedToken, error) {
+	var t AddedToken
+	err := c.send(ctx, http.MethodPost, n, &t, admin(pUsers, user, pTokens)...)
+	return t, err
+}
+
+// UpdateToken changes a token's state or name. The answer's token is zero if the registry
+// answered without a body.
+func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (Token, error) {
+	var t Token
+	err := c.send(ctx, http.MethodPatch, ch, &t, admin(pUsers, user, pTokens, id)...)
+	return t, err
+}
+
+// RemoveToken removes one token and returns it as it was (zero if the registry does not say).
+func (c *Client) RemoveToken(ctx context.Context, user, id string) (Token, error) {
+	var t Token
+	err := c.send(ctx, http.MethodDelete, nil, &t, admin(pUsers, user, pTokens, id)...)
+	return t, err
+}
+
+// Reset removes all tokens and backup codes of a user (lost device).
+func (c *Client) Reset(ctx context.Context, user string) (Removed, error) {
+	var r Removed
+	err := c.send(ctx, http.MethodPost, struct{}{}, &r, admin(pUsers, user, "reset")...)
+	return r, err
+}
+
+// BackupCodes replaces a user's backup codes with a new set and returns the plain codes, once.
+func (c *Client) BackupCodes(ctx context.Context, user string) ([]string, error) {
+	var r struct {
+		Codes []string `json:"codes"`
+	}
+	if err := c.send(ctx, http.MethodPost, struct{}{}, &r, admin(pUsers, user, "backup-codes")...); err != nil {
+		return nil, err
+	}
+	if len(r.Codes) == 0 {
+		return nil, fmt.Errorf("backup codes: the answer has no codes: %w", ErrBadAnswer)
+	}
+	return r.Codes, nil
+}
+
+// Passcode issues a helpdesk one-time passcode valid for ttl (zero: the registry's default).
+func (c *Client) Passcode(ctx context.Context, user string, ttl time.Duration) (Passcode, error) {
+	var in struct {
+		TTL string `json:"ttl,omitempty"`
+	}
+	if ttl > 0 {
+		in.TTL = ttl.String()
+	}
+	var p Passcode
+	if err := c.send(ctx, http.MethodPost, in, &p, admin(pUsers, user, "passcode")...); err != nil {
+		return p, err
+	}
+	if p.Code == "" {
+		return p, fmt.Errorf("passcode: the answer has no code: %w", ErrBadAnswer)
+	}
+	return p, nil
+}
+
+// AddNode registers a login node and returns its credential, once.
+func (c *Client) AddNode(ctx context.Context, name, scope string) (NewNode, error) {
+	in := struct {
+		Name  string `json:"name"`
+		Scope string `json:"scope"`
+	}{name, scope}
+	var n NewNode
+	if err := c.send(ctx, http.MethodPost, in, &n, admin(pNodes)...); err != nil {
+		return n, err
+	}
+	if n.Credential == "" {
+		return n, fmt.Errorf("node add: the answer has no credential: %w", ErrBadAnswer)
+	}
+	return n, nil
+}
+
+// Nodes lists the login nodes with their sync state.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	l := list[Node]("nodes")
+	err := c.get(ctx, l, admin(pNodes)...)
+	return l.items, err
+}
+
+// RemoveNode removes a node; its streams close and its credential stops working at once.
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	return c.send(ctx, http.MethodDelete, nil, nil, admin(pNodes, name)...)
+}
+
+// ImportCSV sends a CSV file of lines "user,base32secret[,name]".
+func (c *Client) ImportCSV(ctx context.Context, csv io.Reader, o ImportOptions) (ImportResult, error) {
+	q := url.Values{}
+	if o.Scope != "" {
+		q.Set("scope", o.Scope)
+	}
+	if o.SkipInvalid {
+		q.Set("skip_invalid", "1")
+	}
+	if o.Algorithm != "" {
+		q.Set("algorithm", o.Algorithm)
+	}
+	if o.Digits != 0 {
+		q.Set("digits", strconv.Itoa(o.Digits))
+	}
+	if o.Period != 0 {
+		q.Set("period", strconv.Itoa(o.Period))
+	}
+	var r ImportResult
+	err := c.call(ctx, request{method: http.MethodPost, path: admin("import", "csv"), query: q,
+		body: csv, ctype: "text/csv", change: true, long: true}, &r)
+	return r, err
+}
+
+// ImportGA sends a google-authenticator file as user's token and backup codes.
+func (c *Client) ImportGA(ctx context.Context, user string, file []byte) (GAResult, error) {
+	var r GAResult
+	err := c.call(ctx, request{method: http.MethodPost, path: admin("import", "google-authenticator"),
+		query: url.Values{"user": {user}}, body: bytes.NewReader(file), ctype: "text/plain",
+		change: true, long: true}, &r)
+	return r, err
+}
+
+// Audit returns audit records after sequence number after (0: from the start), at most limit
+// of them (0: the registry's default).
+func (c *Client) Audit(ctx context.Context, after int64, limit int) ([]AuditRecord, error) {
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	l := list[AuditRecord]("records")
+	err := c.call(ctx, request{method: http.MethodGet, path: admin("audit"), query: q}, l)
+	return l.items, err
+}
+
+// VerifyAudit asks the registry to check the audit log's hash chain.
+func (c *Client) VerifyAudit(ctx context.Context) (AuditCheck, error) {
+	var r AuditCheck
+	err := c.get(ctx, &r, admin("audit", "verify")...)
+	return r, err
+}
+
+// Compact drops the change history older than the last keep revisions.
+func (c *Client) Compact(ctx context.Context, keep int64) (CompactResult, error) {
+	in := struct {
+		Keep int64 `json:"keep"`
+	}{keep}
+	var r CompactResult
+	err := c.send(ctx, http.MethodPost, in, &r, admin("compact")...)
+	return r, err
+}
+
+// Status returns the registry's revision, compacted revision and version.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.get(ctx, &s, "v1", "status")
+	return s, err
+}
