@@ -72,6 +72,9 @@ type env struct {
 	getenv func(string) string
 	config string // --config given before the command
 	reg    registryFlags
+	// writes is set for commands that change tokens.db, which only the registry may feed on a
+	// node that follows one.
+	writes bool
 }
 
 func main() {
@@ -127,6 +130,8 @@ func dispatch(e *env, args []string) error {
 		return usagef("no command")
 	}
 	cmd, rest := args[0], args[1:]
+	e.writes = cmd == "backup-codes" || cmd == "reset" || cmd == "import" ||
+		(cmd == "token" && len(rest) > 0 && rest[0] != "list")
 	switch cmd {
 	case "token":
 		if len(rest) == 0 {
@@ -238,6 +243,11 @@ func adminFor(e *env, path string) (*admin.Admin, error) {
 	cfg, err := load(e, path)
 	if err != nil {
 		return nil, err
+	}
+	if e.writes && cfg.Sync.Registry != "" {
+		return nil, fmt.Errorf("this node follows the registry %s: change tokens there "+
+			"(totp-admin --registry %s ...); a local change would be undone at the next sync",
+			admin.Clean(cfg.Sync.Registry), admin.Clean(cfg.Sync.Registry))
 	}
 	return admin.New(cfg), nil
 }

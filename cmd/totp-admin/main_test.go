@@ -712,3 +712,28 @@ func TestDoctorTransaction(t *testing.T) {
 		})
 	}
 }
+
+func TestRegistryNodeRefusesLocalWrites(t *testing.T) {
+	s := newSite(t)
+	conf, err := os.ReadFile(s.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = append(conf, []byte("\n[sync]\nregistry = \"https://registry.example:8443\"\n")...)
+	if err := os.WriteFile(s.conf, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"token", "add", "alice", "--no-verify", "--no-qr"},
+		{"backup-codes", "alice"},
+		{"reset", "alice"},
+	} {
+		r := s.run(t, "", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "follows the registry") {
+			t.Errorf("%v on a registry node: exit %d, stderr %q; want 1 and a pointer to the registry", args, r.code, r.stderr)
+		}
+	}
+	if r := s.run(t, "", "token", "list"); r.code != 0 {
+		t.Errorf("token list on a registry node: exit %d, want 0 (reading is fine)", r.code)
+	}
+}
