@@ -54,6 +54,9 @@ func main() {
 	if os.Getenv(workerEnv) == "1" {
 		os.Exit(workerMain())
 	}
+	if len(os.Args) > 1 && os.Args[1] == "sync" { // pambench sync [flags]: syncbench.go
+		os.Exit(syncMain(os.Args[2:]))
+	}
 	o := options{Log: os.Stderr, Syslog: syslogPath}
 	var sizes, procs, modules string
 	flag.StringVar(&sizes, "sizes", "100,10000,100000", "synthetic users in the databases, comma-separated")
