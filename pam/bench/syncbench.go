@@ -69,6 +69,31 @@ type fullSync struct {
 	SyncdIdleEmpty        int64         // kB VmRSS, idle with no tokens
 	SyncdIdleFull         int64         // kB VmRSS, idle with the full set
 	RegistryRSS           int64         // kB VmRSS after the sync
+	// The registry's peak anonymous memory (heap, stacks) and peak resident pages of its
+	// memory-mapped database file, sampled every 20 ms over import and sync: VmHWM counts both,
+	// and the file pages are page cache the kernel can reclaim.
+	RegistryAnonPeak, RegistryFilePeak int64 // kB
+}
+
+// sampleRSS records the peak RssAnon and RssFile of pid until stop is closed.
+func sampleRSS(pid int, stop <-chan struct{}) (done <-chan [2]int64) {
+	out := make(chan [2]int64, 1)
+	go func() {
+		var peak [2]int64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			peak[0] = max(peak[0], pidStatus(pid, "RssAnon"))
+			peak[1] = max(peak[1], pidStatus(pid, "RssFile"))
+			select {
+			case <-stop:
+				out <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return out
 }
 
 func syncMain(args []string) int {
@@ -487,6 +512,15 @@ func fullSyncRun(ctx context.Context, o syncOptions) (fullSync, error) {
 	for i := 0; i < o.Tokens; i++ {
 		fmt.Fprintf(&csv, "bu%s,%s,bulk\n", lettersN(i, 5), b32(randBytes(20)))
 	}
+	stopSampling := make(chan struct{})
+	peaks := sampleRSS(r.cmd.Process.Pid, stopSampling)
+	defer func() {
+		select {
+		case <-stopSampling:
+		default:
+			close(stopSampling)
+		}
+	}()
 	start := time.Now()
 	if _, err := r.admin.ImportCSV(ctx, strings.NewReader(csv.String()), adminclient.ImportOptions{Scope: "bench"}); err != nil {
 		return res, fmt.Errorf("import: %w", err)
@@ -505,6 +539,9 @@ func fullSyncRun(ctx context.Context, o syncOptions) (fullSync, error) {
 	res.SyncdHWM = pidStatus(full.cmd.Process.Pid, "VmHWM")
 	res.RegistryHWM = pidStatus(r.cmd.Process.Pid, "VmHWM")
 	res.RegistryRSS = pidStatus(r.cmd.Process.Pid, "VmRSS")
+	close(stopSampling)
+	p := <-peaks
+	res.RegistryAnonPeak, res.RegistryFilePeak = p[0], p[1]
 	sleepCtx(ctx, o.Idle)
 	res.SyncdIdleFull = pidStatus(full.cmd.Process.Pid, "VmRSS")
 	return res, nil
@@ -641,6 +678,8 @@ func reportSync(w io.Writer, o syncOptions, res syncResult) {
 	fmt.Fprintf(w, "| totp-syncd RSS idle, %d tokens (after %v) | %s |\n", f.Tokens, o.Idle, mb(f.SyncdIdleFull))
 	fmt.Fprintf(w, "| totp-registry peak RSS (VmHWM), import and one snapshot | %s |\n", mb(f.RegistryHWM))
 	fmt.Fprintf(w, "| totp-registry RSS after the sync | %s |\n", mb(f.RegistryRSS))
+	fmt.Fprintf(w, "| totp-registry peak anonymous memory (RssAnon: heap, stacks) | %s |\n", mb(f.RegistryAnonPeak))
+	fmt.Fprintf(w, "| totp-registry peak resident pages of its mmapped database (RssFile, reclaimable page cache) | %s |\n", mb(f.RegistryFilePeak))
 
 	fmt.Fprintf(w, "\n### Against the targets (2 cores)\n\n| target | measured | |\n|---|---:|---|\n")
 	for _, r := range res.Latency {
