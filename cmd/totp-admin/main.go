@@ -252,6 +252,47 @@ func adminFor(e *env, path string) (*admin.Admin, error) {
 	return admin.New(cfg), nil
 }
 
+// tokenOptions are the flags token add has with and without a registry.
+type tokenOptions struct {
+	name   string
+	secret []byte // nil: a new random one
+	params totp.Params
+	qr     admin.QR
+}
+
+// tokenFlags adds --name, --secret, the TOTP parameters, --no-qr and --qr to fs; the function it
+// returns checks them once fs is parsed.
+func tokenFlags(fs *flag.FlagSet, e *env, nameHelp, secretHelp string) func() (tokenOptions, error) {
+	name := fs.String("name", "", nameHelp)
+	secretText := fs.String("secret", "", secretHelp)
+	params := paramFlags(fs)
+	noQR := fs.Bool("no-qr", false, "do not show the QR code")
+	qrMode := fs.String("qr", "", "QR code mode: half, full or ascii (default from $TERM and the locale)")
+	return func() (tokenOptions, error) {
+		o := tokenOptions{name: *name}
+		var err error
+		if o.params, err = params(); err != nil {
+			return o, err
+		}
+		o.qr = admin.QR{Show: !*noQR, Mode: qrterm.DetectMode(e.getenv("TERM"), qrterm.LocaleIsUTF8(e.getenv))}
+		if *qrMode != "" {
+			if o.qr.Mode, err = qrterm.ParseMode(*qrMode); err != nil {
+				return o, usagef("--qr: %v", err)
+			}
+		}
+		if *secretText != "" {
+			if o.secret, err = totp.DecodeSecret(*secretText); err != nil {
+				if errors.Is(err, totp.ErrSecretSize) {
+					return o, usagef("--secret: the secret has an unsupported length (want %d to %d bytes)",
+						totp.MinSecretLen, totp.MaxSecretLen)
+				}
+				return o, usagef("--secret: the secret is not valid base32")
+			}
+		}
+		return o, nil
+	}
+}
+
 // paramFlags adds --algorithm, --digits and --period.
 func paramFlags(fs *flag.FlagSet) func() (totp.Params, error) {
 	alg := fs.String("algorithm", string(totp.DefaultParams.Algorithm), "SHA1, SHA256 or SHA512")
@@ -272,35 +313,16 @@ func paramFlags(fs *flag.FlagSet) func() (totp.Params, error) {
 func tokenAdd(e *env, args []string) error {
 	fs := newFlags("token add", e)
 	cfgPath := fs.String("config", e.config, "config file")
-	name := fs.String("name", "", "token name (default token-N)")
-	secretText := fs.String("secret", "", "base32 secret (default: a new random 160-bit secret)")
-	params := paramFlags(fs)
+	opts := tokenFlags(fs, e, "token name (default token-N)", "base32 secret (default: a new random 160-bit secret)")
 	noVerify := fs.Bool("no-verify", false, "activate at once without asking for a code")
-	noQR := fs.Bool("no-qr", false, "do not show the QR code")
-	qrMode := fs.String("qr", "", "QR code mode: half, full or ascii (default from $TERM and the locale)")
 	pos, err := parse(fs, args, 1, 0)
 	if err != nil {
 		return err
 	}
 	u := pos[0]
-	p, err := params()
+	o, err := opts()
 	if err != nil {
 		return err
-	}
-	qr := admin.QR{Show: !*noQR, Mode: qrterm.DetectMode(e.getenv("TERM"), qrterm.LocaleIsUTF8(e.getenv))}
-	if *qrMode != "" {
-		if qr.Mode, err = qrterm.ParseMode(*qrMode); err != nil {
-			return usagef("--qr: %v", err)
-		}
-	}
-	var secret []byte
-	if *secretText != "" {
-		if secret, err = totp.DecodeSecret(*secretText); err != nil {
-			if errors.Is(err, totp.ErrSecretSize) {
-				return usagef("--secret: the secret has an unsupported length (want %d to %d bytes)", totp.MinSecretLen, totp.MaxSecretLen)
-			}
-			return usagef("--secret: the secret is not valid base32")
-		}
 	}
 	a, err := adminFor(e, *cfgPath)
 	if err != nil {
@@ -315,11 +337,11 @@ func tokenAdd(e *env, args []string) error {
 	// From here a signal must not leave a pending token behind: it cancels the enrollment.
 	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	en, err := a.AddToken(u, admin.AddOptions{Name: *name, Secret: secret, Params: p, Active: *noVerify})
+	en, err := a.AddToken(u, admin.AddOptions{Name: o.name, Secret: o.secret, Params: o.params, Active: *noVerify})
 	if err != nil {
 		return err
 	}
-	if err := admin.WriteEnrollment(e.stdout, en, qr); err != nil {
+	if err := admin.WriteEnrollment(e.stdout, en, o.qr); err != nil {
 		if _, cerr := a.Cancel(u, en.Token.ID); cerr != nil {
 			return fmt.Errorf("%w; removing the pending token failed: %v", err, cerr)
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/config"
-	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
@@ -491,38 +490,23 @@ func rTokenList(e *env, args []string) error {
 
 func rTokenAdd(e *env, args []string) error {
 	c := regCommand(e, "token add", true)
-	name := c.fs.String("name", "", "token name (default: the registry's token-N)")
-	secretText := c.fs.String("secret", "", "base32 secret (default: the registry makes a new random one)")
-	params := paramFlags(c.fs)
-	noQR := c.fs.Bool("no-qr", false, "do not show the QR code")
-	qrMode := c.fs.String("qr", "", "QR code mode: half, full or ascii (default from $TERM and the locale)")
+	opts := tokenFlags(c.fs, e, "token name (default: the registry's token-N)",
+		"base32 secret (default: the registry makes a new random one)")
 	c.fs.Bool("no-verify", true, "accepted for habit's sake: the registry's tokens are active at once")
 	cl, pos, err := c.parse(args, 1, 0)
 	if err != nil {
 		return err
 	}
 	u := pos[0]
-	p, err := params()
+	o, err := opts()
 	if err != nil {
 		return err
 	}
-	qr := admin.QR{Show: !*noQR, Mode: qrterm.DetectMode(e.getenv("TERM"), qrterm.LocaleIsUTF8(e.getenv))}
-	if *qrMode != "" {
-		if qr.Mode, err = qrterm.ParseMode(*qrMode); err != nil {
-			return usagef("--qr: %v", err)
-		}
-	}
-	req := adminclient.NewToken{Name: *name, Algorithm: string(p.Algorithm), Digits: p.Digits, Period: p.Period,
+	p, qr := o.params, o.qr
+	req := adminclient.NewToken{Name: o.name, Algorithm: string(p.Algorithm), Digits: p.Digits, Period: p.Period,
 		State: adminclient.Active}
-	if *secretText != "" {
-		secret, err := totp.DecodeSecret(*secretText)
-		if err != nil {
-			if errors.Is(err, totp.ErrSecretSize) {
-				return usagef("--secret: the secret has an unsupported length (want %d to %d bytes)", totp.MinSecretLen, totp.MaxSecretLen)
-			}
-			return usagef("--secret: the secret is not valid base32")
-		}
-		req.Secret = totp.EncodeSecret(secret)
+	if o.secret != nil {
+		req.Secret = totp.EncodeSecret(o.secret)
 	}
 	t, err := cl.AddToken(e.ctx, u, req)
 	if err != nil {
