@@ -10,10 +10,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/netip"
 	"net/url"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -151,17 +149,9 @@ var ErrUnknownPolicy = errors.New("unknown policy section")
 // Load opens path safely (root-owned, not writable by others, no symlink) and parses it.
 // Warnings (unknown keys) are returned beside a nil error.
 func Load(path string) (*Config, []string, error) {
-	f, err := securefile.Open(path, os.O_RDONLY, 0, securefile.Rule{Forbidden: 0o022, What: "config"})
+	data, err := securefile.ReadFile(path, securefile.Rule{Forbidden: 0o022, What: "config"}, maxSize)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open config: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxSize+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("read config %s: %w", path, err)
-	}
-	if len(data) > maxSize {
-		return nil, nil, fmt.Errorf("config %s: larger than %d bytes", path, maxSize)
+		return nil, nil, fmt.Errorf("load config: %w", err)
 	}
 	c, warnings, err := Parse(data)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,27 +38,10 @@ const (
 	maxCA         = 1 << 20
 )
 
-// readLimited opens path with the secure opener and reads at most limit bytes of it.
-func readLimited(path string, rule securefile.Rule, limit int64) ([]byte, error) {
-	f, err := securefile.Open(path, os.O_RDONLY, 0, rule)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
-}
-
 // ReadCredential reads the node's bearer credential: a root-owned 0600 regular file (no symlink)
 // holding one line. The value never appears in an error.
 func ReadCredential(path string) (string, error) {
-	b, err := readLimited(path, securefile.Rule{Forbidden: 0o077, What: "node credential"}, maxCredential)
+	b, err := securefile.ReadFile(path, securefile.Rule{Forbidden: 0o077, What: "node credential"}, maxCredential)
 	if err != nil {
 		return "", fmt.Errorf("credential_file: %w: %w", err, ErrCredential)
 	}
@@ -78,7 +60,7 @@ func ReadCredential(path string) (string, error) {
 // TLSConfig builds the client TLS configuration: only the CA in ca_file is trusted (no system
 // roots), TLS 1.2 or later, and the client certificate when client_cert is set.
 func TLSConfig(s config.Sync) (*tls.Config, error) {
-	pem, err := readLimited(s.CAFile, securefile.Rule{Forbidden: 0o022, What: "registry CA"}, maxCA)
+	pem, err := securefile.ReadFile(s.CAFile, securefile.Rule{Forbidden: 0o022, What: "registry CA"}, maxCA)
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w: %w", err, ErrCA)
 	}
@@ -88,11 +70,11 @@ func TLSConfig(s config.Sync) (*tls.Config, error) {
 	}
 	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	if s.ClientCert != "" {
-		certPEM, err := readLimited(s.ClientCert, securefile.Rule{Forbidden: 0o022, What: "client certificate"}, maxCA)
+		certPEM, err := securefile.ReadFile(s.ClientCert, securefile.Rule{Forbidden: 0o022, What: "client certificate"}, maxCA)
 		if err != nil {
 			return nil, fmt.Errorf("client_cert: %w", err)
 		}
-		keyPEM, err := readLimited(s.ClientKey, securefile.Rule{Forbidden: 0o077, What: "client key"}, maxCA)
+		keyPEM, err := securefile.ReadFile(s.ClientKey, securefile.Rule{Forbidden: 0o077, What: "client key"}, maxCA)
 		if err != nil {
 			return nil, fmt.Errorf("client_key: %w", err)
 		}

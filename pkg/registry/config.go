@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -211,17 +210,5 @@ func ParseAdminTokens(data []byte) ([]AdminToken, error) {
 
 // readSafe reads a small root-owned file through securefile.
 func readSafe(path string, rule securefile.Rule) ([]byte, error) {
-	f, err := securefile.Open(path, os.O_RDONLY, 0, rule)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxConfigSize)
-	}
-	return data, nil
+	return securefile.ReadFile(path, rule, maxConfigSize)
 }

@@ -68,20 +68,11 @@ func LoadKeyring(path string) (*Keyring, error) {
 }
 
 func readKeyFile(path string) ([]byte, error) {
-	f, err := securefile.Open(path, os.O_RDONLY, 0, keyFileRule)
-	if err != nil {
-		return nil, err
+	data, err := securefile.ReadFile(path, keyFileRule, maxKeyFile)
+	if errors.Is(err, securefile.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %w", err, ErrKeyFile)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("read key file %s: %w", path, err)
-	}
-	if len(data) > maxKeyFile {
-		clear(data)
-		return nil, fmt.Errorf("key file %s: larger than %d bytes: %w", path, maxKeyFile, ErrKeyFile)
-	}
-	return data, nil
+	return data, err
 }
 
 // ParseKeyring parses the contents of a key file. LoadKeyring is the way in for a file on disk;

@@ -10,6 +10,7 @@ package securefile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 
@@ -122,4 +123,26 @@ func typeName(t uint32) string {
 		return "regular file"
 	}
 	return "unknown type"
+}
+
+// ErrTooLarge means a file is larger than the caller's limit.
+var ErrTooLarge = errors.New("file too large")
+
+// ReadFile opens path read-only with Open and reads it whole; a file over limit bytes is
+// ErrTooLarge (nothing of it is returned).
+func ReadFile(path string, rule Rule, limit int64) ([]byte, error) {
+	f, err := Open(path, os.O_RDONLY, 0, rule)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		clear(data)
+		return nil, fmt.Errorf("%s %s: larger than %d bytes: %w", rule.What, path, limit, ErrTooLarge)
+	}
+	return data, nil
 }
