@@ -16,6 +16,9 @@
 //     batch applied (package syncframe checks the frames); the loop reconnects after an
 //     exponential back-off (0.5 s doubling to 30 s, ±20 % jitter). A stream with no bytes for
 //     three bookmark intervals is dropped and reconnected.
+//  4. Backup codes and passcodes that logins marked used in state.db, and whose record is still
+//     in tokens.db, go to POST /v1/sync/used after batches and bookmarks and every 0.5 s while
+//     connected (used.go); the registry deletes them, and the delete reaches every node.
 //
 // Transport: HTTPS trusting only the CA in [sync] ca_file; the node authenticates with the
 // bearer credential in [sync] credential_file (root 0600, read at each connection, never logged)

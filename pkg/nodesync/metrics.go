@@ -45,6 +45,7 @@ type Metrics struct {
 	applyCounts []uint64 // per bucket, not cumulative; the last is +Inf
 	applySum    float64
 	applyN      uint64
+	usedCodes   uint64
 }
 
 // NewMetrics returns empty metrics; now gives the staleness.
@@ -93,6 +94,19 @@ func (m *Metrics) observeApply(d time.Duration) {
 	m.applyCounts[i]++
 	m.applySum += s
 	m.applyN++
+}
+
+func (m *Metrics) usedReported(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.usedCodes += uint64(n)
+}
+
+// UsedReported returns how many used backup codes and passcodes the registry took.
+func (m *Metrics) UsedReported() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.usedCodes
 }
 
 // Resyncs returns the count of resyncs for a reason.
@@ -147,6 +161,8 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	}
 	metric("pam_totp_sync_digest_mismatches_total", "counter", "Bookmarks whose count or digest disagreed with tokens.db.")
 	value("pam_totp_sync_digest_mismatches_total", "", float64(m.mismatches))
+	metric("pam_totp_sync_used_reported_total", "counter", "Used backup codes and passcodes reported to the registry, which deletes them on every node.")
+	value("pam_totp_sync_used_reported_total", "", float64(m.usedCodes))
 	metric("pam_totp_sync_apply_seconds", "histogram", "Time to apply one watch batch to tokens.db.")
 	var cum uint64
 	for i, le := range applyBuckets {

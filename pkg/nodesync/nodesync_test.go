@@ -124,6 +124,8 @@ type fakeRegistry struct {
 	since     []string
 	auth      []string
 	acks      []ackBody
+	used      []usedBody // used reports taken
+	usedFail  int        // answer this many used reports with 503 first
 	events    chan string
 	// beforeWatch runs before the nth watch (from 1) is answered.
 	beforeWatch func(n int)
@@ -175,6 +177,33 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		f.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 		f.events <- fmt.Sprintf("ack rev=%d", a.Rev)
+	})
+	mux.HandleFunc("POST /v1/sync/used", func(w http.ResponseWriter, r *http.Request) {
+		var u usedBody
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&u); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		f.mu.Lock()
+		fail := f.usedFail > 0
+		if fail {
+			f.usedFail--
+		} else {
+			f.used = append(f.used, u)
+		}
+		f.mu.Unlock()
+		if fail {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"error":"scripted failure"}`)
+			f.events <- "used failed"
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"deleted":%d,"revision":9}`, len(u.Used))
+		f.events <- fmt.Sprintf("used n=%d", len(u.Used))
 	})
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests

@@ -30,13 +30,18 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// TouchEvery is how often a bookmark's last contact is written to tokens.db (5 s).
 	TouchEvery time.Duration
-	// RequestTimeout bounds waiting for response headers (15 s) and each ack (3 s is a third of it).
+	// RequestTimeout bounds waiting for response headers (15 s) and each ack and used report
+	// (a fifth of it, at least 1 s).
 	RequestTimeout time.Duration
 	Now            func() time.Time // time.Now
 	Rand           func() float64   // math/rand/v2 Float64: the jitter
 	Log            *slog.Logger     // slog.Default()
 	Metrics        *Metrics         // NewMetrics(Now, Version)
 	Version        string           // sent as User-Agent and in acks
+
+	// UsedEvery is how often state.db's used backup codes are checked while connected (0.5 s;
+	// at most 2 s), besides after each batch and bookmark.
+	UsedEvery time.Duration
 }
 
 func (o *Options) defaults() {
@@ -54,6 +59,9 @@ func (o *Options) defaults() {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 15 * time.Second
+	}
+	if o.UsedEvery <= 0 || o.UsedEvery > usedForceEvery {
+		o.UsedEvery = usedEvery
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -85,6 +93,7 @@ type Syncer struct {
 	resync    string    // a pending resync's reason; "" none
 	lastTouch time.Time // last write of last contact to tokens.db
 	acks      chan ackBody
+	usedKick  chan struct{} // a used-code round is due
 }
 
 // resyncError asks the loop for a full resync.
@@ -114,6 +123,8 @@ func New(o Options) (*Syncer, error) {
 		log:    o.Log,
 		m:      o.Metrics,
 		acks:   make(chan ackBody, 1),
+
+		usedKick: make(chan struct{}, 1),
 	}
 	s.backoff = Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, Jitter: 0.2, Rand: o.Rand}
 	if c.base.Scheme == "http" {
@@ -146,6 +157,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 	ackCtx, stopAcks := context.WithCancel(ctx)
 	defer stopAcks()
 	go s.ackLoop(ackCtx)
+	usedDone := make(chan struct{})
+	go func() {
+		defer close(usedDone)
+		s.usedLoop(ackCtx)
+	}()
+	defer func() { stopAcks(); <-usedDone }() // no state.db or tokens.db read outlives Run
 
 	prevResync := false
 	for {
@@ -342,6 +359,7 @@ func (s *Syncer) apply(b *syncframe.Batch) error {
 		s.log.Debug("applied", "revision", b.Rev, "changes", len(changes), "records", m.Count, "took", took)
 		s.queueAck(m, took)
 	}
+	s.kickUsed()
 	return nil
 }
 
@@ -374,6 +392,7 @@ func (s *Syncer) bookmark(bm *syncframe.Frame) error {
 	s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
 	m.Revision = max(m.Revision, uint64(bm.Rev))
 	s.queueAck(m, 0)
+	s.kickUsed()
 	return nil
 }
 

@@ -119,6 +119,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sync/snapshot", s.handleSnapshot)
 	mux.HandleFunc("GET /v1/sync/watch", s.handleWatch)
 	mux.HandleFunc("POST /v1/sync/ack", s.handleAck)
+	mux.HandleFunc("POST /v1/sync/used", s.handleUsed)
 	s.adminRoutes(mux)
 	return mux
 }

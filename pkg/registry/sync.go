@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -417,4 +418,132 @@ func decodeStrict(body []byte, v any) error {
 		return badRequest("invalid JSON body: data after the object")
 	}
 	return nil
+}
+
+// Used-code reports (POST /v1/sync/used).
+const (
+	maxUsedBody    = 512 << 10 // 1000 entries of the longest keys fit
+	maxUsedEntries = 1000
+)
+
+// usedRequest is POST /v1/sync/used's body: backup codes and passcodes a node accepted.
+type usedRequest struct {
+	Used []usedEntry `json:"used"`
+}
+
+type usedEntry struct {
+	Key string    `json:"key"`
+	At  time.Time `json:"at"`
+}
+
+// parseUsed decodes and checks a used report: 1 to maxUsedEntries entries, each a backup record
+// key ("b/USER/ID") with the time of use. Repeated keys count once (the first).
+func parseUsed(body []byte) ([]usedEntry, error) {
+	var q usedRequest
+	if err := decodeStrict(body, &q); err != nil {
+		return nil, err
+	}
+	if len(q.Used) == 0 || len(q.Used) > maxUsedEntries {
+		return nil, badRequest("used: want 1 to %d entries", maxUsedEntries)
+	}
+	seen := make(map[string]bool, len(q.Used))
+	out := make([]usedEntry, 0, len(q.Used))
+	for _, u := range q.Used {
+		kind, _, _, err := syncframe.ParseKey(u.Key)
+		if err != nil || kind != syncframe.KindBackup {
+			return nil, badRequest("used: key %q is not a backup code record (b/USER/ID)", clip(u.Key))
+		}
+		if u.At.IsZero() {
+			return nil, badRequest("used: key %q has no time of use (at)", clip(u.Key))
+		}
+		if !seen[u.Key] {
+			seen[u.Key] = true
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// handleUsed answers POST /v1/sync/used: a node reports backup codes and passcodes that logins
+// accepted, and each one still there is deleted, so the delete reaches every node. All of a
+// report is one revision, with one audit record per code; records already gone are ignored, and
+// a key outside the node's scope refuses the whole report.
+func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.authNode(w, r)
+	if !ok {
+		return
+	}
+	scope, ok := scopeOf(w, r, n)
+	if !ok {
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxUsedBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxUsedBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "body unreadable")
+		return
+	}
+	entries, err := parseUsed(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	now := s.now()
+	var deleted []string
+	rev, err := s.store.Update(r.Context(), func(t kv.Txn) error {
+		deleted = deleted[:0]
+		x := &txn{Txn: t, s: s}
+		for _, u := range entries {
+			kvp, err := x.Get(prefixRec + u.Key)
+			if errors.Is(err, kv.ErrNotFound) {
+				continue // already deleted, or never was: nothing to do
+			}
+			if err != nil {
+				return err
+			}
+			scopes, value, err := openValue(s.sealer, u.Key, kvp.Value)
+			if err != nil {
+				return err
+			}
+			if !visible(scopes, scope) {
+				return badRequest("used: key %q is not in this node's scope %s", clip(u.Key), scope)
+			}
+			var c store.BackupCode
+			if err := json.Unmarshal(value, &c); err != nil {
+				return fmt.Errorf("decode %s: %w", u.Key, err)
+			}
+			if err := x.Delete(prefixRec + u.Key); err != nil {
+				return err
+			}
+			action := "backup_code_used"
+			if !c.Expires.IsZero() {
+				action = "passcode_used"
+			}
+			reason := fmt.Sprintf("id %s used at %s", c.ID, u.At.UTC().Format(time.RFC3339))
+			if err := x.audit(now, "node:"+n.Name, action, "user/"+c.User, reason); err != nil {
+				return err
+			}
+			deleted = append(deleted, c.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			s.log.Warn("used report refused", "node", n.Name, "err", err)
+			writeError(w, he.status, he.msg)
+			return
+		}
+		s.log.Error("used report", "node", n.Name, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error")
+		return
+	}
+	if len(deleted) > 0 {
+		s.log.Info("used codes deleted", "node", n.Name, "revision", rev, "ids", deleted)
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"deleted": int64(len(deleted)), "revision": rev})
 }
