@@ -1,6 +1,7 @@
 # pam-totp: the Makefile is the interface. Every knob is a variable below.
 #
-#   make              build pam_totp.so and the Go binaries into build/
+#   make              build pam_totp.so, pam-totp-helper, totp-admin, totp-registry and totp-syncd
+#                     into build/
 #   make test         install test dependencies (apt-get, Go modules) and run every test
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
@@ -12,6 +13,7 @@
 #   DESTDIR     staging root for install (default: empty)
 #   PREFIX      /usr
 #   BINDIR      $(PREFIX)/bin            totp-admin
+#               $(PREFIX)/sbin           totp-registry, totp-syncd (systemd units to /lib/systemd/system)
 #   LIBEXECDIR  $(PREFIX)/libexec        pam-totp/pam-totp-helper goes below it
 #   PAMDIR      /lib/x86_64-linux-gnu/security (Debian multiarch; /usr/lib64/security on RHEL)
 #   SYSCONFDIR  /etc                     pam-totp/pam_totp.conf
@@ -20,6 +22,7 @@
 #   VERSION     from `git describe`
 #   GOTESTFLAGS extra flags for `go test` (e.g. -run TestSSHD -v)
 #   DEMO_AUTO   1 runs `make demo` without a person
+#   BENCH_QUICK 1 runs a short `make bench`; BENCH_ONLY=login|sync runs one part
 
 PREFIX     ?= /usr
 BINDIR     ?= $(PREFIX)/bin
