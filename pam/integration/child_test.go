@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 )
 
 // The test binary re-executes itself for work that needs its own process (concurrent logins,
@@ -26,7 +28,7 @@ const (
 type txChildSpec struct {
 	Barrier         bool // print "ready", then wait for one byte on stdin before starting
 	NewAuditSession bool // leave the parent's audit session first (when there is one)
-	Txs             []txSpec
+	Txs             []pamtest.TxSpec
 }
 
 // execChildSpec is the work of an "exec" child: become a session of user UID and exec Argv.
@@ -60,9 +62,9 @@ func child(mode string) int {
 				return 2
 			}
 		}
-		var out []txResult
+		var out []pamtest.Result
 		for _, tx := range s.Txs {
-			out = append(out, runTx(tx))
+			out = append(out, pamtest.Run(tx))
 		}
 		b, _ := json.Marshal(out)
 		fmt.Printf("%s%s\n", resultPrefix, b)
@@ -165,7 +167,7 @@ func childCmd(mode string, spec any) *exec.Cmd {
 
 // runTxChild runs transactions in a child process that is the leader of a new session (setsid),
 // as sshd's and login's children are, and returns their results.
-func runTxChild(t *testing.T, spec txChildSpec) []txResult {
+func runTxChild(t *testing.T, spec txChildSpec) []pamtest.Result {
 	t.Helper()
 	cmd := childCmd("tx", spec)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -178,7 +180,7 @@ func runTxChild(t *testing.T, spec txChildSpec) []txResult {
 	return parseResults(t, string(out))
 }
 
-func parseResults(t *testing.T, out string) []txResult {
+func parseResults(t *testing.T, out string) []pamtest.Result {
 	t.Helper()
 	res, err := parseChild(out)
 	if err != nil {
@@ -188,12 +190,12 @@ func parseResults(t *testing.T, out string) []txResult {
 }
 
 // parseChild returns the results a "tx" child printed.
-func parseChild(out string) ([]txResult, error) {
+func parseChild(out string) ([]pamtest.Result, error) {
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		if line, ok := strings.CutPrefix(sc.Text(), resultPrefix); ok {
-			var res []txResult
+			var res []pamtest.Result
 			if err := json.Unmarshal([]byte(line), &res); err != nil {
 				return nil, fmt.Errorf("child result: %w", err)
 			}

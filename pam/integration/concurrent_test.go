@@ -15,6 +15,7 @@ import (
 	"github.com/msteinert/pam/v2"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
@@ -25,11 +26,11 @@ func TestConcurrentSameCode(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
 	const n = 50
-	f := newFixture(t, addUser(t), conf{OpenTimeout: "20s"})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{OpenTimeout: "20s"})
 	tok := f.token()
 	s := nowStep(tok)
 	c := code(tok, s)
-	spec := txChildSpec{Barrier: true, Txs: []txSpec{{
+	spec := txChildSpec{Barrier: true, Txs: []pamtest.TxSpec{{
 		Service: f.service, User: f.user, ConfDir: f.pamDir, Answers: []string{c}, Timeout: 60 * time.Second,
 	}}}
 
@@ -72,7 +73,7 @@ func TestConcurrentSameCode(t *testing.T) {
 		}
 	}
 
-	results := make([]txResult, n)
+	results := make([]pamtest.Result, n)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i, p := range procs {
@@ -110,13 +111,13 @@ func TestConcurrentSameCode(t *testing.T) {
 		switch {
 		case r.Fatal != "":
 			t.Errorf("login %d: %s", i, r.Fatal)
-		case r.Code == pamSuccess:
+		case r.Code == pamtest.Success:
 			won++
-		case r.Code == pam.ErrAuth && containsAny(r.Errors, "already been used"):
+		case r.Code == pam.ErrAuth && pamtest.AnyContains(r.Errors, "already been used"):
 			replays++
 		default:
 			t.Errorf("login %d: Authenticate(same code) = %s, errors %q; want PAM_SUCCESS once, else PAM_AUTH_ERR as a replay",
-				i, pamName(r.Code), r.Errors)
+				i, pamtest.Name(r.Code), r.Errors)
 		}
 	}
 	if won != 1 || replays != n-1 {

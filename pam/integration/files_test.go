@@ -12,6 +12,7 @@ import (
 
 	"github.com/msteinert/pam/v2"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
@@ -19,7 +20,7 @@ import (
 // denied, in bounded time (a FIFO must not hang it), and a symlink's target stays untouched.
 func TestPlantedFiles(t *testing.T) {
 	needRoot(t)
-	user := addUser(t)
+	user := pamtest.AddUser(t, userPrefix)
 	tests := []struct {
 		name  string
 		plant func(t *testing.T, f *fixture, outside string) // outside: a path beside the store
@@ -89,8 +90,8 @@ func TestPlantedFiles(t *testing.T) {
 			tt.plant(t, f, outside)
 			before := snapshot(outside)
 
-			r := f.authWith(txSpec{Answers: []string{code(tok, nowStep(tok))}, Timeout: 15 * time.Second})
-			r.want(t, tt.name, tt.want, -1)
+			r := f.authWith(pamtest.TxSpec{Answers: []string{code(tok, nowStep(tok))}, Timeout: 15 * time.Second})
+			r.Want(t, tt.name, tt.want, -1)
 			if r.Elapsed > 8*time.Second {
 				t.Errorf("Authenticate(%s) took %v", tt.name, r.Elapsed)
 			}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -62,7 +63,7 @@ func newFixture(t *testing.T, user string, c conf) *fixture {
 		store:   filepath.Join(dir, "store"),
 		conf:    filepath.Join(dir, "pam_totp.conf"),
 		pamDir:  filepath.Join(dir, "pam.d"),
-		service: "pamtotp-" + randName(6),
+		service: "pamtotp-" + pamtest.RandName(6),
 	}
 	for _, d := range []struct {
 		path string
@@ -196,4 +197,23 @@ func settle(t *testing.T, need time.Duration) uint64 {
 		time.Sleep(left + 50*time.Millisecond)
 	}
 	return totp.Step(time.Now(), 30)
+}
+
+// auth runs a transaction of the fixture's default service and user with the given answers.
+func (f *fixture) auth(answers ...string) pamtest.Result {
+	return f.authWith(pamtest.TxSpec{Answers: answers})
+}
+
+// authWith fills in the fixture's defaults and runs the transaction.
+func (f *fixture) authWith(s pamtest.TxSpec) pamtest.Result {
+	if s.Service == "" {
+		s.Service = f.service
+	}
+	if s.User == "" {
+		s.User = f.user
+	}
+	if s.ConfDir == "" {
+		s.ConfDir = f.pamDir
+	}
+	return pamtest.Run(s)
 }

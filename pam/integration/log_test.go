@@ -15,6 +15,7 @@ import (
 
 	"github.com/msteinert/pam/v2"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
@@ -61,7 +62,7 @@ func TestSyslog(t *testing.T) {
 		}
 	})
 
-	f := newFixture(t, addUser(t), conf{})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{})
 	tok := f.token()
 	backup := f.backupCodes(2)
 	s := nowStep(tok)
@@ -72,20 +73,20 @@ func TestSyslog(t *testing.T) {
 		want    pam.Error
 		outcome string
 	}{
-		{good, pamSuccess, "success"},
+		{good, pamtest.Success, "success"},
 		{good, pam.ErrAuth, "replay"},
 		{wrong, pam.ErrAuth, "wrong_code"},
-		{backup[0], pamSuccess, "backup_code"},
+		{backup[0], pamtest.Success, "backup_code"},
 		{backup[0], pam.ErrAuth, "wrong_code"},
-		{" " + next[:3] + " " + next[3:], pamSuccess, "success"},
+		{" " + next[:3] + " " + next[3:], pamtest.Success, "success"},
 	}
 	for _, st := range steps {
-		f.auth(st.answer).want(t, st.outcome, st.want, 1)
+		f.auth(st.answer).Want(t, st.outcome, st.want, 1)
 	}
 
 	// The helper sends its line before the verdict, so every line is queued by now: a marker
 	// datagram sent after them arrives after them.
-	marker := "pamtotp-it-marker-" + randName(8)
+	marker := "pamtotp-it-marker-" + pamtest.RandName(8)
 	mc, err := net.Dial("unixgram", devLog)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func TestSyslog(t *testing.T) {
 		mu.Lock()
 		all = append(all[:0], lines...)
 		mu.Unlock()
-		if containsAny(all, marker) {
+		if pamtest.AnyContains(all, marker) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -13,6 +13,7 @@ import (
 	"github.com/msteinert/pam/v2"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
@@ -23,13 +24,13 @@ const prompt = "Verification code: "
 // PAM result of each documented case (docs/protocol.md, pkg/verify's order of decisions).
 func TestAuthenticate(t *testing.T) {
 	needRoot(t)
-	exempt := addGroup(t)
-	user := addUser(t)
-	member := addUser(t, exempt)
-	pwUser := addUser(t)
+	exempt := pamtest.AddGroup(t, groupPrefix)
+	user := pamtest.AddUser(t, userPrefix)
+	member := pamtest.AddUser(t, userPrefix, exempt)
+	pwUser := pamtest.AddUser(t, userPrefix)
 	// A password that ends in digits: the split must take only the code's digits.
-	password := "hunter2-" + randName(6) + "-42"
-	setPassword(t, pwUser, password)
+	password := "hunter2-" + pamtest.RandName(6) + "-42"
+	pamtest.SetPassword(t, pwUser, password)
 
 	tests := []struct {
 		name string
@@ -40,7 +41,7 @@ func TestAuthenticate(t *testing.T) {
 		{name: "good code", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			r := f.auth(code(tok, nowStep(tok)))
-			r.want(t, "good code", pamSuccess, 1)
+			r.Want(t, "good code", pamtest.Success, 1)
 			if len(r.Prompts) == 1 && r.Prompts[0] != prompt {
 				t.Errorf("prompt = %q, want %q", r.Prompts[0], prompt)
 			}
@@ -51,32 +52,32 @@ func TestAuthenticate(t *testing.T) {
 		{name: "wrong code", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			r := f.auth(wrongCode(tok))
-			r.want(t, "wrong code", pam.ErrAuth, 1)
-			r.wantError(t, "wrong code", "Verification failed")
+			r.Want(t, "wrong code", pam.ErrAuth, 1)
+			r.WantError(t, "wrong code", "Verification failed")
 		}},
 		{name: "replay of a used code", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			c := code(tok, nowStep(tok))
-			f.auth(c).want(t, "code", pamSuccess, 1)
+			f.auth(c).Want(t, "code", pamtest.Success, 1)
 			r := f.auth(c)
-			r.want(t, "same code again", pam.ErrAuth, 1)
-			r.wantError(t, "same code again", "already been used")
+			r.Want(t, "same code again", pam.ErrAuth, 1)
+			r.WantError(t, "same code again", "already been used")
 		}},
 		{name: "backup code", run: func(t *testing.T, f *fixture) {
 			f.token()
 			codes := f.backupCodes(3)
 			r := f.auth(codes[0])
-			r.want(t, "backup code", pamSuccess, 1)
-			r.wantInfo(t, "backup code", "Backup code accepted; 2 left")
+			r.Want(t, "backup code", pamtest.Success, 1)
+			r.WantInfo(t, "backup code", "Backup code accepted; 2 left")
 			r = f.auth(codes[0])
-			r.want(t, "used backup code", pam.ErrAuth, 1)
+			r.Want(t, "used backup code", pam.ErrAuth, 1)
 			// Typing is forgiving: upper case, no dashes.
 			typed := strings.ToUpper(strings.ReplaceAll(codes[1], "-", ""))
-			f.auth(typed).want(t, "backup code typed without dashes", pamSuccess, 1)
+			f.auth(typed).Want(t, "backup code typed without dashes", pamtest.Success, 1)
 		}},
 		{name: "backup code without any token", run: func(t *testing.T, f *fixture) {
 			codes := f.backupCodes(1)
-			f.auth(codes[0]).want(t, "backup code, no token", pamSuccess, 1)
+			f.auth(codes[0]).Want(t, "backup code, no token", pamtest.Success, 1)
 		}},
 		{
 			name: "lockout after free failures",
@@ -86,20 +87,20 @@ func TestAuthenticate(t *testing.T) {
 				for i := 1; i <= 3; i++ {
 					what := fmt.Sprintf("wrong code %d", i)
 					r := f.auth(wrongCode(tok))
-					r.want(t, what, pam.ErrAuth, 1)
+					r.Want(t, what, pam.ErrAuth, 1)
 					if i < 3 {
-						r.wantNoError(t, what, "try again")
+						r.WantNoError(t, what, "try again")
 					} else {
-						r.wantError(t, what, "try again in 10 minutes")
+						r.WantError(t, what, "try again in 10 minutes")
 					}
 				}
 				r := f.auth(code(tok, nowStep(tok)))
-				r.want(t, "good code during back-off", pam.ErrMaxtries, 0)
-				r.wantError(t, "good code during back-off", "try again in")
+				r.Want(t, "good code during back-off", pam.ErrMaxtries, 0)
+				r.WantError(t, "good code during back-off", "try again in")
 				// The count is per user across services (sshd and sudo share it).
 				f.addService("other-service", "")
-				r = f.authWith(txSpec{Service: "other-service", Answers: []string{code(tok, nowStep(tok))}})
-				r.want(t, "good code via another service during back-off", pam.ErrMaxtries, 0)
+				r = f.authWith(pamtest.TxSpec{Service: "other-service", Answers: []string{code(tok, nowStep(tok))}})
+				r.Want(t, "good code via another service during back-off", pam.ErrMaxtries, 0)
 			},
 		},
 		{
@@ -111,20 +112,20 @@ func TestAuthenticate(t *testing.T) {
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
 				r := f.auth(wrongCode(tok))
-				r.want(t, "wrong code", pam.ErrAuth, 1)
-				r.wantError(t, "wrong code", "locked for your account")
-				r.wantError(t, "wrong code", "Contact hpc-support@example.org.")
+				r.Want(t, "wrong code", pam.ErrAuth, 1)
+				r.WantError(t, "wrong code", "locked for your account")
+				r.WantError(t, "wrong code", "Contact hpc-support@example.org.")
 				r = f.auth(code(tok, nowStep(tok)))
-				r.want(t, "good code when locked", pam.ErrMaxtries, 0)
-				r.wantError(t, "good code when locked", "locked for your account")
+				r.Want(t, "good code when locked", pam.ErrMaxtries, 0)
+				r.WantError(t, "good code when locked", "locked for your account")
 			},
 		},
 		{
 			name: "second attempt in one transaction",
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				r := f.authWith(txSpec{Attempts: 2, Answers: []string{wrongCode(tok), code(tok, nowStep(tok))}})
-				r.want(t, "wrong, then good code in one transaction", pamSuccess, 2)
+				r := f.authWith(pamtest.TxSpec{Attempts: 2, Answers: []string{wrongCode(tok), code(tok, nowStep(tok))}})
+				r.Want(t, "wrong, then good code in one transaction", pamtest.Success, 2)
 				if len(r.Earlier) != 1 || r.Earlier[0] != pam.ErrAuth {
 					t.Errorf("first Authenticate in the transaction = %v, want PAM_AUTH_ERR", r.Earlier)
 				}
@@ -134,8 +135,8 @@ func TestAuthenticate(t *testing.T) {
 			name: "user asked by the module",
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				r := f.authWith(txSpec{AskUser: true, Answers: []string{f.user, code(tok, nowStep(tok))}})
-				r.want(t, "user name, then code", pamSuccess, 2)
+				r := f.authWith(pamtest.TxSpec{AskUser: true, Answers: []string{f.user, code(tok, nowStep(tok))}})
+				r.Want(t, "user name, then code", pamtest.Success, 2)
 			},
 		},
 		{
@@ -150,24 +151,24 @@ func TestAuthenticate(t *testing.T) {
 					want   pam.Error
 				}{
 					{"wrong 1", wrongCode(tok), pam.ErrAuth},
-					{"code of step-1", code(tok, s-1), pamSuccess},
+					{"code of step-1", code(tok, s-1), pamtest.Success},
 					{"wrong 2", wrongCode(tok), pam.ErrAuth},
-					{"code of step", code(tok, s), pamSuccess},
-					{"code of step+1", code(tok, s+1), pamSuccess},
+					{"code of step", code(tok, s), pamtest.Success},
+					{"code of step+1", code(tok, s+1), pamtest.Success},
 				}
 				for _, st := range steps {
 					r := f.auth(st.answer)
-					r.want(t, st.what, st.want, 1)
-					r.wantNoError(t, st.what, "try again")
+					r.Want(t, st.what, st.want, 1)
+					r.WantNoError(t, st.what, "try again")
 				}
 				// Three successes, then one failure: still within free_failures = 1.
 				r := f.auth(wrongCode(tok))
-				r.want(t, "wrong 3", pam.ErrAuth, 1)
-				r.wantNoError(t, "wrong 3", "try again")
+				r.Want(t, "wrong 3", pam.ErrAuth, 1)
+				r.WantNoError(t, "wrong 3", "try again")
 				// The count does work: a second failure in a row starts the back-off.
 				r = f.auth(wrongCode(tok))
-				r.want(t, "wrong 4", pam.ErrAuth, 1)
-				r.wantError(t, "wrong 4", "try again in 10 minutes")
+				r.Want(t, "wrong 4", pam.ErrAuth, 1)
+				r.WantError(t, "wrong 4", "try again in 10 minutes")
 			},
 		},
 		{
@@ -175,10 +176,10 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Top: `exempt_networks = ["10.0.0.0/8"]`},
 			run: func(t *testing.T, f *fixture) {
 				f.token()
-				f.authWith(txSpec{RHost: "10.1.2.3"}).want(t, "rhost 10.1.2.3", pamSuccess, 0)
-				f.authWith(txSpec{RHost: "::ffff:10.9.8.7"}).want(t, "rhost ::ffff:10.9.8.7", pamSuccess, 0)
-				f.authWith(txSpec{RHost: "192.0.2.1"}).want(t, "rhost 192.0.2.1, no answer", pam.ErrAuth, 1)
-				f.authWith(txSpec{RHost: "10.example.org"}).want(t, "rhost name, no answer", pam.ErrAuth, 1)
+				f.authWith(pamtest.TxSpec{RHost: "10.1.2.3"}).Want(t, "rhost 10.1.2.3", pamtest.Success, 0)
+				f.authWith(pamtest.TxSpec{RHost: "::ffff:10.9.8.7"}).Want(t, "rhost ::ffff:10.9.8.7", pamtest.Success, 0)
+				f.authWith(pamtest.TxSpec{RHost: "192.0.2.1"}).Want(t, "rhost 192.0.2.1, no answer", pam.ErrAuth, 1)
+				f.authWith(pamtest.TxSpec{RHost: "10.example.org"}).Want(t, "rhost name, no answer", pam.ErrAuth, 1)
 			},
 		},
 		{
@@ -187,30 +188,30 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Top: fmt.Sprintf("exempt_groups = [%q]", exempt)},
 			run: func(t *testing.T, f *fixture) {
 				// No token at all: only the exemption lets the member in.
-				f.auth().want(t, "member of exempt group", pamSuccess, 0)
-				f.authWith(txSpec{User: user}).want(t, "non-member without token", pam.ErrAuth, 0)
+				f.auth().Want(t, "member of exempt group", pamtest.Success, 0)
+				f.authWith(pamtest.TxSpec{User: user}).Want(t, "non-member without token", pam.ErrAuth, 0)
 			},
 		},
 		{
 			name: "exempt primary group",
 			conf: conf{Top: fmt.Sprintf("exempt_groups = [%q]", user)}, // useradd made a group named like the user
 			run: func(t *testing.T, f *fixture) {
-				f.auth().want(t, "user of exempt primary group", pamSuccess, 0)
+				f.auth().Want(t, "user of exempt primary group", pamtest.Success, 0)
 			},
 		},
 		{
 			name: "exempt user",
 			conf: conf{Top: fmt.Sprintf("exempt_users = [%q]", user)},
 			run: func(t *testing.T, f *fixture) {
-				f.auth().want(t, "exempt user", pamSuccess, 0)
-				f.authWith(txSpec{User: member}).want(t, "other user without token", pam.ErrAuth, 0)
+				f.auth().Want(t, "exempt user", pamtest.Success, 0)
+				f.authWith(pamtest.TxSpec{User: member}).Want(t, "other user without token", pam.ErrAuth, 0)
 			},
 		},
 		{
 			name: "mode off",
 			conf: conf{Top: `mode = "off"`},
 			run: func(t *testing.T, f *fixture) {
-				f.auth().want(t, "mode off", pamSuccess, 0)
+				f.auth().Want(t, "mode off", pamtest.Success, 0)
 			},
 		},
 		{
@@ -218,18 +219,18 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Top: "mode = \"grace\"\ngrace_until = 2099-01-01T00:00:00Z"},
 			run: func(t *testing.T, f *fixture) {
 				r := f.auth()
-				r.want(t, "no token in grace", pamSuccess, 0)
-				r.wantInfo(t, "no token in grace", "becomes mandatory on 2099-01-01")
+				r.Want(t, "no token in grace", pamtest.Success, 0)
+				r.WantInfo(t, "no token in grace", "becomes mandatory on 2099-01-01")
 				// A pending token does not end grace, and the user hears about it.
 				pending := newToken(f.user, "new-phone", totp.SHA1, 6)
 				pending.State = store.Pending
 				f.put(pending)
 				r = f.auth()
-				r.want(t, "pending token in grace", pamSuccess, 0)
-				r.wantError(t, "pending token in grace", "not activated")
+				r.Want(t, "pending token in grace", pamtest.Success, 0)
+				r.WantError(t, "pending token in grace", "not activated")
 				// A user with an active token is asked for it during grace.
 				tok := f.token()
-				f.auth(wrongCode(tok)).want(t, "token in grace, wrong code", pam.ErrAuth, 1)
+				f.auth(wrongCode(tok)).Want(t, "token in grace, wrong code", pam.ErrAuth, 1)
 			},
 		},
 		{
@@ -237,30 +238,30 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Top: "mode = \"grace\"\ngrace_until = 2001-01-01T00:00:00Z"},
 			run: func(t *testing.T, f *fixture) {
 				r := f.auth()
-				r.want(t, "no token after grace", pam.ErrAuth, 0)
-				r.wantError(t, "no token after grace", "No two-factor token")
+				r.Want(t, "no token after grace", pam.ErrAuth, 0)
+				r.WantError(t, "no token after grace", "No two-factor token")
 			},
 		},
 		{name: "no token under enforce", run: func(t *testing.T, f *fixture) {
 			r := f.auth()
-			r.want(t, "no token", pam.ErrAuth, 0)
-			r.wantError(t, "no token", "No two-factor token")
+			r.Want(t, "no token", pam.ErrAuth, 0)
+			r.WantError(t, "no token", "No two-factor token")
 		}},
 		{name: "pending token only", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "new-phone", totp.SHA1, 6)
 			tok.State = store.Pending
 			f.put(tok)
 			r := f.auth(code(tok, nowStep(tok)))
-			r.want(t, "pending token", pam.ErrAuth, 0)
-			r.wantError(t, "pending token", "not activated")
+			r.Want(t, "pending token", pam.ErrAuth, 0)
+			r.WantError(t, "pending token", "not activated")
 		}},
 		{name: "disabled token only", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "lost-phone", totp.SHA1, 6)
 			tok.State = store.Disabled
 			f.put(tok)
 			r := f.auth(code(tok, nowStep(tok)))
-			r.want(t, "disabled token", pam.ErrAuth, 0)
-			r.wantError(t, "disabled token", "No two-factor token")
+			r.Want(t, "disabled token", pam.ErrAuth, 0)
+			r.WantError(t, "disabled token", "No two-factor token")
 		}},
 		{
 			name: "password and code",
@@ -272,18 +273,18 @@ func TestAuthenticate(t *testing.T) {
 				f.addService("pwcode", "policy=pwcode", "auth required pam_unix.so use_first_pass")
 				tok := f.token()
 				s := settle(t, 5*time.Second)
-				r := f.authWith(txSpec{Service: "pwcode", Answers: []string{password + code(tok, s)}})
-				r.want(t, "password+code", pamSuccess, 1)
+				r := f.authWith(pamtest.TxSpec{Service: "pwcode", Answers: []string{password + code(tok, s)}})
+				r.Want(t, "password+code", pamtest.Success, 1)
 				if len(r.Prompts) == 1 && r.Prompts[0] != "Password and verification code: " {
 					t.Errorf("prompt = %q, want %q", r.Prompts[0], "Password and verification code: ")
 				}
-				r = f.authWith(txSpec{Service: "pwcode", Answers: []string{"not-" + password + code(tok, s+1)}})
-				r.want(t, "wrong password+good code", pam.ErrAuth, 1)
-				r = f.authWith(txSpec{Service: "pwcode", Answers: []string{password + wrongCode(tok)}})
-				r.want(t, "password+wrong code", pam.ErrAuth, 1)
+				r = f.authWith(pamtest.TxSpec{Service: "pwcode", Answers: []string{"not-" + password + code(tok, s+1)}})
+				r.Want(t, "wrong password+good code", pam.ErrAuth, 1)
+				r = f.authWith(pamtest.TxSpec{Service: "pwcode", Answers: []string{password + wrongCode(tok)}})
+				r.Want(t, "password+wrong code", pam.ErrAuth, 1)
 				// Without the policy the same answer is no code.
 				r = f.auth(password + code(tok, s))
-				r.want(t, "password+code at a code-only prompt", pam.ErrAuth, 1)
+				r.Want(t, "password+code at a code-only prompt", pam.ErrAuth, 1)
 			},
 		},
 		{name: "store missing", run: func(t *testing.T, f *fixture) {
@@ -291,8 +292,8 @@ func TestAuthenticate(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := f.auth("123456")
-			r.want(t, "no tokens.db", pam.ErrAuthinfoUnavail, 0)
-			r.wantError(t, "no tokens.db", "unavailable")
+			r.Want(t, "no tokens.db", pam.ErrAuthinfoUnavail, 0)
+			r.WantError(t, "no tokens.db", "unavailable")
 		}},
 		{name: "store corrupt", run: func(t *testing.T, f *fixture) {
 			garbage := make([]byte, 64<<10)
@@ -300,7 +301,7 @@ func TestAuthenticate(t *testing.T) {
 				garbage[i] = byte(i*7 + i>>8)
 			}
 			writeFile(t, filepath.Join(f.store, store.TokensFile), garbage, 0o600)
-			f.auth("123456").want(t, "garbage tokens.db", pam.ErrAuthinfoUnavail, 0)
+			f.auth("123456").Want(t, "garbage tokens.db", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "store truncated", run: func(t *testing.T, f *fixture) {
 			f.token()
@@ -308,7 +309,7 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Truncate(path, 4096); err != nil {
 				t.Fatal(err)
 			}
-			f.auth("123456").want(t, "truncated tokens.db", pam.ErrAuthinfoUnavail, 0)
+			f.auth("123456").Want(t, "truncated tokens.db", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "store without schema", run: func(t *testing.T, f *fixture) {
 			if err := os.Remove(filepath.Join(f.store, store.TokensFile)); err != nil {
@@ -328,7 +329,7 @@ func TestAuthenticate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f.auth("123456").want(t, "tokens.db without meta", pam.ErrAuthinfoUnavail, 0)
+			f.auth("123456").Want(t, "tokens.db without meta", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{
 			name: "store locked past the timeout",
@@ -344,13 +345,13 @@ func TestAuthenticate(t *testing.T) {
 				if err := db.Close(); err != nil {
 					t.Fatal(err)
 				}
-				r.want(t, "tokens.db locked", pam.ErrAuthinfoUnavail, 0)
+				r.Want(t, "tokens.db locked", pam.ErrAuthinfoUnavail, 0)
 				// bbolt gives up one 50 ms retry before the timeout.
 				if r.Elapsed < 400*time.Millisecond || r.Elapsed > 8*time.Second {
 					t.Errorf("Authenticate(tokens.db locked) took %v, want about store.open_timeout = 500ms", r.Elapsed)
 				}
 				// Released: the same code now works.
-				f.auth(code(tok, nowStep(tok))).want(t, "tokens.db unlocked", pamSuccess, 1)
+				f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db unlocked", pamtest.Success, 1)
 			},
 		},
 		{name: "store dir world-readable", run: func(t *testing.T, f *fixture) {
@@ -358,14 +359,14 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Chmod(f.store, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).want(t, "store dir 0755", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, nowStep(tok))).Want(t, "store dir 0755", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "tokens.db group-readable", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			if err := os.Chmod(filepath.Join(f.store, store.TokensFile), 0o640); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).want(t, "tokens.db 0640", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db 0640", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "tokens.db owned by a user", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
@@ -373,7 +374,7 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Chown(filepath.Join(f.store, store.TokensFile), uid, gid); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).want(t, "tokens.db not root's", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db not root's", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "tokens.db symlink", run: func(t *testing.T, f *fixture) {
 			// A valid store elsewhere, linked in: still refused.
@@ -388,20 +389,20 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Symlink(filepath.Join(other.store, store.TokensFile), filepath.Join(f.store, store.TokensFile)); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).want(t, "tokens.db symlink", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db symlink", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "unknown NSS user", run: func(t *testing.T, f *fixture) {
-			nobody := "ptt-nosuch-" + randName(8)
-			r := f.authWith(txSpec{User: nobody, Answers: []string{"123456"}})
+			nobody := "ptt-nosuch-" + pamtest.RandName(8)
+			r := f.authWith(pamtest.TxSpec{User: nobody, Answers: []string{"123456"}})
 			// Prompted like anyone else, so the exchange does not tell who exists.
-			r.want(t, "unknown user", pam.ErrUserUnknown, 1)
+			r.Want(t, "unknown user", pam.ErrUserUnknown, 1)
 		}},
 		{
 			name: "unknown config key is a warning",
 			conf: conf{Top: "frobnicate = 1"},
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				f.auth(code(tok, nowStep(tok))).want(t, "config with an unknown key", pamSuccess, 1)
+				f.auth(code(tok, nowStep(tok))).Want(t, "config with an unknown key", pamtest.Success, 1)
 			},
 		},
 		{
@@ -410,57 +411,57 @@ func TestAuthenticate(t *testing.T) {
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
 				r := f.auth(code(tok, nowStep(tok)))
-				r.want(t, "window = 9", pam.ErrSystem, 0)
-				r.wantError(t, "window = 9", "misconfigured")
+				r.Want(t, "window = 9", pam.ErrSystem, 0)
+				r.WantError(t, "window = 9", "misconfigured")
 			},
 		},
 		{name: "unknown policy section", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			f.addService("nosuch", "policy=nosuch")
-			r := f.authWith(txSpec{Service: "nosuch", Answers: []string{code(tok, nowStep(tok))}})
-			r.want(t, "policy=nosuch", pam.ErrSystem, 0)
-			r.wantError(t, "policy=nosuch", "misconfigured")
+			r := f.authWith(pamtest.TxSpec{Service: "nosuch", Answers: []string{code(tok, nowStep(tok))}})
+			r.Want(t, "policy=nosuch", pam.ErrSystem, 0)
+			r.WantError(t, "policy=nosuch", "misconfigured")
 		}},
 		{
 			name: "policy section by service name",
 			conf: conf{Sections: "[policy.relaxed]\nmode = \"off\"\n"},
 			run: func(t *testing.T, f *fixture) {
 				f.addService("relaxed", "")
-				f.authWith(txSpec{Service: "relaxed"}).want(t, "service relaxed", pamSuccess, 0)
-				f.auth().want(t, "default service", pam.ErrAuth, 0)
+				f.authWith(pamtest.TxSpec{Service: "relaxed"}).Want(t, "service relaxed", pamtest.Success, 0)
+				f.auth().Want(t, "default service", pam.ErrAuth, 0)
 			},
 		},
 		{name: "clock skew", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			s := settle(t, 4*time.Second)
 			r := f.auth(code(tok, s-5))
-			r.want(t, "code of 5 steps ago", pam.ErrAuth, 1)
-			r.wantError(t, "code of 5 steps ago", "seems about 150 seconds behind")
+			r.Want(t, "code of 5 steps ago", pam.ErrAuth, 1)
+			r.WantError(t, "code of 5 steps ago", "seems about 150 seconds behind")
 			r = f.auth(code(tok, s+4))
-			r.want(t, "code of 4 steps ahead", pam.ErrAuth, 1)
-			r.wantError(t, "code of 4 steps ahead", "seems about 120 seconds ahead")
+			r.Want(t, "code of 4 steps ahead", pam.ErrAuth, 1)
+			r.WantError(t, "code of 4 steps ahead", "seems about 120 seconds ahead")
 			r = f.auth(code(tok, s-15))
-			r.want(t, "code of 15 steps ago", pam.ErrAuth, 1)
-			r.wantNoError(t, "code of 15 steps ago", "seems about")
+			r.Want(t, "code of 15 steps ago", pam.ErrAuth, 1)
+			r.WantNoError(t, "code of 15 steps ago", "seems about")
 		}},
 		{name: "SHA256 8 digits", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "hw", totp.SHA256, 8)
 			f.put(tok)
 			c := code(tok, nowStep(tok))
-			f.auth(c[2:]).want(t, "last 6 digits of an 8-digit code", pam.ErrAuth, 1)
-			f.auth(c).want(t, "SHA256/8 code", pamSuccess, 1)
+			f.auth(c[2:]).Want(t, "last 6 digits of an 8-digit code", pam.ErrAuth, 1)
+			f.auth(c).Want(t, "SHA256/8 code", pamtest.Success, 1)
 		}},
 		{name: "SHA512 8 digits", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "hw512", totp.SHA512, 8)
 			f.put(tok)
-			f.auth(code(tok, nowStep(tok))).want(t, "SHA512/8 code", pamSuccess, 1)
+			f.auth(code(tok, nowStep(tok))).Want(t, "SHA512/8 code", pamtest.Success, 1)
 		}},
 		{name: "two tokens", run: func(t *testing.T, f *fixture) {
 			phone := newToken(f.user, "phone", totp.SHA1, 6)
 			laptop := newToken(f.user, "laptop", totp.SHA256, 8)
 			f.put(phone, laptop)
-			f.auth(code(laptop, nowStep(laptop))).want(t, "second token's code", pamSuccess, 1)
-			f.auth(code(phone, nowStep(phone))).want(t, "first token's code", pamSuccess, 1)
+			f.auth(code(laptop, nowStep(laptop))).Want(t, "second token's code", pamtest.Success, 1)
+			f.auth(code(phone, nowStep(phone))).Want(t, "first token's code", pamtest.Success, 1)
 		}},
 	}
 	for _, tt := range tests {
@@ -480,7 +481,7 @@ func TestAuthenticate(t *testing.T) {
 // crashes (a crash would be PAM_SYSTEM_ERR).
 func TestAnswers(t *testing.T) {
 	needRoot(t)
-	user := addUser(t)
+	user := pamtest.AddUser(t, userPrefix)
 	arabic := strings.NewReplacer("0", "٠", "1", "١", "2", "٢", "3", "٣", "4", "٤", "5", "٥", "6", "٦", "7", "٧", "8", "٨", "9", "٩")
 	fullwidth := strings.NewReplacer("0", "０", "1", "１", "2", "２", "3", "３", "4", "４", "5", "５", "6", "６", "7", "７", "8", "８", "9", "９")
 	tests := []struct {
@@ -502,9 +503,9 @@ func TestAnswers(t *testing.T) {
 		{"seven digits", func(c string) string { return c + "7" }, pam.ErrAuth, ""},
 		{"five digits", func(c string) string { return c[:5] }, pam.ErrAuth, ""},
 		{"format string", func(string) string { return "%s%s%n%n" }, pam.ErrAuth, ""},
-		{"inner spaces", func(c string) string { return c[:2] + " " + c[2:4] + " " + c[4:] }, pamSuccess, ""},
-		{"surrounding space and tab", func(c string) string { return " " + c + "\t" }, pamSuccess, ""},
-		{"code then NUL then junk", func(c string) string { return c + "\x00junk" }, pamSuccess, ""},
+		{"inner spaces", func(c string) string { return c[:2] + " " + c[2:4] + " " + c[4:] }, pamtest.Success, ""},
+		{"surrounding space and tab", func(c string) string { return " " + c + "\t" }, pamtest.Success, ""},
+		{"code then NUL then junk", func(c string) string { return c + "\x00junk" }, pamtest.Success, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -514,9 +515,9 @@ func TestAnswers(t *testing.T) {
 			answer := tt.answer(code(tok, nowStep(tok)))
 			r := f.auth(answer)
 			what := fmt.Sprintf("%.40q", answer)
-			r.want(t, what, tt.want, 1)
+			r.Want(t, what, tt.want, 1)
 			if tt.errMsg != "" {
-				r.wantError(t, what, tt.errMsg)
+				r.WantError(t, what, tt.errMsg)
 			}
 		})
 	}
@@ -527,28 +528,28 @@ func TestAnswers(t *testing.T) {
 func TestSSHGraceAtPAM(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
-	f := newFixture(t, addUser(t), conf{Top: `ssh_grace = "1h"`})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `ssh_grace = "1h"`})
 	tok := f.token()
 	keyA := "SSH_AUTH_INFO_0=publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyA\n"
 	keyB := "SSH_AUTH_INFO_0=publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyB\n"
 	s := nowStep(tok)
 	steps := []struct {
 		what    string
-		spec    txSpec
+		spec    pamtest.TxSpec
 		want    pam.Error
 		prompts int
 	}{
-		{"key A, first login", txSpec{RHost: "127.0.0.1", Env: []string{keyA}, Answers: []string{code(tok, s)}}, pamSuccess, 1},
-		{"key A again", txSpec{RHost: "127.0.0.1", Env: []string{keyA}}, pamSuccess, 0},
-		{"key B", txSpec{RHost: "127.0.0.1", Env: []string{keyB}}, pam.ErrAuth, 1},
-		{"key A from another address", txSpec{RHost: "127.0.0.2", Env: []string{keyA}}, pam.ErrAuth, 1},
-		{"no SSH key (password login)", txSpec{RHost: "127.0.0.1"}, pam.ErrAuth, 1},
-		{"key B with a code", txSpec{RHost: "127.0.0.1", Env: []string{keyB}, Answers: []string{code(tok, s+1)}}, pamSuccess, 1},
-		{"key B again", txSpec{RHost: "127.0.0.1", Env: []string{keyB}}, pamSuccess, 0},
-		{"key A still", txSpec{RHost: "127.0.0.1", Env: []string{keyA}}, pamSuccess, 0},
+		{"key A, first login", pamtest.TxSpec{RHost: "127.0.0.1", Env: []string{keyA}, Answers: []string{code(tok, s)}}, pamtest.Success, 1},
+		{"key A again", pamtest.TxSpec{RHost: "127.0.0.1", Env: []string{keyA}}, pamtest.Success, 0},
+		{"key B", pamtest.TxSpec{RHost: "127.0.0.1", Env: []string{keyB}}, pam.ErrAuth, 1},
+		{"key A from another address", pamtest.TxSpec{RHost: "127.0.0.2", Env: []string{keyA}}, pam.ErrAuth, 1},
+		{"no SSH key (password login)", pamtest.TxSpec{RHost: "127.0.0.1"}, pam.ErrAuth, 1},
+		{"key B with a code", pamtest.TxSpec{RHost: "127.0.0.1", Env: []string{keyB}, Answers: []string{code(tok, s+1)}}, pamtest.Success, 1},
+		{"key B again", pamtest.TxSpec{RHost: "127.0.0.1", Env: []string{keyB}}, pamtest.Success, 0},
+		{"key A still", pamtest.TxSpec{RHost: "127.0.0.1", Env: []string{keyA}}, pamtest.Success, 0},
 	}
 	for _, st := range steps {
-		f.authWith(st.spec).want(t, st.what, st.want, st.prompts)
+		f.authWith(st.spec).Want(t, st.what, st.want, st.prompts)
 	}
 }
 
@@ -559,29 +560,29 @@ func TestSudoFreshnessAtPAM(t *testing.T) {
 	needRoot(t)
 	needNewSessions(t)
 	t.Parallel()
-	f := newFixture(t, addUser(t), conf{Top: `sudo_freshness = "5m"`})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `sudo_freshness = "5m"`})
 	tok := f.token()
 	s := nowStep(tok)
-	spec := func(answers ...string) txSpec {
-		return txSpec{Service: f.service, User: f.user, ConfDir: f.pamDir, Answers: answers}
+	spec := func(answers ...string) pamtest.TxSpec {
+		return pamtest.TxSpec{Service: f.service, User: f.user, ConfDir: f.pamDir, Answers: answers}
 	}
-	first := runTxChild(t, txChildSpec{NewAuditSession: true, Txs: []txSpec{spec(code(tok, s)), spec()}})
+	first := runTxChild(t, txChildSpec{NewAuditSession: true, Txs: []pamtest.TxSpec{spec(code(tok, s)), spec()}})
 	if len(first) != 2 {
 		t.Fatalf("child ran %d transactions, want 2", len(first))
 	}
-	first[0].want(t, "session 1, code", pamSuccess, 1)
-	first[1].want(t, "session 1, again", pamSuccess, 0)
+	first[0].Want(t, "session 1, code", pamtest.Success, 1)
+	first[1].Want(t, "session 1, again", pamtest.Success, 0)
 
-	second := runTxChild(t, txChildSpec{NewAuditSession: true, Txs: []txSpec{spec(), spec(code(tok, s+1)), spec()}})
+	second := runTxChild(t, txChildSpec{NewAuditSession: true, Txs: []pamtest.TxSpec{spec(), spec(code(tok, s+1)), spec()}})
 	if len(second) != 3 {
 		t.Fatalf("child ran %d transactions, want 3", len(second))
 	}
-	second[0].want(t, "session 2, no answer", pam.ErrAuth, 1)
-	second[1].want(t, "session 2, code", pamSuccess, 1)
-	second[2].want(t, "session 2, again", pamSuccess, 0)
+	second[0].Want(t, "session 2, no answer", pam.ErrAuth, 1)
+	second[1].Want(t, "session 2, code", pamtest.Success, 1)
+	second[2].Want(t, "session 2, again", pamtest.Success, 0)
 
 	// This test process is no fresh session either (and another service never is).
-	f.auth().want(t, "test process, no answer", pam.ErrAuth, 1)
+	f.auth().Want(t, "test process, no answer", pam.ErrAuth, 1)
 }
 
 // wrongCode is a code of the right length that is none of the token's codes near now.

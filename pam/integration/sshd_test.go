@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 )
 
 // sshdServer is a real sshd on a loopback port whose PAM service runs pam_totp.so.
@@ -35,9 +37,9 @@ type sshdServer struct {
 func startSSHD(t *testing.T, f *fixture) *sshdServer {
 	t.Helper()
 	pub := publicDir(t)
-	name := "pamtotp-sshd-" + randName(8)
+	name := "pamtotp-sshd-" + pamtest.RandName(8)
 	bin := filepath.Join(pub, name)
-	if err := copyFile("/usr/sbin/sshd", bin, 0o755); err != nil {
+	if err := pamtest.CopyFile("/usr/sbin/sshd", bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	d := &sshdServer{keysDir: filepath.Join(pub, "authorized_keys"), dir: f.dir, log: &lockedBuffer{}}
@@ -237,7 +239,7 @@ func TestSSHD(t *testing.T) {
 	needRoot(t)
 	needTools(t, "/usr/sbin/sshd", "ssh", "ssh-keygen")
 	t.Parallel()
-	goUser, sshUser := addUser(t), addUser(t)
+	goUser, sshUser := pamtest.AddUser(t, userPrefix), pamtest.AddUser(t, userPrefix)
 	f := newFixture(t, goUser, conf{Top: `ssh_grace = "1h"`})
 	d := startSSHD(t, f)
 

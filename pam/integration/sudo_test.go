@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 )
 
 // TestSudo runs the real sudo as a test user in a terminal session. Its PAM service (set with
@@ -20,12 +22,12 @@ func TestSudo(t *testing.T) {
 	needTools(t, "sudo", "visudo")
 	needNewSessions(t)
 	t.Parallel()
-	user := addUser(t)
+	user := pamtest.AddUser(t, userPrefix)
 	uid, gid := lookupIDs(t, user)
 	f := newFixture(t, user, conf{Sections: "[policy.sudo]\nsudo_freshness = \"5m\"\n"})
 	tok := f.token()
 
-	service := "pamtotp-sudo-" + randName(8)
+	service := "pamtotp-sudo-" + pamtest.RandName(8)
 	writeSystemFile(t, "/etc/pam.d/"+service, strings.Join([]string{
 		moduleLine(f.conf, "policy=sudo"),
 		"account required pam_permit.so",
@@ -40,7 +42,7 @@ func TestSudo(t *testing.T) {
 	if out, err := exec.Command("visudo", "-c", "-q", "-f", draft).CombinedOutput(); err != nil {
 		t.Fatalf("visudo -c: %v: %s", err, out)
 	}
-	writeSystemFile(t, "/etc/sudoers.d/pamtotp-test-"+randName(8), rules, 0o440)
+	writeSystemFile(t, "/etc/sudoers.d/pamtotp-test-"+pamtest.RandName(8), rules, 0o440)
 
 	// session starts a login session of the user on a new terminal running script.
 	session := func(t *testing.T, script string) *term {

@@ -3,85 +3,18 @@
 package integration
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
-// sysMu serialises useradd, groupadd and their removal: they lock /etc/passwd and fail rather
-// than wait when another one holds the lock.
-var sysMu sync.Mutex
-
-func sysCmd(name string, args ...string) error {
-	sysMu.Lock()
-	defer sysMu.Unlock()
-	var out []byte
-	var err error
-	for try := 0; try < 10; try++ {
-		out, err = exec.Command(name, args...).CombinedOutput()
-		if err == nil || !strings.Contains(string(out), "lock") {
-			break
-		}
-		time.Sleep(200 * time.Millisecond) // another process holds the passwd lock
-	}
-	if err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// addGroup creates a local group, removed when the test ends.
-func addGroup(t *testing.T) string {
-	t.Helper()
-	name := "ptg-" + randName(8)
-	if err := sysCmd("groupadd", name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sysCmd("groupdel", name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return name
-}
-
-// addUser creates a local user with the shell /bin/sh and no home directory, in the given
-// supplementary groups, removed when the test ends.
-func addUser(t *testing.T, groups ...string) string {
-	t.Helper()
-	name := "ptt-" + randName(8)
-	args := []string{"-M", "-d", "/nonexistent", "-s", "/bin/sh"}
-	if len(groups) > 0 {
-		args = append(args, "-G", strings.Join(groups, ","))
-	}
-	if err := sysCmd("useradd", append(args, name)...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sysCmd("userdel", "-f", name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return name
-}
-
-// setPassword gives a user a password (for pam_unix after password+code).
-func setPassword(t *testing.T, name, password string) {
-	t.Helper()
-	sysMu.Lock()
-	defer sysMu.Unlock()
-	cmd := exec.Command("chpasswd")
-	cmd.Stdin = strings.NewReader(name + ":" + password + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("chpasswd %s: %v: %s", name, err, out)
-	}
-}
+// Prefixes of the users and groups this package adds: pam/syncsuite uses others, so that the
+// packages can run in parallel.
+const (
+	userPrefix  = "ptt-"
+	groupPrefix = "ptg-"
+)
 
 func lookupIDs(t *testing.T, name string) (uid, gid int) {
 	t.Helper()

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 )
 
 // TestNodeAuth: a node that trusts another CA never syncs; a node whose credential is missing,
@@ -19,7 +21,7 @@ func TestNodeAuth(t *testing.T) {
 	c := newCA(t, privateDir(t), "ca")
 	other := newCA(t, privateDir(t), "other")
 	r := startRegistry(t, c, regOptions{})
-	user := addUser(t)
+	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
 	tok, _ := r.addToken(user, "phone")
 	step := settle(t, time.Second) // code(step) stays valid (window ±1) for over 30 s
@@ -39,7 +41,7 @@ func TestNodeAuth(t *testing.T) {
 			t.Errorf("pam_totp_sync_connected = %v, want 0", got)
 		}
 		res := n.login(user, code(tok, step))
-		if res.Code == pamSuccess {
+		if res.Code == pamtest.Success {
 			t.Errorf("Authenticate on a never-synced node = PAM_SUCCESS, want a failure (no data is not no token)")
 		}
 	})
@@ -89,7 +91,7 @@ func TestNodeAuth(t *testing.T) {
 					return n.logHas("401"), nil
 				})
 			}
-			user2 := addUser(t)
+			user2 := pamtest.AddUser(t, userPrefix)
 			r.addUser(user2)
 			r.addToken(user2, "phone")
 			time.Sleep(500 * time.Millisecond) // a healthy node applies a change in milliseconds
@@ -109,12 +111,12 @@ func TestNodeAuth(t *testing.T) {
 			if got := n.metric("pam_totp_sync_connected", ""); got == 1 {
 				t.Errorf("pam_totp_sync_connected = 1 on a refused node")
 			}
-			n.login(user, code(tok, step)).want(t, "old copy on a refused node", pamSuccess)
+			n.login(user, code(tok, step)).Want(t, "old copy on a refused node", pamtest.Success, -1)
 		})
 	}
 
 	t.Run("other scope", func(t *testing.T) {
-		nn, err := r.admin.AddNode(ctx(t), "node-"+randName(6), scope)
+		nn, err := r.admin.AddNode(ctx(t), "node-"+pamtest.RandName(6), scope)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -68,7 +69,7 @@ func startRegistry(t *testing.T, c *ca, o regOptions) *registry {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(keys, "registry.keyring"), line, 0o600)
-	r.adminToken = "adm-" + randName(32)
+	r.adminToken = "adm-" + pamtest.RandName(32)
 	sum := sha256.Sum256([]byte(r.adminToken))
 	writeFile(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
 	r.tokenFile = filepath.Join(dir, "admin-token")
@@ -200,11 +201,11 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 		o.CAFile = r.ca.pemFile
 	}
 	dir := privateDir(t)
-	n := &node{t: t, name: "node-" + randName(6), dir: dir,
+	n := &node{t: t, name: "node-" + pamtest.RandName(6), dir: dir,
 		storeDir: mkdir(t, filepath.Join(dir, "store"), 0o700),
 		conf:     filepath.Join(dir, "pam_totp.conf"),
 		pamDir:   mkdir(t, filepath.Join(dir, "pam.d"), 0o755),
-		service:  "pamtotp-" + randName(6),
+		service:  "pamtotp-" + pamtest.RandName(6),
 		credFile: filepath.Join(dir, "node.credential"),
 	}
 	cred := o.Credential
@@ -302,8 +303,11 @@ func (n *node) digest() (*syncframe.Digest, store.Meta) {
 }
 
 // login runs one libpam transaction on this node answering code.
-func (n *node) login(user, code string) txResult {
-	return runTx(n.service, user, n.pamDir, 10*time.Second, code)
+func (n *node) login(user, code string) pamtest.Result {
+	return pamtest.Run(pamtest.TxSpec{
+		Service: n.service, User: user, ConfDir: n.pamDir,
+		Answers: []string{code}, Timeout: 10 * time.Second,
+	})
 }
 
 // metric reads one sample of the node's metrics ("" labels: the unlabelled sample); -1 when the

@@ -26,7 +26,6 @@
 // temporary directory, shown when a test fails. Every process, user and directory is removed in
 // t.Cleanup, also when the test fails.
 //
-// The package shares no code with pam/integration (its fixtures live in _test.go files, which
-// another package cannot import); tx_test.go and users_test.go are trimmed copies of its
-// transaction runner and user helpers.
+// The libpam transaction runner, the local users and the build in TestMain come from
+// pam/pamtest, shared with pam/integration; this package's users are named pts-*.
 package syncsuite

@@ -9,6 +9,7 @@ import (
 
 	"github.com/msteinert/pam/v2"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -47,7 +48,7 @@ func onAll(nodes []*node, fn func(i int, n *node)) {
 // with the code of step; it returns the time from since to the last successful login.
 func waitLogin(t *testing.T, nodes []*node, tok store.Token, step uint64, since time.Time) time.Duration {
 	t.Helper()
-	results := make([]txResult, len(nodes))
+	results := make([]pamtest.Result, len(nodes))
 	onAll(nodes, func(i int, n *node) {
 		deadline := time.Now().Add(10 * time.Second)
 		for n.tokenState(tok.User, tok.ID) != string(store.Active) && time.Now().Before(deadline) {
@@ -57,7 +58,7 @@ func waitLogin(t *testing.T, nodes []*node, tok store.Token, step uint64, since 
 	})
 	took := time.Since(since)
 	for i, r := range results {
-		r.want(t, nodes[i].name+" new token", pamSuccess)
+		r.Want(t, nodes[i].name+" new token", pamtest.Success, -1)
 	}
 	return took
 }
@@ -78,7 +79,7 @@ func TestTokenReachesEveryNode(t *testing.T) {
 		}},
 		{"totp-admin --registry", func(t *testing.T, user string) store.Token {
 			secret := make([]byte, 20)
-			copy(secret, randName(20))
+			copy(secret, pamtest.RandName(20))
 			b32 := base32NoPad(secret)
 			if _, err := runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile,
 				"--ca-file", r.ca.pemFile, "token", "add", user, "--name", "cli",
@@ -95,7 +96,7 @@ func TestTokenReachesEveryNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			user := addUser(t)
+			user := pamtest.AddUser(t, userPrefix)
 			r.addUser(user)
 			step := settle(t, 3*time.Second)
 			start := time.Now()
@@ -113,7 +114,7 @@ func TestTokenReachesEveryNode(t *testing.T) {
 			if _, err := r.admin.UpdateToken(ctx(t), user, tok.ID, adminclient.TokenChange{State: &disabled}); err != nil {
 				t.Fatalf("UpdateToken(disabled): %v", err)
 			}
-			results := make([]txResult, len(nodes))
+			results := make([]pamtest.Result, len(nodes))
 			onAll(nodes, func(i int, n *node) {
 				eventually(t, 10*time.Second, n.name+" sees the token disabled", func() (bool, error) {
 					return n.tokenState(user, tok.ID) == string(store.Disabled), nil
@@ -122,8 +123,8 @@ func TestTokenReachesEveryNode(t *testing.T) {
 			})
 			t.Logf("%s: disable to refused on all nodes: %v", tt.name, time.Since(start).Round(time.Millisecond))
 			for i, res := range results {
-				if res.Fatal != "" || res.Code == pamSuccess {
-					t.Errorf("%s: Authenticate(disabled token) = %s %s, want a failure", nodes[i].name, pamName(res.Code), res.Fatal)
+				if res.Fatal != "" || res.Code == pamtest.Success {
+					t.Errorf("%s: Authenticate(disabled token) = %s %s, want a failure", nodes[i].name, pamtest.Name(res.Code), res.Fatal)
 				}
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestRegistryKilled(t *testing.T) {
 	needRoot(t)
 	r, nodes := cluster(t, regOptions{})
-	user := addUser(t)
+	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
 	tok, _ := r.addToken(user, "phone")
 	rev := r.rev()
@@ -33,15 +34,15 @@ func TestRegistryKilled(t *testing.T) {
 	// kill -9: logins are served from each node's tokens.db.
 	step := settle(t, 5*time.Second)
 	r.proc.kill()
-	results := make([]txResult, len(nodes))
+	results := make([]pamtest.Result, len(nodes))
 	onAll(nodes, func(i int, n *node) { results[i] = n.login(user, code(tok, step)) })
 	for i, res := range results {
-		res.want(t, nodes[i].name+" registry down", pamSuccess)
+		res.Want(t, nodes[i].name+" registry down", pamtest.Success, -1)
 	}
 
 	// Restarted: the nodes reconnect, watch from their revision, and take new changes.
 	r.restart()
-	user2 := addUser(t)
+	user2 := pamtest.AddUser(t, userPrefix)
 	r.addUser(user2)
 	tok2, _ := r.addToken(user2, "phone")
 	rev = r.rev()
@@ -51,7 +52,7 @@ func TestRegistryKilled(t *testing.T) {
 	}
 	onAll(nodes, func(i int, n *node) { results[i] = n.login(user2, code(tok2, step)) })
 	for i, res := range results {
-		res.want(t, nodes[i].name+" after registry restart", pamSuccess)
+		res.Want(t, nodes[i].name+" after registry restart", pamtest.Success, -1)
 		if got := nodes[i].metricSum("pam_totp_sync_resyncs_total"); got != resyncs[i] {
 			t.Errorf("%s: pam_totp_sync_resyncs_total = %v after the registry restart, want %v (resume, no resync)",
 				nodes[i].name, got, resyncs[i])
@@ -61,7 +62,7 @@ func TestRegistryKilled(t *testing.T) {
 	// Compaction while node 0 is down: it comes back to a 410 and a resync.
 	down := nodes[0]
 	down.proc.kill()
-	user3 := addUser(t)
+	user3 := pamtest.AddUser(t, userPrefix)
 	r.addUser(user3)
 	r.addToken(user3, "phone")
 	if _, err := r.admin.Compact(ctx(t), 1); err != nil {
@@ -91,7 +92,7 @@ func TestRegistryKilled(t *testing.T) {
 				n.name, m.Revision, d.Count(), d, down.name, m0.Revision, d0.Count(), d0)
 		}
 	}
-	if res := down.login(user3, code(tok4, step+1)); res.Code != pamSuccess || res.Fatal != "" {
-		res.want(t, down.name+" token added after the compaction", pamSuccess)
+	if res := down.login(user3, code(tok4, step+1)); res.Code != pamtest.Success || res.Fatal != "" {
+		res.Want(t, down.name+" token added after the compaction", pamtest.Success, -1)
 	}
 }

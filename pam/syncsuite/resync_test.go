@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
@@ -62,7 +63,7 @@ func TestSyncdKilledDuringResync(t *testing.T) {
 	c := newCA(t, privateDir(t), "ca")
 	r := startRegistry(t, c, regOptions{})
 	n := newNode(t, r, nodeOptions{})
-	user := addUser(t)
+	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
 	tok, _ := r.addToken(user, "phone")
 	n.waitRev(r.rev(), 10*time.Second)
@@ -153,7 +154,7 @@ func TestSyncdKilledDuringResync(t *testing.T) {
 		if k == 2 {
 			// A login while the resync runs: served from the old set, quickly.
 			res := n.login(user, code(tok, step))
-			res.want(t, "login during the resync", pamSuccess)
+			res.Want(t, "login during the resync", pamtest.Success, -1)
 			logins = append(logins, res.Elapsed)
 			if res.Elapsed > 2*time.Second {
 				t.Errorf("login during the resync took %v, want < 2s", res.Elapsed)
@@ -180,7 +181,7 @@ func TestSyncdKilledDuringResync(t *testing.T) {
 	n.waitRev(rev, 60*time.Second)
 	t.Logf("final resync of %d records after the kills: %v", newCount, time.Since(start).Round(time.Millisecond))
 	res2 := n.login(user, code(tok, step+1))
-	res2.want(t, "login after the resync", pamSuccess)
+	res2.Want(t, "login after the resync", pamtest.Success, -1)
 	stop.Store(true)
 	wg.Wait()
 	d, m := n.digest()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
@@ -63,7 +64,7 @@ func TestUsedCodeRevokedEverywhere(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			user := addUser(t)
+			user := pamtest.AddUser(t, userPrefix)
 			r.addUser(user)
 			r.addToken(user, "phone")
 			code := tt.issue(t, user)
@@ -72,7 +73,7 @@ func TestUsedCodeRevokedEverywhere(t *testing.T) {
 				n.waitRev(rev, 10*time.Second)
 			}
 
-			nodes[0].login(user, code).want(t, nodes[0].name+" "+tt.name, pamSuccess)
+			nodes[0].login(user, code).Want(t, nodes[0].name+" "+tt.name, pamtest.Success, -1)
 			start := time.Now()
 			id := nodes[0].usedID(user)
 			if id == "" {
@@ -96,8 +97,8 @@ func TestUsedCodeRevokedEverywhere(t *testing.T) {
 			t.Logf("%s: used on %s to deleted on all %d nodes: %v (per node %v)", tt.name, nodes[0].name,
 				len(nodes), took.Round(time.Millisecond), gone)
 			for _, n := range nodes {
-				if res := n.login(user, code); res.Fatal != "" || res.Code == pamSuccess {
-					t.Errorf("%s: Authenticate(used %s) = %s %s, want a failure", n.name, tt.name, pamName(res.Code), res.Fatal)
+				if res := n.login(user, code); res.Fatal != "" || res.Code == pamtest.Success {
+					t.Errorf("%s: Authenticate(used %s) = %s %s, want a failure", n.name, tt.name, pamtest.Name(res.Code), res.Fatal)
 				}
 			}
 			if got := nodes[0].metric("pam_totp_sync_used_reported_total", ""); got < 1 {

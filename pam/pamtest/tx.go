@@ -1,6 +1,6 @@
 //go:build linux
 
-package integration
+package pamtest
 
 import (
 	"errors"
@@ -13,18 +13,22 @@ import (
 	"github.com/msteinert/pam/v2"
 )
 
-// pamSuccess is PAM_SUCCESS as a pam.Error, so that tables can hold every outcome in one type.
-const pamSuccess pam.Error = 0
+// Success is PAM_SUCCESS as a pam.Error, so that tables can hold every outcome in one type.
+const Success pam.Error = 0
 
-// txSpec is one libpam transaction: pam_start_confdir, items, pam_authenticate, pam_end.
-type txSpec struct {
+// DefaultTimeout is how long Run waits for one pam_authenticate when TxSpec.Timeout is 0.
+const DefaultTimeout = 30 * time.Second
+
+// TxSpec is one libpam transaction: pam_start_confdir, items, pam_authenticate, pam_end.
+// It is plain data, so a test can hand it to a child process as JSON.
+type TxSpec struct {
 	Service string
 	User    string
 	ConfDir string
 	Answers []string // replies to prompts, in order; a prompt beyond them fails the conversation
 	RHost   string
-	Env     []string // NAME=value entries for pam_putenv
-	Timeout time.Duration
+	Env     []string      // NAME=value entries for pam_putenv
+	Timeout time.Duration // for each pam_authenticate; 0 means DefaultTimeout
 	// Attempts calls pam_authenticate this many times in the one transaction (as login(1) does
 	// after a failure); 0 means once.
 	Attempts int
@@ -32,19 +36,19 @@ type txSpec struct {
 	AskUser bool
 }
 
-// txResult is what the application saw.
-type txResult struct {
+// Result is what the application saw of one transaction.
+type Result struct {
 	Code    pam.Error   // pam_authenticate's (last) result; 0 is PAM_SUCCESS
 	Earlier []pam.Error // results of the attempts before the last
 	Prompts []string
 	Infos   []string
 	Errors  []string
-	Fatal   string // the transaction did not run to its end (start failed, hung)
-	Elapsed time.Duration
+	Fatal   string        // the transaction did not run to its end (start failed, hung)
+	Elapsed time.Duration // from pam_start_confdir to pam_end, or to giving up
 }
 
-var pamNames = map[pam.Error]string{
-	pamSuccess:             "PAM_SUCCESS",
+var names = map[pam.Error]string{
+	Success:                "PAM_SUCCESS",
 	pam.ErrAuth:            "PAM_AUTH_ERR",
 	pam.ErrUserUnknown:     "PAM_USER_UNKNOWN",
 	pam.ErrMaxtries:        "PAM_MAXTRIES",
@@ -56,18 +60,20 @@ var pamNames = map[pam.Error]string{
 	pam.ErrAbort:           "PAM_ABORT",
 }
 
-func pamName(e pam.Error) string {
-	if n, ok := pamNames[e]; ok {
+// Name returns the C name of a PAM result ("PAM_AUTH_ERR"), for test messages.
+func Name(e pam.Error) string {
+	if n, ok := names[e]; ok {
 		return n
 	}
 	return fmt.Sprintf("PAM error %d", int(e))
 }
 
-// runTx runs one transaction in this process.
-func runTx(s txSpec) txResult {
+// Run runs one transaction in this process. It gives up on a pam_authenticate that does not
+// return within the timeout and reports that in Fatal, leaving the transaction behind.
+func Run(s TxSpec) Result {
 	var (
 		mu   sync.Mutex
-		r    txResult
+		r    Result
 		next int
 	)
 	conv := pam.ConversationFunc(func(style pam.Style, msg string) (string, error) {
@@ -88,7 +94,7 @@ func runTx(s txSpec) txResult {
 		}
 		return "", nil
 	})
-	snapshot := func() txResult {
+	snapshot := func() Result {
 		mu.Lock()
 		defer mu.Unlock()
 		c := r
@@ -101,6 +107,7 @@ func runTx(s txSpec) txResult {
 	if s.AskUser {
 		user = ""
 	}
+	start := time.Now()
 	tx, err := pam.StartConfDir(s.Service, user, conv, s.ConfDir)
 	if err != nil {
 		r.Fatal = "pam_start_confdir: " + err.Error()
@@ -120,12 +127,10 @@ func runTx(s txSpec) txResult {
 	}
 	timeout := s.Timeout
 	if timeout == 0 {
-		timeout = 30 * time.Second
+		timeout = DefaultTimeout
 	}
-	attempts := max(s.Attempts, 1)
-	start := time.Now()
 	var codes []pam.Error
-	for i := 0; i < attempts; i++ {
+	for range max(s.Attempts, 1) {
 		done := make(chan error, 1)
 		go func() { done <- tx.Authenticate(0) }()
 		select {
@@ -140,83 +145,68 @@ func runTx(s txSpec) txResult {
 		var pe pam.Error
 		switch {
 		case err == nil:
-			codes = append(codes, pamSuccess)
+			codes = append(codes, Success)
 		case errors.As(err, &pe):
 			codes = append(codes, pe)
 		default:
 			c := snapshot()
 			c.Fatal = "pam_authenticate: " + err.Error()
+			tx.End()
+			c.Elapsed = time.Since(start)
 			return c
 		}
 	}
 	c := snapshot()
-	c.Elapsed = time.Since(start)
 	c.Code, c.Earlier = codes[len(codes)-1], codes[:len(codes)-1]
-	if err := tx.End(); err != nil && c.Fatal == "" && c.Code == pamSuccess {
+	if err := tx.End(); err != nil && c.Fatal == "" && c.Code == Success {
 		c.Fatal = "pam_end: " + err.Error()
 	}
+	c.Elapsed = time.Since(start)
 	return c
 }
 
-// auth runs a transaction of the fixture's default service and user with the given answers.
-func (f *fixture) auth(answers ...string) txResult {
-	return f.authWith(txSpec{Answers: answers})
-}
-
-// authWith fills in the fixture's defaults and runs the transaction.
-func (f *fixture) authWith(s txSpec) txResult {
-	if s.Service == "" {
-		s.Service = f.service
-	}
-	if s.User == "" {
-		s.User = f.user
-	}
-	if s.ConfDir == "" {
-		s.ConfDir = f.pamDir
-	}
-	return runTx(s)
-}
-
-// want checks a transaction's PAM result and the number of prompts it showed (-1: any).
-func (r txResult) want(t *testing.T, what string, code pam.Error, prompts int) {
+// Want checks a transaction's PAM result and the number of prompts it showed (-1: any).
+// A transaction that did not run to its end stops the test.
+func (r Result) Want(t testing.TB, what string, code pam.Error, prompts int) {
 	t.Helper()
 	if r.Fatal != "" {
 		t.Fatalf("Authenticate(%s): %s (prompts %q, errors %q)", what, r.Fatal, r.Prompts, r.Errors)
 	}
 	if r.Code != code {
 		t.Errorf("Authenticate(%s) = %s, want %s (prompts %q, info %q, errors %q)",
-			what, pamName(r.Code), pamName(code), r.Prompts, r.Infos, r.Errors)
+			what, Name(r.Code), Name(code), r.Prompts, r.Infos, r.Errors)
 	}
 	if prompts >= 0 && len(r.Prompts) != prompts {
 		t.Errorf("Authenticate(%s) prompted %d times (%q), want %d", what, len(r.Prompts), r.Prompts, prompts)
 	}
 }
 
-// wantError checks that some PAM_ERROR_MSG contained sub.
-func (r txResult) wantError(t *testing.T, what, sub string) {
+// WantError checks that some PAM_ERROR_MSG contained sub.
+func (r Result) WantError(t testing.TB, what, sub string) {
 	t.Helper()
-	if !containsAny(r.Errors, sub) {
+	if !AnyContains(r.Errors, sub) {
 		t.Errorf("Authenticate(%s) error messages %q, want one containing %q", what, r.Errors, sub)
 	}
 }
 
-// wantNoError checks that no PAM_ERROR_MSG contained sub.
-func (r txResult) wantNoError(t *testing.T, what, sub string) {
+// WantNoError checks that no PAM_ERROR_MSG contained sub.
+func (r Result) WantNoError(t testing.TB, what, sub string) {
 	t.Helper()
-	if containsAny(r.Errors, sub) {
+	if AnyContains(r.Errors, sub) {
 		t.Errorf("Authenticate(%s) error messages %q, want none containing %q", what, r.Errors, sub)
 	}
 }
 
-// wantInfo checks that some PAM_TEXT_INFO contained sub.
-func (r txResult) wantInfo(t *testing.T, what, sub string) {
+// WantInfo checks that some PAM_TEXT_INFO contained sub.
+func (r Result) WantInfo(t testing.TB, what, sub string) {
 	t.Helper()
-	if !containsAny(r.Infos, sub) {
+	if !AnyContains(r.Infos, sub) {
 		t.Errorf("Authenticate(%s) info messages %q, want one containing %q", what, r.Infos, sub)
 	}
 }
 
-func containsAny(list []string, sub string) bool {
+// AnyContains reports whether some string of list contains sub.
+func AnyContains(list []string, sub string) bool {
 	for _, s := range list {
 		if strings.Contains(s, sub) {
 			return true
