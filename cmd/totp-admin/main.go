@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -385,9 +384,7 @@ func tokenList(e *env, args []string) error {
 		if toks == nil {
 			toks = []admin.TokenInfo{}
 		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(toks)
+		return writeJSON(e.stdout, toks)
 	}
 	if len(toks) == 0 {
 		if u != "" {
