@@ -151,7 +151,7 @@ var ErrUnknownPolicy = errors.New("unknown policy section")
 func Load(path string) (*Config, []string, error) {
 	data, err := securefile.ReadFile(path, securefile.Rule{Forbidden: 0o022, What: "config"}, maxSize)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load config: %w", err)
+		return nil, nil, fmt.Errorf("open config: %w", err)
 	}
 	c, warnings, err := Parse(data)
 	if err != nil {
