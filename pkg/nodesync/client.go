@@ -219,7 +219,9 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.timer.Reset(b.d)
 	}
-	if err != nil && err != io.EOF && b.idled.Load() {
+	// Once the timer fired, whatever the cancelled read returns (an error, or a plain EOF from
+	// some transports) is the idle timeout.
+	if err != nil && b.idled.Load() {
 		err = fmt.Errorf("no data for %s: %w", b.d, ErrIdle)
 	}
 	return n, err
