@@ -105,6 +105,8 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/lib/systemd/system
 	install -m 0755 $(BUILD)/totp-syncd $(DESTDIR)$(PREFIX)/sbin/totp-syncd
 	install -m 0644 packaging/systemd/totp-syncd.service packaging/systemd/totp-registry.service $(DESTDIR)/lib/systemd/system/
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/dbus-1/system.d
+	install -m 0644 contrib/dbus/io.github.pamtotp.Sync1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/
 
 DEB_VERSION = $(shell echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' | grep -q '^[0-9]' && echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' || echo 0.0.0+$(VERSION))
 DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)

@@ -15,5 +15,6 @@ require (
 
 require (
 	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+	github.com/godbus/dbus/v5 v5.2.4 // indirect
 	golang.org/x/term v0.47.0 // indirect
 )

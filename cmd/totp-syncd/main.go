@@ -1,12 +1,15 @@
 // Command totp-syncd keeps a login node's tokens.db equal to the registry's view of the node's
 // users (docs/sync-protocol.md), so logins never wait on the network.
 //
-//	totp-syncd [--config FILE] [--debug]          run the daemon (systemd: totp-syncd.service)
+//	totp-syncd [--config FILE] [--debug] [--bus ADDRESS]   run the daemon (totp-syncd.service)
 //	totp-syncd status [--config FILE] [--json] [--verify]
 //	totp-syncd --check-config [--config FILE]
 //	totp-syncd --version
 //
-// It is a thin main: flags and output here, the work in package nodesync.
+// The daemon also serves io.github.pamtotp.Sync1 on the system bus (package busapi), or on
+// --bus ADDRESS; without a bus it logs that once and syncs all the same.
+//
+// It is a thin main: flags and output here, the work in packages nodesync and busapi.
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
@@ -46,8 +50,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check-config", false, "validate the config and the sync files, then exit")
 	showVersion := fs.Bool("version", false, "print the version")
 	debug := fs.Bool("debug", false, "log every batch and reconnect")
+	bus := fs.String("bus", "", "D-Bus address to serve "+busapi.Name+" on (default: the system bus)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: totp-syncd [--config FILE] [--debug] | status [--config FILE] [--json] [--verify] | --check-config | --version")
+		fmt.Fprintln(stderr, "usage: totp-syncd [--config FILE] [--debug] [--bus ADDRESS] | status [--config FILE] [--json] [--verify] | --check-config | --version")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -77,7 +82,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return daemon(cfg, log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return daemon(ctx, cfg, *bus, log)
 }
 
 // loadConfig loads the config and refuses a standalone one; code is the exit status on failure.
@@ -98,8 +105,9 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 	return cfg, 0
 }
 
-func daemon(cfg *config.Config, log *slog.Logger) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+// daemon syncs until ctx ends; busAddr "" is the system bus.
+func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.Logger) int {
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	if err := securefile.MkdirAll(cfg.Store.Dir, securefile.SecretDir); err != nil {
 		log.Error("store directory unusable", "dir", cfg.Store.Dir, "err", err)
@@ -126,6 +134,25 @@ func daemon(cfg *config.Config, log *slog.Logger) int {
 		}
 		go func() { done <- nodesync.ServeMetrics(ctx, ln, metrics, log) }()
 		log.Info("metrics", "listen", ln.Addr().String())
+	}
+	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Metrics: metrics, Kick: s.Kick, Log: log})
+	switch {
+	case errors.Is(err, busapi.ErrNameTaken):
+		log.Error("no D-Bus service; syncing without it", "err", err)
+	case err != nil:
+		log.Warn("no D-Bus service (totp enroll, list and status are unavailable); syncing without it", "err", err)
+	default:
+		defer svc.Close()
+		log.Info("D-Bus service", "name", busapi.Name)
+		go func() {
+			select {
+			case <-svc.Done():
+				if ctx.Err() == nil {
+					log.Warn("lost the D-Bus connection; syncing without it until restarted")
+				}
+			case <-ctx.Done():
+			}
+		}()
 	}
 	log.Info("totp-syncd starting", "version", version.Version, "registry", cfg.Sync.Registry, "store", cfg.Store.Dir)
 	err = s.Run(ctx)

@@ -94,6 +94,7 @@ type Syncer struct {
 	lastTouch time.Time // last write of last contact to tokens.db
 	acks      chan ackBody
 	usedKick  chan struct{} // a used-code round is due
+	kick      chan struct{} // Kick: end a back-off wait now (kick.go)
 }
 
 // resyncError asks the loop for a full resync.
@@ -125,6 +126,7 @@ func New(o Options) (*Syncer, error) {
 		acks:   make(chan ackBody, 1),
 
 		usedKick: make(chan struct{}, 1),
+		kick:     make(chan struct{}),
 	}
 	s.backoff = Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, Jitter: 0.2, Rand: o.Rand}
 	if c.base.Scheme == "http" {
@@ -201,6 +203,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-s.kick:
+			t.Stop()
+			s.log.Info("reconnecting now: asked over D-Bus")
 		case <-t.C:
 		}
 	}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+)
+
+// syncBuffer is a log sink safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDaemonWithoutBus: with no bus at --bus, totp-syncd logs it once and syncs all the same.
+func TestDaemonWithoutBus(t *testing.T) {
+	t.Parallel()
+	const rev = 5
+	var snap bytes.Buffer
+	w := syncframe.NewWriter(&snap)
+	empty := &syncframe.Digest{}
+	for _, f := range []syncframe.Frame{{Type: syncframe.Begin, Rev: rev}, {Type: syncframe.End, Rev: rev, Digest: empty.String()}} {
+		if err := w.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/sync/snapshot", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Write(snap.Bytes())
+	})
+	mux.HandleFunc("GET /v1/sync/watch", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	mux.HandleFunc("POST /v1/sync/ack", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("POST /v1/sync/used", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"deleted":0,"revision":%d}`, rev)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	dir := t.TempDir()
+	storeDir := filepath.Join(dir, "store")
+	cred := filepath.Join(dir, "node.credential")
+	if err := os.WriteFile(cred, []byte("ptn1.n.secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Store.Dir = storeDir
+	cfg.Sync.Registry = srv.URL
+	cfg.Sync.CredentialFile = cred
+
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	code := make(chan int, 1)
+	go func() {
+		code <- daemon(ctx, &cfg, "unix:path="+filepath.Join(dir, "no-bus"), slog.New(slog.NewTextHandler(&logs, nil)))
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := nodesync.ReadStatus(&cfg, false, time.Now())
+		if err == nil && st.Revision == rev {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("tokens.db not synced to revision %d in 10 s (status %+v, %v); log:\n%s", rev, st, err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("daemon() = %d, want 0; log:\n%s", c, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("daemon did not stop within 10 s of its context ending")
+	}
+	if n := strings.Count(logs.String(), "no D-Bus service"); n != 1 {
+		t.Errorf("log has %d lines about the missing bus, want 1:\n%s", n, logs.String())
+	}
+}

@@ -1,0 +1,370 @@
+package busapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/store"
+)
+
+// The test binary doubles as a bus client run under another uid (clientEnv set): it makes one
+// call and prints the outcome as JSON.
+const clientEnv = "BUSAPI_TEST_CLIENT"
+
+func TestMain(m *testing.M) {
+	if call := os.Getenv(clientEnv); call != "" {
+		json.NewEncoder(os.Stdout).Encode(clientCall(os.Getenv("BUSAPI_TEST_BUS"), call))
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// outcome is what a client call printed: the D-Bus error name or the value.
+type outcome struct {
+	Error string          `json:"error,omitempty"`
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+func clientCall(addr, call string) outcome {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := dbus.Connect(addr, dbus.WithContext(ctx))
+	if err != nil {
+		return outcome{Error: "connect: " + err.Error()}
+	}
+	defer conn.Close()
+	obj := conn.Object(Name, Path)
+	method, arg, _ := strings.Cut(call, ":")
+	var c *dbus.Call
+	switch method {
+	case "OwnName":
+		c = conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, Name, uint32(dbus.NameFlagDoNotQueue))
+	case "GetAll":
+		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, Interface)
+	case "Introspect":
+		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Introspectable.Introspect", 0)
+	case "Ping":
+		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
+	case "ListTokensOf": // claims another user: there is no such argument
+		c = obj.CallWithContext(ctx, Interface+".ListTokens", 0, arg)
+	case "BeginEnrollment":
+		c = obj.CallWithContext(ctx, Interface+".BeginEnrollment", 0, "phone", "")
+	default:
+		c = obj.CallWithContext(ctx, Interface+"."+method, 0)
+	}
+	if c.Err != nil {
+		var de dbus.Error
+		if errors.As(c.Err, &de) {
+			msg := de.Name
+			if len(de.Body) > 0 {
+				msg += ": " + fmt.Sprint(de.Body[0])
+			}
+			return outcome{Error: msg}
+		}
+		return outcome{Error: c.Err.Error()}
+	}
+	var v any
+	switch method {
+	case "Status":
+		var m map[string]dbus.Variant
+		err = c.Store(&m)
+		plain := map[string]any{}
+		for k, x := range m {
+			plain[k] = x.Value()
+		}
+		v = plain
+	case "ListTokens":
+		var toks []TokenInfo
+		err = c.Store(&toks)
+		v = toks
+	default:
+		v = c.Body
+	}
+	if err != nil {
+		return outcome{Error: "store: " + err.Error()}
+	}
+	b, _ := json.Marshal(v)
+	return outcome{Value: b}
+}
+
+// bus is a private dbus-daemon configured like the system bus, with contrib/dbus's policy.
+type bus struct {
+	addr string
+	dir  string // 0755: reachable by the test users
+}
+
+func startBus(t *testing.T) *bus {
+	t.Helper()
+	daemon, err := exec.LookPath("dbus-daemon")
+	if err != nil {
+		t.Skip("dbus-daemon not installed (Debian package dbus): ", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the service owns its name as root and the clients run as test users")
+	}
+	dir, err := os.MkdirTemp("", "busapi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	policy, err := filepath.Abs("../../contrib/dbus/io.github.pamtotp.Sync1.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := os.ReadFile("testdata/system-bus.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := strings.NewReplacer("@SOCKET@", filepath.Join(dir, "bus"), "@POLICY@", policy).Replace(string(tmpl))
+	confPath := filepath.Join(dir, "bus.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(daemon, "--config-file="+confPath, "--print-address", "--nofork")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addrc := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		addrc <- strings.TrimSpace(line)
+		io.Copy(io.Discard, out)
+	}()
+	select {
+	case addr := <-addrc:
+		if addr == "" {
+			t.Fatalf("dbus-daemon printed no address: %s", stderr.String())
+		}
+		return &bus{addr: addr, dir: dir}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dbus-daemon did not start: %s", stderr.String())
+	}
+	return nil
+}
+
+// testUser creates a user without a home for the test and removes it afterwards.
+func testUser(t *testing.T, name string) *user.User {
+	t.Helper()
+	for _, tool := range []string{"useradd", "userdel"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: %v", tool, err)
+		}
+	}
+	exec.Command("userdel", name).Run() // left over from a killed run
+	var out []byte
+	var err error
+	for range 20 { // shadow's tools fail while another one holds the lock
+		if out, err = exec.Command("useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("useradd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", name).Run() })
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// client runs the test binary as uid/gid and makes one call.
+type client struct {
+	bin  string
+	addr string
+}
+
+func newClient(t *testing.T, b *bus) *client {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(b.dir, "client")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &client{bin: bin, addr: b.addr}
+}
+
+func (c *client) call(t *testing.T, uid, gid uint32, call string) outcome {
+	t.Helper()
+	cmd := exec.Command(c.bin, "-test.run=^$")
+	cmd.Env = []string{clientEnv + "=" + call, "BUSAPI_TEST_BUS=" + c.addr, "PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client %s as uid %d: %v\n%s", call, uid, err, stderr.String())
+	}
+	var o outcome
+	if err := json.Unmarshal(out, &o); err != nil {
+		t.Fatalf("client %s as uid %d printed %q: %v", call, uid, out, err)
+	}
+	return o
+}
+
+func ids(u *user.User) (uint32, uint32) {
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	return uint32(uid), uint32(gid)
+}
+
+func plant(t *testing.T, dir string, toks ...store.Token) {
+	t.Helper()
+	db := store.NewTokens(store.Options{Dir: dir})
+	err := db.Update(func(x *store.TokensTx) error {
+		for _, tok := range toks {
+			if err := x.PutToken(tok); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func token(user, id, name string, state store.TokenState, created time.Time) store.Token {
+	return store.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
+		Secret: bytes.Repeat([]byte{7}, 20), State: state, Created: created}
+}
+
+func TestService(t *testing.T) {
+	b := startBus(t)
+	suffix := strconv.Itoa(os.Getpid() % 100000)
+	alice, bob := testUser(t, "btalice"+suffix), testUser(t, "btbob"+suffix)
+	storeDir := t.TempDir()
+	os.Chmod(storeDir, 0o700)
+	created := time.Unix(1700000000, 0)
+	plant(t, storeDir,
+		token(alice.Username, "a1", "phone", store.Active, created),
+		token(alice.Username, "a2", "new phone", store.Pending, created.Add(time.Hour)),
+		token(bob.Username, "b1", "yubikey", store.Active, created),
+		token(bob.Username, "b2", "old", store.Disabled, created))
+
+	cfg := config.Default()
+	cfg.Store.Dir = storeDir
+	cfg.Sync.Registry = "https://registry.example:8443"
+	var kicks atomic.Int32
+	svc, err := Open(context.Background(), b.addr, Options{
+		Config:   &cfg,
+		Metrics:  nodesync.NewMetrics(time.Now, "test"),
+		Kick:     func() bool { kicks.Add(1); return true },
+		SyncWait: 100 * time.Millisecond,
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { svc.Close() })
+
+	if _, err := Open(context.Background(), b.addr, Options{Config: &cfg}); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("second Open = %v, want %v", err, ErrNameTaken)
+	}
+
+	c := newClient(t, b)
+	aUID, aGID := ids(alice)
+	bUID, bGID := ids(bob)
+	const noUser = 3999999 // no passwd entry
+	tokensJSON := func(toks ...TokenInfo) string { j, _ := json.Marshal(toks); return string(j) }
+	tests := []struct {
+		name      string
+		uid, gid  uint32
+		call      string
+		want      string // JSON of the value, or a prefix of the error
+		wantError bool
+	}{
+		{name: "alice lists her tokens", uid: aUID, gid: aGID, call: "ListTokens",
+			want: tokensJSON(TokenInfo{"a1", "phone", "active", created.Unix(), true},
+				TokenInfo{"a2", "new phone", "pending", created.Add(time.Hour).Unix(), false})},
+		{name: "bob lists his tokens", uid: bUID, gid: bGID, call: "ListTokens",
+			want: tokensJSON(TokenInfo{"b1", "yubikey", "active", created.Unix(), true},
+				TokenInfo{"b2", "old", "disabled", created.Unix(), false})},
+		{name: "root has no tokens", uid: 0, gid: 0, call: "ListTokens", want: "[]"},
+		{name: "alice cannot name bob", uid: aUID, gid: aGID, call: "ListTokensOf:" + bob.Username,
+			wantError: true, want: "org.freedesktop.DBus.Error.InvalidArgs"},
+		// The bus itself refuses a uid without a passwd entry; Error.Refused is for a uid that
+		// the daemon's NSS knows and /etc/passwd (os/user without cgo) does not.
+		{name: "unknown uid refused by the bus", uid: noUser, gid: noUser, call: "ListTokens",
+			wantError: true, want: "connect: "},
+		{name: "alice status", uid: aUID, gid: aGID, call: "Status",
+			want: `{"applied_revision":0,"connected":false,"last_contact":0,"registry":"https://registry.example:8443","staleness_s":-1,"tokens_active_here":1}`},
+		{name: "sync now", uid: bUID, gid: bGID, call: "SyncNow", want: "[0]"},
+		{name: "enrollment not yet", uid: aUID, gid: aGID, call: "BeginEnrollment",
+			wantError: true, want: ErrUnavailable + ": enrollment is not available on this node yet"},
+		{name: "introspect", uid: aUID, gid: aGID, call: "Introspect", want: "FinishEnrollment"},
+		{name: "ping", uid: aUID, gid: aGID, call: "Ping", want: "null"},
+		{name: "policy: a user cannot own the name", uid: aUID, gid: aGID, call: "OwnName",
+			wantError: true, want: "org.freedesktop.DBus.Error.AccessDenied"},
+		{name: "policy: nothing beyond the interface", uid: aUID, gid: aGID, call: "GetAll",
+			wantError: true, want: "org.freedesktop.DBus.Error.AccessDenied"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := c.call(t, tt.uid, tt.gid, tt.call)
+			switch {
+			case tt.wantError && !strings.HasPrefix(o.Error, tt.want):
+				t.Errorf("%s as uid %d = error %q, value %s; want error %q", tt.call, tt.uid, o.Error, o.Value, tt.want)
+			case !tt.wantError && o.Error != "":
+				t.Errorf("%s as uid %d = error %q; want %s", tt.call, tt.uid, o.Error, tt.want)
+			case !tt.wantError && tt.call == "Introspect" && !strings.Contains(string(o.Value), tt.want):
+				t.Errorf("%s as uid %d = %s; want it to contain %q", tt.call, tt.uid, o.Value, tt.want)
+			case !tt.wantError && tt.call != "Introspect" && !jsonEqual(o.Value, tt.want):
+				t.Errorf("%s as uid %d = %s; want %s", tt.call, tt.uid, o.Value, tt.want)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if kicks.Load() != 1 {
+			t.Errorf("SyncNow kicked the syncer %d times, want 1", kicks.Load())
+		}
+	})
+}
+
+func jsonEqual(got json.RawMessage, want string) bool {
+	var g, w any
+	if json.Unmarshal(got, &g) != nil || json.Unmarshal([]byte(want), &w) != nil {
+		return false
+	}
+	return reflect.DeepEqual(g, w)
+}

@@ -1,0 +1,27 @@
+// Package busapi is totp-syncd's D-Bus service (docs/enrollment.md, "D-Bus service on
+// totp-syncd"): the name and interface io.github.pamtotp.Sync1 at /io/github/pamtotp/Sync1 on
+// the system bus, through which the `totp` CLI of a logged-in user reads the node's sync status
+// and the user's own tokens, and (next) enrolls tokens.
+//
+// Who calls: the bus daemon's GetConnectionUnixUser of the message's sender, resolved to a user
+// name through os/user at every call (nothing is cached). totp-syncd is built without cgo, so
+// os/user reads /etc/passwd and does not see users of other NSS sources (LDAP, SSSD); such a
+// caller is refused. A user name is never taken from a message: no method has a user argument.
+//
+// Methods, each bounded by a deadline (Options.CallTimeout):
+//
+//	Status() a{sv}        registry s, applied_revision x, last_contact x (unix s, 0 never),
+//	                      staleness_s d (-1 never), connected b, tokens_active_here u (the caller's)
+//	ListTokens() a(sssxb) the caller's tokens: id, name, state, created (unix s), active here
+//	SyncNow() x           ends a back-off wait of the syncer and returns the applied revision
+//	                      once caught up, or after Options.SyncWait (2 s)
+//
+// BeginEnrollment, FinishEnrollment, RenameToken, RemoveToken and RegenerateBackupCodes are
+// declared with the signatures of docs/enrollment.md and answer Error.Unavailable until the
+// registry's enrollment endpoints exist.
+//
+// Errors are io.github.pamtotp.Sync1.Error.{Unavailable,Refused,NotFound,Invalid} with one plain
+// sentence as their only argument; the reason with the caller goes to the log. No secret is put
+// in an error or a log. The bus policy is contrib/dbus/io.github.pamtotp.Sync1.conf: only root
+// may own the name; everyone may call the interface, Introspectable and Peer.
+package busapi

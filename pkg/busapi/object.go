@@ -1,0 +1,130 @@
+package busapi
+
+import (
+	"context"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/pam-totp/pam-totp/pkg/store"
+)
+
+// object carries the interface's methods; godbus exports every exported method of it, so it
+// has no others. The dbus.Sender argument is filled from the message header by godbus and is
+// not part of the D-Bus signature.
+type object struct{ s *Service }
+
+// TokenInfo is one element of ListTokens' a(sssxb).
+type TokenInfo struct {
+	ID      string
+	Name    string
+	State   string
+	Created int64 // unix seconds
+	Active  bool  // usable for logins on this node
+}
+
+// Status returns the node's sync status and the caller's number of active tokens.
+func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Error) {
+	s := o.s
+	return call(s, "Status", sender, func(ctx context.Context, c caller) (map[string]dbus.Variant, *dbus.Error) {
+		m, err := s.meta()
+		if err != nil {
+			s.o.Log.Warn("D-Bus Status: tokens.db unreadable", "user", c.name, "err", err)
+			return nil, errStore
+		}
+		toks, err := s.userTokens(c.name)
+		if err != nil {
+			s.o.Log.Warn("D-Bus Status: tokens.db unreadable", "user", c.name, "err", err)
+			return nil, errStore
+		}
+		var active uint32
+		for _, t := range toks {
+			if t.State == store.Active {
+				active++
+			}
+		}
+		last, staleness := int64(0), -1.0
+		if !m.LastContact.IsZero() {
+			last, staleness = m.LastContact.Unix(), s.o.Now().Sub(m.LastContact).Seconds()
+		}
+		connected := s.o.Metrics != nil && s.o.Metrics.Connected()
+		return map[string]dbus.Variant{
+			"registry":           dbus.MakeVariant(s.o.Config.Sync.Registry),
+			"applied_revision":   dbus.MakeVariant(int64(m.Revision)),
+			"last_contact":       dbus.MakeVariant(last),
+			"staleness_s":        dbus.MakeVariant(staleness),
+			"connected":          dbus.MakeVariant(connected),
+			"tokens_active_here": dbus.MakeVariant(active),
+		}, nil
+	})
+}
+
+// ListTokens returns the caller's tokens, sorted by id.
+func (o *object) ListTokens(sender dbus.Sender) ([]TokenInfo, *dbus.Error) {
+	s := o.s
+	return call(s, "ListTokens", sender, func(ctx context.Context, c caller) ([]TokenInfo, *dbus.Error) {
+		toks, err := s.userTokens(c.name)
+		if err != nil {
+			s.o.Log.Warn("D-Bus ListTokens: tokens.db unreadable", "user", c.name, "err", err)
+			return nil, errStore
+		}
+		out := make([]TokenInfo, 0, len(toks))
+		for _, t := range toks {
+			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
+				Created: t.Created.Unix(), Active: t.State == store.Active})
+		}
+		return out, nil
+	})
+}
+
+// SyncNow ends the syncer's back-off wait and returns the applied revision once caught up, or
+// after SyncWait.
+func (o *object) SyncNow(sender dbus.Sender) (int64, *dbus.Error) {
+	s := o.s
+	return call(s, "SyncNow", sender, func(ctx context.Context, c caller) (int64, *dbus.Error) {
+		s.kick(c)
+		wait, cancel := context.WithTimeout(ctx, s.o.SyncWait)
+		defer cancel()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for !s.caughtUp() && wait.Err() == nil {
+			select {
+			case <-wait.Done():
+			case <-tick.C:
+			}
+		}
+		m, err := s.meta()
+		if err != nil {
+			s.o.Log.Warn("D-Bus SyncNow: tokens.db unreadable", "user", c.name, "err", err)
+			return 0, errStore
+		}
+		return int64(m.Revision), nil
+	})
+}
+
+// The enrollment methods of docs/enrollment.md: declared, not yet available.
+
+// BeginEnrollment will create a pending token through the registry.
+func (o *object) BeginEnrollment(sender dbus.Sender, name, proof string) (string, string, int64, *dbus.Error) {
+	return "", "", 0, errEnrollUnavailable
+}
+
+// FinishEnrollment will verify a pending token's first code through the registry.
+func (o *object) FinishEnrollment(sender dbus.Sender, id, code string) (string, int32, []string, *dbus.Error) {
+	return "", 0, nil, errEnrollUnavailable
+}
+
+// RenameToken will rename one of the caller's tokens.
+func (o *object) RenameToken(sender dbus.Sender, id, name string) *dbus.Error {
+	return errEnrollUnavailable
+}
+
+// RemoveToken will remove one of the caller's tokens.
+func (o *object) RemoveToken(sender dbus.Sender, id, proof string) *dbus.Error {
+	return errEnrollUnavailable
+}
+
+// RegenerateBackupCodes will replace the caller's backup codes.
+func (o *object) RegenerateBackupCodes(sender dbus.Sender, proof string) ([]string, *dbus.Error) {
+	return nil, errEnrollUnavailable
+}
