@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
 
@@ -40,6 +41,9 @@ type Config struct {
 	BookmarkInterval    time.Duration `toml:"bookmark_interval"`
 	StreamMax           time.Duration `toml:"stream_max"`
 	SnapshotConcurrency int           `toml:"snapshot_concurrency"`
+	// Enroll and Mail are the [enroll] and [mail] sections (enroll_config.go, package mail).
+	Enroll EnrollConfig `toml:"enroll"`
+	Mail   mail.Config  `toml:"mail"`
 }
 
 // DefaultConfig is the one defaults literal.
@@ -56,6 +60,8 @@ func DefaultConfig() Config {
 		BookmarkInterval:    10 * time.Second,
 		StreamMax:           5 * time.Minute,
 		SnapshotConcurrency: 4,
+		Enroll:              defaultEnrollConfig(),
+		Mail:                mail.DefaultConfig(),
 	}
 }
 
@@ -129,7 +135,7 @@ func (c *Config) Validate() error {
 	case c.SnapshotConcurrency < 1 || c.SnapshotConcurrency > 64:
 		return fmt.Errorf("snapshot_concurrency %d: must be between 1 and 64", c.SnapshotConcurrency)
 	}
-	return nil
+	return c.validateEnroll()
 }
 
 // TLSConfig returns the server's TLS config: the certificate, TLS 1.2 or later, and, with

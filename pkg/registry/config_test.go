@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigExampleParses(t *testing.T) {
@@ -24,12 +25,27 @@ func TestConfigExampleParses(t *testing.T) {
 		t.Errorf("example = %+v\nwant defaults %+v", *c, want)
 	}
 	// Every key is documented, so the example cannot fall behind the code.
-	typ := reflect.TypeOf(Config{})
-	for i := range typ.NumField() {
-		if key := typ.Field(i).Tag.Get("toml"); !strings.Contains(string(data), "\n"+key+" = ") {
-			t.Errorf("registry.conf.example does not document %q", key)
+	// A section's keys are looked for after its [header].
+	var check func(typ reflect.Type, text, section string)
+	check = func(typ reflect.Type, text, section string) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key := f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+				_, rest, ok := strings.Cut(text, "\n["+key+"]\n")
+				if !ok {
+					t.Errorf("registry.conf.example has no [%s] section", key)
+					continue
+				}
+				check(f.Type, "\n"+rest, key)
+				continue
+			}
+			if !strings.Contains(text, "\n"+key+" = ") {
+				t.Errorf("registry.conf.example does not document %q (section %q)", key, section)
+			}
 		}
 	}
+	check(reflect.TypeOf(Config{}), string(data), "")
 }
 
 func TestParseConfig(t *testing.T) {

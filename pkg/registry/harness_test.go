@@ -105,6 +105,7 @@ type envOptions struct {
 	mtls      bool
 	cfg       func(*Config)
 	noCleanup bool
+	opts      func(*Options) // last changes to the server's Options
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -133,9 +134,13 @@ func newEnv(t testing.TB, o envOptions) *env {
 		cfg.ClientCA = "/unused/in/tests"
 	}
 	sum := sha256.Sum256([]byte(testAdminToken))
-	srv, err := New(context.Background(), Options{Config: cfg, Store: st, Sealer: keys,
+	so := Options{Config: cfg, Store: st, Sealer: keys,
 		Admins: []AdminToken{{Name: "alice-admin", Hash: sum}},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if o.opts != nil {
+		o.opts(&so)
+	}
+	srv, err := New(context.Background(), so)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,8 @@ type Options struct {
 	// Now and Rand default to the real clock and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
+	// Notifier takes mail notices; nil builds a mail.Sender from Config.Mail.
+	Notifier Notifier
 }
 
 // Server serves the sync and admin endpoints.
@@ -60,6 +62,8 @@ type Server struct {
 	streams  map[string]map[*stream]struct{} // open watch streams by node
 	acks     map[string]ack                  // last ack by node
 	stopping bool
+
+	enroll *enrollState // enroll.go
 }
 
 // stream is one open watch or long poll.
@@ -85,6 +89,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("build scope index: %w", err)
 	}
 	s.idx = newIndex(rev, digests)
+	if err := s.initEnroll(o); err != nil {
+		return nil, err
+	}
 	var n int64
 	for _, d := range digests {
 		n += d.Count()
@@ -93,6 +100,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	go s.tail(tctx)
+	go s.sweepLoop(tctx)
 	return s, nil
 }
 
@@ -110,6 +118,7 @@ func (s *Server) Shutdown() {
 	s.mu.Unlock()
 	s.cancel()
 	<-s.tailDone
+	s.stopEnroll()
 }
 
 // Handler routes every endpoint.
@@ -121,6 +130,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/sync/ack", s.handleAck)
 	mux.HandleFunc("POST /v1/sync/used", s.handleUsed)
 	s.adminRoutes(mux)
+	s.enrollRoutes(mux)
 	return mux
 }
 

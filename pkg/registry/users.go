@@ -370,6 +370,9 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 		if nt, nc, err = x.deleteRecords(name, func(string) bool { return true }); err != nil {
 			return err
 		}
+		if err := x.dropEnrollState(name); err != nil {
+			return err
+		}
 		return x.Delete(prefixUser + name)
 	})
 	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
@@ -455,6 +458,7 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
+	s.notify(r.Context(), name, "new token added", fmt.Sprintf("A token %q (id %s, %s) was added to your account.", t.Name, t.ID, t.State), "administrator "+actor)
 	info := tokenInfo(t)
 	if generated {
 		info.Secret = totp.EncodeSecret(t.Secret)
@@ -527,6 +531,9 @@ func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, a
 		}
 		return x.Delete(prefixRec + syncframe.TokenKey(name, id))
 	})
+	if err == nil {
+		s.notify(r.Context(), name, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", t.Name, t.ID), "administrator "+actor)
+	}
 	return http.StatusOK, tokenInfo(t), err
 }
 
@@ -542,9 +549,14 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 			return err
 		}
 		var err error
-		nt, nc, err = x.deleteRecords(name, func(string) bool { return true })
-		return err
+		if nt, nc, err = x.deleteRecords(name, func(string) bool { return true }); err != nil {
+			return err
+		}
+		return x.dropEnrollState(name)
 	})
+	if err == nil {
+		s.notify(r.Context(), name, "second factor reset", fmt.Sprintf("All tokens (%d) and backup codes (%d) of your account were removed; you can enroll a new token.", nt, nc), "administrator "+actor)
+	}
 	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
 }
 
@@ -594,6 +606,7 @@ func (s *Server) newBackupCodes(r *http.Request, actor string, body []byte) (int
 	if err != nil {
 		return 0, nil, err
 	}
+	s.notify(r.Context(), name, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", "administrator "+actor)
 	return http.StatusOK, map[string]any{"codes": plain}, nil
 }
 
@@ -620,5 +633,6 @@ func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
+	s.notify(r.Context(), name, "one-time passcode issued", fmt.Sprintf("A one-time passcode for your account was issued, valid until %s.", recs[0].Expires.Format("2006-01-02 15:04 MST")), "administrator "+actor)
 	return http.StatusOK, map[string]any{"code": plain[0], "expires": recs[0].Expires}, nil
 }

@@ -1,0 +1,401 @@
+package registry
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// mailbox records notices.
+type mailbox struct {
+	mu   sync.Mutex
+	msgs []mail.Message
+}
+
+func (m *mailbox) Send(msg mail.Message) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.msgs = append(m.msgs, msg)
+	return true
+}
+
+func (m *mailbox) take() []mail.Message {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.msgs
+	m.msgs = nil
+	return out
+}
+
+type enrollEnv struct {
+	*env
+	clock *fakeClock
+	box   *mailbox
+	cred  string // node n1, scope alpha
+	other string // node n2, scope beta
+}
+
+func newEnrollEnv(t *testing.T, cfg func(*Config)) *enrollEnv {
+	t.Helper()
+	clock := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	box := &mailbox{}
+	e := newEnv(t, envOptions{cfg: cfg, opts: func(o *Options) { o.Now, o.Notifier = clock.now, box }})
+	e.mustAdmin(201, "POST", "/v1/admin/users", map[string]any{"name": "ann", "mail": "ann@example.org", "scopes": []string{"alpha"}}, nil)
+	ee := &enrollEnv{env: e, clock: clock, box: box}
+	ee.cred = e.addNode("n1", "alpha")
+	ee.other = e.addNode("n2", "beta")
+	return ee
+}
+
+// post makes a node request and returns the status and the decoded answer.
+func (e *enrollEnv) post(cred, path string, body any) (int, map[string]any) {
+	e.t.Helper()
+	var out map[string]any
+	st := e.do("POST", path, cred, body, &out)
+	return st, out
+}
+
+// code is the code of secret (base32) at the clock's time plus d steps.
+func (e *enrollEnv) code(secret string, d int) string {
+	e.t.Helper()
+	b, err := totp.DecodeSecret(secret)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return totp.Code(b, totp.DefaultParams, uint64(int64(totp.Step(e.clock.now(), 30))+int64(d)))
+}
+
+// enroll runs begin and finish; it returns the token id, its secret and the finish answer.
+func (e *enrollEnv) enroll(proof string) (id, secret string, fin map[string]any) {
+	e.t.Helper()
+	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "phone", "proof": proof})
+	if st != 200 {
+		e.t.Fatalf("begin = %d %v, want 200", st, b)
+	}
+	id, secret = b["id"].(string), b["secret"].(string)
+	st, fin = e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": e.code(secret, 0)})
+	if st != 200 || fin["status"] != "active" {
+		e.t.Fatalf("finish = %d %v, want active", st, fin)
+	}
+	e.clock.add(30 * time.Second) // the next proof is a later step
+	return id, secret, fin
+}
+
+func TestEnrollFirstToken(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	rev0 := e.store.Rev()
+	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "phone"})
+	if st != 200 {
+		t.Fatalf("begin = %d %v", st, b)
+	}
+	id, secret, uri := b["id"].(string), b["secret"].(string), b["uri"].(string)
+	if !strings.HasPrefix(uri, "otpauth://totp/pam-totp:ann?") || !strings.Contains(uri, "secret="+secret) {
+		t.Errorf("begin uri = %q, want an otpauth URI with issuer pam-totp and the secret", uri)
+	}
+	if raw, _ := totp.DecodeSecret(secret); len(raw) != 20 {
+		t.Errorf("secret of %d bytes, want 20", len(raw))
+	}
+	// Pending tokens are not records: a node's snapshot has nothing of ann.
+	if _, recs, _ := e.snapshot(e.cred); len(recs) != 0 {
+		t.Errorf("snapshot has %d records while the token is pending, want 0", len(recs))
+	}
+	steps := []struct {
+		name       string
+		code       string
+		wantStatus string
+		wantSkew   float64
+	}{
+		{name: "wrong code", code: "000000", wantStatus: "wrong_code"},
+		{name: "not a code", code: "abc", wantStatus: "wrong_code"},
+		{name: "phone 3 minutes ahead", code: e.code(secret, 6), wantStatus: "clock_skew", wantSkew: 180},
+		{name: "phone 2 minutes behind", code: e.code(secret, -4), wantStatus: "clock_skew", wantSkew: -120},
+		{name: "right code", code: e.code(secret, -1), wantStatus: "active"},
+		{name: "finish again answers active", code: "000000", wantStatus: "active"},
+	}
+	for _, s := range steps {
+		st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": s.code})
+		if st != 200 || fin["status"] != s.wantStatus || (s.wantSkew != 0 && fin["skew_s"] != s.wantSkew) {
+			t.Errorf("%s: finish = %d %v, want status %s skew %v", s.name, st, fin, s.wantStatus, s.wantSkew)
+		}
+		if s.name == "right code" {
+			codes, _ := fin["backup_codes"].([]any)
+			if len(codes) != 10 {
+				t.Errorf("first token: %d backup codes, want 10", len(codes))
+			}
+		}
+	}
+	_, recs, _ := e.snapshot(e.cred)
+	var tok store.Token
+	if err := json.Unmarshal(recs[syncframe.TokenKey("ann", id)], &tok); err != nil || tok.State != store.Active {
+		t.Errorf("node record of token %s: %+v (%v), want active", id, tok, err)
+	}
+	if got := len(recs); got != 11 {
+		t.Errorf("node has %d records of ann, want 1 token + 10 backup codes", got)
+	}
+	msgs := e.box.take()
+	if len(msgs) != 1 || msgs[0].To != "ann@example.org" || !strings.Contains(msgs[0].Body, "node n1") ||
+		!strings.Contains(msgs[0].Body, "contact your site's helpdesk") {
+		t.Fatalf("notices = %+v, want exactly one to ann naming node n1 and the contact", msgs)
+	}
+	if strings.Contains(msgs[0].Body, secret) || strings.Contains(msgs[0].Body, "otpauth") {
+		t.Errorf("notice holds the secret or URI: %q", msgs[0].Body)
+	}
+	if e.store.Rev() <= rev0 {
+		t.Error("no revision written")
+	}
+}
+
+func TestEnrollPendingExpires(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	_, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann"})
+	id, secret := b["id"].(string), b["secret"].(string)
+	e.clock.add(pendingTTL + time.Second)
+	st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": e.code(secret, 0)})
+	if st != 200 || fin["status"] != "expired" {
+		t.Errorf("finish after 10 min = %d %v, want expired", st, fin)
+	}
+	if st, _ := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": e.code(secret, 0)}); st != 404 {
+		t.Errorf("finish of a removed pending token = %d, want 404", st)
+	}
+	// The ticker's sweep: one revision when something expired, none otherwise.
+	_, b = e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann"})
+	e.clock.add(pendingTTL)
+	rev := e.store.Rev()
+	if n, err := e.srv.sweepPending(t.Context(), ""); n != 1 || err != nil || e.store.Rev() != rev+1 {
+		t.Errorf("sweepPending = %d, %v, revisions %d -> %d; want 1 removed in one revision", n, err, rev, e.store.Rev())
+	}
+	if n, _ := e.srv.sweepPending(t.Context(), ""); n != 0 || e.store.Rev() != rev+1 {
+		t.Errorf("second sweepPending = %d, revision %d; want nothing, no revision", n, e.store.Rev())
+	}
+	if len(e.box.take()) != 0 {
+		t.Error("a notice for a token that never became active")
+	}
+}
+
+func TestEnrollProofs(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	_, secret, fin := e.enroll("")
+	backup := fin["backup_codes"].([]any)[0].(string)
+	e.box.take()
+
+	begin := func(proof string) (int, map[string]any) {
+		return e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": proof})
+	}
+	used := e.code(secret, 0)
+	tests := []struct {
+		name    string
+		proof   func() string
+		want    int
+		wantErr string
+	}{
+		{name: "no proof", proof: func() string { return "" }, want: 403, wantErr: "a proof is required"},
+		{name: "wrong code", proof: func() string { return "123456" }, want: 403, wantErr: "not accepted"},
+		{name: "current code", proof: func() string { return used }, want: 200},
+		{name: "same code again", proof: func() string { return used }, want: 403, wantErr: "already used"},
+		{name: "backup code", proof: func() string { return strings.ToUpper(backup) }, want: 200},
+		{name: "backup code again", proof: func() string { return backup }, want: 403, wantErr: "not accepted"},
+	}
+	for _, tt := range tests {
+		st, b := begin(tt.proof())
+		if st != tt.want || (tt.wantErr != "" && !strings.Contains(b["error"].(string), tt.wantErr)) {
+			t.Errorf("%s: begin = %d %v, want %d %q", tt.name, st, b, tt.want, tt.wantErr)
+		}
+	}
+	// The consumed backup code is gone for the nodes too.
+	if _, recs, _ := e.snapshot(e.cred); len(recs) != 1+9 {
+		t.Errorf("node has %d records, want 1 token + 9 backup codes", len(recs))
+	}
+	// max_tokens (5): 1 active + 2 pending now; 2 more fit, the 6th does not.
+	for i := range 3 {
+		e.clock.add(30 * time.Second)
+		st, b := begin(e.code(secret, 0))
+		if want := []int{200, 200, 409}[i]; st != want {
+			t.Errorf("begin #%d = %d %v, want %d", i+4, st, b, want)
+		}
+	}
+	if got := e.box.take(); len(got) != 0 {
+		t.Errorf("notices for pending tokens: %+v", got)
+	}
+}
+
+func TestEnrollLockout(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	_, secret, _ := e.enroll("")
+	for i := range 5 {
+		if st, _ := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": "000000"}); st != 403 {
+			t.Fatalf("wrong proof #%d = %d, want 403", i+1, st)
+		}
+	}
+	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": e.code(secret, 0)})
+	if st != 429 || !strings.Contains(b["error"].(string), "too many failed proofs") {
+		t.Errorf("right proof after 5 failures = %d %v, want 429", st, b)
+	}
+	e.clock.add(15*time.Minute + time.Second)
+	if st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": e.code(secret, 0)}); st != 200 {
+		t.Errorf("right proof after the lockout = %d %v, want 200", st, b)
+	}
+	var audit []AuditRecord
+	e.mustAdmin(200, "GET", "/v1/admin/audit?limit=1000", nil, &audit)
+	n := 0
+	for _, a := range audit {
+		if a.Action == "enroll.proof_failed" {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d enroll.proof_failed audit records, want 5", n)
+	}
+}
+
+func TestEnrollScopeAndAuth(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	tests := []struct {
+		name string
+		cred string
+		path string
+		body any
+		want int
+	}{
+		{name: "node of another scope", cred: e.other, path: "/v1/enroll/begin", body: map[string]string{"user": "ann"}, want: 403},
+		{name: "unknown user", cred: e.cred, path: "/v1/enroll/begin", body: map[string]string{"user": "zed"}, want: 403},
+		{name: "no credential", path: "/v1/enroll/begin", body: map[string]string{"user": "ann"}, want: 401},
+		{name: "admin token is not a node", cred: testAdminToken, path: "/v1/enroll/begin", body: map[string]string{"user": "ann"}, want: 401},
+		{name: "unknown field", cred: e.cred, path: "/v1/enroll/begin", body: `{"user":"ann","secret":"x"}`, want: 400},
+		{name: "bad user", cred: e.cred, path: "/v1/enroll/finish", body: map[string]string{"user": "a/b", "id": "x", "code": "1"}, want: 400},
+		{name: "bootstrap off", cred: e.cred, path: "/v1/enroll/bootstrap", body: map[string]string{"user": "ann"}, want: 409},
+		{name: "backup codes without a token", cred: e.cred, path: "/v1/enroll/backup-codes", body: map[string]string{"user": "ann", "proof": "123456"}, want: 403},
+	}
+	for _, tt := range tests {
+		if st, b := e.post(tt.cred, tt.path, tt.body); st != tt.want {
+			t.Errorf("%s: POST %s = %d %v, want %d", tt.name, tt.path, st, b, tt.want)
+		}
+	}
+}
+
+func TestEnrollRenameRemoveBackupCodes(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	id, secret, _ := e.enroll("")
+	id2, secret2, _ := e.enroll(e.code(secret, 0))
+	e.box.take()
+	tests := []struct {
+		name, path string
+		body       map[string]string
+		want       int
+		notice     string
+	}{
+		{name: "rename", path: "/v1/enroll/rename", body: map[string]string{"user": "ann", "id": id, "name": "old phone"}, want: 200, notice: "renamed"},
+		{name: "rename unknown", path: "/v1/enroll/rename", body: map[string]string{"user": "ann", "id": "nope", "name": "x"}, want: 404},
+		{name: "remove without proof", path: "/v1/enroll/remove", body: map[string]string{"user": "ann", "id": id}, want: 403},
+		{name: "remove with a code of the other token", path: "/v1/enroll/remove", body: map[string]string{"user": "ann", "id": id, "proof": e.code(secret2, 0)}, want: 200, notice: "removed"},
+		{name: "backup codes without proof", path: "/v1/enroll/backup-codes", body: map[string]string{"user": "ann"}, want: 403},
+		{name: "backup codes with a stale code", path: "/v1/enroll/backup-codes", body: map[string]string{"user": "ann", "proof": e.code(secret2, -5)}, want: 403},
+	}
+	for _, tt := range tests {
+		st, b := e.post(e.cred, tt.path, tt.body)
+		if st != tt.want {
+			t.Errorf("%s: %d %v, want %d", tt.name, st, b, tt.want)
+		}
+		msgs := e.box.take()
+		if (tt.notice == "") != (len(msgs) == 0) || (tt.notice != "" && (len(msgs) != 1 || !strings.Contains(msgs[0].Subject, tt.notice))) {
+			t.Errorf("%s: notices %+v, want one about %q", tt.name, msgs, tt.notice)
+		}
+	}
+	e.clock.add(30 * time.Second)
+	st, b := e.post(e.cred, "/v1/enroll/backup-codes", map[string]string{"user": "ann", "proof": e.code(secret2, 0)})
+	codes, _ := b["codes"].([]any)
+	if st != 200 || len(codes) != 10 {
+		t.Fatalf("backup-codes = %d %v, want 10 codes", st, b)
+	}
+	msgs := e.box.take()
+	if len(msgs) != 1 {
+		t.Fatalf("%d notices for new backup codes, want 1", len(msgs))
+	}
+	for _, c := range codes {
+		if strings.Contains(msgs[0].Body, c.(string)) {
+			t.Errorf("the notice holds backup code %s", c)
+		}
+	}
+	_, recs, _ := e.snapshot(e.cred)
+	if _, ok := recs[syncframe.TokenKey("ann", id)]; ok || len(recs) != 11 {
+		t.Errorf("node has %d records (removed token %s there: %v), want token %s + 10 codes", len(recs), id, ok, id2)
+	}
+}
+
+func TestEnrollBootstrapMail(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, func(c *Config) { c.Enroll.Bootstrap, c.Mail.Host = BootstrapMail, "127.0.0.1:1" })
+	if st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann"}); st != 403 || !strings.Contains(b["error"].(string), "bootstrap") {
+		t.Errorf("first begin without a bootstrap code = %d %v, want 403", st, b)
+	}
+	if st, b := e.post(e.cred, "/v1/enroll/bootstrap", map[string]string{"user": "ann"}); st != 200 {
+		t.Fatalf("bootstrap = %d %v", st, b)
+	}
+	if st, _ := e.post(e.cred, "/v1/enroll/bootstrap", map[string]string{"user": "ann"}); st != 429 {
+		t.Errorf("second bootstrap within a minute = %d, want 429", st)
+	}
+	msgs := e.box.take()
+	if len(msgs) != 1 {
+		t.Fatalf("%d bootstrap mails, want 1", len(msgs))
+	}
+	var code string
+	for _, l := range strings.Split(msgs[0].Body, "\n") {
+		if strings.HasPrefix(l, "    ") {
+			code = strings.TrimSpace(l)
+		}
+	}
+	if st, _ := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": "0000-0000-0000-0000"}); st != 403 {
+		t.Errorf("begin with a wrong bootstrap code = %d, want 403", st)
+	}
+	if st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": code}); st != 200 {
+		t.Errorf("begin with the bootstrap code = %d %v, want 200", st, b)
+	}
+	if st, _ := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": code}); st != 403 {
+		t.Errorf("begin with the used bootstrap code = %d, want 403", st)
+	}
+}
+
+func TestAdminChangesNotify(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	ti := e.addToken("ann")
+	e.mustAdmin(200, "POST", "/v1/admin/users/ann/backup-codes", nil, nil)
+	e.mustAdmin(200, "DELETE", "/v1/admin/users/ann/tokens/"+ti.ID, nil, nil)
+	e.mustAdmin(200, "POST", "/v1/admin/users/ann/reset", nil, nil)
+	msgs := e.box.take()
+	want := []string{"new token added", "new backup codes", "token removed", "second factor reset"}
+	if len(msgs) != len(want) {
+		t.Fatalf("notices = %+v, want %v", msgs, want)
+	}
+	for i, m := range msgs {
+		if !strings.Contains(m.Subject, want[i]) || !strings.Contains(m.Body, "administrator alice-admin") ||
+			strings.Contains(m.Body, ti.Secret) {
+			t.Errorf("notice %d = %+v, want %q by alice-admin without the secret", i, m, want[i])
+		}
+	}
+}
