@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/godbus/dbus/v5 v5.2.4
 	github.com/mdp/qrterminal/v3 v3.2.1
 	github.com/msteinert/pam/v2 v2.1.0
 	github.com/pquerna/otp v1.5.0
@@ -15,6 +16,5 @@ require (
 
 require (
 	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
-	github.com/godbus/dbus/v5 v5.2.4 // indirect
 	golang.org/x/term v0.47.0 // indirect
 )
