@@ -1,6 +1,6 @@
 # pam-totp: the Makefile is the interface. Every knob is a variable below.
 #
-#   make              build pam_totp.so, pam-totp-helper, totp-admin, totp-registry and totp-syncd
+#   make              build pam_totp.so, pam-totp-helper, totp-admin, totp, totp-registry and totp-syncd
 #                     into build/
 #   make test         install test dependencies (apt-get, Go modules) and run every test
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
@@ -12,7 +12,7 @@
 # Variables
 #   DESTDIR     staging root for install (default: empty)
 #   PREFIX      /usr
-#   BINDIR      $(PREFIX)/bin            totp-admin
+#   BINDIR      $(PREFIX)/bin            totp-admin, totp
 #               $(PREFIX)/sbin           totp-registry, totp-syncd (systemd units to /lib/systemd/system)
 #   LIBEXECDIR  $(PREFIX)/libexec        pam-totp/pam-totp-helper goes below it
 #   PAMDIR      /lib/x86_64-linux-gnu/security (Debian multiarch; /usr/lib64/security on RHEL)
@@ -52,7 +52,7 @@ GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
 
 all: build
 
-build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin $(BUILD)/totp-syncd $(BUILD)/totp-registry
+build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin $(BUILD)/totp-syncd $(BUILD)/totp-registry $(BUILD)/totp
 
 $(BUILD)/pam_totp.so: pam/pam_totp.c
 	@mkdir -p $(@D)
@@ -62,6 +62,11 @@ $(BUILD)/pam_totp.so: pam/pam_totp.c
 $(BUILD)/pam-totp-helper: $(GO_SOURCES)
 	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/pam-totp-helper
+
+# totp: the user's enrollment command, talks to totp-syncd over the system bus.
+$(BUILD)/totp: $(GO_SOURCES)
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp
 
 # totp-admin links libpam (msteinert/pam) for `doctor`.
 $(BUILD)/totp-admin: $(GO_SOURCES)
@@ -96,6 +101,7 @@ install: build
 	install -m 0644 $(BUILD)/pam_totp.so $(DESTDIR)$(PAMDIR)/pam_totp.so
 	install -m 0755 $(BUILD)/pam-totp-helper $(DESTDIR)$(LIBEXECDIR)/pam-totp/pam-totp-helper
 	install -m 0755 $(BUILD)/totp-admin $(DESTDIR)$(BINDIR)/totp-admin
+	install -m 0755 $(BUILD)/totp $(DESTDIR)$(BINDIR)/totp
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/sbin
 	install -m 0755 $(BUILD)/totp-registry $(DESTDIR)$(PREFIX)/sbin/totp-registry
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/pam-totp

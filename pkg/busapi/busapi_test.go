@@ -70,6 +70,11 @@ func clientCall(addr, call string) outcome {
 		c = obj.CallWithContext(ctx, Interface+".ListTokens", 0, arg)
 	case "BeginEnrollment":
 		c = obj.CallWithContext(ctx, Interface+".BeginEnrollment", 0, "phone", "")
+	case "BeginEnrollmentNamed": // arg: name
+		c = obj.CallWithContext(ctx, Interface+".BeginEnrollment", 0, arg, "")
+	case "FinishEnrollment": // arg: id:code
+		id, code, _ := strings.Cut(arg, ":")
+		c = obj.CallWithContext(ctx, Interface+".FinishEnrollment", 0, id, code)
 	default:
 		c = obj.CallWithContext(ctx, Interface+"."+method, 0)
 	}
@@ -330,7 +335,7 @@ func TestService(t *testing.T) {
 			want: `{"applied_revision":0,"connected":false,"last_contact":0,"registry":"https://registry.example:8443","staleness_s":-1,"tokens_active_here":1}`},
 		{name: "sync now", uid: bUID, gid: bGID, call: "SyncNow", want: "[0]"},
 		{name: "enrollment not yet", uid: aUID, gid: aGID, call: "BeginEnrollment",
-			wantError: true, want: ErrUnavailable + ": enrollment is not available on this node yet"},
+			wantError: true, want: ErrUnavailable + ": enrollment is not available on this node"},
 		{name: "introspect", uid: aUID, gid: aGID, call: "Introspect", want: "FinishEnrollment"},
 		{name: "ping", uid: aUID, gid: aGID, call: "Ping", want: "null"},
 		{name: "policy: a user cannot own the name", uid: aUID, gid: aGID, call: "OwnName",

@@ -16,9 +16,12 @@
 //	SyncNow() x           ends a back-off wait of the syncer and returns the applied revision
 //	                      once caught up, or after Options.SyncWait (2 s)
 //
-// BeginEnrollment, FinishEnrollment, RenameToken, RemoveToken and RegenerateBackupCodes are
-// declared with the signatures of docs/enrollment.md and answer Error.Unavailable until the
-// registry's enrollment endpoints exist.
+// BeginEnrollment, FinishEnrollment, RenameToken, RemoveToken and RegenerateBackupCodes
+// (enroll.go) forward to the registry's /v1/enroll/* for the caller's user name with the node's
+// credential (Options.Enroll, by default a nodesync.EnrollClient; a node without a registry
+// answers Error.Unavailable). The registry's refusals map to Refused (401, 403, 409, 429),
+// NotFound (404) and Invalid (400) with its sentence; an unreachable registry is Unavailable.
+// The otpauth URI, codes, proofs and backup codes are never logged.
 //
 // Errors are io.github.pamtotp.Sync1.Error.{Unavailable,Refused,NotFound,Invalid} with one plain
 // sentence as their only argument; the reason with the caller goes to the log. No secret is put

@@ -16,7 +16,7 @@ func busError(name, sentence string) *dbus.Error {
 }
 
 var (
-	errEnrollUnavailable = busError(ErrUnavailable, "enrollment is not available on this node yet")
+	errEnrollUnavailable = busError(ErrUnavailable, "enrollment is not available on this node: it has no registry")
 	errTimeout           = busError(ErrUnavailable, "totp-syncd did not answer in time; try again")
 	errStore             = busError(ErrUnavailable, "the token store of this node cannot be read now; try again")
 	errNoCaller          = busError(ErrRefused, "your connection to the bus has no user that this node knows")

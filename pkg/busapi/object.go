@@ -6,6 +6,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
@@ -102,29 +103,58 @@ func (o *object) SyncNow(sender dbus.Sender) (int64, *dbus.Error) {
 	})
 }
 
-// The enrollment methods of docs/enrollment.md: declared, not yet available.
+// The enrollment methods of docs/enrollment.md: forwarded to the registry for the caller
+// (enroll.go).
 
-// BeginEnrollment will create a pending token through the registry.
+// BeginEnrollment creates a pending token through the registry.
 func (o *object) BeginEnrollment(sender dbus.Sender, name, proof string) (string, string, int64, *dbus.Error) {
-	return "", "", 0, errEnrollUnavailable
+	type begun struct {
+		id, uri string
+		expires int64
+	}
+	s := o.s
+	r, err := call(s, "BeginEnrollment", sender, func(ctx context.Context, c caller) (begun, *dbus.Error) {
+		a, err := s.beginEnrollment(ctx, c, name, proof)
+		return begun{a.ID, a.URI, a.Expires.Unix()}, err
+	})
+	return r.id, r.uri, r.expires, err
 }
 
-// FinishEnrollment will verify a pending token's first code through the registry.
+// FinishEnrollment verifies a pending token's first code through the registry.
 func (o *object) FinishEnrollment(sender dbus.Sender, id, code string) (string, int32, []string, *dbus.Error) {
-	return "", 0, nil, errEnrollUnavailable
+	s := o.s
+	r, err := call(s, "FinishEnrollment", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
+		return s.finishEnrollment(ctx, c, id, code)
+	})
+	codes := r.BackupCodes
+	if codes == nil {
+		codes = []string{}
+	}
+	return r.Status, int32(r.SkewS), codes, err
 }
 
-// RenameToken will rename one of the caller's tokens.
+// RenameToken renames one of the caller's tokens.
 func (o *object) RenameToken(sender dbus.Sender, id, name string) *dbus.Error {
-	return errEnrollUnavailable
+	s := o.s
+	_, err := call(s, "RenameToken", sender, func(ctx context.Context, c caller) (struct{}, *dbus.Error) {
+		return struct{}{}, s.renameToken(ctx, c, id, name)
+	})
+	return err
 }
 
-// RemoveToken will remove one of the caller's tokens.
+// RemoveToken removes one of the caller's tokens.
 func (o *object) RemoveToken(sender dbus.Sender, id, proof string) *dbus.Error {
-	return errEnrollUnavailable
+	s := o.s
+	_, err := call(s, "RemoveToken", sender, func(ctx context.Context, c caller) (struct{}, *dbus.Error) {
+		return struct{}{}, s.removeToken(ctx, c, id, proof)
+	})
+	return err
 }
 
-// RegenerateBackupCodes will replace the caller's backup codes.
+// RegenerateBackupCodes replaces the caller's backup codes.
 func (o *object) RegenerateBackupCodes(sender dbus.Sender, proof string) ([]string, *dbus.Error) {
-	return nil, errEnrollUnavailable
+	s := o.s
+	return call(s, "RegenerateBackupCodes", sender, func(ctx context.Context, c caller) ([]string, *dbus.Error) {
+		return s.backupCodes(ctx, c, proof)
+	})
 }

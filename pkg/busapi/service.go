@@ -16,6 +16,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
 // The service's bus name, interface and object.
@@ -36,7 +37,10 @@ type Options struct {
 	Config  *config.Config    // the node's config: [store] and [sync]; required
 	Metrics *nodesync.Metrics // the syncer's: connected, revisions; nil: never connected
 	// Kick ends the syncer's back-off wait (nodesync.Syncer.Kick); nil: SyncNow only waits.
-	Kick        func() bool
+	Kick func() bool
+	// Enroll calls the registry's enrollment endpoints; nil: a nodesync.EnrollClient for
+	// Config.Sync when a registry is set, else the enrollment methods answer Unavailable.
+	Enroll      Enroller
 	CallTimeout time.Duration    // bounds every method (5 s)
 	SyncWait    time.Duration    // how long SyncNow waits to catch up (2 s)
 	KickEvery   time.Duration    // at most one kick per this, whoever asks (5 s)
@@ -89,6 +93,14 @@ func Open(ctx context.Context, address string, o Options) (*Service, error) {
 	conn, err := connect(ctx, address, o.CallTimeout)
 	if err != nil {
 		return nil, err
+	}
+	if o.Enroll == nil && o.Config.Sync.Registry != "" {
+		ec, err := nodesync.NewEnrollClient(o.Config.Sync, o.CallTimeout, version.Version)
+		if err != nil {
+			o.Log.Warn("D-Bus enrollment methods unavailable: no registry client", "err", err)
+		} else {
+			o.Enroll = ec
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, o.CallTimeout)
 	defer cancel()

@@ -1,0 +1,173 @@
+package enrollcli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+
+	"github.com/pam-totp/pam-totp/pkg/busapi"
+)
+
+// Service is the D-Bus interface io.github.pamtotp.Sync1 as the CLI uses it. Errors are
+// *UserError with a sentence to print.
+type Service interface {
+	Status(ctx context.Context) (map[string]any, error)
+	ListTokens(ctx context.Context) ([]busapi.TokenInfo, error)
+	BeginEnrollment(ctx context.Context, name, proof string) (id, uri string, expires int64, err error)
+	FinishEnrollment(ctx context.Context, id, code string) (status string, skewS int32, codes []string, err error)
+	RenameToken(ctx context.Context, id, name string) error
+	RemoveToken(ctx context.Context, id, proof string) error
+	RegenerateBackupCodes(ctx context.Context, proof string) ([]string, error)
+	SyncNow(ctx context.Context) (int64, error)
+}
+
+// UserError is an error meant for the user: Name is the D-Bus error name ("" for a local
+// one), Message one sentence (cleaned before printing).
+type UserError struct {
+	Name    string
+	Message string
+}
+
+func (e *UserError) Error() string { return e.Message }
+
+// errNoDaemon is the answer when nobody owns the service's name.
+var errNoDaemon = &UserError{Name: "org.freedesktop.DBus.Error.ServiceUnknown",
+	Message: "totp-syncd is not running on this node (no " + busapi.Name + " on the system bus)"}
+
+// Bus is a Service over a bus connection.
+type Bus struct {
+	conn *dbus.Conn
+	obj  dbus.BusObject
+}
+
+// Dial connects to the bus at address ("" is $DBUS_SYSTEM_BUS_ADDRESS or the system bus); the
+// connection lives until ctx ends or it is closed.
+func Dial(ctx context.Context, address string) (*Bus, error) {
+	if address == "" {
+		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+	}
+	if address == "" {
+		address = busapi.SystemBus
+	}
+	conn, err := dbus.Connect(address, dbus.WithContext(ctx))
+	if err != nil {
+		return nil, &UserError{Message: fmt.Sprintf("cannot connect to the system bus at %s: %v", address, err)}
+	}
+	return &Bus{conn: conn, obj: conn.Object(busapi.Name, busapi.Path)}, nil
+}
+
+// Close closes the connection.
+func (b *Bus) Close() error { return b.conn.Close() }
+
+func (b *Bus) call(ctx context.Context, method string, args ...any) (*dbus.Call, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c := b.obj.CallWithContext(ctx, busapi.Interface+"."+method, 0, args...)
+	if c.Err == nil {
+		return c, nil
+	}
+	var de dbus.Error
+	if errors.As(c.Err, &de) {
+		switch de.Name {
+		case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner":
+			return nil, errNoDaemon
+		}
+		msg := de.Name
+		if len(de.Body) > 0 {
+			if s, ok := de.Body[0].(string); ok {
+				msg = s
+			}
+		}
+		return nil, &UserError{Name: de.Name, Message: msg}
+	}
+	if errors.Is(c.Err, context.DeadlineExceeded) {
+		return nil, &UserError{Message: "totp-syncd did not answer in time; try again"}
+	}
+	return nil, &UserError{Message: fmt.Sprintf("the call to totp-syncd failed: %v", c.Err)}
+}
+
+// Status implements Service.
+func (b *Bus) Status(ctx context.Context) (map[string]any, error) {
+	c, err := b.call(ctx, "Status")
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]dbus.Variant
+	if err := c.Store(&m); err != nil {
+		return nil, err
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v.Value()
+	}
+	return out, nil
+}
+
+// ListTokens implements Service.
+func (b *Bus) ListTokens(ctx context.Context) ([]busapi.TokenInfo, error) {
+	c, err := b.call(ctx, "ListTokens")
+	if err != nil {
+		return nil, err
+	}
+	var toks []busapi.TokenInfo
+	return toks, c.Store(&toks)
+}
+
+// BeginEnrollment implements Service.
+func (b *Bus) BeginEnrollment(ctx context.Context, name, proof string) (string, string, int64, error) {
+	c, err := b.call(ctx, "BeginEnrollment", name, proof)
+	if err != nil {
+		return "", "", 0, err
+	}
+	var id, uri string
+	var exp int64
+	return id, uri, exp, c.Store(&id, &uri, &exp)
+}
+
+// FinishEnrollment implements Service.
+func (b *Bus) FinishEnrollment(ctx context.Context, id, code string) (string, int32, []string, error) {
+	c, err := b.call(ctx, "FinishEnrollment", id, code)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	var st string
+	var skew int32
+	var codes []string
+	return st, skew, codes, c.Store(&st, &skew, &codes)
+}
+
+// RenameToken implements Service.
+func (b *Bus) RenameToken(ctx context.Context, id, name string) error {
+	_, err := b.call(ctx, "RenameToken", id, name)
+	return err
+}
+
+// RemoveToken implements Service.
+func (b *Bus) RemoveToken(ctx context.Context, id, proof string) error {
+	_, err := b.call(ctx, "RemoveToken", id, proof)
+	return err
+}
+
+// RegenerateBackupCodes implements Service.
+func (b *Bus) RegenerateBackupCodes(ctx context.Context, proof string) ([]string, error) {
+	c, err := b.call(ctx, "RegenerateBackupCodes", proof)
+	if err != nil {
+		return nil, err
+	}
+	var codes []string
+	return codes, c.Store(&codes)
+}
+
+// SyncNow implements Service.
+func (b *Bus) SyncNow(ctx context.Context) (int64, error) {
+	c, err := b.call(ctx, "SyncNow")
+	if err != nil {
+		return 0, err
+	}
+	var rev int64
+	return rev, c.Store(&rev)
+}

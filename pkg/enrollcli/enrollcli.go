@@ -1,0 +1,299 @@
+// Package enrollcli is the logic of the `totp` user command (docs/enrollment.md, "totp CLI"):
+// enroll, list, status, rename, remove and backup-codes over totp-syncd's D-Bus service. It
+// draws the QR code with pkg/qrterm, asks for codes, and prints only text cleaned of control
+// characters. cmd/totp is a thin main around it.
+package enrollcli
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// Attempts is how many codes enroll accepts for one pending token.
+const Attempts = 3
+
+// ProofPrompt asks for a proof when the registry wants one.
+const ProofPrompt = "Code from one of your existing tokens (or a backup code): "
+
+// CLI runs one command. ReadSecret reads an answer without echo on a terminal; nil reads a line
+// from In.
+type CLI struct {
+	Svc        Service
+	In         *bufio.Reader
+	Out        io.Writer
+	ReadSecret func(prompt string) (string, error)
+	QR         qrterm.Mode
+	// ActiveWait bounds the wait for a new token to be active on this node (10 s); Poll is the
+	// interval of ListTokens while waiting (250 ms).
+	ActiveWait, Poll time.Duration
+	Now              func() time.Time
+}
+
+func (c *CLI) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// Clean replaces control characters (C0, DEL, C1, and Unicode format characters such as
+// bidirectional overrides) in text from the bus with '?'.
+func Clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || unicode.Is(unicode.Cf, r) || r == unicode.ReplacementChar {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+}
+
+func (c *CLI) printf(format string, args ...any) { fmt.Fprintf(c.Out, format, args...) }
+
+// line reads one answer line; io.EOF at end of input.
+func (c *CLI) line(prompt string) (string, error) {
+	c.printf("%s", prompt)
+	s, err := c.In.ReadString('\n')
+	if s == "" && err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(s), nil
+}
+
+func (c *CLI) secret(prompt string) (string, error) {
+	if c.ReadSecret != nil {
+		s, err := c.ReadSecret(prompt)
+		return strings.TrimSpace(s), err
+	}
+	return c.line(prompt)
+}
+
+// isProofRequired reports whether err is the registry's refusal for a missing proof.
+func isProofRequired(err error) bool {
+	var ue *UserError
+	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a proof is required")
+}
+
+// Enroll adds a token named name: the QR code and key, then codes until one is verified.
+func (c *CLI) Enroll(ctx context.Context, name string) error {
+	id, uri, expires, err := c.Svc.BeginEnrollment(ctx, name, "")
+	if isProofRequired(err) {
+		c.printf("You have a token already: adding another needs a proof.\n")
+		proof, rerr := c.secret(ProofPrompt)
+		if rerr != nil {
+			return fmt.Errorf("no proof given: %w", rerr)
+		}
+		id, uri, expires, err = c.Svc.BeginEnrollment(ctx, name, proof)
+	}
+	if err != nil {
+		return err
+	}
+	key, err := totp.ParseURI(uri)
+	if err != nil {
+		// The URI is a secret: the error does not show it.
+		return &UserError{Message: "totp-syncd sent an otpauth URI that cannot be used; ask your administrators"}
+	}
+	c.printf("New token %s for %s, pending until a code from it is entered (by %s).\n\n",
+		Clean(id), Clean(key.Account), time.Unix(expires, 0).Format("15:04"))
+	uri = key.URI() // rebuilt from parsed parts: nothing unchecked reaches the terminal
+	if err := qrterm.Write(c.Out, uri, c.QR); errors.Is(err, qrterm.ErrTooWide) || errors.Is(err, qrterm.ErrTooLong) {
+		c.printf("(No QR code: %v; use --qr half or full, or type the key.)\n", err)
+	} else if err != nil {
+		return err
+	}
+	c.printf("\nScan the QR code with an authenticator app, or paste or type the key:\n")
+	c.printf("  otpauth URI:     %s\n", Clean(uri))
+	c.printf("  secret (base32): %s\n", totp.EncodeSecret(key.Secret))
+	c.printf("  secret (hex):    %s\n", hex.EncodeToString(key.Secret))
+	c.printf("  parameters:      %s, %d digits, every %d seconds\n", key.Params.Algorithm, key.Params.Digits, key.Params.Period)
+	c.printf("The token is not valid until you type a code from the app.\n\n")
+
+	var codes []string
+	verified := false
+	for tries := 0; tries < Attempts && !verified; {
+		code, err := c.line("Code shown by the app now: ")
+		if err != nil {
+			return fmt.Errorf("enrollment not finished (token %s stays pending until it expires): %w", Clean(id), err)
+		}
+		if code == "" {
+			continue
+		}
+		tries++
+		status, skew, cs, err := c.Svc.FinishEnrollment(ctx, id, code)
+		if err != nil {
+			return err
+		}
+		switch status {
+		case "active":
+			verified, codes = true, cs
+		case "wrong_code":
+			c.printf("That code is not right. Type the code the app shows now, not the first one it showed.\n")
+		case "clock_skew":
+			dir := "behind"
+			if skew > 0 {
+				dir = "ahead"
+			}
+			n := skew
+			if n < 0 {
+				n = -n
+			}
+			c.printf("That code belongs to another time: your phone's clock seems about %d seconds %s. "+
+				"Let the phone set its time automatically, then type the code it shows now.\n", n, dir)
+		case "expired":
+			return &UserError{Message: "the enrollment expired (10 minutes); run totp enroll again"}
+		default:
+			return &UserError{Message: fmt.Sprintf("unexpected answer %q from totp-syncd", Clean(status))}
+		}
+	}
+	if !verified {
+		return &UserError{Message: fmt.Sprintf("no code verified in %d tries; token %s stays pending until it expires. Run totp enroll again", Attempts, Clean(id))}
+	}
+	c.printf("Security code verified: token %s is registered.\n", Clean(id))
+	if len(codes) > 0 {
+		c.printf("\nYour backup codes, each good for one login when your phone is lost.\n" +
+			"Save them now (print them or keep them in a password manager); they are not shown again:\n")
+		for _, bc := range codes {
+			c.printf("  %s\n", Clean(bc))
+		}
+		c.printf("\n")
+	}
+	return c.waitActive(ctx, id)
+}
+
+// waitActive polls ListTokens until token id is active on this node or ActiveWait passes.
+func (c *CLI) waitActive(ctx context.Context, id string) error {
+	wait, poll := c.ActiveWait, c.Poll
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	c.Svc.SyncNow(ctx) // best effort: fetch the token now
+	deadline := c.now().Add(wait)
+	for {
+		toks, err := c.Svc.ListTokens(ctx)
+		if err == nil {
+			for _, t := range toks {
+				if t.ID == id && t.Active {
+					c.printf("Token %s is active on this node now.\n", Clean(id))
+					return nil
+				}
+			}
+		}
+		if !c.now().Before(deadline) {
+			c.printf("Token %s is registered but not yet active on this node; it will be within a few minutes.\n"+
+				"Until then a login here may still fail.\n", Clean(id))
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// List prints the caller's tokens.
+func (c *CLI) List(ctx context.Context) error {
+	toks, err := c.Svc.ListTokens(ctx)
+	if err != nil {
+		return err
+	}
+	if len(toks) == 0 {
+		c.printf("You have no tokens on this node. Add one with: totp enroll\n")
+		return nil
+	}
+	c.printf("%-12s %-24s %-9s %-17s %s\n", "ID", "NAME", "STATE", "CREATED", "ACTIVE HERE")
+	for _, t := range toks {
+		here := "no"
+		if t.Active {
+			here = "yes"
+		}
+		c.printf("%-12s %-24s %-9s %-17s %s\n", Clean(t.ID), Clean(t.Name), Clean(t.State),
+			time.Unix(t.Created, 0).Format("2006-01-02 15:04"), here)
+	}
+	return nil
+}
+
+// Status prints the node's sync status.
+func (c *CLI) Status(ctx context.Context) error {
+	m, err := c.Svc.Status(ctx)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := m[k]
+		switch k {
+		case "last_contact":
+			if n, ok := v.(int64); ok && n > 0 {
+				v = time.Unix(n, 0).Format(time.RFC3339)
+			} else {
+				v = "never"
+			}
+		case "staleness_s":
+			if f, ok := v.(float64); ok && f >= 0 {
+				v = fmt.Sprintf("%.0f s", f)
+			} else {
+				v = "-"
+			}
+		}
+		c.printf("%-19s %s\n", Clean(k)+":", Clean(fmt.Sprint(v)))
+	}
+	return nil
+}
+
+// Rename renames a token.
+func (c *CLI) Rename(ctx context.Context, id, name string) error {
+	if err := c.Svc.RenameToken(ctx, id, name); err != nil {
+		return err
+	}
+	c.printf("Token %s is now called %q.\n", Clean(id), Clean(name))
+	return nil
+}
+
+// Remove removes a token after asking for a proof.
+func (c *CLI) Remove(ctx context.Context, id string) error {
+	proof, err := c.secret(ProofPrompt)
+	if err != nil {
+		return fmt.Errorf("no proof given: %w", err)
+	}
+	if err := c.Svc.RemoveToken(ctx, id, proof); err != nil {
+		return err
+	}
+	c.printf("Token %s is removed.\n", Clean(id))
+	return nil
+}
+
+// BackupCodes replaces the backup codes after asking for a proof.
+func (c *CLI) BackupCodes(ctx context.Context) error {
+	proof, err := c.secret(ProofPrompt)
+	if err != nil {
+		return fmt.Errorf("no proof given: %w", err)
+	}
+	codes, err := c.Svc.RegenerateBackupCodes(ctx, proof)
+	if err != nil {
+		return err
+	}
+	c.printf("Your new backup codes (the old ones no longer work). Save them now; they are not shown again:\n")
+	for _, bc := range codes {
+		c.printf("  %s\n", Clean(bc))
+	}
+	return nil
+}

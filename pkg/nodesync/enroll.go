@@ -1,0 +1,164 @@
+package nodesync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/config"
+)
+
+// maxEnrollAnswer bounds an enrollment answer of the registry.
+const maxEnrollAnswer = 64 << 10
+
+// RegistryError is a refusal of the registry's enrollment endpoints: the HTTP status and the
+// registry's sentence for the user (control characters replaced). It never holds a secret: the
+// registry puts none in an error.
+type RegistryError struct {
+	Status  int
+	Message string
+}
+
+func (e *RegistryError) Error() string {
+	return fmt.Sprintf("registry answered %d: %s", e.Status, e.Message)
+}
+
+// EnrollClient calls the registry's /v1/enroll/* endpoints on behalf of users of this node,
+// with the node's credential or client certificate and the pinned CA. Errors are a
+// *RegistryError for a refusal, anything else for a registry that cannot be reached or answers
+// nonsense.
+type EnrollClient struct{ c *client }
+
+// NewEnrollClient checks the [sync] files and returns a client; timeout bounds waiting for an
+// answer's headers (the caller's context bounds the whole call).
+func NewEnrollClient(s config.Sync, timeout time.Duration, version string) (*EnrollClient, error) {
+	if s.Registry == "" {
+		return nil, errors.New("sync.registry is not set: this node is standalone")
+	}
+	c, err := newClient(s, timeout, "totp-syncd/"+version)
+	if err != nil {
+		return nil, err
+	}
+	return &EnrollClient{c: c}, nil
+}
+
+// Close drops idle connections.
+func (e *EnrollClient) Close() { e.c.close() }
+
+// Enrollment is a pending token: the registry's answer to begin. URI and Secret are secrets.
+type Enrollment struct {
+	ID      string    `json:"id"`
+	Secret  string    `json:"secret"`
+	URI     string    `json:"uri"`
+	Expires time.Time `json:"expires"`
+}
+
+// FinishResult is the registry's answer to finish. BackupCodes are secrets.
+type FinishResult struct {
+	Status      string   `json:"status"` // active, wrong_code, clock_skew, expired
+	SkewS       int      `json:"skew_s"`
+	BackupCodes []string `json:"backup_codes,omitempty"`
+}
+
+// Begin starts a pending token named name for user; proof may be "".
+func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (Enrollment, error) {
+	var a Enrollment
+	err := e.post(ctx, "/v1/enroll/begin", map[string]string{"user": user, "name": name, "proof": proof}, &a)
+	if err == nil && (a.ID == "" || a.URI == "") {
+		err = errors.New("POST /v1/enroll/begin: answer without id or uri")
+	}
+	return a, err
+}
+
+// Finish checks the first code of user's pending token id.
+func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (FinishResult, error) {
+	var a FinishResult
+	err := e.post(ctx, "/v1/enroll/finish", map[string]string{"user": user, "id": id, "code": code}, &a)
+	if err == nil && a.Status == "" {
+		err = errors.New("POST /v1/enroll/finish: answer without status")
+	}
+	return a, err
+}
+
+// Rename renames user's token id.
+func (e *EnrollClient) Rename(ctx context.Context, user, id, name string) error {
+	return e.post(ctx, "/v1/enroll/rename", map[string]string{"user": user, "id": id, "name": name}, nil)
+}
+
+// Remove removes user's token id; proof is a current code or a backup code.
+func (e *EnrollClient) Remove(ctx context.Context, user, id, proof string) error {
+	return e.post(ctx, "/v1/enroll/remove", map[string]string{"user": user, "id": id, "proof": proof}, nil)
+}
+
+// BackupCodes replaces user's backup codes and returns the new ones.
+func (e *EnrollClient) BackupCodes(ctx context.Context, user, proof string) ([]string, error) {
+	var a struct {
+		Codes []string `json:"codes"`
+	}
+	err := e.post(ctx, "/v1/enroll/backup-codes", map[string]string{"user": user, "proof": proof}, &a)
+	if err == nil && len(a.Codes) == 0 {
+		err = errors.New("POST /v1/enroll/backup-codes: answer without codes")
+	}
+	return a.Codes, err
+}
+
+// post sends body as JSON and decodes a 200 answer into out (nil: ignored).
+func (e *EnrollClient) post(ctx context.Context, path string, body any, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	resp, err := e.c.do(ctx, http.MethodPost, path, nil, b)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxEnrollAnswer+1))
+	if err != nil {
+		return fmt.Errorf("POST %s: read the answer: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var ea struct {
+			Error string `json:"error"`
+		}
+		msg := ""
+		if json.Unmarshal(data, &ea) == nil {
+			msg = ea.Error
+		}
+		msg = cleanSentence(msg)
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		return &RegistryError{Status: resp.StatusCode, Message: msg}
+	}
+	if len(data) > maxEnrollAnswer {
+		return fmt.Errorf("POST %s: answer larger than %d bytes", path, maxEnrollAnswer)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		// The answer may hold a secret: the error names none of it.
+		return fmt.Errorf("POST %s: answer is not the expected JSON", path)
+	}
+	return nil
+}
+
+// cleanSentence replaces control characters and bounds the length.
+func cleanSentence(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(s))
+	if len(s) > 300 {
+		s = s[:300]
+	}
+	return strings.ToValidUTF8(s, "")
+}
