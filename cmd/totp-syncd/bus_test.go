@@ -10,32 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
-
-// syncBuffer is a log sink safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestDaemonWithoutBus: with no bus at --bus, totp-syncd logs it once and syncs all the same.
 func TestDaemonWithoutBus(t *testing.T) {
@@ -79,7 +61,7 @@ func TestDaemonWithoutBus(t *testing.T) {
 	cfg.Sync.Registry = srv.URL
 	cfg.Sync.CredentialFile = cred
 
-	var logs syncBuffer
+	var logs busapitest.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	code := make(chan int, 1)
 	go func() {

@@ -1,7 +1,6 @@
-package busapi
+package busapi_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,31 +9,27 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
 // The test binary doubles as a bus client run under another uid (clientEnv set): it makes one
-// call and prints the outcome as JSON.
-const clientEnv = "BUSAPI_TEST_CLIENT"
-
+// call and prints the outcome as JSON (see busapitest.Client).
 func TestMain(m *testing.M) {
-	if call := os.Getenv(clientEnv); call != "" {
-		json.NewEncoder(os.Stdout).Encode(clientCall(os.Getenv("BUSAPI_TEST_BUS"), call))
+	if call := os.Getenv(busapitest.ClientEnv); call != "" {
+		json.NewEncoder(os.Stdout).Encode(clientCall(os.Getenv(busapitest.ClientBusEnv), call))
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -54,29 +49,29 @@ func clientCall(addr, call string) outcome {
 		return outcome{Error: "connect: " + err.Error()}
 	}
 	defer conn.Close()
-	obj := conn.Object(Name, Path)
+	obj := conn.Object(busapi.Name, busapi.Path)
 	method, arg, _ := strings.Cut(call, ":")
 	var c *dbus.Call
 	switch method {
 	case "OwnName":
-		c = conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, Name, uint32(dbus.NameFlagDoNotQueue))
+		c = conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, busapi.Name, uint32(dbus.NameFlagDoNotQueue))
 	case "GetAll":
-		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, Interface)
+		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, busapi.Interface)
 	case "Introspect":
 		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Introspectable.Introspect", 0)
 	case "Ping":
 		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
 	case "ListTokensOf": // claims another user: there is no such argument
-		c = obj.CallWithContext(ctx, Interface+".ListTokens", 0, arg)
+		c = obj.CallWithContext(ctx, busapi.Interface+".ListTokens", 0, arg)
 	case "BeginEnrollment":
-		c = obj.CallWithContext(ctx, Interface+".BeginEnrollment", 0, "phone", "")
+		c = obj.CallWithContext(ctx, busapi.Interface+".BeginEnrollment", 0, "phone", "")
 	case "BeginEnrollmentNamed": // arg: name
-		c = obj.CallWithContext(ctx, Interface+".BeginEnrollment", 0, arg, "")
+		c = obj.CallWithContext(ctx, busapi.Interface+".BeginEnrollment", 0, arg, "")
 	case "FinishEnrollment": // arg: id:code
 		id, code, _ := strings.Cut(arg, ":")
-		c = obj.CallWithContext(ctx, Interface+".FinishEnrollment", 0, id, code)
+		c = obj.CallWithContext(ctx, busapi.Interface+".FinishEnrollment", 0, id, code)
 	default:
-		c = obj.CallWithContext(ctx, Interface+"."+method, 0)
+		c = obj.CallWithContext(ctx, busapi.Interface+"."+method, 0)
 	}
 	if c.Err != nil {
 		var de dbus.Error
@@ -100,7 +95,7 @@ func clientCall(addr, call string) outcome {
 		}
 		v = plain
 	case "ListTokens":
-		var toks []TokenInfo
+		var toks []busapi.TokenInfo
 		err = c.Store(&toks)
 		v = toks
 	default:
@@ -113,143 +108,22 @@ func clientCall(addr, call string) outcome {
 	return outcome{Value: b}
 }
 
-// bus is a private dbus-daemon configured like the system bus, with contrib/dbus's policy.
-type bus struct {
-	addr string
-	dir  string // 0755: reachable by the test users
-}
-
-func startBus(t *testing.T) *bus {
-	t.Helper()
-	daemon, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		t.Skip("dbus-daemon not installed (Debian package dbus): ", err)
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the service owns its name as root and the clients run as test users")
-	}
-	dir, err := os.MkdirTemp("", "busapi-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	policy, err := filepath.Abs("../../contrib/dbus/io.github.pamtotp.Sync1.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile("testdata/system-bus.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := strings.NewReplacer("@SOCKET@", filepath.Join(dir, "bus"), "@POLICY@", policy).Replace(string(tmpl))
-	confPath := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(daemon, "--config-file="+confPath, "--print-address", "--nofork")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addrc := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		addrc <- strings.TrimSpace(line)
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case addr := <-addrc:
-		if addr == "" {
-			t.Fatalf("dbus-daemon printed no address: %s", stderr.String())
-		}
-		return &bus{addr: addr, dir: dir}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("dbus-daemon did not start: %s", stderr.String())
-	}
-	return nil
-}
-
-// testUser creates a user without a home for the test and removes it afterwards.
-func testUser(t *testing.T, name string) *user.User {
-	t.Helper()
-	for _, tool := range []string{"useradd", "userdel"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
-		}
-	}
-	exec.Command("userdel", name).Run() // left over from a killed run
-	var out []byte
-	var err error
-	for range 20 { // shadow's tools fail while another one holds the lock
-		if out, err = exec.Command("useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name).CombinedOutput(); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("useradd %s: %v\n%s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("userdel", name).Run() })
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}
-
 // client runs the test binary as uid/gid and makes one call.
-type client struct {
-	bin  string
-	addr string
-}
+type client struct{ *busapitest.Client }
 
-func newClient(t *testing.T, b *bus) *client {
+func newClient(t *testing.T, b *busapitest.Bus) *client {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(b.dir, "client")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return &client{bin: bin, addr: b.addr}
+	return &client{busapitest.NewClient(t, b)}
 }
 
 func (c *client) call(t *testing.T, uid, gid uint32, call string) outcome {
 	t.Helper()
-	cmd := exec.Command(c.bin, "-test.run=^$")
-	cmd.Env = []string{clientEnv + "=" + call, "BUSAPI_TEST_BUS=" + c.addr, "PATH=/usr/bin:/bin"}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("client %s as uid %d: %v\n%s", call, uid, err, stderr.String())
-	}
+	out := c.Run(t, uid, gid, call)
 	var o outcome
 	if err := json.Unmarshal(out, &o); err != nil {
 		t.Fatalf("client %s as uid %d printed %q: %v", call, uid, out, err)
 	}
 	return o
-}
-
-func ids(u *user.User) (uint32, uint32) {
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	return uint32(uid), uint32(gid)
 }
 
 func plant(t *testing.T, dir string, toks ...store.Token) {
@@ -274,9 +148,9 @@ func token(user, id, name string, state store.TokenState, created time.Time) sto
 }
 
 func TestService(t *testing.T) {
-	b := startBus(t)
+	b := busapitest.StartBus(t)
 	suffix := strconv.Itoa(os.Getpid() % 100000)
-	alice, bob := testUser(t, "btalice"+suffix), testUser(t, "btbob"+suffix)
+	alice, bob := busapitest.User(t, "btalice"+suffix), busapitest.User(t, "btbob"+suffix)
 	storeDir := t.TempDir()
 	os.Chmod(storeDir, 0o700)
 	created := time.Unix(1700000000, 0)
@@ -290,7 +164,7 @@ func TestService(t *testing.T) {
 	cfg.Store.Dir = storeDir
 	cfg.Sync.Registry = "https://registry.example:8443"
 	var kicks atomic.Int32
-	svc, err := Open(context.Background(), b.addr, Options{
+	svc, err := busapi.Open(context.Background(), b.Addr, busapi.Options{
 		Config:   &cfg,
 		Metrics:  nodesync.NewMetrics(time.Now, "test"),
 		Kick:     func() bool { kicks.Add(1); return true },
@@ -302,15 +176,15 @@ func TestService(t *testing.T) {
 	}
 	t.Cleanup(func() { svc.Close() })
 
-	if _, err := Open(context.Background(), b.addr, Options{Config: &cfg}); !errors.Is(err, ErrNameTaken) {
-		t.Errorf("second Open = %v, want %v", err, ErrNameTaken)
+	if _, err := busapi.Open(context.Background(), b.Addr, busapi.Options{Config: &cfg}); !errors.Is(err, busapi.ErrNameTaken) {
+		t.Errorf("second Open = %v, want %v", err, busapi.ErrNameTaken)
 	}
 
 	c := newClient(t, b)
-	aUID, aGID := ids(alice)
-	bUID, bGID := ids(bob)
+	aUID, aGID := busapitest.IDs(alice)
+	bUID, bGID := busapitest.IDs(bob)
 	const noUser = 3999999 // no passwd entry
-	tokensJSON := func(toks ...TokenInfo) string { j, _ := json.Marshal(toks); return string(j) }
+	tokensJSON := func(toks ...busapi.TokenInfo) string { j, _ := json.Marshal(toks); return string(j) }
 	tests := []struct {
 		name      string
 		uid, gid  uint32
@@ -319,11 +193,11 @@ func TestService(t *testing.T) {
 		wantError bool
 	}{
 		{name: "alice lists her tokens", uid: aUID, gid: aGID, call: "ListTokens",
-			want: tokensJSON(TokenInfo{"a1", "phone", "active", created.Unix(), true},
-				TokenInfo{"a2", "new phone", "pending", created.Add(time.Hour).Unix(), false})},
+			want: tokensJSON(busapi.TokenInfo{"a1", "phone", "active", created.Unix(), true},
+				busapi.TokenInfo{"a2", "new phone", "pending", created.Add(time.Hour).Unix(), false})},
 		{name: "bob lists his tokens", uid: bUID, gid: bGID, call: "ListTokens",
-			want: tokensJSON(TokenInfo{"b1", "yubikey", "active", created.Unix(), true},
-				TokenInfo{"b2", "old", "disabled", created.Unix(), false})},
+			want: tokensJSON(busapi.TokenInfo{"b1", "yubikey", "active", created.Unix(), true},
+				busapi.TokenInfo{"b2", "old", "disabled", created.Unix(), false})},
 		{name: "root has no tokens", uid: 0, gid: 0, call: "ListTokens", want: "[]"},
 		{name: "alice cannot name bob", uid: aUID, gid: aGID, call: "ListTokensOf:" + bob.Username,
 			wantError: true, want: "org.freedesktop.DBus.Error.InvalidArgs"},
@@ -335,7 +209,7 @@ func TestService(t *testing.T) {
 			want: `{"applied_revision":0,"connected":false,"last_contact":0,"registry":"https://registry.example:8443","staleness_s":-1,"tokens_active_here":1}`},
 		{name: "sync now", uid: bUID, gid: bGID, call: "SyncNow", want: "[0]"},
 		{name: "enrollment not yet", uid: aUID, gid: aGID, call: "BeginEnrollment",
-			wantError: true, want: ErrUnavailable + ": enrollment is not available on this node"},
+			wantError: true, want: busapi.ErrUnavailable + ": enrollment is not available on this node"},
 		{name: "introspect", uid: aUID, gid: aGID, call: "Introspect", want: "FinishEnrollment"},
 		{name: "ping", uid: aUID, gid: aGID, call: "Ping", want: "null"},
 		{name: "policy: a user cannot own the name", uid: aUID, gid: aGID, call: "OwnName",

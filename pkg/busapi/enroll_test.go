@@ -1,14 +1,10 @@
 package busapi_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,22 +14,10 @@ import (
 )
 
 // runAs runs the test binary as a bus client (TestMain's client mode) under uid and gid.
-func runAs(t *testing.T, bin, addr string, uid, gid uint32, call string) (errName string, value []any) {
+func runAs(t *testing.T, c *busapitest.Client, uid, gid uint32, call string) (errName string, value []any) {
 	t.Helper()
-	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = []string{"BUSAPI_TEST_CLIENT=" + call, "BUSAPI_TEST_BUS=" + addr, "PATH=/usr/bin:/bin"}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("client %s as uid %d: %v\n%s", call, uid, err, stderr.String())
-	}
-	var o struct {
-		Error string          `json:"error"`
-		Value json.RawMessage `json:"value"`
-	}
+	out := c.Run(t, uid, gid, call)
+	var o outcome
 	if err := json.Unmarshal(out, &o); err != nil {
 		t.Fatalf("client %s printed %q: %v", call, out, err)
 	}
@@ -51,22 +35,11 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 	reg := busapitest.StartRegistry(t, alice.Username, bob.Username)
 	node := busapitest.StartNode(t, b, reg)
 
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(b.Dir, "client")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	c := busapitest.NewClient(t, b)
 	aUID, aGID := busapitest.IDs(alice)
 	bUID, bGID := busapitest.IDs(bob)
 
-	errName, v := runAs(t, bin, b.Addr, aUID, aGID, "BeginEnrollmentNamed:phone")
+	errName, v := runAs(t, c, aUID, aGID, "BeginEnrollmentNamed:phone")
 	if errName != "" || len(v) != 3 {
 		t.Fatalf("BeginEnrollment as %s = %q, %v; want id, uri, expires", alice.Username, errName, v)
 	}
@@ -84,7 +57,7 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 	code := totp.Code(key.Secret, key.Params, totp.Step(time.Now(), key.Params.Period))
 
 	t.Run("another user cannot finish it", func(t *testing.T) {
-		errName, v := runAs(t, bin, b.Addr, bUID, bGID, "FinishEnrollment:"+id+":"+code)
+		errName, v := runAs(t, c, bUID, bGID, "FinishEnrollment:"+id+":"+code)
 		if !strings.HasPrefix(errName, busapi.ErrNotFound) {
 			t.Errorf("FinishEnrollment as %s = %q, %v; want %s", bob.Username, errName, v, busapi.ErrNotFound)
 		}
@@ -94,13 +67,13 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 		if code == wrong {
 			wrong = "111111"
 		}
-		errName, v := runAs(t, bin, b.Addr, aUID, aGID, "FinishEnrollment:"+id+":"+wrong)
+		errName, v := runAs(t, c, aUID, aGID, "FinishEnrollment:"+id+":"+wrong)
 		if errName != "" || len(v) != 3 || v[0] != "wrong_code" {
 			t.Errorf("FinishEnrollment(wrong code) = %q, %v; want wrong_code", errName, v)
 		}
 	})
 	t.Run("the owner finishes it", func(t *testing.T) {
-		errName, v := runAs(t, bin, b.Addr, aUID, aGID, "FinishEnrollment:"+id+":"+code)
+		errName, v := runAs(t, c, aUID, aGID, "FinishEnrollment:"+id+":"+code)
 		if errName != "" || len(v) != 3 || v[0] != "active" {
 			t.Fatalf("FinishEnrollment = %q, %v; want active", errName, v)
 		}
@@ -111,7 +84,7 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 	t.Run("the token reaches the node", func(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			errName, v := runAs(t, bin, b.Addr, aUID, aGID, "ListTokens")
+			errName, v := runAs(t, c, aUID, aGID, "ListTokens")
 			if errName == "" && len(v) == 1 {
 				if tok, _ := v[0].(map[string]any); tok["ID"] == id && tok["Active"] == true {
 					return
@@ -124,7 +97,7 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 		}
 	})
 	t.Run("a second token needs a proof", func(t *testing.T) {
-		errName, _ := runAs(t, bin, b.Addr, aUID, aGID, "BeginEnrollmentNamed:laptop")
+		errName, _ := runAs(t, c, aUID, aGID, "BeginEnrollmentNamed:laptop")
 		if !strings.HasPrefix(errName, busapi.ErrRefused+": a proof is required") {
 			t.Errorf("BeginEnrollment without proof = %q, want %s: a proof is required...", errName, busapi.ErrRefused)
 		}

@@ -1,7 +1,8 @@
 // Package busapitest starts a whole enrollment path for tests: a private dbus-daemon configured
-// like the system bus, the real registry in-process with a throwaway CA, and a node (the syncer
-// and the D-Bus service of package busapi) following it. Tests of busapi and of the totp CLI use
-// it; it needs root, dbus-daemon, useradd and userdel, and skips without them.
+// like the system bus, test users and bus clients running as them, the real registry in-process
+// with a throwaway CA, and a node (the syncer and the D-Bus service of package busapi) following
+// it. Tests of busapi and of the totp CLI use it; it needs root, dbus-daemon, useradd and
+// userdel, and skips without them.
 package busapitest
 
 import (
@@ -31,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,6 +151,54 @@ func IDs(u *user.User) (uint32, uint32) {
 	return uint32(uid), uint32(gid)
 }
 
+// The environment of a Client's run: the call to make and the bus address. A test binary that
+// uses Client checks for ClientEnv in its TestMain, makes the call and prints the outcome.
+const (
+	ClientEnv    = "BUSAPI_TEST_CLIENT"
+	ClientBusEnv = "BUSAPI_TEST_BUS"
+)
+
+// Client runs a copy of the test binary, reachable by the test users, as a bus client under
+// other uids.
+type Client struct {
+	bin  string
+	addr string
+}
+
+// NewClient copies the test binary into b's directory.
+func NewClient(t testing.TB, b *Bus) *Client {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(b.Dir, "client")
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &Client{bin: bin, addr: b.Addr}
+}
+
+// Run runs the copy as uid/gid with call in ClientEnv, runs no tests, and returns its output.
+func (c *Client) Run(t testing.TB, uid, gid uint32, call string) []byte {
+	t.Helper()
+	cmd := exec.Command(c.bin, "-test.run=^$")
+	cmd.Env = []string{ClientEnv + "=" + call, ClientBusEnv + "=" + c.addr, "PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("client %s as uid %d: %v\n%s", call, uid, err, stderr.String())
+	}
+	return out
+}
+
 // Registry is the real registry served over TLS from a throwaway CA.
 type Registry struct {
 	t     testing.TB
@@ -260,7 +310,7 @@ func StartNode(t testing.TB, b *Bus, r *Registry) *Node {
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir
 	cfg.Sync = config.Sync{Registry: r.URL, CAFile: ca, CredentialFile: cred}
-	logBuf := &syncBuffer{}
+	logBuf := &SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	syncer, err := nodesync.New(nodesync.Options{Sync: cfg.Sync, Store: store.Options{Dir: storeDir, Timeout: time.Second},
 		BookmarkInterval: time.Second, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
@@ -280,20 +330,21 @@ func StartNode(t testing.TB, b *Bus, r *Registry) *Node {
 	return &Node{Config: cfg, Service: svc, Log: logBuf}
 }
 
-// syncBuffer is a bytes.Buffer safe for the loggers' goroutines.
-type syncBuffer struct {
+// SyncBuffer is a log sink safe for the loggers' goroutines.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
 // String returns what was logged.
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
