@@ -187,82 +187,62 @@ func checkAnswer(field, a string) error {
 	return nil
 }
 
-func parseBeginRequest(body []byte) (beginRequest, error) {
-	var q beginRequest
+// enrollRequest is a request body of the enrollment endpoints: check validates it after a strict
+// decode.
+type enrollRequest[T any] interface {
+	*T
+	check() error
+}
+
+// parseEnroll decodes an enrollment request strictly and checks it.
+func parseEnroll[T any, P enrollRequest[T]](body []byte) (T, error) {
+	var q T
 	if err := decodeStrict(body, &q); err != nil {
 		return q, err
 	}
+	return q, P(&q).check()
+}
+
+func (q *beginRequest) check() error {
 	if err := checkUser(q.User); err != nil {
-		return q, err
+		return err
 	}
 	if q.Name != "" && !validTokenName(q.Name) {
-		return q, badRequest("name: 1 to 64 printable characters")
+		return badRequest("name: 1 to 64 printable characters")
 	}
-	return q, checkAnswer("proof", q.Proof)
+	return checkAnswer("proof", q.Proof)
 }
 
-func parseFinishRequest(body []byte) (finishRequest, error) {
-	var q finishRequest
-	if err := decodeStrict(body, &q); err != nil {
-		return q, err
-	}
-	if err := checkUser(q.User); err != nil {
-		return q, err
-	}
-	if err := checkID(q.ID); err != nil {
-		return q, err
-	}
-	return q, checkAnswer("code", q.Code)
+func (q *finishRequest) check() error {
+	return firstErr(checkUser(q.User), checkID(q.ID), checkAnswer("code", q.Code))
 }
 
-func parseRenameRequest(body []byte) (renameRequest, error) {
-	var q renameRequest
-	if err := decodeStrict(body, &q); err != nil {
-		return q, err
-	}
-	if err := checkUser(q.User); err != nil {
-		return q, err
-	}
-	if err := checkID(q.ID); err != nil {
-		return q, err
-	}
+func (q *renameRequest) check() error {
+	var name error
 	if !validTokenName(q.Name) {
-		return q, badRequest("name: 1 to 64 printable characters")
+		name = badRequest("name: 1 to 64 printable characters")
 	}
-	return q, nil
+	return firstErr(checkUser(q.User), checkID(q.ID), name)
 }
 
-func parseRemoveRequest(body []byte) (removeRequest, error) {
-	var q removeRequest
-	if err := decodeStrict(body, &q); err != nil {
-		return q, err
-	}
-	if err := checkUser(q.User); err != nil {
-		return q, err
-	}
-	if err := checkID(q.ID); err != nil {
-		return q, err
-	}
-	return q, checkAnswer("proof", q.Proof)
+func (q *removeRequest) check() error {
+	return firstErr(checkUser(q.User), checkID(q.ID), checkAnswer("proof", q.Proof))
 }
 
-func parseProofRequest(body []byte) (proofRequest, error) {
-	var q proofRequest
-	if err := decodeStrict(body, &q); err != nil {
-		return q, err
-	}
-	if err := checkUser(q.User); err != nil {
-		return q, err
-	}
-	return q, checkAnswer("proof", q.Proof)
+func (q *proofRequest) check() error {
+	return firstErr(checkUser(q.User), checkAnswer("proof", q.Proof))
 }
 
-func parseBootstrapRequest(body []byte) (bootstrapRequest, error) {
-	var q bootstrapRequest
-	if err := decodeStrict(body, &q); err != nil {
-		return q, err
+func (q *bootstrapRequest) check() error { return checkUser(q.User) }
+
+// firstErr is the first failed check, so a request gets one plain reason (and its status).
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
-	return q, checkUser(q.User)
+	return nil
 }
 
 // enrollError is a refusal with an optional Retry-After.
@@ -700,7 +680,7 @@ type beginAnswer struct {
 
 // enrollBegin answers POST /v1/enroll/begin: a pending token with a fresh secret.
 func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
-	q, err := parseBeginRequest(body)
+	q, err := parseEnroll[beginRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -785,7 +765,7 @@ type finishAnswer struct {
 
 // enrollFinish answers POST /v1/enroll/finish: a verified code makes the pending token active.
 func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
-	q, err := parseFinishRequest(body)
+	q, err := parseEnroll[finishRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -881,7 +861,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 
 // enrollRename answers POST /v1/enroll/rename (no proof: a name changes nothing at login).
 func (s *Server) enrollRename(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
-	q, err := parseRenameRequest(body)
+	q, err := parseEnroll[renameRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -915,7 +895,7 @@ func (s *Server) enrollRename(r *http.Request, n nodeRecord, body []byte) (int, 
 
 // enrollRemove answers POST /v1/enroll/remove: an active token needs a proof; a pending one not.
 func (s *Server) enrollRemove(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
-	q, err := parseRemoveRequest(body)
+	q, err := parseEnroll[removeRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -959,7 +939,7 @@ func (s *Server) enrollRemove(r *http.Request, n nodeRecord, body []byte) (int, 
 
 // enrollBackupCodes answers POST /v1/enroll/backup-codes: a new set, shown once.
 func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
-	q, err := parseProofRequest(body)
+	q, err := parseEnroll[proofRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -987,7 +967,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 // enrollBootstrap answers POST /v1/enroll/bootstrap: with bootstrap = "mail", mails a one-time
 // code (stored hashed, 30 minutes) that a first token's begin needs.
 func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
-	q, err := parseBootstrapRequest(body)
+	q, err := parseEnroll[bootstrapRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}

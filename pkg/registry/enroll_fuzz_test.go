@@ -11,22 +11,22 @@ func FuzzEnrollRequests(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if q, err := parseBeginRequest(b); err == nil && (!validName(q.User, maxNameLen) || (q.Name != "" && !validTokenName(q.Name)) || len(q.Proof) > maxAnswerLength) {
+		if q, err := parseEnroll[beginRequest](b); err == nil && (!validName(q.User, maxNameLen) || (q.Name != "" && !validTokenName(q.Name)) || len(q.Proof) > maxAnswerLength) {
 			t.Errorf("parseBeginRequest(%q) accepted %+v", b, q)
 		}
-		if q, err := parseFinishRequest(b); err == nil && (!validName(q.User, maxNameLen) || !validIdent(q.ID, 64) || len(q.Code) > maxAnswerLength) {
+		if q, err := parseEnroll[finishRequest](b); err == nil && (!validName(q.User, maxNameLen) || !validIdent(q.ID, 64) || len(q.Code) > maxAnswerLength) {
 			t.Errorf("parseFinishRequest(%q) accepted %+v", b, q)
 		}
-		if q, err := parseRenameRequest(b); err == nil && (!validIdent(q.ID, 64) || !validTokenName(q.Name)) {
+		if q, err := parseEnroll[renameRequest](b); err == nil && (!validIdent(q.ID, 64) || !validTokenName(q.Name)) {
 			t.Errorf("parseRenameRequest(%q) accepted %+v", b, q)
 		}
-		if q, err := parseRemoveRequest(b); err == nil && (!validIdent(q.ID, 64) || len(q.Proof) > maxAnswerLength) {
+		if q, err := parseEnroll[removeRequest](b); err == nil && (!validIdent(q.ID, 64) || len(q.Proof) > maxAnswerLength) {
 			t.Errorf("parseRemoveRequest(%q) accepted %+v", b, q)
 		}
-		if q, err := parseProofRequest(b); err == nil && !validName(q.User, maxNameLen) {
+		if q, err := parseEnroll[proofRequest](b); err == nil && !validName(q.User, maxNameLen) {
 			t.Errorf("parseProofRequest(%q) accepted %+v", b, q)
 		}
-		if q, err := parseBootstrapRequest(b); err == nil && !validName(q.User, maxNameLen) {
+		if q, err := parseEnroll[bootstrapRequest](b); err == nil && !validName(q.User, maxNameLen) {
 			t.Errorf("parseBootstrapRequest(%q) accepted %+v", b, q)
 		}
 	})
