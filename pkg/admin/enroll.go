@@ -238,11 +238,16 @@ func WriteEnrollment(w io.Writer, e *Enrollment, qr QR) error {
 	uri := e.Key.URI()
 	if qr.Show {
 		msg := "\n"
-		if err := qrterm.Write(w, uri, qr.Mode); errors.Is(err, qrterm.ErrTooWide) || errors.Is(err, qrterm.ErrTooLong) {
+		// In ASCII mode (80 columns) the code may hold a shorter URI of the same key.
+		form, err := qrterm.WriteKey(w, e.Key, qr.Mode)
+		switch {
+		case errors.Is(err, qrterm.ErrTooWide) || errors.Is(err, qrterm.ErrTooLong):
 			// qrterm's errors never hold the content.
 			msg = fmt.Sprintf("(No QR code: %v.)\n\n", err)
-		} else if err != nil {
+		case err != nil:
 			return err
+		case form != qrterm.FullURI:
+			msg = "(" + form.Note() + ")\n\n"
 		}
 		if _, err := io.WriteString(w, msg); err != nil {
 			return err

@@ -107,10 +107,15 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 	c.printf("New token %s for %s, pending until a code from it is entered (by %s).\n\n",
 		Clean(id), Clean(key.Account), time.Unix(expires, 0).Format("15:04"))
 	uri = key.URI() // rebuilt from parsed parts: nothing unchecked reaches the terminal
-	if err := qrterm.Write(c.Out, uri, c.QR); errors.Is(err, qrterm.ErrTooWide) || errors.Is(err, qrterm.ErrTooLong) {
+	// In ASCII mode (80 columns) the code may hold a shorter URI of the same key.
+	form, err := qrterm.WriteKey(c.Out, key, c.QR)
+	switch {
+	case errors.Is(err, qrterm.ErrTooWide) || errors.Is(err, qrterm.ErrTooLong):
 		c.printf("(No QR code: %v; use --qr half or full, or type the key.)\n", err)
-	} else if err != nil {
+	case err != nil:
 		return err
+	case form != qrterm.FullURI:
+		c.printf("(%s)\n", form.Note())
 	}
 	c.printf("\nScan the QR code with an authenticator app, or paste or type the key:\n")
 	c.printf("  otpauth URI:     %s\n", Clean(uri))

@@ -34,11 +34,20 @@
 //
 // ASCII mode and 80 columns: with square modules two columns wide, a code
 // fits 80 columns only up to version 4 (33 modules + quiet zone = 74
-// columns), which holds 78 bytes at level L. A full otpauth URI is longer,
-// so Write refuses (ErrTooWide) rather than print a code that cannot be
-// scanned; callers then show the key as text. One column per module would
-// fit, but gives modules twice as tall as wide, which ZXing-based scanners
-// reject. See [Write].
+// columns), which holds 78 bytes at level L. One column per module would fit
+// more, but gives modules twice as tall as wide, which ZXing-based scanners
+// reject. A full otpauth URI (about 110 bytes) is longer, so [Write] refuses
+// it (ErrTooWide) rather than print a code that cannot be scanned.
+// [WriteKey] draws a key instead: the full URI where it fits, and otherwise
+// the same key in fewer bytes, [totp.Key.ShortURI] (no issuer parameter and
+// no parameters at their defaults; the issuer stays as the label prefix),
+// then that without the issuer. With default parameters and a 160-bit secret
+// (32 base32 characters) the short URI fits when its label, percent-encoded,
+// is at most 23 bytes. With the issuer "HPC Centre", the account "alice"
+// fits ("HPC%20Centre:alice" is 18 bytes), a 16-character account fits only
+// without the issuer, and an account of 24 characters fits in no form:
+// WriteKey then returns ErrTooWide, and callers show the key as text and
+// suggest half or full blocks.
 package qrterm
 
 import (
@@ -50,6 +59,8 @@ import (
 
 	"github.com/mdp/qrterminal/v3"
 	"rsc.io/qr"
+
+	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // Mode is how modules are drawn.
@@ -203,8 +214,9 @@ func encode(content string) (*qr.Code, error) {
 // line setting its colours and resetting them before the newline. Nothing
 // is written if the code cannot be drawn: content empty or too long for a
 // QR code (ErrTooLong), or in ASCII mode wider than ASCIIColumns
-// (ErrTooWide, for any content over 78 bytes, which includes most otpauth
-// URIs). The content may be a secret; no error contains it.
+// (ErrTooWide, for any content over 78 bytes, which includes full otpauth
+// URIs; [WriteKey] falls back to shorter ones). The content may be a secret;
+// no error contains it.
 func Write(w io.Writer, content string, m Mode) error {
 	code, err := encode(content)
 	if err != nil {
@@ -268,4 +280,80 @@ func writeASCII(out *bytes.Buffer, line string) {
 		out.WriteByte(c)
 		out.WriteByte(c)
 	}
+}
+
+// URIForm is which otpauth URI of a key [WriteKey] drew.
+type URIForm int
+
+const (
+	// FullURI is [totp.Key.URI]: the issuer as label prefix and parameter,
+	// and every parameter.
+	FullURI URIForm = iota
+	// ShortURI is [totp.Key.ShortURI]: no issuer parameter, and algorithm,
+	// digits and period only where they differ from the defaults. Apps read
+	// the same key and issuer.
+	ShortURI
+	// ShortURINoIssuer is the ShortURI of the key without its issuer: the
+	// same secret and parameters, but the app shows only the account name.
+	ShortURINoIssuer
+)
+
+func (f URIForm) String() string {
+	switch f {
+	case FullURI:
+		return "full"
+	case ShortURI:
+		return "short"
+	case ShortURINoIssuer:
+		return "short without issuer"
+	}
+	return fmt.Sprintf("URIForm(%d)", int(f))
+}
+
+// URI returns the otpauth URI of k in form f. It holds the secret.
+func (f URIForm) URI(k totp.Key) string {
+	switch f {
+	case ShortURI:
+		return k.ShortURI()
+	case ShortURINoIssuer:
+		k.Issuer = ""
+		return k.ShortURI()
+	}
+	return k.URI()
+}
+
+// Note is a sentence for the user under a QR code of form f that says what
+// the code leaves out, or "" for FullURI. It is at most ASCIIColumns-2
+// bytes, so that it fits 80 columns in parentheses.
+func (f URIForm) Note() string {
+	switch f {
+	case ShortURI:
+		return "The QR code holds a shortened otpauth URI: default parameters are implied."
+	case ShortURINoIssuer:
+		return "The QR code holds a shortened URI without the issuer: apps show the account."
+	}
+	return ""
+}
+
+// WriteKey draws k as a QR code in mode m, as [Write] does, and returns the
+// form of its otpauth URI that it drew: FullURI if that fits the mode, else
+// ShortURI, else ShortURINoIssuer (only if k has an issuer). Only ASCII mode
+// limits the width, so the short forms are drawn in ASCII mode only, for a
+// key whose full URI is over 78 bytes. If no form fits, nothing is written
+// and the error is that of the shortest form, ErrTooWide with the columns it
+// needs. Other errors of Write are returned at once. WriteKey does not
+// validate k; call [totp.Key.Validate] first. No error contains the key.
+func WriteKey(w io.Writer, k totp.Key, m Mode) (URIForm, error) {
+	forms := []URIForm{FullURI, ShortURI, ShortURINoIssuer}
+	if k.Issuer == "" {
+		forms = forms[:2]
+	}
+	var err error
+	for _, f := range forms {
+		err = Write(w, f.URI(k), m)
+		if !errors.Is(err, ErrTooWide) && !errors.Is(err, ErrTooLong) {
+			return f, err
+		}
+	}
+	return 0, err
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -473,6 +474,213 @@ func TestLocaleIsUTF8(t *testing.T) {
 			t.Parallel()
 			if got := LocaleIsUTF8(func(k string) string { return tt.env[k] }); got != tt.want {
 				t.Errorf("LocaleIsUTF8(%v) = %v, want %v", tt.env, got, tt.want)
+			}
+		})
+	}
+}
+
+// Keys for WriteKey: a 160-bit secret and the names of a real enrollment.
+var (
+	demoSecret = []byte("pam-totp demo secret") // 20 bytes, base32 below
+	demoB32    = "OBQW2LLUN52HAIDEMVWW6IDTMVRXEZLU"
+	// account32 is a 32-character user name, too long for ASCII mode.
+	account32 = "alice.longname-hpc-project-42xyz"
+)
+
+func demoKey(issuer, account string, p totp.Params) totp.Key {
+	return totp.Key{Issuer: issuer, Account: account, Secret: demoSecret, Params: p}
+}
+
+// TestWriteKeyASCIIScans draws realistic keys with WriteKey in ASCII mode
+// and checks that the code fits 80 columns, scans (zbarimg, dark and light
+// themes) as exactly the short URI, and that the URI scanned gives the
+// codes oathtool computes from the secret.
+func TestWriteKeyASCIIScans(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("zbarimg"); err != nil {
+		t.Skip("zbarimg not installed (Debian: apt-get install zbar-tools); skipping the decoding of rendered QR codes")
+	}
+	oathtool, err := exec.LookPath("oathtool")
+	if err != nil {
+		t.Skip("oathtool not installed (Debian: apt-get install oathtool); skipping the comparison with OATH Toolkit")
+	}
+	if got := totp.EncodeSecret(demoSecret); got != demoB32 {
+		t.Fatalf("EncodeSecret(demoSecret) = %q, want %q", got, demoB32)
+	}
+	const unix = 1700000000 // a fixed instant
+	tests := []struct {
+		name     string
+		k        totp.Key
+		wantForm URIForm
+		want     string // the content the code must scan as
+	}{
+		{"pam-totp demo/alice", demoKey("pam-totp demo", "alice", totp.DefaultParams), ShortURI,
+			"otpauth://totp/pam-totp%20demo:alice?secret=" + demoB32},
+		{"HPC Centre/alice", demoKey("HPC Centre", "alice", totp.DefaultParams), ShortURI,
+			"otpauth://totp/HPC%20Centre:alice?secret=" + demoB32},
+		{"HPC/alice, 8 digits", demoKey("HPC", "alice", totp.Params{Algorithm: totp.SHA1, Digits: 8, Period: 30}), ShortURI,
+			"otpauth://totp/HPC:alice?secret=" + demoB32 + "&digits=8"},
+		{"HPC Centre/16-character account", demoKey("HPC Centre", "alice.smith.2024", totp.DefaultParams), ShortURINoIssuer,
+			"otpauth://totp/alice.smith.2024?secret=" + demoB32},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tt.k.Validate(); err != nil {
+				t.Fatalf("Validate(%s) = %v", tt.name, err)
+			}
+			var buf bytes.Buffer
+			form, err := WriteKey(&buf, tt.k, ASCII)
+			if err != nil || form != tt.wantForm {
+				t.Fatalf("WriteKey(%s, ASCII) = %v, %v, want %v", tt.name, form, err, tt.wantForm)
+			}
+			if got := form.URI(tt.k); got != tt.want {
+				t.Fatalf("%v.URI(%s) = %q, want %q", form, tt.name, got, tt.want)
+			}
+			// (a) 80 columns.
+			for i, l := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+				if w := visibleWidth(l); w > ASCIIColumns {
+					t.Errorf("WriteKey(%s, ASCII) line %d is %d columns, more than %d", tt.name, i, w, ASCIIColumns)
+				}
+			}
+			// (b) it scans as exactly the short URI.
+			var scanned string
+			for _, th := range []theme{darkTheme, lightTheme} {
+				got, err := zbar(t, rasterize(t, buf.String(), th, true))
+				if err != nil || got != tt.want {
+					t.Fatalf("zbarimg(WriteKey(%s, ASCII)) on a %s theme = %q, %v, want %q", tt.name, th.name, got, err, tt.want)
+				}
+				scanned = got
+			}
+			// (c) the scanned URI is the key: same secret, parameters and
+			// account, and the codes of OATH Toolkit.
+			k, err := totp.ParseURI(scanned)
+			if err != nil {
+				t.Fatalf("ParseURI(scanned) = %v", err)
+			}
+			wantIssuer := tt.k.Issuer
+			if form == ShortURINoIssuer {
+				wantIssuer = ""
+			}
+			if !bytes.Equal(k.Secret, demoSecret) || k.Params != tt.k.Params || k.Account != tt.k.Account || k.Issuer != wantIssuer {
+				t.Fatalf("ParseURI(scanned) = issuer %q account %q params %+v secret %x, want %q %q %+v %x",
+					k.Issuer, k.Account, k.Params, k.Secret, wantIssuer, tt.k.Account, tt.k.Params, demoSecret)
+			}
+			got := totp.Code(k.Secret, k.Params, totp.Step(time.Unix(unix, 0), k.Params.Period))
+			cmd := exec.Command(oathtool, "--totp", "--base32", fmt.Sprintf("--digits=%d", tt.k.Params.Digits),
+				fmt.Sprintf("--now=@%d", unix), "-")
+			cmd.Stdin = strings.NewReader(demoB32 + "\n")
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("oathtool: %v", err)
+			}
+			if want := strings.TrimSpace(string(out)); got != want || len(got) != tt.k.Params.Digits {
+				t.Errorf("Code(scanned key, @%d) = %q, oathtool says %q", unix, got, want)
+			}
+		})
+	}
+}
+
+// TestWriteKeyForms: which URI WriteKey draws per mode, and that it draws
+// exactly what Write draws for that URI, or nothing.
+func TestWriteKeyForms(t *testing.T) {
+	t.Parallel()
+	typical := demoKey("HPC Centre", "alice", totp.DefaultParams)
+	longIssuer := demoKey("Example University HPC Centre", "alice", totp.DefaultParams)
+	long := demoKey("HPC Centre", account32, totp.DefaultParams)
+	noIssuer := demoKey("", "alice", totp.DefaultParams)
+	noIssuerLong := demoKey("", account32, totp.DefaultParams)
+	params := demoKey("HPC", "alice", totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60})
+	tests := []struct {
+		name string
+		k    totp.Key
+		m    Mode
+		want URIForm
+		err  error
+	}{
+		{"typical half", typical, HalfBlocks, FullURI, nil},
+		{"typical full", typical, FullBlocks, FullURI, nil},
+		{"typical ascii", typical, ASCII, ShortURI, nil},
+		{"long issuer half", longIssuer, HalfBlocks, FullURI, nil},
+		{"long issuer ascii", longIssuer, ASCII, ShortURINoIssuer, nil},
+		{"no issuer ascii", noIssuer, ASCII, ShortURI, nil},
+		{"32-character account half", long, HalfBlocks, FullURI, nil},
+		{"32-character account full", long, FullBlocks, FullURI, nil},
+		{"32-character account ascii", long, ASCII, 0, ErrTooWide},
+		{"no issuer, 32-character account ascii", noIssuerLong, ASCII, 0, ErrTooWide},
+		// Non-default parameters stay in the short URI, which then does not fit.
+		{"SHA256, 8 digits, 60 s ascii", params, ASCII, 0, ErrTooWide},
+		{"SHA256, 8 digits, 60 s half", params, HalfBlocks, FullURI, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tt.k.Validate(); err != nil {
+				t.Fatalf("Validate(%s) = %v", tt.name, err)
+			}
+			var buf bytes.Buffer
+			got, err := WriteKey(&buf, tt.k, tt.m)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("WriteKey(%s, %s) = %v, %v, want %v", tt.name, tt.m, got, err, tt.err)
+				}
+				if buf.Len() != 0 {
+					t.Errorf("WriteKey(%s, %s) wrote %d bytes with an error", tt.name, tt.m, buf.Len())
+				}
+				if strings.Contains(err.Error(), demoB32) || strings.Contains(err.Error(), "otpauth") {
+					t.Errorf("WriteKey error %q repeats the content", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("WriteKey(%s, %s) = %v, %v, want %v", tt.name, tt.m, got, err, tt.want)
+			}
+			var want bytes.Buffer
+			if err := Write(&want, tt.want.URI(tt.k), tt.m); err != nil {
+				t.Fatalf("Write(%v URI, %s) = %v", tt.want, tt.m, err)
+			}
+			if !bytes.Equal(buf.Bytes(), want.Bytes()) {
+				t.Errorf("WriteKey(%s, %s) output differs from Write of the %v URI", tt.name, tt.m, tt.want)
+			}
+		})
+	}
+	t.Run("writer error", func(t *testing.T) {
+		t.Parallel()
+		werr := errors.New("disk full")
+		if _, err := WriteKey(failWriter{werr}, typical, ASCII); !errors.Is(err, werr) {
+			t.Errorf("WriteKey(failing writer) = %v, want %v", err, werr)
+		}
+	})
+}
+
+func TestURIForm(t *testing.T) {
+	t.Parallel()
+	k := demoKey("HPC Centre", "alice", totp.DefaultParams)
+	tests := []struct {
+		f        URIForm
+		uri      string
+		hasNote  bool
+		noteWant string // a word the note must have
+	}{
+		{FullURI, k.URI(), false, ""},
+		{ShortURI, "otpauth://totp/HPC%20Centre:alice?secret=" + demoB32, true, "default parameters"},
+		{ShortURINoIssuer, "otpauth://totp/alice?secret=" + demoB32, true, "without the issuer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.f.String(), func(t *testing.T) {
+			t.Parallel()
+			if got := tt.f.URI(k); got != tt.uri {
+				t.Errorf("%v.URI(k) = %q, want %q", tt.f, got, tt.uri)
+			}
+			note := tt.f.Note()
+			if (note != "") != tt.hasNote || !strings.Contains(note, tt.noteWant) {
+				t.Errorf("%v.Note() = %q, want a note: %v, with %q", tt.f, note, tt.hasNote, tt.noteWant)
+			}
+			if strings.Contains(note, demoB32) || strings.Contains(note, "alice") {
+				t.Errorf("%v.Note() = %q has the key", tt.f, note)
+			}
+			if len(note)+2 > ASCIIColumns {
+				t.Errorf("%v.Note() is %d bytes: too long for 80 columns in parentheses", tt.f, len(note))
 			}
 		})
 	}

@@ -8,7 +8,8 @@ import (
 )
 
 // FuzzParseURI: ParseURI never panics; whatever it accepts is a valid Key,
-// and writing that Key out and reading it back is stable.
+// and writing that Key out (URI, ShortURI, and ShortURI without the issuer)
+// and reading it back is stable.
 func FuzzParseURI(f *testing.F) {
 	for _, s := range []string{
 		"otpauth://totp/Example:alice@google.com?secret=JBSWY3DPEHPK3PXP&issuer=Example",
@@ -45,6 +46,19 @@ func FuzzParseURI(f *testing.F) {
 		}
 		if u2 := k2.URI(); u2 != u {
 			t.Fatalf("URI() = %q after a round trip, want %q", u2, u)
+		}
+		su := k.ShortURI()
+		if len(su) > len(u) {
+			t.Fatalf("ShortURI(%+v) has %d bytes, URI %d: longer", k, len(su), len(u))
+		}
+		if k3, err := ParseURI(su); err != nil || !reflect.DeepEqual(k3, k) {
+			t.Fatalf("ParseURI(%q) = %+v, %v, want %+v (from %q)", su, k3, err, k, s)
+		}
+		bare := k
+		bare.Issuer = ""
+		bu := bare.ShortURI()
+		if k4, err := ParseURI(bu); err != nil || !reflect.DeepEqual(k4, bare) {
+			t.Fatalf("ParseURI(%q) = %+v, %v, want %+v (from %q)", bu, k4, err, bare, s)
 		}
 	})
 }

@@ -95,6 +95,52 @@ func (k Key) URI() string {
 	return b.String()
 }
 
+// ShortURI returns the shortest otpauth URI of k, for a QR code that must be
+// small (qrterm's ASCII mode in 80 columns):
+//
+//	otpauth://totp/Issuer:Account?secret=...
+//
+// The label is the one of [Key.URI]; algorithm, digits and period follow the
+// secret only where they differ from DefaultParams, which the Key Uri Format
+// makes the defaults; there is no issuer parameter. The issuer stays as the
+// label prefix, from which apps take it when the parameter is absent (the
+// Key Uri Format notes that older Google Authenticator versions read it only
+// there; FreeOTP and Aegis split the label at ':' too). ParseURI returns k
+// again for every valid k. Elsewhere use URI, whose issuer parameter the
+// format recommends.
+//
+// For a URI shorter still, call ShortURI on a copy of k with an empty
+// Issuer: the label is then the account name alone, the same key, which an
+// app shows without the issuer.
+//
+// Like URI, ShortURI does not validate, and the result holds the secret:
+// never log it.
+func (k Key) ShortURI() string {
+	var b strings.Builder
+	b.Grow(48 + 3*len(k.Issuer) + 3*len(k.Account) + len(k.Secret)*8/5)
+	b.WriteString("otpauth://totp/")
+	if k.Issuer != "" {
+		escape(&b, k.Issuer, true)
+		b.WriteByte(':')
+	}
+	escape(&b, k.Account, true)
+	b.WriteString("?secret=")
+	b.WriteString(EncodeSecret(k.Secret))
+	if k.Params.Algorithm != DefaultParams.Algorithm {
+		b.WriteString("&algorithm=")
+		escape(&b, string(k.Params.Algorithm), false)
+	}
+	if k.Params.Digits != DefaultParams.Digits {
+		b.WriteString("&digits=")
+		b.WriteString(strconv.Itoa(k.Params.Digits))
+	}
+	if k.Params.Period != DefaultParams.Period {
+		b.WriteString("&period=")
+		b.WriteString(strconv.Itoa(k.Params.Period))
+	}
+	return b.String()
+}
+
 // escape percent-encodes s into b, keeping RFC 3986 unreserved characters
 // and, in a label, '@' (as in alice@example.org).
 func escape(b *strings.Builder, s string, label bool) {

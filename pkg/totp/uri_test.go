@@ -68,6 +68,116 @@ func TestKeyURI(t *testing.T) {
 	}
 }
 
+// TestKeyShortURI: ShortURI leaves out the issuer parameter and the default
+// parameters, and reads back, here and in pquerna, as the same key; with the
+// issuer dropped it still reads back as the same secret, params and account.
+func TestKeyShortURI(t *testing.T) {
+	t.Parallel()
+	const s20 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+	tests := []struct {
+		name     string
+		k        Key
+		want     string
+		noIssuer string // ShortURI of k without its issuer
+	}{
+		{
+			"defaults",
+			Key{"HPC", "alice", seed20, DefaultParams},
+			"otpauth://totp/HPC:alice?secret=" + s20,
+			"otpauth://totp/alice?secret=" + s20,
+		},
+		{
+			"issuer with a space",
+			Key{"HPC Centre", "alice", seed20, DefaultParams},
+			"otpauth://totp/HPC%20Centre:alice?secret=" + s20,
+			"otpauth://totp/alice?secret=" + s20,
+		},
+		{
+			"no issuer",
+			Key{"", "alice", seed20, DefaultParams},
+			"otpauth://totp/alice?secret=" + s20,
+			"otpauth://totp/alice?secret=" + s20,
+		},
+		{
+			"algorithm only",
+			Key{"HPC", "alice", seed20, Params{SHA256, 6, 30}},
+			"otpauth://totp/HPC:alice?secret=" + s20 + "&algorithm=SHA256",
+			"otpauth://totp/alice?secret=" + s20 + "&algorithm=SHA256",
+		},
+		{
+			"digits only",
+			Key{"HPC", "alice", seed20, Params{SHA1, 8, 30}},
+			"otpauth://totp/HPC:alice?secret=" + s20 + "&digits=8",
+			"otpauth://totp/alice?secret=" + s20 + "&digits=8",
+		},
+		{
+			"period only",
+			Key{"HPC", "alice", seed20, Params{SHA1, 6, 60}},
+			"otpauth://totp/HPC:alice?secret=" + s20 + "&period=60",
+			"otpauth://totp/alice?secret=" + s20 + "&period=60",
+		},
+		{
+			"all parameters",
+			Key{"HPC", "alice", seed20, Params{SHA512, 7, 45}},
+			"otpauth://totp/HPC:alice?secret=" + s20 + "&algorithm=SHA512&digits=7&period=45",
+			"otpauth://totp/alice?secret=" + s20 + "&algorithm=SHA512&digits=7&period=45",
+		},
+		{
+			"reserved characters",
+			Key{"AT&T Labs+HPC", "bob@cluster.example.org", []byte("Hello!\xde\xad\xbe\xef"), DefaultParams},
+			"otpauth://totp/AT%26T%20Labs%2BHPC:bob@cluster.example.org?secret=JBSWY3DPEHPK3PXP",
+			"otpauth://totp/bob@cluster.example.org?secret=JBSWY3DPEHPK3PXP",
+		},
+		{
+			"non-ASCII and escapes in the account",
+			Key{"Universität", "jörg/ws?#%&=", seed20, DefaultParams},
+			"otpauth://totp/Universit%C3%A4t:j%C3%B6rg%2Fws%3F%23%25%26%3D?secret=" + s20,
+			"otpauth://totp/j%C3%B6rg%2Fws%3F%23%25%26%3D?secret=" + s20,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tt.k.Validate(); err != nil {
+				t.Fatalf("Validate(%+v) = %v, want nil", tt.k, err)
+			}
+			got := tt.k.ShortURI()
+			if got != tt.want {
+				t.Errorf("ShortURI(%+v) =\n %s, want\n %s", tt.k, got, tt.want)
+			}
+			if full := tt.k.URI(); len(got) >= len(full) {
+				t.Errorf("ShortURI(%+v) has %d bytes, URI %d: not shorter", tt.k, len(got), len(full))
+			}
+			back, err := ParseURI(got)
+			if err != nil || !reflect.DeepEqual(back, tt.k) {
+				t.Errorf("ParseURI(%q) = %+v, %v, want %+v", got, back, err, tt.k)
+			}
+			pk, err := otp.NewKeyFromURL(got)
+			if err != nil {
+				t.Fatalf("pquerna NewKeyFromURL(%q): %v", got, err)
+			}
+			if pk.Issuer() != tt.k.Issuer || pk.AccountName() != tt.k.Account ||
+				pk.Secret() != EncodeSecret(tt.k.Secret) || pk.Algorithm().String() != string(tt.k.Params.Algorithm) ||
+				int(pk.Digits()) != tt.k.Params.Digits || int(pk.Period()) != tt.k.Params.Period {
+				t.Errorf("pquerna reads %q as issuer %q account %q algorithm %v digits %v period %v, want %+v",
+					got, pk.Issuer(), pk.AccountName(), pk.Algorithm(), pk.Digits(), pk.Period(), tt.k)
+			}
+
+			bare := tt.k
+			bare.Issuer = ""
+			got = bare.ShortURI()
+			if got != tt.noIssuer {
+				t.Errorf("ShortURI(%+v) =\n %s, want\n %s", bare, got, tt.noIssuer)
+			}
+			back, err = ParseURI(got)
+			if err != nil || back.Account != tt.k.Account || !bytes.Equal(back.Secret, tt.k.Secret) ||
+				back.Params != tt.k.Params || back.Issuer != "" {
+				t.Errorf("ParseURI(%q) = %+v, %v, want %+v without the issuer", got, back, err, tt.k)
+			}
+		})
+	}
+}
+
 func TestKeyValidate(t *testing.T) {
 	t.Parallel()
 	good := Key{"Example HPC", "alice", seed20, DefaultParams}
@@ -251,7 +361,8 @@ func TestParseURIPquernaKeys(t *testing.T) {
 	}
 }
 
-// TestURIRoundTripRandom: for valid keys, ParseURI(k.URI()) is k.
+// TestURIRoundTripRandom: for valid keys, ParseURI(k.URI()) and
+// ParseURI(k.ShortURI()) are k.
 func TestURIRoundTripRandom(t *testing.T) {
 	t.Parallel()
 	names := []string{"", "a", "HPC", "Example HPC", "Universität Zürich", "AT&T", "a+b=c?d#e%f/g",
@@ -263,9 +374,10 @@ func TestURIRoundTripRandom(t *testing.T) {
 			if err := k.Validate(); err != nil {
 				t.Fatalf("Validate(%+v) = %v", k, err)
 			}
-			u := k.URI()
-			if got, err := ParseURI(u); err != nil || !reflect.DeepEqual(got, k) {
-				t.Errorf("ParseURI(%q) = %+v, %v, want %+v", u, got, err, k)
+			for _, u := range []string{k.URI(), k.ShortURI()} {
+				if got, err := ParseURI(u); err != nil || !reflect.DeepEqual(got, k) {
+					t.Errorf("ParseURI(%q) = %+v, %v, want %+v", u, got, err, k)
+				}
 			}
 		}
 	}
