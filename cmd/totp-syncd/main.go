@@ -1,5 +1,7 @@
 // Command totp-syncd keeps a login node's tokens.db equal to the registry's view of the node's
-// users (docs/sync-protocol.md), so logins never wait on the network.
+// users (docs/sync-protocol.md), so logins never wait on the network. On a standalone node (no
+// [sync] registry) it is the local enrollment authority instead (pkg/localenroll): the same
+// self-service over D-Bus, written to the node's own tokens.db.
 //
 //	totp-syncd [--config FILE] [--debug] [--bus ADDRESS]   run the daemon (totp-syncd.service)
 //	totp-syncd status [--config FILE] [--json] [--verify]
@@ -7,7 +9,7 @@
 //	totp-syncd --version
 //
 // The daemon also serves io.github.pamtotp.Sync1 on the system bus (package busapi), or on
-// --bus ADDRESS; without a bus it logs that once and syncs all the same.
+// --bus ADDRESS or [sync] bus; without a bus it logs that once and syncs all the same.
 //
 // It is a thin main: flags and output here, the work in packages nodesync and busapi.
 package main
@@ -27,6 +29,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/localenroll"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -50,7 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check-config", false, "validate the config and the sync files, then exit")
 	showVersion := fs.Bool("version", false, "print the version")
 	debug := fs.Bool("debug", false, "log every batch and reconnect")
-	bus := fs.String("bus", "", "D-Bus address to serve "+busapi.Name+" on (default: the system bus)")
+	bus := fs.String("bus", "", "D-Bus address to serve "+busapi.Name+" on (default: [sync] bus, else the system bus)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: totp-syncd [--config FILE] [--debug] [--bus ADDRESS] | status [--config FILE] [--json] [--verify] | --check-config | --version")
 	}
@@ -69,6 +72,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg == nil {
 		return code
 	}
+	if *check && cfg.Sync.Registry == "" {
+		fmt.Fprintf(stdout, "%s: OK (standalone: no [sync] registry; totp-syncd is the local enrollment authority)\n", *path)
+		return 0
+	}
 	if *check {
 		if err := nodesync.CheckFiles(cfg.Sync); err != nil {
 			fmt.Fprintln(stderr, "error:", err)
@@ -84,10 +91,56 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return daemon(ctx, cfg, *bus, log)
+	busAddr := *bus
+	if busAddr == "" {
+		busAddr = cfg.Sync.Bus
+	}
+	if cfg.Sync.Registry == "" {
+		return standalone(ctx, cfg, busAddr, log)
+	}
+	return daemon(ctx, cfg, busAddr, log)
 }
 
-// loadConfig loads the config and refuses a standalone one; code is the exit status on failure.
+// standalone serves the D-Bus service with this node as its own enrollment authority
+// (pkg/localenroll) until ctx ends, and sweeps expired pending tokens every minute. Without the
+// bus it has nothing to do, so failing to serve it is an error (systemd restarts the unit).
+func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *slog.Logger) int {
+	auth, err := localenroll.New(localenroll.Options{Config: cfg, Log: log})
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitConfig
+	}
+	if err := auth.Init(); err != nil {
+		log.Error("token store unusable", "dir", cfg.Store.Dir, "err", err)
+		return 1
+	}
+	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Enroll: auth, Log: log})
+	if err != nil {
+		log.Error("no D-Bus service: a standalone totp-syncd has nothing else to do", "err", err)
+		return 1
+	}
+	defer svc.Close()
+	log.Info("totp-syncd starting standalone: local enrollment authority (no [sync] registry)",
+		"version", version.Version, "store", cfg.Store.Dir, "name", busapi.Name)
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	for {
+		if _, err := auth.Sweep(""); err != nil {
+			log.Warn("sweep of expired pending tokens failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("totp-syncd stopped")
+			return 0
+		case <-svc.Done():
+			log.Error("lost the D-Bus connection; exiting to be restarted")
+			return 1
+		case <-sweep.C:
+		}
+	}
+}
+
+// loadConfig loads the config; code is the exit status on failure.
 func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 	cfg, warnings, err := config.Load(path)
 	for _, w := range warnings {
@@ -95,11 +148,6 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)
-		return nil, exitConfig
-	}
-	if cfg.Sync.Registry == "" {
-		fmt.Fprintf(stderr, "error: %s sets no [sync] registry: this node is standalone (tokens are managed "+
-			"with totp-admin) and totp-syncd has nothing to do; set [sync] registry to follow a registry\n", path)
 		return nil, exitConfig
 	}
 	return cfg, 0

@@ -33,7 +33,9 @@ func TestRun(t *testing.T) {
 		wantStderr string
 	}{
 		{name: "version", args: []string{"--version"}, wantOut: "totp-syncd "},
-		{name: "standalone refused", args: []string{"--config", standalone}, wantCode: exitConfig, wantStderr: "standalone"},
+		{name: "standalone check-config", args: []string{"--check-config", "--config", standalone}, wantOut: "standalone"},
+		{name: "standalone without a bus", args: []string{"--config", standalone, "--bus", "unix:path=" + dir + "/no-bus"},
+			wantCode: 1, wantStderr: "a standalone totp-syncd has nothing else to do"},
 		{name: "check-config", args: []string{"--check-config", "--config", synced}, wantOut: "OK"},
 		{name: "check-config without credential", args: []string{"--check-config", "--config", missingCred}, wantCode: 1, wantStderr: "credential_file"},
 		{name: "status before the first sync", args: []string{"status", "--config", synced}, wantCode: 1, wantStderr: "never synced"},

@@ -34,6 +34,9 @@ type TxSpec struct {
 	Attempts int
 	// AskUser starts the transaction without a user, so the module asks for it (login(1)).
 	AskUser bool
+	// Respond, when set, answers the prompts after Answers run out, seeing what was shown so
+	// far (to answer with a code computed from a key shown in an info message). Not JSON.
+	Respond func(prompt string, shown Result) (string, error) `json:"-"`
 }
 
 // Result is what the application saw of one transaction.
@@ -83,6 +86,9 @@ func Run(s TxSpec) Result {
 		case pam.PromptEchoOff, pam.PromptEchoOn:
 			r.Prompts = append(r.Prompts, msg)
 			if next >= len(s.Answers) {
+				if s.Respond != nil {
+					return s.Respond(msg, r)
+				}
 				return "", errors.New("no answer left")
 			}
 			next++

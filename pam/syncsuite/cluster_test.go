@@ -183,6 +183,8 @@ type nodeOptions struct {
 	CAFile     string // "" is the registry's CA
 	Credential string // "" is a fresh credential from node add; "-" writes none
 	NoStart    bool   // write everything, do not start totp-syncd
+	Policy     string // top-level keys of pam_totp.conf (the default policy)
+	Bus        string // [sync] bus: the D-Bus address totp-syncd serves on and the helper uses
 }
 
 // fastRate keeps the rate limit out of the way of tests that do not test it.
@@ -222,6 +224,7 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 	mport := freePort(t)
 	n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
 	writeFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
+%s
 
 [store]
 dir = %q
@@ -235,7 +238,8 @@ registry = %q
 ca_file = %q
 credential_file = %q
 metrics_listen = "127.0.0.1:%d"
-`, n.storeDir, fastRate, r.url, o.CAFile, n.credFile, mport), 0o644)
+bus = %q
+`, o.Policy, n.storeDir, fastRate, r.url, o.CAFile, n.credFile, mport, o.Bus), 0o644)
 	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10\naccount required pam_permit.so\n",
 		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf)
 	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
@@ -351,9 +355,12 @@ func (n *node) status() (map[string]any, error) {
 }
 
 // logHas reports whether the node's totp-syncd log contains sub.
-func (n *node) logHas(sub string) bool {
+func (n *node) logHas(sub string) bool { return strings.Contains(n.readLog(), sub) }
+
+// readLog is the node's totp-syncd log so far.
+func (n *node) readLog() string {
 	b, _ := os.ReadFile(n.proc.log)
-	return strings.Contains(string(b), sub)
+	return string(b)
 }
 
 // code is a token's code of step.

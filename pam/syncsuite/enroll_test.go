@@ -34,51 +34,8 @@ import (
 // answers the code of s+1, which the ±1 window accepts at once: no waiting for the next step.
 func TestEnrollThenLoginElsewhere(t *testing.T) {
 	needRoot(t)
-	bus := busapitest.StartBus(t) // skips without dbus-daemon
-	root, err := pamtest.Root()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := startSMTPSink(t, filepath.Join(root, "pkg", "mail", "testdata", "smtpd.py")) // skips without aiosmtpd
-
-	// The CLI: a copy of build/totp (made by TestMain's `make build`) that the user can run.
-	totpBin := filepath.Join(filepath.Dir(bin["totp-syncd"]), "totp")
-	if err := pamtest.CopyFile(filepath.Join(root, "build", "totp"), totpBin, 0o755); err != nil {
-		t.Fatalf("copy build/totp: %v", err)
-	}
-	t.Cleanup(func() { os.Remove(totpBin) })
-
-	// The registry, with [mail] pointing at the sink: startRegistry writes no [mail], so stop it,
-	// add the section and start it again.
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
-	if err := r.proc.stop(10 * time.Second); err != nil {
-		t.Fatalf("stop totp-registry: %v", err)
-	}
-	f, err := os.OpenFile(r.conf, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "\n[mail]\nhost = %q\nfrom = \"totp@registry.test\"\ncontact = \"the test helpdesk\"\n"+
-		"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n", sink.addr)
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r.restart()
-
-	name := pamtest.AddUser(t, userPrefix)
-	addr := name + "@users.test"
-	if _, err := r.admin.AddUser(ctx(t), adminclient.NewUser{Name: name, Mail: addr, Scopes: []string{scope}}); err != nil {
-		t.Fatalf("AddUser(%s): %v", name, err)
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, gid := busapitest.IDs(u)
-
-	n1 := newNode(t, r, nodeOptions{NoStart: true})
-	n1.proc.args = append(n1.proc.args, "--bus", bus.Addr)
-	n1.start()
+	m := newMailSetup(t, "")
+	name, addr, uid, gid, bus, totpBin, r, n1, sink := m.name, m.addr, m.uid, m.gid, m.bus, m.totpBin, m.r, m.n1, m.sink
 	n2 := newNode(t, r, nodeOptions{})
 	rev := r.rev()
 	n1.waitRev(rev, 15*time.Second)
@@ -90,97 +47,8 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 	// Enrollment and login (well under a second) start at least 5 s before a step boundary, so
 	// the code typed is the one the registry checks against its current step.
 	settle(t, 5*time.Second)
-	cmd := exec.Command(totpBin, "--bus", bus.Addr, "enroll", "--name", "phone", "--qr", "half")
-	cmd.Env = []string{"TERM=xterm", "LANG=C.UTF-8", "PATH=/usr/bin:/bin"}
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid},
-		Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &busapitest.SyncBuffer{}
-	cmd.Stderr = stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Process.Kill()
-		<-waited
-	})
-
-	// Read the output line by line; answer the prompt with the current code of the printed secret.
-	var (
-		out       strings.Builder
-		secret    []byte
-		hexSecret string
-		params    totp.Params
-		enrollStp uint64
-		enrollCd  string
-		activeAt  time.Time
-	)
-	lines := make(chan string, 1000)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	timeout := time.After(20 * time.Second)
-read:
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				break read
-			}
-			out.WriteString(line + "\n")
-			switch {
-			case strings.Contains(line, "otpauth URI:"):
-				key, err := totp.ParseURI(strings.TrimSpace(strings.SplitN(line, "otpauth URI:", 2)[1]))
-				if err != nil {
-					t.Fatalf("the printed otpauth URI does not parse: %v", err)
-				}
-				params = key.Params
-			case strings.Contains(line, "secret (base32):"):
-				secret, err = totp.DecodeSecret(strings.TrimSpace(strings.SplitN(line, "secret (base32):", 2)[1]))
-				if err != nil {
-					t.Fatalf("the printed base32 secret does not decode: %v", err)
-				}
-				hexSecret = hex.EncodeToString(secret)
-			case strings.Contains(line, "The token is not valid until you type a code"):
-				// The prompt follows without a newline: answer now.
-				if secret == nil || params.Period == 0 {
-					t.Fatalf("no secret or parameters before the prompt:\n%s", out.String())
-				}
-				enrollStp = totp.Step(time.Now(), params.Period)
-				enrollCd = totp.Code(secret, params, enrollStp)
-				if _, err := io.WriteString(stdin, enrollCd+"\n"); err != nil {
-					t.Fatalf("write the code: %v", err)
-				}
-				stdin.Close()
-			case strings.Contains(line, "is active on this node now."):
-				activeAt = time.Now()
-				break read
-			}
-		case <-timeout:
-			t.Fatalf("totp enroll did not say the token is active within 20s:\n%s\nstderr: %s", out.String(), stderr.String())
-		}
-	}
-	if activeAt.IsZero() {
-		err := <-waited
-		t.Fatalf("totp enroll ended (%v) without \"active on this node now\":\n%s\nstderr: %s", err, out.String(), stderr.String())
-	}
+	e := runEnroll(t, totpBin, bus.Addr, uid, gid, "phone")
+	secret, params, enrollStp, enrollCd, activeAt := e.secret, e.params, e.step, e.code, e.activeAt
 
 	// At once: a login on node 2 with the next step's code. Node 2 applies the same revision as
 	// node 1 within milliseconds; should a loaded machine delay it, the module answers "no token"
@@ -195,38 +63,16 @@ read:
 	gap := time.Since(activeAt)
 	res.Want(t, "login on node 2 right after enrolling on node 1", pamtest.Success, -1)
 	t.Logf("enroll took %v to \"active on this node now\"; node 2 login (code of step s+1) answered %v after it",
-		activeAt.Sub(start).Round(time.Millisecond), gap.Round(time.Millisecond))
+		activeAt.Sub(e.start).Round(time.Millisecond), gap.Round(time.Millisecond))
 	if now := totp.Step(time.Now(), params.Period); now != enrollStp {
 		t.Logf("note: the time step moved from %d to %d during the test", enrollStp, now)
 	}
 
-	// The rest of the output: the CLI must end well; collect the backup codes it printed.
-	for line := range lines {
-		out.WriteString(line + "\n")
-	}
-	select {
-	case err := <-waited:
-		waited <- err // for the cleanup
-		if err != nil {
-			t.Fatalf("totp enroll: %v\n%s\nstderr: %s", err, out.String(), stderr.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("totp enroll did not exit:\n%s", out.String())
-	}
-	text := out.String()
+	text, backup := e.finish()
 	if !strings.Contains(text, "Security code verified") {
 		t.Errorf("totp enroll output has no \"Security code verified\":\n%s", text)
 	}
-	var backup []string
-	if _, after, ok := strings.Cut(text, "they are not shown again:\n"); ok {
-		for _, l := range strings.Split(after, "\n") {
-			l = strings.TrimSpace(l)
-			if l == "" || strings.Contains(l, " ") {
-				break
-			}
-			backup = append(backup, l)
-		}
-	}
+	hexSecret := hex.EncodeToString(secret)
 
 	// The mail: exactly one notice to the user, with none of the secrets.
 	var mine []string
@@ -263,6 +109,69 @@ read:
 		}
 	}
 	t.Logf("notice received (%d backup codes checked absent):\n%s", len(backup), msg)
+}
+
+// mailSetup is a registry that mails through a real SMTP sink, a user of its scope with a mail
+// address, the totp CLI the user can run, and node 1 serving the D-Bus API on a private bus.
+type mailSetup struct {
+	sink       *smtpSink
+	r          *registry
+	n1         *node
+	bus        *busapitest.Bus
+	totpBin    string
+	name, addr string
+	uid, gid   uint32
+}
+
+// newMailSetup starts it all; regExtra is added to the registry's config (e.g. an [enroll]
+// section).
+func newMailSetup(t *testing.T, regExtra string) *mailSetup {
+	t.Helper()
+	bus := busapitest.StartBus(t) // skips without dbus-daemon
+	root, err := pamtest.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := startSMTPSink(t, filepath.Join(root, "pkg", "mail", "testdata", "smtpd.py")) // skips without aiosmtpd
+
+	// The CLI: a copy of build/totp (made by TestMain's `make build`) that the user can run.
+	totpBin := filepath.Join(bus.Dir, "totp")
+	if err := pamtest.CopyFile(filepath.Join(root, "build", "totp"), totpBin, 0o755); err != nil {
+		t.Fatalf("copy build/totp: %v", err)
+	}
+
+	// The registry, with [mail] pointing at the sink: startRegistry writes no [mail], so stop it,
+	// add the section and start it again.
+	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	if err := r.proc.stop(10 * time.Second); err != nil {
+		t.Fatalf("stop totp-registry: %v", err)
+	}
+	f, err := os.OpenFile(r.conf, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[mail]\nhost = %q\nfrom = \"totp@registry.test\"\ncontact = \"the test helpdesk\"\n"+
+		"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n%s", sink.addr, regExtra)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.restart()
+
+	name := pamtest.AddUser(t, userPrefix)
+	addr := name + "@users.test"
+	if _, err := r.admin.AddUser(ctx(t), adminclient.NewUser{Name: name, Mail: addr, Scopes: []string{scope}}); err != nil {
+		t.Fatalf("AddUser(%s): %v", name, err)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := busapitest.IDs(u)
+
+	n1 := newNode(t, r, nodeOptions{NoStart: true})
+	n1.proc.args = append(n1.proc.args, "--bus", bus.Addr)
+	n1.start()
+	return &mailSetup{sink: sink, r: r, n1: n1, bus: bus, totpBin: totpBin, name: name, addr: addr, uid: uid, gid: gid}
 }
 
 // smtpSink is pkg/mail's testdata/smtpd.py: a real aiosmtpd relay writing each message to dir.
@@ -345,4 +254,103 @@ func (s *smtpSink) messagesTo(t *testing.T, to string) []string {
 		}
 	}
 	return out
+}
+
+// TestBootstrapByMail: at a site with [enroll] bootstrap = "mail", `totp enroll` of a first
+// token has the registry mail a one-time code (through totp-syncd's RequestBootstrapCode), the
+// user types it from the mail, and enrollment goes on; the sink gets the code's mail and then
+// exactly one notice of the new token, and the notice holds neither the code nor the secret.
+func TestBootstrapByMail(t *testing.T) {
+	needRoot(t)
+	m := newMailSetup(t, "\n[enroll]\nbootstrap = \"mail\"\n")
+	eventually(t, 10*time.Second, m.n1.name+" serves the D-Bus API", func() (bool, error) {
+		return m.n1.logHas("D-Bus service") && !m.n1.logHas("no D-Bus service"), nil
+	})
+	settle(t, 5*time.Second)
+	var bootCode string
+	e := runEnroll(t, m.totpBin, m.bus.Addr, m.uid, m.gid, "phone", func(line string) (string, bool) {
+		if !strings.Contains(line, "It was sent to your mail address") {
+			return "", false
+		}
+		var msgs []string
+		eventually(t, 10*time.Second, "the bootstrap code reaches the sink", func() (bool, error) {
+			msgs = m.sink.messagesTo(t, m.addr)
+			return len(msgs) > 0, nil
+		})
+		if len(msgs) != 1 || !strings.Contains(msgs[0], "your enrollment code") {
+			t.Fatalf("the sink holds %d messages, want the one with the enrollment code:\n%s", len(msgs), strings.Join(msgs, "\n-----\n"))
+		}
+		_, after, _ := strings.Cut(msgs[0], "your one-time code to enroll a first token is:")
+		bootCode = strings.Fields(after)[0]
+		return bootCode, true
+	})
+	text, _ := e.finish()
+	if bootCode == "" || !strings.Contains(text, "mails you a one-time code") {
+		t.Fatalf("totp enroll did not go through the bootstrap code:\n%s", text)
+	}
+	var notices []string
+	eventually(t, 5*time.Second, "the new-token notice reaches the sink", func() (bool, error) {
+		notices = m.sink.messagesTo(t, m.addr)
+		return len(notices) >= 2, nil
+	})
+	time.Sleep(500 * time.Millisecond) // a further notice would be on its way by now
+	notices = m.sink.messagesTo(t, m.addr)
+	added := 0
+	for _, msg := range notices {
+		if strings.Contains(msg, "new token added") {
+			added++
+			if strings.Contains(msg, bootCode) || strings.Contains(msg, totp.EncodeSecret(e.secret)) {
+				t.Errorf("the notice holds the bootstrap code or the secret:\n%s", msg)
+			}
+		}
+	}
+	if len(notices) != 2 || added != 1 {
+		t.Fatalf("the sink holds %d messages (%d new-token notices), want the code and one notice:\n%s",
+			len(notices), added, strings.Join(notices, "\n-----\n"))
+	}
+	// The mailed code worked once: a second request to begin with it is refused by the registry.
+	out, code := runCLI(t, m.totpBin, m.bus.Addr, m.uid, m.gid, bootCode+"\n", "enroll", "--name", "again")
+	if code == 0 {
+		t.Errorf("a second enrollment with the used bootstrap code succeeded:\n%s", out)
+	}
+}
+
+// TestEnrollAtLoginWithRegistry: on a node following a registry, a user in enrollment grace is
+// enrolled during a libpam login on node 1 (the helper asks node 1's totp-syncd, which forwards
+// to the registry), and right after, a login on node 2 asks for a code and accepts the next one.
+func TestEnrollAtLoginWithRegistry(t *testing.T) {
+	needRoot(t)
+	bus := busapitest.StartBus(t)
+	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	name := pamtest.AddUser(t, userPrefix)
+	if _, err := r.admin.AddUser(ctx(t), adminclient.NewUser{Name: name, Scopes: []string{scope}}); err != nil {
+		t.Fatalf("AddUser(%s): %v", name, err)
+	}
+	grace := "mode = \"grace\"\ngrace_until = " + time.Now().Add(30*24*time.Hour).UTC().Format(time.RFC3339)
+	n1 := newNode(t, r, nodeOptions{Policy: grace + "\nenroll_at_login = true", Bus: bus.Addr})
+	n2 := newNode(t, r, nodeOptions{Policy: grace})
+	rev := r.rev()
+	n1.waitRev(rev, 15*time.Second)
+	n2.waitRev(rev, 15*time.Second)
+	eventually(t, 10*time.Second, n1.name+" serves the D-Bus API", func() (bool, error) {
+		return n1.logHas("D-Bus service") && !n1.logHas("no D-Bus service"), nil
+	})
+
+	settle(t, 5*time.Second)
+	le := &loginEnroller{}
+	res := pamtest.Run(pamtest.TxSpec{Service: n1.service, User: name, ConfDir: n1.pamDir, Timeout: 15 * time.Second,
+		Respond: le.respond})
+	res.Want(t, "login on node 1 that enrolls", pamtest.Success, 1)
+	res.WantInfo(t, "login on node 1 that enrolls", "enrolled and active")
+	enrolled := time.Now()
+	// Node 2 gets the token within milliseconds; until then it lets the user in under grace
+	// without a prompt, so such an answer is retried for at most 2 s.
+	next := totp.Code(le.key.Secret, le.key.Params, le.step+1)
+	res = n2.login(name, next)
+	for time.Since(enrolled) < 2*time.Second && len(res.Prompts) == 0 {
+		time.Sleep(20 * time.Millisecond)
+		res = n2.login(name, next)
+	}
+	res.Want(t, "login on node 2 with the next code", pamtest.Success, 1)
+	t.Logf("node 2 asked for and accepted a code %v after the enrolling login on node 1", time.Since(enrolled).Round(time.Millisecond))
 }

@@ -222,6 +222,27 @@ func (a *Admin) RemoveToken(user, id string) (TokenInfo, error) {
 	return removed, err
 }
 
+// RenameToken gives user's token id a new name and returns it as it was before.
+func (a *Admin) RenameToken(user, id, name string) (TokenInfo, error) {
+	if err := checkName(name); err != nil {
+		return TokenInfo{}, err
+	}
+	var before TokenInfo
+	err := a.Tokens.Update(func(x *store.TokensTx) error {
+		t, err := x.Token(user, id)
+		if err != nil {
+			return err
+		}
+		before = info(t)
+		t.Name = name
+		return x.PutToken(t)
+	})
+	return before, err
+}
+
+// CheckName checks a token name: 1 to 64 bytes of UTF-8 without control characters.
+func CheckName(name string) error { return checkName(name) }
+
 // SetState disables or enables a token. A pending token can be neither: it was never verified,
 // so enabling it would skip the proof that the user has the device, and a disabled record would
 // forget that.

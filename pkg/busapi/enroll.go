@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os/user"
+	"strconv"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
 // Enroller is the registry's enrollment API as the node calls it (nodesync.EnrollClient).
@@ -18,6 +21,8 @@ type Enroller interface {
 	Rename(ctx context.Context, user, id, name string) error
 	Remove(ctx context.Context, user, id, proof string) error
 	BackupCodes(ctx context.Context, user, proof string) ([]string, error)
+	// Bootstrap mails user a one-time code for a first token; it returns the code's expiry.
+	Bootstrap(ctx context.Context, user string) (time.Time, error)
 }
 
 // maxArg bounds a string argument of an enrollment method; the registry checks the rest.
@@ -27,6 +32,7 @@ var (
 	errUnreachable = busError(ErrUnavailable, "the registry cannot be reached; try again later")
 	errRegistry    = busError(ErrUnavailable, "the registry could not do this now; try again later")
 	errTooLong     = busError(ErrInvalid, "an argument is too long")
+	errLocal       = busError(ErrUnavailable, "the token store of this node could not be changed now; try again later")
 )
 
 // enroller returns the registry client, or Error.Unavailable on a node without one.
@@ -52,9 +58,22 @@ func checkArgs(args ...string) *dbus.Error {
 	return nil
 }
 
-// registryError maps a registry call's error to a D-Bus error and logs why (never a secret:
-// neither the registry's refusals nor nodesync's errors hold one).
+// registryError maps an Enroller's error to a D-Bus error and logs why (never a secret: neither
+// the registry's refusals, a Refusal nor nodesync's errors hold one).
 func (s *Service) registryError(method string, c caller, err error) *dbus.Error {
+	var ref *Refusal
+	if errors.As(err, &ref) {
+		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "reason", ref.Msg)
+		switch ref.Name {
+		case ErrRefused, ErrNotFound, ErrInvalid:
+			return busError(ref.Name, ref.Msg)
+		}
+		return busError(ErrUnavailable, ref.Msg)
+	}
+	if s.o.Config.Sync.Registry == "" {
+		s.o.Log.Error("D-Bus "+method+": local enrollment failed", "user", c.name, "uid", c.uid, "err", err)
+		return errLocal
+	}
 	var re *nodesync.RegistryError
 	if !errors.As(err, &re) {
 		s.o.Log.Warn("D-Bus "+method+": registry unreachable", "user", c.name, "uid", c.uid, "err", err)
@@ -87,7 +106,7 @@ func (s *Service) beginEnrollment(ctx context.Context, c caller, name, proof str
 	if err != nil {
 		return nodesync.Enrollment{}, s.registryError("BeginEnrollment", c, err)
 	}
-	s.o.Log.Info("D-Bus BeginEnrollment: pending token", "user", c.name, "uid", c.uid, "token", a.ID,
+	s.o.Log.Info("D-Bus BeginEnrollment: pending token", "user", c.name, "uid", c.uid, "by", c.by, "token", a.ID,
 		"expires", a.Expires.Format(time.RFC3339))
 	return a, nil
 }
@@ -106,7 +125,7 @@ func (s *Service) finishEnrollment(ctx context.Context, c caller, id, code strin
 	if err != nil {
 		return nodesync.FinishResult{}, s.registryError("FinishEnrollment", c, err)
 	}
-	s.o.Log.Info("D-Bus FinishEnrollment", "user", c.name, "uid", c.uid, "token", id, "status", r.Status,
+	s.o.Log.Info("D-Bus FinishEnrollment", "user", c.name, "uid", c.uid, "by", c.by, "token", id, "status", r.Status,
 		"skew_s", r.SkewS, "backup_codes", len(r.BackupCodes))
 	if r.Status == "active" {
 		s.kick(c) // fetch the new token soon
@@ -166,4 +185,42 @@ func (s *Service) backupCodes(ctx context.Context, c caller, proof string) ([]st
 	}
 	s.o.Log.Info("D-Bus RegenerateBackupCodes", "user", c.name, "uid", c.uid, "codes", len(codes))
 	return codes, nil
+}
+
+func (s *Service) requestBootstrap(ctx context.Context, c caller) (int64, *dbus.Error) {
+	e, derr := s.enroller()
+	if derr != nil {
+		return 0, derr
+	}
+	ctx, cancel := s.registryCtx(ctx)
+	defer cancel()
+	exp, err := e.Bootstrap(ctx, c.name)
+	if err != nil {
+		return 0, s.registryError("RequestBootstrapCode", c, err)
+	}
+	s.o.Log.Info("D-Bus RequestBootstrapCode: code mailed", "user", c.name, "uid", c.uid, "expires", exp.Format(time.RFC3339))
+	return exp.Unix(), nil
+}
+
+// onBehalf is the caller root names for BeginEnrollmentFor and FinishEnrollmentFor: the PAM
+// helper enrolling a user at login. Any other caller is refused, and so is a user name that is
+// not valid in the store or unknown to this node.
+func (s *Service) onBehalf(c caller, name string) (caller, *dbus.Error) {
+	if c.uid != 0 {
+		s.o.Log.Warn("D-Bus enrollment on behalf refused: caller is not root", "caller", c.name, "uid", c.uid)
+		return caller{}, errNotRoot
+	}
+	if store.ValidUser(name) != nil || len(name) > maxArg {
+		return caller{}, busError(ErrInvalid, "not a valid user name")
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		s.o.Log.Warn("D-Bus enrollment on behalf refused: unknown user", "user", name, "err", err)
+		return caller{}, busError(ErrNotFound, "no such user on this node")
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return caller{}, busError(ErrNotFound, "no such user on this node")
+	}
+	return caller{uid: uint32(uid), name: u.Username, by: "root"}, nil
 }

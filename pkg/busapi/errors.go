@@ -1,13 +1,17 @@
 package busapi
 
-import "github.com/godbus/dbus/v5"
+import (
+	"github.com/godbus/dbus/v5"
+
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+)
 
 // D-Bus error names; the body is one plain sentence meant for the user.
 const (
-	ErrUnavailable = Interface + ".Error.Unavailable" // the daemon cannot answer now
-	ErrRefused     = Interface + ".Error.Refused"     // the caller may not do this
-	ErrNotFound    = Interface + ".Error.NotFound"    // no such token of the caller
-	ErrInvalid     = Interface + ".Error.Invalid"     // a malformed argument
+	ErrUnavailable = syncbus.ErrUnavailable // the daemon cannot answer now
+	ErrRefused     = syncbus.ErrRefused     // the caller may not do this
+	ErrNotFound    = syncbus.ErrNotFound    // no such token of the caller
+	ErrInvalid     = syncbus.ErrInvalid     // a malformed argument
 )
 
 // busError returns a D-Bus error of the given name with one sentence.
@@ -15,8 +19,19 @@ func busError(name, sentence string) *dbus.Error {
 	return dbus.NewError(name, []any{sentence})
 }
 
+// Refusal is an Enroller's answer meant for the user: Name is ErrRefused, ErrNotFound or
+// ErrInvalid and Msg one plain sentence without a secret. The standalone authority
+// (pkg/localenroll) refuses with it; the registry client's refusals are nodesync.RegistryError.
+type Refusal struct {
+	Name string
+	Msg  string
+}
+
+func (r *Refusal) Error() string { return r.Msg }
+
 var (
-	errEnrollUnavailable = busError(ErrUnavailable, "enrollment is not available on this node: it has no registry")
+	errEnrollUnavailable = busError(ErrUnavailable, "enrollment is not available on this node: it has no registry and no local authority")
+	errNotRoot           = busError(ErrRefused, "only root (the PAM helper) may enroll on behalf of a user")
 	errTimeout           = busError(ErrUnavailable, "totp-syncd did not answer in time; try again")
 	errStore             = busError(ErrUnavailable, "the token store of this node cannot be read now; try again")
 	errNoCaller          = busError(ErrRefused, "your connection to the bus has no user that this node knows")

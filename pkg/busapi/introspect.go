@@ -45,6 +45,24 @@ const introspection = `<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object I
       <arg name="proof" type="s" direction="in"/>
       <arg name="codes" type="as" direction="out"/>
     </method>
+    <method name="RequestBootstrapCode">
+      <arg name="expires" type="x" direction="out"/>
+    </method>
+    <method name="BeginEnrollmentFor">
+      <arg name="user" type="s" direction="in"/>
+      <arg name="name" type="s" direction="in"/>
+      <arg name="id" type="s" direction="out"/>
+      <arg name="uri" type="s" direction="out"/>
+      <arg name="expires" type="x" direction="out"/>
+    </method>
+    <method name="FinishEnrollmentFor">
+      <arg name="user" type="s" direction="in"/>
+      <arg name="id" type="s" direction="in"/>
+      <arg name="code" type="s" direction="in"/>
+      <arg name="status" type="s" direction="out"/>
+      <arg name="skew_s" type="i" direction="out"/>
+      <arg name="backup_codes" type="as" direction="out"/>
+    </method>
     <method name="SyncNow">
       <arg name="revision" type="x" direction="out"/>
     </method>

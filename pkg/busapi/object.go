@@ -88,7 +88,8 @@ func (o *object) SyncNow(sender dbus.Sender) (int64, *dbus.Error) {
 		defer cancel()
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
-		for !s.caughtUp() && wait.Err() == nil {
+		// A standalone node has nothing to catch up with: its tokens.db is the authority.
+		for s.o.Config.Sync.Registry != "" && !s.caughtUp() && wait.Err() == nil {
 			select {
 			case <-wait.Done():
 			case <-tick.C:
@@ -125,6 +126,52 @@ func (o *object) FinishEnrollment(sender dbus.Sender, id, code string) (string, 
 	s := o.s
 	r, err := call(s, "FinishEnrollment", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
 		return s.finishEnrollment(ctx, c, id, code)
+	})
+	codes := r.BackupCodes
+	if codes == nil {
+		codes = []string{}
+	}
+	return r.Status, int32(r.SkewS), codes, err
+}
+
+// RequestBootstrapCode asks the registry to mail the caller a one-time code for a first token
+// (sites with bootstrap = "mail"); it returns the code's expiry (unix s).
+func (o *object) RequestBootstrapCode(sender dbus.Sender) (int64, *dbus.Error) {
+	s := o.s
+	return call(s, "RequestBootstrapCode", sender, func(ctx context.Context, c caller) (int64, *dbus.Error) {
+		return s.requestBootstrap(ctx, c)
+	})
+}
+
+// BeginEnrollmentFor is BeginEnrollment for user, callable by root only: the PAM helper
+// enrolling a user in enrollment grace at login. It takes no proof, so it only ever starts a
+// first token (the authority refuses it otherwise).
+func (o *object) BeginEnrollmentFor(sender dbus.Sender, user, name string) (string, string, int64, *dbus.Error) {
+	type begun struct {
+		id, uri string
+		expires int64
+	}
+	s := o.s
+	r, err := call(s, "BeginEnrollmentFor", sender, func(ctx context.Context, c caller) (begun, *dbus.Error) {
+		u, derr := s.onBehalf(c, user)
+		if derr != nil {
+			return begun{}, derr
+		}
+		a, derr := s.beginEnrollment(ctx, u, name, "")
+		return begun{a.ID, a.URI, a.Expires.Unix()}, derr
+	})
+	return r.id, r.uri, r.expires, err
+}
+
+// FinishEnrollmentFor is FinishEnrollment for user, callable by root only.
+func (o *object) FinishEnrollmentFor(sender dbus.Sender, user, id, code string) (string, int32, []string, *dbus.Error) {
+	s := o.s
+	r, err := call(s, "FinishEnrollmentFor", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
+		u, derr := s.onBehalf(c, user)
+		if derr != nil {
+			return nodesync.FinishResult{}, derr
+		}
+		return s.finishEnrollment(ctx, u, id, code)
 	})
 	codes := r.BackupCodes
 	if codes == nil {

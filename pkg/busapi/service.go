@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/user"
 	"strconv"
 	"sync"
@@ -16,18 +15,19 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
-// The service's bus name, interface and object.
+// The service's bus name, interface and object (package syncbus holds the contract).
 const (
-	Name      = "io.github.pamtotp.Sync1"
-	Interface = "io.github.pamtotp.Sync1"
-	Path      = dbus.ObjectPath("/io/github/pamtotp/Sync1")
+	Name      = syncbus.Name
+	Interface = syncbus.Interface
+	Path      = syncbus.Path
 )
 
 // SystemBus is the system bus's address when DBUS_SYSTEM_BUS_ADDRESS is not set.
-const SystemBus = "unix:path=/run/dbus/system_bus_socket"
+const SystemBus = syncbus.SystemBus
 
 // ErrNameTaken means another connection owns Name: another totp-syncd runs on this node.
 var ErrNameTaken = errors.New("the bus name " + Name + " is owned by another connection (is another totp-syncd running?)")
@@ -84,12 +84,7 @@ func Open(ctx context.Context, address string, o Options) (*Service, error) {
 		return nil, errors.New("busapi: no config")
 	}
 	o.defaults()
-	if address == "" {
-		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
-	}
-	if address == "" {
-		address = SystemBus
-	}
+	address = syncbus.Address(address)
 	conn, err := connect(ctx, address, o.CallTimeout)
 	if err != nil {
 		return nil, err
@@ -180,6 +175,7 @@ func (s *Service) Close() error {
 type caller struct {
 	uid  uint32
 	name string
+	by   string // "root" when root acts for the user (enrollment at login), else ""
 }
 
 // identify asks the bus daemon for the sender's uid and resolves it to a user name.

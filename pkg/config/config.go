@@ -60,6 +60,10 @@ type Policy struct {
 	SudoFreshness time.Duration `toml:"sudo_freshness"`
 	// Contact is appended to messages that send the user for help.
 	Contact string `toml:"contact"`
+	// EnrollAtLogin: a user in enrollment grace without a token is offered enrollment during the
+	// login itself (QR code as PAM text, first code at a prompt), through totp-syncd on [sync] bus.
+	// If the daemon cannot answer quickly, the login goes on under grace.
+	EnrollAtLogin bool `toml:"enroll_at_login"`
 
 	exemptNets []netip.Prefix
 }
@@ -96,6 +100,9 @@ type Sync struct {
 	// Offline says what logins do on a stale node: "serve" (from the last copy, logged loudly)
 	// or "deny" (TOTP users are denied as store unavailable).
 	Offline string `toml:"offline"`
+	// Bus is the D-Bus address of totp-syncd's service for the PAM helper (enroll_at_login) and
+	// for totp-syncd itself; "" is the system bus.
+	Bus string `toml:"bus"`
 }
 
 // Offline actions.

@@ -29,6 +29,7 @@ func TestExampleParses(t *testing.T) {
 		c.RateLimit != want.RateLimit || c.Prompt != want.Prompt || c.Issuer != want.Issuer ||
 		c.SkewHintSteps != want.SkewHintSteps || c.SSHGrace != want.SSHGrace ||
 		c.SudoFreshness != want.SudoFreshness || c.PasswordAndCode != want.PasswordAndCode ||
+		c.EnrollAtLogin != want.EnrollAtLogin ||
 		c.Sync != want.Sync {
 		t.Errorf("example = %+v\nwant defaults %+v", c, want)
 	}
@@ -37,7 +38,7 @@ func TestExampleParses(t *testing.T) {
 		"window", "skew_hint_steps", "prompt", "password_and_code", "ssh_grace", "sudo_freshness",
 		"contact", "issuer", "dir", "open_timeout", "free_failures", "initial_backoff",
 		"max_backoff", "lockout_after", "registry", "ca_file", "credential_file", "client_cert",
-		"client_key", "metrics_listen", "max_offline", "offline"} {
+		"client_key", "metrics_listen", "max_offline", "offline", "bus", "enroll_at_login"} {
 		if !strings.Contains(string(data), key+" =") {
 			t.Errorf("pam_totp.conf.example does not document %q", key)
 		}

@@ -22,6 +22,7 @@ type Service interface {
 	RenameToken(ctx context.Context, id, name string) error
 	RemoveToken(ctx context.Context, id, proof string) error
 	RegenerateBackupCodes(ctx context.Context, proof string) ([]string, error)
+	RequestBootstrapCode(ctx context.Context) (expires int64, err error)
 	SyncNow(ctx context.Context) (int64, error)
 }
 
@@ -160,6 +161,16 @@ func (b *Bus) RegenerateBackupCodes(ctx context.Context, proof string) ([]string
 	}
 	var codes []string
 	return codes, c.Store(&codes)
+}
+
+// RequestBootstrapCode implements Service.
+func (b *Bus) RequestBootstrapCode(ctx context.Context) (int64, error) {
+	c, err := b.call(ctx, "RequestBootstrapCode")
+	if err != nil {
+		return 0, err
+	}
+	var exp int64
+	return exp, c.Store(&exp)
 }
 
 // SyncNow implements Service.

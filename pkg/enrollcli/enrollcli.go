@@ -85,9 +85,48 @@ func isProofRequired(err error) bool {
 	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a proof is required")
 }
 
+// isBootstrapRequired reports whether err is the registry's refusal of a first token without
+// a mailed bootstrap code.
+func isBootstrapRequired(err error) bool {
+	var ue *UserError
+	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
+}
+
+// BootstrapPrompt asks for the one-time code the registry mailed.
+const BootstrapPrompt = "One-time code from the mail: "
+
+// bootstrap has the registry mail a one-time code (a mail sent less than a minute ago is used
+// as it is) and reads it.
+func (c *CLI) bootstrap(ctx context.Context) (string, error) {
+	c.printf("This site mails you a one-time code before your first token.\n")
+	exp, err := c.Svc.RequestBootstrapCode(ctx)
+	var ue *UserError
+	switch {
+	case err == nil:
+		c.printf("It was sent to your mail address on record and works once, until %s.\n",
+			time.Unix(exp, 0).Format("15:04"))
+	case errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.Contains(ue.Message, "less than a minute ago"):
+		c.printf("%s.\n", Clean(ue.Message))
+	default:
+		return "", err
+	}
+	code, err := c.secret(BootstrapPrompt)
+	if err != nil {
+		return "", fmt.Errorf("no one-time code given: %w", err)
+	}
+	return code, nil
+}
+
 // Enroll adds a token named name: the QR code and key, then codes until one is verified.
 func (c *CLI) Enroll(ctx context.Context, name string) error {
 	id, uri, expires, err := c.Svc.BeginEnrollment(ctx, name, "")
+	if isBootstrapRequired(err) {
+		code, berr := c.bootstrap(ctx)
+		if berr != nil {
+			return berr
+		}
+		id, uri, expires, err = c.Svc.BeginEnrollment(ctx, name, code)
+	}
 	if isProofRequired(err) {
 		c.printf("You have a token already: adding another needs a proof.\n")
 		proof, rerr := c.secret(ProofPrompt)

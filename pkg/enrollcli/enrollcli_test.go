@@ -105,3 +105,70 @@ func TestClean(t *testing.T) {
 		}
 	}
 }
+
+// bootFake is a first enrollment at a site with bootstrap = "mail".
+type bootFake struct {
+	fake
+	requestErr error
+	requests   int
+}
+
+func (f *bootFake) BeginEnrollment(_ context.Context, name, proof string) (string, string, int64, error) {
+	f.proofs = append(f.proofs, proof)
+	if proof != "BOOT-CODE" {
+		return "", "", 0, &UserError{Name: busapi.ErrRefused, Message: "a bootstrap code is required for a first token: request one by mail first"}
+	}
+	return "t1", fakeURI, time.Now().Add(10 * time.Minute).Unix(), nil
+}
+
+func (f *bootFake) ListTokens(context.Context) ([]busapi.TokenInfo, error) {
+	return []busapi.TokenInfo{{ID: "t1", Active: true}}, nil
+}
+
+func (f *bootFake) RequestBootstrapCode(context.Context) (int64, error) {
+	f.requests++
+	return time.Now().Add(30 * time.Minute).Unix(), f.requestErr
+}
+
+func TestEnrollBootstrap(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		requestErr error
+		wantErr    string
+		want       string
+	}{
+		{name: "mailed", want: "sent to your mail address on record"},
+		{name: "mailed a moment ago", requestErr: &UserError{Name: busapi.ErrRefused,
+			Message: "a bootstrap code was mailed less than a minute ago; check your mail"}, want: "check your mail."},
+		{name: "no mail address", requestErr: &UserError{Name: busapi.ErrRefused,
+			Message: "there is no mail address on record for you; ask the helpdesk to enroll you"}, wantErr: "no mail address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := &bootFake{fake: fake{finishes: []string{"active"}}, requestErr: tt.requestErr}
+			var out bytes.Buffer
+			c := &CLI{Svc: f, In: bufio.NewReader(strings.NewReader("111111\n")), Out: &out, QR: qrterm.HalfBlocks,
+				ReadSecret: func(p string) (string, error) { out.WriteString(p); return " BOOT-CODE ", nil }}
+			err := c.Enroll(context.Background(), "phone")
+			if f.requests != 1 {
+				t.Errorf("RequestBootstrapCode called %d times, want 1", f.requests)
+			}
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || len(f.proofs) != 1 {
+					t.Errorf("Enroll = %v after %d begins, want %q after 1", err, len(f.proofs), tt.wantErr)
+				}
+				return
+			}
+			if err != nil || len(f.proofs) != 2 || f.proofs[1] != "BOOT-CODE" {
+				t.Fatalf("Enroll = %v, begins %q; want the second begin with the mailed code\n%s", err, f.proofs, out.String())
+			}
+			for _, w := range []string{tt.want, BootstrapPrompt, "is active on this node now"} {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("Enroll output has no %q:\n%s", w, out.String())
+				}
+			}
+		})
+	}
+}

@@ -162,3 +162,17 @@ func cleanSentence(s string) string {
 	}
 	return strings.ToValidUTF8(s, "")
 }
+
+// Bootstrap asks the registry to mail user a one-time code for a first token (bootstrap =
+// "mail") and returns the code's expiry.
+func (e *EnrollClient) Bootstrap(ctx context.Context, user string) (time.Time, error) {
+	var a struct {
+		Sent    bool      `json:"sent"`
+		Expires time.Time `json:"expires"`
+	}
+	err := e.post(ctx, "/v1/enroll/bootstrap", map[string]string{"user": user}, &a)
+	if err == nil && !a.Sent {
+		err = errors.New("POST /v1/enroll/bootstrap: answer without sent")
+	}
+	return a.Expires, err
+}

@@ -45,6 +45,8 @@ type Verifier struct {
 	Now    func() time.Time
 	// ProcRoot is where session leaders' start times are read (/proc); tests may change it.
 	ProcRoot string
+	// Enroll is totp-syncd for enrollment at login (policy enroll_at_login); nil: not offered.
+	Enroll LoginEnroller
 }
 
 // New returns a verifier with the real clock.
@@ -120,14 +122,24 @@ func (a *attempt) run() protocol.Verdict {
 		}
 	}
 	if active == 0 && len(data.Backup) == 0 {
-		if pending > 0 {
+		offer := pol.InGrace(a.now) && pol.EnrollAtLogin && a.v.Enroll != nil
+		if pending > 0 && !offer {
 			a.tell(msgNotActivated)
 		}
 		if pol.InGrace(a.now) {
+			why := ""
+			if offer {
+				var v protocol.Verdict
+				var done bool
+				if v, done, why = a.enrollAtLogin(); done {
+					return v
+				}
+				why = "; " + why
+			}
 			a.info(fmt.Sprintf("Two-factor authentication becomes mandatory on %s: enroll a token before then.",
 				pol.GraceUntil.UTC().Format("2006-01-02 15:04 MST")))
 			return a.log(protocol.Success, "enrollment_grace", "no active token; grace until "+
-				pol.GraceUntil.UTC().Format(time.RFC3339), "")
+				pol.GraceUntil.UTC().Format(time.RFC3339)+why, "")
 		}
 		a.tell(msgNoToken + a.contact())
 		return a.log(protocol.AuthErr, "no_token", fmt.Sprintf("no active token (%d pending)", pending), "")

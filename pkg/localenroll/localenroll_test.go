@@ -1,0 +1,277 @@
+package localenroll
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// t0 is an RFC 6238 test instant.
+var t0 = time.Unix(1111111109, 0).UTC()
+
+// clock is a settable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	t   *testing.T
+	a   *Authority
+	clk *clock
+	cfg *config.Config
+}
+
+func newFixture(t *testing.T, maxTokens int) *fixture {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Store.Dir = dir
+	clk := &clock{t: t0}
+	a, err := New(Options{Config: &cfg, MaxTokens: maxTokens, Now: clk.now,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, a: a, clk: clk, cfg: &cfg}
+}
+
+var ctx = context.Background()
+
+// begin starts a token and returns its id and key.
+func (f *fixture) begin(user, name, proof string) (string, totp.Key) {
+	f.t.Helper()
+	e, err := f.a.Begin(ctx, user, name, proof)
+	if err != nil {
+		f.t.Fatalf("Begin(%s, %q): %v", user, name, err)
+	}
+	if want := f.clk.now().Truncate(time.Second).Add(PendingTTL); !e.Expires.Equal(want) {
+		f.t.Errorf("Begin expires %v, want %v", e.Expires, want)
+	}
+	k, err := totp.ParseURI(e.URI)
+	if err != nil {
+		f.t.Fatalf("Begin returned an unusable URI: %v", err)
+	}
+	if k.Account != user || k.Issuer != f.cfg.Issuer {
+		f.t.Errorf("URI account %q issuer %q, want %q %q", k.Account, k.Issuer, user, f.cfg.Issuer)
+	}
+	return e.ID, k
+}
+
+// code is k's code steps time steps from now.
+func (f *fixture) code(k totp.Key, steps int) string {
+	return totp.Code(k.Secret, k.Params, uint64(int64(totp.Step(f.clk.now(), k.Params.Period))+int64(steps)))
+}
+
+// enroll begins and finishes a token with a current code, and returns the key and codes.
+func (f *fixture) enroll(user, name, proof string) (string, totp.Key, []string) {
+	f.t.Helper()
+	id, k := f.begin(user, name, proof)
+	r, err := f.a.Finish(ctx, user, id, f.code(k, 0))
+	if err != nil || r.Status != "active" {
+		f.t.Fatalf("Finish(%s) = %+v, %v; want active", id, r, err)
+	}
+	return id, k, r.BackupCodes
+}
+
+func (f *fixture) tokens(user string) []store.Token {
+	f.t.Helper()
+	toks, err := f.a.userTokens(user)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return toks
+}
+
+func refusal(err error) string {
+	var r *busapi.Refusal
+	if errors.As(err, &r) {
+		return r.Name
+	}
+	return ""
+}
+
+func TestFirstTokenThenProofs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k := f.begin("alice", "phone", "")
+	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != store.Pending || toks[0].Name != "phone" {
+		t.Fatalf("after Begin: %+v, want one pending token named phone", toks)
+	}
+	for _, tt := range []struct {
+		name, code, want string
+		skew             int
+	}{
+		{"not a code", "abc", "wrong_code", 0},
+		{"wrong code", f.code(k, 5)[:5] + "x", "wrong_code", 0},
+		{"clock behind", f.code(k, -4), "clock_skew", -120},
+		{"clock ahead", f.code(k, 3), "clock_skew", 90},
+	} {
+		r, err := f.a.Finish(ctx, "alice", id, tt.code)
+		if err != nil || r.Status != tt.want || r.SkewS != tt.skew || r.BackupCodes != nil {
+			t.Errorf("%s: Finish = %+v, %v; want %s, skew %d, no codes", tt.name, r, err, tt.want, tt.skew)
+		}
+	}
+	code := f.code(k, 0)
+	r, err := f.a.Finish(ctx, "alice", id, code)
+	if err != nil || r.Status != "active" || len(r.BackupCodes) == 0 {
+		t.Fatalf("Finish(right code) = %+v, %v; want active with backup codes", r, err)
+	}
+	if toks := f.tokens("alice"); toks[0].State != store.Active {
+		t.Fatalf("after Finish: state %s, want active", toks[0].State)
+	}
+	if r, err := f.a.Finish(ctx, "alice", id, code); err != nil || r.Status != "active" {
+		t.Errorf("Finish again = %+v, %v; want active (idempotent)", r, err)
+	}
+
+	// A second token needs a proof; the finishing code itself was used up (replay rule).
+	for _, tt := range []struct{ name, proof string }{
+		{"no proof", ""},
+		{"the code that finished enrollment", code},
+		{"a wrong code", "000000"},
+	} {
+		if _, err := f.a.Begin(ctx, "alice", "laptop", tt.proof); refusal(err) != busapi.ErrRefused {
+			t.Errorf("Begin(second, %s) = %v; want a refusal", tt.name, err)
+		}
+	}
+	if n := len(f.tokens("alice")); n != 1 {
+		t.Fatalf("after refused Begins: %d tokens, want 1", n)
+	}
+	f.clk.add(30 * time.Second)
+	id2, _ := f.begin("alice", "laptop", f.code(k, 0))
+	// A backup code is a proof too, and only once.
+	if err := f.a.Remove(ctx, "alice", id2, ""); err != nil {
+		t.Fatalf("Remove(pending, no proof) = %v; want nil", err)
+	}
+	if _, err := f.a.Begin(ctx, "alice", "laptop", r.BackupCodes[0]); err != nil {
+		t.Fatalf("Begin(second, backup code) = %v", err)
+	}
+	if _, err := f.a.Begin(ctx, "alice", "tablet", r.BackupCodes[0]); refusal(err) != busapi.ErrRefused {
+		t.Errorf("Begin(third, the same backup code) = %v; want a refusal", err)
+	}
+	if r, err := f.a.Finish(ctx, "alice", "nope", "123456"); refusal(err) != busapi.ErrNotFound {
+		t.Errorf("Finish(unknown id) = %+v, %v; want NotFound", r, err)
+	}
+}
+
+func TestPendingExpires(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k := f.begin("bob", "", "")
+	f.clk.add(PendingTTL - time.Second)
+	if n, err := f.a.Sweep(""); n != 0 || err != nil {
+		t.Fatalf("Sweep before the TTL = %d, %v; want 0", n, err)
+	}
+	f.clk.add(time.Second)
+	r, err := f.a.Finish(ctx, "bob", id, f.code(k, 0))
+	if err != nil || r.Status != "expired" {
+		t.Fatalf("Finish after the TTL = %+v, %v; want expired", r, err)
+	}
+	if toks := f.tokens("bob"); len(toks) != 0 {
+		t.Fatalf("expired token kept: %+v", toks)
+	}
+	// The sweeper removes others without anyone finishing them.
+	f.begin("bob", "", "")
+	f.begin("carol", "", "")
+	f.clk.add(PendingTTL)
+	if n, err := f.a.Sweep(""); n != 2 || err != nil {
+		t.Fatalf("Sweep = %d, %v; want 2", n, err)
+	}
+	if len(f.tokens("bob"))+len(f.tokens("carol")) != 0 {
+		t.Fatal("Sweep left pending tokens")
+	}
+}
+
+func TestMaxTokensAndRemove(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	id1, k, _ := f.enroll("dave", "one", "")
+	f.clk.add(30 * time.Second)
+	f.begin("dave", "two", f.code(k, 0))
+	f.clk.add(30 * time.Second)
+	_, err := f.a.Begin(ctx, "dave", "three", f.code(k, 0))
+	if refusal(err) != busapi.ErrRefused || !strings.Contains(err.Error(), "the most this site allows") {
+		t.Fatalf("Begin(third of 2) = %v; want the bound", err)
+	}
+	if err := f.a.Remove(ctx, "dave", id1, "999999"); refusal(err) != busapi.ErrRefused {
+		t.Fatalf("Remove(active, wrong proof) = %v; want a refusal", err)
+	}
+	if err := f.a.Remove(ctx, "dave", "nope", ""); refusal(err) != busapi.ErrNotFound {
+		t.Fatalf("Remove(unknown) = %v; want NotFound", err)
+	}
+	if err := f.a.Rename(ctx, "dave", id1, "old phone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.Rename(ctx, "dave", id1, "bad\x1bname"); refusal(err) != busapi.ErrInvalid {
+		t.Fatalf("Rename(control characters) = %v; want Invalid", err)
+	}
+	f.clk.add(30 * time.Second)
+	if err := f.a.Remove(ctx, "dave", id1, f.code(k, 0)); err != nil {
+		t.Fatalf("Remove(active, current code) = %v", err)
+	}
+	for _, tok := range f.tokens("dave") {
+		if tok.ID == id1 {
+			t.Fatal("removed token still there")
+		}
+	}
+	if _, err := f.a.Bootstrap(ctx, "dave"); refusal(err) != busapi.ErrRefused {
+		t.Errorf("Bootstrap = %v; want a refusal on a standalone node", err)
+	}
+}
+
+// Proof failures count like login failures: after the free ones a back-off refuses even a right
+// code, and new backup codes need a proof.
+func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	_, k, old := f.enroll("erin", "", "")
+	if _, err := f.a.BackupCodes(ctx, "erin", ""); refusal(err) != busapi.ErrRefused {
+		t.Fatalf("BackupCodes(no proof) = %v; want a refusal", err)
+	}
+	for i := 0; i < f.cfg.RateLimit.FreeFailures+1; i++ {
+		f.a.BackupCodes(ctx, "erin", "123123")
+	}
+	f.clk.add(10 * time.Second) // the next time step, inside the 30 s back-off
+	_, err := f.a.BackupCodes(ctx, "erin", f.code(k, 0))
+	if refusal(err) != busapi.ErrRefused || !strings.Contains(err.Error(), "try again in") {
+		t.Fatalf("BackupCodes(right code during back-off) = %v; want the back-off", err)
+	}
+	f.clk.add(f.cfg.RateLimit.InitialBackoff)
+	codes, err := f.a.BackupCodes(ctx, "erin", f.code(k, 0))
+	if err != nil || len(codes) == 0 || codes[0] == old[0] {
+		t.Fatalf("BackupCodes(after the back-off) = %d codes, %v; want a new set", len(codes), err)
+	}
+	if _, err := f.a.BackupCodes(ctx, "erin", old[1]); refusal(err) != busapi.ErrRefused {
+		t.Errorf("an old backup code still proves: %v", err)
+	}
+}
+
+func TestRefusesRegistryNode(t *testing.T) {
+	cfg := config.Default()
+	cfg.Sync.Registry = "https://registry.example:8443"
+	if _, err := New(Options{Config: &cfg}); err == nil {
+		t.Fatal("New on a node that follows a registry: nil error")
+	}
+}

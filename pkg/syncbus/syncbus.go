@@ -1,0 +1,165 @@
+// Package syncbus is the D-Bus contract of totp-syncd's service (docs/enrollment.md): its bus
+// name, object and error names, and Client, the caller the PAM helper uses to enroll a user at
+// login through the root-only methods BeginEnrollmentFor and FinishEnrollmentFor. It imports
+// only godbus, so the helper that links it stays small; the service itself is package busapi and
+// the user's `totp` CLI is package enrollcli.
+package syncbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// The service's bus name, interface and object.
+const (
+	Name      = "io.github.pamtotp.Sync1"
+	Interface = "io.github.pamtotp.Sync1"
+	Path      = dbus.ObjectPath("/io/github/pamtotp/Sync1")
+)
+
+// SystemBus is the system bus's address when neither a configured address nor
+// DBUS_SYSTEM_BUS_ADDRESS is set.
+const SystemBus = "unix:path=/run/dbus/system_bus_socket"
+
+// D-Bus error names of the service; the body is one plain sentence meant for the user.
+const (
+	ErrUnavailable = Interface + ".Error.Unavailable" // the daemon cannot answer now
+	ErrRefused     = Interface + ".Error.Refused"     // the caller may not do this
+	ErrNotFound    = Interface + ".Error.NotFound"    // no such token of the caller
+	ErrInvalid     = Interface + ".Error.Invalid"     // a malformed argument
+)
+
+// Address is address, else $DBUS_SYSTEM_BUS_ADDRESS, else SystemBus.
+func Address(address string) string {
+	if address == "" {
+		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
+	}
+	if address == "" {
+		address = SystemBus
+	}
+	return address
+}
+
+// Error is a D-Bus error of the service or the bus: Name and its sentence (not yet cleaned of
+// control characters: callers that print it clean it).
+type Error struct {
+	Name    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Name + ": " + e.Message }
+
+// Pending is a pending token begun on behalf of a user. URI holds the secret.
+type Pending struct {
+	ID      string
+	URI     string
+	Expires time.Time
+}
+
+// Finished is the answer to a first code. BackupCodes (first token only) are secrets.
+type Finished struct {
+	Status      string // active, wrong_code, clock_skew, expired
+	SkewS       int
+	BackupCodes []string
+}
+
+// Client calls the root-only enrollment methods. Every call, the connection included, is bounded
+// by the context; the connection is made at the first call.
+type Client struct {
+	Address string // "" : Address("")
+	conn    *dbus.Conn
+}
+
+// Close closes the connection, if one was made.
+func (c *Client) Close() error {
+	if c.conn == nil {
+		return nil
+	}
+	return c.conn.Close()
+}
+
+// connect dials and says Hello within ctx.
+func (c *Client) connect(ctx context.Context) error {
+	if c.conn != nil {
+		return nil
+	}
+	type result struct {
+		conn *dbus.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	addr := Address(c.Address)
+	go func() {
+		conn, err := dbus.Connect(addr)
+		done <- result{conn, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return fmt.Errorf("connect to the bus at %s: %w", addr, r.err)
+		}
+		c.conn = r.conn
+		return nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.conn != nil {
+				r.conn.Close()
+			}
+		}()
+		return fmt.Errorf("connect to the bus at %s: %w", addr, ctx.Err())
+	}
+}
+
+func (c *Client) call(ctx context.Context, method string, args ...any) (*dbus.Call, error) {
+	if err := c.connect(ctx); err != nil {
+		return nil, err
+	}
+	call := c.conn.Object(Name, Path).CallWithContext(ctx, Interface+"."+method, 0, args...)
+	if call.Err == nil {
+		return call, nil
+	}
+	var de dbus.Error
+	if errors.As(call.Err, &de) {
+		msg := ""
+		if len(de.Body) > 0 {
+			msg, _ = de.Body[0].(string)
+		}
+		return nil, &Error{Name: de.Name, Message: msg}
+	}
+	return nil, fmt.Errorf("%s: %w", method, call.Err)
+}
+
+// BeginFor starts a first token named name for user.
+func (c *Client) BeginFor(ctx context.Context, user, name string) (Pending, error) {
+	call, err := c.call(ctx, "BeginEnrollmentFor", user, name)
+	if err != nil {
+		return Pending{}, err
+	}
+	var p Pending
+	var expires int64
+	if err := call.Store(&p.ID, &p.URI, &expires); err != nil {
+		return Pending{}, fmt.Errorf("BeginEnrollmentFor: %w", err)
+	}
+	p.Expires = time.Unix(expires, 0)
+	return p, nil
+}
+
+// FinishFor checks the first code of user's pending token id.
+func (c *Client) FinishFor(ctx context.Context, user, id, code string) (Finished, error) {
+	call, err := c.call(ctx, "FinishEnrollmentFor", user, id, code)
+	if err != nil {
+		return Finished{}, err
+	}
+	var f Finished
+	var skew int32
+	if err := call.Store(&f.Status, &skew, &f.BackupCodes); err != nil {
+		return Finished{}, fmt.Errorf("FinishEnrollmentFor: %w", err)
+	}
+	f.SkewS = int(skew)
+	return f, nil
+}

@@ -1,0 +1,147 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/protocol"
+	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// LoginEnroller starts and finishes a first token on behalf of a user: totp-syncd's root-only
+// D-Bus methods (syncbus.Client).
+type LoginEnroller interface {
+	BeginFor(ctx context.Context, user, name string) (syncbus.Pending, error)
+	FinishFor(ctx context.Context, user, id, code string) (syncbus.Finished, error)
+}
+
+// Limits of enrollment at login: the daemon must answer quickly or the login goes on under
+// grace; the user gets a few tries at the first code.
+const (
+	EnrollBeginTimeout  = time.Second
+	EnrollFinishTimeout = 2 * time.Second
+	EnrollAttempts      = 3
+)
+
+const enrollPrompt = "Code from the app to finish enrollment (Enter to skip): "
+
+// enrollAtLogin offers a user in grace without a token to enroll one now (policy
+// enroll_at_login). done is true when the login is decided here: the token is active (the
+// typed code is the second factor), or the conversation broke. Otherwise the login goes on
+// under grace and why says why enrollment did not happen, for the log line.
+func (a *attempt) enrollAtLogin() (v protocol.Verdict, done bool, why string) {
+	user := a.req.User
+	ctx, cancel := context.WithTimeout(context.Background(), EnrollBeginTimeout)
+	p, err := a.v.Enroll.BeginFor(ctx, user, "")
+	cancel()
+	if err != nil {
+		return "", false, "enrollment at login unavailable: " + enrollErr(err)
+	}
+	key, err := totp.ParseURI(p.URI)
+	if err != nil {
+		// The URI is a secret: the reason does not show it.
+		return "", false, "enrollment at login: totp-syncd sent an unusable otpauth URI"
+	}
+	var qr bytes.Buffer
+	qrOK := qrterm.Write(&qr, key.URI(), qrterm.HalfBlocks) == nil
+	a.info(fmt.Sprintf("Two-factor authentication becomes mandatory on %s. Enroll a token now: "+
+		"scan this QR code with an authenticator app, or type the key below it.",
+		a.pol.GraceUntil.UTC().Format("2006-01-02 15:04 MST")))
+	if qrOK {
+		a.info(stripSGR(qr.String()))
+	}
+	a.info(fmt.Sprintf("Key (base32): %s\nAccount %s, TOTP %s, %d digits, every %d seconds.",
+		groups(totp.EncodeSecret(key.Secret)), key.Account, key.Params.Algorithm, key.Params.Digits, key.Params.Period))
+
+	for tries := 0; tries < EnrollAttempts; {
+		code, err := a.conv.Prompt(enrollPrompt, false)
+		if err != nil {
+			return a.log(protocol.AuthErr, "no_answer", "enrollment at login: "+err.Error(), p.ID), true, ""
+		}
+		code = strings.TrimSpace(code)
+		if code == "" {
+			a.info("Enrollment skipped: run `totp enroll` on a login node to enroll a token.")
+			return "", false, "enrollment at login skipped by the user (token " + p.ID + " left pending)"
+		}
+		tries++
+		ctx, cancel := context.WithTimeout(context.Background(), EnrollFinishTimeout)
+		f, err := a.v.Enroll.FinishFor(ctx, user, p.ID, code)
+		cancel()
+		if err != nil {
+			a.tell("Enrollment could not be finished now; try `totp enroll` later.")
+			return "", false, "enrollment at login not finished: " + enrollErr(err)
+		}
+		switch f.Status {
+		case "active":
+			a.info("Your token is enrolled and active now.")
+			if len(f.BackupCodes) > 0 {
+				a.info("Backup codes, each works once instead of a code (keep them safe; they are not shown again):\n  " +
+					strings.Join(f.BackupCodes, "\n  "))
+			}
+			return a.log(protocol.Success, "enrolled_at_login", "first token enrolled and its code verified", p.ID), true, ""
+		case "clock_skew":
+			dir := "ahead"
+			if f.SkewS < 0 {
+				dir = "behind"
+			}
+			a.tell(fmt.Sprintf("That code is from about %d seconds %s of this host's clock; check your phone's time settings.",
+				abs(f.SkewS), dir))
+		case "expired":
+			a.tell("The enrollment expired; run `totp enroll` to start again.")
+			return "", false, "enrollment at login expired (token " + p.ID + ")"
+		default:
+			a.tell("That code is not right; try again.")
+		}
+	}
+	a.tell("Enrollment not finished: run `totp enroll` on a login node to try again.")
+	return "", false, "enrollment at login: no right code in " + fmt.Sprint(EnrollAttempts) + " tries (token " + p.ID + " left pending)"
+}
+
+// enrollErr says why the daemon did not help, for the log: the D-Bus error name and sentence
+// (never a secret), or the connection error.
+func enrollErr(err error) string {
+	var be *syncbus.Error
+	if errors.As(err, &be) {
+		return be.Name + ": " + be.Message
+	}
+	return err.Error()
+}
+
+// groups spaces a base32 key in groups of four for typing.
+func groups(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i += 4 {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(s[i:min(i+4, len(s))])
+	}
+	return b.String()
+}
+
+// stripSGR removes the colour escapes qrterm sets on each line: PAM text reaches terminals
+// through ssh clients that show escapes as text. The light modules stay drawn as ink, which is
+// right on the dark background of most terminals.
+func stripSGR(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] == ';' || (s[j] >= '0' && s[j] <= '9')) {
+				j++
+			}
+			if j < len(s) && s[j] == 'm' {
+				i = j
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return strings.TrimRight(b.String(), "\n")
+}
