@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
@@ -88,11 +90,16 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 		return http.StatusBadRequest, rep, nil
 	}
 	reason := reasonOf(r, "")
+	// Each user gets one notice for the whole import, also when a later chunk fails: what the
+	// committed chunks added to their account.
+	imported := &importNotices{}
+	defer func() { s.notifyImport(r.Context(), actor, imported) }()
 	for start := 0; start < len(recs); start += admin.DefaultChunk {
 		chunk := recs[start:min(start+admin.DefaultChunk, len(recs))]
 		var added, dups, created int
+		var newToks []store.Token
 		_, err := s.change(r.Context(), actor, "import.csv", fmt.Sprintf("lines %d-%d", chunk[0].Line, chunk[len(chunk)-1].Line), reason, func(x *txn) error {
-			added, dups, created = 0, 0, 0
+			added, dups, created, newToks = 0, 0, 0, nil
 			users := map[string]User{}
 			toks := map[string][]store.Token{}
 			for _, c := range chunk {
@@ -132,6 +139,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 					return err
 				}
 				toks[c.User] = append(toks[c.User], t)
+				newToks = append(newToks, t)
 				added++
 			}
 			if added == 0 && created == 0 {
@@ -144,6 +152,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 		}
 		if err == nil {
 			rep.Revisions++
+			imported.add(newToks)
 		}
 		rep.Added, rep.Duplicates, rep.UsersCreated = rep.Added+added, rep.Duplicates+dups, rep.UsersCreated+created
 	}
@@ -152,6 +161,93 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 
 // errNothing rolls back a chunk that would only write its audit record.
 var errNothing = errors.New("nothing to import")
+
+// importNotices collects the tokens an import added (without their secrets), by user in the
+// order users first appear.
+type importNotices struct {
+	users []string
+	toks  map[string][]importedToken
+}
+
+// importedToken is what a notice says of a token.
+type importedToken struct {
+	ID, Name string
+	State    store.TokenState
+}
+
+func (n *importNotices) add(toks []store.Token) {
+	if n.toks == nil {
+		n.toks = map[string][]importedToken{}
+	}
+	for _, t := range toks {
+		if _, ok := n.toks[t.User]; !ok {
+			n.users = append(n.users, t.User)
+		}
+		n.toks[t.User] = append(n.toks[t.User], importedToken{ID: t.ID, Name: t.Name, State: t.State})
+	}
+}
+
+// maxListed bounds the tokens an import notice names one by one.
+const maxListed = 10
+
+// importWhat is the notice of an import for one user: how many tokens, and which.
+func importWhat(toks []importedToken) string {
+	if len(toks) == 1 {
+		return fmt.Sprintf("A token %q (id %s, %s) was added to your account by an import.", toks[0].Name, toks[0].ID, toks[0].State)
+	}
+	names := make([]string, 0, min(len(toks), maxListed))
+	for _, t := range toks[:min(len(toks), maxListed)] {
+		names = append(names, fmt.Sprintf("%q (id %s, %s)", t.Name, t.ID, t.State))
+	}
+	list := strings.Join(names, ", ")
+	if len(toks) > maxListed {
+		list += fmt.Sprintf(" and %d more", len(toks)-maxListed)
+	}
+	return fmt.Sprintf("%d tokens were added to your account by an import: %s.", len(toks), list)
+}
+
+// notifyImport mails each user of n one notice. The users are read in one transaction; users
+// without a mail address (those the import created have none) are counted in one log line.
+func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotices) {
+	if len(n.users) == 0 {
+		return
+	}
+	users := make([]User, 0, len(n.users))
+	err := s.store.View(context.WithoutCancel(ctx), func(_ int64, tx kv.Txn) error {
+		users = users[:0]
+		x := &txn{Txn: tx, s: s}
+		for _, name := range n.users {
+			var u User
+			if err := x.getJSON(prefixUser+name, &u); err != nil {
+				if errors.Is(err, kv.ErrNotFound) {
+					continue // deleted since
+				}
+				return err
+			}
+			users = append(users, u)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("import mail notices not sent: cannot read users", "users", len(n.users), "err", err)
+		return
+	}
+	noMail := 0
+	for _, u := range users {
+		if u.Mail == "" {
+			noMail++
+			continue
+		}
+		subject := "new token added"
+		if len(n.toks[u.Name]) > 1 {
+			subject = "new tokens added"
+		}
+		s.notifyUser(u, subject, importWhat(n.toks[u.Name]), "administrator "+actor)
+	}
+	if noMail > 0 {
+		s.log.Info("import mail notices not sent: users have no mail address", "users", noMail, "notified", len(users)-noMail)
+	}
+}
 
 // GAReport is the answer of a google-authenticator import.
 type GAReport struct {
@@ -216,8 +312,16 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		}
 		return err
 	})
-	if err != nil && !errors.Is(err, errNothing) {
+	if errors.Is(err, errNothing) {
+		return http.StatusOK, rep, nil
+	}
+	if err != nil {
 		return 0, nil, err
 	}
+	what := fmt.Sprintf("A token %q (id %s) was added to your account by an import of a google-authenticator file.", rep.Token.Name, rep.ID)
+	if rep.Scratch > 0 {
+		what += fmt.Sprintf("\nIts %d scratch codes are now your backup codes; backup codes you had before no longer work.", rep.Scratch)
+	}
+	s.notify(r.Context(), name, "new token added", what, "administrator "+actor)
 	return http.StatusOK, rep, nil
 }

@@ -362,11 +362,12 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 	}
 	name := r.PathValue("name")
 	var nt, nc int
+	var u User
 	_, err := s.change(r.Context(), actor, "user.delete", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
-		if _, err := x.user(name); err != nil {
+		var err error
+		if u, err = x.user(name); err != nil {
 			return err
 		}
-		var err error
 		if nt, nc, err = x.deleteRecords(name, func(string) bool { return true }); err != nil {
 			return err
 		}
@@ -375,7 +376,16 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 		}
 		return x.Delete(prefixUser + name)
 	})
-	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
+	if err != nil {
+		return 0, nil, err
+	}
+	// The record is gone: the notice goes to the address read in the deleting transaction, and
+	// only when the user had a second factor to lose.
+	if nt+nc > 0 {
+		s.notifyUser(u, "second factor removed", fmt.Sprintf("Your account was removed from the second factor registry, "+
+			"with its tokens (%d) and backup codes (%d); they no longer work.", nt, nc), "administrator "+actor)
+	}
+	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, nil
 }
 
 func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, error) {
@@ -495,12 +505,13 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		return 0, nil, err
 	}
 	name, id := r.PathValue("name"), r.PathValue("id")
-	var t store.Token
+	var t, before store.Token
 	_, err = s.change(r.Context(), actor, "token.update", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
 		u, tok, err := x.token(name, id)
 		if err != nil {
 			return err
 		}
+		before = tok
 		if q.State != nil {
 			to := store.TokenState(*q.State)
 			if tok.State == store.Pending && to == store.Active {
@@ -514,7 +525,35 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		t = tok
 		return x.putToken(u, tok)
 	})
-	return http.StatusOK, tokenInfo(t), err
+	if err != nil {
+		return 0, nil, err
+	}
+	if subject, what := tokenChange(before, t); subject != "" {
+		s.notify(r.Context(), name, subject, what, "administrator "+actor)
+	}
+	return http.StatusOK, tokenInfo(t), nil
+}
+
+// tokenChange describes an admin's change of a token's state or name for the user's notice; an
+// empty subject means nothing changed.
+func tokenChange(before, after store.Token) (subject, what string) {
+	renamed := after.Name != before.Name
+	switch {
+	case after.State != before.State && after.State == store.Disabled:
+		subject = "token disabled"
+		what = fmt.Sprintf("Your token %q (id %s) was disabled; its codes no longer work.", before.Name, before.ID)
+	case after.State != before.State:
+		subject = "token enabled"
+		what = fmt.Sprintf("Your token %q (id %s) was enabled; its codes work for logins again.", before.Name, before.ID)
+	case renamed:
+		return "token renamed", fmt.Sprintf("Your token %q (id %s) was renamed to %q.", before.Name, before.ID, after.Name)
+	default:
+		return "", ""
+	}
+	if renamed {
+		what += fmt.Sprintf("\nIt was renamed to %q.", after.Name)
+	}
+	return subject, what
 }
 
 func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, any, error) {
