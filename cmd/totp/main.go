@@ -34,6 +34,27 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
+// interrupted makes Ctrl-C (or SIGTERM) end the command at once, also while a prompt waits for
+// a line: the terminal's echo is restored and the exit status is 130. Nothing half-done is left
+// but a pending token, which expires by itself.
+func interrupted(cancel context.CancelFunc, stdin *os.File, stderr io.Writer) {
+	restore := func() {}
+	if fd := int(stdin.Fd()); term.IsTerminal(fd) {
+		if st, err := term.GetState(fd); err == nil {
+			restore = func() { term.Restore(fd, st) }
+		}
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel()
+		restore()
+		fmt.Fprintln(stderr, "\ntotp: interrupted (a token begun and not finished stays pending until it expires)")
+		os.Exit(130)
+	}()
+}
+
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("totp", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -77,8 +98,9 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		mode = m
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	interrupted(cancel, stdin, stderr)
 	svc, err := enrollcli.Dial(ctx, *bus)
 	if err != nil {
 		fmt.Fprintf(stderr, "totp: %s\n", enrollcli.Clean(err.Error()))

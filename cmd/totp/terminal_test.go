@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/registry"
@@ -94,6 +96,25 @@ func TestEnrollOnTerminal(t *testing.T) {
 		}
 		if s := tm.screen(); strings.Contains(s, proof) {
 			t.Errorf("the proof %s was echoed:\n%s", proof, s)
+		}
+	})
+
+	t.Run("Ctrl-C at the proof prompt", func(t *testing.T) {
+		tm := start(t, "enroll", "--name", "tablet")
+		tm.expect(10*time.Second, enrollcli.ProofPrompt)
+		tm.send("\x03")
+		tm.expect(10*time.Second, "totp: interrupted")
+		if st := tm.wait(10 * time.Second); st != 130 {
+			t.Errorf("totp enroll after Ctrl-C exited with %d, want 130", st)
+		}
+		// The terminal's echo, switched off for the hidden proof, is back on (the master reads
+		// the pty's settings).
+		tio, err := unix.IoctlGetTermios(int(tm.master.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tio.Lflag&unix.ECHO == 0 {
+			t.Error("the terminal's echo is still off after Ctrl-C at a hidden prompt")
 		}
 	})
 

@@ -110,31 +110,20 @@ func Open(ctx context.Context, address string, o Options) (*Service, error) {
 // connect dials, authenticates and says Hello within timeout. The connection lives until ctx
 // ends or it is closed.
 func connect(ctx context.Context, address string, timeout time.Duration) (*dbus.Conn, error) {
-	type result struct {
-		conn *dbus.Conn
-		err  error
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := syncbus.Connect(cctx, address)
+	if err != nil {
+		return nil, err
 	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := dbus.Connect(address, dbus.WithContext(ctx))
-		done <- result{c, err}
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return nil, fmt.Errorf("connect to the bus at %s: %w", address, r.err)
+	go func() { // the service's connection ends with ctx
+		select {
+		case <-ctx.Done():
+			conn.Close()
+		case <-conn.Context().Done():
 		}
-		return r.conn, nil
-	case <-t.C:
-		go func() {
-			if r := <-done; r.conn != nil {
-				r.conn.Close()
-			}
-		}()
-		return nil, fmt.Errorf("connect to the bus at %s: no answer in %s", address, timeout)
-	}
+	}()
+	return conn, nil
 }
 
 func (s *Service) export(ctx context.Context) error {

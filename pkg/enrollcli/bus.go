@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"syscall"
 	"time"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
 // Service is the D-Bus interface io.github.pamtotp.Sync1 as the CLI uses it. Errors are
@@ -45,17 +46,23 @@ type Bus struct {
 	obj  dbus.BusObject
 }
 
-// Dial connects to the bus at address ("" is $DBUS_SYSTEM_BUS_ADDRESS or the system bus); the
-// connection lives until ctx ends or it is closed.
+// DialTimeout bounds connecting to the bus and its handshake.
+const DialTimeout = 5 * time.Second
+
+// Dial connects to the bus at address ("" is $DBUS_SYSTEM_BUS_ADDRESS or the system bus) within
+// DialTimeout; the connection lives until it is closed.
 func Dial(ctx context.Context, address string) (*Bus, error) {
-	if address == "" {
-		address = os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
-	}
-	if address == "" {
-		address = busapi.SystemBus
-	}
-	conn, err := dbus.Connect(address, dbus.WithContext(ctx))
-	if err != nil {
+	address = syncbus.Address(address)
+	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	conn, err := syncbus.Connect(dctx, address)
+	switch {
+	case errors.Is(err, syncbus.ErrNoAnswer):
+		return nil, &UserError{Message: fmt.Sprintf("the system bus at %s does not answer (is dbus running?)", address)}
+	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
+		return nil, &UserError{Message: fmt.Sprintf("the system bus is not running on this node (nothing at %s); "+
+			"totp needs it to reach totp-syncd", address)}
+	case err != nil:
 		return nil, &UserError{Message: fmt.Sprintf("cannot connect to the system bus at %s: %v", address, err)}
 	}
 	return &Bus{conn: conn, obj: conn.Object(busapi.Name, busapi.Path)}, nil

@@ -168,6 +168,9 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 	for tries := 0; tries < Attempts && !verified; {
 		code, err := c.line("Code shown by the app now: ")
 		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errors.New("no code given")
+			}
 			return fmt.Errorf("enrollment not finished (token %s stays pending until it expires): %w", Clean(id), err)
 		}
 		if code == "" {

@@ -21,6 +21,7 @@ func TestAdminFlows(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	var tok TokenInfo
+	var pendingID string
 	steps := []struct {
 		name   string
 		method string
@@ -61,7 +62,15 @@ func TestAdminFlows(t *testing.T) {
 		{name: "same secret again", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"secret": "JBSWY3DPEHPK3PXP"}, want: 409},
 		{name: "bad secret", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"secret": "!!"}, want: 400},
 		{name: "bad digits", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"digits": 9}, want: 400},
-		{name: "pending token", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"name": "p", "state": "pending"}, want: 201},
+		{name: "pending token", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"name": "p", "state": "pending"}, want: 201,
+			check: func(t *testing.T, raw json.RawMessage) {
+				var p TokenInfo
+				json.Unmarshal(raw, &p)
+				pendingID = p.ID
+			}},
+		// Disabled, then enabled, a pending token would be active without a verified code.
+		{name: "disable pending refused", method: "PATCH", path: "/v1/admin/users/ann/tokens/{pending}", body: map[string]any{"state": "disabled"}, want: 409},
+		{name: "enable pending refused", method: "PATCH", path: "/v1/admin/users/ann/tokens/{pending}", body: map[string]any{"state": "active"}, want: 409},
 		{name: "token for missing user", method: "POST", path: "/v1/admin/users/zed/tokens", body: map[string]any{}, want: 404},
 		{name: "list tokens has no secrets", method: "GET", path: "/v1/admin/users/ann/tokens", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
@@ -145,7 +154,7 @@ func TestAdminFlows(t *testing.T) {
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			path := strings.ReplaceAll(st.path, "{tok}", tok.ID)
+			path := strings.NewReplacer("{tok}", tok.ID, "{pending}", pendingID).Replace(st.path)
 			var raw json.RawMessage
 			if got := e.admin(st.method, path, st.body, &raw); got != st.want {
 				t.Fatalf("%s %s = %d (%s), want %d", st.method, path, got, raw, st.want)

@@ -514,8 +514,10 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		before = tok
 		if q.State != nil {
 			to := store.TokenState(*q.State)
-			if tok.State == store.Pending && to == store.Active {
-				return conflict("the token is pending: it becomes active only when a code from it is verified")
+			// A pending token was never verified: disabling it and enabling it again would
+			// activate it without a code, so it can be neither; nor can a token become pending.
+			if to != tok.State && (tok.State == store.Pending || to == store.Pending) {
+				return conflict("the token is pending: it becomes active only when a code from it is verified; remove it and add it again")
 			}
 			tok.State = to
 		}

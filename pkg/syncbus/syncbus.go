@@ -88,12 +88,28 @@ func (c *Client) connect(ctx context.Context) error {
 	if c.conn != nil {
 		return nil
 	}
+	conn, err := Connect(ctx, c.Address)
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	return nil
+}
+
+// ErrNoAnswer: the bus accepted the connection but did not complete the handshake in time.
+var ErrNoAnswer = errors.New("the bus does not answer")
+
+// Connect dials the bus at Address(address), authenticates and says Hello, giving up when ctx
+// ends (godbus itself has no deadline for this: a bus that accepts and never answers would
+// hang the caller). The connection outlives ctx; close it when done. An unreachable bus and one
+// that does not answer are told apart: ErrNoAnswer wraps the latter.
+func Connect(ctx context.Context, address string) (*dbus.Conn, error) {
+	addr := Address(address)
 	type result struct {
 		conn *dbus.Conn
 		err  error
 	}
 	done := make(chan result, 1)
-	addr := Address(c.Address)
 	go func() {
 		conn, err := dbus.Connect(addr)
 		done <- result{conn, err}
@@ -101,17 +117,16 @@ func (c *Client) connect(ctx context.Context) error {
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return fmt.Errorf("connect to the bus at %s: %w", addr, r.err)
+			return nil, fmt.Errorf("connect to the bus at %s: %w", addr, r.err)
 		}
-		c.conn = r.conn
-		return nil
+		return r.conn, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-done; r.conn != nil {
 				r.conn.Close()
 			}
 		}()
-		return fmt.Errorf("connect to the bus at %s: %w", addr, ctx.Err())
+		return nil, fmt.Errorf("connect to the bus at %s: %w (%w)", addr, ErrNoAnswer, ctx.Err())
 	}
 }
 

@@ -187,7 +187,8 @@ func NewClient(t testing.TB, b *Bus) *Client {
 func (c *Client) Run(t testing.TB, uid, gid uint32, call string) []byte {
 	t.Helper()
 	cmd := exec.Command(c.bin, "-test.run=^$")
-	cmd.Env = []string{ClientEnv + "=" + call, ClientBusEnv + "=" + c.addr, "PATH=/usr/bin:/bin"}
+	// No 1 s pause of the race detector at exit on every call.
+	cmd.Env = []string{ClientEnv + "=" + call, ClientBusEnv + "=" + c.addr, "PATH=/usr/bin:/bin", "GORACE=atexit_sleep_ms=0"}
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	var stderr bytes.Buffer
