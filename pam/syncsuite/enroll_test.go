@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msteinert/pam/v2"
+
 	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
@@ -62,6 +64,10 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 	}
 	gap := time.Since(activeAt)
 	res.Want(t, "login on node 2 right after enrolling on node 1", pamtest.Success, -1)
+	// The code that finished enrollment was used at the registry: no node takes it for a login.
+	replay := n1.login(name, enrollCd)
+	replay.Want(t, "login on node 1 with the code that finished enrollment", pam.ErrAuth, 1)
+	replay.WantError(t, "login on node 1 with the code that finished enrollment", "already been used")
 	t.Logf("enroll took %v to \"active on this node now\"; node 2 login (code of step s+1) answered %v after it",
 		activeAt.Sub(e.start).Round(time.Millisecond), gap.Round(time.Millisecond))
 	if now := totp.Step(time.Now(), params.Period); now != enrollStp {
@@ -352,5 +358,8 @@ func TestEnrollAtLoginWithRegistry(t *testing.T) {
 		res = n2.login(name, next)
 	}
 	res.Want(t, "login on node 2 with the next code", pamtest.Success, 1)
+	// The code typed at the enrolling login does not log in again on node 1 either.
+	n1.waitRev(r.rev(), 5*time.Second)
+	n1.login(name, le.typed).Want(t, "login on node 1 with the enrolling code", pam.ErrAuth, 1)
 	t.Logf("node 2 asked for and accepted a code %v after the enrolling login on node 1", time.Since(enrolled).Round(time.Millisecond))
 }

@@ -547,6 +547,11 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 				if err := e.setStep(user, t.ID, step); err != nil {
 					return false, err
 				}
+				// Nodes learn the step with the record, so the proof cannot log in there too.
+				t.UsedStep = max(t.UsedStep, step)
+				if err := e.putToken(e.u, *t); err != nil {
+					return false, err
+				}
 				return true, e.proofOK(action, "code of token "+t.ID)
 			case codeReplay:
 				replayed = true
@@ -824,6 +829,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 			}
 		}
 		t.State = store.Active
+		t.UsedStep = step // the finishing code does not log in afterwards, on any node
 		if err := e.Delete(key); err != nil {
 			return err
 		}

@@ -62,6 +62,10 @@ type Token struct {
 	State     TokenState     `json:"state"`
 	Created   time.Time      `json:"created"`
 	LastUsed  time.Time      `json:"last_used,omitzero"`
+	// UsedStep is the highest time step of this token already used where logins of this node do
+	// not record it: at the registry, by the code that finished enrollment or served as a proof.
+	// Logins accept only later steps, as if state.db held it (the replay rule across nodes).
+	UsedStep uint64 `json:"used_step,omitempty"`
 }
 
 // Params returns the token's TOTP parameters.

@@ -37,7 +37,7 @@ func findMatch(tokens []store.Token, codes map[int]string, now time.Time, window
 		}
 		p := t.Params()
 		cur := totp.Step(now, p.Period)
-		last := lastStep(t.ID)
+		last := max(lastStep(t.ID), t.UsedStep)
 		var best uint64
 		found := false
 		for d := -window; d <= window; d++ {

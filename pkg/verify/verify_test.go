@@ -195,6 +195,30 @@ func TestAuthenticateCodes(t *testing.T) {
 	}
 }
 
+// TestUsedStepFromRegistry: a step the registry used (the code that finished enrollment) and
+// sent with the record is refused like one in state.db; later steps are accepted.
+func TestUsedStepFromRegistry(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "")
+	err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
+		return x.PutToken(store.Token{User: "bob", ID: "t1", Name: "t1", Algorithm: totp.SHA1, Digits: 6,
+			Period: 30, Secret: seed, State: store.Active, Created: t0, UsedStep: step0})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		step    uint64
+		want    protocol.Verdict
+		outcome string
+	}{{step0, protocol.AuthErr, "replay"}, {step0 - 1, protocol.AuthErr, "replay"}, {step0 + 1, protocol.Success, "success"}} {
+		f.log.Reset()
+		if got, _ := f.auth(req("bob"), code(tt.step)); got != tt.want || !strings.Contains(f.log.String(), "outcome="+tt.outcome) {
+			t.Errorf("Authenticate(code of step %+d) = %v, log %s; want %v, %s", int64(tt.step)-int64(step0), got, f.log, tt.want, tt.outcome)
+		}
+	}
+}
+
 func TestReplayRecordsHighestStep(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
