@@ -2,10 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
-	"image"
-	"image/color"
-	"image/png"
 	"io"
 	"os"
 	"os/exec"
@@ -16,9 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
+	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -57,9 +53,7 @@ func (tr *transcript) waitFor(t *testing.T, s string, n int) {
 // not a terminal (the answers are read as lines).
 func TestEnrollEndToEnd(t *testing.T) {
 	b := busapitest.StartBus(t)
-	if _, err := exec.LookPath("zbarimg"); err != nil {
-		t.Skip("zbarimg not installed (Debian package zbar-tools): ", err)
-	}
+	qrtermtest.SkipWithoutZbar(t)
 	u := busapitest.User(t, "tcli"+strconv.Itoa(os.Getpid()%100000))
 	reg := busapitest.StartRegistry(t, u.Username)
 	busapitest.StartNode(t, b, reg)
@@ -94,7 +88,7 @@ func TestEnrollEndToEnd(t *testing.T) {
 		if got := field(t, out.String(), "secret (base32):"); got != totp.EncodeSecret(key.Secret) {
 			t.Errorf("printed base32 secret = %q, want the URI's %q", got, totp.EncodeSecret(key.Secret))
 		}
-		if got, err := zbar(t, rasterize(t, qrLines(out.String()))); err != nil || got != uri {
+		if got, err := qrtermtest.Decode(t, out.String()); err != nil || got != uri {
 			t.Errorf("zbarimg of the drawn QR code = %q, %v; want the printed URI %q", got, err, uri)
 		}
 		io.WriteString(stdin, "123\n") // wrong: one retry is used up
@@ -153,84 +147,4 @@ func field(t *testing.T, out, label string) string {
 	}
 	t.Fatalf("no %q in the output:\n%s", label, out)
 	return ""
-}
-
-// qrLines returns the lines of the QR code: the first run of lines of block characters.
-func qrLines(out string) []string {
-	var qr []string
-	for _, l := range strings.Split(out, "\n") {
-		plain := stripSGR(l)
-		if plain != "" && strings.Trim(plain, " ▀▄█") == "" {
-			qr = append(qr, plain)
-		} else if len(qr) > 0 {
-			break
-		}
-	}
-	return qr
-}
-
-func stripSGR(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0x1b {
-			if end := strings.IndexByte(s[i:], 'm'); end >= 0 {
-				i += end
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// rasterize draws half-block lines as a terminal with light text on a dark background does
-// (the approach of pkg/qrterm's tests), with a dark margin.
-func rasterize(t *testing.T, lines []string) image.Image {
-	t.Helper()
-	if len(lines) == 0 {
-		t.Fatal("no QR code lines in the output")
-	}
-	const cellW, cellH, margin, fg, bg = 8, 16, 3, 0xd0, 0x10
-	width := 0
-	for _, l := range lines {
-		width = max(width, utf8.RuneCountInString(l))
-	}
-	img := image.NewGray(image.Rect(0, 0, (width+2*margin)*cellW, (len(lines)+2*margin)*cellH))
-	for i := range img.Pix {
-		img.Pix[i] = bg
-	}
-	for y, l := range lines {
-		x := 0
-		for _, r := range l {
-			for dy := range cellH {
-				for dx := range cellW {
-					ink := r == '█' || r == '▀' && dy < cellH/2 || r == '▄' && dy >= cellH/2
-					if ink {
-						img.SetGray((x+margin)*cellW+dx, (y+margin)*cellH+dy, color.Gray{Y: fg})
-					}
-				}
-			}
-			x++
-		}
-	}
-	return img
-}
-
-// zbar decodes the QR code in img with zbarimg.
-func zbar(t *testing.T, img image.Image) (string, error) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "qr.png")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := png.Encode(f, img); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, err := exec.Command("zbarimg", "--raw", "-q", path).Output()
-	if err != nil {
-		return "", fmt.Errorf("zbarimg: %w", err)
-	}
-	return strings.TrimSuffix(string(out), "\n"), nil
 }

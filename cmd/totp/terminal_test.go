@@ -14,6 +14,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
+	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
 	"github.com/pam-totp/pam-totp/pkg/registry"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
@@ -26,9 +27,7 @@ import (
 func TestEnrollOnTerminal(t *testing.T) {
 	t.Parallel()
 	b := busapitest.StartBus(t)
-	if _, err := exec.LookPath("zbarimg"); err != nil {
-		t.Skip("zbarimg not installed (Debian package zbar-tools): ", err)
-	}
+	qrtermtest.SkipWithoutZbar(t)
 	u := busapitest.User(t, "tpty"+strconv.Itoa(os.Getpid()%100000))
 	reg := busapitest.StartRegistry(t, u.Username)
 	busapitest.StartNode(t, b, reg)
@@ -59,7 +58,7 @@ func TestEnrollOnTerminal(t *testing.T) {
 		if got := field(t, screen, "secret (base32):"); got != totp.EncodeSecret(k.Secret) {
 			t.Errorf("printed base32 secret = %q, want the URI's %q", got, totp.EncodeSecret(k.Secret))
 		}
-		if got, err := zbar(t, rasterize(t, qrLines(screen))); err != nil || got != uri {
+		if got, err := qrtermtest.Decode(t, screen); err != nil || got != uri {
 			t.Errorf("zbarimg of the QR code on the terminal = %q, %v; want the printed URI %q", got, err, uri)
 		}
 

@@ -15,6 +15,7 @@ var (
 	skipReason string // set when the tests cannot run here; every test skips with it
 	moduleSO   string // private copy of build/pam_totp.so
 	helperBin  string // private copy of build/pam-totp-helper
+	syncdBin   string // private copy of build/totp-syncd (enrollment at login)
 	testBin    string // this test binary, for re-executing it
 )
 
@@ -37,13 +38,13 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "pam/integration: %v\n", err)
 		return 1
 	}
-	bin, cleanup, err := pamtest.Build(root, "pam_totp.so", "pam-totp-helper")
+	bin, cleanup, err := pamtest.Build(root, "pam_totp.so", "pam-totp-helper", "totp-syncd")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pam/integration: %v\n", err)
 		return 1
 	}
 	defer cleanup()
-	moduleSO, helperBin = bin["pam_totp.so"], bin["pam-totp-helper"]
+	moduleSO, helperBin, syncdBin = bin["pam_totp.so"], bin["pam-totp-helper"], bin["totp-syncd"]
 	if testBin, err = os.Executable(); err != nil {
 		fmt.Fprintf(os.Stderr, "pam/integration: %v\n", err)
 		return 1

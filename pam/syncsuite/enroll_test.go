@@ -346,7 +346,7 @@ func TestEnrollAtLoginWithRegistry(t *testing.T) {
 	le := &loginEnroller{}
 	res := pamtest.Run(pamtest.TxSpec{Service: n1.service, User: name, ConfDir: n1.pamDir, Timeout: 15 * time.Second,
 		Respond: le.respond})
-	res.Want(t, "login on node 1 that enrolls", pamtest.Success, 1)
+	res.Want(t, "login on node 1 that enrolls", pamtest.Success, 2) // the code, then Enter after the backup codes
 	res.WantInfo(t, "login on node 1 that enrolls", "enrolled and active")
 	enrolled := time.Now()
 	// Node 2 gets the token within milliseconds; until then it lets the user in under grace

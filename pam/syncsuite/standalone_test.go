@@ -3,6 +3,7 @@
 package syncsuite
 
 import (
+	"bytes"
 	"fmt"
 	"os/user"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
+	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
@@ -163,12 +165,27 @@ func TestEnrollAtLogin(t *testing.T) {
 	le := &loginEnroller{}
 	res := pamtest.Run(pamtest.TxSpec{Service: n.service, User: name, ConfDir: n.pamDir, Timeout: 15 * time.Second,
 		Respond: le.respond})
-	res.Want(t, "login that enrolls", pamtest.Success, 1)
+	res.Want(t, "login that enrolls", pamtest.Success, 2) // the code, then Enter after the backup codes
 	if !pamtest.AnyContains(res.Infos, "▀") && !pamtest.AnyContains(res.Infos, "▄") {
 		t.Errorf("no QR code among the messages: %q", res.Infos)
 	}
 	res.WantInfo(t, "login that enrolls", "enrolled and active")
 	res.WantInfo(t, "login that enrolls", "Backup codes")
+	t.Run("QR code scans", func(t *testing.T) {
+		// PAM text carries no colour escapes: the code must scan as a dark terminal shows it.
+		qrtermtest.SkipWithoutZbar(t)
+		uri, err := qrtermtest.Decode(t, strings.Join(res.Infos, "\n"))
+		if err != nil {
+			t.Fatalf("zbarimg of the QR code among the messages: %v", err)
+		}
+		k, err := totp.ParseURI(uri)
+		if err != nil {
+			t.Fatalf("ParseURI(scanned QR code) = %v", err)
+		}
+		if !bytes.Equal(k.Secret, le.key.Secret) {
+			t.Errorf("the QR code's secret differs from the key shown as text")
+		}
+	})
 	toks := n.userTokens(name)
 	if len(toks) != 1 || toks[0].State != store.Active {
 		t.Fatalf("after enrolling at login tokens.db holds %+v, want one active token", toks)
@@ -202,6 +219,9 @@ type loginEnroller struct {
 }
 
 func (l *loginEnroller) respond(prompt string, shown pamtest.Result) (string, error) {
+	if strings.HasPrefix(prompt, "Press Enter") {
+		return "", nil // after the backup codes
+	}
 	for _, info := range shown.Infos {
 		if _, after, ok := strings.Cut(info, "Key (base32): "); ok {
 			line, _, _ := strings.Cut(after, "\n")

@@ -1,7 +1,7 @@
 // Package busapi is totp-syncd's D-Bus service (docs/enrollment.md, "D-Bus service on
 // totp-syncd"): the name and interface io.github.pamtotp.Sync1 at /io/github/pamtotp/Sync1 on
 // the system bus, through which the `totp` CLI of a logged-in user reads the node's sync status
-// and the user's own tokens, and (next) enrolls tokens.
+// and the user's own tokens and enrolls tokens, and the PAM helper enrolls a user at login.
 //
 // Who calls: the bus daemon's GetConnectionUnixUser of the message's sender, resolved to a user
 // name through os/user at every call (nothing is cached). totp-syncd is built without cgo, so
@@ -16,12 +16,16 @@
 //	SyncNow() x           ends a back-off wait of the syncer and returns the applied revision
 //	                      once caught up, or after Options.SyncWait (2 s)
 //
-// BeginEnrollment, FinishEnrollment, RenameToken, RemoveToken and RegenerateBackupCodes
-// (enroll.go) forward to the registry's /v1/enroll/* for the caller's user name with the node's
-// credential (Options.Enroll, by default a nodesync.EnrollClient; a node without a registry
-// answers Error.Unavailable). The registry's refusals map to Refused (401, 403, 409, 429),
-// NotFound (404) and Invalid (400) with its sentence; an unreachable registry is Unavailable.
-// The otpauth URI, codes, proofs and backup codes are never logged.
+// BeginEnrollment, FinishEnrollment, RenameToken, RemoveToken, RegenerateBackupCodes and
+// RequestBootstrapCode (enroll.go) act for the caller's user name through Options.Enroll: by
+// default a nodesync.EnrollClient calling the registry's /v1/enroll/* with the node's credential;
+// on a standalone node the local authority of package localenroll, which totp-syncd passes in; a
+// node with neither answers Error.Unavailable. The registry's refusals map to Refused (401, 403,
+// 409, 429), NotFound (404) and Invalid (400) with its sentence, a local authority's *Refusal to
+// its name; an unreachable registry is Unavailable. BeginEnrollmentFor and FinishEnrollmentFor take
+// a user name and answer only root (uid 0 as the bus reports it): the PAM helper enrolling a user
+// in grace at login; they take no proof, so they only ever start a first token. The otpauth URI,
+// codes, proofs and backup codes are never logged.
 //
 // Errors are io.github.pamtotp.Sync1.Error.{Unavailable,Refused,NotFound,Invalid} with one plain
 // sentence as their only argument; the reason with the caller goes to the log. No secret is put

@@ -5,17 +5,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"image"
-	"image/color"
-	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
+	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -38,148 +35,11 @@ var (
 
 func pad(s string, n int) string { return s + strings.Repeat("y", n-len(s)) }
 
-// A theme is a terminal's default colours; grey levels of the pixels drawn.
-type theme struct {
-	name   string
-	fg, bg uint8
-}
-
-var (
-	darkTheme  = theme{"dark", 0xd0, 0x10}
-	lightTheme = theme{"light", 0x10, 0xf8}
-)
-
-// ANSI colour 7 (white, 37/47) and 0 (black, 30/40) as xterm draws them.
-const ansiWhite, ansiBlack = 0xe5, 0x00
-
-// Each terminal cell is drawn as cellW x cellH pixels, the usual 1:2 shape.
-const cellW, cellH = 8, 16
-
-// rasterize draws terminal output as a terminal with theme th would, into a
-// grey image with a margin of terminal background around it. With sgr
-// false the terminal ignores colour escapes (a monochrome terminal).
-func rasterize(t *testing.T, out string, th theme, sgr bool) *image.Gray {
-	t.Helper()
-	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	const margin = 3 // cells
-	width := 0
-	for _, l := range lines {
-		width = max(width, visibleWidth(l))
-	}
-	img := image.NewGray(image.Rect(0, 0, (width+2*margin)*cellW, (len(lines)+2*margin)*cellH))
-	for i := range img.Pix {
-		img.Pix[i] = th.bg
-	}
-	for y, line := range lines {
-		fg, bg := th.fg, th.bg
-		x := 0
-		for i := 0; i < len(line); {
-			if line[i] == 0x1b {
-				end := strings.IndexByte(line[i:], 'm')
-				if !strings.HasPrefix(line[i:], "\x1b[") || end < 0 {
-					t.Fatalf("line %d: unexpected escape %q", y, line[i:])
-				}
-				if sgr {
-					for _, p := range strings.Split(line[i+2:i+end], ";") {
-						switch p {
-						case "0", "":
-							fg, bg = th.fg, th.bg
-						case "30":
-							fg = ansiBlack
-						case "37":
-							fg = ansiWhite
-						case "40":
-							bg = ansiBlack
-						case "47":
-							bg = ansiWhite
-						default:
-							t.Fatalf("line %d: unexpected SGR parameter %q", y, p)
-						}
-					}
-				}
-				i += end + 1
-				continue
-			}
-			r, n := utf8.DecodeRuneInString(line[i:])
-			i += n
-			drawCell(img, (x+margin)*cellW, (y+margin)*cellH, r, fg, bg)
-			x++
-		}
-	}
-	return img
-}
-
-func drawCell(img *image.Gray, x0, y0 int, r rune, fg, bg uint8) {
-	for dy := range cellH {
-		for dx := range cellW {
-			ink := false
-			switch r {
-			case '█':
-				ink = true
-			case '▀':
-				ink = dy < cellH/2
-			case '▄':
-				ink = dy >= cellH/2
-			case '#':
-				// A hash sign: two vertical and two horizontal strokes.
-				ink = (dx == 2 || dx == 5) && dy >= 3 && dy <= 12 || (dy == 6 || dy == 10) && dx >= 1 && dx <= 6
-			case ' ':
-			default:
-				panic(fmt.Sprintf("unexpected character %q", r))
-			}
-			c := bg
-			if ink {
-				c = fg
-			}
-			img.SetGray(x0+dx, y0+dy, color.Gray{Y: c})
-		}
-	}
-}
-
-// visibleWidth counts the cells of a line: runes outside escapes.
-func visibleWidth(line string) int {
-	n := 0
-	for i := 0; i < len(line); {
-		if line[i] == 0x1b {
-			end := strings.IndexByte(line[i:], 'm')
-			if end < 0 {
-				return -1
-			}
-			i += end + 1
-			continue
-		}
-		_, size := utf8.DecodeRuneInString(line[i:])
-		i += size
-		n++
-	}
-	return n
-}
-
-// zbar decodes the QR code in img with zbarimg (Debian: zbar-tools).
-func zbar(t *testing.T, img image.Image) (string, error) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "qr.png")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := png.Encode(f, img); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("zbarimg", "--raw", "-q", path).Output()
-	return strings.TrimSuffix(string(out), "\n"), err
-}
-
 // TestWriteScans draws codes in every mode, rasterizes them as terminals
 // with dark and light themes show them, and decodes them with zbarimg.
 func TestWriteScans(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("zbarimg"); err != nil {
-		t.Skip("zbarimg not installed (Debian: apt-get install zbar-tools); skipping the decoding of rendered QR codes")
-	}
+	qrtermtest.SkipWithoutZbar(t)
 	contents := map[string]string{"short": shortURI, "typical": typicalURI, "long": longURI, "ascii78": ascii78}
 	for _, m := range []Mode{HalfBlocks, FullBlocks, ASCII} {
 		for name, content := range contents {
@@ -191,23 +51,23 @@ func TestWriteScans(t *testing.T) {
 				t.Fatalf("Write(%s, %s) = %v", name, m, err)
 			}
 			for _, tc := range []struct {
-				th  theme
+				th  qrtermtest.Theme
 				sgr bool
 			}{
-				{darkTheme, true},
-				{lightTheme, true},
+				{qrtermtest.Dark, true},
+				{qrtermtest.Light, true},
 				// Without colours the ink is the light modules: correct on a
 				// dark background, inverted on a light one. In ASCII mode the
 				// ink of '#' is too thin to scan without colours.
-				{darkTheme, false},
+				{qrtermtest.Dark, false},
 			} {
 				if m == ASCII && !tc.sgr {
 					continue
 				}
-				t.Run(fmt.Sprintf("%s/%s/%s/sgr=%v", m, name, tc.th.name, tc.sgr), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/%s/%s/sgr=%v", m, name, tc.th.Name, tc.sgr), func(t *testing.T) {
 					t.Parallel()
-					img := rasterize(t, buf.String(), tc.th, tc.sgr)
-					got, err := zbar(t, img)
+					img := qrtermtest.Rasterize(t, buf.String(), tc.th, tc.sgr)
+					got, err := qrtermtest.Zbar(t, img)
 					if err != nil || got != content {
 						t.Errorf("zbarimg(Write(%q, %s)) = %q, %v, want the content", content, m, got, err)
 					}
@@ -260,7 +120,7 @@ func TestWriteLayout(t *testing.T) {
 				t.Errorf("Write(%s) wrote %d lines, want %d", tt.m, len(got), tt.lines)
 			}
 			for i, l := range got {
-				if w := visibleWidth(l); w != tt.cols {
+				if w := qrtermtest.VisibleWidth(l); w != tt.cols {
 					t.Errorf("Write(%s) line %d is %d columns, want %d", tt.m, i, w, tt.cols)
 				}
 				if !strings.HasPrefix(l, sgrLine) || !strings.HasSuffix(l, sgrReset) {
@@ -309,7 +169,7 @@ func TestASCIIColumns(t *testing.T) {
 				return
 			}
 			for i, l := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
-				if w := visibleWidth(l); w > ASCIIColumns {
+				if w := qrtermtest.VisibleWidth(l); w > ASCIIColumns {
 					t.Errorf("Write(ASCII) line %d is %d columns, more than %d", i, w, ASCIIColumns)
 				}
 			}
@@ -497,9 +357,7 @@ func demoKey(issuer, account string, p totp.Params) totp.Key {
 // codes oathtool computes from the secret.
 func TestWriteKeyASCIIScans(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("zbarimg"); err != nil {
-		t.Skip("zbarimg not installed (Debian: apt-get install zbar-tools); skipping the decoding of rendered QR codes")
-	}
+	qrtermtest.SkipWithoutZbar(t)
 	oathtool, err := exec.LookPath("oathtool")
 	if err != nil {
 		t.Skip("oathtool not installed (Debian: apt-get install oathtool); skipping the comparison with OATH Toolkit")
@@ -539,16 +397,16 @@ func TestWriteKeyASCIIScans(t *testing.T) {
 			}
 			// (a) 80 columns.
 			for i, l := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
-				if w := visibleWidth(l); w > ASCIIColumns {
+				if w := qrtermtest.VisibleWidth(l); w > ASCIIColumns {
 					t.Errorf("WriteKey(%s, ASCII) line %d is %d columns, more than %d", tt.name, i, w, ASCIIColumns)
 				}
 			}
 			// (b) it scans as exactly the short URI.
 			var scanned string
-			for _, th := range []theme{darkTheme, lightTheme} {
-				got, err := zbar(t, rasterize(t, buf.String(), th, true))
+			for _, th := range []qrtermtest.Theme{qrtermtest.Dark, qrtermtest.Light} {
+				got, err := qrtermtest.Zbar(t, qrtermtest.Rasterize(t, buf.String(), th, true))
 				if err != nil || got != tt.want {
-					t.Fatalf("zbarimg(WriteKey(%s, ASCII)) on a %s theme = %q, %v, want %q", tt.name, th.name, got, err, tt.want)
+					t.Fatalf("zbarimg(WriteKey(%s, ASCII)) on a %s theme = %q, %v, want %q", tt.name, th.Name, got, err, tt.want)
 				}
 				scanned = got
 			}

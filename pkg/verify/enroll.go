@@ -29,7 +29,10 @@ const (
 	EnrollAttempts      = 3
 )
 
-const enrollPrompt = "Code from the app to finish enrollment (Enter to skip): "
+const (
+	enrollPrompt = "Code from the app to finish enrollment (Enter to skip): "
+	backupPrompt = "Press Enter once the backup codes are stored safely: "
+)
 
 // enrollAtLogin offers a user in grace without a token to enroll one now (policy
 // enroll_at_login). done is true when the login is decided here: the token is active (the
@@ -80,11 +83,17 @@ func (a *attempt) enrollAtLogin() (v protocol.Verdict, done bool, why string) {
 		switch f.Status {
 		case "active":
 			a.info("Your token is enrolled and active now.")
+			reason := "first token enrolled and its code verified"
 			if len(f.BackupCodes) > 0 {
 				a.info("Backup codes, each works once instead of a code (keep them safe; they are not shown again):\n  " +
 					strings.Join(f.BackupCodes, "\n  "))
+				// sshd passes text to the client only with a prompt; without one, the codes would
+				// reach only an interactive session's login messages.
+				if _, err := a.conv.Prompt(backupPrompt, true); err != nil {
+					reason += "; the backup codes may not have been seen (" + err.Error() + ")"
+				}
 			}
-			return a.log(protocol.Success, "enrolled_at_login", "first token enrolled and its code verified", p.ID), true, ""
+			return a.log(protocol.Success, "enrolled_at_login", reason, p.ID), true, ""
 		case "clock_skew":
 			dir := "ahead"
 			if f.SkewS < 0 {

@@ -61,8 +61,11 @@ func TestEnrollAtLogin(t *testing.T) {
 		finishes int
 	}{
 		{name: "enrolled", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{finishes: []syncbus.Finished{active}},
-			answers: []string{"123456"}, want: protocol.Success, outcome: "enrolled_at_login", log: "token=p1",
+			answers: []string{"123456", ""}, want: protocol.Success, outcome: "enrolled_at_login", log: "token=p1",
 			said: []string{"scan this QR code", "Key (base32): GEZD GNBV", "enrolled and active", "bk-one\n  bk-two"}, begins: 1, finishes: 1},
+		{name: "enrolled, backup codes not confirmed", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{finishes: []syncbus.Finished{active}},
+			answers: []string{"123456"}, want: protocol.Success, outcome: "enrolled_at_login", log: "backup codes may not have been seen",
+			begins: 1, finishes: 1},
 		{name: "typo then right", conf: grace + "enroll_at_login = true",
 			enroller: &scriptedEnroller{finishes: []syncbus.Finished{wrong, {Status: "clock_skew", SkewS: -60}, active}},
 			answers:  []string{"111111", "222222", "333333"}, want: protocol.Success, outcome: "enrolled_at_login",

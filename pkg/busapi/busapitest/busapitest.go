@@ -78,7 +78,7 @@ func StartBus(t testing.TB) *Bus {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	policy := filepath.Join(here(), "..", "..", "..", "contrib", "dbus", "io.github.pamtotp.Sync1.conf")
-	tmpl, err := os.ReadFile(filepath.Join(here(), "..", "testdata", "system-bus.conf"))
+	tmpl, err := os.ReadFile(filepath.Join(here(), "..", "..", "..", "contrib", "dbus", "private-system-bus.conf.in"))
 	if err != nil {
 		t.Fatal(err)
 	}
