@@ -197,8 +197,12 @@ func TestTokenAdd(t *testing.T) {
 			[]string{"No code entered (end of input); the pending token"}, nil},
 		{"three wrong codes", nil, func() string { w := wrongCode() + "\n"; return w + w + w }, 1, false,
 			[]string{"No valid code entered; the pending token"}, nil},
-		{"ascii qr too wide", []string{"--qr", "ascii"}, func() string { return code(0) + "\n" }, 0, true,
-			[]string{"(No QR code: qrterm: QR code too wide"}, nil},
+		{"ascii qr, short uri", []string{"--qr", "ascii"}, func() string { return code(0) + "\n" }, 0, true,
+			[]string{"##", "(The QR code holds a shortened otpauth URI", "otpauth://totp/Example%20HPC:alice?secret=" + secret + "&issuer="}, nil},
+		{"ascii qr too wide", []string{"--qr", "ascii", "--algorithm", "sha256", "--digits", "8", "--period", "60"}, func() string {
+			p := totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60}
+			return totp.Code(secretBytes, p, totp.Step(time.Now(), 60)) + "\n"
+		}, 0, true, []string{"(No QR code: qrterm: QR code too wide"}, nil},
 		{"no qr", []string{"--no-qr", "--algorithm", "sha256", "--digits", "8", "--period", "60"}, func() string {
 			p := totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60}
 			return totp.Code(secretBytes, p, totp.Step(time.Now(), 60)) + "\n"
