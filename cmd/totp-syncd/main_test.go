@@ -20,7 +20,8 @@ func TestRun(t *testing.T) {
 		os.Chmod(p, mode)
 		return p
 	}
-	standalone := write("standalone.conf", "[store]\ndir = \""+dir+"\"\n", 0o644)
+	// The standalone daemon creates its store at start: a directory of its own.
+	standalone := write("standalone.conf", "[store]\ndir = \""+filepath.Join(dir, "standalone")+"\"\n", 0o644)
 	cred := write("node.credential", "ptn1.n.secret\n", 0o600)
 	synced := write("synced.conf", "[store]\ndir = \""+dir+"\"\n[sync]\nregistry = \"http://127.0.0.1:1\"\n"+
 		"ca_file = \""+dir+"/ca.pem\"\ncredential_file = \""+cred+"\"\n", 0o644)
