@@ -193,14 +193,12 @@ initial_backoff = "1s"
 max_backoff = "2s"
 lockout_after = 50`
 
-// newNode registers a node at the registry (node add) and starts its totp-syncd.
+// newNode registers a node at the registry (node add) and starts its totp-syncd. With r nil the
+// node is standalone: no [sync] registry, totp-syncd is its enrollment authority.
 func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 	t.Helper()
 	if o.Scope == "" {
 		o.Scope = scope
-	}
-	if o.CAFile == "" {
-		o.CAFile = r.ca.pemFile
 	}
 	dir := privateDir(t)
 	n := &node{t: t, name: "node-" + pamtest.RandName(6), dir: dir,
@@ -210,19 +208,27 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 		service:  "pamtotp-" + pamtest.RandName(6),
 		credFile: filepath.Join(dir, "node.credential"),
 	}
-	cred := o.Credential
-	if cred == "" {
-		nn, err := r.admin.AddNode(ctx(t), n.name, o.Scope)
-		if err != nil {
-			t.Fatalf("AddNode(%s): %v", n.name, err)
+	sync := fmt.Sprintf("metrics_listen = \"\"\nbus = %q\n", o.Bus)
+	if r != nil {
+		if o.CAFile == "" {
+			o.CAFile = r.ca.pemFile
 		}
-		cred = nn.Credential
+		cred := o.Credential
+		if cred == "" {
+			nn, err := r.admin.AddNode(ctx(t), n.name, o.Scope)
+			if err != nil {
+				t.Fatalf("AddNode(%s): %v", n.name, err)
+			}
+			cred = nn.Credential
+		}
+		if cred != "-" {
+			writeFile(t, n.credFile, cred+"\n", 0o600)
+		}
+		mport := freePort(t)
+		n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
+		sync = fmt.Sprintf("registry = %q\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\n",
+			r.url, o.CAFile, n.credFile, mport, o.Bus)
 	}
-	if cred != "-" {
-		writeFile(t, n.credFile, cred+"\n", 0o600)
-	}
-	mport := freePort(t)
-	n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
 	writeFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
 %s
 
@@ -234,12 +240,7 @@ open_timeout = "3s"
 %s
 
 [sync]
-registry = %q
-ca_file = %q
-credential_file = %q
-metrics_listen = "127.0.0.1:%d"
-bus = %q
-`, o.Policy, n.storeDir, fastRate, r.url, o.CAFile, n.credFile, mport, o.Bus), 0o644)
+%s`, o.Policy, n.storeDir, fastRate, sync), 0o644)
 	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10\naccount required pam_permit.so\n",
 		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf)
 	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
@@ -249,6 +250,14 @@ bus = %q
 		n.start()
 	}
 	return n
+}
+
+// waitBus waits until the node's totp-syncd serves the D-Bus API.
+func (n *node) waitBus() {
+	n.t.Helper()
+	eventually(n.t, 10*time.Second, n.name+" serves the D-Bus API", func() (bool, error) {
+		return (n.logHas("D-Bus service") || n.logHas("starting standalone")) && !n.logHas("no D-Bus service"), nil
+	})
 }
 
 // start starts (or restarts) the node's totp-syncd; the first start registers its cleanup.

@@ -42,9 +42,7 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 	rev := r.rev()
 	n1.waitRev(rev, 15*time.Second)
 	n2.waitRev(rev, 15*time.Second)
-	eventually(t, 10*time.Second, n1.name+" serves the D-Bus API", func() (bool, error) {
-		return n1.logHas("D-Bus service") && !n1.logHas("no D-Bus service"), nil
-	})
+	n1.waitBus()
 
 	// Enrollment and login (well under a second) start at least 5 s before a step boundary, so
 	// the code typed is the one the registry checks against its current step.
@@ -269,9 +267,7 @@ func (s *smtpSink) messagesTo(t *testing.T, to string) []string {
 func TestBootstrapByMail(t *testing.T) {
 	needRoot(t)
 	m := newMailSetup(t, "\n[enroll]\nbootstrap = \"mail\"\n")
-	eventually(t, 10*time.Second, m.n1.name+" serves the D-Bus API", func() (bool, error) {
-		return m.n1.logHas("D-Bus service") && !m.n1.logHas("no D-Bus service"), nil
-	})
+	m.n1.waitBus()
 	settle(t, 5*time.Second)
 	var bootCode string
 	e := runEnroll(t, m.totpBin, m.bus.Addr, m.uid, m.gid, "phone", func(line string) (string, bool) {
@@ -338,9 +334,7 @@ func TestEnrollAtLoginWithRegistry(t *testing.T) {
 	rev := r.rev()
 	n1.waitRev(rev, 15*time.Second)
 	n2.waitRev(rev, 15*time.Second)
-	eventually(t, 10*time.Second, n1.name+" serves the D-Bus API", func() (bool, error) {
-		return n1.logHas("D-Bus service") && !n1.logHas("no D-Bus service"), nil
-	})
+	n1.waitBus()
 
 	settle(t, 5*time.Second)
 	le := &loginEnroller{}

@@ -41,35 +41,8 @@ func newStandalone(t *testing.T, extra string) *standaloneNode {
 	if err := pamtest.CopyFile(filepath.Join(root, "build", "totp"), totpBin, 0o755); err != nil {
 		t.Fatalf("copy build/totp: %v", err)
 	}
-	dir := privateDir(t)
-	n := &node{t: t, name: "standalone-" + pamtest.RandName(6), dir: dir,
-		storeDir: mkdir(t, filepath.Join(dir, "store"), 0o700),
-		conf:     filepath.Join(dir, "pam_totp.conf"),
-		pamDir:   mkdir(t, filepath.Join(dir, "pam.d"), 0o755),
-		service:  "pamtotp-" + pamtest.RandName(6),
-	}
-	writeFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
-%s
-
-[store]
-dir = %q
-open_timeout = "3s"
-
-[rate_limit]
-%s
-
-[sync]
-bus = %q
-`, extra, n.storeDir, fastRate, bus.Addr), 0o644)
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10\naccount required pam_permit.so\n",
-		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf)
-	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
-	n.proc = &proc{t: t, name: "totp-syncd " + n.name, path: bin["totp-syncd"],
-		args: []string{"--config", n.conf, "--debug"}, log: filepath.Join(dir, "syncd.log")}
-	n.start()
-	eventually(t, 10*time.Second, n.name+" serves the D-Bus API", func() (bool, error) {
-		return n.logHas("starting standalone"), nil
-	})
+	n := newNode(t, nil, nodeOptions{Policy: extra, Bus: bus.Addr})
+	n.waitBus()
 	return &standaloneNode{node: n, bus: bus, totpBin: totpBin}
 }
 

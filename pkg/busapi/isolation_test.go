@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,19 +108,7 @@ type rawClient struct {
 
 func newRawClient(t *testing.T, b *busapitest.Bus) *rawClient {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(b.Dir, "raw-client")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return &rawClient{bin: bin, addr: b.Addr}
+	return &rawClient{bin: busapitest.CopySelf(t, b, "raw-client"), addr: b.Addr}
 }
 
 // run makes one call as uid/gid.

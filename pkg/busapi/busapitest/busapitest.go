@@ -168,6 +168,13 @@ type Client struct {
 // NewClient copies the test binary into b's directory.
 func NewClient(t testing.TB, b *Bus) *Client {
 	t.Helper()
+	return &Client{bin: CopySelf(t, b, "client"), addr: b.Addr}
+}
+
+// CopySelf copies the running test binary into b's directory (reachable by the test users)
+// under name and returns its path.
+func CopySelf(t testing.TB, b *Bus, name string) string {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -176,11 +183,11 @@ func NewClient(t testing.TB, b *Bus) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(b.Dir, "client")
+	bin := filepath.Join(b.Dir, name)
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &Client{bin: bin, addr: b.Addr}
+	return bin
 }
 
 // Run runs the copy as uid/gid with call in ClientEnv, runs no tests, and returns its output.
