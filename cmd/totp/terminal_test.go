@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
@@ -33,19 +34,19 @@ func TestEnrollOnTerminal(t *testing.T) {
 	busapitest.StartNode(t, b, reg)
 	bin := buildTotp(t, b.Dir)
 	uid, gid := busapitest.IDs(u)
-	start := func(t *testing.T, args ...string) *terminal {
+	start := func(t *testing.T, args ...string) *pamtest.Terminal {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = []string{"DBUS_SYSTEM_BUS_ADDRESS=" + b.Addr, "TERM=xterm-256color", "LANG=C.UTF-8", "PATH=/usr/bin:/bin"}
 		cmd.Dir = "/"
-		return startTerminal(t, cmd, uid, gid)
+		return pamtest.StartTerminalAs(t, cmd, uid, gid)
 	}
 	const codePrompt = "Code shown by the app now: "
 	var key totp.Key
 
 	t.Run("first token", func(t *testing.T) {
 		tm := start(t, "enroll", "--name", "phone")
-		tm.expect(30*time.Second, codePrompt)
-		screen := tm.screen()
+		tm.MustExpect(30*time.Second, codePrompt)
+		screen := tm.Screen()
 		uri := field(t, screen, "otpauth URI:")
 		k, err := totp.ParseURI(uri)
 		if err != nil {
@@ -63,16 +64,16 @@ func TestEnrollOnTerminal(t *testing.T) {
 		}
 
 		wrong := wrongCode(k)
-		tm.send(wrong + "\r")
+		tm.Send(wrong + "\r")
 		// The code prompt echoes as a terminal does: only proofs are read without echo.
-		if echoed := tm.expect(10*time.Second, "That code is not right"); !strings.Contains(echoed, wrong) {
+		if echoed := tm.MustExpect(10*time.Second, "That code is not right"); !strings.Contains(echoed, wrong) {
 			t.Errorf("the code typed at %q was not echoed: %q", codePrompt, echoed)
 		}
-		tm.expect(10*time.Second, codePrompt)
-		tm.send(totp.Code(k.Secret, k.Params, totp.Step(time.Now(), k.Params.Period)) + "\r")
-		tm.expect(30*time.Second, "Your backup codes")
-		tm.expect(30*time.Second, "is active on this node now.")
-		if st := tm.wait(30 * time.Second); st != 0 {
+		tm.MustExpect(10*time.Second, codePrompt)
+		tm.Send(totp.Code(k.Secret, k.Params, totp.Step(time.Now(), k.Params.Period)) + "\r")
+		tm.MustExpect(30*time.Second, "Your backup codes")
+		tm.MustExpect(30*time.Second, "is active on this node now.")
+		if st := tm.MustWait(30 * time.Second); st != 0 {
 			t.Fatalf("totp enroll exited with %d, want 0", st)
 		}
 	})
@@ -82,33 +83,33 @@ func TestEnrollOnTerminal(t *testing.T) {
 
 	t.Run("second token with a wrong proof", func(t *testing.T) {
 		tm := start(t, "enroll", "--name", "second")
-		tm.expect(30*time.Second, "You have a token already: adding another needs a proof.")
-		tm.expect(10*time.Second, enrollcli.ProofPrompt)
+		tm.MustExpect(30*time.Second, "You have a token already: adding another needs a proof.")
+		tm.MustExpect(10*time.Second, enrollcli.ProofPrompt)
 		proof := wrongCode(key)
-		tm.send(proof + "\r")
-		after := tm.expect(30*time.Second, "totp: the proof was not accepted")
+		tm.Send(proof + "\r")
+		after := tm.MustExpect(30*time.Second, "totp: the proof was not accepted")
 		if strings.TrimSpace(after) != "" {
 			t.Errorf("between the proof prompt and the refusal the terminal shows %q, want nothing (no echo)", after)
 		}
-		if st := tm.wait(30 * time.Second); st == 0 {
+		if st := tm.MustWait(30 * time.Second); st == 0 {
 			t.Errorf("totp enroll with a wrong proof exited with 0, want non-zero")
 		}
-		if s := tm.screen(); strings.Contains(s, proof) {
+		if s := tm.Screen(); strings.Contains(s, proof) {
 			t.Errorf("the proof %s was echoed:\n%s", proof, s)
 		}
 	})
 
 	t.Run("Ctrl-C at the proof prompt", func(t *testing.T) {
 		tm := start(t, "enroll", "--name", "tablet")
-		tm.expect(10*time.Second, enrollcli.ProofPrompt)
-		tm.send("\x03")
-		tm.expect(10*time.Second, "totp: interrupted")
-		if st := tm.wait(10 * time.Second); st != 130 {
+		tm.MustExpect(10*time.Second, enrollcli.ProofPrompt)
+		tm.Send("\x03")
+		tm.MustExpect(10*time.Second, "totp: interrupted")
+		if st := tm.MustWait(10 * time.Second); st != 130 {
 			t.Errorf("totp enroll after Ctrl-C exited with %d, want 130", st)
 		}
 		// The terminal's echo, switched off for the hidden proof, is back on (the master reads
 		// the pty's settings).
-		tio, err := unix.IoctlGetTermios(int(tm.master.Fd()), unix.TCGETS)
+		tio, err := unix.IoctlGetTermios(int(tm.Master().Fd()), unix.TCGETS)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,10 +120,10 @@ func TestEnrollOnTerminal(t *testing.T) {
 
 	t.Run("still one token", func(t *testing.T) {
 		tm := start(t, "list")
-		if st := tm.wait(30 * time.Second); st != 0 {
+		if st := tm.MustWait(30 * time.Second); st != 0 {
 			t.Fatalf("totp list exited with %d", st)
 		}
-		rows := tokenRows(tm.screen())
+		rows := tokenRows(tm.Screen())
 		if len(rows) != 1 || !strings.Contains(rows[0], "phone") || !strings.HasSuffix(rows[0], "yes") {
 			t.Errorf("totp list rows = %q, want the one active token phone", rows)
 		}

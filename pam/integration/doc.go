@@ -14,8 +14,8 @@
 // Everything a test adds to the system (users, groups, pam.d and sudoers files, /dev/log when
 // it created it) is removed in t.Cleanup, also when the test fails; /run/sshd, which Debian's
 // sshd needs, is created when missing and left in place. The libpam transaction runner, the
-// local users and groups (ptt-*, ptg-*) and the build in TestMain come from pam/pamtest, shared
-// with pam/syncsuite.
+// local users and groups (ptt-*, ptg-*), the pty driver and the build in TestMain come from
+// pam/pamtest, shared with pam/syncsuite and cmd/totp's tests.
 //
 // The helper reads the real clock, so codes are computed with time.Now(); a test that needs
 // several codes of neighbouring time steps first waits, at most a few seconds, until the current

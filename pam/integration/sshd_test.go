@@ -322,17 +322,17 @@ func (d *sshdServer) ssh(t *testing.T, user, key, answer string) (int, string, e
 		"-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
 		user+"@127.0.0.1", "true")
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "TERM=dumb", "LANG=C"}
-	tm := startTerm(t, cmd, -1)
+	tm := pamtest.StartTerminal(t, cmd, -1)
 	const promptText = "Verification code:"
-	_, _, err := tm.expect(20*time.Second, promptText)
+	_, _, err := tm.Expect(20*time.Second, promptText)
 	switch {
 	case answer != "" && err != nil:
-		return -1, tm.screen(), err
+		return -1, tm.Screen(), err
 	case answer != "":
-		tm.send(answer + "\r")
+		tm.Send(answer + "\r")
 	case err == nil:
-		return -1, tm.screen(), errors.New("prompted for a code, want no prompt")
+		return -1, tm.Screen(), errors.New("prompted for a code, want no prompt")
 	}
-	exit, err := tm.wait(30 * time.Second)
-	return exit, tm.screen(), err
+	exit, err := tm.Wait(30 * time.Second)
+	return exit, tm.Screen(), err
 }

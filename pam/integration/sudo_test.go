@@ -45,14 +45,14 @@ func TestSudo(t *testing.T) {
 	writeSystemFile(t, "/etc/sudoers.d/pamtotp-test-"+pamtest.RandName(8), rules, 0o440)
 
 	// session starts a login session of the user on a new terminal running script.
-	session := func(t *testing.T, script string) *term {
+	session := func(t *testing.T, script string) *pamtest.Terminal {
 		cmd := childCmd("exec", execChildSpec{
 			UID: uid, GID: gid, NewAuditSession: true,
 			Argv: []string{"/bin/sh", "-c", script},
 			Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/", "TERM=dumb", "LANG=C",
 				"USER=" + user, "LOGNAME=" + user, "SHELL=/bin/sh"},
 		})
-		return startTerm(t, cmd, uid)
+		return pamtest.StartTerminal(t, cmd, uid)
 	}
 	const promptText = "Verification code:"
 	const timeout = 20 * time.Second
@@ -60,14 +60,14 @@ func TestSudo(t *testing.T) {
 
 	t.Run("code, then fresh in the same session", func(t *testing.T) {
 		tm := session(t, `sudo true; echo "rc1=$?"; sudo true; echo "rc2=$?"`)
-		if _, _, err := tm.expect(timeout, promptText); err != nil {
+		if _, _, err := tm.Expect(timeout, promptText); err != nil {
 			t.Fatalf("first sudo: %v", err)
 		}
-		tm.send(code(tok, s) + "\r")
-		if _, _, err := tm.expect(timeout, "rc1=0"); err != nil {
+		tm.Send(code(tok, s) + "\r")
+		if _, _, err := tm.Expect(timeout, "rc1=0"); err != nil {
 			t.Fatalf("first sudo with a good code: %v", err)
 		}
-		i, _, err := tm.expect(timeout, promptText, "rc2=0", "rc2=1")
+		i, _, err := tm.Expect(timeout, promptText, "rc2=0", "rc2=1")
 		switch {
 		case err != nil:
 			t.Fatalf("second sudo: %v", err)
@@ -76,23 +76,23 @@ func TestSudo(t *testing.T) {
 		case i == 2:
 			t.Errorf("second sudo in the same session failed")
 		}
-		t.Logf("screen:\n%s", tm.screen())
-		if exit, err := tm.wait(timeout); err != nil || exit != 0 {
+		t.Logf("screen:\n%s", tm.Screen())
+		if exit, err := tm.Wait(timeout); err != nil || exit != 0 {
 			t.Errorf("session exit %d, %v", exit, err)
 		}
 	})
 
 	t.Run("new session is asked; wrong code refused", func(t *testing.T) {
 		tm := session(t, `sudo true; echo "rc=$?"`)
-		i, _, err := tm.expect(timeout, promptText, "rc=")
+		i, _, err := tm.Expect(timeout, promptText, "rc=")
 		switch {
 		case err != nil:
 			t.Fatalf("sudo: %v", err)
 		case i == 1:
 			t.Fatalf("sudo in a new session did not ask for a code")
 		}
-		tm.send(wrongCode(tok) + "\r")
-		i, _, err = tm.expect(timeout, "rc=0", "rc=1", promptText)
+		tm.Send(wrongCode(tok) + "\r")
+		i, _, err = tm.Expect(timeout, "rc=0", "rc=1", promptText)
 		switch {
 		case err != nil:
 			t.Fatalf("sudo with a wrong code: %v", err)
@@ -105,11 +105,11 @@ func TestSudo(t *testing.T) {
 
 	t.Run("new session, next code", func(t *testing.T) {
 		tm := session(t, `sudo true; echo "rc=$?"`)
-		if _, _, err := tm.expect(timeout, promptText); err != nil {
+		if _, _, err := tm.Expect(timeout, promptText); err != nil {
 			t.Fatalf("sudo: %v", err)
 		}
-		tm.send(code(tok, s+1) + "\r")
-		if _, _, err := tm.expect(timeout, "rc=0"); err != nil {
+		tm.Send(code(tok, s+1) + "\r")
+		if _, _, err := tm.Expect(timeout, "rc=0"); err != nil {
 			t.Errorf("sudo with the next code: %v", err)
 		}
 	})
