@@ -74,14 +74,7 @@ func validName(what, s string) error {
 func (k Key) URI() string {
 	var b strings.Builder
 	b.Grow(64 + 3*len(k.Issuer)*2 + 3*len(k.Account) + len(k.Secret)*8/5)
-	b.WriteString("otpauth://totp/")
-	if k.Issuer != "" {
-		escape(&b, k.Issuer, true)
-		b.WriteByte(':')
-	}
-	escape(&b, k.Account, true)
-	b.WriteString("?secret=")
-	b.WriteString(EncodeSecret(k.Secret))
+	k.labelAndSecret(&b)
 	if k.Issuer != "" {
 		b.WriteString("&issuer=")
 		escape(&b, k.Issuer, false)
@@ -118,14 +111,7 @@ func (k Key) URI() string {
 func (k Key) ShortURI() string {
 	var b strings.Builder
 	b.Grow(48 + 3*len(k.Issuer) + 3*len(k.Account) + len(k.Secret)*8/5)
-	b.WriteString("otpauth://totp/")
-	if k.Issuer != "" {
-		escape(&b, k.Issuer, true)
-		b.WriteByte(':')
-	}
-	escape(&b, k.Account, true)
-	b.WriteString("?secret=")
-	b.WriteString(EncodeSecret(k.Secret))
+	k.labelAndSecret(&b)
 	if k.Params.Algorithm != DefaultParams.Algorithm {
 		b.WriteString("&algorithm=")
 		escape(&b, string(k.Params.Algorithm), false)
@@ -139,6 +125,18 @@ func (k Key) ShortURI() string {
 		b.WriteString(strconv.Itoa(k.Params.Period))
 	}
 	return b.String()
+}
+
+// labelAndSecret writes the start both URIs share: scheme, label and the secret parameter.
+func (k Key) labelAndSecret(b *strings.Builder) {
+	b.WriteString("otpauth://totp/")
+	if k.Issuer != "" {
+		escape(b, k.Issuer, true)
+		b.WriteByte(':')
+	}
+	escape(b, k.Account, true)
+	b.WriteString("?secret=")
+	b.WriteString(EncodeSecret(k.Secret))
 }
 
 // escape percent-encodes s into b, keeping RFC 3986 unreserved characters
