@@ -3,17 +3,13 @@
 package syncsuite
 
 import (
-	"bufio"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	"github.com/pam-totp/pam-totp/pam/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
+	"github.com/pam-totp/pam-totp/pkg/mail/mailtest"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -81,11 +78,11 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 	// The mail: exactly one notice to the user, with none of the secrets.
 	var mine []string
 	eventually(t, 5*time.Second, "the sink receives the enrollment notice", func() (bool, error) {
-		mine = sink.messagesTo(t, addr)
+		mine = sink.MessagesTo(t, addr)
 		return len(mine) > 0, nil
 	})
 	time.Sleep(500 * time.Millisecond) // a second notice would be on its way by now
-	mine = sink.messagesTo(t, addr)
+	mine = sink.MessagesTo(t, addr)
 	if len(mine) != 1 {
 		t.Fatalf("the sink holds %d messages to %s, want 1:\n%s", len(mine), addr, strings.Join(mine, "\n-----\n"))
 	}
@@ -118,7 +115,7 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 // mailSetup is a registry that mails through a real SMTP sink, a user of its scope with a mail
 // address, the totp CLI the user can run, and node 1 serving the D-Bus API on a private bus.
 type mailSetup struct {
-	sink       *smtpSink
+	sink       *mailtest.Relay
 	r          *registry
 	n1         *node
 	bus        *busapitest.Bus
@@ -136,7 +133,7 @@ func newMailSetup(t *testing.T, regExtra string) *mailSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := startSMTPSink(t, filepath.Join(root, "pkg", "mail", "testdata", "smtpd.py")) // skips without aiosmtpd
+	sink := mailtest.Start(t) // skips without aiosmtpd
 
 	// The CLI: a copy of build/totp (made by TestMain's `make build`) that the user can run.
 	totpBin := filepath.Join(bus.Dir, "totp")
@@ -155,7 +152,7 @@ func newMailSetup(t *testing.T, regExtra string) *mailSetup {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(f, "\n[mail]\nhost = %q\nfrom = \"totp@registry.test\"\ncontact = \"the test helpdesk\"\n"+
-		"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n%s", sink.addr, regExtra)
+		"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n%s", sink.Addr, regExtra)
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -178,88 +175,6 @@ func newMailSetup(t *testing.T, regExtra string) *mailSetup {
 	return &mailSetup{sink: sink, r: r, n1: n1, bus: bus, totpBin: totpBin, name: name, addr: addr, uid: uid, gid: gid}
 }
 
-// smtpSink is pkg/mail's testdata/smtpd.py: a real aiosmtpd relay writing each message to dir.
-type smtpSink struct {
-	addr string
-	dir  string
-}
-
-// startSMTPSink runs script on a free loopback port until the test ends; it skips without
-// python3-aiosmtpd.
-func startSMTPSink(t *testing.T, script string) *smtpSink {
-	t.Helper()
-	py := ""
-	for _, p := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(p, "-c", "import aiosmtpd").Run() == nil {
-			py = p
-			break
-		}
-	}
-	if py == "" {
-		t.Skip("python3-aiosmtpd is not installed (apt-get install python3-aiosmtpd): no SMTP sink for the notices")
-	}
-	port := freePort(t)
-	s := &smtpSink{addr: fmt.Sprintf("127.0.0.1:%d", port), dir: privateDir(t)}
-	cmd := exec.Command(py, script, strconv.Itoa(port), s.dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &busapitest.SyncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		stdin.Close() // smtpd.py stops when stdin closes
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	ready := make(chan bool, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- strings.TrimSpace(line) == "READY"
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatalf("smtpd.py did not start: %s", stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("smtpd.py did not start within 20s: %s", stderr.String())
-	}
-	return s
-}
-
-// messagesTo returns the messages the sink received for recipient to.
-func (s *smtpSink) messagesTo(t *testing.T, to string) []string {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(s.dir, "*.eml"))
-	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(b), "X-Test-To: "+to+"\n") {
-			out = append(out, string(b))
-		}
-	}
-	return out
-}
-
 // TestBootstrapByMail: at a site with [enroll] bootstrap = "mail", `totp enroll` of a first
 // token has the registry mail a one-time code (through totp-syncd's RequestBootstrapCode), the
 // user types it from the mail, and enrollment goes on; the sink gets the code's mail and then
@@ -276,7 +191,7 @@ func TestBootstrapByMail(t *testing.T) {
 		}
 		var msgs []string
 		eventually(t, 10*time.Second, "the bootstrap code reaches the sink", func() (bool, error) {
-			msgs = m.sink.messagesTo(t, m.addr)
+			msgs = m.sink.MessagesTo(t, m.addr)
 			return len(msgs) > 0, nil
 		})
 		if len(msgs) != 1 || !strings.Contains(msgs[0], "your enrollment code") {
@@ -292,11 +207,11 @@ func TestBootstrapByMail(t *testing.T) {
 	}
 	var notices []string
 	eventually(t, 5*time.Second, "the new-token notice reaches the sink", func() (bool, error) {
-		notices = m.sink.messagesTo(t, m.addr)
+		notices = m.sink.MessagesTo(t, m.addr)
 		return len(notices) >= 2, nil
 	})
 	time.Sleep(500 * time.Millisecond) // a further notice would be on its way by now
-	notices = m.sink.messagesTo(t, m.addr)
+	notices = m.sink.MessagesTo(t, m.addr)
 	added := 0
 	for _, msg := range notices {
 		if strings.Contains(msg, "new token added") {

@@ -1,7 +1,6 @@
 package mail
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,90 +13,13 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/mail/mailtest"
 )
-
-// python finds a python3 with aiosmtpd, or skips.
-func python(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(p, "-c", "import aiosmtpd").Run() == nil {
-			return p
-		}
-	}
-	t.Skip("python3-aiosmtpd is not installed (apt-get install python3-aiosmtpd): no real SMTP relay to test against")
-	return ""
-}
-
-type relay struct {
-	addr string
-	dir  string
-}
-
-// startRelay runs testdata/smtpd.py on a free loopback port with extra arguments.
-func startRelay(t *testing.T, args ...string) relay {
-	t.Helper()
-	py := python(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	cmd := exec.Command(py, append([]string{filepath.Join("testdata", "smtpd.py"), port, dir}, args...)...)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	ready := make(chan bool, 1)
-	go func() {
-		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- strings.TrimSpace(line) == "READY"
-		io.Copy(io.Discard, stdout)
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("smtpd.py did not start")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("smtpd.py did not start within 20s")
-	}
-	return relay{addr: addr, dir: dir}
-}
-
-func (r relay) messages(t *testing.T) []string {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(r.dir, "*.eml"))
-	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(b))
-	}
-	return out
-}
 
 // tlsFiles writes a throwaway CA's server certificate for 127.0.0.1 and returns the pool.
 func tlsFiles(t *testing.T) (cert, key string, pool *x509.CertPool) {
@@ -169,9 +91,9 @@ func TestSendToRealRelay(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := startRelay(t, tt.relayArgs...)
+			r := mailtest.Start(t, tt.relayArgs...)
 			cfg := DefaultConfig()
-			cfg.Host, cfg.From, cfg.Retries, cfg.Timeout = r.addr, "totp@example.org", 0, 10*time.Second
+			cfg.Host, cfg.From, cfg.Retries, cfg.Timeout = r.Addr, "totp@example.org", 0, 10*time.Second
 			if tt.cfg != nil {
 				tt.cfg(&cfg)
 			}
@@ -185,7 +107,7 @@ func TestSendToRealRelay(t *testing.T) {
 				t.Fatalf("Send(%+v) = false, want queued", m)
 			}
 			flush(t, s)
-			msgs, st := r.messages(t), s.Stats()
+			msgs, st := r.Messages(t), s.Stats()
 			if !tt.wantSent {
 				if len(msgs) != 0 || st.Failed != 1 || st.Sent != 0 {
 					t.Errorf("%d messages stored, stats %+v; want none stored and 1 failed", len(msgs), st)
