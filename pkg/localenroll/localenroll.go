@@ -34,6 +34,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 )
 
@@ -190,18 +191,17 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync
 		}
 	}
 	e, err := a.admin.AddToken(user, admin.AddOptions{Name: name})
-	if err != nil {
-		return nodesync.Enrollment{}, err
-	}
-	if err := e.Key.Validate(); err != nil {
-		a.admin.Cancel(user, e.Token.ID)
+	if errors.Is(err, totp.ErrKey) { // AddToken checks the key before writing anything
 		return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid,
 			Msg: "no otpauth URI can be made for this user name; ask your administrators"}
+	}
+	if err != nil {
+		return nodesync.Enrollment{}, err
 	}
 	exp := e.Token.Created.Add(PendingTTL)
 	a.o.Log.Info("enrollment begun", "user", user, "token", e.Token.ID, "name", e.Token.Name,
 		"expires", exp.UTC().Format(time.RFC3339))
-	return nodesync.Enrollment{ID: e.Token.ID, Secret: "", URI: e.Key.URI(), Expires: exp}, nil
+	return nodesync.Enrollment{ID: e.Token.ID, URI: e.Key.URI(), Expires: exp}, nil
 }
 
 // Finish checks the first code of user's pending token id.

@@ -275,3 +275,20 @@ func TestRefusesRegistryNode(t *testing.T) {
 		t.Fatal("New on a node that follows a registry: nil error")
 	}
 }
+
+// A user name the store takes but an otpauth label cannot hold is refused as Invalid, and
+// nothing is written.
+func TestUnusableAccountName(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	const user = "ad:alice"
+	if err := store.ValidUser(user); err != nil {
+		t.Skipf("the store refuses %q itself: %v", user, err)
+	}
+	if _, err := f.a.Begin(ctx, user, "", ""); refusal(err) != busapi.ErrInvalid {
+		t.Fatalf("Begin(%q) = %v; want Invalid", user, err)
+	}
+	if toks := f.tokens(user); len(toks) != 0 {
+		t.Fatalf("tokens written for %q: %+v", user, toks)
+	}
+}
