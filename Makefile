@@ -125,7 +125,7 @@ deb: build
 	dpkg-deb --root-owner-group --build $(BUILD)/deb $(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 fmt:
-	gofmt -l -w cmd pkg pam
+	gofmt -l -w cmd pkg pam e2e bench
 
 vet:
 	$(GO) vet ./...

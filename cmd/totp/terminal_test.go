@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/pam-totp/pam-totp/pam/pamtest"
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"

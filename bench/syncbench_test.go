@@ -1,0 +1,51 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSyncBenchSmoke runs the sync benchmark with two nodes, a few writes and a few hundred
+// tokens, so that `pambench sync` cannot rot between benchmark runs.
+func TestSyncBenchSmoke(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the registry and totp-syncd insist on root-owned key, credential and store files")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := syncOptions{Nodes: []int{2}, Writes: 5, Tokens: 300, Idle: 100 * time.Millisecond, Log: &testLog{t},
+		Registry: filepath.Join(root, "build/totp-registry"), Syncd: filepath.Join(root, "build/totp-syncd")}
+	for _, f := range []string{o.Registry, o.Syncd} {
+		if _, err := os.Stat(f); err != nil {
+			t.Skipf("%s missing: run make build first", f)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := runSync(ctx, o)
+	if err != nil {
+		t.Fatalf("runSync() = %v", err)
+	}
+	if len(res.Latency) != 1 || res.Latency[0].Nodes != 2 || res.Latency[0].AllP99 <= 0 {
+		t.Errorf("latency rows = %+v, want one row of 2 nodes with a time", res.Latency)
+	}
+	if res.Full.Sync <= 0 || res.Full.SyncdHWM <= 0 || res.Full.RegistryHWM <= 0 {
+		t.Errorf("full sync = %+v, want a time and both peaks", res.Full)
+	}
+	var b bytes.Buffer
+	reportSync(&b, o, res)
+	for _, want := range []string{"### Admin write to applied on every node", "| 2 | 5 |", "### Full sync of 300 tokens"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("reportSync() lacks %q:\n%s", want, b.String())
+		}
+	}
+}

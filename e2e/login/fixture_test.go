@@ -1,0 +1,219 @@
+//go:build linux
+
+package login
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// fastRate is a rate limit that never gets in the way of a test that does not test it.
+const fastRate = `free_failures = 10
+initial_backoff = "1s"
+max_backoff = "2s"
+lockout_after = 50`
+
+// conf is a pam_totp.conf in parts: top-level policy keys, [rate_limit], [policy.*] sections.
+type conf struct {
+	Top         string // top-level keys
+	Rate        string // body of [rate_limit]; fastRate when empty
+	OpenTimeout string // store.open_timeout; "3s" when empty
+	Sections    string // [policy.NAME] sections, verbatim
+}
+
+func (c conf) text(storeDir string) string {
+	rate, timeout := c.Rate, c.OpenTimeout
+	if rate == "" {
+		rate = fastRate
+	}
+	if timeout == "" {
+		timeout = "3s"
+	}
+	return fmt.Sprintf("%s\n\n[store]\ndir = %q\nopen_timeout = %q\n\n[rate_limit]\n%s\n\n%s\n",
+		c.Top, storeDir, timeout, rate, c.Sections)
+}
+
+// fixture is one node as a login sees it: a store directory, a config, and a private PAM
+// confdir with a service that runs pam_totp.so.
+type fixture struct {
+	t       *testing.T
+	dir     string // private temporary directory (root 0700)
+	store   string // store directory (root 0700)
+	conf    string // config path (root 0644)
+	pamDir  string // confdir for pam_start_confdir
+	service string // default PAM service in pamDir
+	user    string // default user of auth
+}
+
+func newFixture(t *testing.T, user string, c conf) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{
+		t: t, dir: dir, user: user,
+		store:   filepath.Join(dir, "store"),
+		conf:    filepath.Join(dir, "pam_totp.conf"),
+		pamDir:  filepath.Join(dir, "pam.d"),
+		service: "pamtotp-" + pamtest.RandName(6),
+	}
+	for _, d := range []struct {
+		path string
+		mode os.FileMode
+	}{{f.store, 0o700}, {f.pamDir, 0o755}} {
+		if err := os.Mkdir(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d.path, d.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.writeConfig(c)
+	f.addService(f.service, "")
+	// A node that has synced: tokens.db exists, with nobody's tokens yet.
+	f.put()
+	return f
+}
+
+func (f *fixture) writeConfig(c conf) {
+	f.t.Helper()
+	if err := os.WriteFile(f.conf, []byte(c.text(f.store)), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.Chmod(f.conf, 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// moduleLine is the auth line for pam_totp.so with absolute paths; extra adds arguments.
+func moduleLine(confPath, extra string) string {
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10", moduleSO, helperBin, confPath)
+	if extra != "" {
+		line += " " + extra
+	}
+	return line
+}
+
+// addService writes a PAM service file into the fixture's confdir: pam_totp.so with extra
+// arguments, then the lines in more.
+func (f *fixture) addService(name, extra string, more ...string) {
+	f.t.Helper()
+	lines := append([]string{moduleLine(f.conf, extra)}, more...)
+	lines = append(lines, "account required pam_permit.so")
+	if err := os.WriteFile(filepath.Join(f.pamDir, name), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) opts() store.Options {
+	return store.Options{Dir: f.store, Timeout: 5 * time.Second}
+}
+
+// newToken returns an active token of user with a fresh random secret.
+func newToken(user, id string, alg totp.Algorithm, digits int) store.Token {
+	secret := make([]byte, 20)
+	if alg == totp.SHA256 {
+		secret = make([]byte, 32)
+	} else if alg == totp.SHA512 {
+		secret = make([]byte, 64)
+	}
+	if _, err := rand.Read(secret); err != nil {
+		panic(err)
+	}
+	return store.Token{
+		User: user, ID: id, Name: id, Algorithm: alg, Digits: digits, Period: 30,
+		Secret: secret, State: store.Active, Created: time.Now().UTC(),
+	}
+}
+
+// put writes tokens into tokens.db, as totp-syncd or totp-admin would.
+func (f *fixture) put(toks ...store.Token) {
+	f.t.Helper()
+	err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
+		for _, tok := range toks {
+			if err := x.PutToken(tok); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// token provisions and returns one active SHA1/6-digit token of the fixture's user.
+func (f *fixture) token() store.Token {
+	f.t.Helper()
+	tok := newToken(f.user, "phone", totp.SHA1, 6)
+	f.put(tok)
+	return tok
+}
+
+// backupCodes provisions n backup codes of the fixture's user and returns them as shown.
+func (f *fixture) backupCodes(n int) []string {
+	f.t.Helper()
+	plain, recs, err := backupcode.New(rand.Reader, f.user, n, time.Now())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	err = store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
+		return x.ReplaceBackupCodes(f.user, recs)
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return plain
+}
+
+// code is the token's code of a time step.
+func code(tok store.Token, step uint64) string {
+	return totp.Code(tok.Secret, tok.Params(), step)
+}
+
+// nowStep is the current time step of a token.
+func nowStep(tok store.Token) uint64 {
+	return totp.Step(time.Now(), tok.Period)
+}
+
+// settle returns the current 30 s time step after making sure it has at least need left: a
+// test that uses codes of neighbouring steps (or an exact clock offset) must not straddle a step
+// boundary. It is the only sleep of these tests: at most need.
+func settle(t *testing.T, need time.Duration) uint64 {
+	t.Helper()
+	const period = 30 * time.Second
+	now := time.Now()
+	left := period - time.Duration(now.UnixNano()%int64(period))
+	if left < need {
+		t.Logf("waiting %v for the next time step", left.Round(time.Millisecond))
+		time.Sleep(left + 50*time.Millisecond)
+	}
+	return totp.Step(time.Now(), 30)
+}
+
+// auth runs a transaction of the fixture's default service and user with the given answers.
+func (f *fixture) auth(answers ...string) pamtest.Result {
+	return f.authWith(pamtest.TxSpec{Answers: answers})
+}
+
+// authWith fills in the fixture's defaults and runs the transaction.
+func (f *fixture) authWith(s pamtest.TxSpec) pamtest.Result {
+	if s.Service == "" {
+		s.Service = f.service
+	}
+	if s.User == "" {
+		s.User = f.user
+	}
+	if s.ConfDir == "" {
+		s.ConfDir = f.pamDir
+	}
+	return pamtest.Run(s)
+}

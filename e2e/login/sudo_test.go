@@ -1,0 +1,121 @@
+//go:build linux
+
+package login
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+)
+
+// TestSudo runs the real sudo as a test user in a terminal session. Its PAM service (set with
+// the sudoers option pam_service for that user only) asks pam_totp.so alone, with sudo_freshness:
+// a code verified once spares the second sudo of the same session, a new session is asked again.
+// sudo's own timestamp is off (timestamp_timeout=0), so it cannot hide the module's freshness.
+func TestSudo(t *testing.T) {
+	needRoot(t)
+	needTools(t, "sudo", "visudo")
+	needNewSessions(t)
+	t.Parallel()
+	user := pamtest.AddUser(t, userPrefix)
+	uid, gid := lookupIDs(t, user)
+	f := newFixture(t, user, conf{Sections: "[policy.sudo]\nsudo_freshness = \"5m\"\n"})
+	tok := f.token()
+
+	service := "pamtotp-sudo-" + pamtest.RandName(8)
+	writeSystemFile(t, "/etc/pam.d/"+service, strings.Join([]string{
+		moduleLine(f.conf, "policy=sudo"),
+		"account required pam_permit.so",
+		"session required pam_permit.so",
+	}, "\n")+"\n", 0o644)
+
+	// A broken drop-in would break sudo for everyone: check it with visudo before installing.
+	rules := fmt.Sprintf("Defaults:%[1]s pam_service=%[2]s\nDefaults:%[1]s timestamp_timeout=0\n"+
+		"Defaults:%[1]s passwd_tries=1\n%[1]s ALL=(ALL) ALL\n", user, service)
+	draft := filepath.Join(f.dir, "sudoers")
+	writeFile(t, draft, []byte(rules), 0o440)
+	if out, err := exec.Command("visudo", "-c", "-q", "-f", draft).CombinedOutput(); err != nil {
+		t.Fatalf("visudo -c: %v: %s", err, out)
+	}
+	writeSystemFile(t, "/etc/sudoers.d/pamtotp-test-"+pamtest.RandName(8), rules, 0o440)
+
+	// session starts a login session of the user on a new terminal running script.
+	session := func(t *testing.T, script string) *pamtest.Terminal {
+		cmd := childCmd("exec", execChildSpec{
+			UID: uid, GID: gid, NewAuditSession: true,
+			Argv: []string{"/bin/sh", "-c", script},
+			Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/", "TERM=dumb", "LANG=C",
+				"USER=" + user, "LOGNAME=" + user, "SHELL=/bin/sh"},
+		})
+		return pamtest.StartTerminal(t, cmd, uid)
+	}
+	const promptText = "Verification code:"
+	const timeout = 20 * time.Second
+	s := nowStep(tok)
+
+	t.Run("code, then fresh in the same session", func(t *testing.T) {
+		tm := session(t, `sudo true; echo "rc1=$?"; sudo true; echo "rc2=$?"`)
+		if _, _, err := tm.Expect(timeout, promptText); err != nil {
+			t.Fatalf("first sudo: %v", err)
+		}
+		tm.Send(code(tok, s) + "\r")
+		if _, _, err := tm.Expect(timeout, "rc1=0"); err != nil {
+			t.Fatalf("first sudo with a good code: %v", err)
+		}
+		i, _, err := tm.Expect(timeout, promptText, "rc2=0", "rc2=1")
+		switch {
+		case err != nil:
+			t.Fatalf("second sudo: %v", err)
+		case i == 0:
+			t.Fatalf("second sudo in the same session asked for a code again")
+		case i == 2:
+			t.Errorf("second sudo in the same session failed")
+		}
+		t.Logf("screen:\n%s", tm.Screen())
+		if exit, err := tm.Wait(timeout); err != nil || exit != 0 {
+			t.Errorf("session exit %d, %v", exit, err)
+		}
+	})
+
+	t.Run("new session is asked; wrong code refused", func(t *testing.T) {
+		tm := session(t, `sudo true; echo "rc=$?"`)
+		i, _, err := tm.Expect(timeout, promptText, "rc=")
+		switch {
+		case err != nil:
+			t.Fatalf("sudo: %v", err)
+		case i == 1:
+			t.Fatalf("sudo in a new session did not ask for a code")
+		}
+		tm.Send(wrongCode(tok) + "\r")
+		i, _, err = tm.Expect(timeout, "rc=0", "rc=1", promptText)
+		switch {
+		case err != nil:
+			t.Fatalf("sudo with a wrong code: %v", err)
+		case i == 0:
+			t.Errorf("sudo with a wrong code succeeded")
+		case i == 2:
+			t.Errorf("sudo asked again after a wrong code (passwd_tries=1)")
+		}
+	})
+
+	t.Run("new session, next code", func(t *testing.T) {
+		tm := session(t, `sudo true; echo "rc=$?"`)
+		if _, _, err := tm.Expect(timeout, promptText); err != nil {
+			t.Fatalf("sudo: %v", err)
+		}
+		tm.Send(code(tok, s+1) + "\r")
+		if _, _, err := tm.Expect(timeout, "rc=0"); err != nil {
+			t.Errorf("sudo with the next code: %v", err)
+		}
+	})
+
+	// sudo still parses its whole configuration with the drop-in in place.
+	if out, err := exec.Command("visudo", "-c", "-q").CombinedOutput(); err != nil {
+		t.Errorf("visudo -c with the drop-in installed: %v: %s", err, out)
+	}
+}

@@ -1,0 +1,63 @@
+//go:build linux
+
+package sync
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+)
+
+// userPrefix starts the names of the local users this package adds: e2e/login uses
+// another, so that the packages can run in parallel.
+const userPrefix = "pts-"
+
+var (
+	skipReason string            // set when the tests cannot run here; every test skips with it
+	bin        map[string]string // name in build/ -> private copy
+)
+
+// binaries are the build outputs the suite runs, all from `make build`.
+var binaries = []string{"pam_totp.so", "pam-totp-helper", "totp-admin", "totp-registry", "totp-syncd"}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	skip := func(reason string) int {
+		skipReason = reason
+		fmt.Fprintf(os.Stderr, "e2e/sync: skipping every test: %s\n", skipReason)
+		return m.Run()
+	}
+	if reason := pamtest.SkipReason("e2e/sync needs root: it adds local users, and pam_totp.so wants a " +
+		"root-owned helper and config (run `make test` as root, as CI does)"); reason != "" {
+		return skip(reason)
+	}
+	root, err := pamtest.Root()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
+		return 1
+	}
+	var cleanup func()
+	bin, cleanup, err = pamtest.Build(root, binaries...)
+	if errors.Is(err, pamtest.ErrNotBuilt) {
+		return skip(err.Error())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
+		return 1
+	}
+	defer cleanup()
+	return m.Run()
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+}

@@ -1,0 +1,138 @@
+//go:build linux
+
+package sync
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msteinert/pam/v2"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/adminclient"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+// cluster is a registry and three nodes that have finished their first sync.
+func cluster(t *testing.T, o regOptions) (*registry, []*node) {
+	t.Helper()
+	c := newCA(t, privateDir(t), "ca")
+	r := startRegistry(t, c, o)
+	nodes := make([]*node, 3)
+	for i := range nodes {
+		nodes[i] = newNode(t, r, nodeOptions{})
+	}
+	rev := r.rev()
+	for _, n := range nodes {
+		n.waitRev(rev, 15*time.Second)
+	}
+	return r, nodes
+}
+
+// onAll runs fn for every node at once and waits for all.
+func onAll(nodes []*node, fn func(i int, n *node)) {
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, n)
+		}()
+	}
+	wg.Wait()
+}
+
+// waitLogin waits until the token is active in every node's tokens.db, then logs in on each
+// with the code of step; it returns the time from since to the last successful login.
+func waitLogin(t *testing.T, nodes []*node, tok store.Token, step uint64, since time.Time) time.Duration {
+	t.Helper()
+	results := make([]pamtest.Result, len(nodes))
+	onAll(nodes, func(i int, n *node) {
+		deadline := time.Now().Add(10 * time.Second)
+		for n.tokenState(tok.User, tok.ID) != string(store.Active) && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		results[i] = n.login(tok.User, code(tok, step))
+	})
+	took := time.Since(since)
+	for i, r := range results {
+		r.Want(t, nodes[i].name+" new token", pamtest.Success, -1)
+	}
+	return took
+}
+
+// TestTokenReachesEveryNode: a token written at the registry logs in through libpam on three
+// nodes well within a second, once through the admin API and once through totp-admin
+// --registry; disabled at the registry, it fails on each node.
+func TestTokenReachesEveryNode(t *testing.T) {
+	needRoot(t)
+	r, nodes := cluster(t, regOptions{})
+	tests := []struct {
+		name string
+		add  func(t *testing.T, user string) store.Token
+	}{
+		{"admin API", func(t *testing.T, user string) store.Token {
+			tok, _ := r.addToken(user, "phone")
+			return tok
+		}},
+		{"totp-admin --registry", func(t *testing.T, user string) store.Token {
+			secret := make([]byte, 20)
+			copy(secret, pamtest.RandName(20))
+			b32 := base32NoPad(secret)
+			if _, err := runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile,
+				"--ca-file", r.ca.pemFile, "token", "add", user, "--name", "cli",
+				"--secret", b32, "--no-qr"); err != nil {
+				t.Fatal(err)
+			}
+			toks, err := r.admin.Tokens(ctx(t), user)
+			if err != nil || len(toks) != 1 {
+				t.Fatalf("Tokens(%s) = %v, %v; want one token", user, toks, err)
+			}
+			return store.Token{User: user, ID: toks[0].ID, Algorithm: totp.SHA1, Digits: 6, Period: 30,
+				Secret: secret, State: store.Active}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user := pamtest.AddUser(t, userPrefix)
+			r.addUser(user)
+			step := settle(t, 3*time.Second)
+			start := time.Now()
+			tok := tt.add(t, user)
+			took := waitLogin(t, nodes, tok, step, start)
+			t.Logf("%s: admin write to logged in on all %d nodes: %v", tt.name, len(nodes), took.Round(time.Millisecond))
+			if took > time.Second {
+				t.Errorf("admin write to logged in on all nodes took %v, want well under 1s", took)
+			}
+
+			// Disabled at the registry: the next step's code, which an active token would
+			// take, fails on every node.
+			disabled := "disabled"
+			start = time.Now()
+			if _, err := r.admin.UpdateToken(ctx(t), user, tok.ID, adminclient.TokenChange{State: &disabled}); err != nil {
+				t.Fatalf("UpdateToken(disabled): %v", err)
+			}
+			results := make([]pamtest.Result, len(nodes))
+			onAll(nodes, func(i int, n *node) {
+				eventually(t, 10*time.Second, n.name+" sees the token disabled", func() (bool, error) {
+					return n.tokenState(user, tok.ID) == string(store.Disabled), nil
+				})
+				results[i] = n.login(user, code(tok, step+1))
+			})
+			t.Logf("%s: disable to refused on all nodes: %v", tt.name, time.Since(start).Round(time.Millisecond))
+			for i, res := range results {
+				if res.Fatal != "" || res.Code == pamtest.Success {
+					t.Errorf("%s: Authenticate(disabled token) = %s %s, want a failure", nodes[i].name, pamtest.Name(res.Code), res.Fatal)
+				}
+			}
+		})
+	}
+}
+
+var _ = pam.ErrAuth
+
+func adminclientTokenChange(state *string) adminclient.TokenChange {
+	return adminclient.TokenChange{State: state}
+}
