@@ -12,6 +12,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
 // Enroller is the registry's enrollment API as the node calls it (nodesync.EnrollClient).
@@ -29,10 +30,10 @@ type Enroller interface {
 const maxArg = 256
 
 var (
-	errUnreachable = busError(ErrUnavailable, "the registry cannot be reached; try again later")
-	errRegistry    = busError(ErrUnavailable, "the registry could not do this now; try again later")
-	errTooLong     = busError(ErrInvalid, "an argument is too long")
-	errLocal       = busError(ErrUnavailable, "the token store of this node could not be changed now; try again later")
+	errUnreachable = busError(syncbus.ErrUnavailable, "the registry cannot be reached; try again later")
+	errRegistry    = busError(syncbus.ErrUnavailable, "the registry could not do this now; try again later")
+	errTooLong     = busError(syncbus.ErrInvalid, "an argument is too long")
+	errLocal       = busError(syncbus.ErrUnavailable, "the token store of this node could not be changed now; try again later")
 )
 
 // enroller returns the registry client, or Error.Unavailable on a node without one.
@@ -65,10 +66,10 @@ func (s *Service) registryError(method string, c caller, err error) *dbus.Error 
 	if errors.As(err, &ref) {
 		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "reason", ref.Msg)
 		switch ref.Name {
-		case ErrRefused, ErrNotFound, ErrInvalid:
+		case syncbus.ErrRefused, syncbus.ErrNotFound, syncbus.ErrInvalid:
 			return busError(ref.Name, ref.Msg)
 		}
-		return busError(ErrUnavailable, ref.Msg)
+		return busError(syncbus.ErrUnavailable, ref.Msg)
 	}
 	if s.o.Config.Sync.Registry == "" {
 		s.o.Log.Error("D-Bus "+method+": local enrollment failed", "user", c.name, "uid", c.uid, "err", err)
@@ -82,11 +83,11 @@ func (s *Service) registryError(method string, c caller, err error) *dbus.Error 
 	s.o.Log.Info("D-Bus "+method+": registry refused", "user", c.name, "uid", c.uid, "status", re.Status, "reason", re.Message)
 	switch re.Status {
 	case http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict, http.StatusTooManyRequests:
-		return busError(ErrRefused, re.Message)
+		return busError(syncbus.ErrRefused, re.Message)
 	case http.StatusNotFound:
-		return busError(ErrNotFound, re.Message)
+		return busError(syncbus.ErrNotFound, re.Message)
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return busError(ErrInvalid, re.Message)
+		return busError(syncbus.ErrInvalid, re.Message)
 	default:
 		return errRegistry
 	}
@@ -211,16 +212,16 @@ func (s *Service) onBehalf(c caller, name string) (caller, *dbus.Error) {
 		return caller{}, errNotRoot
 	}
 	if store.ValidUser(name) != nil || len(name) > maxArg {
-		return caller{}, busError(ErrInvalid, "not a valid user name")
+		return caller{}, busError(syncbus.ErrInvalid, "not a valid user name")
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		s.o.Log.Warn("D-Bus enrollment on behalf refused: unknown user", "user", name, "err", err)
-		return caller{}, busError(ErrNotFound, "no such user on this node")
+		return caller{}, busError(syncbus.ErrNotFound, "no such user on this node")
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return caller{}, busError(ErrNotFound, "no such user on this node")
+		return caller{}, busError(syncbus.ErrNotFound, "no such user on this node")
 	}
 	return caller{uid: uint32(uid), name: u.Username, by: "root"}, nil
 }

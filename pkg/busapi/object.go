@@ -8,21 +8,13 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
 // object carries the interface's methods; godbus exports every exported method of it, so it
 // has no others. The dbus.Sender argument is filled from the message header by godbus and is
 // not part of the D-Bus signature.
 type object struct{ s *Service }
-
-// TokenInfo is one element of ListTokens' a(sssxb).
-type TokenInfo struct {
-	ID      string
-	Name    string
-	State   string
-	Created int64 // unix seconds
-	Active  bool  // usable for logins on this node
-}
 
 // Status returns the node's sync status and the caller's number of active tokens.
 func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Error) {
@@ -61,17 +53,17 @@ func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Erro
 }
 
 // ListTokens returns the caller's tokens, sorted by id.
-func (o *object) ListTokens(sender dbus.Sender) ([]TokenInfo, *dbus.Error) {
+func (o *object) ListTokens(sender dbus.Sender) ([]syncbus.TokenInfo, *dbus.Error) {
 	s := o.s
-	return call(s, "ListTokens", sender, func(ctx context.Context, c caller) ([]TokenInfo, *dbus.Error) {
+	return call(s, "ListTokens", sender, func(ctx context.Context, c caller) ([]syncbus.TokenInfo, *dbus.Error) {
 		toks, err := s.userTokens(c.name)
 		if err != nil {
 			s.o.Log.Warn("D-Bus ListTokens: tokens.db unreadable", "user", c.name, "err", err)
 			return nil, errStore
 		}
-		out := make([]TokenInfo, 0, len(toks))
+		out := make([]syncbus.TokenInfo, 0, len(toks))
 		for _, t := range toks {
-			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
+			out = append(out, syncbus.TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
 				Created: t.Created.Unix(), Active: t.State == store.Active})
 		}
 		return out, nil

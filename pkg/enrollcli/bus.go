@@ -9,7 +9,6 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
@@ -17,7 +16,7 @@ import (
 // *UserError with a sentence to print.
 type Service interface {
 	Status(ctx context.Context) (map[string]any, error)
-	ListTokens(ctx context.Context) ([]busapi.TokenInfo, error)
+	ListTokens(ctx context.Context) ([]syncbus.TokenInfo, error)
 	BeginEnrollment(ctx context.Context, name, proof string) (id, uri string, expires int64, err error)
 	FinishEnrollment(ctx context.Context, id, code string) (status string, skewS int32, codes []string, err error)
 	RenameToken(ctx context.Context, id, name string) error
@@ -38,7 +37,7 @@ func (e *UserError) Error() string { return e.Message }
 
 // errNoDaemon is the answer when nobody owns the service's name.
 var errNoDaemon = &UserError{Name: "org.freedesktop.DBus.Error.ServiceUnknown",
-	Message: "totp-syncd is not running on this node (no " + busapi.Name + " on the system bus)"}
+	Message: "totp-syncd is not running on this node (no " + syncbus.Name + " on the system bus)"}
 
 // Bus is a Service over a bus connection.
 type Bus struct {
@@ -65,7 +64,7 @@ func Dial(ctx context.Context, address string) (*Bus, error) {
 	case err != nil:
 		return nil, &UserError{Message: fmt.Sprintf("cannot connect to the system bus at %s: %v", address, err)}
 	}
-	return &Bus{conn: conn, obj: conn.Object(busapi.Name, busapi.Path)}, nil
+	return &Bus{conn: conn, obj: conn.Object(syncbus.Name, syncbus.Path)}, nil
 }
 
 // Close closes the connection.
@@ -74,7 +73,7 @@ func (b *Bus) Close() error { return b.conn.Close() }
 func (b *Bus) call(ctx context.Context, method string, args ...any) (*dbus.Call, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c := b.obj.CallWithContext(ctx, busapi.Interface+"."+method, 0, args...)
+	c := b.obj.CallWithContext(ctx, syncbus.Interface+"."+method, 0, args...)
 	if c.Err == nil {
 		return c, nil
 	}
@@ -116,12 +115,12 @@ func (b *Bus) Status(ctx context.Context) (map[string]any, error) {
 }
 
 // ListTokens implements Service.
-func (b *Bus) ListTokens(ctx context.Context) ([]busapi.TokenInfo, error) {
+func (b *Bus) ListTokens(ctx context.Context) ([]syncbus.TokenInfo, error) {
 	c, err := b.call(ctx, "ListTokens")
 	if err != nil {
 		return nil, err
 	}
-	var toks []busapi.TokenInfo
+	var toks []syncbus.TokenInfo
 	return toks, c.Store(&toks)
 }
 

@@ -16,8 +16,8 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -82,14 +82,14 @@ func (c *CLI) secret(prompt string) (string, error) {
 // isProofRequired reports whether err is the registry's refusal for a missing proof.
 func isProofRequired(err error) bool {
 	var ue *UserError
-	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a proof is required")
+	return errors.As(err, &ue) && ue.Name == syncbus.ErrRefused && strings.HasPrefix(ue.Message, "a proof is required")
 }
 
 // isBootstrapRequired reports whether err is the registry's refusal of a first token without
 // a mailed bootstrap code.
 func isBootstrapRequired(err error) bool {
 	var ue *UserError
-	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
+	return errors.As(err, &ue) && ue.Name == syncbus.ErrRefused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
 }
 
 // BootstrapPrompt asks for the one-time code the registry mailed.
@@ -105,7 +105,7 @@ func (c *CLI) bootstrap(ctx context.Context) (string, error) {
 	case err == nil:
 		c.printf("It was sent to your mail address on record and works once, until %s.\n",
 			time.Unix(exp, 0).Format("15:04"))
-	case errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.Contains(ue.Message, "less than a minute ago"):
+	case errors.As(err, &ue) && ue.Name == syncbus.ErrRefused && strings.Contains(ue.Message, "less than a minute ago"):
 		c.printf("%s.\n", Clean(ue.Message))
 	default:
 		return "", err

@@ -34,6 +34,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 )
@@ -51,11 +52,11 @@ const DefaultMaxTokens = 5
 // Refusals a user sees.
 var (
 	errProofRequired = refused("a proof is required: a current code of one of your tokens, or a backup code")
-	errNoBootstrap   = &busapi.Refusal{Name: busapi.ErrRefused,
+	errNoBootstrap   = &busapi.Refusal{Name: syncbus.ErrRefused,
 		Msg: "this node has no registry and uses no bootstrap codes: a first token needs no proof"}
 )
 
-func refused(msg string) *busapi.Refusal { return &busapi.Refusal{Name: busapi.ErrRefused, Msg: msg} }
+func refused(msg string) *busapi.Refusal { return &busapi.Refusal{Name: syncbus.ErrRefused, Msg: msg} }
 
 // Options configure an Authority. Zero values take the defaults named.
 type Options struct {
@@ -156,11 +157,11 @@ func (a *Authority) checkProof(user, proof, action string) error {
 // Begin starts a pending token for user; proof is needed when user has an active token.
 func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync.Enrollment, error) {
 	if err := store.ValidUser(user); err != nil {
-		return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "not a valid user name"}
+		return nodesync.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "not a valid user name"}
 	}
 	if name != "" {
 		if err := admin.CheckName(name); err != nil {
-			return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+			return nodesync.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
 		}
 	}
 	a.mu.Lock()
@@ -192,7 +193,7 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync
 	}
 	e, err := a.admin.AddToken(user, admin.AddOptions{Name: name})
 	if errors.Is(err, totp.ErrKey) { // AddToken checks the key before writing anything
-		return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid,
+		return nodesync.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid,
 			Msg: "no otpauth URI can be made for this user name; ask your administrators"}
 	}
 	if err != nil {
@@ -223,12 +224,12 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 	}
 	switch {
 	case tok == nil:
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
+		return nodesync.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
 			Msg: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
 	case tok.State == store.Active:
 		return nodesync.FinishResult{Status: "active"}, nil // finished already
 	case tok.State != store.Pending:
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
+		return nodesync.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
 			Msg: fmt.Sprintf("token %q is not pending", clip(id))}
 	case expired(*tok, a.o.Now()):
 		if _, err := a.admin.Cancel(user, id); err != nil {
@@ -239,7 +240,7 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 	}
 	chk, err := a.admin.Confirm(user, id, code)
 	if errors.Is(err, admin.ErrNotPending) {
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
+		return nodesync.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
 			Msg: fmt.Sprintf("token %q is no longer pending", clip(id))}
 	}
 	if err != nil {
@@ -270,7 +271,7 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 // Rename renames user's token id (no proof: a name changes nothing at login).
 func (a *Authority) Rename(_ context.Context, user, id, name string) error {
 	if err := admin.CheckName(name); err != nil {
-		return &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+		return &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
 	}
 	before, err := a.admin.RenameToken(user, id, name)
 	if err != nil {
@@ -384,7 +385,7 @@ func (a *Authority) sweep(user string) (int, error) {
 // notFound turns store.ErrNotFound into a Refusal; other errors pass.
 func notFound(err error, id string) error {
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNoStore) {
-		return &busapi.Refusal{Name: busapi.ErrNotFound, Msg: fmt.Sprintf("you have no token %q", clip(id))}
+		return &busapi.Refusal{Name: syncbus.ErrNotFound, Msg: fmt.Sprintf("you have no token %q", clip(id))}
 	}
 	return err
 }

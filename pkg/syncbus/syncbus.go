@@ -1,8 +1,23 @@
-// Package syncbus is the D-Bus contract of totp-syncd's service (docs/enrollment.md): its bus
-// name, object and error names, and Client, the caller the PAM helper uses to enroll a user at
-// login through the root-only methods BeginEnrollmentFor and FinishEnrollmentFor. It imports
-// only godbus, so the helper that links it stays small; the service itself is package busapi and
-// the user's `totp` CLI is package enrollcli.
+// Package syncbus is the D-Bus contract of totp-syncd's service (docs/enrollment.md), the one
+// place both sides take it from: the bus name, interface and object, the methods and their
+// signatures, the types they carry and the error names, plus Connect (a bounded handshake) and
+// Client, a caller of the root-only methods BeginEnrollmentFor and FinishEnrollmentFor. The
+// service is package busapi (totp-syncd), the user's `totp` CLI is package enrollcli; both import
+// this package and enrollcli imports nothing of the server. It imports only godbus.
+//
+// Methods of Interface (D-Bus signatures; errors are the Err* names below with one sentence):
+//
+//	Status() a{sv}
+//	ListTokens() a(sssxb)                                  []TokenInfo
+//	SyncNow() x
+//	BeginEnrollment(s name, s proof) (s id, s uri, x expires)
+//	FinishEnrollment(s id, s code) (s status, i skew_s, as backup_codes)
+//	RenameToken(s id, s name)
+//	RemoveToken(s id, s proof)
+//	RegenerateBackupCodes(s proof) as
+//	RequestBootstrapCode() x
+//	BeginEnrollmentFor(s user, s name) (s id, s uri, x expires)          root only
+//	FinishEnrollmentFor(s user, s id, s code) (s status, i skew_s, as)   root only
 package syncbus
 
 import (
@@ -53,6 +68,15 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Name + ": " + e.Message }
+
+// TokenInfo is one element of ListTokens' a(sssxb): godbus marshals the fields in order.
+type TokenInfo struct {
+	ID      string
+	Name    string
+	State   string
+	Created int64 // unix seconds
+	Active  bool  // usable for logins on this node
+}
 
 // Pending is a pending token begun on behalf of a user. URI holds the secret.
 type Pending struct {
