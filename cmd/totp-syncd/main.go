@@ -121,6 +121,9 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 		return 1
 	}
 	defer svc.Close()
+	if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
+		log.Warn("no root socket: enrollment at login is unavailable", "err", err)
+	}
 	log.Info("totp-syncd starting standalone: local enrollment authority (no [sync] registry)",
 		"version", version.Version, "store", cfg.Store.Dir, "name", syncbus.Name)
 	sweep := time.NewTicker(time.Minute)
@@ -193,6 +196,9 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 	default:
 		defer svc.Close()
 		log.Info("D-Bus service", "name", syncbus.Name)
+		if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
+			log.Warn("no root socket: enrollment at login is unavailable", "err", err)
+		}
 		go func() {
 			select {
 			case <-svc.Done():
