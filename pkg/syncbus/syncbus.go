@@ -1,7 +1,6 @@
 // Package syncbus is the D-Bus contract of totp-syncd's service (docs/enrollment.md), the one
 // place both sides take it from: the bus name, interface and object, the methods and their
-// signatures, the types they carry and the error names, plus Connect (a bounded handshake) and
-// Client, a caller of the root-only methods BeginEnrollmentFor and FinishEnrollmentFor. The
+// signatures, the types they carry and the error names, plus Connect (a bounded handshake). The
 // service is package busapi (totp-syncd), the user's `totp` CLI is package enrollcli; both import
 // this package and enrollcli imports nothing of the server. It imports only godbus.
 //
@@ -25,7 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -60,15 +58,6 @@ func Address(address string) string {
 	return address
 }
 
-// Error is a D-Bus error of the service or the bus: Name and its sentence (not yet cleaned of
-// control characters: callers that print it clean it).
-type Error struct {
-	Name    string
-	Message string
-}
-
-func (e *Error) Error() string { return e.Name + ": " + e.Message }
-
 // TokenInfo is one element of ListTokens' a(sssxb): godbus marshals the fields in order.
 type TokenInfo struct {
 	ID      string
@@ -76,48 +65,6 @@ type TokenInfo struct {
 	State   string
 	Created int64 // unix seconds
 	Active  bool  // usable for logins on this node
-}
-
-// Pending is a pending token begun on behalf of a user. URI holds the secret.
-type Pending struct {
-	ID      string
-	URI     string
-	Expires time.Time
-}
-
-// Finished is the answer to a first code. BackupCodes (first token only) are secrets.
-type Finished struct {
-	Status      string // active, wrong_code, clock_skew, expired
-	SkewS       int
-	BackupCodes []string
-}
-
-// Client calls the root-only enrollment methods. Every call, the connection included, is bounded
-// by the context; the connection is made at the first call.
-type Client struct {
-	Address string // "" : Address("")
-	conn    *dbus.Conn
-}
-
-// Close closes the connection, if one was made.
-func (c *Client) Close() error {
-	if c.conn == nil {
-		return nil
-	}
-	return c.conn.Close()
-}
-
-// connect dials and says Hello within ctx.
-func (c *Client) connect(ctx context.Context) error {
-	if c.conn != nil {
-		return nil
-	}
-	conn, err := Connect(ctx, c.Address)
-	if err != nil {
-		return err
-	}
-	c.conn = conn
-	return nil
 }
 
 // ErrNoAnswer: the bus accepted the connection but did not complete the handshake in time.
@@ -152,53 +99,4 @@ func Connect(ctx context.Context, address string) (*dbus.Conn, error) {
 		}()
 		return nil, fmt.Errorf("connect to the bus at %s: %w (%w)", addr, ErrNoAnswer, ctx.Err())
 	}
-}
-
-func (c *Client) call(ctx context.Context, method string, args ...any) (*dbus.Call, error) {
-	if err := c.connect(ctx); err != nil {
-		return nil, err
-	}
-	call := c.conn.Object(Name, Path).CallWithContext(ctx, Interface+"."+method, 0, args...)
-	if call.Err == nil {
-		return call, nil
-	}
-	var de dbus.Error
-	if errors.As(call.Err, &de) {
-		msg := ""
-		if len(de.Body) > 0 {
-			msg, _ = de.Body[0].(string)
-		}
-		return nil, &Error{Name: de.Name, Message: msg}
-	}
-	return nil, fmt.Errorf("%s: %w", method, call.Err)
-}
-
-// BeginFor starts a first token named name for user.
-func (c *Client) BeginFor(ctx context.Context, user, name string) (Pending, error) {
-	call, err := c.call(ctx, "BeginEnrollmentFor", user, name)
-	if err != nil {
-		return Pending{}, err
-	}
-	var p Pending
-	var expires int64
-	if err := call.Store(&p.ID, &p.URI, &expires); err != nil {
-		return Pending{}, fmt.Errorf("BeginEnrollmentFor: %w", err)
-	}
-	p.Expires = time.Unix(expires, 0)
-	return p, nil
-}
-
-// FinishFor checks the first code of user's pending token id.
-func (c *Client) FinishFor(ctx context.Context, user, id, code string) (Finished, error) {
-	call, err := c.call(ctx, "FinishEnrollmentFor", user, id, code)
-	if err != nil {
-		return Finished{}, err
-	}
-	var f Finished
-	var skew int32
-	if err := call.Store(&f.Status, &skew, &f.BackupCodes); err != nil {
-		return Finished{}, fmt.Errorf("FinishEnrollmentFor: %w", err)
-	}
-	f.SkewS = int(skew)
-	return f, nil
 }
