@@ -25,6 +25,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -382,7 +383,7 @@ func tokenList(e *env, args []string) error {
 	}
 	if *asJSON {
 		if toks == nil {
-			toks = []admin.TokenInfo{}
+			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, toks)
 	}
@@ -416,7 +417,7 @@ func tokenChange(e *env, verb string, args []string) error {
 		return err
 	}
 	u, id := pos[0], pos[1]
-	var t admin.TokenInfo
+	var t token.Info
 	switch verb {
 	case "remove":
 		t, err = a.RemoveToken(u, id)

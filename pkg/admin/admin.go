@@ -16,7 +16,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
-	"github.com/pam-totp/pam-totp/pkg/totp"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Sentinel errors. Their text is meant for the admin and never holds a secret.
@@ -146,31 +146,19 @@ func defaultName(tokens []store.Token) string {
 	}
 }
 
-// TokenInfo is what listings show of a token: everything but the secret.
-type TokenInfo struct {
-	User      string           `json:"user"`
-	ID        string           `json:"id"`
-	Name      string           `json:"name"`
-	Algorithm totp.Algorithm   `json:"algorithm"`
-	Digits    int              `json:"digits"`
-	Period    int              `json:"period"`
-	State     store.TokenState `json:"state"`
-	Created   time.Time        `json:"created"`
-	LastUsed  time.Time        `json:"last_used,omitzero"`
-}
-
-func info(t store.Token) TokenInfo {
-	return TokenInfo{
+// info is what listings show of t (token.Info).
+func info(t store.Token) token.Info {
+	return token.Info{
 		User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
-		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed,
+		Period: t.Period, State: string(t.State), Created: t.Created, LastUsed: t.LastUsed,
 	}
 }
 
 // ListTokens returns the tokens of user (all users when user is ""), in user and id order. The
 // last use is the later of the record's and the last accepted time step in state.db. A store that
 // was never written lists as empty.
-func (a *Admin) ListTokens(user string) ([]TokenInfo, error) {
-	var out []TokenInfo
+func (a *Admin) ListTokens(user string) ([]token.Info, error) {
+	var out []token.Info
 	err := a.Tokens.View(func(x *store.TokensTx) error {
 		add := func(t store.Token) error {
 			out = append(out, info(t))
@@ -209,8 +197,8 @@ func (a *Admin) ListTokens(user string) ([]TokenInfo, error) {
 }
 
 // RemoveToken deletes one token.
-func (a *Admin) RemoveToken(user, id string) (TokenInfo, error) {
-	var removed TokenInfo
+func (a *Admin) RemoveToken(user, id string) (token.Info, error) {
+	var removed token.Info
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
@@ -223,11 +211,11 @@ func (a *Admin) RemoveToken(user, id string) (TokenInfo, error) {
 }
 
 // RenameToken gives user's token id a new name and returns it as it was before.
-func (a *Admin) RenameToken(user, id, name string) (TokenInfo, error) {
+func (a *Admin) RenameToken(user, id, name string) (token.Info, error) {
 	if err := checkName(name); err != nil {
-		return TokenInfo{}, err
+		return token.Info{}, err
 	}
-	var before TokenInfo
+	var before token.Info
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
@@ -246,11 +234,11 @@ func CheckName(name string) error { return checkName(name) }
 // SetState disables or enables a token. A pending token can be neither: it was never verified,
 // so enabling it would skip the proof that the user has the device, and a disabled record would
 // forget that.
-func (a *Admin) SetState(user, id string, to store.TokenState) (TokenInfo, error) {
+func (a *Admin) SetState(user, id string, to store.TokenState) (token.Info, error) {
 	if to != store.Active && to != store.Disabled {
-		return TokenInfo{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
+		return token.Info{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
 	}
-	var changed TokenInfo
+	var changed token.Info
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -46,7 +47,7 @@ func newBenchAdmin(dir string) *Admin {
 	return a
 }
 
-func token(t *testing.T, a *Admin, user, id string) store.Token {
+func storedToken(t *testing.T, a *Admin, user, id string) store.Token {
 	t.Helper()
 	var tok store.Token
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
@@ -123,7 +124,7 @@ func TestConfirm(t *testing.T) {
 			if got != tc.want {
 				t.Fatalf("Confirm(%q) = %+v, want %+v", answer, got, tc.want)
 			}
-			tok := token(t, a, "alice", e.Token.ID)
+			tok := storedToken(t, a, "alice", e.Token.ID)
 			step := lastStep(t, a, "alice", e.Token.ID)
 			if tc.want.Outcome != Verified {
 				if tok.State != store.Pending || step != 0 {
@@ -264,7 +265,7 @@ func TestVerifyInteractive(t *testing.T) {
 				t.Fatal(err)
 			}
 			switch {
-			case tc.wantActive && (len(toks) != 1 || toks[0].State != store.Active):
+			case tc.wantActive && (len(toks) != 1 || toks[0].State != string(store.Active)):
 				t.Fatalf("tokens = %+v, want one active", toks)
 			case !tc.wantActive && len(toks) != 0:
 				t.Fatalf("tokens = %+v, want the pending token removed", toks)
@@ -355,18 +356,18 @@ func TestTokenLifecycle(t *testing.T) {
 
 	steps := []struct {
 		name    string
-		op      func() (TokenInfo, error)
+		op      func() (token.Info, error)
 		wantErr error
 		want    store.TokenState
 		id      string
 	}{
-		{"enable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, store.Active) }, ErrPending, store.Pending, pending.Token.ID},
-		{"disable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, store.Disabled) }, ErrPending, store.Pending, pending.Token.ID},
-		{"disable active", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, store.Disabled) }, nil, store.Disabled, active.Token.ID},
-		{"enable disabled", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, store.Active) }, nil, store.Active, active.Token.ID},
-		{"enable unknown", func() (TokenInfo, error) { return a.SetState("alice", "nope", store.Active) }, store.ErrNotFound, "", ""},
-		{"remove other user's id", func() (TokenInfo, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, store.Active, active.Token.ID},
-		{"remove pending", func() (TokenInfo, error) { return a.RemoveToken("alice", pending.Token.ID) }, nil, "", pending.Token.ID},
+		{"enable pending refused", func() (token.Info, error) { return a.SetState("alice", pending.Token.ID, store.Active) }, ErrPending, store.Pending, pending.Token.ID},
+		{"disable pending refused", func() (token.Info, error) { return a.SetState("alice", pending.Token.ID, store.Disabled) }, ErrPending, store.Pending, pending.Token.ID},
+		{"disable active", func() (token.Info, error) { return a.SetState("alice", active.Token.ID, store.Disabled) }, nil, store.Disabled, active.Token.ID},
+		{"enable disabled", func() (token.Info, error) { return a.SetState("alice", active.Token.ID, store.Active) }, nil, store.Active, active.Token.ID},
+		{"enable unknown", func() (token.Info, error) { return a.SetState("alice", "nope", store.Active) }, store.ErrNotFound, "", ""},
+		{"remove other user's id", func() (token.Info, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, store.Active, active.Token.ID},
+		{"remove pending", func() (token.Info, error) { return a.RemoveToken("alice", pending.Token.ID) }, nil, "", pending.Token.ID},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -381,7 +382,7 @@ func TestTokenLifecycle(t *testing.T) {
 			var got store.TokenState
 			for _, ti := range toks {
 				if ti.ID == s.id {
-					got = ti.State
+					got = store.TokenState(ti.State)
 				}
 			}
 			if got != s.want {

@@ -93,7 +93,7 @@ func TestImportCSV(t *testing.T) {
 			t.Fatalf("ImportCSV = %+v, %v", rep, err)
 		}
 		toks, _ := a.ListTokens("")
-		if len(toks) != 2 || toks[0].Name != "phone" || toks[1].Name != "imported" || toks[0].State != store.Active {
+		if len(toks) != 2 || toks[0].Name != "phone" || toks[1].Name != "imported" || toks[0].State != string(store.Active) {
 			t.Fatalf("tokens = %+v", toks)
 		}
 		// Importing again adds nothing.

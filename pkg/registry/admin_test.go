@@ -13,14 +13,16 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/seal"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 func TestAdminFlows(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	var tok TokenInfo
+	var tok registryapi.AddedToken
 	var pendingID string
 	steps := []struct {
 		name   string
@@ -64,7 +66,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "bad digits", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"digits": 9}, want: 400},
 		{name: "pending token", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"name": "p", "state": "pending"}, want: 201,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var p TokenInfo
+				var p registryapi.AddedToken
 				json.Unmarshal(raw, &p)
 				pendingID = p.ID
 			}},
@@ -74,7 +76,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "token for missing user", method: "POST", path: "/v1/admin/users/zed/tokens", body: map[string]any{}, want: 404},
 		{name: "list tokens has no secrets", method: "GET", path: "/v1/admin/users/ann/tokens", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var l []TokenInfo
+				var l []token.Info
 				json.Unmarshal(raw, &l)
 				if len(l) != 3 || bytes.Contains(raw, []byte("secret")) || bytes.Contains(raw, []byte(tok.Secret)) {
 					t.Errorf("tokens = %s, want 3 without secrets", raw)
@@ -236,7 +238,7 @@ func TestNoSecretInStoreFile(t *testing.T) {
 	rand.Read(secret)
 	b32 := totp.EncodeSecret(secret)
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"secret": b32}, nil)
-	var gen TokenInfo
+	var gen registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{}, &gen)
 	genRaw, _ := totp.DecodeSecret(gen.Secret)
 	var codes struct{ Codes []string }

@@ -14,6 +14,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -123,47 +124,24 @@ func (s *Server) stopEnroll() {
 
 func (s *Server) enrollRoutes(mux *http.ServeMux) {
 	h := func(pattern string, f enrollFunc) { mux.Handle(pattern, s.enrollHandler(f)) }
-	h("POST /v1/enroll/begin", s.enrollBegin)
-	h("POST /v1/enroll/finish", s.enrollFinish)
-	h("POST /v1/enroll/rename", s.enrollRename)
-	h("POST /v1/enroll/remove", s.enrollRemove)
-	h("POST /v1/enroll/backup-codes", s.enrollBackupCodes)
-	h("POST /v1/enroll/bootstrap", s.enrollBootstrap)
+	h("POST "+registryapi.PathEnrollBegin, s.enrollBegin)
+	h("POST "+registryapi.PathEnrollFinish, s.enrollFinish)
+	h("POST "+registryapi.PathEnrollRename, s.enrollRename)
+	h("POST "+registryapi.PathEnrollRemove, s.enrollRemove)
+	h("POST "+registryapi.PathEnrollBackupCodes, s.enrollBackupCodes)
+	h("POST "+registryapi.PathEnrollBootstrap, s.enrollBootstrap)
 }
 
-// Request bodies. Each parse function decodes strictly and validates; the fuzz targets call them.
-type beginRequest struct {
-	User  string `json:"user"`
-	Name  string `json:"name"`
-	Proof string `json:"proof"`
-}
-
-type finishRequest struct {
-	User string `json:"user"`
-	ID   string `json:"id"`
-	Code string `json:"code"`
-}
-
-type renameRequest struct {
-	User string `json:"user"`
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-type removeRequest struct {
-	User  string `json:"user"`
-	ID    string `json:"id"`
-	Proof string `json:"proof"`
-}
-
-type proofRequest struct {
-	User  string `json:"user"`
-	Proof string `json:"proof"`
-}
-
-type bootstrapRequest struct {
-	User string `json:"user"`
-}
+// Request bodies (package registryapi), as local types for their checks. Each parse function
+// decodes strictly and validates; the fuzz targets call them.
+type (
+	beginRequest     registryapi.BeginRequest
+	finishRequest    registryapi.FinishRequest
+	renameRequest    registryapi.RenameRequest
+	removeRequest    registryapi.RemoveRequest
+	proofRequest     registryapi.ProofRequest
+	bootstrapRequest registryapi.BootstrapRequest
+)
 
 func checkUser(u string) error {
 	if !validName(u, maxNameLen) {
@@ -675,14 +653,6 @@ func stepAt(step uint64, d int) (uint64, bool) {
 	return uint64(int64(step) + int64(d)), true
 }
 
-// beginAnswer is the answer of begin: the secret and URI are shown once.
-type beginAnswer struct {
-	ID      string    `json:"id"`
-	Secret  string    `json:"secret"`
-	URI     string    `json:"uri"`
-	Expires time.Time `json:"expires"`
-}
-
 // enrollBegin answers POST /v1/enroll/begin: a pending token with a fresh secret.
 func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[beginRequest](body)
@@ -693,7 +663,7 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
-	var ans beginAnswer
+	var ans registryapi.Enrollment
 	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
 		if err := e.sweepUser(); err != nil {
 			return err
@@ -744,7 +714,7 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		if err := t.Validate(); err != nil {
 			return badRequest("%v", err)
 		}
-		ans = beginAnswer{ID: id, Secret: totp.EncodeSecret(secret), Expires: e.now.Add(pendingTTL).UTC()}
+		ans = registryapi.Enrollment{ID: id, Secret: totp.EncodeSecret(secret), Expires: e.now.Add(pendingTTL).UTC()}
 		k := totp.Key{Issuer: s.cfg.Issuer, Account: q.User, Secret: secret, Params: t.Params()}
 		if err := k.Validate(); err != nil {
 			return badRequest("cannot make an otpauth URI for user %q: %v", clip(q.User), err)
@@ -761,20 +731,13 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 	return http.StatusOK, ans, nil
 }
 
-// finishAnswer is the answer of finish.
-type finishAnswer struct {
-	Status      string   `json:"status"` // active, wrong_code, clock_skew, expired
-	SkewS       int      `json:"skew_s"`
-	BackupCodes []string `json:"backup_codes,omitempty"`
-}
-
 // enrollFinish answers POST /v1/enroll/finish: a verified code makes the pending token active.
 func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[finishRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
-	var ans finishAnswer
+	var ans registryapi.FinishResult
 	var tok store.Token
 	var plain []string
 	var recs []store.BackupCode
@@ -785,12 +748,12 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 	}
 	key := prefixPending + q.User + "/" + q.ID
 	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		ans = finishAnswer{}
+		ans = registryapi.FinishResult{}
 		t, p, err := e.pending(q.User, q.ID)
 		if errors.Is(err, kv.ErrNotFound) {
 			// Gone: finished already (answer as before), expired and swept, or never was.
 			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == store.Active {
-				ans.Status = "active"
+				ans.Status = registryapi.StatusActive
 				return nil
 			}
 			return notFound("no pending enrollment %q: it expired or was never started; begin again", clip(q.ID))
@@ -799,23 +762,23 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 			return err
 		}
 		if !e.now.Before(p.Expires) {
-			ans.Status = "expired"
+			ans.Status = registryapi.StatusExpired
 			return e.sweepUser() // this one and any other expired one
 		}
 		code, ok := totp.ParseCode(q.Code, t.Digits)
 		if !ok {
-			ans.Status = "wrong_code"
+			ans.Status = registryapi.StatusWrongCode
 			return nil
 		}
 		step, st := matchCode(&t, code, e.now, proofWindow, skewHint, 0)
 		switch st {
 		case codeSkew:
 			cur := totp.Step(e.now, t.Period)
-			ans.Status, ans.SkewS = "clock_skew", (int(int64(step)-int64(cur)))*t.Period
+			ans.Status, ans.SkewS = registryapi.StatusClockSkew, (int(int64(step)-int64(cur)))*t.Period
 			return nil
 		case codeOK:
 		default:
-			ans.Status = "wrong_code"
+			ans.Status = registryapi.StatusWrongCode
 			return nil
 		}
 		toks, err := e.tokens(q.User)
@@ -842,7 +805,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		if err := e.audit("enroll.finish", "token/"+q.User+"/"+t.ID, "name "+t.Name); err != nil {
 			return err
 		}
-		ans.Status, tok = "active", t
+		ans.Status, tok = registryapi.StatusActive, t
 		if first {
 			if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 				return err
@@ -855,7 +818,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	if ans.Status == "active" && tok.ID != "" {
+	if ans.Status == registryapi.StatusActive && tok.ID != "" {
 		what := fmt.Sprintf("A new token %q (id %s) was added to your account and is now active.", tok.Name, tok.ID)
 		if ans.BackupCodes != nil {
 			what += "\nA new set of backup codes was created with it."
@@ -967,7 +930,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 		return 0, nil, err
 	}
 	s.notify(r.Context(), q.User, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", "node "+n.Name)
-	return http.StatusOK, map[string]any{"codes": plain}, nil
+	return http.StatusOK, registryapi.BackupCodes{Codes: plain}, nil
 }
 
 // enrollBootstrap answers POST /v1/enroll/bootstrap: with bootstrap = "mail", mails a one-time
@@ -1019,7 +982,7 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 		Body: fmt.Sprintf("Hello %s,\n\nyour one-time code to enroll a first token is:\n\n    %s\n\n"+
 			"It works once, until %s. It was requested from node %s.\n\nIf this was not you, contact %s.\n",
 			q.User, plain[0], recs[0].Expires.Format("2006-01-02 15:04 MST"), n.Name, s.cfg.Mail.Contact)})
-	return http.StatusOK, map[string]any{"sent": true, "expires": recs[0].Expires}, nil
+	return http.StatusOK, registryapi.BootstrapSent{Sent: true, Expires: recs[0].Expires}, nil
 }
 
 // notify mails user a notice of a change; by is "node NAME" or "administrator NAME". It reads

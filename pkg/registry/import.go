@@ -14,6 +14,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -251,12 +252,12 @@ func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotice
 
 // GAReport is the answer of a google-authenticator import.
 type GAReport struct {
-	ID       string    `json:"id"`
-	Token    TokenInfo `json:"token"`
-	Already  bool      `json:"already"`
-	Scratch  int       `json:"scratch"`
-	Replaced int       `json:"replaced"`
-	Ignored  []string  `json:"ignored"`
+	ID       string     `json:"id"`
+	Token    token.Info `json:"token"`
+	Already  bool       `json:"already"`
+	Scratch  int        `json:"scratch"`
+	Replaced int        `json:"replaced"`
+	Ignored  []string   `json:"ignored"`
 }
 
 // importGA answers POST /v1/admin/import/google-authenticator?user=NAME: the file's secret

@@ -9,6 +9,8 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -68,9 +70,9 @@ func TestAdminTokenChangesNotify(t *testing.T) {
 	t.Parallel()
 	e := newEnrollEnv(t, nil)
 	secret := randomSecret(t)
-	var ti TokenInfo
+	var ti registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"name": "phone", "secret": secret}, &ti)
-	var pending TokenInfo
+	var pending registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"name": "new", "state": "pending"}, &pending)
 	e.box.take()
 	path := "/v1/admin/users/ann/tokens/" + ti.ID
@@ -142,7 +144,7 @@ func TestImportCSVNotifiesEachUserOnce(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Errorf("%d notices for the import, want 2 (ann and bob; cat and the new users have no address): %+v", len(msgs), msgs)
 	}
-	var list []TokenInfo
+	var list []token.Info
 	e.mustAdmin(200, "GET", "/v1/admin/users/ann/tokens", nil, &list)
 	want := []string{"3 tokens were added to your account by an import"}
 	for _, tok := range list {

@@ -14,8 +14,10 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -210,25 +212,10 @@ type UserView struct {
 	BackupCodes int `json:"backup_codes"`
 }
 
-// TokenInfo is a token without its secret. Secret and URI are set once, when the registry
-// generated the secret.
-type TokenInfo struct {
-	User      string           `json:"user"`
-	ID        string           `json:"id"`
-	Name      string           `json:"name"`
-	Algorithm totp.Algorithm   `json:"algorithm"`
-	Digits    int              `json:"digits"`
-	Period    int              `json:"period"`
-	State     store.TokenState `json:"state"`
-	Created   time.Time        `json:"created"`
-	LastUsed  time.Time        `json:"last_used,omitzero"`
-	Secret    string           `json:"secret,omitempty"`
-	URI       string           `json:"uri,omitempty"`
-}
-
-func tokenInfo(t store.Token) TokenInfo {
-	return TokenInfo{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
-		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed}
+// tokenInfo is what listings show of t.
+func tokenInfo(t store.Token) token.Info {
+	return token.Info{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
+		Period: t.Period, State: string(t.State), Created: t.Created, LastUsed: t.LastUsed}
 }
 
 // counts reads the record counts of every user (or one, with name) in one scan.
@@ -389,7 +376,7 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 }
 
 func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, error) {
-	out := []TokenInfo{}
+	out := []token.Info{}
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		x := &txn{Txn: tx, s: s}
 		if _, err := x.user(r.PathValue("name")); err != nil {
@@ -469,7 +456,7 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		return 0, nil, err
 	}
 	s.notify(r.Context(), name, "new token added", fmt.Sprintf("A token %q (id %s, %s) was added to your account.", t.Name, t.ID, t.State), "administrator "+actor)
-	info := tokenInfo(t)
+	info := registryapi.AddedToken{Info: tokenInfo(t)}
 	if generated {
 		info.Secret = totp.EncodeSecret(t.Secret)
 		k := totp.Key{Issuer: s.cfg.Issuer, Account: name, Secret: t.Secret, Params: t.Params()}
