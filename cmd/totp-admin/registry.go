@@ -19,7 +19,9 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -365,11 +367,11 @@ func rUserShow(e *env, args []string) error {
 	}
 	if *asJSON {
 		if toks == nil {
-			toks = []adminclient.Token{}
+			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, struct {
 			adminclient.User
-			TokenList []adminclient.Token `json:"token_list"`
+			TokenList []token.Info `json:"token_list"`
 		}{u, toks})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 1, ' ', 0)
@@ -441,14 +443,14 @@ func rUserRemove(e *env, args []string) error {
 
 // Tokens.
 
-func cleanToken(t adminclient.Token) adminclient.Token {
+func cleanToken(t token.Info) token.Info {
 	t.User, t.ID, t.Name = admin.Clean(t.User), admin.Clean(t.ID), admin.Clean(t.Name)
-	t.Algorithm, t.State = admin.Clean(t.Algorithm), admin.Clean(t.State)
+	t.Algorithm, t.State = totp.Algorithm(admin.Clean(string(t.Algorithm))), admin.Clean(t.State)
 	return t
 }
 
 // tokenTable prints tokens as the standalone `token list` does.
-func tokenTable(w io.Writer, toks []adminclient.Token) error {
+func tokenTable(w io.Writer, toks []token.Info) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tID\tNAME\tALGORITHM\tDIGITS\tPERIOD\tSTATE\tCREATED\tLAST USED")
 	for _, t := range toks {
@@ -477,7 +479,7 @@ func rTokenList(e *env, args []string) error {
 	}
 	if *asJSON {
 		if toks == nil {
-			toks = []adminclient.Token{}
+			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, toks)
 	}
@@ -516,7 +518,7 @@ func rTokenAdd(e *env, args []string) error {
 		t.User = u
 	}
 	if req.Secret != "" || t.Secret == "" {
-		ct := cleanToken(t.Token)
+		ct := cleanToken(t.Info)
 		fmt.Fprintf(e.stdout, "Token %s (%q) of %s added, %s.\n", ct.ID, ct.Name, ct.User, ct.State)
 		return nil
 	}
@@ -537,7 +539,7 @@ func rTokenAdd(e *env, args []string) error {
 
 // enrollment turns the registry's answer into what admin.WriteEnrollment shows, after checking
 // that the secret, the URI and the token's parameters agree.
-func enrollment(t adminclient.AddedToken) (*admin.Enrollment, error) {
+func enrollment(t registryapi.AddedToken) (*admin.Enrollment, error) {
 	bad := func(what string) error {
 		return fmt.Errorf("token add: %s: %w", what, adminclient.ErrBadAnswer)
 	}
@@ -545,7 +547,7 @@ func enrollment(t adminclient.AddedToken) (*admin.Enrollment, error) {
 	if err != nil {
 		return nil, bad("the secret is not valid base32")
 	}
-	p := totp.Params{Algorithm: totp.Algorithm(strings.ToUpper(t.Algorithm)), Digits: t.Digits, Period: t.Period}
+	p := totp.Params{Algorithm: totp.Algorithm(strings.ToUpper(string(t.Algorithm))), Digits: t.Digits, Period: t.Period}
 	key := totp.Key{Account: t.User, Secret: secret, Params: p}
 	if t.URI != "" {
 		if key, err = totp.ParseURI(t.URI); err != nil {
@@ -579,7 +581,7 @@ func rTokenChange(e *env, verb string, args []string) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(toks, func(t adminclient.Token) bool { return t.ID == id })
+	i := slices.IndexFunc(toks, func(t token.Info) bool { return t.ID == id })
 	if i < 0 {
 		return fmt.Errorf("token %s of %s: %w", id, u, store.ErrNotFound)
 	}

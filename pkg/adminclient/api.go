@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // User is a registry user.
@@ -37,19 +40,6 @@ type UserChange struct {
 	Scopes *[]string `json:"scopes,omitempty"`
 }
 
-// Token is a token as listings show it: everything but the secret.
-type Token struct {
-	User      string    `json:"user"`
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Algorithm string    `json:"algorithm"`
-	Digits    int       `json:"digits"`
-	Period    int       `json:"period"`
-	State     string    `json:"state"`
-	Created   time.Time `json:"created,omitzero"`
-	LastUsed  time.Time `json:"last_used,omitzero"`
-}
-
 // NewToken is the body of POST /v1/admin/users/NAME/tokens. An empty Secret asks the registry to
 // generate one; zero parameters take the registry's defaults; an empty State means active.
 type NewToken struct {
@@ -59,33 +49,6 @@ type NewToken struct {
 	Digits    int    `json:"digits,omitempty"`
 	Period    int    `json:"period,omitempty"`
 	State     string `json:"state,omitempty"`
-}
-
-// AddedToken is the answer to AddToken. Secret (base32) and URI are set only when the registry
-// generated the secret; they are shown once and never again.
-type AddedToken struct {
-	Token
-	Secret string `json:"secret,omitempty"`
-	URI    string `json:"uri,omitempty"`
-}
-
-// UnmarshalJSON reads the token's fields at the top level, or inside "token" beside "secret" and
-// "uri".
-func (a *AddedToken) UnmarshalJSON(data []byte) error {
-	var flat struct {
-		Token
-		Secret string `json:"secret"`
-		URI    string `json:"uri"`
-		Nested *Token `json:"token"`
-	}
-	if err := json.Unmarshal(data, &flat); err != nil {
-		return err
-	}
-	a.Token, a.Secret, a.URI = flat.Token, flat.Secret, flat.URI
-	if flat.Nested != nil {
-		a.Token = *flat.Nested
-	}
-	return nil
 }
 
 // TokenChange is the body of PATCH /v1/admin/users/NAME/tokens/ID.
@@ -175,8 +138,8 @@ type ImportOptions struct {
 
 // GAResult is the answer to ImportGA.
 type GAResult struct {
-	ID    string `json:"id"` // the token's id
-	Token Token  `json:"token"`
+	ID    string     `json:"id"` // the token's id
+	Token token.Info `json:"token"`
 	// Already: the user had this token; nothing was written.
 	Already bool `json:"already"`
 	// Scratch is the number of scratch codes imported as backup codes, Replaced the number of
@@ -297,30 +260,30 @@ func (c *Client) RemoveUser(ctx context.Context, name string) (Removed, error) {
 }
 
 // Tokens lists a user's tokens (without secrets).
-func (c *Client) Tokens(ctx context.Context, user string) ([]Token, error) {
-	l := list[Token]("tokens")
+func (c *Client) Tokens(ctx context.Context, user string) ([]token.Info, error) {
+	l := list[token.Info]("tokens")
 	err := c.get(ctx, l, admin(pUsers, user, pTokens)...)
 	return l.items, err
 }
 
 // AddToken adds a token to a user.
-func (c *Client) AddToken(ctx context.Context, user string, n NewToken) (AddedToken, error) {
-	var t AddedToken
+func (c *Client) AddToken(ctx context.Context, user string, n NewToken) (registryapi.AddedToken, error) {
+	var t registryapi.AddedToken
 	err := c.send(ctx, http.MethodPost, n, &t, admin(pUsers, user, pTokens)...)
 	return t, err
 }
 
 // UpdateToken changes a token's state or name. The answer's token is zero if the registry
 // answered without a body.
-func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (Token, error) {
-	var t Token
+func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (token.Info, error) {
+	var t token.Info
 	err := c.send(ctx, http.MethodPatch, ch, &t, admin(pUsers, user, pTokens, id)...)
 	return t, err
 }
 
 // RemoveToken removes one token and returns it as it was (zero if the registry does not say).
-func (c *Client) RemoveToken(ctx context.Context, user, id string) (Token, error) {
-	var t Token
+func (c *Client) RemoveToken(ctx context.Context, user, id string) (token.Info, error) {
+	var t token.Info
 	err := c.send(ctx, http.MethodDelete, nil, &t, admin(pUsers, user, pTokens, id)...)
 	return t, err
 }
