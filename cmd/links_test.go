@@ -28,7 +28,7 @@ func TestBinaryLinks(t *testing.T) {
 		forbidden []string // import paths, or prefixes ending in "/"
 	}{
 		{"pam-totp-helper", []string{"github.com/godbus/", "github.com/mdp/qrterminal/", "rsc.io/qr",
-			module + "pkg/qrterm", "net/http", module + "pkg/registry", module + "pkg/adminclient",
+			module + "pkg/qrterm", "net/http", module + "pkg/registry", module + "pkg/registryapi", module + "pkg/adminclient",
 			module + "pkg/syncbus", module + "pkg/busapi", module + "pkg/nodesync"}},
 		{"totp", []string{"go.etcd.io/bbolt", module + "pkg/store", module + "pkg/nodesync", "net/http",
 			module + "pkg/busapi", module + "pkg/registry"}},

@@ -143,7 +143,7 @@ func plant(t *testing.T, dir string, toks ...store.Token) {
 	}
 }
 
-func token(user, id, name string, state store.TokenState, created time.Time) store.Token {
+func storeToken(user, id, name string, state store.TokenState, created time.Time) store.Token {
 	return store.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
 		Secret: bytes.Repeat([]byte{7}, 20), State: state, Created: created}
 }
@@ -156,10 +156,10 @@ func TestService(t *testing.T) {
 	os.Chmod(storeDir, 0o700)
 	created := time.Unix(1700000000, 0)
 	plant(t, storeDir,
-		token(alice.Username, "a1", "phone", store.Active, created),
-		token(alice.Username, "a2", "new phone", store.Pending, created.Add(time.Hour)),
-		token(bob.Username, "b1", "yubikey", store.Active, created),
-		token(bob.Username, "b2", "old", store.Disabled, created))
+		storeToken(alice.Username, "a1", "phone", store.Active, created),
+		storeToken(alice.Username, "a2", "new phone", store.Pending, created.Add(time.Hour)),
+		storeToken(bob.Username, "b1", "yubikey", store.Active, created),
+		storeToken(bob.Username, "b2", "old", store.Disabled, created))
 
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir

@@ -11,14 +11,15 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
 // Enroller is the registry's enrollment API as the node calls it (nodesync.EnrollClient).
 type Enroller interface {
-	Begin(ctx context.Context, user, name, proof string) (nodesync.Enrollment, error)
-	Finish(ctx context.Context, user, id, code string) (nodesync.FinishResult, error)
+	Begin(ctx context.Context, user, name, proof string) (registryapi.Enrollment, error)
+	Finish(ctx context.Context, user, id, code string) (registryapi.FinishResult, error)
 	Rename(ctx context.Context, user, id, name string) error
 	Remove(ctx context.Context, user, id, proof string) error
 	BackupCodes(ctx context.Context, user, proof string) ([]string, error)
@@ -93,38 +94,38 @@ func (s *Service) registryError(method string, c caller, err error) *dbus.Error 
 	}
 }
 
-func (s *Service) beginEnrollment(ctx context.Context, c caller, name, proof string) (nodesync.Enrollment, *dbus.Error) {
+func (s *Service) beginEnrollment(ctx context.Context, c caller, name, proof string) (registryapi.Enrollment, *dbus.Error) {
 	e, derr := s.enroller()
 	if derr == nil {
 		derr = checkArgs(name, proof)
 	}
 	if derr != nil {
-		return nodesync.Enrollment{}, derr
+		return registryapi.Enrollment{}, derr
 	}
 	ctx, cancel := s.registryCtx(ctx)
 	defer cancel()
 	a, err := e.Begin(ctx, c.name, name, proof)
 	if err != nil {
-		return nodesync.Enrollment{}, s.registryError("BeginEnrollment", c, err)
+		return registryapi.Enrollment{}, s.registryError("BeginEnrollment", c, err)
 	}
 	s.o.Log.Info("D-Bus BeginEnrollment: pending token", "user", c.name, "uid", c.uid, "by", c.by, "token", a.ID,
 		"expires", a.Expires.Format(time.RFC3339))
 	return a, nil
 }
 
-func (s *Service) finishEnrollment(ctx context.Context, c caller, id, code string) (nodesync.FinishResult, *dbus.Error) {
+func (s *Service) finishEnrollment(ctx context.Context, c caller, id, code string) (registryapi.FinishResult, *dbus.Error) {
 	e, derr := s.enroller()
 	if derr == nil {
 		derr = checkArgs(id, code)
 	}
 	if derr != nil {
-		return nodesync.FinishResult{}, derr
+		return registryapi.FinishResult{}, derr
 	}
 	ctx, cancel := s.registryCtx(ctx)
 	defer cancel()
 	r, err := e.Finish(ctx, c.name, id, code)
 	if err != nil {
-		return nodesync.FinishResult{}, s.registryError("FinishEnrollment", c, err)
+		return registryapi.FinishResult{}, s.registryError("FinishEnrollment", c, err)
 	}
 	s.o.Log.Info("D-Bus FinishEnrollment", "user", c.name, "uid", c.uid, "by", c.by, "token", id, "status", r.Status,
 		"skew_s", r.SkewS, "backup_codes", len(r.BackupCodes))

@@ -18,8 +18,8 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
-	"github.com/pam-totp/pam-totp/pkg/registry"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -243,7 +243,7 @@ func TestUserIsolation(t *testing.T) {
 	if tok, _ := l[0].([]any); len(l) != 1 || len(tok) != 5 || tok[0] != id || tok[1] != "phone" || tok[4] != true {
 		t.Errorf("alice's tokens after bob's calls = %v, want %s \"phone\" active", l, id)
 	}
-	var toks []registry.TokenInfo
+	var toks []token.Info
 	reg.Admin(200, "GET", "/v1/admin/users/"+alice.Username+"/tokens", nil, &toks)
 	if len(toks) != 1 || toks[0].ID != id || toks[0].Name != "phone" || toks[0].State != "active" {
 		t.Errorf("registry tokens of alice = %+v, want %s \"phone\" active", toks, id)

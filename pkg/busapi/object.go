@@ -6,7 +6,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
@@ -116,7 +116,7 @@ func (o *object) BeginEnrollment(sender dbus.Sender, name, proof string) (string
 // FinishEnrollment verifies a pending token's first code through the registry.
 func (o *object) FinishEnrollment(sender dbus.Sender, id, code string) (string, int32, []string, *dbus.Error) {
 	s := o.s
-	r, err := call(s, "FinishEnrollment", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
+	r, err := call(s, "FinishEnrollment", sender, func(ctx context.Context, c caller) (registryapi.FinishResult, *dbus.Error) {
 		return s.finishEnrollment(ctx, c, id, code)
 	})
 	codes := r.BackupCodes
@@ -158,10 +158,10 @@ func (o *object) BeginEnrollmentFor(sender dbus.Sender, user, name string) (stri
 // FinishEnrollmentFor is FinishEnrollment for user, callable by root only.
 func (o *object) FinishEnrollmentFor(sender dbus.Sender, user, id, code string) (string, int32, []string, *dbus.Error) {
 	s := o.s
-	r, err := call(s, "FinishEnrollmentFor", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
+	r, err := call(s, "FinishEnrollmentFor", sender, func(ctx context.Context, c caller) (registryapi.FinishResult, *dbus.Error) {
 		u, derr := s.onBehalf(c, user)
 		if derr != nil {
-			return nodesync.FinishResult{}, derr
+			return registryapi.FinishResult{}, derr
 		}
 		return s.finishEnrollment(ctx, u, id, code)
 	})

@@ -31,7 +31,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
-	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
@@ -155,23 +155,23 @@ func (a *Authority) checkProof(user, proof, action string) error {
 }
 
 // Begin starts a pending token for user; proof is needed when user has an active token.
-func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync.Enrollment, error) {
+func (a *Authority) Begin(_ context.Context, user, name, proof string) (registryapi.Enrollment, error) {
 	if err := store.ValidUser(user); err != nil {
-		return nodesync.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "not a valid user name"}
+		return registryapi.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "not a valid user name"}
 	}
 	if name != "" {
 		if err := admin.CheckName(name); err != nil {
-			return nodesync.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+			return registryapi.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
 		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, err := a.sweep(user); err != nil {
-		return nodesync.Enrollment{}, err
+		return registryapi.Enrollment{}, err
 	}
 	toks, err := a.userTokens(user)
 	if err != nil {
-		return nodesync.Enrollment{}, err
+		return registryapi.Enrollment{}, err
 	}
 	active, counted := 0, 0
 	for _, t := range toks {
@@ -183,35 +183,35 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync
 		}
 	}
 	if counted >= a.o.MaxTokens {
-		return nodesync.Enrollment{}, refused(fmt.Sprintf(
+		return registryapi.Enrollment{}, refused(fmt.Sprintf(
 			"you have %d tokens (active or pending), the most this site allows; remove one first", counted))
 	}
 	if active > 0 {
 		if err := a.checkProof(user, proof, "enroll.begin"); err != nil {
-			return nodesync.Enrollment{}, err
+			return registryapi.Enrollment{}, err
 		}
 	}
 	e, err := a.admin.AddToken(user, admin.AddOptions{Name: name})
 	if errors.Is(err, totp.ErrKey) { // AddToken checks the key before writing anything
-		return nodesync.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid,
+		return registryapi.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid,
 			Msg: "no otpauth URI can be made for this user name; ask your administrators"}
 	}
 	if err != nil {
-		return nodesync.Enrollment{}, err
+		return registryapi.Enrollment{}, err
 	}
 	exp := e.Token.Created.Add(PendingTTL)
 	a.o.Log.Info("enrollment begun", "user", user, "token", e.Token.ID, "name", e.Token.Name,
 		"expires", exp.UTC().Format(time.RFC3339))
-	return nodesync.Enrollment{ID: e.Token.ID, URI: e.Key.URI(), Expires: exp}, nil
+	return registryapi.Enrollment{ID: e.Token.ID, URI: e.Key.URI(), Expires: exp}, nil
 }
 
 // Finish checks the first code of user's pending token id.
-func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.FinishResult, error) {
+func (a *Authority) Finish(_ context.Context, user, id, code string) (registryapi.FinishResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	toks, err := a.userTokens(user)
 	if err != nil {
-		return nodesync.FinishResult{}, err
+		return registryapi.FinishResult{}, err
 	}
 	var tok *store.Token
 	first := true
@@ -224,36 +224,36 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 	}
 	switch {
 	case tok == nil:
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
+		return registryapi.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
 			Msg: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
 	case tok.State == store.Active:
-		return nodesync.FinishResult{Status: "active"}, nil // finished already
+		return registryapi.FinishResult{Status: "active"}, nil // finished already
 	case tok.State != store.Pending:
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
+		return registryapi.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
 			Msg: fmt.Sprintf("token %q is not pending", clip(id))}
 	case expired(*tok, a.o.Now()):
 		if _, err := a.admin.Cancel(user, id); err != nil {
-			return nodesync.FinishResult{}, err
+			return registryapi.FinishResult{}, err
 		}
 		a.o.Log.Info("pending token expired", "user", user, "token", id)
-		return nodesync.FinishResult{Status: "expired"}, nil
+		return registryapi.FinishResult{Status: "expired"}, nil
 	}
 	chk, err := a.admin.Confirm(user, id, code)
 	if errors.Is(err, admin.ErrNotPending) {
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
+		return registryapi.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
 			Msg: fmt.Sprintf("token %q is no longer pending", clip(id))}
 	}
 	if err != nil {
-		return nodesync.FinishResult{}, err
+		return registryapi.FinishResult{}, err
 	}
 	switch chk.Outcome {
 	case admin.Verified:
 	case admin.ClockSkew:
-		return nodesync.FinishResult{Status: "clock_skew", SkewS: chk.SkewSeconds}, nil
+		return registryapi.FinishResult{Status: "clock_skew", SkewS: chk.SkewSeconds}, nil
 	default:
-		return nodesync.FinishResult{Status: "wrong_code"}, nil
+		return registryapi.FinishResult{Status: "wrong_code"}, nil
 	}
-	r := nodesync.FinishResult{Status: "active"}
+	r := registryapi.FinishResult{Status: "active"}
 	a.o.Log.Info("enrollment finished: token active", "user", user, "token", id)
 	if first {
 		codes, err := a.admin.NewBackupCodes(user)

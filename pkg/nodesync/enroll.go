@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
 // maxEnrollAnswer bounds an enrollment answer of the registry.
@@ -50,25 +51,10 @@ func NewEnrollClient(s config.Sync, timeout time.Duration, version string) (*Enr
 // Close drops idle connections.
 func (e *EnrollClient) Close() { e.c.close() }
 
-// Enrollment is a pending token: the registry's answer to begin. URI and Secret are secrets.
-type Enrollment struct {
-	ID      string    `json:"id"`
-	Secret  string    `json:"secret"`
-	URI     string    `json:"uri"`
-	Expires time.Time `json:"expires"`
-}
-
-// FinishResult is the registry's answer to finish. BackupCodes are secrets.
-type FinishResult struct {
-	Status      string   `json:"status"` // active, wrong_code, clock_skew, expired
-	SkewS       int      `json:"skew_s"`
-	BackupCodes []string `json:"backup_codes,omitempty"`
-}
-
 // Begin starts a pending token named name for user; proof may be "".
-func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (Enrollment, error) {
-	var a Enrollment
-	err := e.post(ctx, "/v1/enroll/begin", map[string]string{"user": user, "name": name, "proof": proof}, &a)
+func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (registryapi.Enrollment, error) {
+	var a registryapi.Enrollment
+	err := e.post(ctx, registryapi.PathEnrollBegin, registryapi.BeginRequest{User: user, Name: name, Proof: proof}, &a)
 	if err == nil && (a.ID == "" || a.URI == "") {
 		err = errors.New("POST /v1/enroll/begin: answer without id or uri")
 	}
@@ -76,9 +62,9 @@ func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (Enr
 }
 
 // Finish checks the first code of user's pending token id.
-func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (FinishResult, error) {
-	var a FinishResult
-	err := e.post(ctx, "/v1/enroll/finish", map[string]string{"user": user, "id": id, "code": code}, &a)
+func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (registryapi.FinishResult, error) {
+	var a registryapi.FinishResult
+	err := e.post(ctx, registryapi.PathEnrollFinish, registryapi.FinishRequest{User: user, ID: id, Code: code}, &a)
 	if err == nil && a.Status == "" {
 		err = errors.New("POST /v1/enroll/finish: answer without status")
 	}
@@ -87,20 +73,18 @@ func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (Finis
 
 // Rename renames user's token id.
 func (e *EnrollClient) Rename(ctx context.Context, user, id, name string) error {
-	return e.post(ctx, "/v1/enroll/rename", map[string]string{"user": user, "id": id, "name": name}, nil)
+	return e.post(ctx, registryapi.PathEnrollRename, registryapi.RenameRequest{User: user, ID: id, Name: name}, nil)
 }
 
 // Remove removes user's token id; proof is a current code or a backup code.
 func (e *EnrollClient) Remove(ctx context.Context, user, id, proof string) error {
-	return e.post(ctx, "/v1/enroll/remove", map[string]string{"user": user, "id": id, "proof": proof}, nil)
+	return e.post(ctx, registryapi.PathEnrollRemove, registryapi.RemoveRequest{User: user, ID: id, Proof: proof}, nil)
 }
 
 // BackupCodes replaces user's backup codes and returns the new ones.
 func (e *EnrollClient) BackupCodes(ctx context.Context, user, proof string) ([]string, error) {
-	var a struct {
-		Codes []string `json:"codes"`
-	}
-	err := e.post(ctx, "/v1/enroll/backup-codes", map[string]string{"user": user, "proof": proof}, &a)
+	var a registryapi.BackupCodes
+	err := e.post(ctx, registryapi.PathEnrollBackupCodes, registryapi.ProofRequest{User: user, Proof: proof}, &a)
 	if err == nil && len(a.Codes) == 0 {
 		err = errors.New("POST /v1/enroll/backup-codes: answer without codes")
 	}
@@ -123,9 +107,7 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 		return fmt.Errorf("POST %s: read the answer: %w", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var ea struct {
-			Error string `json:"error"`
-		}
+		var ea registryapi.ErrorAnswer
 		msg := ""
 		if json.Unmarshal(data, &ea) == nil {
 			msg = ea.Error
@@ -166,11 +148,8 @@ func cleanSentence(s string) string {
 // Bootstrap asks the registry to mail user a one-time code for a first token (bootstrap =
 // "mail") and returns the code's expiry.
 func (e *EnrollClient) Bootstrap(ctx context.Context, user string) (time.Time, error) {
-	var a struct {
-		Sent    bool      `json:"sent"`
-		Expires time.Time `json:"expires"`
-	}
-	err := e.post(ctx, "/v1/enroll/bootstrap", map[string]string{"user": user}, &a)
+	var a registryapi.BootstrapSent
+	err := e.post(ctx, registryapi.PathEnrollBootstrap, registryapi.BootstrapRequest{User: user}, &a)
 	if err == nil && !a.Sent {
 		err = errors.New("POST /v1/enroll/bootstrap: answer without sent")
 	}
