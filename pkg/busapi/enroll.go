@@ -3,7 +3,6 @@ package busapi
 import (
 	"context"
 	"errors"
-	"net/http"
 	"os/user"
 	"strconv"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
@@ -61,16 +61,12 @@ func checkArgs(args ...string) *dbus.Error {
 }
 
 // registryError maps an Enroller's error to a D-Bus error and logs why (never a secret: neither
-// the registry's refusals, a Refusal nor nodesync's errors hold one).
+// a refusal nor nodesync's errors hold one). A *refusal.Error (of the local authority, or the
+// registry's as nodesync reads it) keeps its sentence under the name of its kind.
 func (s *Service) registryError(method string, c caller, err error) *dbus.Error {
-	var ref *Refusal
-	if errors.As(err, &ref) {
-		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "reason", ref.Msg)
-		switch ref.Name {
-		case syncbus.ErrRefused, syncbus.ErrNotFound, syncbus.ErrInvalid:
-			return busError(ref.Name, ref.Msg)
-		}
-		return busError(syncbus.ErrUnavailable, ref.Msg)
+	if ref, ok := refusal.As(err); ok {
+		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "kind", string(ref.Kind), "reason", ref.Message)
+		return busError(ErrorName(ref.Kind), ref.Message)
 	}
 	if s.o.Config.Sync.Registry == "" {
 		s.o.Log.Error("D-Bus "+method+": local enrollment failed", "user", c.name, "uid", c.uid, "err", err)
@@ -81,17 +77,8 @@ func (s *Service) registryError(method string, c caller, err error) *dbus.Error 
 		s.o.Log.Warn("D-Bus "+method+": registry unreachable", "user", c.name, "uid", c.uid, "err", err)
 		return errUnreachable
 	}
-	s.o.Log.Info("D-Bus "+method+": registry refused", "user", c.name, "uid", c.uid, "status", re.Status, "reason", re.Message)
-	switch re.Status {
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict, http.StatusTooManyRequests:
-		return busError(syncbus.ErrRefused, re.Message)
-	case http.StatusNotFound:
-		return busError(syncbus.ErrNotFound, re.Message)
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return busError(syncbus.ErrInvalid, re.Message)
-	default:
-		return errRegistry
-	}
+	s.o.Log.Warn("D-Bus "+method+": registry failed", "user", c.name, "uid", c.uid, "status", re.Status, "reason", re.Message)
+	return errRegistry
 }
 
 func (s *Service) beginEnrollment(ctx context.Context, c caller, name, proof string) (registryapi.Enrollment, *dbus.Error) {

@@ -3,6 +3,7 @@ package busapi
 import (
 	"github.com/godbus/dbus/v5"
 
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
@@ -11,15 +12,19 @@ func busError(name, sentence string) *dbus.Error {
 	return dbus.NewError(name, []any{sentence})
 }
 
-// Refusal is an Enroller's answer meant for the user: Name is ErrRefused, ErrNotFound or
-// ErrInvalid and Msg one plain sentence without a secret. The standalone authority
-// (pkg/localenroll) refuses with it; the registry client's refusals are nodesync.RegistryError.
-type Refusal struct {
-	Name string
-	Msg  string
+// ErrorName is the D-Bus error name of a refusal of kind k (package refusal's table).
+func ErrorName(k refusal.Kind) string {
+	switch k {
+	case refusal.Invalid:
+		return syncbus.ErrInvalid
+	case refusal.NotFound:
+		return syncbus.ErrNotFound
+	case refusal.Refused, refusal.Conflict, refusal.TooMany:
+		return syncbus.ErrRefused
+	default:
+		return syncbus.ErrUnavailable
+	}
 }
-
-func (r *Refusal) Error() string { return r.Msg }
 
 var (
 	errEnrollUnavailable = busError(syncbus.ErrUnavailable, "enrollment is not available on this node: it has no registry and no local authority")

@@ -16,7 +16,7 @@
 //   - at most Options.MaxTokens tokens (active or pending) per user.
 //
 // Every change is logged (user, token id, what); never a code, secret, URI or backup code.
-// Refusals are *busapi.Refusal with a sentence for the user.
+// Refusals are *refusal.Error with a sentence for the user.
 package localenroll
 
 import (
@@ -31,10 +31,10 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
-	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 )
@@ -52,11 +52,11 @@ const DefaultMaxTokens = 5
 // Refusals a user sees.
 var (
 	errProofRequired = refused("a proof is required: a current code of one of your tokens, or a backup code")
-	errNoBootstrap   = &busapi.Refusal{Name: syncbus.ErrRefused,
-		Msg: "this node has no registry and uses no bootstrap codes: a first token needs no proof"}
+	errNoBootstrap   = &refusal.Error{Kind: refusal.Refused,
+		Message: "this node has no registry and uses no bootstrap codes: a first token needs no proof"}
 )
 
-func refused(msg string) *busapi.Refusal { return &busapi.Refusal{Name: syncbus.ErrRefused, Msg: msg} }
+func refused(msg string) *refusal.Error { return &refusal.Error{Kind: refusal.Refused, Message: msg} }
 
 // Options configure an Authority. Zero values take the defaults named.
 type Options struct {
@@ -137,7 +137,7 @@ func (a *Authority) userTokens(user string) ([]store.Token, error) {
 	return toks, err
 }
 
-// checkProof runs the proof through the login rules; ok false comes with a Refusal.
+// checkProof runs the proof through the login rules; ok false comes with a *refusal.Error.
 func (a *Authority) checkProof(user, proof, action string) error {
 	if strings.TrimSpace(proof) == "" {
 		return errProofRequired
@@ -157,11 +157,11 @@ func (a *Authority) checkProof(user, proof, action string) error {
 // Begin starts a pending token for user; proof is needed when user has an active token.
 func (a *Authority) Begin(_ context.Context, user, name, proof string) (registryapi.Enrollment, error) {
 	if err := store.ValidUser(user); err != nil {
-		return registryapi.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "not a valid user name"}
+		return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid, Message: "not a valid user name"}
 	}
 	if name != "" {
 		if err := admin.CheckName(name); err != nil {
-			return registryapi.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+			return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid, Message: "name: 1 to 64 printable characters"}
 		}
 	}
 	a.mu.Lock()
@@ -193,8 +193,8 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (registry
 	}
 	e, err := a.admin.AddToken(user, admin.AddOptions{Name: name})
 	if errors.Is(err, totp.ErrKey) { // AddToken checks the key before writing anything
-		return registryapi.Enrollment{}, &busapi.Refusal{Name: syncbus.ErrInvalid,
-			Msg: "no otpauth URI can be made for this user name; ask your administrators"}
+		return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid,
+			Message: "no otpauth URI can be made for this user name; ask your administrators"}
 	}
 	if err != nil {
 		return registryapi.Enrollment{}, err
@@ -224,13 +224,13 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 	}
 	switch {
 	case tok == nil:
-		return registryapi.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
-			Msg: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
+			Message: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
 	case tok.State == store.Active:
 		return registryapi.FinishResult{Status: "active"}, nil // finished already
 	case tok.State != store.Pending:
-		return registryapi.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
-			Msg: fmt.Sprintf("token %q is not pending", clip(id))}
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
+			Message: fmt.Sprintf("token %q is not pending", clip(id))}
 	case expired(*tok, a.o.Now()):
 		if _, err := a.admin.Cancel(user, id); err != nil {
 			return registryapi.FinishResult{}, err
@@ -240,8 +240,8 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 	}
 	chk, err := a.admin.Confirm(user, id, code)
 	if errors.Is(err, admin.ErrNotPending) {
-		return registryapi.FinishResult{}, &busapi.Refusal{Name: syncbus.ErrNotFound,
-			Msg: fmt.Sprintf("token %q is no longer pending", clip(id))}
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
+			Message: fmt.Sprintf("token %q is no longer pending", clip(id))}
 	}
 	if err != nil {
 		return registryapi.FinishResult{}, err
@@ -271,7 +271,7 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 // Rename renames user's token id (no proof: a name changes nothing at login).
 func (a *Authority) Rename(_ context.Context, user, id, name string) error {
 	if err := admin.CheckName(name); err != nil {
-		return &busapi.Refusal{Name: syncbus.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+		return &refusal.Error{Kind: refusal.Invalid, Message: "name: 1 to 64 printable characters"}
 	}
 	before, err := a.admin.RenameToken(user, id, name)
 	if err != nil {
@@ -382,10 +382,10 @@ func (a *Authority) sweep(user string) (int, error) {
 	return n, nil
 }
 
-// notFound turns store.ErrNotFound into a Refusal; other errors pass.
+// notFound turns store.ErrNotFound into a *refusal.Error; other errors pass.
 func notFound(err error, id string) error {
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNoStore) {
-		return &busapi.Refusal{Name: syncbus.ErrNotFound, Msg: fmt.Sprintf("you have no token %q", clip(id))}
+		return &refusal.Error{Kind: refusal.NotFound, Message: fmt.Sprintf("you have no token %q", clip(id))}
 	}
 	return err
 }

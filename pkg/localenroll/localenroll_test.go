@@ -2,7 +2,6 @@ package localenroll
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -106,10 +106,10 @@ func (f *fixture) tokens(user string) []store.Token {
 	return toks
 }
 
-func refusal(err error) string {
-	var r *busapi.Refusal
-	if errors.As(err, &r) {
-		return r.Name
+// refusalName is the D-Bus error name the refusal in err reaches the user with, "" for none.
+func refusalName(err error) string {
+	if r, ok := refusal.As(err); ok {
+		return busapi.ErrorName(r.Kind)
 	}
 	return ""
 }
@@ -153,7 +153,7 @@ func TestFirstTokenThenProofs(t *testing.T) {
 		{"the code that finished enrollment", code},
 		{"a wrong code", "000000"},
 	} {
-		if _, err := f.a.Begin(ctx, "alice", "laptop", tt.proof); refusal(err) != syncbus.ErrRefused {
+		if _, err := f.a.Begin(ctx, "alice", "laptop", tt.proof); refusalName(err) != syncbus.ErrRefused {
 			t.Errorf("Begin(second, %s) = %v; want a refusal", tt.name, err)
 		}
 	}
@@ -169,10 +169,10 @@ func TestFirstTokenThenProofs(t *testing.T) {
 	if _, err := f.a.Begin(ctx, "alice", "laptop", r.BackupCodes[0]); err != nil {
 		t.Fatalf("Begin(second, backup code) = %v", err)
 	}
-	if _, err := f.a.Begin(ctx, "alice", "tablet", r.BackupCodes[0]); refusal(err) != syncbus.ErrRefused {
+	if _, err := f.a.Begin(ctx, "alice", "tablet", r.BackupCodes[0]); refusalName(err) != syncbus.ErrRefused {
 		t.Errorf("Begin(third, the same backup code) = %v; want a refusal", err)
 	}
-	if r, err := f.a.Finish(ctx, "alice", "nope", "123456"); refusal(err) != syncbus.ErrNotFound {
+	if r, err := f.a.Finish(ctx, "alice", "nope", "123456"); refusalName(err) != syncbus.ErrNotFound {
 		t.Errorf("Finish(unknown id) = %+v, %v; want NotFound", r, err)
 	}
 }
@@ -213,19 +213,19 @@ func TestMaxTokensAndRemove(t *testing.T) {
 	f.begin("dave", "two", f.code(k, 0))
 	f.clk.add(30 * time.Second)
 	_, err := f.a.Begin(ctx, "dave", "three", f.code(k, 0))
-	if refusal(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "the most this site allows") {
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "the most this site allows") {
 		t.Fatalf("Begin(third of 2) = %v; want the bound", err)
 	}
-	if err := f.a.Remove(ctx, "dave", id1, "999999"); refusal(err) != syncbus.ErrRefused {
+	if err := f.a.Remove(ctx, "dave", id1, "999999"); refusalName(err) != syncbus.ErrRefused {
 		t.Fatalf("Remove(active, wrong proof) = %v; want a refusal", err)
 	}
-	if err := f.a.Remove(ctx, "dave", "nope", ""); refusal(err) != syncbus.ErrNotFound {
+	if err := f.a.Remove(ctx, "dave", "nope", ""); refusalName(err) != syncbus.ErrNotFound {
 		t.Fatalf("Remove(unknown) = %v; want NotFound", err)
 	}
 	if err := f.a.Rename(ctx, "dave", id1, "old phone"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.a.Rename(ctx, "dave", id1, "bad\x1bname"); refusal(err) != syncbus.ErrInvalid {
+	if err := f.a.Rename(ctx, "dave", id1, "bad\x1bname"); refusalName(err) != syncbus.ErrInvalid {
 		t.Fatalf("Rename(control characters) = %v; want Invalid", err)
 	}
 	f.clk.add(30 * time.Second)
@@ -237,7 +237,7 @@ func TestMaxTokensAndRemove(t *testing.T) {
 			t.Fatal("removed token still there")
 		}
 	}
-	if _, err := f.a.Bootstrap(ctx, "dave"); refusal(err) != syncbus.ErrRefused {
+	if _, err := f.a.Bootstrap(ctx, "dave"); refusalName(err) != syncbus.ErrRefused {
 		t.Errorf("Bootstrap = %v; want a refusal on a standalone node", err)
 	}
 }
@@ -248,7 +248,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	_, k, old := f.enroll("erin", "", "")
-	if _, err := f.a.BackupCodes(ctx, "erin", ""); refusal(err) != syncbus.ErrRefused {
+	if _, err := f.a.BackupCodes(ctx, "erin", ""); refusalName(err) != syncbus.ErrRefused {
 		t.Fatalf("BackupCodes(no proof) = %v; want a refusal", err)
 	}
 	for i := 0; i < f.cfg.RateLimit.FreeFailures+1; i++ {
@@ -256,7 +256,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 	}
 	f.clk.add(10 * time.Second) // the next time step, inside the 30 s back-off
 	_, err := f.a.BackupCodes(ctx, "erin", f.code(k, 0))
-	if refusal(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "try again in") {
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "try again in") {
 		t.Fatalf("BackupCodes(right code during back-off) = %v; want the back-off", err)
 	}
 	f.clk.add(f.cfg.RateLimit.InitialBackoff)
@@ -264,7 +264,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 	if err != nil || len(codes) == 0 || codes[0] == old[0] {
 		t.Fatalf("BackupCodes(after the back-off) = %d codes, %v; want a new set", len(codes), err)
 	}
-	if _, err := f.a.BackupCodes(ctx, "erin", old[1]); refusal(err) != syncbus.ErrRefused {
+	if _, err := f.a.BackupCodes(ctx, "erin", old[1]); refusalName(err) != syncbus.ErrRefused {
 		t.Errorf("an old backup code still proves: %v", err)
 	}
 }
@@ -286,7 +286,7 @@ func TestUnusableAccountName(t *testing.T) {
 	if err := store.ValidUser(user); err != nil {
 		t.Skipf("the store refuses %q itself: %v", user, err)
 	}
-	if _, err := f.a.Begin(ctx, user, "", ""); refusal(err) != syncbus.ErrInvalid {
+	if _, err := f.a.Begin(ctx, user, "", ""); refusalName(err) != syncbus.ErrInvalid {
 		t.Fatalf("Begin(%q) = %v; want Invalid", user, err)
 	}
 	if toks := f.tokens(user); len(toks) != 0 {

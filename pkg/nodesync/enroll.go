@@ -11,15 +11,17 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
 // maxEnrollAnswer bounds an enrollment answer of the registry.
 const maxEnrollAnswer = 64 << 10
 
-// RegistryError is a refusal of the registry's enrollment endpoints: the HTTP status and the
-// registry's sentence for the user (control characters replaced). It never holds a secret: the
-// registry puts none in an error.
+// RegistryError is an answer of the registry's enrollment endpoints that is not a refusal (a
+// status other than 400, 401, 403, 404, 409, 413 and 429): the HTTP status and the registry's
+// sentence (control characters replaced), for the log. It never holds a secret: the registry
+// puts none in an error. Refusals are *refusal.Error (refusalKind).
 type RegistryError struct {
 	Status  int
 	Message string
@@ -116,6 +118,9 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)
 		}
+		if kind, ok := refusalKind(resp.StatusCode); ok {
+			return &refusal.Error{Kind: kind, Message: msg}
+		}
 		return &RegistryError{Status: resp.StatusCode, Message: msg}
 	}
 	if len(data) > maxEnrollAnswer {
@@ -154,4 +159,22 @@ func (e *EnrollClient) Bootstrap(ctx context.Context, user string) (time.Time, e
 		err = errors.New("POST /v1/enroll/bootstrap: answer without sent")
 	}
 	return a.Expires, err
+}
+
+// refusalKind is the kind of refusal an HTTP status of the registry means (package refusal's
+// table, read back), false for a status that is no refusal.
+func refusalKind(status int) (refusal.Kind, bool) {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return refusal.Invalid, true
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return refusal.Refused, true
+	case http.StatusNotFound:
+		return refusal.NotFound, true
+	case http.StatusConflict:
+		return refusal.Conflict, true
+	case http.StatusTooManyRequests:
+		return refusal.TooMany, true
+	}
+	return "", false
 }

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
@@ -223,17 +223,8 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// enrollError is a refusal with an optional Retry-After.
-type enrollError struct {
-	status     int
-	msg        string
-	retryAfter time.Duration
-}
-
-func (e *enrollError) Error() string { return e.msg }
-
 func forbidden(format string, args ...any) error {
-	return &enrollError{status: http.StatusForbidden, msg: fmt.Sprintf(format, args...)}
+	return refusal.New(refusal.Refused, format, args...)
 }
 
 // Refusals a user sees (through the node's CLI).
@@ -269,18 +260,10 @@ func (s *Server) enrollHandler(f enrollFunc) http.Handler {
 		var v any
 		status, v, err = f(r, n, body)
 		if err != nil {
-			var he *httpError
-			var ee *enrollError
+			var re *refusal.Error
 			switch {
-			case errors.As(err, &ee):
-				status = ee.status
-				if ee.retryAfter > 0 {
-					w.Header().Set("Retry-After", strconv.Itoa(int(ee.retryAfter.Seconds()+0.999)))
-				}
-				writeError(w, status, ee.msg)
-			case errors.As(err, &he):
-				status = he.status
-				writeError(w, status, he.msg)
+			case errors.As(err, &re):
+				status = writeRefusal(w, re)
 			case errors.Is(err, context.Canceled):
 				status = 499
 			default:
@@ -320,8 +303,7 @@ func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn
 		x := &txn{Txn: t, s: s}
 		u, err := x.user(user)
 		if err != nil {
-			var he *httpError
-			if errors.As(err, &he) && he.status == http.StatusNotFound {
+			if isNotFound(err) {
 				return errNotInScope
 			}
 			return err
@@ -498,8 +480,8 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 	}
 	if e.now.Before(f.Until) {
 		left := f.Until.Sub(e.now)
-		return false, &enrollError{status: http.StatusTooManyRequests, retryAfter: left,
-			msg: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(left.Minutes())+1)}
+		return false, &refusal.Error{Kind: refusal.TooMany, RetryAfter: left,
+			Message: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(left.Minutes())+1)}
 	}
 	if strings.TrimSpace(proof) == "" {
 		if kinds.codes {
@@ -965,8 +947,8 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 		}
 		var old store.BackupCode
 		if err := e.getJSON(prefixBoot+q.User, &old); err == nil && e.now.Sub(old.Created) < bootstrapEvery {
-			return &enrollError{status: http.StatusTooManyRequests, retryAfter: bootstrapEvery - e.now.Sub(old.Created),
-				msg: "a bootstrap code was mailed less than a minute ago; check your mail"}
+			return &refusal.Error{Kind: refusal.TooMany, RetryAfter: bootstrapEvery - e.now.Sub(old.Created),
+				Message: "a bootstrap code was mailed less than a minute ago; check your mail"}
 		}
 		to = e.u.Mail
 		if err := e.putJSON(prefixBoot+q.User, recs[0]); err != nil {

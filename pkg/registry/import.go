@@ -108,8 +108,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 				if !ok {
 					var err error
 					u, err = x.user(c.User)
-					var he *httpError
-					if errors.As(err, &he) && he.status == http.StatusNotFound {
+					if isNotFound(err) {
 						u = User{Name: c.User, Scopes: append([]string{}, scopes...), Created: s.now().UTC()}
 						if err := x.putJSON(prefixUser+u.Name, u); err != nil {
 							return err

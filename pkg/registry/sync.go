@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/version"
@@ -532,10 +533,9 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		var he *httpError
-		if errors.As(err, &he) {
+		if re, ok := refusal.As(err); ok {
 			s.log.Warn("used report refused", "node", n.Name, "err", err)
-			writeError(w, he.status, he.msg)
+			writeRefusal(w, re)
 			return
 		}
 		s.log.Error("used report", "node", n.Name, "err", err)
