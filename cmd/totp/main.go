@@ -18,6 +18,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -131,7 +132,7 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		err = c.BackupCodes(ctx)
 	}
 	if err != nil {
-		var ue *enrollcli.UserError
+		var ue *refusal.Error
 		if errors.As(err, &ue) {
 			fmt.Fprintf(stderr, "totp: %s\n", enrollcli.Clean(ue.Message))
 		} else {

@@ -22,7 +22,7 @@
 // on a standalone node the local authority of package localenroll, which totp-syncd passes in; a
 // node with neither answers Error.Unavailable. Refusals of either are *refusal.Error (the registry's
 // as nodesync reads them: 401, 403, 409 and 429 are Refused, 404 NotFound, 400 Invalid) and keep
-// their sentence under the D-Bus name of their kind (ErrorName); an unreachable registry is
+// their sentence under the D-Bus name of their kind (syncbus.ErrorName); an unreachable registry is
 // Unavailable. BeginEnrollmentFor and FinishEnrollmentFor take
 // a user name and answer only root (uid 0 as the bus reports it): the PAM helper enrolling a user
 // in grace at login; they take no proof, so they only ever start a first token. The otpauth URI,

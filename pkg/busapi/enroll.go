@@ -66,7 +66,7 @@ func checkArgs(args ...string) *dbus.Error {
 func (s *Service) registryError(method string, c caller, err error) *dbus.Error {
 	if ref, ok := refusal.As(err); ok {
 		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "kind", string(ref.Kind), "reason", ref.Message)
-		return busError(ErrorName(ref.Kind), ref.Message)
+		return busError(syncbus.ErrorName(ref.Kind), ref.Message)
 	}
 	if s.o.Config.Sync.Registry == "" {
 		s.o.Log.Error("D-Bus "+method+": local enrollment failed", "user", c.name, "uid", c.uid, "err", err)

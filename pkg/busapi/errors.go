@@ -3,27 +3,12 @@ package busapi
 import (
 	"github.com/godbus/dbus/v5"
 
-	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
 // busError returns a D-Bus error of the given name with one sentence.
 func busError(name, sentence string) *dbus.Error {
 	return dbus.NewError(name, []any{sentence})
-}
-
-// ErrorName is the D-Bus error name of a refusal of kind k (package refusal's table).
-func ErrorName(k refusal.Kind) string {
-	switch k {
-	case refusal.Invalid:
-		return syncbus.ErrInvalid
-	case refusal.NotFound:
-		return syncbus.ErrNotFound
-	case refusal.Refused, refusal.Conflict, refusal.TooMany:
-		return syncbus.ErrRefused
-	default:
-		return syncbus.ErrUnavailable
-	}
 }
 
 var (

@@ -17,7 +17,7 @@ import (
 	"unicode"
 
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
-	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -81,15 +81,15 @@ func (c *CLI) secret(prompt string) (string, error) {
 
 // isProofRequired reports whether err is the registry's refusal for a missing proof.
 func isProofRequired(err error) bool {
-	var ue *UserError
-	return errors.As(err, &ue) && ue.Name == syncbus.ErrRefused && strings.HasPrefix(ue.Message, "a proof is required")
+	var ue *refusal.Error
+	return errors.As(err, &ue) && ue.Kind == refusal.Refused && strings.HasPrefix(ue.Message, "a proof is required")
 }
 
 // isBootstrapRequired reports whether err is the registry's refusal of a first token without
 // a mailed bootstrap code.
 func isBootstrapRequired(err error) bool {
-	var ue *UserError
-	return errors.As(err, &ue) && ue.Name == syncbus.ErrRefused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
+	var ue *refusal.Error
+	return errors.As(err, &ue) && ue.Kind == refusal.Refused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
 }
 
 // BootstrapPrompt asks for the one-time code the registry mailed.
@@ -100,12 +100,12 @@ const BootstrapPrompt = "One-time code from the mail: "
 func (c *CLI) bootstrap(ctx context.Context) (string, error) {
 	c.printf("This site mails you a one-time code before your first token.\n")
 	exp, err := c.Svc.RequestBootstrapCode(ctx)
-	var ue *UserError
+	var ue *refusal.Error
 	switch {
 	case err == nil:
 		c.printf("It was sent to your mail address on record and works once, until %s.\n",
 			time.Unix(exp, 0).Format("15:04"))
-	case errors.As(err, &ue) && ue.Name == syncbus.ErrRefused && strings.Contains(ue.Message, "less than a minute ago"):
+	case errors.As(err, &ue) && ue.Kind == refusal.Refused && strings.Contains(ue.Message, "less than a minute ago"):
 		c.printf("%s.\n", Clean(ue.Message))
 	default:
 		return "", err
@@ -141,7 +141,7 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 	key, err := totp.ParseURI(uri)
 	if err != nil {
 		// The URI is a secret: the error does not show it.
-		return &UserError{Message: "totp-syncd sent an otpauth URI that cannot be used; ask your administrators"}
+		return &refusal.Error{Kind: refusal.Unavailable, Message: "totp-syncd sent an otpauth URI that cannot be used; ask your administrators"}
 	}
 	c.printf("New token %s for %s, pending until a code from it is entered (by %s).\n\n",
 		Clean(id), Clean(key.Account), time.Unix(expires, 0).Format("15:04"))
@@ -198,13 +198,13 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 			c.printf("That code belongs to another time: your phone's clock seems about %d seconds %s. "+
 				"Let the phone set its time automatically, then type the code it shows now.\n", n, dir)
 		case "expired":
-			return &UserError{Message: "the enrollment expired (10 minutes); run totp enroll again"}
+			return &refusal.Error{Kind: refusal.Refused, Message: "the enrollment expired (10 minutes); run totp enroll again"}
 		default:
-			return &UserError{Message: fmt.Sprintf("unexpected answer %q from totp-syncd", Clean(status))}
+			return &refusal.Error{Kind: refusal.Unavailable, Message: fmt.Sprintf("unexpected answer %q from totp-syncd", Clean(status))}
 		}
 	}
 	if !verified {
-		return &UserError{Message: fmt.Sprintf("no code verified in %d tries; token %s stays pending until it expires. Run totp enroll again", Attempts, Clean(id))}
+		return &refusal.Error{Kind: refusal.Refused, Message: fmt.Sprintf("no code verified in %d tries; token %s stays pending until it expires. Run totp enroll again", Attempts, Clean(id))}
 	}
 	c.printf("Security code verified: token %s is registered.\n", Clean(id))
 	if len(codes) > 0 {

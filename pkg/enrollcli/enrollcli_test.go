@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
@@ -26,7 +27,7 @@ var fakeURI = totp.Key{Issuer: "HPC", Account: "ann", Secret: []byte("1234567890
 func (f *fake) BeginEnrollment(_ context.Context, name, proof string) (string, string, int64, error) {
 	f.proofs = append(f.proofs, proof)
 	if proof == "" {
-		return "", "", 0, &UserError{Name: syncbus.ErrRefused, Message: "a proof is required: a current code of one of your tokens, or a backup code"}
+		return "", "", 0, &refusal.Error{Kind: refusal.Refused, Message: "a proof is required: a current code of one of your tokens, or a backup code"}
 	}
 	return "t\x1b[31m2", fakeURI, time.Now().Add(10 * time.Minute).Unix(), nil
 }
@@ -116,7 +117,7 @@ type bootFake struct {
 func (f *bootFake) BeginEnrollment(_ context.Context, name, proof string) (string, string, int64, error) {
 	f.proofs = append(f.proofs, proof)
 	if proof != "BOOT-CODE" {
-		return "", "", 0, &UserError{Name: syncbus.ErrRefused, Message: "a bootstrap code is required for a first token: request one by mail first"}
+		return "", "", 0, &refusal.Error{Kind: refusal.Refused, Message: "a bootstrap code is required for a first token: request one by mail first"}
 	}
 	return "t1", fakeURI, time.Now().Add(10 * time.Minute).Unix(), nil
 }
@@ -139,9 +140,9 @@ func TestEnrollBootstrap(t *testing.T) {
 		want       string
 	}{
 		{name: "mailed", want: "sent to your mail address on record"},
-		{name: "mailed a moment ago", requestErr: &UserError{Name: syncbus.ErrRefused,
+		{name: "mailed a moment ago", requestErr: &refusal.Error{Kind: refusal.Refused,
 			Message: "a bootstrap code was mailed less than a minute ago; check your mail"}, want: "check your mail."},
-		{name: "no mail address", requestErr: &UserError{Name: syncbus.ErrRefused,
+		{name: "no mail address", requestErr: &refusal.Error{Kind: refusal.Refused,
 			Message: "there is no mail address on record for you; ask the helpdesk to enroll you"}, wantErr: "no mail address"},
 	}
 	for _, tt := range tests {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -109,7 +108,7 @@ func (f *fixture) tokens(user string) []store.Token {
 // refusalName is the D-Bus error name the refusal in err reaches the user with, "" for none.
 func refusalName(err error) string {
 	if r, ok := refusal.As(err); ok {
-		return busapi.ErrorName(r.Kind)
+		return syncbus.ErrorName(r.Kind)
 	}
 	return ""
 }

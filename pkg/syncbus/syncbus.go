@@ -26,6 +26,7 @@ import (
 	"os"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 )
 
 // The service's bus name, interface and object.
@@ -46,6 +47,36 @@ const (
 	ErrNotFound    = Interface + ".Error.NotFound"    // no such token of the caller
 	ErrInvalid     = Interface + ".Error.Invalid"     // a malformed argument
 )
+
+// ErrorName is the D-Bus error name of a refusal of kind k: the error meant for a person
+// (package refusal) as the service sends it.
+func ErrorName(k refusal.Kind) string {
+	switch k {
+	case refusal.Invalid:
+		return ErrInvalid
+	case refusal.NotFound:
+		return ErrNotFound
+	case refusal.Refused, refusal.Conflict, refusal.TooMany:
+		return ErrRefused
+	default:
+		return ErrUnavailable
+	}
+}
+
+// KindOf is the kind of refusal a D-Bus error name means, read back by callers: Unavailable for
+// any name but Refused, NotFound and Invalid.
+func KindOf(name string) refusal.Kind {
+	switch name {
+	case ErrInvalid:
+		return refusal.Invalid
+	case ErrNotFound:
+		return refusal.NotFound
+	case ErrRefused:
+		return refusal.Refused
+	default:
+		return refusal.Unavailable
+	}
+}
 
 // Address is address, else $DBUS_SYSTEM_BUS_ADDRESS, else SystemBus.
 func Address(address string) string {
