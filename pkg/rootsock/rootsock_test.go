@@ -29,8 +29,8 @@ func (fakeHandler) FinishEnrollmentFor(_ context.Context, user, id, code string)
 	return Finished{Status: "active", BackupCodes: []string{"b1"}}, nil
 }
 
-// serve starts Serve on a socket in a fresh root 0700 directory.
-func serve(t *testing.T) string {
+// listen makes a socket in a fresh root 0700 directory.
+func listen(t *testing.T) (string, *net.UnixListener) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the socket must be root's: run as root")
@@ -40,9 +40,18 @@ func serve(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("Listen(%s) = %v", path, err)
 	}
+	return path, ln
+}
+
+// serve starts Serve with fakeHandler on a fresh socket.
+func serve(t *testing.T) string {
+	t.Helper()
+	path, ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, fakeHandler{}, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- Serve(ctx, ln, fakeHandler{}, time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -108,14 +117,7 @@ func TestClientRefusesUnsafeSocket(t *testing.T) {
 // A daemon that accepts and never answers costs the caller its deadline, not a hang.
 func TestClientBoundedBySilentDaemon(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("the socket must be root's: run as root")
-	}
-	path := filepath.Join(t.TempDir(), "run", FileName)
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, ln := listen(t)
 	defer ln.Close()
 	go func() {
 		for {
@@ -129,7 +131,7 @@ func TestClientBoundedBySilentDaemon(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = (&Client{Path: path}).BeginFor(ctx, "alice", "")
+	_, err := (&Client{Path: path}).BeginFor(ctx, "alice", "")
 	if err == nil || time.Since(start) > 2*time.Second {
 		t.Fatalf("BeginFor against a silent daemon = %v after %v, want an error at the deadline", err, time.Since(start))
 	}
