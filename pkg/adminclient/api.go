@@ -15,6 +15,18 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
+// The admin API's types are package registryapi's, named here for this package's callers.
+type (
+	Removed       = registryapi.Removed
+	Passcode      = registryapi.Passcode
+	Node          = registryapi.Node
+	NewNode       = registryapi.NewNode
+	GAResult      = registryapi.GAResult
+	AuditCheck    = registryapi.AuditCheck
+	CompactResult = registryapi.CompactResult
+	Status        = registryapi.Status
+)
+
 // User is a registry user.
 type User struct {
 	Name   string   `json:"name"`
@@ -64,48 +76,6 @@ const (
 	Pending  = "pending"
 )
 
-// Removed is what a reset or a user's removal took away.
-type Removed struct {
-	Tokens      int `json:"tokens"`
-	BackupCodes int `json:"backup_codes"`
-}
-
-// Passcode is a helpdesk one-time passcode, shown once.
-type Passcode struct {
-	Code    string    `json:"code"`
-	Expires time.Time `json:"expires"`
-}
-
-// Node is a login node as the registry knows it. The sync fields come from the node's last
-// acknowledgement; they are zero when it has not acknowledged anything since the registry started.
-type Node struct {
-	Name    string    `json:"name"`
-	Scope   string    `json:"scope"`
-	Created time.Time `json:"created,omitzero"`
-	// AppliedRev is the registry revision the node applied, Count its record count there.
-	AppliedRev int64 `json:"applied_rev"`
-	Count      int64 `json:"count"`
-	// DigestOK says whether the node's digest agreed with the registry's; nil when it was not
-	// compared.
-	DigestOK *bool `json:"digest_ok"`
-	// LastContact is when the node was last heard from (zero: not since the registry started).
-	LastContact time.Time `json:"last_contact,omitzero"`
-	// LagMS is the delay the node reported for its last batch.
-	LagMS int64 `json:"lag_ms"`
-	// Behind is how many revisions the registry is ahead of AppliedRev.
-	Behind int64 `json:"behind"`
-	// Version is the node's totp-syncd version, Streams its open watch streams.
-	Version string `json:"version,omitempty"`
-	Streams int    `json:"streams"`
-}
-
-// NewNode is the answer to AddNode: the credential is shown once and never again.
-type NewNode struct {
-	Name       string `json:"name"`
-	Scope      string `json:"scope"`
-	Credential string `json:"credential"`
-}
-
 // ImportResult is the answer to ImportCSV.
 type ImportResult struct {
 	Added        int `json:"added"`         // tokens added
@@ -136,19 +106,6 @@ type ImportOptions struct {
 	Digits, Period int
 }
 
-// GAResult is the answer to ImportGA.
-type GAResult struct {
-	ID    string     `json:"id"` // the token's id
-	Token token.Info `json:"token"`
-	// Already: the user had this token; nothing was written.
-	Already bool `json:"already"`
-	// Scratch is the number of scratch codes imported as backup codes, Replaced the number of
-	// backup codes they replaced.
-	Scratch  int      `json:"scratch"`
-	Replaced int      `json:"replaced"`
-	Ignored  []string `json:"ignored"`
-}
-
 // AuditRecord is one entry of the registry's hash-chained audit log.
 type AuditRecord struct {
 	Seq      int64     `json:"seq"`
@@ -160,30 +117,6 @@ type AuditRecord struct {
 	Revision int64     `json:"revision,omitempty"`
 	Prev     string    `json:"prev"`
 	Hash     string    `json:"hash"`
-}
-
-// AuditCheck is the answer to VerifyAudit.
-type AuditCheck struct {
-	OK bool `json:"ok"`
-	// Records is the number of records checked, Head the last one's hash.
-	Records int64  `json:"records"`
-	Head    string `json:"head,omitempty"`
-	// BadSeq is the first record that breaks the chain and Error says how, when OK is false.
-	BadSeq int64  `json:"bad_seq,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
-
-// CompactResult is the answer to Compact.
-type CompactResult struct {
-	Compacted int64 `json:"compacted"`
-	Revision  int64 `json:"revision"`
-}
-
-// Status is the answer of the unauthenticated GET /v1/status.
-type Status struct {
-	Revision  int64  `json:"revision"`
-	Compacted int64  `json:"compacted"`
-	Version   string `json:"version"`
 }
 
 // list decodes a listing given as a JSON array or as an object holding the array under key.

@@ -170,7 +170,7 @@ func TestRequests(t *testing.T) {
 		{"remove user", 200, `{"name":"alice","tokens":1,"backup_codes":10}`,
 			func(c *Client) (any, error) { return c.RemoveUser(ctx, "alice") },
 			seen{Method: "DELETE", Path: "/v1/admin/users/alice", Reason: "ticket 42"}, nil,
-			Removed{Tokens: 1, BackupCodes: 10}},
+			Removed{Name: "alice", Tokens: 1, BackupCodes: 10}},
 		{"list tokens", 200, `{"tokens":[{"user":"alice","id":"0a1b2c3d","name":"phone","algorithm":"SHA1","digits":6,"period":30,"state":"active"}]}`,
 			func(c *Client) (any, error) { return c.Tokens(ctx, "alice") },
 			seen{Method: "GET", Path: "/v1/admin/users/alice/tokens"}, nil,

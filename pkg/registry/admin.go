@@ -11,6 +11,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
 // Request body bounds.
@@ -185,5 +186,5 @@ func (s *Server) compact(r *http.Request, actor string, body []byte) (int, any, 
 			return 0, nil, err
 		}
 	}
-	return http.StatusOK, map[string]int64{"revision": rev, "compacted": s.store.CompactedRev()}, nil
+	return http.StatusOK, registryapi.CompactResult{Revision: rev, Compacted: s.store.CompactedRev()}, nil
 }

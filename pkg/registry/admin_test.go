@@ -147,7 +147,7 @@ func TestAdminFlows(t *testing.T) {
 			}},
 		{name: "audit verify", method: "GET", path: "/v1/admin/audit/verify", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var v AuditVerification
+				var v registryapi.AuditCheck
 				json.Unmarshal(raw, &v)
 				if !v.OK || v.Records < 10 {
 					t.Errorf("verify = %s, want ok", raw)
@@ -311,7 +311,7 @@ func TestImportGA(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.addUser("ann", "alpha")
 	file := "JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3 30\n\" WINDOW_SIZE 17\n\" TOTP_AUTH\n12345678\n87654321\n"
-	var rep GAReport
+	var rep registryapi.GAResult
 	e.mustAdmin(200, "POST", "/v1/admin/import/google-authenticator?user=ann", file, &rep)
 	if rep.Already || rep.Scratch != 2 || rep.ID == "" || rep.Token.Name != "google-authenticator" {
 		t.Errorf("import = %+v, want a new token with 2 scratch codes", rep)

@@ -13,8 +13,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
-	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -249,16 +249,6 @@ func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotice
 	}
 }
 
-// GAReport is the answer of a google-authenticator import.
-type GAReport struct {
-	ID       string     `json:"id"`
-	Token    token.Info `json:"token"`
-	Already  bool       `json:"already"`
-	Scratch  int        `json:"scratch"`
-	Replaced int        `json:"replaced"`
-	Ignored  []string   `json:"ignored"`
-}
-
 // importGA answers POST /v1/admin/import/google-authenticator?user=NAME: the file's secret
 // becomes an active token named admin.GAName and its scratch codes the user's backup codes
 // (replacing the old set). A file already imported changes nothing.
@@ -280,7 +270,7 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		}
 		codes = append(codes, c)
 	}
-	rep := GAReport{Ignored: f.Ignored}
+	rep := registryapi.GAResult{Ignored: f.Ignored}
 	if rep.Ignored == nil {
 		rep.Ignored = []string{}
 	}

@@ -196,7 +196,7 @@ func TestImportGANotifies(t *testing.T) {
 	e := newEnrollEnv(t, nil)
 	const secret = "JBSWY3DPEHPK3PXP"
 	file := secret + "\n\" TOTP_AUTH\n12345678\n87654321\n"
-	var rep GAReport
+	var rep registryapi.GAResult
 	e.mustAdmin(200, "POST", "/v1/admin/import/google-authenticator?user=ann", file, &rep)
 	checkNotice(t, e.box.take(), "ann@example.org", "new token added",
 		[]string{fmt.Sprintf(`"google-authenticator" (id %s) was added`, rep.ID), "2 scratch codes are now your backup codes"},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
 
@@ -323,13 +324,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, registryapi.ErrorAnswer{Error: msg})
 }
 
 // handleStatus answers GET /v1/status (no authentication).
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"revision": s.store.Rev(), "compacted": s.store.CompactedRev(),
-		"version": versionString()})
+	writeJSON(w, http.StatusOK, registryapi.Status{Revision: s.store.Rev(), Compacted: s.store.CompactedRev(),
+		Version: versionString()})
 }
 
 // scopeOf checks ?scope= against the node's scope: 403 for another.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
@@ -357,7 +358,7 @@ func TestAckAndNodeList(t *testing.T) {
 			}
 		})
 	}
-	var nodes []NodeView
+	var nodes []registryapi.Node
 	e.mustAdmin(200, "GET", "/v1/admin/nodes", nil, &nodes)
 	if len(nodes) != 1 || nodes[0].AppliedRev != rev || nodes[0].DigestOK == nil || !*nodes[0].DigestOK ||
 		nodes[0].LastContact.IsZero() || nodes[0].LagMS != 3 {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
@@ -128,7 +129,7 @@ func TestUsedDeletes(t *testing.T) {
 	if len(after) != 2 || actions["backup_code_used"] != 1 || actions["passcode_used"] != 1 {
 		t.Errorf("audit records after the report = %+v, want one backup_code_used and one passcode_used", after)
 	}
-	var v AuditVerification
+	var v registryapi.AuditCheck
 	e.mustAdmin(200, "GET", "/v1/admin/audit/verify", nil, &v)
 	if !v.OK {
 		t.Errorf("audit chain after used reports: %+v", v)

@@ -372,7 +372,7 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 		s.notifyUser(u, "second factor removed", fmt.Sprintf("Your account was removed from the second factor registry, "+
 			"with its tokens (%d) and backup codes (%d); they no longer work.", nt, nc), "administrator "+actor)
 	}
-	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, nil
+	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, nil
 }
 
 func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, error) {
@@ -585,7 +585,7 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 	if err == nil {
 		s.notify(r.Context(), name, "second factor reset", fmt.Sprintf("All tokens (%d) and backup codes (%d) of your account were removed; you can enroll a new token.", nt, nc), "administrator "+actor)
 	}
-	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
+	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, err
 }
 
 // replaceCodes removes a user's codes for which drop is true, then writes recs.
@@ -635,7 +635,7 @@ func (s *Server) newBackupCodes(r *http.Request, actor string, body []byte) (int
 		return 0, nil, err
 	}
 	s.notify(r.Context(), name, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", "administrator "+actor)
-	return http.StatusOK, map[string]any{"codes": plain}, nil
+	return http.StatusOK, registryapi.BackupCodes{Codes: plain}, nil
 }
 
 func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -662,5 +662,5 @@ func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, a
 		return 0, nil, err
 	}
 	s.notify(r.Context(), name, "one-time passcode issued", fmt.Sprintf("A one-time passcode for your account was issued, valid until %s.", recs[0].Expires.Format("2006-01-02 15:04 MST")), "administrator "+actor)
-	return http.StatusOK, map[string]any{"code": plain[0], "expires": recs[0].Expires}, nil
+	return http.StatusOK, registryapi.Passcode{Code: plain[0], Expires: recs[0].Expires}, nil
 }
