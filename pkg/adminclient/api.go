@@ -17,6 +17,7 @@ import (
 
 // The admin API's types are package registryapi's, named here for this package's callers.
 type (
+	User          = registryapi.User
 	Removed       = registryapi.Removed
 	Passcode      = registryapi.Passcode
 	Node          = registryapi.Node
@@ -26,18 +27,6 @@ type (
 	CompactResult = registryapi.CompactResult
 	Status        = registryapi.Status
 )
-
-// User is a registry user.
-type User struct {
-	Name   string   `json:"name"`
-	Mail   string   `json:"mail,omitempty"`
-	Scopes []string `json:"scopes"`
-	// Tokens and BackupCodes count the user's records (backup codes include unexpired
-	// helpdesk passcodes).
-	Tokens      int       `json:"tokens"`
-	BackupCodes int       `json:"backup_codes"`
-	Created     time.Time `json:"created,omitzero"`
-}
 
 // NewUser is the body of POST /v1/admin/users.
 type NewUser struct {

@@ -35,7 +35,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "create user", method: "POST", path: "/v1/admin/users",
 			body: map[string]any{"name": "ann", "mail": "ann@example.org", "scopes": []string{"b", "a", "a"}}, want: 201,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var u UserView
+				var u registryapi.User
 				json.Unmarshal(raw, &u)
 				if strings.Join(u.Scopes, ",") != "a,b" {
 					t.Errorf("scopes = %v, want [a b]", u.Scopes)
@@ -108,7 +108,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "backup codes again keep the passcode", method: "POST", path: "/v1/admin/users/ann/backup-codes", want: 200},
 		{name: "counts", method: "GET", path: "/v1/admin/users", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var l []UserView
+				var l []registryapi.User
 				json.Unmarshal(raw, &l)
 				if len(l) != 1 || l[0].Tokens != 3 || l[0].BackupCodes != 11 {
 					t.Errorf("users = %s, want ann with 3 tokens and 11 codes", raw)
@@ -299,7 +299,7 @@ func TestImportCSV(t *testing.T) {
 			}
 		})
 	}
-	var u UserView
+	var u registryapi.User
 	e.mustAdmin(200, "GET", "/v1/admin/users/bob", nil, &u)
 	if len(u.Scopes) != 1 || u.Scopes[0] != "alpha" || u.Tokens != 1 {
 		t.Errorf("bob = %+v, want scope alpha and one token", u)

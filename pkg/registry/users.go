@@ -205,11 +205,10 @@ func validTokenName(n string) bool {
 	return strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }) < 0
 }
 
-// UserView is a user with its record counts.
-type UserView struct {
-	User
-	Tokens      int `json:"tokens"`
-	BackupCodes int `json:"backup_codes"`
+// userView is u as the admin API shows it, with its record counts.
+func userView(u User, tokens, backupCodes int) registryapi.User {
+	return registryapi.User{Name: u.Name, Mail: u.Mail, Scopes: u.Scopes, Tokens: tokens,
+		BackupCodes: backupCodes, Created: u.Created}
 }
 
 // tokenInfo is what listings show of t.
@@ -259,11 +258,11 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 		}
 		return x.putJSON(prefixUser+u.Name, u)
 	})
-	return http.StatusCreated, UserView{User: u}, err
+	return http.StatusCreated, userView(u, 0, 0), err
 }
 
 func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error) {
-	out := []UserView{}
+	out := []registryapi.User{}
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		c, err := counts(tx, "")
 		if err != nil {
@@ -274,7 +273,7 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 			if err := json.Unmarshal(kvp.Value, &u); err != nil {
 				return fmt.Errorf("decode %s: %w", kvp.Key, err)
 			}
-			out = append(out, UserView{User: u, Tokens: c[u.Name][0], BackupCodes: c[u.Name][1]})
+			out = append(out, userView(u, c[u.Name][0], c[u.Name][1]))
 			return nil
 		})
 	})
@@ -282,14 +281,14 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 }
 
 func (s *Server) getUser(r *http.Request, _ string, _ []byte) (int, any, error) {
-	var v UserView
+	var v registryapi.User
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		u, err := (&txn{Txn: tx, s: s}).user(r.PathValue("name"))
 		if err != nil {
 			return err
 		}
 		c, err := counts(tx, u.Name)
-		v = UserView{User: u, Tokens: c[u.Name][0], BackupCodes: c[u.Name][1]}
+		v = userView(u, c[u.Name][0], c[u.Name][1])
 		return err
 	})
 	return http.StatusOK, v, err
@@ -301,7 +300,7 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 		return 0, nil, err
 	}
 	name := r.PathValue("name")
-	var v UserView
+	var v registryapi.User
 	_, err = s.change(r.Context(), actor, "user.update", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		u, err := x.user(name)
 		if err != nil {
@@ -333,7 +332,7 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 			}
 		}
 		c, err := counts(x, name)
-		v = UserView{User: u, Tokens: c[name][0], BackupCodes: c[name][1]}
+		v = userView(u, c[name][0], c[name][1])
 		if err != nil {
 			return err
 		}

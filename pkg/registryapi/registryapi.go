@@ -133,6 +133,18 @@ func (a *AddedToken) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// User is a registry user as the admin API shows it.
+type User struct {
+	Name   string   `json:"name"`
+	Mail   string   `json:"mail,omitempty"`
+	Scopes []string `json:"scopes"`
+	// Tokens and BackupCodes count the user's records (backup codes include unexpired
+	// helpdesk passcodes).
+	Tokens      int       `json:"tokens"`
+	BackupCodes int       `json:"backup_codes"`
+	Created     time.Time `json:"created"`
+}
+
 // Removed is what a reset or a user's removal took away.
 type Removed struct {
 	Name        string `json:"name"`
