@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
@@ -52,7 +53,7 @@ func TestUsedReported(t *testing.T) {
 	f.mu.Lock()
 	got := f.used
 	f.mu.Unlock()
-	want := []usedBody{{Used: []usedMark{{Key: "b/alice/c1", At: used}}}, {Used: []usedMark{{Key: "b/alice/c2", At: used}}}}
+	want := []registryapi.UsedReport{{Used: []registryapi.UsedMark{{Key: "b/alice/c1", At: used}}}, {Used: []registryapi.UsedMark{{Key: "b/alice/c2", At: used}}}}
 	if len(got) != len(want) {
 		t.Fatalf("used reports = %+v, want %+v", got, want)
 	}

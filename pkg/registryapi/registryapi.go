@@ -25,6 +25,28 @@ const (
 	PathEnrollBootstrap   = "/v1/enroll/bootstrap"    // BootstrapRequest -> BootstrapSent
 )
 
+// Bodies a node posts besides the sync stream (docs/sync-protocol.md).
+
+// Ack is POST /v1/sync/ack's body: what the node applied.
+type Ack struct {
+	Rev     int64  `json:"rev"`
+	Count   int64  `json:"count"`
+	Digest  string `json:"digest"`
+	LagMS   int64  `json:"lag_ms"`
+	Version string `json:"version"`
+}
+
+// UsedReport is POST /v1/sync/used's body: backup codes and passcodes the node accepted.
+type UsedReport struct {
+	Used []UsedMark `json:"used"`
+}
+
+// UsedMark is one used record: its key ("b/USER/ID") and when it was used.
+type UsedMark struct {
+	Key string    `json:"key"`
+	At  time.Time `json:"at"`
+}
+
 // ErrorAnswer is the body of every refusal: one plain sentence meant for the person behind the
 // request (no secret), with the HTTP status saying its kind (400 invalid, 401/403 refused, 404 not
 // found, 409 conflict, 429 too many tries, with Retry-After).
