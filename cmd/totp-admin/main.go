@@ -24,7 +24,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -421,9 +421,9 @@ func tokenChange(e *env, verb string, args []string) error {
 	case "remove":
 		t, err = a.RemoveToken(u, id)
 	case "disable":
-		t, err = a.SetState(u, id, store.Disabled)
+		t, err = a.SetState(u, id, token.Disabled)
 	case "enable":
-		t, err = a.SetState(u, id, store.Active)
+		t, err = a.SetState(u, id, token.Active)
 	}
 	if err != nil {
 		return err

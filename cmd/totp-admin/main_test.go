@@ -19,6 +19,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -95,9 +96,9 @@ func (s *site) run(t *testing.T, stdin string, args ...string) result {
 	return result{out.String(), errb.String(), code}
 }
 
-func (s *site) tokens(t *testing.T, user string) []store.Token {
+func (s *site) tokens(t *testing.T, user string) []token.Token {
 	t.Helper()
-	var toks []store.Token
+	var toks []token.Token
 	err := store.NewTokens(s.opts()).View(func(x *store.TokensTx) error {
 		var err error
 		toks, err = x.UserTokens(user)
@@ -241,7 +242,7 @@ func TestTokenAdd(t *testing.T) {
 				}
 				return
 			}
-			if len(toks) != 1 || toks[0].State != store.Active {
+			if len(toks) != 1 || toks[0].State != token.Active {
 				t.Fatalf("tokens = %+v, want one active", toks)
 			}
 			if tc.args == nil { // verified: the code's step is stored, so it cannot be replayed
@@ -293,7 +294,7 @@ func TestTokenAddInterrupted(t *testing.T) {
 			t.Fatalf("no prompt: %v\n%s", err, out.String())
 		}
 	}
-	if got := s.tokens(t, "alice"); len(got) != 1 || got[0].State != store.Pending {
+	if got := s.tokens(t, "alice"); len(got) != 1 || got[0].State != token.Pending {
 		t.Fatalf("tokens while asking = %+v, want one pending", got)
 	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -322,8 +323,8 @@ func TestTokenManage(t *testing.T) {
 	}
 	// A pending token, as a crashed enrollment or a registry would leave it.
 	if err := store.NewTokens(s.opts()).Update(func(x *store.TokensTx) error {
-		return x.PutToken(store.Token{User: "bob", ID: "pend0001", Name: "pending name", Algorithm: totp.SHA1,
-			Digits: 6, Period: 30, Secret: secretBytes, State: store.Pending, Created: time.Unix(1700000000, 0)})
+		return x.PutToken(token.Token{User: "bob", ID: "pend0001", Name: "pending name", Algorithm: totp.SHA1,
+			Digits: 6, Period: 30, Secret: secretBytes, State: token.Pending, Created: time.Unix(1700000000, 0)})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func TestBackupCodes(t *testing.T) {
 		}
 		sets = append(sets, codes)
 	}
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	if err := store.NewTokens(s.opts()).View(func(x *store.TokensTx) error {
 		var err error
 		recs, err = x.BackupCodes("alice")
@@ -455,7 +456,7 @@ func TestImportCSV(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "Imported 2 tokens") {
 			t.Fatal(r)
 		}
-		if toks := s.tokens(t, "alice"); len(toks) != 1 || toks[0].Name != "phone" || toks[0].State != store.Active {
+		if toks := s.tokens(t, "alice"); len(toks) != 1 || toks[0].Name != "phone" || toks[0].State != token.Active {
 			t.Fatalf("alice: %+v", toks)
 		}
 		r = s.run(t, good, "import", "csv", "-")
@@ -512,7 +513,7 @@ func TestImportCSV(t *testing.T) {
 			10000/elapsed.Seconds(), strings.TrimSpace(r.stdout))
 		n := 0
 		_ = store.NewTokens(s.opts()).View(func(x *store.TokensTx) error {
-			return x.ForEachToken(func(tok store.Token) error {
+			return x.ForEachToken(func(tok token.Token) error {
 				n++
 				if totp.EncodeSecret(tok.Secret) != secrets[tok.User] {
 					t.Errorf("user %s: wrong secret", tok.User)
@@ -566,7 +567,7 @@ func TestImportGA(t *testing.T) {
 		t.Fatal(r)
 	}
 	toks := s.tokens(t, "alice")
-	if len(toks) != 1 || toks[0].Name != "google-authenticator" || toks[0].State != store.Active ||
+	if len(toks) != 1 || toks[0].Name != "google-authenticator" || toks[0].State != token.Active ||
 		totp.EncodeSecret(toks[0].Secret) != secret {
 		t.Fatalf("tokens: %+v", toks)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -561,9 +562,9 @@ func enrollment(t adminclient.AddedToken) (*admin.Enrollment, error) {
 	if err := key.Validate(); err != nil {
 		return nil, bad("the token is not valid")
 	}
-	tok := store.Token{
+	tok := token.Token{
 		User: t.User, ID: t.ID, Name: t.Name, Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period,
-		Secret: secret, State: store.TokenState(t.State), Created: t.Created,
+		Secret: secret, State: token.State(t.State), Created: t.Created,
 	}
 	return &admin.Enrollment{Token: tok, Key: key}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -134,7 +135,7 @@ func (a *Admin) newID(taken func(string) bool) (string, error) {
 }
 
 // defaultName is "token-N" with the lowest N >= len(tokens)+1 that no token of the user has.
-func defaultName(tokens []store.Token) string {
+func defaultName(tokens []token.Token) string {
 	used := map[string]bool{}
 	for _, t := range tokens {
 		used[t.Name] = true
@@ -148,18 +149,18 @@ func defaultName(tokens []store.Token) string {
 
 // TokenInfo is what listings show of a token: everything but the secret.
 type TokenInfo struct {
-	User      string           `json:"user"`
-	ID        string           `json:"id"`
-	Name      string           `json:"name"`
-	Algorithm totp.Algorithm   `json:"algorithm"`
-	Digits    int              `json:"digits"`
-	Period    int              `json:"period"`
-	State     store.TokenState `json:"state"`
-	Created   time.Time        `json:"created"`
-	LastUsed  time.Time        `json:"last_used,omitzero"`
+	User      string         `json:"user"`
+	ID        string         `json:"id"`
+	Name      string         `json:"name"`
+	Algorithm totp.Algorithm `json:"algorithm"`
+	Digits    int            `json:"digits"`
+	Period    int            `json:"period"`
+	State     token.State    `json:"state"`
+	Created   time.Time      `json:"created"`
+	LastUsed  time.Time      `json:"last_used,omitzero"`
 }
 
-func info(t store.Token) TokenInfo {
+func info(t token.Token) TokenInfo {
 	return TokenInfo{
 		User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
 		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed,
@@ -172,7 +173,7 @@ func info(t store.Token) TokenInfo {
 func (a *Admin) ListTokens(user string) ([]TokenInfo, error) {
 	var out []TokenInfo
 	err := a.Tokens.View(func(x *store.TokensTx) error {
-		add := func(t store.Token) error {
+		add := func(t token.Token) error {
 			out = append(out, info(t))
 			return nil
 		}
@@ -246,8 +247,8 @@ func CheckName(name string) error { return checkName(name) }
 // SetState disables or enables a token. A pending token can be neither: it was never verified,
 // so enabling it would skip the proof that the user has the device, and a disabled record would
 // forget that.
-func (a *Admin) SetState(user, id string, to store.TokenState) (TokenInfo, error) {
-	if to != store.Active && to != store.Disabled {
+func (a *Admin) SetState(user, id string, to token.State) (TokenInfo, error) {
+	if to != token.Active && to != token.Disabled {
 		return TokenInfo{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
 	}
 	var changed TokenInfo
@@ -256,7 +257,7 @@ func (a *Admin) SetState(user, id string, to store.TokenState) (TokenInfo, error
 		if err != nil {
 			return err
 		}
-		if t.State == store.Pending {
+		if t.State == token.Pending {
 			return ErrPending
 		}
 		t.State = to
@@ -272,7 +273,7 @@ func (a *Admin) HasActiveToken(user string) (bool, error) {
 	err := a.Tokens.View(func(x *store.TokensTx) error {
 		toks, err := x.UserTokens(user)
 		for _, t := range toks {
-			active = active || t.State == store.Active
+			active = active || t.State == token.Active
 		}
 		return err
 	})
@@ -282,7 +283,7 @@ func (a *Admin) HasActiveToken(user string) (bool, error) {
 // NewBackupCodes makes a fresh set of backup codes for user, replaces the old set and forgets
 // which of the old codes were used. The plain codes are returned to be shown once.
 func (a *Admin) NewBackupCodes(user string) ([]string, error) {
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return nil, err
 	}
 	if err := a.prepare(); err != nil {
@@ -308,7 +309,7 @@ func (a *Admin) NewBackupCodes(user string) ([]string, error) {
 // Unlock clears the user's failures and back-off and returns what they were.
 func (a *Admin) Unlock(user string) (store.Failures, error) {
 	var before store.Failures
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return before, err
 	}
 	err := a.State.Update(func(x *store.StateTx) error {
@@ -327,7 +328,7 @@ type ResetResult struct {
 // (the answer to a lost device).
 func (a *Admin) Reset(user string) (ResetResult, error) {
 	var r ResetResult
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return r, err
 	}
 	err := a.Tokens.Update(func(x *store.TokensTx) error {

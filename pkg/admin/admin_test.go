@@ -17,6 +17,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -46,9 +47,9 @@ func newBenchAdmin(dir string) *Admin {
 	return a
 }
 
-func token(t *testing.T, a *Admin, user, id string) store.Token {
+func readToken(t *testing.T, a *Admin, user, id string) token.Token {
 	t.Helper()
-	var tok store.Token
+	var tok token.Token
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		tok, err = x.Token(user, id)
@@ -104,7 +105,7 @@ func TestConfirm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e.Token.State != store.Pending {
+			if e.Token.State != token.Pending {
 				t.Fatalf("new token state = %s, want pending", e.Token.State)
 			}
 			answer := tc.answer(tc.params)
@@ -123,15 +124,15 @@ func TestConfirm(t *testing.T) {
 			if got != tc.want {
 				t.Fatalf("Confirm(%q) = %+v, want %+v", answer, got, tc.want)
 			}
-			tok := token(t, a, "alice", e.Token.ID)
+			tok := readToken(t, a, "alice", e.Token.ID)
 			step := lastStep(t, a, "alice", e.Token.ID)
 			if tc.want.Outcome != Verified {
-				if tok.State != store.Pending || step != 0 {
+				if tok.State != token.Pending || step != 0 {
 					t.Fatalf("after %v: state %s, last step %d; want pending, 0", tc.want.Outcome, tok.State, step)
 				}
 				return
 			}
-			if tok.State != store.Active {
+			if tok.State != token.Active {
 				t.Fatalf("state after a verified code = %s, want active", tok.State)
 			}
 			if step < totp.Step(t0, tc.params.Period)-1 {
@@ -179,7 +180,7 @@ func TestAddToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.Token.State != store.Active || second.Token.ID == first.Token.ID {
+	if second.Token.State != token.Active || second.Token.ID == first.Token.ID {
 		t.Errorf("second token = %+v", second.Token)
 	}
 	third, err := a.AddToken("alice", AddOptions{})
@@ -264,7 +265,7 @@ func TestVerifyInteractive(t *testing.T) {
 				t.Fatal(err)
 			}
 			switch {
-			case tc.wantActive && (len(toks) != 1 || toks[0].State != store.Active):
+			case tc.wantActive && (len(toks) != 1 || toks[0].State != token.Active):
 				t.Fatalf("tokens = %+v, want one active", toks)
 			case !tc.wantActive && len(toks) != 0:
 				t.Fatalf("tokens = %+v, want the pending token removed", toks)
@@ -357,15 +358,15 @@ func TestTokenLifecycle(t *testing.T) {
 		name    string
 		op      func() (TokenInfo, error)
 		wantErr error
-		want    store.TokenState
+		want    token.State
 		id      string
 	}{
-		{"enable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, store.Active) }, ErrPending, store.Pending, pending.Token.ID},
-		{"disable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, store.Disabled) }, ErrPending, store.Pending, pending.Token.ID},
-		{"disable active", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, store.Disabled) }, nil, store.Disabled, active.Token.ID},
-		{"enable disabled", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, store.Active) }, nil, store.Active, active.Token.ID},
-		{"enable unknown", func() (TokenInfo, error) { return a.SetState("alice", "nope", store.Active) }, store.ErrNotFound, "", ""},
-		{"remove other user's id", func() (TokenInfo, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, store.Active, active.Token.ID},
+		{"enable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, token.Active) }, ErrPending, token.Pending, pending.Token.ID},
+		{"disable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, token.Disabled) }, ErrPending, token.Pending, pending.Token.ID},
+		{"disable active", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, token.Disabled) }, nil, token.Disabled, active.Token.ID},
+		{"enable disabled", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, token.Active) }, nil, token.Active, active.Token.ID},
+		{"enable unknown", func() (TokenInfo, error) { return a.SetState("alice", "nope", token.Active) }, store.ErrNotFound, "", ""},
+		{"remove other user's id", func() (TokenInfo, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, token.Active, active.Token.ID},
 		{"remove pending", func() (TokenInfo, error) { return a.RemoveToken("alice", pending.Token.ID) }, nil, "", pending.Token.ID},
 	}
 	for _, s := range steps {
@@ -378,7 +379,7 @@ func TestTokenLifecycle(t *testing.T) {
 				return
 			}
 			toks, _ := a.ListTokens("alice")
-			var got store.TokenState
+			var got token.State
 			for _, ti := range toks {
 				if ti.ID == s.id {
 					got = ti.State
@@ -397,7 +398,7 @@ func TestNewBackupCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var old store.BackupCode
+	var old token.BackupCode
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		recs, err := x.BackupCodes("alice")
 		old = recs[0]
@@ -415,7 +416,7 @@ func TestNewBackupCodes(t *testing.T) {
 	if len(second) != backupcode.Count {
 		t.Fatalf("got %d codes, want %d", len(second), backupcode.Count)
 	}
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		recs, err = x.BackupCodes("alice")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -92,7 +93,7 @@ func csvRecord(f []string) (CSVRecord, string) {
 	if rec.User == "" {
 		return rec, "user name is empty"
 	}
-	if store.ValidUser(rec.User) != nil || Clean(rec.User) != rec.User || strings.ContainsAny(rec.User, " \t") {
+	if token.ValidUser(rec.User) != nil || Clean(rec.User) != rec.User || strings.ContainsAny(rec.User, " \t") {
 		return rec, "user name is not valid (at most 256 printable characters, no spaces)"
 	}
 	if f[1] == "" {
@@ -171,7 +172,7 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		return rep, err
 	}
 	now := a.Now().UTC().Truncate(time.Second)
-	toks := make([]store.Token, len(recs))
+	toks := make([]token.Token, len(recs))
 	ids := make([]byte, idLen*len(recs))
 	if _, err := io.ReadFull(a.Rand, ids); err != nil {
 		return rep, fmt.Errorf("random token ids: %w", err)
@@ -181,10 +182,10 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		if name == "" {
 			name = o.DefaultName
 		}
-		toks[i] = store.Token{
+		toks[i] = token.Token{
 			User: rec.User, ID: fmt.Sprintf("%x", ids[i*idLen:(i+1)*idLen]), Name: name,
 			Algorithm: o.Params.Algorithm, Digits: o.Params.Digits, Period: o.Params.Period,
-			Secret: rec.Secret, State: store.Active, Created: now,
+			Secret: rec.Secret, State: token.Active, Created: now,
 		}
 	}
 	// bbolt inserts fastest in key order ("user\x00id"); a stable sort keeps a user's lines in
@@ -201,7 +202,7 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		err := a.Tokens.Update(func(x *store.TokensTx) error {
 			added, dups = 0, 0
 			var user string
-			var have []store.Token
+			var have []token.Token
 			for _, t := range chunk {
 				if t.User != user || have == nil {
 					user = t.User
@@ -210,7 +211,7 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 						return err
 					}
 					if have == nil {
-						have = []store.Token{}
+						have = []token.Token{}
 					}
 				}
 				if hasSecret(have, t.Secret) {
@@ -241,7 +242,7 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 	return rep, nil
 }
 
-func hasSecret(toks []store.Token, secret []byte) bool {
+func hasSecret(toks []token.Token, secret []byte) bool {
 	for _, t := range toks {
 		if len(t.Secret) == len(secret) && subtle.ConstantTimeCompare(t.Secret, secret) == 1 {
 			return true
@@ -250,7 +251,7 @@ func hasSecret(toks []store.Token, secret []byte) bool {
 	return false
 }
 
-func hasID(toks []store.Token, id string) bool {
+func hasID(toks []token.Token, id string) bool {
 	for _, t := range toks {
 		if t.ID == id {
 			return true

@@ -13,6 +13,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // DefaultHelper is where pam_totp.so looks for its helper unless told otherwise.
@@ -488,9 +489,9 @@ func checkStore(r *Report, cfg *config.Config) string {
 		users, tokens, active := 0, 0, 0
 		err := store.NewTokens(opts).View(func(x *store.TokensTx) error {
 			users = len(x.Users())
-			return x.ForEachToken(func(t store.Token) error {
+			return x.ForEachToken(func(t token.Token) error {
 				tokens++
-				if t.State == store.Active {
+				if t.State == token.Active {
 					active++
 					if first == "" {
 						first = t.User

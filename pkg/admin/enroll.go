@@ -12,6 +12,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -29,7 +30,7 @@ type AddOptions struct {
 
 // Enrollment is a token just written, with what its owner needs to set up a device.
 type Enrollment struct {
-	Token store.Token
+	Token token.Token
 	Key   totp.Key
 	// HasBackupCodes says whether the user already had backup codes.
 	HasBackupCodes bool
@@ -38,7 +39,7 @@ type Enrollment struct {
 // AddToken writes a new token for user: pending until Confirm verifies a code from it, or active
 // at once with o.Active.
 func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return nil, err
 	}
 	if o.Name != "" {
@@ -89,11 +90,11 @@ func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
 		if name == "" {
 			name = defaultName(toks)
 		}
-		state := store.Pending
+		state := token.Pending
 		if o.Active {
-			state = store.Active
+			state = token.Active
 		}
-		e.Token = store.Token{
+		e.Token = token.Token{
 			User: user, ID: id, Name: name,
 			Algorithm: o.Params.Algorithm, Digits: o.Params.Digits, Period: o.Params.Period,
 			Secret: secret, State: state, Created: now,
@@ -128,7 +129,7 @@ type CodeCheck struct {
 // policy window activates the token: the matched step is stored in state.db first (so the same
 // code cannot log in afterwards), then the token turns active.
 func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
-	var tok store.Token
+	var tok token.Token
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		tok, err = x.Token(user, id)
@@ -136,7 +137,7 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	}); err != nil {
 		return CodeCheck{}, err
 	}
-	if tok.State != store.Pending {
+	if tok.State != token.Pending {
 		return CodeCheck{}, ErrNotPending
 	}
 	p := tok.Params()
@@ -177,10 +178,10 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 		if err != nil {
 			return err
 		}
-		if t.State != store.Pending {
+		if t.State != token.Pending {
 			return ErrNotPending
 		}
-		t.State = store.Active
+		t.State = token.Active
 		return x.PutToken(t)
 	})
 	if err != nil {
@@ -207,7 +208,7 @@ func (a *Admin) Cancel(user, id string) (bool, error) {
 		if err != nil {
 			return err
 		}
-		if t.State != store.Pending {
+		if t.State != token.Pending {
 			return nil
 		}
 		removed = true
@@ -228,7 +229,7 @@ func WriteEnrollment(w io.Writer, e *Enrollment, qr QR) error {
 	t := &e.Token
 	var b strings.Builder
 	state := "pending until a code from it is entered"
-	if t.State == store.Active {
+	if t.State == token.Active {
 		state = "active"
 	}
 	fmt.Fprintf(&b, "New token %s (%q) for %s, %s.\n\n", t.ID, Clean(t.Name), Clean(t.User), state)
@@ -334,7 +335,7 @@ func (a *Admin) VerifyInteractive(ctx context.Context, e *Enrollment, in io.Read
 		}
 		switch check.Outcome {
 		case Verified:
-			t.State = store.Active
+			t.State = token.Active
 			fmt.Fprintf(out, "Code verified: token %s (%q) of %s is active.\n", t.ID, Clean(t.Name), Clean(t.User))
 			return nil
 		case NotACode:

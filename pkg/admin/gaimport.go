@@ -18,6 +18,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -146,7 +147,7 @@ func isScratch(s string) bool {
 
 // GAResult says what ImportGA did.
 type GAResult struct {
-	Token store.Token
+	Token token.Token
 	// Already is set when the user already had a token with this secret; nothing was written.
 	Already bool
 	// Scratch is the number of scratch codes stored as backup codes, Replaced the number of
@@ -158,14 +159,14 @@ type GAResult struct {
 // backup codes (replacing any the user had). Importing the same file again changes nothing.
 func (a *Admin) ImportGA(user string, f GAFile) (GAResult, error) {
 	var res GAResult
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return res, err
 	}
 	p := totp.Params{Algorithm: totp.SHA1, Digits: 6, Period: f.Period}
 	if err := p.Validate(); err != nil {
 		return res, err
 	}
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	now := a.Now().UTC().Truncate(time.Second)
 	for _, c := range f.Scratch {
 		rec, err := backupcode.Record(a.Rand, user, c, now)
@@ -192,10 +193,10 @@ func (a *Admin) ImportGA(user string, f GAFile) (GAResult, error) {
 		if err != nil {
 			return err
 		}
-		res.Token = store.Token{
+		res.Token = token.Token{
 			User: user, ID: id, Name: GAName,
 			Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period,
-			Secret: f.Secret, State: store.Active, Created: now,
+			Secret: f.Secret, State: token.Active, Created: now,
 		}
 		if err := x.PutToken(res.Token); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -93,7 +94,7 @@ func TestImportCSV(t *testing.T) {
 			t.Fatalf("ImportCSV = %+v, %v", rep, err)
 		}
 		toks, _ := a.ListTokens("")
-		if len(toks) != 2 || toks[0].Name != "phone" || toks[1].Name != "imported" || toks[0].State != store.Active {
+		if len(toks) != 2 || toks[0].Name != "phone" || toks[1].Name != "imported" || toks[0].State != token.Active {
 			t.Fatalf("tokens = %+v", toks)
 		}
 		// Importing again adds nothing.
@@ -163,8 +164,8 @@ func TestImportCSV10k(t *testing.T) {
 	t.Logf("imported %d tokens in %v: %.0f tokens/s", n, elapsed, n/elapsed.Seconds())
 	got := map[string][][]byte{}
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
-		return x.ForEachToken(func(tok store.Token) error {
-			if tok.State != store.Active || tok.Algorithm != totp.SHA1 || tok.Digits != 6 || tok.Period != 30 {
+		return x.ForEachToken(func(tok token.Token) error {
+			if tok.State != token.Active || tok.Algorithm != totp.SHA1 || tok.Digits != 6 || tok.Period != 30 {
 				return fmt.Errorf("token %+v", tok.ID)
 			}
 			got[tok.User] = append(got[tok.User], tok.Secret)
@@ -275,7 +276,7 @@ func TestImportGA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Already || res.Scratch != 5 || res.Replaced != backupcode.Count || res.Token.Name != GAName || res.Token.State != store.Active {
+	if res.Already || res.Scratch != 5 || res.Replaced != backupcode.Count || res.Token.Name != GAName || res.Token.State != token.Active {
 		t.Fatalf("ImportGA = %+v", res)
 	}
 	d, err := a.Tokens.ReadUser("alice")
@@ -290,7 +291,7 @@ func TestImportGA(t *testing.T) {
 	}
 	for _, code := range []string{"12345678", "56789012"} {
 		norm, _ := backupcode.Normalize(code)
-		if !slices.ContainsFunc(d.Backup, func(r store.BackupCode) bool { return backupcode.Match(norm, r) }) {
+		if !slices.ContainsFunc(d.Backup, func(r token.BackupCode) bool { return backupcode.Match(norm, r) }) {
 			t.Errorf("scratch code %s is not a backup code", code)
 		}
 	}
@@ -361,7 +362,7 @@ func FuzzParseCSV(f *testing.F) {
 			return
 		}
 		for _, r := range recs {
-			if store.ValidUser(r.User) != nil || len(r.Secret) < totp.MinSecretLen || Clean(r.Name) != r.Name {
+			if token.ValidUser(r.User) != nil || len(r.Secret) < totp.MinSecretLen || Clean(r.Name) != r.Name {
 				t.Fatalf("invalid record accepted: %+v", r)
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // The test binary doubles as a bus client run under another uid (clientEnv set): it makes one
@@ -126,7 +127,7 @@ func (c *client) call(t *testing.T, uid, gid uint32, call string) outcome {
 	return o
 }
 
-func plant(t *testing.T, dir string, toks ...store.Token) {
+func plant(t *testing.T, dir string, toks ...token.Token) {
 	t.Helper()
 	db := store.NewTokens(store.Options{Dir: dir})
 	err := db.Update(func(x *store.TokensTx) error {
@@ -142,8 +143,8 @@ func plant(t *testing.T, dir string, toks ...store.Token) {
 	}
 }
 
-func token(user, id, name string, state store.TokenState, created time.Time) store.Token {
-	return store.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
+func newToken(user, id, name string, state token.State, created time.Time) token.Token {
+	return token.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
 		Secret: bytes.Repeat([]byte{7}, 20), State: state, Created: created}
 }
 
@@ -155,10 +156,10 @@ func TestService(t *testing.T) {
 	os.Chmod(storeDir, 0o700)
 	created := time.Unix(1700000000, 0)
 	plant(t, storeDir,
-		token(alice.Username, "a1", "phone", store.Active, created),
-		token(alice.Username, "a2", "new phone", store.Pending, created.Add(time.Hour)),
-		token(bob.Username, "b1", "yubikey", store.Active, created),
-		token(bob.Username, "b2", "old", store.Disabled, created))
+		newToken(alice.Username, "a1", "phone", token.Active, created),
+		newToken(alice.Username, "a2", "new phone", token.Pending, created.Add(time.Hour)),
+		newToken(bob.Username, "b1", "yubikey", token.Active, created),
+		newToken(bob.Username, "b2", "old", token.Disabled, created))
 
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir

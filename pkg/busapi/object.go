@@ -7,7 +7,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // object carries the interface's methods; godbus exports every exported method of it, so it
@@ -40,7 +40,7 @@ func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Erro
 		}
 		var active uint32
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				active++
 			}
 		}
@@ -72,7 +72,7 @@ func (o *object) ListTokens(sender dbus.Sender) ([]TokenInfo, *dbus.Error) {
 		out := make([]TokenInfo, 0, len(toks))
 		for _, t := range toks {
 			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
-				Created: t.Created.Unix(), Active: t.State == store.Active})
+				Created: t.Created.Unix(), Active: t.State == token.Active})
 		}
 		return out, nil
 	})

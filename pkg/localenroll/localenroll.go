@@ -34,6 +34,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 )
@@ -118,13 +119,13 @@ func (a *Authority) Init() error {
 }
 
 // expired says whether a pending token has outlived PendingTTL at now.
-func expired(t store.Token, now time.Time) bool {
-	return t.State == store.Pending && !now.Before(t.Created.Add(PendingTTL))
+func expired(t token.Token, now time.Time) bool {
+	return t.State == token.Pending && !now.Before(t.Created.Add(PendingTTL))
 }
 
 // userTokens reads user's tokens (none when the store does not exist yet).
-func (a *Authority) userTokens(user string) ([]store.Token, error) {
-	var toks []store.Token
+func (a *Authority) userTokens(user string) ([]token.Token, error) {
+	var toks []token.Token
 	err := a.admin.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		toks, err = x.UserTokens(user)
@@ -155,7 +156,7 @@ func (a *Authority) checkProof(user, proof, action string) error {
 
 // Begin starts a pending token for user; proof is needed when user has an active token.
 func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync.Enrollment, error) {
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "not a valid user name"}
 	}
 	if name != "" {
@@ -174,10 +175,10 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync
 	}
 	active, counted := 0, 0
 	for _, t := range toks {
-		if t.State == store.Active {
+		if t.State == token.Active {
 			active++
 		}
-		if t.State != store.Disabled {
+		if t.State != token.Disabled {
 			counted++
 		}
 	}
@@ -212,12 +213,12 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 	if err != nil {
 		return nodesync.FinishResult{}, err
 	}
-	var tok *store.Token
+	var tok *token.Token
 	first := true
 	for i := range toks {
 		if toks[i].ID == id {
 			tok = &toks[i]
-		} else if toks[i].State == store.Active {
+		} else if toks[i].State == token.Active {
 			first = false
 		}
 	}
@@ -225,9 +226,9 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 	case tok == nil:
 		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
 			Msg: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
-	case tok.State == store.Active:
+	case tok.State == token.Active:
 		return nodesync.FinishResult{Status: "active"}, nil // finished already
-	case tok.State != store.Pending:
+	case tok.State != token.Pending:
 		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
 			Msg: fmt.Sprintf("token %q is not pending", clip(id))}
 	case expired(*tok, a.o.Now()):
@@ -288,7 +289,7 @@ func (a *Authority) Remove(_ context.Context, user, id, proof string) error {
 	if err != nil {
 		return err
 	}
-	var tok *store.Token
+	var tok *token.Token
 	for i := range toks {
 		if toks[i].ID == id {
 			tok = &toks[i]
@@ -297,7 +298,7 @@ func (a *Authority) Remove(_ context.Context, user, id, proof string) error {
 	if tok == nil {
 		return notFound(store.ErrNotFound, id)
 	}
-	if tok.State == store.Pending {
+	if tok.State == token.Pending {
 		if _, err := a.admin.Cancel(user, id); err != nil {
 			return err
 		}
@@ -344,9 +345,9 @@ func (a *Authority) Sweep(user string) (int, error) {
 
 func (a *Authority) sweep(user string) (int, error) {
 	now := a.o.Now()
-	var gone []store.Token
+	var gone []token.Token
 	err := a.admin.Tokens.View(func(x *store.TokensTx) error {
-		keep := func(t store.Token) error {
+		keep := func(t token.Token) error {
 			if expired(t, now) {
 				gone = append(gone, t)
 			}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -96,7 +96,7 @@ func (f *fixture) enroll(user, name, proof string) (string, totp.Key, []string) 
 	return id, k, r.BackupCodes
 }
 
-func (f *fixture) tokens(user string) []store.Token {
+func (f *fixture) tokens(user string) []token.Token {
 	f.t.Helper()
 	toks, err := f.a.userTokens(user)
 	if err != nil {
@@ -117,7 +117,7 @@ func TestFirstTokenThenProofs(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	id, k := f.begin("alice", "phone", "")
-	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != store.Pending || toks[0].Name != "phone" {
+	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != token.Pending || toks[0].Name != "phone" {
 		t.Fatalf("after Begin: %+v, want one pending token named phone", toks)
 	}
 	for _, tt := range []struct {
@@ -139,7 +139,7 @@ func TestFirstTokenThenProofs(t *testing.T) {
 	if err != nil || r.Status != "active" || len(r.BackupCodes) == 0 {
 		t.Fatalf("Finish(right code) = %+v, %v; want active with backup codes", r, err)
 	}
-	if toks := f.tokens("alice"); toks[0].State != store.Active {
+	if toks := f.tokens("alice"); toks[0].State != token.Active {
 		t.Fatalf("after Finish: state %s, want active", toks[0].State)
 	}
 	if r, err := f.a.Finish(ctx, "alice", id, code); err != nil || r.Status != "active" {
@@ -282,7 +282,7 @@ func TestUnusableAccountName(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	const user = "ad:alice"
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		t.Skipf("the store refuses %q itself: %v", user, err)
 	}
 	if _, err := f.a.Begin(ctx, user, "", ""); refusal(err) != busapi.ErrInvalid {

@@ -14,8 +14,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -63,7 +63,7 @@ type enrollState struct {
 type pendingRecord struct {
 	Expires time.Time `json:"expires"`
 	Node    string    `json:"node"`
-	Sealed  []byte    `json:"sealed"` // json of store.Token, sealed
+	Sealed  []byte    `json:"sealed"` // json of token.Token, sealed
 }
 
 type stepRecord struct {
@@ -365,7 +365,7 @@ func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn
 }
 
 // sealPending writes a pending token.
-func (e *enrollTxn) putPending(t store.Token, expires time.Time) error {
+func (e *enrollTxn) putPending(t token.Token, expires time.Time) error {
 	key := prefixPending + t.User + "/" + t.ID
 	v, err := json.Marshal(t)
 	if err != nil {
@@ -379,8 +379,8 @@ func (e *enrollTxn) putPending(t store.Token, expires time.Time) error {
 }
 
 // pending returns one pending token, or kv.ErrNotFound.
-func (x *txn) pending(user, id string) (store.Token, pendingRecord, error) {
-	var t store.Token
+func (x *txn) pending(user, id string) (token.Token, pendingRecord, error) {
+	var t token.Token
 	var p pendingRecord
 	key := prefixPending + user + "/" + id
 	if err := x.getJSON(key, &p); err != nil {
@@ -538,7 +538,7 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		for i := range toks {
 			t := &toks[i]
 			code, ok := totp.ParseCode(proof, t.Digits)
-			if t.State != store.Active || !ok {
+			if t.State != token.Active || !ok {
 				continue
 			}
 			step, st := matchCode(t, code, e.now, proofWindow, 0, e.lastStep(user, t.ID))
@@ -581,7 +581,7 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		}
 	}
 	if kinds.bootstrap {
-		var c store.BackupCode
+		var c token.BackupCode
 		err := e.getJSON(prefixBoot+user, &c)
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			return false, err
@@ -639,7 +639,7 @@ const (
 // matchCode mirrors pkg/verify's rule for one token: among the steps within window of now that
 // match, the highest one after last; otherwise a replay if one at or before last matched;
 // otherwise, with skew > window, the nearest step within skew that matches (skewSteps signed).
-func matchCode(t *store.Token, code string, now time.Time, window, skew int, last uint64) (uint64, codeStatus) {
+func matchCode(t *token.Token, code string, now time.Time, window, skew int, last uint64) (uint64, codeStatus) {
 	p := t.Params()
 	cur := totp.Step(now, p.Period)
 	var best uint64
@@ -709,15 +709,15 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		active, counted := 0, len(pend)
 		all := toks
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				active++
 			}
-			if t.State != store.Disabled {
+			if t.State != token.Disabled {
 				counted++
 			}
 		}
 		for id := range pend {
-			all = append(all, store.Token{ID: id})
+			all = append(all, token.Token{ID: id})
 		}
 		if counted >= s.cfg.Enroll.MaxTokens {
 			return conflict("you have %d tokens (active or pending), the most this site allows; remove one first", counted)
@@ -735,9 +735,9 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		t := store.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
+		t := token.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
 			Digits: totp.DefaultParams.Digits, Period: totp.DefaultParams.Period, Secret: secret,
-			State: store.Pending, Created: e.now.UTC()}
+			State: token.Pending, Created: e.now.UTC()}
 		if t.Name == "" {
 			t.Name = defaultTokenName(all)
 		}
@@ -775,9 +775,9 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		return 0, nil, err
 	}
 	var ans finishAnswer
-	var tok store.Token
+	var tok token.Token
 	var plain []string
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	now := s.now()
 	plain, recs, err = backupcode.New(s.rand, q.User, backupcode.Count, now)
 	if err != nil {
@@ -789,7 +789,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		t, p, err := e.pending(q.User, q.ID)
 		if errors.Is(err, kv.ErrNotFound) {
 			// Gone: finished already (answer as before), expired and swept, or never was.
-			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == store.Active {
+			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == token.Active {
 				ans.Status = "active"
 				return nil
 			}
@@ -824,11 +824,11 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		}
 		first := true
 		for _, o := range toks {
-			if o.State == store.Active {
+			if o.State == token.Active {
 				first = false
 			}
 		}
-		t.State = store.Active
+		t.State = token.Active
 		t.UsedStep = step // the finishing code does not log in afterwards, on any node
 		if err := e.Delete(key); err != nil {
 			return err
@@ -844,7 +844,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		}
 		ans.Status, tok = "active", t
 		if first {
-			if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
+			if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 				return err
 			}
 			ans.BackupCodes = plain
@@ -958,7 +958,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 		if ok, err := e.checkProof(q.Proof, proofKinds{codes: true}, "backup-codes"); !ok || err != nil {
 			return err
 		}
-		if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
+		if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 			return err
 		}
 		return e.audit("backup-codes.create", "user/"+q.User, "by the user")
@@ -996,11 +996,11 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 			return err
 		}
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				return conflict("you already have a token: adding another needs a code from it or a backup code")
 			}
 		}
-		var old store.BackupCode
+		var old token.BackupCode
 		if err := e.getJSON(prefixBoot+q.User, &old); err == nil && e.now.Sub(old.Created) < bootstrapEvery {
 			return &enrollError{status: http.StatusTooManyRequests, retryAfter: bootstrapEvery - e.now.Sub(old.Created),
 				msg: "a bootstrap code was mailed less than a minute ago; check your mail"}

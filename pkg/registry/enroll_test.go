@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/mail"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -146,8 +146,8 @@ func TestEnrollFirstToken(t *testing.T) {
 		}
 	}
 	_, recs, _ := e.snapshot(e.cred)
-	var tok store.Token
-	if err := json.Unmarshal(recs[syncframe.TokenKey("ann", id)], &tok); err != nil || tok.State != store.Active {
+	var tok token.Token
+	if err := json.Unmarshal(recs[syncframe.TokenKey("ann", id)], &tok); err != nil || tok.State != token.Active {
 		t.Errorf("node record of token %s: %+v (%v), want active", id, tok, err)
 	}
 	if got := len(recs); got != 11 {

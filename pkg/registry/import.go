@@ -13,7 +13,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -97,11 +97,11 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 	for start := 0; start < len(recs); start += admin.DefaultChunk {
 		chunk := recs[start:min(start+admin.DefaultChunk, len(recs))]
 		var added, dups, created int
-		var newToks []store.Token
+		var newToks []token.Token
 		_, err := s.change(r.Context(), actor, "import.csv", fmt.Sprintf("lines %d-%d", chunk[0].Line, chunk[len(chunk)-1].Line), reason, func(x *txn) error {
 			added, dups, created, newToks = 0, 0, 0, nil
 			users := map[string]User{}
-			toks := map[string][]store.Token{}
+			toks := map[string][]token.Token{}
 			for _, c := range chunk {
 				u, ok := users[c.User]
 				if !ok {
@@ -122,7 +122,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 						return err
 					}
 				}
-				if slices.ContainsFunc(toks[c.User], func(t store.Token) bool { return bytes.Equal(t.Secret, c.Secret) }) {
+				if slices.ContainsFunc(toks[c.User], func(t token.Token) bool { return bytes.Equal(t.Secret, c.Secret) }) {
 					dups++
 					continue
 				}
@@ -130,8 +130,8 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 				if err != nil {
 					return err
 				}
-				t := store.Token{User: c.User, ID: id, Name: c.Name, Algorithm: params.Algorithm, Digits: params.Digits,
-					Period: params.Period, Secret: c.Secret, State: store.Active, Created: s.now().UTC()}
+				t := token.Token{User: c.User, ID: id, Name: c.Name, Algorithm: params.Algorithm, Digits: params.Digits,
+					Period: params.Period, Secret: c.Secret, State: token.Active, Created: s.now().UTC()}
 				if t.Name == "" {
 					t.Name = "imported"
 				}
@@ -172,10 +172,10 @@ type importNotices struct {
 // importedToken is what a notice says of a token.
 type importedToken struct {
 	ID, Name string
-	State    store.TokenState
+	State    token.State
 }
 
-func (n *importNotices) add(toks []store.Token) {
+func (n *importNotices) add(toks []token.Token) {
 	if n.toks == nil {
 		n.toks = map[string][]importedToken{}
 	}
@@ -272,7 +272,7 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		return 0, nil, badRequest("google-authenticator file: %v", err)
 	}
 	now := s.now()
-	codes := make([]store.BackupCode, 0, len(f.Scratch))
+	codes := make([]token.BackupCode, 0, len(f.Scratch))
 	for _, sc := range f.Scratch {
 		c, err := backupcode.Record(s.rand, name, sc, now)
 		if err != nil {
@@ -293,7 +293,7 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		if err != nil {
 			return err
 		}
-		if i := slices.IndexFunc(toks, func(t store.Token) bool { return bytes.Equal(t.Secret, f.Secret) }); i >= 0 {
+		if i := slices.IndexFunc(toks, func(t token.Token) bool { return bytes.Equal(t.Secret, f.Secret) }); i >= 0 {
 			rep.Already, rep.ID, rep.Token = true, toks[i].ID, tokenInfo(toks[i])
 			return errNothing
 		}
@@ -301,14 +301,14 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		if err != nil {
 			return err
 		}
-		t := store.Token{User: name, ID: id, Name: admin.GAName, Algorithm: totp.SHA1, Digits: 6, Period: f.Period,
-			Secret: f.Secret, State: store.Active, Created: now.UTC()}
+		t := token.Token{User: name, ID: id, Name: admin.GAName, Algorithm: totp.SHA1, Digits: 6, Period: f.Period,
+			Secret: f.Secret, State: token.Active, Created: now.UTC()}
 		if err := x.putToken(u, t); err != nil {
 			return err
 		}
 		rep.ID, rep.Token, rep.Scratch = id, tokenInfo(t), len(codes)
 		if len(codes) > 0 {
-			rep.Replaced, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, codes)
+			rep.Replaced, err = x.replaceCodes(u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, codes)
 		}
 		return err
 	})

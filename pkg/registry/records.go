@@ -10,8 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Key prefixes in the kv store (see doc.go).
@@ -103,7 +103,7 @@ func validName(s string, max int) bool {
 			return false
 		}
 	}
-	return store.ValidUser(s) == nil
+	return token.ValidUser(s) == nil
 }
 
 // validScope: letters, digits, '.', '_' and '-'.
@@ -211,15 +211,15 @@ func (x *txn) userRecords(user string, fn func(key string, raw []byte) error) er
 }
 
 // tokens returns a user's tokens, opened.
-func (x *txn) tokens(user string) ([]store.Token, error) {
-	var out []store.Token
+func (x *txn) tokens(user string) ([]token.Token, error) {
+	var out []token.Token
 	err := x.Range(prefixRec+syncframe.TokenKey(user, ""), func(kvp kv.KeyValue) error {
 		key := strings.TrimPrefix(kvp.Key, prefixRec)
 		_, v, err := openValue(x.s.sealer, key, kvp.Value)
 		if err != nil {
 			return err
 		}
-		var t store.Token
+		var t token.Token
 		if err := json.Unmarshal(v, &t); err != nil {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
@@ -230,15 +230,15 @@ func (x *txn) tokens(user string) ([]store.Token, error) {
 }
 
 // backupCodes returns a user's backup codes and passcodes, opened.
-func (x *txn) backupCodes(user string) ([]store.BackupCode, error) {
-	var out []store.BackupCode
+func (x *txn) backupCodes(user string) ([]token.BackupCode, error) {
+	var out []token.BackupCode
 	err := x.Range(prefixRec+syncframe.BackupKey(user, ""), func(kvp kv.KeyValue) error {
 		key := strings.TrimPrefix(kvp.Key, prefixRec)
 		_, v, err := openValue(x.s.sealer, key, kvp.Value)
 		if err != nil {
 			return err
 		}
-		var c store.BackupCode
+		var c token.BackupCode
 		if err := json.Unmarshal(v, &c); err != nil {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
@@ -262,7 +262,7 @@ func (x *txn) putRecord(u User, key string, v any) error {
 }
 
 // putToken validates and writes a token.
-func (x *txn) putToken(u User, t store.Token) error {
+func (x *txn) putToken(u User, t token.Token) error {
 	if err := t.Validate(); err != nil {
 		return badRequest("%v", err)
 	}

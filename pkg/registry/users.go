@@ -14,8 +14,8 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -129,10 +129,10 @@ func parseTokenRequest(body []byte) (tokenRequest, error) {
 	if err := q.params.Validate(); err != nil {
 		return q, badRequest("%v", err)
 	}
-	switch store.TokenState(q.State) {
+	switch token.State(q.State) {
 	case "":
-		q.State = string(store.Active)
-	case store.Active, store.Pending, store.Disabled:
+		q.State = string(token.Active)
+	case token.Active, token.Pending, token.Disabled:
 	default:
 		return q, badRequest("state: want active, pending or disabled")
 	}
@@ -151,7 +151,7 @@ func parseTokenPatch(body []byte) (tokenPatch, error) {
 	if err := decodeStrict(body, &q); err != nil {
 		return q, err
 	}
-	if q.State != nil && *q.State != string(store.Active) && *q.State != string(store.Disabled) {
+	if q.State != nil && *q.State != string(token.Active) && *q.State != string(token.Disabled) {
 		return q, badRequest("state: want active or disabled")
 	}
 	if q.Name != nil && !validTokenName(*q.Name) {
@@ -213,20 +213,20 @@ type UserView struct {
 // TokenInfo is a token without its secret. Secret and URI are set once, when the registry
 // generated the secret.
 type TokenInfo struct {
-	User      string           `json:"user"`
-	ID        string           `json:"id"`
-	Name      string           `json:"name"`
-	Algorithm totp.Algorithm   `json:"algorithm"`
-	Digits    int              `json:"digits"`
-	Period    int              `json:"period"`
-	State     store.TokenState `json:"state"`
-	Created   time.Time        `json:"created"`
-	LastUsed  time.Time        `json:"last_used,omitzero"`
-	Secret    string           `json:"secret,omitempty"`
-	URI       string           `json:"uri,omitempty"`
+	User      string         `json:"user"`
+	ID        string         `json:"id"`
+	Name      string         `json:"name"`
+	Algorithm totp.Algorithm `json:"algorithm"`
+	Digits    int            `json:"digits"`
+	Period    int            `json:"period"`
+	State     token.State    `json:"state"`
+	Created   time.Time      `json:"created"`
+	LastUsed  time.Time      `json:"last_used,omitzero"`
+	Secret    string         `json:"secret,omitempty"`
+	URI       string         `json:"uri,omitempty"`
 }
 
-func tokenInfo(t store.Token) TokenInfo {
+func tokenInfo(t token.Token) TokenInfo {
 	return TokenInfo{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
 		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed}
 }
@@ -405,14 +405,14 @@ func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, erro
 }
 
 // newTokenID returns a random token id (8 hex digits) that the user does not have.
-func (s *Server) newTokenID(taken []store.Token) (string, error) {
+func (s *Server) newTokenID(taken []token.Token) (string, error) {
 	b := make([]byte, 4)
 	for range 100 {
 		if _, err := io.ReadFull(s.rand, b); err != nil {
 			return "", fmt.Errorf("random token id: %w", err)
 		}
 		id := hex.EncodeToString(b)
-		if !slices.ContainsFunc(taken, func(t store.Token) bool { return t.ID == id }) {
+		if !slices.ContainsFunc(taken, func(t token.Token) bool { return t.ID == id }) {
 			return id, nil
 		}
 	}
@@ -420,10 +420,10 @@ func (s *Server) newTokenID(taken []store.Token) (string, error) {
 }
 
 // defaultTokenName is "token-N" with the lowest free N from len(tokens)+1.
-func defaultTokenName(toks []store.Token) string {
+func defaultTokenName(toks []token.Token) string {
 	for n := len(toks) + 1; ; n++ {
 		name := fmt.Sprintf("token-%d", n)
-		if !slices.ContainsFunc(toks, func(t store.Token) bool { return t.Name == name }) {
+		if !slices.ContainsFunc(toks, func(t token.Token) bool { return t.Name == name }) {
 			return name
 		}
 	}
@@ -441,7 +441,7 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		}
 	}
 	name := r.PathValue("name")
-	var t store.Token
+	var t token.Token
 	_, err = s.change(r.Context(), actor, "token.create", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		u, err := x.user(name)
 		if err != nil {
@@ -451,15 +451,15 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		if slices.ContainsFunc(toks, func(o store.Token) bool { return bytes.Equal(o.Secret, q.secret) }) {
+		if slices.ContainsFunc(toks, func(o token.Token) bool { return bytes.Equal(o.Secret, q.secret) }) {
 			return conflict("user %q already has a token with this secret", name)
 		}
 		id, err := s.newTokenID(toks)
 		if err != nil {
 			return err
 		}
-		t = store.Token{User: name, ID: id, Name: q.Name, Algorithm: q.params.Algorithm, Digits: q.params.Digits,
-			Period: q.params.Period, Secret: q.secret, State: store.TokenState(q.State), Created: s.now().UTC()}
+		t = token.Token{User: name, ID: id, Name: q.Name, Algorithm: q.params.Algorithm, Digits: q.params.Digits,
+			Period: q.params.Period, Secret: q.secret, State: token.State(q.State), Created: s.now().UTC()}
 		if t.Name == "" {
 			t.Name = defaultTokenName(toks)
 		}
@@ -481,8 +481,8 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 }
 
 // getToken reads one token of a user in x, or a 404.
-func (x *txn) token(user, id string) (User, store.Token, error) {
-	var t store.Token
+func (x *txn) token(user, id string) (User, token.Token, error) {
+	var t token.Token
 	u, err := x.user(user)
 	if err != nil {
 		return u, t, err
@@ -505,7 +505,7 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		return 0, nil, err
 	}
 	name, id := r.PathValue("name"), r.PathValue("id")
-	var t, before store.Token
+	var t, before token.Token
 	_, err = s.change(r.Context(), actor, "token.update", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
 		u, tok, err := x.token(name, id)
 		if err != nil {
@@ -513,10 +513,10 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		}
 		before = tok
 		if q.State != nil {
-			to := store.TokenState(*q.State)
+			to := token.State(*q.State)
 			// A pending token was never verified: disabling it and enabling it again would
 			// activate it without a code, so it can be neither; nor can a token become pending.
-			if to != tok.State && (tok.State == store.Pending || to == store.Pending) {
+			if to != tok.State && (tok.State == token.Pending || to == token.Pending) {
 				return conflict("the token is pending: it becomes active only when a code from it is verified; remove it and add it again")
 			}
 			tok.State = to
@@ -538,10 +538,10 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 
 // tokenChange describes an admin's change of a token's state or name for the user's notice; an
 // empty subject means nothing changed.
-func tokenChange(before, after store.Token) (subject, what string) {
+func tokenChange(before, after token.Token) (subject, what string) {
 	renamed := after.Name != before.Name
 	switch {
-	case after.State != before.State && after.State == store.Disabled:
+	case after.State != before.State && after.State == token.Disabled:
 		subject = "token disabled"
 		what = fmt.Sprintf("Your token %q (id %s) was disabled; its codes no longer work.", before.Name, before.ID)
 	case after.State != before.State:
@@ -564,7 +564,7 @@ func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, a
 		return 0, nil, err
 	}
 	name, id := r.PathValue("name"), r.PathValue("id")
-	var t store.Token
+	var t token.Token
 	_, err := s.change(r.Context(), actor, "token.delete", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
 		var err error
 		if _, t, err = x.token(name, id); err != nil {
@@ -602,7 +602,7 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 }
 
 // replaceCodes removes a user's codes for which drop is true, then writes recs.
-func (x *txn) replaceCodes(u User, drop func(store.BackupCode) bool, recs []store.BackupCode) (int, error) {
+func (x *txn) replaceCodes(u User, drop func(token.BackupCode) bool, recs []token.BackupCode) (int, error) {
 	old, err := x.backupCodes(u.Name)
 	if err != nil {
 		return 0, err
@@ -641,7 +641,7 @@ func (s *Server) newBackupCodes(r *http.Request, actor string, body []byte) (int
 			return err
 		}
 		// The old set goes, and expired passcodes with it; live passcodes stay.
-		_, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, recs)
+		_, err = x.replaceCodes(u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, recs)
 		return err
 	})
 	if err != nil {
@@ -668,7 +668,7 @@ func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		_, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expired(now) }, recs)
+		_, err = x.replaceCodes(u, func(c token.BackupCode) bool { return c.Expired(now) }, recs)
 		return err
 	})
 	if err != nil {

@@ -85,6 +85,20 @@ func (c *BackupCode) Expired(now time.Time) bool {
 	return !c.Expires.IsZero() && !now.Before(c.Expires)
 }
 
+// Validate checks a backup code (or one-time passcode) record before it is written.
+func (c *BackupCode) Validate() error {
+	if err := ValidUser(c.User); err != nil {
+		return err
+	}
+	if c.ID == "" || len(c.ID) > 64 || !Printable(c.ID) {
+		return fmt.Errorf("backup code id %q: %w", c.ID, ErrInvalid)
+	}
+	if len(c.Salt) == 0 || len(c.Salt) > 64 || len(c.Hash) == 0 || len(c.Hash) > 128 {
+		return fmt.Errorf("backup code %s of %s: salt and hash of 1 to 64 and 1 to 128 bytes: %w", c.ID, c.User, ErrInvalid)
+	}
+	return nil
+}
+
 // ValidUser checks a user name as a key: non-empty, printable, no NUL, at most 256 bytes.
 func ValidUser(u string) error {
 	if u == "" || len(u) > 256 || !Printable(u) {

@@ -3,7 +3,7 @@ package verify
 import (
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -18,7 +18,7 @@ const (
 
 type match struct {
 	status      matchStatus
-	token       *store.Token
+	token       *token.Token
 	step        uint64
 	skewSeconds int // with matchSkew: how far ahead (+) or behind (-) the device seems
 }
@@ -26,13 +26,13 @@ type match struct {
 // findMatch checks codes (by digit count) against the active tokens at now. Among the steps of a
 // token's window that match, it takes the highest one greater than lastStep(token). Every code
 // comparison is constant-time.
-func findMatch(tokens []store.Token, codes map[int]string, now time.Time, window, skewHint int,
+func findMatch(tokens []token.Token, codes map[int]string, now time.Time, window, skewHint int,
 	lastStep func(id string) uint64) match {
 	var replay, skew match
 	for i := range tokens {
 		t := &tokens[i]
 		code, ok := codes[t.Digits]
-		if t.State != store.Active || !ok {
+		if t.State != token.Active || !ok {
 			continue
 		}
 		p := t.Params()

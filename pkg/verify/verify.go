@@ -15,6 +15,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -115,9 +116,9 @@ func (a *attempt) run() protocol.Verdict {
 	active, pending := 0, 0
 	for _, t := range data.Tokens {
 		switch t.State {
-		case store.Active:
+		case token.Active:
 			active++
-		case store.Pending:
+		case token.Pending:
 			pending++
 		}
 	}
@@ -320,10 +321,10 @@ func (a *attempt) stale(m store.Meta) (string, bool) {
 
 // candidates returns the TOTP codes worth checking, by digit count. With password_and_code the
 // trailing digits are split off and the rest is handed on as PAM_AUTHTOK.
-func (a *attempt) candidates(tokens []store.Token, answer *string) map[int]string {
+func (a *attempt) candidates(tokens []token.Token, answer *string) map[int]string {
 	codes := map[int]string{}
 	for _, t := range tokens {
-		if t.State != store.Active {
+		if t.State != token.Active {
 			continue
 		}
 		d := t.Digits
