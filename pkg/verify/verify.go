@@ -208,28 +208,35 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 			verdict, outcome, reason, msg = protocol.MaxTries, "locked_out", "locked while prompting", m
 			return nil
 		}
-		m := findMatch(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
+		i, m := token.MatchAny(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
 			return x.LastStep(user, id)
 		})
-		switch m.status {
-		case matchOK:
-			tokenID = m.token.ID
-			if err := x.SetLastStep(user, m.token.ID, m.step); err != nil {
+		switch m.Status {
+		case token.OK:
+			tokenID = data.Tokens[i].ID
+			if err := x.SetLastStep(user, tokenID, m.Step); err != nil {
 				return err
 			}
 			verdict, outcome, reason, msg = protocol.Success, "success", "code verified", ""
-		case matchReplay:
+		case token.Replay:
 			// A replay is no guess at the secret: refused, not counted.
-			tokenID = m.token.ID
+			tokenID = data.Tokens[i].ID
 			verdict, outcome, reason, msg = protocol.AuthErr, "replay", "code of an already used time step", msgReplay
 			return nil
-		case matchSkew:
-			tokenID = m.token.ID
+		case token.Skew:
+			// Refused and counted; its step is burned, so that the code, shown before its time,
+			// is never accepted when its time comes.
+			tokenID = data.Tokens[i].ID
+			if m.Step > x.LastStep(user, tokenID) {
+				if err := x.SetLastStep(user, tokenID, m.Step); err != nil {
+					return err
+				}
+			}
 			dir := "ahead"
-			if m.skewSeconds < 0 {
+			if m.SkewSeconds < 0 {
 				dir = "behind"
 			}
-			secs := abs(m.skewSeconds)
+			secs := abs(m.SkewSeconds)
 			reason = fmt.Sprintf("code from %d s %s of the node's clock", secs, dir)
 			outcome = "clock_skew"
 			msg = fmt.Sprintf("%s Your device's clock seems about %d seconds %s; check its time settings.",

@@ -675,3 +675,29 @@ func TestPasscode(t *testing.T) {
 		t.Errorf("passcode reused = %v, want auth_err", got)
 	}
 }
+
+// TestSkewCodeBurned: a code that matches a step outside the window (a clock-skew hint) is
+// refused and counted, and its step is burned: when its time comes, the same code is a replay.
+func TestSkewCodeBurned(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "")
+	f.addToken("alice", "t1", token.Active, totp.DefaultParams, seed)
+	early := code(step0 + 2)
+	if got, c := f.auth(req("alice"), early); got != protocol.AuthErr || !strings.Contains(c.said(), "seems about 60 seconds ahead") {
+		t.Fatalf("Authenticate(now+2 steps) = %v, said %q; want AuthErr with the clock hint", got, c.said())
+	}
+	if got := f.failures("alice").Count; got != 1 {
+		t.Errorf("failures = %d, want 1", got)
+	}
+	f.now = f.now.Add(60 * time.Second) // the code's own step, past the first back-off
+	f.log.Reset()
+	if got, _ := f.auth(req("alice"), early); got != protocol.AuthErr {
+		t.Fatalf("Authenticate(the same code in its step) = %v, want AuthErr (log: %s)", got, f.log)
+	}
+	if !strings.Contains(f.log.String(), "outcome=replay") {
+		t.Errorf("log = %q, want outcome=replay", f.log)
+	}
+	if got, _ := f.auth(req("alice"), code(step0+3)); got != protocol.Success {
+		t.Errorf("Authenticate(a later code) = %v, want Success (log: %s)", got, f.log)
+	}
+}
