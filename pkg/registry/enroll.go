@@ -541,9 +541,10 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 			if t.State != token.Active || !ok {
 				continue
 			}
-			step, st := matchCode(t, code, e.now, proofWindow, 0, e.lastStep(user, t.ID))
-			switch st {
-			case codeOK:
+			m := token.Match(t, code, e.now, proofWindow, 0, e.lastStep(user, t.ID))
+			step := m.Step
+			switch m.Status {
+			case token.OK:
 				if err := e.setStep(user, t.ID, step); err != nil {
 					return false, err
 				}
@@ -553,7 +554,7 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 					return false, err
 				}
 				return true, e.proofOK(action, "code of token "+t.ID)
-			case codeReplay:
+			case token.Replay:
 				replayed = true
 			}
 		}
@@ -625,54 +626,6 @@ func (e *enrollTxn) proofOK(action, what string) error {
 	}
 	e.s.log.Info("enroll proof accepted", "user", e.u.Name, "node", e.node.Name, "action", action, "proof", what)
 	return nil
-}
-
-type codeStatus int
-
-const (
-	codeNone codeStatus = iota
-	codeOK
-	codeReplay
-	codeSkew
-)
-
-// matchCode mirrors pkg/verify's rule for one token: among the steps within window of now that
-// match, the highest one after last; otherwise a replay if one at or before last matched;
-// otherwise, with skew > window, the nearest step within skew that matches (skewSteps signed).
-func matchCode(t *token.Token, code string, now time.Time, window, skew int, last uint64) (uint64, codeStatus) {
-	p := t.Params()
-	cur := totp.Step(now, p.Period)
-	var best uint64
-	st := codeNone
-	for d := -window; d <= window; d++ {
-		s, ok := stepAt(cur, d)
-		if !ok || !totp.Equal(totp.Code(t.Secret, p, s), code) {
-			continue
-		}
-		if s > last && (st != codeOK || s > best) {
-			best, st = s, codeOK
-		} else if s <= last && st == codeNone {
-			st = codeReplay
-		}
-	}
-	if st != codeNone {
-		return best, st
-	}
-	for d := window + 1; d <= skew; d++ {
-		for _, sd := range []int{d, -d} {
-			if s, ok := stepAt(cur, sd); ok && totp.Equal(totp.Code(t.Secret, p, s), code) {
-				return s, codeSkew
-			}
-		}
-	}
-	return 0, codeNone
-}
-
-func stepAt(step uint64, d int) (uint64, bool) {
-	if d < 0 && uint64(-d) > step {
-		return 0, false
-	}
-	return uint64(int64(step) + int64(d)), true
 }
 
 // beginAnswer is the answer of begin: the secret and URI are shown once.
@@ -807,13 +760,24 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 			ans.Status = "wrong_code"
 			return nil
 		}
-		step, st := matchCode(&t, code, e.now, proofWindow, skewHint, 0)
-		switch st {
-		case codeSkew:
-			cur := totp.Step(e.now, t.Period)
-			ans.Status, ans.SkewS = "clock_skew", (int(int64(step)-int64(cur)))*t.Period
-			return nil
-		case codeOK:
+		m := token.Match(&t, code, e.now, proofWindow, skewHint, e.lastStep(q.User, q.ID))
+		step := m.Step
+		switch m.Status {
+		case token.Skew:
+			// Refused and counted as a failed proof; the step is burned, so that the code, shown
+			// before its time, never finishes the enrollment when its time comes.
+			ans.Status, ans.SkewS = "clock_skew", m.SkewSeconds
+			if err := e.setStep(q.User, t.ID, max(e.lastStep(q.User, t.ID), step)); err != nil {
+				return err
+			}
+			var f failRecord
+			if err := e.getJSON(prefixFail+q.User, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
+				return err
+			}
+			f.Count++
+			f.Last = e.now
+			return e.putJSON(prefixFail+q.User, f)
+		case token.OK:
 		default:
 			ans.Status = "wrong_code"
 			return nil
