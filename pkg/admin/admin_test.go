@@ -127,8 +127,12 @@ func TestConfirm(t *testing.T) {
 			tok := readToken(t, a, "alice", e.Token.ID)
 			step := lastStep(t, a, "alice", e.Token.ID)
 			if tc.want.Outcome != Verified {
-				if tok.State != token.Pending || step != 0 {
-					t.Fatalf("after %v: state %s, last step %d; want pending, 0", tc.want.Outcome, tok.State, step)
+				var want uint64 // a skewed code's step is burned; nothing else is recorded
+				if tc.want.Outcome == ClockSkew {
+					want = uint64(int64(totp.Step(t0, tc.params.Period)) + int64(tc.want.SkewSeconds/tc.params.Period))
+				}
+				if tok.State != token.Pending || step != want {
+					t.Fatalf("after %v: state %s, last step %d; want pending, %d", tc.want.Outcome, tok.State, step, want)
 				}
 				return
 			}
@@ -142,6 +146,28 @@ func TestConfirm(t *testing.T) {
 				t.Fatalf("second Confirm = %v, want ErrNotPending", err)
 			}
 		})
+	}
+}
+
+// TestConfirmSkewCodeBurned: a code for now+2 steps gets the clock hint and is refused again
+// when its time comes.
+func TestConfirmSkewCodeBurned(t *testing.T) {
+	a := newAdmin(t)
+	e, err := a.AddToken("alice", AddOptions{Secret: secret20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := totp.DefaultParams
+	early := codeAt(secret20, p, t0, 2)
+	if got, err := a.Confirm("alice", e.Token.ID, early); err != nil || got != (CodeCheck{Outcome: ClockSkew, SkewSeconds: 60}) {
+		t.Fatalf("Confirm(now+2 steps) = %+v, %v; want ClockSkew 60", got, err)
+	}
+	a.Now = func() time.Time { return t0.Add(60 * time.Second) }
+	if got, err := a.Confirm("alice", e.Token.ID, early); err != nil || got.Outcome != WrongCode {
+		t.Fatalf("Confirm(the same code in its step) = %+v, %v; want WrongCode", got, err)
+	}
+	if got, err := a.Confirm("alice", e.Token.ID, codeAt(secret20, p, t0, 3)); err != nil || got.Outcome != Verified {
+		t.Fatalf("Confirm(a later code) = %+v, %v; want Verified", got, err)
 	}
 }
 
@@ -224,6 +250,7 @@ func TestVerifyInteractive(t *testing.T) {
 		}
 	}
 	ahead := codeAt(secret20, totp.DefaultParams, t0, 4)
+	behind := codeAt(secret20, totp.DefaultParams, t0, -4)
 	tests := []struct {
 		name       string
 		input      string
@@ -235,7 +262,10 @@ func TestVerifyInteractive(t *testing.T) {
 		{"wrong then right", wrong + "\n" + good + "\n", nil, true, []string{"not valid", "2 tries left", "Code verified"}},
 		{"typo then right, CRLF", "12x456\r\n" + good + "\r\n", nil, true, []string{"not a 6-digit code", "Code verified"}},
 		{"blank lines do not count", "\n\n\n" + wrong + "\n\n" + wrong + "\n" + good + "\n", nil, true, []string{"1 try left", "Code verified"}},
-		{"clock ahead then right", ahead + "\n" + good + "\n", nil, true, []string{"about 120 seconds ahead", "Code verified"}},
+		{"clock behind then right", behind + "\n" + good + "\n", nil, true, []string{"about 120 seconds behind", "Code verified"}},
+		// A code shown ahead of its time burns the steps up to its own: the current code is refused.
+		{"clock ahead burns the steps before", ahead + "\n" + good + "\n" + ahead + "\n", ErrNotVerified, false,
+			[]string{"about 120 seconds ahead", "not valid", "No valid code entered", "was removed"}},
 		{"last line without newline", good, nil, true, []string{"Code verified"}},
 		{"end of input", "", ErrCancelled, false, []string{"end of input", "was removed"}},
 		{"wrong then end of input", wrong + "\n", ErrCancelled, false, []string{"was removed"}},

@@ -125,9 +125,10 @@ type CodeCheck struct {
 	SkewSeconds int
 }
 
-// Confirm checks a first code for the pending token user/id. A code from the time steps of the
-// policy window activates the token: the matched step is stored in state.db first (so the same
-// code cannot log in afterwards), then the token turns active.
+// Confirm checks a first code for the pending token user/id with token.Match. A code from the
+// time steps of the policy window activates the token: the matched step is stored in state.db
+// first (so the same code cannot log in afterwards), then the token turns active. A code from a
+// step outside the window is a ClockSkew; its step is stored too, so it never verifies later.
 func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	var tok token.Token
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
@@ -145,33 +146,25 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	if !ok {
 		return CodeCheck{Outcome: NotACode}, nil
 	}
-	cur := totp.Step(a.Now(), p.Period)
-	window := a.Config.Window
-	var best uint64
-	found := false
-	for d := -window; d <= window; d++ {
-		s, ok := offset(cur, d)
-		if ok && totp.Equal(totp.Code(tok.Secret, p, s), code) && (!found || s > best) {
-			best, found = s, true
-		}
-	}
-	if !found {
-		for d := window + 1; d <= enrollSkewSteps; d++ {
-			for _, sd := range []int{d, -d} {
-				if s, ok := offset(cur, sd); ok && totp.Equal(totp.Code(tok.Secret, p, s), code) {
-					return CodeCheck{Outcome: ClockSkew, SkewSeconds: sd * p.Period}, nil
-				}
-			}
-		}
-		return CodeCheck{Outcome: WrongCode}, nil
-	}
+	// The match and its record are one state.db transaction: the accepted step, or a step
+	// matched outside the window (burned, so that a code shown early never verifies later).
+	var m token.Result
 	if err := a.State.Update(func(x *store.StateTx) error {
-		if best <= x.LastStep(user, id) {
-			return nil
+		last := x.LastStep(user, id)
+		m = token.Match(&tok, code, a.Now(), a.Config.Window, enrollSkewSteps, last)
+		if (m.Status == token.OK || m.Status == token.Skew) && m.Step > last {
+			return x.SetLastStep(user, id, m.Step)
 		}
-		return x.SetLastStep(user, id, best)
+		return nil
 	}); err != nil {
 		return CodeCheck{}, err
+	}
+	switch m.Status {
+	case token.Skew:
+		return CodeCheck{Outcome: ClockSkew, SkewSeconds: m.SkewSeconds}, nil
+	case token.OK:
+	default:
+		return CodeCheck{Outcome: WrongCode}, nil
 	}
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
@@ -188,13 +181,6 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 		return CodeCheck{}, err
 	}
 	return CodeCheck{Outcome: Verified}, nil
-}
-
-func offset(step uint64, d int) (uint64, bool) {
-	if d < 0 && uint64(-d) > step {
-		return 0, false
-	}
-	return uint64(int64(step) + int64(d)), true
 }
 
 // Cancel removes user/id if it is still pending. It reports whether it removed it.
