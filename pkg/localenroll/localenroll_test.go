@@ -134,6 +134,12 @@ func TestFirstTokenThenProofs(t *testing.T) {
 			t.Errorf("%s: Finish = %+v, %v; want %s, skew %d, no codes", tt.name, r, err, tt.want, tt.skew)
 		}
 	}
+	// The code shown 3 steps early burned its step: when its time comes it is refused.
+	f.clk.add(90 * time.Second)
+	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 0)); err != nil || r.Status != "wrong_code" {
+		t.Errorf("Finish(the early code in its own step) = %+v, %v; want wrong_code", r, err)
+	}
+	f.clk.add(30 * time.Second)
 	code := f.code(k, 0)
 	r, err := f.a.Finish(ctx, "alice", id, code)
 	if err != nil || r.Status != "active" || len(r.BackupCodes) == 0 {
