@@ -90,12 +90,12 @@ func run(e *env, args []string) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(e.stderr, "totp-admin: %s\n%s", admin.Clean(err.Error()), usage)
+		fmt.Fprintf(e.stderr, "totp-admin: %s\n%s", token.Clean(err.Error()), usage)
 		return 2
 	case errors.Is(err, errReported):
 		return 1
 	}
-	fmt.Fprintf(e.stderr, "totp-admin: %s\n", admin.Clean(err.Error()))
+	fmt.Fprintf(e.stderr, "totp-admin: %s\n", token.Clean(err.Error()))
 	return 1
 }
 
@@ -213,7 +213,7 @@ func parse(fs *flag.FlagSet, args []string, want int, optional int) ([]string, e
 func load(e *env, path string) (*config.Config, error) {
 	cfg, warnings, err := config.Load(path)
 	for _, w := range warnings {
-		fmt.Fprintf(e.stderr, "totp-admin: warning: %s\n", admin.Clean(w))
+		fmt.Fprintf(e.stderr, "totp-admin: warning: %s\n", token.Clean(w))
 	}
 	return cfg, err
 }
@@ -222,7 +222,7 @@ func checkConfig(e *env, path string) error {
 	if _, err := load(e, path); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: OK\n", admin.Clean(path))
+	fmt.Fprintf(e.stdout, "%s: OK\n", token.Clean(path))
 	return nil
 }
 
@@ -246,7 +246,7 @@ func adminFor(e *env, path string) (*admin.Admin, error) {
 	if e.writes && cfg.Sync.Registry != "" {
 		return nil, fmt.Errorf("this node follows the registry %s: change tokens there "+
 			"(totp-admin --registry %s ...); a local change would be undone at the next sync",
-			admin.Clean(cfg.Sync.Registry), admin.Clean(cfg.Sync.Registry))
+			token.Clean(cfg.Sync.Registry), token.Clean(cfg.Sync.Registry))
 	}
 	return admin.New(cfg), nil
 }
@@ -330,7 +330,7 @@ func tokenAdd(e *env, args []string) error {
 	if _, err := user.Lookup(u); err != nil {
 		var unknown user.UnknownUserError
 		if errors.As(err, &unknown) {
-			fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", admin.Clean(u))
+			fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
 		}
 	}
 	// From here a signal must not leave a pending token behind: it cancels the enrollment.
@@ -356,7 +356,7 @@ func tokenAdd(e *env, args []string) error {
 	}
 	if !en.HasBackupCodes {
 		fmt.Fprintf(e.stdout, "%s has no backup codes yet: run `totp-admin backup-codes %s` and hand them over.\n",
-			admin.Clean(u), admin.Clean(u))
+			token.Clean(u), token.Clean(u))
 	}
 	return nil
 }
@@ -378,7 +378,7 @@ func tokenList(e *env, args []string) error {
 	}
 	for i := range toks {
 		t := &toks[i]
-		t.User, t.ID, t.Name = admin.Clean(t.User), admin.Clean(t.ID), admin.Clean(t.Name)
+		t.User, t.ID, t.Name = token.Clean(t.User), token.Clean(t.ID), token.Clean(t.Name)
 	}
 	if *asJSON {
 		if toks == nil {
@@ -388,7 +388,7 @@ func tokenList(e *env, args []string) error {
 	}
 	if len(toks) == 0 {
 		if u != "" {
-			fmt.Fprintf(e.stdout, "%s has no tokens.\n", admin.Clean(u))
+			fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(u))
 		} else {
 			fmt.Fprintln(e.stdout, "No tokens.")
 		}
@@ -429,12 +429,12 @@ func tokenChange(e *env, verb string, args []string) error {
 		return err
 	}
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
-	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", admin.Clean(t.ID), admin.Clean(t.Name), admin.Clean(u), past)
+	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
 	if verb != "enable" {
 		active, err := a.HasActiveToken(u)
 		if err == nil && !active {
 			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied until one is added (backup codes still work).\n",
-				admin.Clean(u))
+				token.Clean(u))
 		}
 	}
 	return nil
@@ -450,7 +450,7 @@ func backupCodes(e *env, args []string) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", admin.Clean(pos[0]))
+	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", token.Clean(pos[0]))
 	for i, c := range codes {
 		fmt.Fprintf(&b, "  %2d. %s\n", i+1, c)
 	}
@@ -470,10 +470,10 @@ func unlock(e *env, args []string) error {
 		return err
 	}
 	if before.Count == 0 && before.Until.IsZero() {
-		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", admin.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", token.Clean(pos[0]))
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", admin.Clean(pos[0]), before.Count)
+	fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", token.Clean(pos[0]), before.Count)
 	return nil
 }
 
@@ -487,7 +487,7 @@ func reset(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s reset: %d tokens and %d backup codes removed, failures and last used codes forgotten.\n"+
-		"Enroll a new token with `totp-admin token add %s`.\n", admin.Clean(pos[0]), r.Tokens, r.BackupCodes, admin.Clean(pos[0]))
+		"Enroll a new token with `totp-admin token add %s`.\n", token.Clean(pos[0]), r.Tokens, r.BackupCodes, token.Clean(pos[0]))
 	return nil
 }
 
@@ -515,7 +515,7 @@ func importCSV(e *env, args []string) error {
 	start := time.Now()
 	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: p, SkipInvalid: *skip})
 	for _, le := range rep.Invalid {
-		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", admin.Clean(pos[0]), le)
+		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(pos[0]), le)
 	}
 	if err != nil {
 		return err
@@ -546,22 +546,22 @@ func importGA(e *env, args []string) error {
 		return err
 	}
 	if res.Already {
-		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", admin.Clean(u), admin.Clean(res.Token.ID))
+		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", token.Clean(u), token.Clean(res.Token.ID))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		res.Token.ID, admin.GAName, admin.Clean(u), res.Token.Period)
+		res.Token.ID, admin.GAName, token.Clean(u), res.Token.Period)
 	if res.Scratch > 0 {
 		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
 		if res.Replaced > 0 {
-			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, admin.Clean(u))
+			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, token.Clean(u))
 		}
-		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin backup-codes %s`.\n", admin.Clean(u))
+		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin backup-codes %s`.\n", token.Clean(u))
 	}
 	if len(f.Ignored) > 0 {
 		fmt.Fprintf(e.stdout, "Ignored options (pam_totp.conf decides these for everyone): %s.\n", strings.Join(f.Ignored, ", "))
 	}
-	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", admin.Clean(path))
+	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", token.Clean(path))
 	return nil
 }
 

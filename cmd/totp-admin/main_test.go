@@ -177,6 +177,7 @@ func TestUsageAndVersion(t *testing.T) {
 
 func TestTokenAdd(t *testing.T) {
 	skewed := regexp.MustCompile(`device clock seems about (120|150|180) seconds ahead`)
+	behind := regexp.MustCompile(`device clock seems about (120|150|180) seconds behind`)
 	tests := []struct {
 		name       string
 		args       []string
@@ -192,8 +193,11 @@ func TestTokenAdd(t *testing.T) {
 			[]string{"Code verified: token", "secret (hex):    48656c6c6f21deadbeef", "▀"}, nil},
 		{"wrong then right", nil, func() string { return wrongCode() + "\n" + code(0) + "\n" }, 0, true,
 			[]string{"That code is not valid", "2 tries left", "Code verified"}, nil},
-		{"clock ahead then right", nil, func() string { return code(5) + "\n" + code(0) + "\n" }, 0, true,
-			[]string{"Code verified"}, skewed},
+		{"clock behind then right", nil, func() string { return code(-5) + "\n" + code(0) + "\n" }, 0, true,
+			[]string{"Code verified"}, behind},
+		// A code shown ahead of its time burns the steps up to its own: the current one is refused.
+		{"clock ahead burns the current code", nil, func() string { return code(5) + "\n" + code(0) + "\n" }, 1, false,
+			[]string{"That code is not valid", "No code entered (end of input); the pending token"}, skewed},
 		{"end of input", nil, func() string { return "" }, 1, false,
 			[]string{"No code entered (end of input); the pending token"}, nil},
 		{"three wrong codes", nil, func() string { w := wrongCode() + "\n"; return w + w + w }, 1, false,

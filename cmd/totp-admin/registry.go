@@ -263,7 +263,7 @@ func writeJSON(w io.Writer, v any) error {
 func cleanAll(ss []string) []string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
-		out[i] = admin.Clean(s)
+		out[i] = token.Clean(s)
 	}
 	return out
 }
@@ -279,13 +279,13 @@ func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return admin.Clean(s)
+	return token.Clean(s)
 }
 
 // Users.
 
 func cleanUser(u adminclient.User) adminclient.User {
-	u.Name, u.Mail, u.Scopes = admin.Clean(u.Name), admin.Clean(u.Mail), cleanAll(u.Scopes)
+	u.Name, u.Mail, u.Scopes = token.Clean(u.Name), token.Clean(u.Mail), cleanAll(u.Scopes)
 	return u
 }
 
@@ -304,7 +304,7 @@ func rUserAdd(e *env, args []string) error {
 	}
 	u = cleanUser(u)
 	if u.Name == "" {
-		u.Name, u.Mail, u.Scopes = admin.Clean(pos[0]), admin.Clean(*mail), cleanAll(sc.vals)
+		u.Name, u.Mail, u.Scopes = token.Clean(pos[0]), token.Clean(*mail), cleanAll(sc.vals)
 	}
 	fmt.Fprintf(e.stdout, "User %s added (scopes %s, mail %s).\n", u.Name, scopes(u.Scopes), dash(u.Mail))
 	if len(u.Scopes) == 0 {
@@ -419,7 +419,7 @@ func rUserSet(e *env, args []string) error {
 	}
 	u = cleanUser(u)
 	if u.Name == "" {
-		fmt.Fprintf(e.stdout, "User %s changed.\n", admin.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "User %s changed.\n", token.Clean(pos[0]))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "User %s changed: scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
@@ -436,15 +436,15 @@ func rUserRemove(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", admin.Clean(pos[0]), r.Tokens, r.BackupCodes)
+	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", token.Clean(pos[0]), r.Tokens, r.BackupCodes)
 	return nil
 }
 
 // Tokens.
 
 func cleanToken(t adminclient.Token) adminclient.Token {
-	t.User, t.ID, t.Name = admin.Clean(t.User), admin.Clean(t.ID), admin.Clean(t.Name)
-	t.Algorithm, t.State = admin.Clean(t.Algorithm), admin.Clean(t.State)
+	t.User, t.ID, t.Name = token.Clean(t.User), token.Clean(t.ID), token.Clean(t.Name)
+	t.Algorithm, t.State = token.Clean(t.Algorithm), token.Clean(t.State)
 	return t
 }
 
@@ -473,7 +473,7 @@ func rTokenList(e *env, args []string) error {
 	for i := range toks {
 		toks[i] = cleanToken(toks[i])
 		if toks[i].User == "" {
-			toks[i].User = admin.Clean(pos[0])
+			toks[i].User = token.Clean(pos[0])
 		}
 	}
 	if *asJSON {
@@ -483,7 +483,7 @@ func rTokenList(e *env, args []string) error {
 		return writeJSON(e.stdout, toks)
 	}
 	if len(toks) == 0 {
-		fmt.Fprintf(e.stdout, "%s has no tokens.\n", admin.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(pos[0]))
 		return nil
 	}
 	return tokenTable(e.stdout, toks)
@@ -532,7 +532,7 @@ func rTokenAdd(e *env, args []string) error {
 		}
 		return fmt.Errorf("%w; token %s was removed again", err, t.ID)
 	}
-	fmt.Fprintf(e.stdout, "Login nodes of %s's scopes have the token within seconds.\n", admin.Clean(u))
+	fmt.Fprintf(e.stdout, "Login nodes of %s's scopes have the token within seconds.\n", token.Clean(u))
 	return nil
 }
 
@@ -600,7 +600,7 @@ func rTokenChange(e *env, verb string, args []string) error {
 		return err
 	}
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
-	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", admin.Clean(t.ID), admin.Clean(t.Name), admin.Clean(u), past)
+	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
 	if verb != "enable" {
 		active := false
 		for _, o := range toks {
@@ -608,7 +608,7 @@ func rTokenChange(e *env, verb string, args []string) error {
 		}
 		if !active {
 			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied until one is added (backup codes still work).\n",
-				admin.Clean(u))
+				token.Clean(u))
 		}
 	}
 	return nil
@@ -624,7 +624,7 @@ func rReset(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	u := admin.Clean(pos[0])
+	u := token.Clean(pos[0])
 	fmt.Fprintf(e.stdout, "%s reset: %d tokens and %d backup codes removed.\n"+
 		"Enroll a new token with `totp-admin --registry URL token add %s`. Failed codes are counted on each\n"+
 		"login node: if %s is locked out there, run `totp-admin unlock %s` on the node.\n",
@@ -643,9 +643,9 @@ func rBackupCodes(e *env, args []string) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", admin.Clean(pos[0]))
+	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", token.Clean(pos[0]))
 	for i, c := range codes {
-		fmt.Fprintf(&b, "  %2d. %s\n", i+1, admin.Clean(c))
+		fmt.Fprintf(&b, "  %2d. %s\n", i+1, token.Clean(c))
 	}
 	b.WriteString("\nEach code works once, in place of a code from the app. Store them somewhere safe\n" +
 		"(printed, or in a password manager): they are shown only this once.\n")
@@ -670,9 +670,9 @@ func rPasscode(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	u := admin.Clean(pos[0])
+	u := token.Clean(pos[0])
 	var b strings.Builder
-	fmt.Fprintf(&b, "One-time passcode for %s:\n\n    %s\n\n", u, admin.Clean(p.Code))
+	fmt.Fprintf(&b, "One-time passcode for %s:\n\n    %s\n\n", u, token.Clean(p.Code))
 	fmt.Fprintf(&b, "It works once, in place of a code from the app, until %s.\n", stampSeconds(p.Expires))
 	b.WriteString("Give it to the user over a channel you trust; it is shown only this once.\n")
 	_, err = io.WriteString(e.stdout, b.String())
@@ -707,8 +707,8 @@ func rNodeAdd(e *env, args []string) error {
 	}
 	path := config.Default().Sync.CredentialFile
 	var b strings.Builder
-	fmt.Fprintf(&b, "Node %s added to scope %s. Its credential, shown only this once:\n\n", admin.Clean(n.Name), admin.Clean(n.Scope))
-	fmt.Fprintf(&b, "    %s\n\n", admin.Clean(n.Credential))
+	fmt.Fprintf(&b, "Node %s added to scope %s. Its credential, shown only this once:\n\n", token.Clean(n.Name), token.Clean(n.Scope))
+	fmt.Fprintf(&b, "    %s\n\n", token.Clean(n.Credential))
 	fmt.Fprintf(&b, "Put it on the node in %s, owned by root, mode 0600\n", path)
 	b.WriteString("([sync] credential_file in pam_totp.conf), then start totp-syncd.\n")
 	_, err = io.WriteString(e.stdout, b.String())
@@ -728,7 +728,7 @@ func rNodeList(e *env, args []string) error {
 	}
 	for i := range nodes {
 		n := &nodes[i]
-		n.Name, n.Scope, n.Version = admin.Clean(n.Name), admin.Clean(n.Scope), admin.Clean(n.Version)
+		n.Name, n.Scope, n.Version = token.Clean(n.Name), token.Clean(n.Scope), token.Clean(n.Version)
 	}
 	if *asJSON {
 		if nodes == nil {
@@ -786,7 +786,7 @@ func rNodeRemove(e *env, args []string) error {
 	if err := cl.RemoveNode(e.ctx, pos[0]); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", admin.Clean(pos[0]))
+	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", token.Clean(pos[0]))
 	return nil
 }
 
@@ -823,7 +823,7 @@ func rImportCSV(e *env, args []string) error {
 		invalid = ae.Invalid
 	}
 	for _, le := range invalid {
-		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", admin.Clean(pos[0]), admin.Clean(le.Error()))
+		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(pos[0]), token.Clean(le.Error()))
 	}
 	if err != nil {
 		return err
@@ -832,7 +832,7 @@ func rImportCSV(e *env, args []string) error {
 	if r.UsersCreated > 0 {
 		fmt.Fprintf(e.stdout, "; %d new users", r.UsersCreated)
 		if *scope != "" {
-			fmt.Fprintf(e.stdout, " in scope %s", admin.Clean(*scope))
+			fmt.Fprintf(e.stdout, " in scope %s", token.Clean(*scope))
 		} else {
 			fmt.Fprint(e.stdout, " without a scope")
 		}
@@ -879,22 +879,22 @@ func rImportGA(e *env, args []string) error {
 		return err
 	}
 	if res.Already {
-		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", admin.Clean(u), admin.Clean(res.ID))
+		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", token.Clean(u), token.Clean(res.ID))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		admin.Clean(res.ID), admin.GAName, admin.Clean(u), res.Token.Period)
+		token.Clean(res.ID), admin.GAName, token.Clean(u), res.Token.Period)
 	if res.Scratch > 0 {
 		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
 		if res.Replaced > 0 {
-			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, admin.Clean(u))
+			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, token.Clean(u))
 		}
-		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin --registry URL backup-codes %s`.\n", admin.Clean(u))
+		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin --registry URL backup-codes %s`.\n", token.Clean(u))
 	}
 	if len(res.Ignored) > 0 {
 		fmt.Fprintf(e.stdout, "Ignored options (pam_totp.conf decides these for everyone): %s.\n", strings.Join(cleanAll(res.Ignored), ", "))
 	}
-	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", admin.Clean(path))
+	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", token.Clean(path))
 	return nil
 }
 
@@ -918,8 +918,8 @@ func rAudit(e *env, args []string) error {
 	}
 	for i := range recs {
 		r := &recs[i]
-		r.Actor, r.Action, r.Target, r.Reason = admin.Clean(r.Actor), admin.Clean(r.Action), admin.Clean(r.Target), admin.Clean(r.Reason)
-		r.Prev, r.Hash = admin.Clean(r.Prev), admin.Clean(r.Hash)
+		r.Actor, r.Action, r.Target, r.Reason = token.Clean(r.Actor), token.Clean(r.Action), token.Clean(r.Target), token.Clean(r.Reason)
+		r.Prev, r.Hash = token.Clean(r.Prev), token.Clean(r.Hash)
 	}
 	if *asJSON {
 		if recs == nil {

@@ -2,15 +2,10 @@ package admin
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/config"
@@ -35,9 +30,6 @@ var (
 	// ErrUnsupported: an import file describes something pam-totp does not do (HOTP).
 	ErrUnsupported = errors.New("not supported")
 )
-
-// idLen is the number of random bytes of a token id (shown as twice as many hex digits).
-const idLen = 4
 
 // enrollSkewSteps is how far (in time steps) from now a first code is still recognised, so that
 // a wrong device clock gets a hint instead of a plain "wrong code".
@@ -72,79 +64,6 @@ func (a *Admin) prepare() error {
 		return fmt.Errorf("store directory: %w", err)
 	}
 	return nil
-}
-
-// Clean makes a stored or imported string safe to print on a terminal: control characters
-// (C0, DEL, C1), bidirectional overrides and invalid UTF-8 become '?'.
-func Clean(s string) string {
-	clean := true
-	for _, r := range s {
-		if unsafeRune(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unsafeRune(r) {
-			r = '?'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func unsafeRune(r rune) bool {
-	switch {
-	case r == utf8.RuneError, unicode.IsControl(r):
-		return true
-	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f:
-		return true // bidi overrides and isolates can reorder what a terminal shows
-	}
-	return false
-}
-
-// checkName validates a token name chosen by an admin or read from an import file.
-func checkName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("token name is empty")
-	case len(name) > 64:
-		return errors.New("token name is longer than 64 bytes")
-	case !utf8.ValidString(name) || Clean(name) != name:
-		return errors.New("token name contains control characters or invalid UTF-8")
-	}
-	return nil
-}
-
-// newID returns a random token id that taken does not report as used.
-func (a *Admin) newID(taken func(string) bool) (string, error) {
-	b := make([]byte, idLen)
-	for range 100 {
-		if _, err := io.ReadFull(a.Rand, b); err != nil {
-			return "", fmt.Errorf("random token id: %w", err)
-		}
-		if id := hex.EncodeToString(b); !taken(id) {
-			return id, nil
-		}
-	}
-	return "", errors.New("cannot find a free token id")
-}
-
-// defaultName is "token-N" with the lowest N >= len(tokens)+1 that no token of the user has.
-func defaultName(tokens []token.Token) string {
-	used := map[string]bool{}
-	for _, t := range tokens {
-		used[t.Name] = true
-	}
-	for n := len(tokens) + 1; ; n++ {
-		if name := "token-" + strconv.Itoa(n); !used[name] {
-			return name
-		}
-	}
 }
 
 // TokenInfo is what listings show of a token: everything but the secret.
@@ -225,7 +144,7 @@ func (a *Admin) RemoveToken(user, id string) (TokenInfo, error) {
 
 // RenameToken gives user's token id a new name and returns it as it was before.
 func (a *Admin) RenameToken(user, id, name string) (TokenInfo, error) {
-	if err := checkName(name); err != nil {
+	if err := token.CheckName(name); err != nil {
 		return TokenInfo{}, err
 	}
 	var before TokenInfo
@@ -242,7 +161,7 @@ func (a *Admin) RenameToken(user, id, name string) (TokenInfo, error) {
 }
 
 // CheckName checks a token name: 1 to 64 bytes of UTF-8 without control characters.
-func CheckName(name string) error { return checkName(name) }
+func CheckName(name string) error { return token.CheckName(name) }
 
 // SetState disables or enables a token. A pending token can be neither: it was never verified,
 // so enabling it would skip the proof that the user has the device, and a disabled record would

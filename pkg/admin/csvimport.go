@@ -93,7 +93,7 @@ func csvRecord(f []string) (CSVRecord, string) {
 	if rec.User == "" {
 		return rec, "user name is empty"
 	}
-	if token.ValidUser(rec.User) != nil || Clean(rec.User) != rec.User || strings.ContainsAny(rec.User, " \t") {
+	if token.ValidUser(rec.User) != nil || token.Clean(rec.User) != rec.User || strings.ContainsAny(rec.User, " \t") {
 		return rec, "user name is not valid (at most 256 printable characters, no spaces)"
 	}
 	if f[1] == "" {
@@ -110,7 +110,7 @@ func csvRecord(f []string) (CSVRecord, string) {
 	rec.Secret = secret
 	if len(f) == 3 {
 		rec.Name = f[2]
-		if err := checkName(rec.Name); err != nil {
+		if err := token.CheckName(rec.Name); err != nil {
 			return rec, err.Error()
 		}
 	}
@@ -173,7 +173,7 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 	}
 	now := a.Now().UTC().Truncate(time.Second)
 	toks := make([]token.Token, len(recs))
-	ids := make([]byte, idLen*len(recs))
+	ids := make([]byte, token.IDLen*len(recs))
 	if _, err := io.ReadFull(a.Rand, ids); err != nil {
 		return rep, fmt.Errorf("random token ids: %w", err)
 	}
@@ -183,7 +183,7 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 			name = o.DefaultName
 		}
 		toks[i] = token.Token{
-			User: rec.User, ID: fmt.Sprintf("%x", ids[i*idLen:(i+1)*idLen]), Name: name,
+			User: rec.User, ID: fmt.Sprintf("%x", ids[i*token.IDLen:(i+1)*token.IDLen]), Name: name,
 			Algorithm: o.Params.Algorithm, Digits: o.Params.Digits, Period: o.Params.Period,
 			Secret: rec.Secret, State: token.Active, Created: now,
 		}
@@ -218,15 +218,15 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 					dups++
 					continue
 				}
-				if hasID(have, t.ID) {
-					id, err := a.newID(func(id string) bool { return hasID(have, id) })
+				if token.HasID(have, t.ID) {
+					id, err := token.NewID(a.Rand, func(id string) bool { return token.HasID(have, id) })
 					if err != nil {
 						return err
 					}
 					t.ID = id
 				}
 				if err := x.PutToken(t); err != nil {
-					return fmt.Errorf("token %s of %s: %w", t.ID, Clean(t.User), err)
+					return fmt.Errorf("token %s of %s: %w", t.ID, token.Clean(t.User), err)
 				}
 				have = append(have, t)
 				added++
@@ -245,15 +245,6 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 func hasSecret(toks []token.Token, secret []byte) bool {
 	for _, t := range toks {
 		if len(t.Secret) == len(secret) && subtle.ConstantTimeCompare(t.Secret, secret) == 1 {
-			return true
-		}
-	}
-	return false
-}
-
-func hasID(toks []token.Token, id string) bool {
-	for _, t := range toks {
-		if t.ID == id {
 			return true
 		}
 	}

@@ -43,7 +43,7 @@ func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
 		return nil, err
 	}
 	if o.Name != "" {
-		if err := checkName(o.Name); err != nil {
+		if err := token.CheckName(o.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -79,7 +79,7 @@ func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
 			return err
 		}
 		e.HasBackupCodes = len(codes) > 0
-		id, err := a.newID(func(id string) bool {
+		id, err := token.NewID(a.Rand, func(id string) bool {
 			_, err := x.Token(user, id)
 			return err == nil
 		})
@@ -88,7 +88,7 @@ func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
 		}
 		name := o.Name
 		if name == "" {
-			name = defaultName(toks)
+			name = token.DefaultName(toks)
 		}
 		state := token.Pending
 		if o.Active {
@@ -218,7 +218,7 @@ func WriteEnrollment(w io.Writer, e *Enrollment, qr QR) error {
 	if t.State == token.Active {
 		state = "active"
 	}
-	fmt.Fprintf(&b, "New token %s (%q) for %s, %s.\n\n", t.ID, Clean(t.Name), Clean(t.User), state)
+	fmt.Fprintf(&b, "New token %s (%q) for %s, %s.\n\n", t.ID, token.Clean(t.Name), token.Clean(t.User), state)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func (a *Admin) VerifyInteractive(ctx context.Context, e *Enrollment, in io.Read
 			return fmt.Errorf("%s; removing pending token %s failed: %w", why, t.ID, err)
 		}
 		if removed {
-			fmt.Fprintf(out, "\n%s; the pending token %s of %s was removed.\n", why, t.ID, Clean(t.User))
+			fmt.Fprintf(out, "\n%s; the pending token %s of %s was removed.\n", why, t.ID, token.Clean(t.User))
 		}
 		return cause
 	}
@@ -322,7 +322,7 @@ func (a *Admin) VerifyInteractive(ctx context.Context, e *Enrollment, in io.Read
 		switch check.Outcome {
 		case Verified:
 			t.State = token.Active
-			fmt.Fprintf(out, "Code verified: token %s (%q) of %s is active.\n", t.ID, Clean(t.Name), Clean(t.User))
+			fmt.Fprintf(out, "Code verified: token %s (%q) of %s is active.\n", t.ID, token.Clean(t.Name), token.Clean(t.User))
 			return nil
 		case NotACode:
 			fmt.Fprintf(out, "That is not a %d-digit code.%s\n", t.Digits, tries(left))

@@ -189,7 +189,7 @@ func (a *Admin) ImportGA(user string, f GAFile) (GAResult, error) {
 				return nil
 			}
 		}
-		id, err := a.newID(func(id string) bool { return hasID(toks, id) })
+		id, err := token.NewID(a.Rand, func(id string) bool { return token.HasID(toks, id) })
 		if err != nil {
 			return err
 		}

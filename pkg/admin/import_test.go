@@ -362,7 +362,7 @@ func FuzzParseCSV(f *testing.F) {
 			return
 		}
 		for _, r := range recs {
-			if token.ValidUser(r.User) != nil || len(r.Secret) < totp.MinSecretLen || Clean(r.Name) != r.Name {
+			if token.ValidUser(r.User) != nil || len(r.Secret) < totp.MinSecretLen || token.Clean(r.Name) != r.Name {
 				t.Fatalf("invalid record accepted: %+v", r)
 			}
 		}

@@ -395,5 +395,5 @@ func clip(s string) string {
 	if len(s) > 64 {
 		s = s[:64]
 	}
-	return admin.Clean(s)
+	return token.Clean(s)
 }

@@ -207,7 +207,7 @@ func (q *beginRequest) check() error {
 	if err := checkUser(q.User); err != nil {
 		return err
 	}
-	if q.Name != "" && !validTokenName(q.Name) {
+	if q.Name != "" && token.CheckName(q.Name) != nil {
 		return badRequest("name: 1 to 64 printable characters")
 	}
 	return checkAnswer("proof", q.Proof)
@@ -219,7 +219,7 @@ func (q *finishRequest) check() error {
 
 func (q *renameRequest) check() error {
 	var name error
-	if !validTokenName(q.Name) {
+	if token.CheckName(q.Name) != nil {
 		name = badRequest("name: 1 to 64 printable characters")
 	}
 	return firstErr(checkUser(q.User), checkID(q.ID), name)
@@ -692,7 +692,7 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 			Digits: totp.DefaultParams.Digits, Period: totp.DefaultParams.Period, Secret: secret,
 			State: token.Pending, Created: e.now.UTC()}
 		if t.Name == "" {
-			t.Name = defaultTokenName(all)
+			t.Name = token.DefaultName(all)
 		}
 		if err := t.Validate(); err != nil {
 			return badRequest("%v", err)

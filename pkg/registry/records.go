@@ -125,19 +125,11 @@ func validIdent(s string, max int) bool {
 	return true
 }
 
-// cleanReason makes an audit reason safe: printable, bounded.
+// cleanReason makes an audit reason safe (token.Clean) and bounded.
 func cleanReason(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == utf8.RuneError {
-			return ' '
-		}
-		return r
-	}, strings.TrimSpace(s))
+	s = token.Clean(strings.TrimSpace(s))
 	if len(s) > maxReasonLen {
-		s = s[:maxReasonLen]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
+		s = strings.ToValidUTF8(s[:maxReasonLen], "")
 	}
 	return s
 }

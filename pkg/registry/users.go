@@ -2,10 +2,8 @@ package registry
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -113,7 +111,7 @@ func parseTokenRequest(body []byte) (tokenRequest, error) {
 	if err := decodeStrict(body, &q); err != nil {
 		return q, err
 	}
-	if q.Name != "" && !validTokenName(q.Name) {
+	if q.Name != "" && token.CheckName(q.Name) != nil {
 		return q, badRequest("name: 1 to 64 printable characters")
 	}
 	q.params = totp.DefaultParams
@@ -154,7 +152,7 @@ func parseTokenPatch(body []byte) (tokenPatch, error) {
 	if q.State != nil && *q.State != string(token.Active) && *q.State != string(token.Disabled) {
 		return q, badRequest("state: want active or disabled")
 	}
-	if q.Name != nil && !validTokenName(*q.Name) {
+	if q.Name != nil && token.CheckName(*q.Name) != nil {
 		return q, badRequest("name: 1 to 64 printable characters")
 	}
 	return q, nil
@@ -194,13 +192,6 @@ func checkMail(m string) error {
 		return badRequest("mail: want one address like user@example.org")
 	}
 	return nil
-}
-
-func validTokenName(n string) bool {
-	if n == "" || len(n) > 64 || !utf8.ValidString(n) {
-		return false
-	}
-	return strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }) < 0
 }
 
 // UserView is a user with its record counts.
@@ -404,29 +395,9 @@ func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, erro
 	return http.StatusOK, out, err
 }
 
-// newTokenID returns a random token id (8 hex digits) that the user does not have.
+// newTokenID returns a random token id that the user does not have.
 func (s *Server) newTokenID(taken []token.Token) (string, error) {
-	b := make([]byte, 4)
-	for range 100 {
-		if _, err := io.ReadFull(s.rand, b); err != nil {
-			return "", fmt.Errorf("random token id: %w", err)
-		}
-		id := hex.EncodeToString(b)
-		if !slices.ContainsFunc(taken, func(t token.Token) bool { return t.ID == id }) {
-			return id, nil
-		}
-	}
-	return "", fmt.Errorf("cannot find a free token id")
-}
-
-// defaultTokenName is "token-N" with the lowest free N from len(tokens)+1.
-func defaultTokenName(toks []token.Token) string {
-	for n := len(toks) + 1; ; n++ {
-		name := fmt.Sprintf("token-%d", n)
-		if !slices.ContainsFunc(toks, func(t token.Token) bool { return t.Name == name }) {
-			return name
-		}
-	}
+	return token.NewID(s.rand, func(id string) bool { return token.HasID(taken, id) })
 }
 
 func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -461,7 +432,7 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		t = token.Token{User: name, ID: id, Name: q.Name, Algorithm: q.params.Algorithm, Digits: q.params.Digits,
 			Period: q.params.Period, Secret: q.secret, State: token.State(q.State), Created: s.now().UTC()}
 		if t.Name == "" {
-			t.Name = defaultTokenName(toks)
+			t.Name = token.DefaultName(toks)
 		}
 		return x.putToken(u, t)
 	})

@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 )
 
 // MaxNameLen is the longest token name, in bytes.
 const MaxNameLen = 64
 
-// idLen is the number of random bytes of a token id (shown as twice as many hex digits).
-const idLen = 4
+// IDLen is the number of random bytes of a token id (shown as twice as many hex digits).
+const IDLen = 4
 
 // CheckName validates a token name chosen by a user or an admin or read from an import file:
 // 1 to 64 bytes of printable UTF-8 (see Printable). Its error is meant for a person.
@@ -31,7 +32,7 @@ func CheckName(name string) error {
 // NewID returns a random token id (8 hex digits read from rand) that taken does not report as
 // used.
 func NewID(rand io.Reader, taken func(string) bool) (string, error) {
-	b := make([]byte, idLen)
+	b := make([]byte, IDLen)
 	for range 100 {
 		if _, err := io.ReadFull(rand, b); err != nil {
 			return "", fmt.Errorf("random token id: %w", err)
@@ -54,4 +55,9 @@ func DefaultName(tokens []Token) string {
 			return name
 		}
 	}
+}
+
+// HasID reports whether one of tokens has the id.
+func HasID(tokens []Token, id string) bool {
+	return slices.ContainsFunc(tokens, func(t Token) bool { return t.ID == id })
 }

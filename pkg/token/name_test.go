@@ -41,6 +41,18 @@ func TestClean(t *testing.T) {
 		{"line\u2028para\u2029", "line?para?"},
 		{"bad\xffutf8", "bad?utf8"},
 		{"tab\tnew\n", "tab?new?"},
+		// The cases of the former admin.Clean and enrollcli.Clean.
+		{"alice", "alice"},
+		{"laptop KeePassXC", "laptop KeePassXC"},
+		{"Zoë 電話", "Zoë 電話"},
+		{"a\x1b[2Jb", "a?[2Jb"},
+		{"a\nb\tc", "a?b?c"},
+		{"a\u009bb", "a?b"},
+		{"a\u202eb", "a?b"},
+		{"a\xffb", "a?b"},
+		{"a\x1b]0;x\x07b", "a?]0;x?b"},
+		{"rtl\u202eevil", "rtl?evil"},
+		{"c1\u009bx", "c1?x"},
 	}
 	for _, c := range cases {
 		if got := Clean(c.in); got != c.want {
