@@ -25,6 +25,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -505,7 +506,7 @@ func importCSV(e *env, args []string) error {
 	}
 	var in io.Reader = e.stdin
 	if pos[0] != "-" {
-		f, err := admin.OpenInput(pos[0])
+		f, err := tokenimport.OpenInput(pos[0])
 		if err != nil {
 			return err
 		}
@@ -537,7 +538,7 @@ func importGA(e *env, args []string) error {
 		return err
 	}
 	u, path := pos[0], pos[1]
-	f, err := admin.ReadGAFile(path)
+	f, err := tokenimport.ReadGAFile(path)
 	if err != nil {
 		return err
 	}
@@ -550,7 +551,7 @@ func importGA(e *env, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		res.Token.ID, admin.GAName, token.Clean(u), res.Token.Period)
+		res.Token.ID, tokenimport.GAName, token.Clean(u), res.Token.Period)
 	if res.Scratch > 0 {
 		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
 		if res.Replaced > 0 {

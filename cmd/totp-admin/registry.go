@@ -21,6 +21,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -807,7 +808,7 @@ func rImportCSV(e *env, args []string) error {
 	}
 	in := e.stdin
 	if pos[0] != "-" {
-		f, err := admin.OpenInput(pos[0])
+		f, err := tokenimport.OpenInput(pos[0])
 		if err != nil {
 			return err
 		}
@@ -847,7 +848,7 @@ func rImportCSV(e *env, args []string) error {
 	return nil
 }
 
-// maxGAFile bounds a google-authenticator file read for the registry (admin.ReadGAFile's bound).
+// maxGAFile bounds a google-authenticator file read for the registry (tokenimport.ReadGAFile's bound).
 const maxGAFile = 64 * 1024
 
 func rImportGA(e *env, args []string) error {
@@ -857,7 +858,7 @@ func rImportGA(e *env, args []string) error {
 		return err
 	}
 	u, path := pos[0], pos[1]
-	f, err := admin.OpenInput(path)
+	f, err := tokenimport.OpenInput(path)
 	if err != nil {
 		return err
 	}
@@ -870,7 +871,7 @@ func rImportGA(e *env, args []string) error {
 		return fmt.Errorf("%s: larger than %d bytes; not a google-authenticator file", path, maxGAFile)
 	}
 	// Check it here first: a broken file gets the same precise message as without a registry.
-	if _, err := admin.ParseGA(data); err != nil {
+	if _, err := tokenimport.ParseGA(data); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	res, err := cl.ImportGA(e.ctx, u, data)
@@ -883,7 +884,7 @@ func rImportGA(e *env, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		token.Clean(res.ID), admin.GAName, token.Clean(u), res.Token.Period)
+		token.Clean(res.ID), tokenimport.GAName, token.Clean(u), res.Token.Period)
 	if res.Scratch > 0 {
 		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
 		if res.Replaced > 0 {

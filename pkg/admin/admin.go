@@ -27,8 +27,6 @@ var (
 	ErrNotVerified = errors.New("no valid code was entered")
 	// ErrInvalidLines: an import file has invalid lines and nothing was written.
 	ErrInvalidLines = errors.New("invalid lines; nothing was imported")
-	// ErrUnsupported: an import file describes something pam-totp does not do (HOTP).
-	ErrUnsupported = errors.New("not supported")
 )
 
 // enrollSkewSteps is how far (in time steps) from now a first code is still recognised, so that

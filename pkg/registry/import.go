@@ -10,21 +10,21 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // ImportReport is the answer of a CSV import.
 type ImportReport struct {
-	Added        int               `json:"added"`
-	Duplicates   int               `json:"duplicates"`
-	UsersCreated int               `json:"users_created"`
-	Revisions    int               `json:"revisions"`
-	Invalid      []admin.LineError `json:"invalid"`
-	Error        string            `json:"error,omitempty"`
+	Added        int                     `json:"added"`
+	Duplicates   int                     `json:"duplicates"`
+	UsersCreated int                     `json:"users_created"`
+	Revisions    int                     `json:"revisions"`
+	Invalid      []tokenimport.LineError `json:"invalid"`
+	Error        string                  `json:"error,omitempty"`
 }
 
 // importParams reads ?algorithm=&digits=&period= for every imported token.
@@ -53,7 +53,7 @@ func importParams(r *http.Request) (totp.Params, error) {
 }
 
 // importCSV answers POST /v1/admin/import/csv[?scope=X&skip_invalid=1]: lines
-// "user,base32secret[,name]" (admin.ParseCSV), written in chunks of admin.DefaultChunk tokens,
+// "user,base32secret[,name]" (tokenimport.ParseCSV), written in chunks of tokenimport.DefaultChunk tokens,
 // one revision and one audit record each. A user's token with the same secret is a duplicate and
 // skipped, so importing a file twice adds nothing. Users that do not exist are created, with the
 // scope given.
@@ -70,20 +70,20 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 		scopes = []string{sc}
 	}
 	skip := r.URL.Query().Get("skip_invalid")
-	recs, bad, err := admin.ParseCSV(bytes.NewReader(body))
+	recs, bad, err := tokenimport.ParseCSV(bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, badRequest("%v", err)
 	}
 	rep := ImportReport{Invalid: bad}
-	recs = slices.DeleteFunc(recs, func(c admin.CSVRecord) bool {
+	recs = slices.DeleteFunc(recs, func(c tokenimport.CSVRecord) bool {
 		if !validName(c.User, maxNameLen) {
-			rep.Invalid = append(rep.Invalid, admin.LineError{Line: c.Line, Msg: "user name is not valid (no '/')"})
+			rep.Invalid = append(rep.Invalid, tokenimport.LineError{Line: c.Line, Msg: "user name is not valid (no '/')"})
 			return true
 		}
 		return false
 	})
 	if rep.Invalid == nil {
-		rep.Invalid = []admin.LineError{}
+		rep.Invalid = []tokenimport.LineError{}
 	}
 	if len(rep.Invalid) > 0 && skip != "1" && skip != "true" {
 		rep.Error = fmt.Sprintf("%d invalid lines; nothing was imported (skip_invalid=1 imports the valid ones)", len(rep.Invalid))
@@ -94,8 +94,8 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 	// committed chunks added to their account.
 	imported := &importNotices{}
 	defer func() { s.notifyImport(r.Context(), actor, imported) }()
-	for start := 0; start < len(recs); start += admin.DefaultChunk {
-		chunk := recs[start:min(start+admin.DefaultChunk, len(recs))]
+	for start := 0; start < len(recs); start += tokenimport.DefaultChunk {
+		chunk := recs[start:min(start+tokenimport.DefaultChunk, len(recs))]
 		var added, dups, created int
 		var newToks []token.Token
 		_, err := s.change(r.Context(), actor, "import.csv", fmt.Sprintf("lines %d-%d", chunk[0].Line, chunk[len(chunk)-1].Line), reason, func(x *txn) error {
@@ -260,14 +260,14 @@ type GAReport struct {
 }
 
 // importGA answers POST /v1/admin/import/google-authenticator?user=NAME: the file's secret
-// becomes an active token named admin.GAName and its scratch codes the user's backup codes
+// becomes an active token named tokenimport.GAName and its scratch codes the user's backup codes
 // (replacing the old set). A file already imported changes nothing.
 func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any, error) {
 	name := r.URL.Query().Get("user")
 	if !validName(name, maxNameLen) {
 		return 0, nil, badRequest("user: want ?user=NAME")
 	}
-	f, err := admin.ParseGA(body)
+	f, err := tokenimport.ParseGA(body)
 	if err != nil {
 		return 0, nil, badRequest("google-authenticator file: %v", err)
 	}
@@ -301,7 +301,7 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		if err != nil {
 			return err
 		}
-		t := token.Token{User: name, ID: id, Name: admin.GAName, Algorithm: totp.SHA1, Digits: 6, Period: f.Period,
+		t := token.Token{User: name, ID: id, Name: tokenimport.GAName, Algorithm: totp.SHA1, Digits: 6, Period: f.Period,
 			Secret: f.Secret, State: token.Active, Created: now.UTC()}
 		if err := x.putToken(u, t); err != nil {
 			return err
