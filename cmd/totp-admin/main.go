@@ -328,11 +328,8 @@ func tokenAdd(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := user.Lookup(u); err != nil {
-		var unknown user.UnknownUserError
-		if errors.As(err, &unknown) {
-			fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
-		}
+	if !knownUser(u) {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
 	}
 	// From here a signal must not leave a pending token behind: it cancels the enrollment.
 	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -514,9 +511,16 @@ func importCSV(e *env, args []string) error {
 		in = f
 	}
 	start := time.Now()
-	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: p, SkipInvalid: *skip})
+	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: p, SkipInvalid: *skip, KnownUser: knownUser})
 	for _, le := range rep.Invalid {
 		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(pos[0]), le)
+	}
+	for _, u := range rep.UnknownUsers {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
+	}
+	if len(rep.UnknownUsers) > 0 {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: %d users are not known to this host; their tokens were imported all the same\n",
+			len(rep.UnknownUsers))
 	}
 	if err != nil {
 		return err
@@ -528,8 +532,19 @@ func importCSV(e *env, args []string) error {
 	if len(rep.Invalid) > 0 {
 		fmt.Fprintf(e.stdout, "; %d invalid lines skipped", len(rep.Invalid))
 	}
+	if len(rep.UnknownUsers) > 0 {
+		fmt.Fprintf(e.stdout, "; %d users not known to this host", len(rep.UnknownUsers))
+	}
 	fmt.Fprintln(e.stdout, ".")
 	return nil
+}
+
+// knownUser says whether the user exists on this host. Only a definite "no such user" is unknown:
+// a lookup that fails for another reason says nothing.
+func knownUser(u string) bool {
+	_, err := user.Lookup(u)
+	var unknown user.UnknownUserError
+	return !errors.As(err, &unknown)
 }
 
 func importGA(e *env, args []string) error {

@@ -493,6 +493,23 @@ func TestImportCSV(t *testing.T) {
 			t.Fatal(r)
 		}
 	})
+	t.Run("unknown users warned", func(t *testing.T) {
+		s := newSite(t)
+		in := bad + "root," + secret + "\nno-such-user-pamtotp," + secret + ",other\n"
+		r := s.run(t, in, "import", "csv", "-", "--skip-invalid")
+		if r.code != 0 || !strings.Contains(r.stdout, "Imported 4 tokens") || !strings.Contains(r.stdout, "users not known to this host") {
+			t.Fatal(r)
+		}
+		for _, w := range []string{"totp-admin: warning: user no-such-user-pamtotp is not known to this host\n",
+			"users are not known to this host; their tokens were imported all the same\n"} {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("stderr = %q, want %q", r.stderr, w)
+			}
+		}
+		if strings.Contains(r.stderr, "user root ") {
+			t.Errorf("stderr = %q: root is known", r.stderr)
+		}
+	})
 	t.Run("10000 lines", func(t *testing.T) {
 		s := newSite(t)
 		var b bytes.Buffer

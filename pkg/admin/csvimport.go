@@ -23,6 +23,9 @@ type ImportOptions struct {
 	Chunk int
 	// DefaultName names tokens whose line has no name (empty means "imported").
 	DefaultName string
+	// KnownUser, when set, says whether a user exists on this host; the users of imported lines
+	// it does not know are listed in the report (they are imported all the same).
+	KnownUser func(user string) bool
 }
 
 // ImportReport says what an import did.
@@ -33,6 +36,9 @@ type ImportReport struct {
 	Duplicates int
 	// Invalid are the lines that were not imported.
 	Invalid []tokenimport.LineError
+	// UnknownUsers are the users of imported lines that ImportOptions.KnownUser does not know,
+	// sorted, each once.
+	UnknownUsers []string
 }
 
 // ImportCSV validates a whole CSV file (ParseCSV) and, when every line is valid or o.SkipInvalid
@@ -92,11 +98,13 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		}
 		return toks[i].ID < toks[j].ID
 	})
+	unknown := map[string]bool{}
 	for start := 0; start < len(toks); start += o.Chunk {
 		chunk := toks[start:min(start+o.Chunk, len(toks))]
 		added, dups := 0, 0
+		var users []string // of the added tokens, each once (toks is sorted by user)
 		err := a.Tokens.Update(func(x *store.TokensTx) error {
-			added, dups = 0, 0
+			added, dups, users = 0, 0, users[:0]
 			var user string
 			var have []token.Token
 			for _, t := range chunk {
@@ -126,6 +134,9 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 				}
 				have = append(have, t)
 				added++
+				if len(users) == 0 || users[len(users)-1] != t.User {
+					users = append(users, t.User)
+				}
 			}
 			return nil
 		})
@@ -134,7 +145,16 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		}
 		rep.Added += added
 		rep.Duplicates += dups
+		for _, u := range users { // outside the transaction: a lookup may be slow
+			if o.KnownUser != nil && !unknown[u] && !o.KnownUser(u) {
+				unknown[u] = true
+			}
+		}
 	}
+	for u := range unknown {
+		rep.UnknownUsers = append(rep.UnknownUsers, u)
+	}
+	sort.Strings(rep.UnknownUsers)
 	return rep, nil
 }
 

@@ -63,6 +63,20 @@ func TestImportCSV(t *testing.T) {
 			t.Fatalf("ImportCSV = %+v, %v", rep, err)
 		}
 	})
+	t.Run("unknown users reported", func(t *testing.T) {
+		a := newAdmin(t)
+		known := func(u string) bool { return u == "bob" }
+		in := bad + "alice," + secretB + ",laptop\nerin," + secretA + "\n"
+		rep, err := a.ImportCSV(strings.NewReader(in), ImportOptions{SkipInvalid: true, KnownUser: known})
+		if err != nil || rep.Added != 4 || !slices.Equal(rep.UnknownUsers, []string{"alice", "erin"}) {
+			t.Fatalf("ImportCSV = %+v, %v; want 4 added, unknown users alice and erin", rep, err)
+		}
+		// Nothing added: nothing to report.
+		rep, err = a.ImportCSV(strings.NewReader(in), ImportOptions{SkipInvalid: true, KnownUser: known})
+		if err != nil || rep.Added != 0 || rep.UnknownUsers != nil {
+			t.Fatalf("second ImportCSV = %+v, %v; want nothing added or reported", rep, err)
+		}
+	})
 	t.Run("params", func(t *testing.T) {
 		a := newAdmin(t)
 		p := totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60}
