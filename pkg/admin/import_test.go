@@ -158,24 +158,12 @@ func BenchmarkImportCSV10k(b *testing.B) {
 	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "tokens/s")
 }
 
-const gaSample = `JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP
-" RATE_LIMIT 3 30 1700000000
-" WINDOW_SIZE 17
-" DISALLOW_REUSE 56666666 56666667
-" TOTP_AUTH
-12345678
-23456789
-34567890
-45678901
-56789012
-`
-
 func TestImportGA(t *testing.T) {
 	a := newAdmin(t)
 	if _, err := a.NewBackupCodes("alice"); err != nil {
 		t.Fatal(err)
 	}
-	f, err := tokenimport.ParseGA([]byte(gaSample))
+	f, err := tokenimport.ReadGAFile(filepath.Join("..", "tokenimport", "testdata", "google_authenticator"))
 	if err != nil {
 		t.Fatal(err)
 	}

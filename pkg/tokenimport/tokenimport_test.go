@@ -21,17 +21,14 @@ const (
 	secretB = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ" // "12345678901234567890"
 )
 
-const gaSample = `JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP
-" RATE_LIMIT 3 30 1700000000
-" WINDOW_SIZE 17
-" DISALLOW_REUSE 56666666 56666667
-" TOTP_AUTH
-12345678
-23456789
-34567890
-45678901
-56789012
-`
+// gaSample is a google-authenticator file with every kind of line (also used by admin's tests).
+var gaSample = func() string {
+	b, err := os.ReadFile(filepath.Join("testdata", "google_authenticator"))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 func TestParseCSV(t *testing.T) {
 	tests := []struct {
