@@ -535,28 +535,23 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		if err != nil {
 			return false, err
 		}
-		for i := range toks {
+		i, m := token.MatchAny(toks, token.Codes(toks, proof, false), e.now, proofWindow, 0, func(id string) uint64 {
+			return e.lastStep(user, id)
+		})
+		switch m.Status {
+		case token.OK:
 			t := &toks[i]
-			code, ok := totp.ParseCode(proof, t.Digits)
-			if t.State != token.Active || !ok {
-				continue
+			if err := e.setStep(user, t.ID, m.Step); err != nil {
+				return false, err
 			}
-			m := token.Match(t, code, e.now, proofWindow, 0, e.lastStep(user, t.ID))
-			step := m.Step
-			switch m.Status {
-			case token.OK:
-				if err := e.setStep(user, t.ID, step); err != nil {
-					return false, err
-				}
-				// Nodes learn the step with the record, so the proof cannot log in there too.
-				t.UsedStep = max(t.UsedStep, step)
-				if err := e.putToken(e.u, *t); err != nil {
-					return false, err
-				}
-				return true, e.proofOK(action, "code of token "+t.ID)
-			case token.Replay:
-				replayed = true
+			// Nodes learn the step with the record, so the proof cannot log in there too.
+			t.UsedStep = max(t.UsedStep, m.Step)
+			if err := e.putToken(e.u, *t); err != nil {
+				return false, err
 			}
+			return true, e.proofOK(action, "code of token "+t.ID)
+		case token.Replay:
+			replayed = true
 		}
 		if norm, ok := backupcode.Normalize(proof); ok {
 			codes, err := e.backupCodes(user)

@@ -110,3 +110,27 @@ func offset(step uint64, d int) (uint64, bool) {
 	}
 	return uint64(int64(step) + int64(d)), true
 }
+
+// Codes reads answer as a code for each digit count of the active tokens among tokens (ASCII
+// digits after trimming spaces, totp.ParseCode), keyed by digit count: what MatchAny takes. With
+// trailing, the code is the answer's last digits (a password and a code in one answer).
+func Codes(tokens []Token, answer string, trailing bool) map[int]string {
+	codes := map[int]string{}
+	for _, t := range tokens {
+		d := t.Digits
+		if _, done := codes[d]; done || t.State != Active {
+			continue
+		}
+		s := answer
+		if trailing {
+			if len(s) <= d {
+				continue
+			}
+			s = s[len(s)-d:]
+		}
+		if c, ok := totp.ParseCode(s, d); ok {
+			codes[d] = c
+		}
+	}
+	return codes
+}

@@ -92,16 +92,10 @@ func TestMatch(t *testing.T) {
 			t.Errorf("Match = %+v, want NoMatch", got)
 		}
 	})
-	t.Run("highest matching step wins", func(t *testing.T) {
-		// A code can match two steps only by collision; force it with a 1-step window and the
-		// same code: use a token whose codes we compare against the highest step.
-		if got := Match(tk, codeAt(1), now, 2, 2, at(0)); got != (Result{Status: OK, Step: at(1)}) {
-			t.Errorf("Match = %+v, want OK at %d", got, at(1))
-		}
-	})
-	t.Run("near step zero", func(t *testing.T) {
-		if got := Match(tk, "000000", time.Unix(0, 0), 1, 10, 0); got.Status == OK && got.Step > 11 {
-			t.Errorf("Match at the epoch = %+v", got)
+	t.Run("epoch: no step before zero", func(t *testing.T) {
+		// At step 0 a window of 1 looks at steps 0 and 1 only (step 0 is never later than "none").
+		if got := Match(tk, totp.Code(tk.Secret, tk.Params(), 1), time.Unix(0, 0), 1, 10, 0); got != (Result{Status: OK, Step: 1}) {
+			t.Errorf("Match at the epoch = %+v, want OK at 1", got)
 		}
 	})
 }
@@ -144,5 +138,35 @@ func TestMatchAny(t *testing.T) {
 				t.Errorf("MatchAny = %d, %+v; want %d, status %d", i, r, c.want, c.status)
 			}
 		})
+	}
+}
+
+func TestCodes(t *testing.T) {
+	t.Parallel()
+	toks := []Token{{Digits: 6, State: Active}, {Digits: 8, State: Active}, {Digits: 7, State: Disabled}}
+	cases := []struct {
+		answer   string
+		trailing bool
+		want     map[int]string
+	}{
+		{"123456", false, map[int]string{6: "123456"}},
+		{" 123 456 ", false, map[int]string{6: "123456"}},
+		{"12345678", false, map[int]string{8: "12345678"}},
+		{"1234567", false, map[int]string{}},
+		{"secret12345678", true, map[int]string{6: "345678", 8: "12345678"}},
+		{"123456", true, map[int]string{}}, // a password is needed before the code
+		{"١٢٣٤٥٦", false, map[int]string{}},
+	}
+	for _, c := range cases {
+		got := Codes(toks, c.answer, c.trailing)
+		if len(got) != len(c.want) {
+			t.Errorf("Codes(%q, %v) = %v, want %v", c.answer, c.trailing, got, c.want)
+			continue
+		}
+		for d, w := range c.want {
+			if got[d] != w {
+				t.Errorf("Codes(%q, %v) = %v, want %v", c.answer, c.trailing, got, c.want)
+			}
+		}
 	}
 }

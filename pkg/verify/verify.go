@@ -16,7 +16,6 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
-	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // Conversation is what the verifier may do with the user; protocol.Conn implements it.
@@ -329,26 +328,7 @@ func (a *attempt) stale(m store.Meta) (string, bool) {
 // candidates returns the TOTP codes worth checking, by digit count. With password_and_code the
 // trailing digits are split off and the rest is handed on as PAM_AUTHTOK.
 func (a *attempt) candidates(tokens []token.Token, answer *string) map[int]string {
-	codes := map[int]string{}
-	for _, t := range tokens {
-		if t.State != token.Active {
-			continue
-		}
-		d := t.Digits
-		if _, done := codes[d]; done {
-			continue
-		}
-		s := *answer
-		if a.pol.PasswordAndCode {
-			if len(s) <= d {
-				continue
-			}
-			s = s[len(s)-d:]
-		}
-		if c, ok := totp.ParseCode(s, d); ok {
-			codes[d] = c
-		}
-	}
+	codes := token.Codes(tokens, *answer, a.pol.PasswordAndCode)
 	if a.pol.PasswordAndCode && len(*answer) > 0 {
 		// Hand on the password as split for the most common code length, even when the code turns
 		// out wrong, so pam_unix does not prompt a single-prompt client again.
