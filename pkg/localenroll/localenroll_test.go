@@ -298,3 +298,22 @@ func TestUnusableAccountName(t *testing.T) {
 		t.Fatalf("tokens written for %q: %+v", user, toks)
 	}
 }
+
+// TestSkewCodeBurned: a code for now+2 steps gets the clock hint and is refused when its time
+// comes (Finish burns its step through admin.Confirm); a later code finishes.
+func TestSkewCodeBurned(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k := f.begin("alice", "phone", "")
+	early := f.code(k, 2)
+	if r, err := f.a.Finish(ctx, "alice", id, early); err != nil || r.Status != "clock_skew" || r.SkewS != 60 {
+		t.Fatalf("Finish(now+2 steps) = %+v, %v; want clock_skew 60", r, err)
+	}
+	f.clk.add(60 * time.Second)
+	if r, err := f.a.Finish(ctx, "alice", id, early); err != nil || r.Status != "wrong_code" {
+		t.Fatalf("Finish(the same code in its step) = %+v, %v; want wrong_code", r, err)
+	}
+	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 1)); err != nil || r.Status != "active" {
+		t.Fatalf("Finish(a later code) = %+v, %v; want active", r, err)
+	}
+}
