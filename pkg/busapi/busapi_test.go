@@ -24,6 +24,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // The test binary doubles as a bus client run under another uid (clientEnv set): it makes one
@@ -127,7 +128,7 @@ func (c *client) call(t *testing.T, uid, gid uint32, call string) outcome {
 	return o
 }
 
-func plant(t *testing.T, dir string, toks ...store.Token) {
+func plant(t *testing.T, dir string, toks ...token.Token) {
 	t.Helper()
 	db := store.NewTokens(store.Options{Dir: dir})
 	err := db.Update(func(x *store.TokensTx) error {
@@ -143,8 +144,8 @@ func plant(t *testing.T, dir string, toks ...store.Token) {
 	}
 }
 
-func storeToken(user, id, name string, state store.TokenState, created time.Time) store.Token {
-	return store.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
+func storeToken(user, id, name string, state token.State, created time.Time) token.Token {
+	return token.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
 		Secret: bytes.Repeat([]byte{7}, 20), State: state, Created: created}
 }
 
@@ -156,10 +157,10 @@ func TestService(t *testing.T) {
 	os.Chmod(storeDir, 0o700)
 	created := time.Unix(1700000000, 0)
 	plant(t, storeDir,
-		storeToken(alice.Username, "a1", "phone", store.Active, created),
-		storeToken(alice.Username, "a2", "new phone", store.Pending, created.Add(time.Hour)),
-		storeToken(bob.Username, "b1", "yubikey", store.Active, created),
-		storeToken(bob.Username, "b2", "old", store.Disabled, created))
+		storeToken(alice.Username, "a1", "phone", token.Active, created),
+		storeToken(alice.Username, "a2", "new phone", token.Pending, created.Add(time.Hour)),
+		storeToken(bob.Username, "b1", "yubikey", token.Active, created),
+		storeToken(bob.Username, "b2", "old", token.Disabled, created))
 
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir

@@ -12,8 +12,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Enroller is the registry's enrollment API as the node calls it (nodesync.EnrollClient).
@@ -199,7 +199,7 @@ func (s *Service) onBehalf(c caller, name string) (caller, *dbus.Error) {
 		s.o.Log.Warn("D-Bus enrollment on behalf refused: caller is not root", "caller", c.name, "uid", c.uid)
 		return caller{}, errNotRoot
 	}
-	if store.ValidUser(name) != nil || len(name) > maxArg {
+	if token.ValidUser(name) != nil || len(name) > maxArg {
 		return caller{}, busError(syncbus.ErrInvalid, "not a valid user name")
 	}
 	u, err := user.Lookup(name)

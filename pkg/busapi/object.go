@@ -7,8 +7,8 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // object carries the interface's methods; godbus exports every exported method of it, so it
@@ -32,7 +32,7 @@ func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Erro
 		}
 		var active uint32
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				active++
 			}
 		}
@@ -64,7 +64,7 @@ func (o *object) ListTokens(sender dbus.Sender) ([]syncbus.TokenInfo, *dbus.Erro
 		out := make([]syncbus.TokenInfo, 0, len(toks))
 		for _, t := range toks {
 			out = append(out, syncbus.TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
-				Created: t.Created.Unix(), Active: t.State == store.Active})
+				Created: t.Created.Unix(), Active: t.State == token.Active})
 		}
 		return out, nil
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -170,7 +171,7 @@ func (s *Service) identify(ctx context.Context, sender dbus.Sender) (caller, *db
 		s.o.Log.Warn("D-Bus caller has no user name", "sender", string(sender), "uid", uid, "err", err)
 		return caller{}, errNoCaller
 	}
-	if store.ValidUser(u.Username) != nil {
+	if token.ValidUser(u.Username) != nil {
 		s.o.Log.Warn("D-Bus caller has an unusable user name", "sender", string(sender), "uid", uid)
 		return caller{}, errNoCaller
 	}
@@ -216,8 +217,8 @@ func (s *Service) meta() (store.Meta, error) {
 }
 
 // userTokens reads the user's tokens; a node that never synced has none.
-func (s *Service) userTokens(name string) ([]store.Token, error) {
-	var out []store.Token
+func (s *Service) userTokens(name string) ([]token.Token, error) {
+	var out []token.Token
 	err := s.tokens.View(func(x *store.TokensTx) error {
 		var err error
 		out, err = x.UserTokens(name)

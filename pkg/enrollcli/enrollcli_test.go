@@ -92,21 +92,6 @@ func TestEnroll(t *testing.T) {
 	}
 }
 
-func TestClean(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct{ in, want string }{
-		{"phone", "phone"},
-		{"a\x1b]0;x\x07b", "a?]0;x?b"},
-		{"rtl\u202eevil", "rtl?evil"},
-		{"c1\u009bx", "c1?x"},
-		{"bad\xffutf8", "bad?utf8"},
-	} {
-		if got := Clean(tt.in); got != tt.want {
-			t.Errorf("Clean(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}
-
 // bootFake is a first enrollment at a site with bootstrap = "mail".
 type bootFake struct {
 	fake

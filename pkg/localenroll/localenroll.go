@@ -35,6 +35,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 )
@@ -119,13 +120,13 @@ func (a *Authority) Init() error {
 }
 
 // expired says whether a pending token has outlived PendingTTL at now.
-func expired(t store.Token, now time.Time) bool {
-	return t.State == store.Pending && !now.Before(t.Created.Add(PendingTTL))
+func expired(t token.Token, now time.Time) bool {
+	return t.State == token.Pending && !now.Before(t.Created.Add(PendingTTL))
 }
 
 // userTokens reads user's tokens (none when the store does not exist yet).
-func (a *Authority) userTokens(user string) ([]store.Token, error) {
-	var toks []store.Token
+func (a *Authority) userTokens(user string) ([]token.Token, error) {
+	var toks []token.Token
 	err := a.admin.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		toks, err = x.UserTokens(user)
@@ -156,11 +157,11 @@ func (a *Authority) checkProof(user, proof, action string) error {
 
 // Begin starts a pending token for user; proof is needed when user has an active token.
 func (a *Authority) Begin(_ context.Context, user, name, proof string) (registryapi.Enrollment, error) {
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid, Message: "not a valid user name"}
 	}
 	if name != "" {
-		if err := admin.CheckName(name); err != nil {
+		if err := token.CheckName(name); err != nil {
 			return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid, Message: "name: 1 to 64 printable characters"}
 		}
 	}
@@ -175,10 +176,10 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (registry
 	}
 	active, counted := 0, 0
 	for _, t := range toks {
-		if t.State == store.Active {
+		if t.State == token.Active {
 			active++
 		}
-		if t.State != store.Disabled {
+		if t.State != token.Disabled {
 			counted++
 		}
 	}
@@ -213,12 +214,12 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 	if err != nil {
 		return registryapi.FinishResult{}, err
 	}
-	var tok *store.Token
+	var tok *token.Token
 	first := true
 	for i := range toks {
 		if toks[i].ID == id {
 			tok = &toks[i]
-		} else if toks[i].State == store.Active {
+		} else if toks[i].State == token.Active {
 			first = false
 		}
 	}
@@ -226,9 +227,9 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 	case tok == nil:
 		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
 			Message: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
-	case tok.State == store.Active:
+	case tok.State == token.Active:
 		return registryapi.FinishResult{Status: "active"}, nil // finished already
-	case tok.State != store.Pending:
+	case tok.State != token.Pending:
 		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
 			Message: fmt.Sprintf("token %q is not pending", clip(id))}
 	case expired(*tok, a.o.Now()):
@@ -270,7 +271,7 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 
 // Rename renames user's token id (no proof: a name changes nothing at login).
 func (a *Authority) Rename(_ context.Context, user, id, name string) error {
-	if err := admin.CheckName(name); err != nil {
+	if err := token.CheckName(name); err != nil {
 		return &refusal.Error{Kind: refusal.Invalid, Message: "name: 1 to 64 printable characters"}
 	}
 	before, err := a.admin.RenameToken(user, id, name)
@@ -289,7 +290,7 @@ func (a *Authority) Remove(_ context.Context, user, id, proof string) error {
 	if err != nil {
 		return err
 	}
-	var tok *store.Token
+	var tok *token.Token
 	for i := range toks {
 		if toks[i].ID == id {
 			tok = &toks[i]
@@ -298,7 +299,7 @@ func (a *Authority) Remove(_ context.Context, user, id, proof string) error {
 	if tok == nil {
 		return notFound(store.ErrNotFound, id)
 	}
-	if tok.State == store.Pending {
+	if tok.State == token.Pending {
 		if _, err := a.admin.Cancel(user, id); err != nil {
 			return err
 		}
@@ -345,9 +346,9 @@ func (a *Authority) Sweep(user string) (int, error) {
 
 func (a *Authority) sweep(user string) (int, error) {
 	now := a.o.Now()
-	var gone []store.Token
+	var gone []token.Token
 	err := a.admin.Tokens.View(func(x *store.TokensTx) error {
-		keep := func(t store.Token) error {
+		keep := func(t token.Token) error {
 			if expired(t, now) {
 				gone = append(gone, t)
 			}
@@ -395,5 +396,5 @@ func clip(s string) string {
 	if len(s) > 64 {
 		s = s[:64]
 	}
-	return admin.Clean(s)
+	return token.Clean(s)
 }

@@ -13,8 +13,8 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -96,7 +96,7 @@ func (f *fixture) enroll(user, name, proof string) (string, totp.Key, []string) 
 	return id, k, r.BackupCodes
 }
 
-func (f *fixture) tokens(user string) []store.Token {
+func (f *fixture) tokens(user string) []token.Token {
 	f.t.Helper()
 	toks, err := f.a.userTokens(user)
 	if err != nil {
@@ -117,7 +117,7 @@ func TestFirstTokenThenProofs(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	id, k := f.begin("alice", "phone", "")
-	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != store.Pending || toks[0].Name != "phone" {
+	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != token.Pending || toks[0].Name != "phone" {
 		t.Fatalf("after Begin: %+v, want one pending token named phone", toks)
 	}
 	for _, tt := range []struct {
@@ -134,12 +134,18 @@ func TestFirstTokenThenProofs(t *testing.T) {
 			t.Errorf("%s: Finish = %+v, %v; want %s, skew %d, no codes", tt.name, r, err, tt.want, tt.skew)
 		}
 	}
+	// The code shown 3 steps early burned its step: when its time comes it is refused.
+	f.clk.add(90 * time.Second)
+	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 0)); err != nil || r.Status != "wrong_code" {
+		t.Errorf("Finish(the early code in its own step) = %+v, %v; want wrong_code", r, err)
+	}
+	f.clk.add(30 * time.Second)
 	code := f.code(k, 0)
 	r, err := f.a.Finish(ctx, "alice", id, code)
 	if err != nil || r.Status != "active" || len(r.BackupCodes) == 0 {
 		t.Fatalf("Finish(right code) = %+v, %v; want active with backup codes", r, err)
 	}
-	if toks := f.tokens("alice"); toks[0].State != store.Active {
+	if toks := f.tokens("alice"); toks[0].State != token.Active {
 		t.Fatalf("after Finish: state %s, want active", toks[0].State)
 	}
 	if r, err := f.a.Finish(ctx, "alice", id, code); err != nil || r.Status != "active" {
@@ -282,7 +288,7 @@ func TestUnusableAccountName(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	const user = "ad:alice"
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		t.Skipf("the store refuses %q itself: %v", user, err)
 	}
 	if _, err := f.a.Begin(ctx, user, "", ""); refusalName(err) != syncbus.ErrInvalid {
@@ -290,5 +296,24 @@ func TestUnusableAccountName(t *testing.T) {
 	}
 	if toks := f.tokens(user); len(toks) != 0 {
 		t.Fatalf("tokens written for %q: %+v", user, toks)
+	}
+}
+
+// TestSkewCodeBurned: a code for now+2 steps gets the clock hint and is refused when its time
+// comes (Finish burns its step through admin.Confirm); a later code finishes.
+func TestSkewCodeBurned(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k := f.begin("alice", "phone", "")
+	early := f.code(k, 2)
+	if r, err := f.a.Finish(ctx, "alice", id, early); err != nil || r.Status != "clock_skew" || r.SkewS != 60 {
+		t.Fatalf("Finish(now+2 steps) = %+v, %v; want clock_skew 60", r, err)
+	}
+	f.clk.add(60 * time.Second)
+	if r, err := f.a.Finish(ctx, "alice", id, early); err != nil || r.Status != "wrong_code" {
+		t.Fatalf("Finish(the same code in its step) = %+v, %v; want wrong_code", r, err)
+	}
+	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 1)); err != nil || r.Status != "active" {
+		t.Fatalf("Finish(a later code) = %+v, %v; want active", r, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // maxEnrollAnswer bounds an enrollment answer of the registry.
@@ -136,18 +137,14 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 	return nil
 }
 
-// cleanSentence replaces control characters and bounds the length.
+// cleanSentence makes a sentence from the registry safe to print (token.Clean) and bounds its
+// length.
 func cleanSentence(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return ' '
-		}
-		return r
-	}, strings.TrimSpace(s))
+	s = token.Clean(strings.TrimSpace(s))
 	if len(s) > 300 {
-		s = s[:300]
+		s = strings.ToValidUTF8(s[:300], "")
 	}
-	return strings.ToValidUTF8(s, "")
+	return s
 }
 
 // Bootstrap asks the registry to mail user a one-time code for a first token (bootstrap =

@@ -33,6 +33,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -58,8 +59,8 @@ func (m model) clone() model {
 }
 
 func tokenValue(user, id, name string) []byte {
-	b, err := json.Marshal(store.Token{User: user, ID: id, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: []byte("12345678901234567890"), State: store.Active, Created: time.Unix(1700000000, 0).UTC()})
+	b, err := json.Marshal(token.Token{User: user, ID: id, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
+		Secret: []byte("12345678901234567890"), State: token.Active, Created: time.Unix(1700000000, 0).UTC()})
 	if err != nil {
 		panic(err)
 	}

@@ -9,10 +9,11 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 func backupValue(user, id string) []byte {
-	b, err := json.Marshal(store.BackupCode{User: user, ID: id, Salt: []byte("salt-salt-salt-s"),
+	b, err := json.Marshal(token.BackupCode{User: user, ID: id, Salt: []byte("salt-salt-salt-s"),
 		Hash: []byte("hash-hash-hash-hash-hash-hash-ha"), Created: time.Unix(1700000000, 0).UTC()})
 	if err != nil {
 		panic(err)

@@ -15,8 +15,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -64,7 +64,7 @@ type enrollState struct {
 type pendingRecord struct {
 	Expires time.Time `json:"expires"`
 	Node    string    `json:"node"`
-	Sealed  []byte    `json:"sealed"` // json of store.Token, sealed
+	Sealed  []byte    `json:"sealed"` // json of token.Token, sealed
 }
 
 type stepRecord struct {
@@ -185,7 +185,7 @@ func (q *beginRequest) check() error {
 	if err := checkUser(q.User); err != nil {
 		return err
 	}
-	if q.Name != "" && !validTokenName(q.Name) {
+	if q.Name != "" && token.CheckName(q.Name) != nil {
 		return badRequest("name: 1 to 64 printable characters")
 	}
 	return checkAnswer("proof", q.Proof)
@@ -197,7 +197,7 @@ func (q *finishRequest) check() error {
 
 func (q *renameRequest) check() error {
 	var name error
-	if !validTokenName(q.Name) {
+	if token.CheckName(q.Name) != nil {
 		name = badRequest("name: 1 to 64 printable characters")
 	}
 	return firstErr(checkUser(q.User), checkID(q.ID), name)
@@ -325,7 +325,7 @@ func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn
 }
 
 // sealPending writes a pending token.
-func (e *enrollTxn) putPending(t store.Token, expires time.Time) error {
+func (e *enrollTxn) putPending(t token.Token, expires time.Time) error {
 	key := prefixPending + t.User + "/" + t.ID
 	v, err := json.Marshal(t)
 	if err != nil {
@@ -339,8 +339,8 @@ func (e *enrollTxn) putPending(t store.Token, expires time.Time) error {
 }
 
 // pending returns one pending token, or kv.ErrNotFound.
-func (x *txn) pending(user, id string) (store.Token, pendingRecord, error) {
-	var t store.Token
+func (x *txn) pending(user, id string) (token.Token, pendingRecord, error) {
+	var t token.Token
 	var p pendingRecord
 	key := prefixPending + user + "/" + id
 	if err := x.getJSON(key, &p); err != nil {
@@ -495,27 +495,23 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		if err != nil {
 			return false, err
 		}
-		for i := range toks {
+		i, m := token.MatchAny(toks, token.Codes(toks, proof, false), e.now, proofWindow, 0, func(id string) uint64 {
+			return e.lastStep(user, id)
+		})
+		switch m.Status {
+		case token.OK:
 			t := &toks[i]
-			code, ok := totp.ParseCode(proof, t.Digits)
-			if t.State != store.Active || !ok {
-				continue
+			if err := e.setStep(user, t.ID, m.Step); err != nil {
+				return false, err
 			}
-			step, st := matchCode(t, code, e.now, proofWindow, 0, e.lastStep(user, t.ID))
-			switch st {
-			case codeOK:
-				if err := e.setStep(user, t.ID, step); err != nil {
-					return false, err
-				}
-				// Nodes learn the step with the record, so the proof cannot log in there too.
-				t.UsedStep = max(t.UsedStep, step)
-				if err := e.putToken(e.u, *t); err != nil {
-					return false, err
-				}
-				return true, e.proofOK(action, "code of token "+t.ID)
-			case codeReplay:
-				replayed = true
+			// Nodes learn the step with the record, so the proof cannot log in there too.
+			t.UsedStep = max(t.UsedStep, m.Step)
+			if err := e.putToken(e.u, *t); err != nil {
+				return false, err
 			}
+			return true, e.proofOK(action, "code of token "+t.ID)
+		case token.Replay:
+			replayed = true
 		}
 		if norm, ok := backupcode.Normalize(proof); ok {
 			codes, err := e.backupCodes(user)
@@ -541,7 +537,7 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		}
 	}
 	if kinds.bootstrap {
-		var c store.BackupCode
+		var c token.BackupCode
 		err := e.getJSON(prefixBoot+user, &c)
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			return false, err
@@ -587,54 +583,6 @@ func (e *enrollTxn) proofOK(action, what string) error {
 	return nil
 }
 
-type codeStatus int
-
-const (
-	codeNone codeStatus = iota
-	codeOK
-	codeReplay
-	codeSkew
-)
-
-// matchCode mirrors pkg/verify's rule for one token: among the steps within window of now that
-// match, the highest one after last; otherwise a replay if one at or before last matched;
-// otherwise, with skew > window, the nearest step within skew that matches (skewSteps signed).
-func matchCode(t *store.Token, code string, now time.Time, window, skew int, last uint64) (uint64, codeStatus) {
-	p := t.Params()
-	cur := totp.Step(now, p.Period)
-	var best uint64
-	st := codeNone
-	for d := -window; d <= window; d++ {
-		s, ok := stepAt(cur, d)
-		if !ok || !totp.Equal(totp.Code(t.Secret, p, s), code) {
-			continue
-		}
-		if s > last && (st != codeOK || s > best) {
-			best, st = s, codeOK
-		} else if s <= last && st == codeNone {
-			st = codeReplay
-		}
-	}
-	if st != codeNone {
-		return best, st
-	}
-	for d := window + 1; d <= skew; d++ {
-		for _, sd := range []int{d, -d} {
-			if s, ok := stepAt(cur, sd); ok && totp.Equal(totp.Code(t.Secret, p, s), code) {
-				return s, codeSkew
-			}
-		}
-	}
-	return 0, codeNone
-}
-
-func stepAt(step uint64, d int) (uint64, bool) {
-	if d < 0 && uint64(-d) > step {
-		return 0, false
-	}
-	return uint64(int64(step) + int64(d)), true
-}
-
 // enrollBegin answers POST /v1/enroll/begin: a pending token with a fresh secret.
 func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[beginRequest](body)
@@ -661,15 +609,15 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		active, counted := 0, len(pend)
 		all := toks
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				active++
 			}
-			if t.State != store.Disabled {
+			if t.State != token.Disabled {
 				counted++
 			}
 		}
 		for id := range pend {
-			all = append(all, store.Token{ID: id})
+			all = append(all, token.Token{ID: id})
 		}
 		if counted >= s.cfg.Enroll.MaxTokens {
 			return conflict("you have %d tokens (active or pending), the most this site allows; remove one first", counted)
@@ -687,11 +635,11 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		t := store.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
+		t := token.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
 			Digits: totp.DefaultParams.Digits, Period: totp.DefaultParams.Period, Secret: secret,
-			State: store.Pending, Created: e.now.UTC()}
+			State: token.Pending, Created: e.now.UTC()}
 		if t.Name == "" {
-			t.Name = defaultTokenName(all)
+			t.Name = token.DefaultName(all)
 		}
 		if err := t.Validate(); err != nil {
 			return badRequest("%v", err)
@@ -720,9 +668,9 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		return 0, nil, err
 	}
 	var ans registryapi.FinishResult
-	var tok store.Token
+	var tok token.Token
 	var plain []string
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	now := s.now()
 	plain, recs, err = backupcode.New(s.rand, q.User, backupcode.Count, now)
 	if err != nil {
@@ -734,7 +682,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		t, p, err := e.pending(q.User, q.ID)
 		if errors.Is(err, kv.ErrNotFound) {
 			// Gone: finished already (answer as before), expired and swept, or never was.
-			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == store.Active {
+			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == token.Active {
 				ans.Status = registryapi.StatusActive
 				return nil
 			}
@@ -752,13 +700,24 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 			ans.Status = registryapi.StatusWrongCode
 			return nil
 		}
-		step, st := matchCode(&t, code, e.now, proofWindow, skewHint, 0)
-		switch st {
-		case codeSkew:
-			cur := totp.Step(e.now, t.Period)
-			ans.Status, ans.SkewS = registryapi.StatusClockSkew, (int(int64(step)-int64(cur)))*t.Period
-			return nil
-		case codeOK:
+		m := token.Match(&t, code, e.now, proofWindow, skewHint, e.lastStep(q.User, q.ID))
+		step := m.Step
+		switch m.Status {
+		case token.Skew:
+			// Refused and counted as a failed proof; the step is burned, so that the code, shown
+			// before its time, never finishes the enrollment when its time comes.
+			ans.Status, ans.SkewS = registryapi.StatusClockSkew, m.SkewSeconds
+			if err := e.setStep(q.User, t.ID, max(e.lastStep(q.User, t.ID), step)); err != nil {
+				return err
+			}
+			var f failRecord
+			if err := e.getJSON(prefixFail+q.User, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
+				return err
+			}
+			f.Count++
+			f.Last = e.now
+			return e.putJSON(prefixFail+q.User, f)
+		case token.OK:
 		default:
 			ans.Status = registryapi.StatusWrongCode
 			return nil
@@ -769,11 +728,11 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		}
 		first := true
 		for _, o := range toks {
-			if o.State == store.Active {
+			if o.State == token.Active {
 				first = false
 			}
 		}
-		t.State = store.Active
+		t.State = token.Active
 		t.UsedStep = step // the finishing code does not log in afterwards, on any node
 		if err := e.Delete(key); err != nil {
 			return err
@@ -789,7 +748,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		}
 		ans.Status, tok = registryapi.StatusActive, t
 		if first {
-			if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
+			if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 				return err
 			}
 			ans.BackupCodes = plain
@@ -903,7 +862,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 		if ok, err := e.checkProof(q.Proof, proofKinds{codes: true}, "backup-codes"); !ok || err != nil {
 			return err
 		}
-		if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
+		if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 			return err
 		}
 		return e.audit("backup-codes.create", "user/"+q.User, "by the user")
@@ -941,11 +900,11 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 			return err
 		}
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				return conflict("you already have a token: adding another needs a code from it or a backup code")
 			}
 		}
-		var old store.BackupCode
+		var old token.BackupCode
 		if err := e.getJSON(prefixBoot+q.User, &old); err == nil && e.now.Sub(old.Created) < bootstrapEvery {
 			return &refusal.Error{Kind: refusal.TooMany, RetryAfter: bootstrapEvery - e.now.Sub(old.Created),
 				Message: "a bootstrap code was mailed less than a minute ago; check your mail"}

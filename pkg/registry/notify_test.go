@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -125,7 +125,7 @@ func TestImportCSVNotifiesEachUserOnce(t *testing.T) {
 	// the import, without a mail address.
 	var csv strings.Builder
 	fmt.Fprintf(&csv, "ann,%s,phone\nbob,%s\nann,%s,laptop\ncat,%s\n", ann[0], bob, ann[1], cat)
-	for i := range admin.DefaultChunk {
+	for i := range tokenimport.DefaultChunk {
 		fmt.Fprintf(&csv, "filler%d,%s\n", i, filler)
 	}
 	fmt.Fprintf(&csv, "ann,%s,yubikey\n", ann[2])
@@ -133,8 +133,8 @@ func TestImportCSVNotifiesEachUserOnce(t *testing.T) {
 
 	var rep ImportReport
 	e.mustAdmin(200, "POST", "/v1/admin/import/csv?scope=alpha", csv.String(), &rep)
-	if rep.Added != 5+admin.DefaultChunk || rep.Revisions != 2 {
-		t.Fatalf("import = %+v, want %d added in 2 revisions", rep, 5+admin.DefaultChunk)
+	if rep.Added != 5+tokenimport.DefaultChunk || rep.Revisions != 2 {
+		t.Fatalf("import = %+v, want %d added in 2 revisions", rep, 5+tokenimport.DefaultChunk)
 	}
 	byUser := map[string][]mail.Message{}
 	msgs := e.box.take()

@@ -16,8 +16,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -500,7 +500,7 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 			if !visible(scopes, scope) {
 				return badRequest("used: key %q is not in this node's scope %s", clip(u.Key), scope)
 			}
-			var c store.BackupCode
+			var c token.BackupCode
 			if err := json.Unmarshal(value, &c); err != nil {
 				return fmt.Errorf("decode %s: %w", u.Key, err)
 			}

@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // postUsed sends POST /v1/sync/used as a node and returns the status and the answer.
@@ -55,7 +55,7 @@ func backupKeys(t *testing.T, recs map[string][]byte, user string) (codes, passc
 		if kind != syncframe.KindBackup || u != user {
 			continue
 		}
-		var c store.BackupCode
+		var c token.BackupCode
 		if err := json.Unmarshal(v, &c); err != nil {
 			t.Fatal(err)
 		}

@@ -16,7 +16,13 @@ type Info struct {
 	Algorithm totp.Algorithm `json:"algorithm"`
 	Digits    int            `json:"digits"`
 	Period    int            `json:"period"`
-	State     string         `json:"state"` // pending, active, disabled
+	State     State          `json:"state"` // pending, active, disabled
 	Created   time.Time      `json:"created"`
 	LastUsed  time.Time      `json:"last_used,omitzero"`
+}
+
+// Info returns what listings show of t.
+func (t *Token) Info() Info {
+	return Info{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
+		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed}
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -109,9 +109,9 @@ func TestEnrollAtLogin(t *testing.T) {
 			f := newFixture(t, tt.conf)
 			f.v.Enroll = tt.enroller
 			if tt.token {
-				f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+				f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 			} else {
-				f.addToken("other", "t1", store.Active, totp.DefaultParams, seed)
+				f.addToken("other", "t1", token.Active, totp.DefaultParams, seed)
 			}
 			got, c := f.auth(req("u"), tt.answers...)
 			if got != tt.want || !strings.Contains(f.log.String(), "outcome="+tt.outcome) || !strings.Contains(f.log.String(), tt.log) {
