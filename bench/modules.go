@@ -18,6 +18,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -122,9 +123,9 @@ func writeTokens(dir string, ds *dataset) error {
 		part := all[i:min(i+chunk, len(all))]
 		err := tokens.Update(func(x *store.TokensTx) error {
 			for _, a := range part {
-				t := store.Token{
+				t := token.Token{
 					User: a.Name, ID: "bench", Name: "bench", Algorithm: totp.SHA1, Digits: 6,
-					Period: 30, Secret: a.Secret, State: store.Active, Created: created,
+					Period: 30, Secret: a.Secret, State: token.Active, Created: created,
 				}
 				if err := x.PutToken(t); err != nil {
 					return err

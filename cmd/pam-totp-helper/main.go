@@ -15,7 +15,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/authlog"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
-	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -67,9 +67,7 @@ func servePAM() (status int) {
 	log.Debug("request", "user", req.User, "service", req.Service, "rhost", req.RHost,
 		"groups", len(req.Groups), "args", req.Args)
 	v := verify.New(cfg, log)
-	enroller := &syncbus.Client{Address: cfg.Sync.Bus} // connects only when enrollment is offered
-	defer enroller.Close()
-	v.Enroll = enroller
+	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
 	verdict := v.Authenticate(req, conn)
 	if err := conn.Done(verdict); err != nil {
 		log.Error("cannot send verdict", "user", req.User, "err", err)

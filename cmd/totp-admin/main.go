@@ -24,7 +24,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -90,12 +91,12 @@ func run(e *env, args []string) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
-		fmt.Fprintf(e.stderr, "totp-admin: %s\n%s", admin.Clean(err.Error()), usage)
+		fmt.Fprintf(e.stderr, "totp-admin: %s\n%s", token.Clean(err.Error()), usage)
 		return 2
 	case errors.Is(err, errReported):
 		return 1
 	}
-	fmt.Fprintf(e.stderr, "totp-admin: %s\n", admin.Clean(err.Error()))
+	fmt.Fprintf(e.stderr, "totp-admin: %s\n", token.Clean(err.Error()))
 	return 1
 }
 
@@ -213,7 +214,7 @@ func parse(fs *flag.FlagSet, args []string, want int, optional int) ([]string, e
 func load(e *env, path string) (*config.Config, error) {
 	cfg, warnings, err := config.Load(path)
 	for _, w := range warnings {
-		fmt.Fprintf(e.stderr, "totp-admin: warning: %s\n", admin.Clean(w))
+		fmt.Fprintf(e.stderr, "totp-admin: warning: %s\n", token.Clean(w))
 	}
 	return cfg, err
 }
@@ -222,7 +223,7 @@ func checkConfig(e *env, path string) error {
 	if _, err := load(e, path); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s: OK\n", admin.Clean(path))
+	fmt.Fprintf(e.stdout, "%s: OK\n", token.Clean(path))
 	return nil
 }
 
@@ -246,7 +247,7 @@ func adminFor(e *env, path string) (*admin.Admin, error) {
 	if e.writes && cfg.Sync.Registry != "" {
 		return nil, fmt.Errorf("this node follows the registry %s: change tokens there "+
 			"(totp-admin --registry %s ...); a local change would be undone at the next sync",
-			admin.Clean(cfg.Sync.Registry), admin.Clean(cfg.Sync.Registry))
+			token.Clean(cfg.Sync.Registry), token.Clean(cfg.Sync.Registry))
 	}
 	return admin.New(cfg), nil
 }
@@ -327,11 +328,8 @@ func tokenAdd(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := user.Lookup(u); err != nil {
-		var unknown user.UnknownUserError
-		if errors.As(err, &unknown) {
-			fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", admin.Clean(u))
-		}
+	if !knownUser(u) {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
 	}
 	// From here a signal must not leave a pending token behind: it cancels the enrollment.
 	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
@@ -356,7 +354,7 @@ func tokenAdd(e *env, args []string) error {
 	}
 	if !en.HasBackupCodes {
 		fmt.Fprintf(e.stdout, "%s has no backup codes yet: run `totp-admin backup-codes %s` and hand them over.\n",
-			admin.Clean(u), admin.Clean(u))
+			token.Clean(u), token.Clean(u))
 	}
 	return nil
 }
@@ -378,17 +376,17 @@ func tokenList(e *env, args []string) error {
 	}
 	for i := range toks {
 		t := &toks[i]
-		t.User, t.ID, t.Name = admin.Clean(t.User), admin.Clean(t.ID), admin.Clean(t.Name)
+		t.User, t.ID, t.Name = token.Clean(t.User), token.Clean(t.ID), token.Clean(t.Name)
 	}
 	if *asJSON {
 		if toks == nil {
-			toks = []admin.TokenInfo{}
+			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, toks)
 	}
 	if len(toks) == 0 {
 		if u != "" {
-			fmt.Fprintf(e.stdout, "%s has no tokens.\n", admin.Clean(u))
+			fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(u))
 		} else {
 			fmt.Fprintln(e.stdout, "No tokens.")
 		}
@@ -416,25 +414,25 @@ func tokenChange(e *env, verb string, args []string) error {
 		return err
 	}
 	u, id := pos[0], pos[1]
-	var t admin.TokenInfo
+	var t token.Info
 	switch verb {
 	case "remove":
 		t, err = a.RemoveToken(u, id)
 	case "disable":
-		t, err = a.SetState(u, id, store.Disabled)
+		t, err = a.SetState(u, id, token.Disabled)
 	case "enable":
-		t, err = a.SetState(u, id, store.Active)
+		t, err = a.SetState(u, id, token.Active)
 	}
 	if err != nil {
 		return err
 	}
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
-	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", admin.Clean(t.ID), admin.Clean(t.Name), admin.Clean(u), past)
+	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
 	if verb != "enable" {
 		active, err := a.HasActiveToken(u)
 		if err == nil && !active {
 			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied until one is added (backup codes still work).\n",
-				admin.Clean(u))
+				token.Clean(u))
 		}
 	}
 	return nil
@@ -450,7 +448,7 @@ func backupCodes(e *env, args []string) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", admin.Clean(pos[0]))
+	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", token.Clean(pos[0]))
 	for i, c := range codes {
 		fmt.Fprintf(&b, "  %2d. %s\n", i+1, c)
 	}
@@ -470,10 +468,10 @@ func unlock(e *env, args []string) error {
 		return err
 	}
 	if before.Count == 0 && before.Until.IsZero() {
-		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", admin.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", token.Clean(pos[0]))
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", admin.Clean(pos[0]), before.Count)
+	fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", token.Clean(pos[0]), before.Count)
 	return nil
 }
 
@@ -487,7 +485,7 @@ func reset(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s reset: %d tokens and %d backup codes removed, failures and last used codes forgotten.\n"+
-		"Enroll a new token with `totp-admin token add %s`.\n", admin.Clean(pos[0]), r.Tokens, r.BackupCodes, admin.Clean(pos[0]))
+		"Enroll a new token with `totp-admin token add %s`.\n", token.Clean(pos[0]), r.Tokens, r.BackupCodes, token.Clean(pos[0]))
 	return nil
 }
 
@@ -505,7 +503,7 @@ func importCSV(e *env, args []string) error {
 	}
 	var in io.Reader = e.stdin
 	if pos[0] != "-" {
-		f, err := admin.OpenInput(pos[0])
+		f, err := tokenimport.OpenInput(pos[0])
 		if err != nil {
 			return err
 		}
@@ -513,9 +511,16 @@ func importCSV(e *env, args []string) error {
 		in = f
 	}
 	start := time.Now()
-	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: p, SkipInvalid: *skip})
+	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: p, SkipInvalid: *skip, KnownUser: knownUser})
 	for _, le := range rep.Invalid {
-		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", admin.Clean(pos[0]), le)
+		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(pos[0]), le)
+	}
+	for _, u := range rep.UnknownUsers {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
+	}
+	if len(rep.UnknownUsers) > 0 {
+		fmt.Fprintf(e.stderr, "totp-admin: warning: %d users are not known to this host; their tokens were imported all the same\n",
+			len(rep.UnknownUsers))
 	}
 	if err != nil {
 		return err
@@ -527,8 +532,19 @@ func importCSV(e *env, args []string) error {
 	if len(rep.Invalid) > 0 {
 		fmt.Fprintf(e.stdout, "; %d invalid lines skipped", len(rep.Invalid))
 	}
+	if len(rep.UnknownUsers) > 0 {
+		fmt.Fprintf(e.stdout, "; %d users not known to this host", len(rep.UnknownUsers))
+	}
 	fmt.Fprintln(e.stdout, ".")
 	return nil
+}
+
+// knownUser says whether the user exists on this host. Only a definite "no such user" is unknown:
+// a lookup that fails for another reason says nothing.
+func knownUser(u string) bool {
+	_, err := user.Lookup(u)
+	var unknown user.UnknownUserError
+	return !errors.As(err, &unknown)
 }
 
 func importGA(e *env, args []string) error {
@@ -537,7 +553,7 @@ func importGA(e *env, args []string) error {
 		return err
 	}
 	u, path := pos[0], pos[1]
-	f, err := admin.ReadGAFile(path)
+	f, err := tokenimport.ReadGAFile(path)
 	if err != nil {
 		return err
 	}
@@ -546,22 +562,22 @@ func importGA(e *env, args []string) error {
 		return err
 	}
 	if res.Already {
-		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", admin.Clean(u), admin.Clean(res.Token.ID))
+		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", token.Clean(u), token.Clean(res.Token.ID))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		res.Token.ID, admin.GAName, admin.Clean(u), res.Token.Period)
+		res.Token.ID, tokenimport.GAName, token.Clean(u), res.Token.Period)
 	if res.Scratch > 0 {
 		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
 		if res.Replaced > 0 {
-			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, admin.Clean(u))
+			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, token.Clean(u))
 		}
-		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin backup-codes %s`.\n", admin.Clean(u))
+		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin backup-codes %s`.\n", token.Clean(u))
 	}
 	if len(f.Ignored) > 0 {
 		fmt.Fprintf(e.stdout, "Ignored options (pam_totp.conf decides these for everyone): %s.\n", strings.Join(f.Ignored, ", "))
 	}
-	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", admin.Clean(path))
+	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", token.Clean(path))
 	return nil
 }
 

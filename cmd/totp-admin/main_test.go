@@ -19,6 +19,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -95,9 +96,9 @@ func (s *site) run(t *testing.T, stdin string, args ...string) result {
 	return result{out.String(), errb.String(), code}
 }
 
-func (s *site) tokens(t *testing.T, user string) []store.Token {
+func (s *site) tokens(t *testing.T, user string) []token.Token {
 	t.Helper()
-	var toks []store.Token
+	var toks []token.Token
 	err := store.NewTokens(s.opts()).View(func(x *store.TokensTx) error {
 		var err error
 		toks, err = x.UserTokens(user)
@@ -176,6 +177,7 @@ func TestUsageAndVersion(t *testing.T) {
 
 func TestTokenAdd(t *testing.T) {
 	skewed := regexp.MustCompile(`device clock seems about (120|150|180) seconds ahead`)
+	behind := regexp.MustCompile(`device clock seems about (120|150|180) seconds behind`)
 	tests := []struct {
 		name       string
 		args       []string
@@ -191,8 +193,11 @@ func TestTokenAdd(t *testing.T) {
 			[]string{"Code verified: token", "secret (hex):    48656c6c6f21deadbeef", "▀"}, nil},
 		{"wrong then right", nil, func() string { return wrongCode() + "\n" + code(0) + "\n" }, 0, true,
 			[]string{"That code is not valid", "2 tries left", "Code verified"}, nil},
-		{"clock ahead then right", nil, func() string { return code(5) + "\n" + code(0) + "\n" }, 0, true,
-			[]string{"Code verified"}, skewed},
+		{"clock behind then right", nil, func() string { return code(-5) + "\n" + code(0) + "\n" }, 0, true,
+			[]string{"Code verified"}, behind},
+		// A code shown ahead of its time burns the steps up to its own: the current one is refused.
+		{"clock ahead burns the current code", nil, func() string { return code(5) + "\n" + code(0) + "\n" }, 1, false,
+			[]string{"That code is not valid", "No code entered (end of input); the pending token"}, skewed},
 		{"end of input", nil, func() string { return "" }, 1, false,
 			[]string{"No code entered (end of input); the pending token"}, nil},
 		{"three wrong codes", nil, func() string { w := wrongCode() + "\n"; return w + w + w }, 1, false,
@@ -241,7 +246,7 @@ func TestTokenAdd(t *testing.T) {
 				}
 				return
 			}
-			if len(toks) != 1 || toks[0].State != store.Active {
+			if len(toks) != 1 || toks[0].State != token.Active {
 				t.Fatalf("tokens = %+v, want one active", toks)
 			}
 			if tc.args == nil { // verified: the code's step is stored, so it cannot be replayed
@@ -293,7 +298,7 @@ func TestTokenAddInterrupted(t *testing.T) {
 			t.Fatalf("no prompt: %v\n%s", err, out.String())
 		}
 	}
-	if got := s.tokens(t, "alice"); len(got) != 1 || got[0].State != store.Pending {
+	if got := s.tokens(t, "alice"); len(got) != 1 || got[0].State != token.Pending {
 		t.Fatalf("tokens while asking = %+v, want one pending", got)
 	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -322,8 +327,8 @@ func TestTokenManage(t *testing.T) {
 	}
 	// A pending token, as a crashed enrollment or a registry would leave it.
 	if err := store.NewTokens(s.opts()).Update(func(x *store.TokensTx) error {
-		return x.PutToken(store.Token{User: "bob", ID: "pend0001", Name: "pending name", Algorithm: totp.SHA1,
-			Digits: 6, Period: 30, Secret: secretBytes, State: store.Pending, Created: time.Unix(1700000000, 0)})
+		return x.PutToken(token.Token{User: "bob", ID: "pend0001", Name: "pending name", Algorithm: totp.SHA1,
+			Digits: 6, Period: 30, Secret: secretBytes, State: token.Pending, Created: time.Unix(1700000000, 0)})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +385,7 @@ func TestBackupCodes(t *testing.T) {
 		}
 		sets = append(sets, codes)
 	}
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	if err := store.NewTokens(s.opts()).View(func(x *store.TokensTx) error {
 		var err error
 		recs, err = x.BackupCodes("alice")
@@ -455,7 +460,7 @@ func TestImportCSV(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "Imported 2 tokens") {
 			t.Fatal(r)
 		}
-		if toks := s.tokens(t, "alice"); len(toks) != 1 || toks[0].Name != "phone" || toks[0].State != store.Active {
+		if toks := s.tokens(t, "alice"); len(toks) != 1 || toks[0].Name != "phone" || toks[0].State != token.Active {
 			t.Fatalf("alice: %+v", toks)
 		}
 		r = s.run(t, good, "import", "csv", "-")
@@ -488,6 +493,23 @@ func TestImportCSV(t *testing.T) {
 			t.Fatal(r)
 		}
 	})
+	t.Run("unknown users warned", func(t *testing.T) {
+		s := newSite(t)
+		in := bad + "root," + secret + "\nno-such-user-pamtotp," + secret + ",other\n"
+		r := s.run(t, in, "import", "csv", "-", "--skip-invalid")
+		if r.code != 0 || !strings.Contains(r.stdout, "Imported 4 tokens") || !strings.Contains(r.stdout, "users not known to this host") {
+			t.Fatal(r)
+		}
+		for _, w := range []string{"totp-admin: warning: user no-such-user-pamtotp is not known to this host\n",
+			"users are not known to this host; their tokens were imported all the same\n"} {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("stderr = %q, want %q", r.stderr, w)
+			}
+		}
+		if strings.Contains(r.stderr, "user root ") {
+			t.Errorf("stderr = %q: root is known", r.stderr)
+		}
+	})
 	t.Run("10000 lines", func(t *testing.T) {
 		s := newSite(t)
 		var b bytes.Buffer
@@ -512,7 +534,7 @@ func TestImportCSV(t *testing.T) {
 			10000/elapsed.Seconds(), strings.TrimSpace(r.stdout))
 		n := 0
 		_ = store.NewTokens(s.opts()).View(func(x *store.TokensTx) error {
-			return x.ForEachToken(func(tok store.Token) error {
+			return x.ForEachToken(func(tok token.Token) error {
 				n++
 				if totp.EncodeSecret(tok.Secret) != secrets[tok.User] {
 					t.Errorf("user %s: wrong secret", tok.User)
@@ -566,7 +588,7 @@ func TestImportGA(t *testing.T) {
 		t.Fatal(r)
 	}
 	toks := s.tokens(t, "alice")
-	if len(toks) != 1 || toks[0].Name != "google-authenticator" || toks[0].State != store.Active ||
+	if len(toks) != 1 || toks[0].Name != "google-authenticator" || toks[0].State != token.Active ||
 		totp.EncodeSecret(toks[0].Secret) != secret {
 		t.Fatalf("tokens: %+v", toks)
 	}

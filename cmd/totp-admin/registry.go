@@ -19,7 +19,10 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -262,7 +265,7 @@ func writeJSON(w io.Writer, v any) error {
 func cleanAll(ss []string) []string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
-		out[i] = admin.Clean(s)
+		out[i] = token.Clean(s)
 	}
 	return out
 }
@@ -278,13 +281,13 @@ func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return admin.Clean(s)
+	return token.Clean(s)
 }
 
 // Users.
 
 func cleanUser(u adminclient.User) adminclient.User {
-	u.Name, u.Mail, u.Scopes = admin.Clean(u.Name), admin.Clean(u.Mail), cleanAll(u.Scopes)
+	u.Name, u.Mail, u.Scopes = token.Clean(u.Name), token.Clean(u.Mail), cleanAll(u.Scopes)
 	return u
 }
 
@@ -303,7 +306,7 @@ func rUserAdd(e *env, args []string) error {
 	}
 	u = cleanUser(u)
 	if u.Name == "" {
-		u.Name, u.Mail, u.Scopes = admin.Clean(pos[0]), admin.Clean(*mail), cleanAll(sc.vals)
+		u.Name, u.Mail, u.Scopes = token.Clean(pos[0]), token.Clean(*mail), cleanAll(sc.vals)
 	}
 	fmt.Fprintf(e.stdout, "User %s added (scopes %s, mail %s).\n", u.Name, scopes(u.Scopes), dash(u.Mail))
 	if len(u.Scopes) == 0 {
@@ -365,11 +368,11 @@ func rUserShow(e *env, args []string) error {
 	}
 	if *asJSON {
 		if toks == nil {
-			toks = []adminclient.Token{}
+			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, struct {
 			adminclient.User
-			TokenList []adminclient.Token `json:"token_list"`
+			TokenList []token.Info `json:"token_list"`
 		}{u, toks})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 1, ' ', 0)
@@ -418,7 +421,7 @@ func rUserSet(e *env, args []string) error {
 	}
 	u = cleanUser(u)
 	if u.Name == "" {
-		fmt.Fprintf(e.stdout, "User %s changed.\n", admin.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "User %s changed.\n", token.Clean(pos[0]))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "User %s changed: scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
@@ -435,20 +438,20 @@ func rUserRemove(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", admin.Clean(pos[0]), r.Tokens, r.BackupCodes)
+	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", token.Clean(pos[0]), r.Tokens, r.BackupCodes)
 	return nil
 }
 
 // Tokens.
 
-func cleanToken(t adminclient.Token) adminclient.Token {
-	t.User, t.ID, t.Name = admin.Clean(t.User), admin.Clean(t.ID), admin.Clean(t.Name)
-	t.Algorithm, t.State = admin.Clean(t.Algorithm), admin.Clean(t.State)
+func cleanToken(t token.Info) token.Info {
+	t.User, t.ID, t.Name = token.Clean(t.User), token.Clean(t.ID), token.Clean(t.Name)
+	t.Algorithm, t.State = totp.Algorithm(token.Clean(string(t.Algorithm))), token.State(token.Clean(string(t.State)))
 	return t
 }
 
 // tokenTable prints tokens as the standalone `token list` does.
-func tokenTable(w io.Writer, toks []adminclient.Token) error {
+func tokenTable(w io.Writer, toks []token.Info) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tID\tNAME\tALGORITHM\tDIGITS\tPERIOD\tSTATE\tCREATED\tLAST USED")
 	for _, t := range toks {
@@ -472,17 +475,17 @@ func rTokenList(e *env, args []string) error {
 	for i := range toks {
 		toks[i] = cleanToken(toks[i])
 		if toks[i].User == "" {
-			toks[i].User = admin.Clean(pos[0])
+			toks[i].User = token.Clean(pos[0])
 		}
 	}
 	if *asJSON {
 		if toks == nil {
-			toks = []adminclient.Token{}
+			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, toks)
 	}
 	if len(toks) == 0 {
-		fmt.Fprintf(e.stdout, "%s has no tokens.\n", admin.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(pos[0]))
 		return nil
 	}
 	return tokenTable(e.stdout, toks)
@@ -516,7 +519,7 @@ func rTokenAdd(e *env, args []string) error {
 		t.User = u
 	}
 	if req.Secret != "" || t.Secret == "" {
-		ct := cleanToken(t.Token)
+		ct := cleanToken(t.Info)
 		fmt.Fprintf(e.stdout, "Token %s (%q) of %s added, %s.\n", ct.ID, ct.Name, ct.User, ct.State)
 		return nil
 	}
@@ -531,13 +534,13 @@ func rTokenAdd(e *env, args []string) error {
 		}
 		return fmt.Errorf("%w; token %s was removed again", err, t.ID)
 	}
-	fmt.Fprintf(e.stdout, "Login nodes of %s's scopes have the token within seconds.\n", admin.Clean(u))
+	fmt.Fprintf(e.stdout, "Login nodes of %s's scopes have the token within seconds.\n", token.Clean(u))
 	return nil
 }
 
 // enrollment turns the registry's answer into what admin.WriteEnrollment shows, after checking
 // that the secret, the URI and the token's parameters agree.
-func enrollment(t adminclient.AddedToken) (*admin.Enrollment, error) {
+func enrollment(t registryapi.AddedToken) (*admin.Enrollment, error) {
 	bad := func(what string) error {
 		return fmt.Errorf("token add: %s: %w", what, adminclient.ErrBadAnswer)
 	}
@@ -545,7 +548,7 @@ func enrollment(t adminclient.AddedToken) (*admin.Enrollment, error) {
 	if err != nil {
 		return nil, bad("the secret is not valid base32")
 	}
-	p := totp.Params{Algorithm: totp.Algorithm(strings.ToUpper(t.Algorithm)), Digits: t.Digits, Period: t.Period}
+	p := totp.Params{Algorithm: totp.Algorithm(strings.ToUpper(string(t.Algorithm))), Digits: t.Digits, Period: t.Period}
 	key := totp.Key{Account: t.User, Secret: secret, Params: p}
 	if t.URI != "" {
 		if key, err = totp.ParseURI(t.URI); err != nil {
@@ -561,9 +564,9 @@ func enrollment(t adminclient.AddedToken) (*admin.Enrollment, error) {
 	if err := key.Validate(); err != nil {
 		return nil, bad("the token is not valid")
 	}
-	tok := store.Token{
+	tok := token.Token{
 		User: t.User, ID: t.ID, Name: t.Name, Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period,
-		Secret: secret, State: store.TokenState(t.State), Created: t.Created,
+		Secret: secret, State: token.State(t.State), Created: t.Created,
 	}
 	return &admin.Enrollment{Token: tok, Key: key}, nil
 }
@@ -579,7 +582,7 @@ func rTokenChange(e *env, verb string, args []string) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(toks, func(t adminclient.Token) bool { return t.ID == id })
+	i := slices.IndexFunc(toks, func(t token.Info) bool { return t.ID == id })
 	if i < 0 {
 		return fmt.Errorf("token %s of %s: %w", id, u, store.ErrNotFound)
 	}
@@ -593,13 +596,13 @@ func rTokenChange(e *env, verb string, args []string) error {
 			state = adminclient.Active
 		}
 		_, err = cl.UpdateToken(e.ctx, u, id, adminclient.TokenChange{State: &state})
-		t.State = state
+		t.State = token.State(state)
 	}
 	if err != nil {
 		return err
 	}
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
-	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", admin.Clean(t.ID), admin.Clean(t.Name), admin.Clean(u), past)
+	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
 	if verb != "enable" {
 		active := false
 		for _, o := range toks {
@@ -607,7 +610,7 @@ func rTokenChange(e *env, verb string, args []string) error {
 		}
 		if !active {
 			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied until one is added (backup codes still work).\n",
-				admin.Clean(u))
+				token.Clean(u))
 		}
 	}
 	return nil
@@ -623,7 +626,7 @@ func rReset(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	u := admin.Clean(pos[0])
+	u := token.Clean(pos[0])
 	fmt.Fprintf(e.stdout, "%s reset: %d tokens and %d backup codes removed.\n"+
 		"Enroll a new token with `totp-admin --registry URL token add %s`. Failed codes are counted on each\n"+
 		"login node: if %s is locked out there, run `totp-admin unlock %s` on the node.\n",
@@ -642,9 +645,9 @@ func rBackupCodes(e *env, args []string) error {
 		return err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", admin.Clean(pos[0]))
+	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", token.Clean(pos[0]))
 	for i, c := range codes {
-		fmt.Fprintf(&b, "  %2d. %s\n", i+1, admin.Clean(c))
+		fmt.Fprintf(&b, "  %2d. %s\n", i+1, token.Clean(c))
 	}
 	b.WriteString("\nEach code works once, in place of a code from the app. Store them somewhere safe\n" +
 		"(printed, or in a password manager): they are shown only this once.\n")
@@ -669,9 +672,9 @@ func rPasscode(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	u := admin.Clean(pos[0])
+	u := token.Clean(pos[0])
 	var b strings.Builder
-	fmt.Fprintf(&b, "One-time passcode for %s:\n\n    %s\n\n", u, admin.Clean(p.Code))
+	fmt.Fprintf(&b, "One-time passcode for %s:\n\n    %s\n\n", u, token.Clean(p.Code))
 	fmt.Fprintf(&b, "It works once, in place of a code from the app, until %s.\n", stampSeconds(p.Expires))
 	b.WriteString("Give it to the user over a channel you trust; it is shown only this once.\n")
 	_, err = io.WriteString(e.stdout, b.String())
@@ -706,8 +709,8 @@ func rNodeAdd(e *env, args []string) error {
 	}
 	path := config.Default().Sync.CredentialFile
 	var b strings.Builder
-	fmt.Fprintf(&b, "Node %s added to scope %s. Its credential, shown only this once:\n\n", admin.Clean(n.Name), admin.Clean(n.Scope))
-	fmt.Fprintf(&b, "    %s\n\n", admin.Clean(n.Credential))
+	fmt.Fprintf(&b, "Node %s added to scope %s. Its credential, shown only this once:\n\n", token.Clean(n.Name), token.Clean(n.Scope))
+	fmt.Fprintf(&b, "    %s\n\n", token.Clean(n.Credential))
 	fmt.Fprintf(&b, "Put it on the node in %s, owned by root, mode 0600\n", path)
 	b.WriteString("([sync] credential_file in pam_totp.conf), then start totp-syncd.\n")
 	_, err = io.WriteString(e.stdout, b.String())
@@ -727,7 +730,7 @@ func rNodeList(e *env, args []string) error {
 	}
 	for i := range nodes {
 		n := &nodes[i]
-		n.Name, n.Scope, n.Version = admin.Clean(n.Name), admin.Clean(n.Scope), admin.Clean(n.Version)
+		n.Name, n.Scope, n.Version = token.Clean(n.Name), token.Clean(n.Scope), token.Clean(n.Version)
 	}
 	if *asJSON {
 		if nodes == nil {
@@ -785,7 +788,7 @@ func rNodeRemove(e *env, args []string) error {
 	if err := cl.RemoveNode(e.ctx, pos[0]); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", admin.Clean(pos[0]))
+	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", token.Clean(pos[0]))
 	return nil
 }
 
@@ -806,7 +809,7 @@ func rImportCSV(e *env, args []string) error {
 	}
 	in := e.stdin
 	if pos[0] != "-" {
-		f, err := admin.OpenInput(pos[0])
+		f, err := tokenimport.OpenInput(pos[0])
 		if err != nil {
 			return err
 		}
@@ -822,7 +825,7 @@ func rImportCSV(e *env, args []string) error {
 		invalid = ae.Invalid
 	}
 	for _, le := range invalid {
-		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", admin.Clean(pos[0]), admin.Clean(le.Error()))
+		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(pos[0]), token.Clean(le.Error()))
 	}
 	if err != nil {
 		return err
@@ -831,7 +834,7 @@ func rImportCSV(e *env, args []string) error {
 	if r.UsersCreated > 0 {
 		fmt.Fprintf(e.stdout, "; %d new users", r.UsersCreated)
 		if *scope != "" {
-			fmt.Fprintf(e.stdout, " in scope %s", admin.Clean(*scope))
+			fmt.Fprintf(e.stdout, " in scope %s", token.Clean(*scope))
 		} else {
 			fmt.Fprint(e.stdout, " without a scope")
 		}
@@ -846,7 +849,7 @@ func rImportCSV(e *env, args []string) error {
 	return nil
 }
 
-// maxGAFile bounds a google-authenticator file read for the registry (admin.ReadGAFile's bound).
+// maxGAFile bounds a google-authenticator file read for the registry (tokenimport.ReadGAFile's bound).
 const maxGAFile = 64 * 1024
 
 func rImportGA(e *env, args []string) error {
@@ -856,7 +859,7 @@ func rImportGA(e *env, args []string) error {
 		return err
 	}
 	u, path := pos[0], pos[1]
-	f, err := admin.OpenInput(path)
+	f, err := tokenimport.OpenInput(path)
 	if err != nil {
 		return err
 	}
@@ -869,7 +872,7 @@ func rImportGA(e *env, args []string) error {
 		return fmt.Errorf("%s: larger than %d bytes; not a google-authenticator file", path, maxGAFile)
 	}
 	// Check it here first: a broken file gets the same precise message as without a registry.
-	if _, err := admin.ParseGA(data); err != nil {
+	if _, err := tokenimport.ParseGA(data); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	res, err := cl.ImportGA(e.ctx, u, data)
@@ -878,22 +881,22 @@ func rImportGA(e *env, args []string) error {
 		return err
 	}
 	if res.Already {
-		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", admin.Clean(u), admin.Clean(res.ID))
+		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", token.Clean(u), token.Clean(res.ID))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		admin.Clean(res.ID), admin.GAName, admin.Clean(u), res.Token.Period)
+		token.Clean(res.ID), tokenimport.GAName, token.Clean(u), res.Token.Period)
 	if res.Scratch > 0 {
 		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
 		if res.Replaced > 0 {
-			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, admin.Clean(u))
+			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, token.Clean(u))
 		}
-		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin --registry URL backup-codes %s`.\n", admin.Clean(u))
+		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin --registry URL backup-codes %s`.\n", token.Clean(u))
 	}
 	if len(res.Ignored) > 0 {
 		fmt.Fprintf(e.stdout, "Ignored options (pam_totp.conf decides these for everyone): %s.\n", strings.Join(cleanAll(res.Ignored), ", "))
 	}
-	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", admin.Clean(path))
+	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", token.Clean(path))
 	return nil
 }
 
@@ -917,8 +920,8 @@ func rAudit(e *env, args []string) error {
 	}
 	for i := range recs {
 		r := &recs[i]
-		r.Actor, r.Action, r.Target, r.Reason = admin.Clean(r.Actor), admin.Clean(r.Action), admin.Clean(r.Target), admin.Clean(r.Reason)
-		r.Prev, r.Hash = admin.Clean(r.Prev), admin.Clean(r.Hash)
+		r.Actor, r.Action, r.Target, r.Reason = token.Clean(r.Actor), token.Clean(r.Action), token.Clean(r.Target), token.Clean(r.Reason)
+		r.Prev, r.Hash = token.Clean(r.Prev), token.Clean(r.Hash)
 	}
 	if *asJSON {
 		if recs == nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -53,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check-config", false, "validate the config and the sync files, then exit")
 	showVersion := fs.Bool("version", false, "print the version")
 	debug := fs.Bool("debug", false, "log every batch and reconnect")
-	bus := fs.String("bus", "", "D-Bus address to serve "+busapi.Name+" on (default: [sync] bus, else the system bus)")
+	bus := fs.String("bus", "", "D-Bus address to serve "+syncbus.Name+" on (default: [sync] bus, else the system bus)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: totp-syncd [--config FILE] [--debug] [--bus ADDRESS] | status [--config FILE] [--json] [--verify] | --check-config | --version")
 	}
@@ -120,8 +121,11 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 		return 1
 	}
 	defer svc.Close()
+	if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
+		log.Warn("no root socket: enrollment at login is unavailable", "err", err)
+	}
 	log.Info("totp-syncd starting standalone: local enrollment authority (no [sync] registry)",
-		"version", version.Version, "store", cfg.Store.Dir, "name", busapi.Name)
+		"version", version.Version, "store", cfg.Store.Dir, "name", syncbus.Name)
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	for {
@@ -191,7 +195,10 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 		log.Warn("no D-Bus service (totp enroll, list and status are unavailable); syncing without it", "err", err)
 	default:
 		defer svc.Close()
-		log.Info("D-Bus service", "name", busapi.Name)
+		log.Info("D-Bus service", "name", syncbus.Name)
+		if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
+			log.Warn("no root socket: enrollment at login is unavailable", "err", err)
+		}
 		go func() {
 			select {
 			case <-svc.Done():

@@ -18,6 +18,8 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -103,7 +105,7 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	interrupted(cancel, stdin, stderr)
 	svc, err := enrollcli.Dial(ctx, *bus)
 	if err != nil {
-		fmt.Fprintf(stderr, "totp: %s\n", enrollcli.Clean(err.Error()))
+		fmt.Fprintf(stderr, "totp: %s\n", token.Clean(err.Error()))
 		return 1
 	}
 	defer svc.Close()
@@ -131,11 +133,11 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		err = c.BackupCodes(ctx)
 	}
 	if err != nil {
-		var ue *enrollcli.UserError
+		var ue *refusal.Error
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "totp: %s\n", enrollcli.Clean(ue.Message))
+			fmt.Fprintf(stderr, "totp: %s\n", token.Clean(ue.Message))
 		} else {
-			fmt.Fprintf(stderr, "totp: %s\n", enrollcli.Clean(err.Error()))
+			fmt.Fprintf(stderr, "totp: %s\n", token.Clean(err.Error()))
 		}
 		return 1
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
-	"github.com/pam-totp/pam-totp/pkg/registry"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -127,7 +127,7 @@ func TestEnrollOnTerminal(t *testing.T) {
 		if len(rows) != 1 || !strings.Contains(rows[0], "phone") || !strings.HasSuffix(rows[0], "yes") {
 			t.Errorf("totp list rows = %q, want the one active token phone", rows)
 		}
-		var toks []registry.TokenInfo
+		var toks []token.Info
 		reg.Admin(200, "GET", "/v1/admin/users/"+u.Username+"/tokens", nil, &toks)
 		if len(toks) != 1 || toks[0].Name != "phone" {
 			t.Errorf("the registry has tokens %+v, want only phone", toks)

@@ -19,6 +19,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -101,11 +102,11 @@ func TestEnrollAtLoginOverSSH(t *testing.T) {
 	if got, err := totp.ParseURI(uri); err != nil || string(got.Secret) != string(k.Secret) || got.Account != user {
 		t.Errorf("the QR code holds %v (%v), want the key shown for %s", got.Account, err, user)
 	}
-	var toks []store.Token
+	var toks []token.Token
 	if err := store.NewTokens(f.opts()).View(func(x *store.TokensTx) error {
 		toks, err = x.UserTokens(user)
 		return err
-	}); err != nil || len(toks) != 1 || toks[0].State != store.Active {
+	}); err != nil || len(toks) != 1 || toks[0].State != token.Active {
 		t.Fatalf("tokens.db holds %+v (%v), want one active token", toks, err)
 	}
 	// The next login: the usual prompt, the next code.

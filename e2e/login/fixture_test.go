@@ -14,6 +14,7 @@ import (
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -118,7 +119,7 @@ func (f *fixture) opts() store.Options {
 }
 
 // newToken returns an active token of user with a fresh random secret.
-func newToken(user, id string, alg totp.Algorithm, digits int) store.Token {
+func newToken(user, id string, alg totp.Algorithm, digits int) token.Token {
 	secret := make([]byte, 20)
 	if alg == totp.SHA256 {
 		secret = make([]byte, 32)
@@ -128,14 +129,14 @@ func newToken(user, id string, alg totp.Algorithm, digits int) store.Token {
 	if _, err := rand.Read(secret); err != nil {
 		panic(err)
 	}
-	return store.Token{
+	return token.Token{
 		User: user, ID: id, Name: id, Algorithm: alg, Digits: digits, Period: 30,
-		Secret: secret, State: store.Active, Created: time.Now().UTC(),
+		Secret: secret, State: token.Active, Created: time.Now().UTC(),
 	}
 }
 
 // put writes tokens into tokens.db, as totp-syncd or totp-admin would.
-func (f *fixture) put(toks ...store.Token) {
+func (f *fixture) put(toks ...token.Token) {
 	f.t.Helper()
 	err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
 		for _, tok := range toks {
@@ -151,7 +152,7 @@ func (f *fixture) put(toks ...store.Token) {
 }
 
 // token provisions and returns one active SHA1/6-digit token of the fixture's user.
-func (f *fixture) token() store.Token {
+func (f *fixture) token() token.Token {
 	f.t.Helper()
 	tok := newToken(f.user, "phone", totp.SHA1, 6)
 	f.put(tok)
@@ -175,12 +176,12 @@ func (f *fixture) backupCodes(n int) []string {
 }
 
 // code is the token's code of a time step.
-func code(tok store.Token, step uint64) string {
+func code(tok token.Token, step uint64) string {
 	return totp.Code(tok.Secret, tok.Params(), step)
 }
 
 // nowStep is the current time step of a token.
-func nowStep(tok store.Token) uint64 {
+func nowStep(tok token.Token) uint64 {
 	return totp.Step(time.Now(), tok.Period)
 }
 

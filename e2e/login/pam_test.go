@@ -15,6 +15,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -223,7 +224,7 @@ func TestAuthenticate(t *testing.T) {
 				r.WantInfo(t, "no token in grace", "becomes mandatory on 2099-01-01")
 				// A pending token does not end grace, and the user hears about it.
 				pending := newToken(f.user, "new-phone", totp.SHA1, 6)
-				pending.State = store.Pending
+				pending.State = token.Pending
 				f.put(pending)
 				r = f.auth()
 				r.Want(t, "pending token in grace", pamtest.Success, 0)
@@ -249,7 +250,7 @@ func TestAuthenticate(t *testing.T) {
 		}},
 		{name: "pending token only", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "new-phone", totp.SHA1, 6)
-			tok.State = store.Pending
+			tok.State = token.Pending
 			f.put(tok)
 			r := f.auth(code(tok, nowStep(tok)))
 			r.Want(t, "pending token", pam.ErrAuth, 0)
@@ -257,7 +258,7 @@ func TestAuthenticate(t *testing.T) {
 		}},
 		{name: "disabled token only", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "lost-phone", totp.SHA1, 6)
-			tok.State = store.Disabled
+			tok.State = token.Disabled
 			f.put(tok)
 			r := f.auth(code(tok, nowStep(tok)))
 			r.Want(t, "disabled token", pam.ErrAuth, 0)
@@ -586,7 +587,7 @@ func TestSudoFreshnessAtPAM(t *testing.T) {
 }
 
 // wrongCode is a code of the right length that is none of the token's codes near now.
-func wrongCode(tok store.Token) string {
+func wrongCode(tok token.Token) string {
 	s := nowStep(tok)
 	near := map[string]bool{}
 	for d := uint64(0); d <= 25; d++ {

@@ -26,6 +26,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -147,7 +148,7 @@ func (r *registry) addUser(user string, scopes ...string) {
 
 // addToken adds an active SHA1/6/30 token with a fresh secret and returns it as the node
 // stores it (for computing codes).
-func (r *registry) addToken(user, name string) (store.Token, string) {
+func (r *registry) addToken(user, name string) (token.Token, string) {
 	r.t.Helper()
 	secret := make([]byte, 20)
 	if _, err := rand.Read(secret); err != nil {
@@ -158,8 +159,8 @@ func (r *registry) addToken(user, name string) (store.Token, string) {
 	if err != nil {
 		r.t.Fatalf("AddToken(%s): %v", user, err)
 	}
-	return store.Token{User: user, ID: added.ID, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: secret, State: store.Active}, b32
+	return token.Token{User: user, ID: added.ID, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
+		Secret: secret, State: token.Active}, b32
 }
 
 // node is one simulated login node: a store directory, a pam_totp.conf with a [sync] section,
@@ -373,7 +374,7 @@ func (n *node) readLog() string {
 }
 
 // code is a token's code of step.
-func code(tok store.Token, step uint64) string {
+func code(tok token.Token, step uint64) string {
 	return totp.Code(tok.Secret, tok.Params(), step)
 }
 

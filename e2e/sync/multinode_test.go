@@ -11,7 +11,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -46,12 +46,12 @@ func onAll(nodes []*node, fn func(i int, n *node)) {
 
 // waitLogin waits until the token is active in every node's tokens.db, then logs in on each
 // with the code of step; it returns the time from since to the last successful login.
-func waitLogin(t *testing.T, nodes []*node, tok store.Token, step uint64, since time.Time) time.Duration {
+func waitLogin(t *testing.T, nodes []*node, tok token.Token, step uint64, since time.Time) time.Duration {
 	t.Helper()
 	results := make([]pamtest.Result, len(nodes))
 	onAll(nodes, func(i int, n *node) {
 		deadline := time.Now().Add(10 * time.Second)
-		for n.tokenState(tok.User, tok.ID) != string(store.Active) && time.Now().Before(deadline) {
+		for n.tokenState(tok.User, tok.ID) != string(token.Active) && time.Now().Before(deadline) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		results[i] = n.login(tok.User, code(tok, step))
@@ -71,13 +71,13 @@ func TestTokenReachesEveryNode(t *testing.T) {
 	r, nodes := cluster(t, regOptions{})
 	tests := []struct {
 		name string
-		add  func(t *testing.T, user string) store.Token
+		add  func(t *testing.T, user string) token.Token
 	}{
-		{"admin API", func(t *testing.T, user string) store.Token {
+		{"admin API", func(t *testing.T, user string) token.Token {
 			tok, _ := r.addToken(user, "phone")
 			return tok
 		}},
-		{"totp-admin --registry", func(t *testing.T, user string) store.Token {
+		{"totp-admin --registry", func(t *testing.T, user string) token.Token {
 			secret := make([]byte, 20)
 			copy(secret, pamtest.RandName(20))
 			b32 := base32NoPad(secret)
@@ -90,8 +90,8 @@ func TestTokenReachesEveryNode(t *testing.T) {
 			if err != nil || len(toks) != 1 {
 				t.Fatalf("Tokens(%s) = %v, %v; want one token", user, toks, err)
 			}
-			return store.Token{User: user, ID: toks[0].ID, Algorithm: totp.SHA1, Digits: 6, Period: 30,
-				Secret: secret, State: store.Active}
+			return token.Token{User: user, ID: toks[0].ID, Algorithm: totp.SHA1, Digits: 6, Period: 30,
+				Secret: secret, State: token.Active}
 		}},
 	}
 	for _, tt := range tests {
@@ -117,7 +117,7 @@ func TestTokenReachesEveryNode(t *testing.T) {
 			results := make([]pamtest.Result, len(nodes))
 			onAll(nodes, func(i int, n *node) {
 				eventually(t, 10*time.Second, n.name+" sees the token disabled", func() (bool, error) {
-					return n.tokenState(user, tok.ID) == string(store.Disabled), nil
+					return n.tokenState(user, tok.ID) == string(token.Disabled), nil
 				})
 				results[i] = n.login(user, code(tok, step+1))
 			})

@@ -17,6 +17,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/qrterm/qrtermtest"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -59,9 +60,9 @@ func (s *standaloneNode) user() (string, uint32, uint32) {
 }
 
 // userTokens reads the user's tokens from the node's tokens.db.
-func (s *standaloneNode) userTokens(name string) []store.Token {
+func (s *standaloneNode) userTokens(name string) []token.Token {
 	s.t.Helper()
-	var toks []store.Token
+	var toks []token.Token
 	if err := s.tokens().View(func(x *store.TokensTx) error {
 		var err error
 		toks, err = x.UserTokens(name)
@@ -88,7 +89,7 @@ func TestStandaloneSelfService(t *testing.T) {
 		t.Errorf("no backup codes shown with the first token:\n%s", text)
 	}
 	toks := n.userTokens(name)
-	if len(toks) != 1 || toks[0].State != store.Active || toks[0].Name != "phone" {
+	if len(toks) != 1 || toks[0].State != token.Active || toks[0].Name != "phone" {
 		t.Fatalf("tokens.db holds %+v, want one active token named phone", toks)
 	}
 	n.login(name, e.code).Want(t, "login with the code that finished enrollment (replay)", pam.ErrAuth, 1)
@@ -160,7 +161,7 @@ func TestEnrollAtLogin(t *testing.T) {
 		}
 	})
 	toks := n.userTokens(name)
-	if len(toks) != 1 || toks[0].State != store.Active {
+	if len(toks) != 1 || toks[0].State != token.Active {
 		t.Fatalf("after enrolling at login tokens.db holds %+v, want one active token", toks)
 	}
 	if !n.logHas("by=root") {

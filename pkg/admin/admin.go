@@ -2,21 +2,16 @@ package admin
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
-	"github.com/pam-totp/pam-totp/pkg/totp"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Sentinel errors. Their text is meant for the admin and never holds a secret.
@@ -31,12 +26,7 @@ var (
 	ErrNotVerified = errors.New("no valid code was entered")
 	// ErrInvalidLines: an import file has invalid lines and nothing was written.
 	ErrInvalidLines = errors.New("invalid lines; nothing was imported")
-	// ErrUnsupported: an import file describes something pam-totp does not do (HOTP).
-	ErrUnsupported = errors.New("not supported")
 )
-
-// idLen is the number of random bytes of a token id (shown as twice as many hex digits).
-const idLen = 4
 
 // enrollSkewSteps is how far (in time steps) from now a first code is still recognised, so that
 // a wrong device clock gets a hint instead of a plain "wrong code".
@@ -73,107 +63,14 @@ func (a *Admin) prepare() error {
 	return nil
 }
 
-// Clean makes a stored or imported string safe to print on a terminal: control characters
-// (C0, DEL, C1), bidirectional overrides and invalid UTF-8 become '?'.
-func Clean(s string) string {
-	clean := true
-	for _, r := range s {
-		if unsafeRune(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unsafeRune(r) {
-			r = '?'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
-func unsafeRune(r rune) bool {
-	switch {
-	case r == utf8.RuneError, unicode.IsControl(r):
-		return true
-	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f:
-		return true // bidi overrides and isolates can reorder what a terminal shows
-	}
-	return false
-}
-
-// checkName validates a token name chosen by an admin or read from an import file.
-func checkName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("token name is empty")
-	case len(name) > 64:
-		return errors.New("token name is longer than 64 bytes")
-	case !utf8.ValidString(name) || Clean(name) != name:
-		return errors.New("token name contains control characters or invalid UTF-8")
-	}
-	return nil
-}
-
-// newID returns a random token id that taken does not report as used.
-func (a *Admin) newID(taken func(string) bool) (string, error) {
-	b := make([]byte, idLen)
-	for range 100 {
-		if _, err := io.ReadFull(a.Rand, b); err != nil {
-			return "", fmt.Errorf("random token id: %w", err)
-		}
-		if id := hex.EncodeToString(b); !taken(id) {
-			return id, nil
-		}
-	}
-	return "", errors.New("cannot find a free token id")
-}
-
-// defaultName is "token-N" with the lowest N >= len(tokens)+1 that no token of the user has.
-func defaultName(tokens []store.Token) string {
-	used := map[string]bool{}
-	for _, t := range tokens {
-		used[t.Name] = true
-	}
-	for n := len(tokens) + 1; ; n++ {
-		if name := "token-" + strconv.Itoa(n); !used[name] {
-			return name
-		}
-	}
-}
-
-// TokenInfo is what listings show of a token: everything but the secret.
-type TokenInfo struct {
-	User      string           `json:"user"`
-	ID        string           `json:"id"`
-	Name      string           `json:"name"`
-	Algorithm totp.Algorithm   `json:"algorithm"`
-	Digits    int              `json:"digits"`
-	Period    int              `json:"period"`
-	State     store.TokenState `json:"state"`
-	Created   time.Time        `json:"created"`
-	LastUsed  time.Time        `json:"last_used,omitzero"`
-}
-
-func info(t store.Token) TokenInfo {
-	return TokenInfo{
-		User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
-		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed,
-	}
-}
-
 // ListTokens returns the tokens of user (all users when user is ""), in user and id order. The
 // last use is the later of the record's and the last accepted time step in state.db. A store that
 // was never written lists as empty.
-func (a *Admin) ListTokens(user string) ([]TokenInfo, error) {
-	var out []TokenInfo
+func (a *Admin) ListTokens(user string) ([]token.Info, error) {
+	var out []token.Info
 	err := a.Tokens.View(func(x *store.TokensTx) error {
-		add := func(t store.Token) error {
-			out = append(out, info(t))
+		add := func(t token.Token) error {
+			out = append(out, t.Info())
 			return nil
 		}
 		if user != "" {
@@ -209,58 +106,55 @@ func (a *Admin) ListTokens(user string) ([]TokenInfo, error) {
 }
 
 // RemoveToken deletes one token.
-func (a *Admin) RemoveToken(user, id string) (TokenInfo, error) {
-	var removed TokenInfo
+func (a *Admin) RemoveToken(user, id string) (token.Info, error) {
+	var removed token.Info
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
 			return err
 		}
-		removed = info(t)
+		removed = t.Info()
 		return x.DeleteToken(user, id)
 	})
 	return removed, err
 }
 
 // RenameToken gives user's token id a new name and returns it as it was before.
-func (a *Admin) RenameToken(user, id, name string) (TokenInfo, error) {
-	if err := checkName(name); err != nil {
-		return TokenInfo{}, err
+func (a *Admin) RenameToken(user, id, name string) (token.Info, error) {
+	if err := token.CheckName(name); err != nil {
+		return token.Info{}, err
 	}
-	var before TokenInfo
+	var before token.Info
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
 			return err
 		}
-		before = info(t)
+		before = t.Info()
 		t.Name = name
 		return x.PutToken(t)
 	})
 	return before, err
 }
 
-// CheckName checks a token name: 1 to 64 bytes of UTF-8 without control characters.
-func CheckName(name string) error { return checkName(name) }
-
 // SetState disables or enables a token. A pending token can be neither: it was never verified,
 // so enabling it would skip the proof that the user has the device, and a disabled record would
 // forget that.
-func (a *Admin) SetState(user, id string, to store.TokenState) (TokenInfo, error) {
-	if to != store.Active && to != store.Disabled {
-		return TokenInfo{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
+func (a *Admin) SetState(user, id string, to token.State) (token.Info, error) {
+	if to != token.Active && to != token.Disabled {
+		return token.Info{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
 	}
-	var changed TokenInfo
+	var changed token.Info
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
 			return err
 		}
-		if t.State == store.Pending {
+		if t.State == token.Pending {
 			return ErrPending
 		}
 		t.State = to
-		changed = info(t)
+		changed = t.Info()
 		return x.PutToken(t)
 	})
 	return changed, err
@@ -272,7 +166,7 @@ func (a *Admin) HasActiveToken(user string) (bool, error) {
 	err := a.Tokens.View(func(x *store.TokensTx) error {
 		toks, err := x.UserTokens(user)
 		for _, t := range toks {
-			active = active || t.State == store.Active
+			active = active || t.State == token.Active
 		}
 		return err
 	})
@@ -282,7 +176,7 @@ func (a *Admin) HasActiveToken(user string) (bool, error) {
 // NewBackupCodes makes a fresh set of backup codes for user, replaces the old set and forgets
 // which of the old codes were used. The plain codes are returned to be shown once.
 func (a *Admin) NewBackupCodes(user string) ([]string, error) {
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return nil, err
 	}
 	if err := a.prepare(); err != nil {
@@ -308,7 +202,7 @@ func (a *Admin) NewBackupCodes(user string) ([]string, error) {
 // Unlock clears the user's failures and back-off and returns what they were.
 func (a *Admin) Unlock(user string) (store.Failures, error) {
 	var before store.Failures
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return before, err
 	}
 	err := a.State.Update(func(x *store.StateTx) error {
@@ -327,7 +221,7 @@ type ResetResult struct {
 // (the answer to a lost device).
 func (a *Admin) Reset(user string) (ResetResult, error) {
 	var r ResetResult
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return r, err
 	}
 	err := a.Tokens.Update(func(x *store.TokensTx) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -46,9 +47,9 @@ func newBenchAdmin(dir string) *Admin {
 	return a
 }
 
-func token(t *testing.T, a *Admin, user, id string) store.Token {
+func storedToken(t *testing.T, a *Admin, user, id string) token.Token {
 	t.Helper()
-	var tok store.Token
+	var tok token.Token
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		tok, err = x.Token(user, id)
@@ -104,7 +105,7 @@ func TestConfirm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e.Token.State != store.Pending {
+			if e.Token.State != token.Pending {
 				t.Fatalf("new token state = %s, want pending", e.Token.State)
 			}
 			answer := tc.answer(tc.params)
@@ -123,15 +124,19 @@ func TestConfirm(t *testing.T) {
 			if got != tc.want {
 				t.Fatalf("Confirm(%q) = %+v, want %+v", answer, got, tc.want)
 			}
-			tok := token(t, a, "alice", e.Token.ID)
+			tok := storedToken(t, a, "alice", e.Token.ID)
 			step := lastStep(t, a, "alice", e.Token.ID)
 			if tc.want.Outcome != Verified {
-				if tok.State != store.Pending || step != 0 {
-					t.Fatalf("after %v: state %s, last step %d; want pending, 0", tc.want.Outcome, tok.State, step)
+				var want uint64 // a skewed code's step is burned; nothing else is recorded
+				if tc.want.Outcome == ClockSkew {
+					want = uint64(int64(totp.Step(t0, tc.params.Period)) + int64(tc.want.SkewSeconds/tc.params.Period))
+				}
+				if tok.State != token.Pending || step != want {
+					t.Fatalf("after %v: state %s, last step %d; want pending, %d", tc.want.Outcome, tok.State, step, want)
 				}
 				return
 			}
-			if tok.State != store.Active {
+			if tok.State != token.Active {
 				t.Fatalf("state after a verified code = %s, want active", tok.State)
 			}
 			if step < totp.Step(t0, tc.params.Period)-1 {
@@ -141,6 +146,28 @@ func TestConfirm(t *testing.T) {
 				t.Fatalf("second Confirm = %v, want ErrNotPending", err)
 			}
 		})
+	}
+}
+
+// TestConfirmSkewCodeBurned: a code for now+2 steps gets the clock hint and is refused again
+// when its time comes.
+func TestConfirmSkewCodeBurned(t *testing.T) {
+	a := newAdmin(t)
+	e, err := a.AddToken("alice", AddOptions{Secret: secret20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := totp.DefaultParams
+	early := codeAt(secret20, p, t0, 2)
+	if got, err := a.Confirm("alice", e.Token.ID, early); err != nil || got != (CodeCheck{Outcome: ClockSkew, SkewSeconds: 60}) {
+		t.Fatalf("Confirm(now+2 steps) = %+v, %v; want ClockSkew 60", got, err)
+	}
+	a.Now = func() time.Time { return t0.Add(60 * time.Second) }
+	if got, err := a.Confirm("alice", e.Token.ID, early); err != nil || got.Outcome != WrongCode {
+		t.Fatalf("Confirm(the same code in its step) = %+v, %v; want WrongCode", got, err)
+	}
+	if got, err := a.Confirm("alice", e.Token.ID, codeAt(secret20, p, t0, 3)); err != nil || got.Outcome != Verified {
+		t.Fatalf("Confirm(a later code) = %+v, %v; want Verified", got, err)
 	}
 }
 
@@ -169,8 +196,8 @@ func TestAddToken(t *testing.T) {
 	if n := len(first.Token.Secret); n != totp.DefaultSecretLen {
 		t.Errorf("generated secret has %d bytes, want %d", n, totp.DefaultSecretLen)
 	}
-	if first.Token.Name != "token-1" || len(first.Token.ID) != 2*idLen {
-		t.Errorf("first token = %q/%q, want name token-1 and an %d-hex-digit id", first.Token.Name, first.Token.ID, 2*idLen)
+	if first.Token.Name != "token-1" || len(first.Token.ID) != 2*token.IDLen {
+		t.Errorf("first token = %q/%q, want name token-1 and an %d-hex-digit id", first.Token.Name, first.Token.ID, 2*token.IDLen)
 	}
 	if first.HasBackupCodes {
 		t.Errorf("HasBackupCodes = true for a new user")
@@ -179,7 +206,7 @@ func TestAddToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if second.Token.State != store.Active || second.Token.ID == first.Token.ID {
+	if second.Token.State != token.Active || second.Token.ID == first.Token.ID {
 		t.Errorf("second token = %+v", second.Token)
 	}
 	third, err := a.AddToken("alice", AddOptions{})
@@ -223,6 +250,7 @@ func TestVerifyInteractive(t *testing.T) {
 		}
 	}
 	ahead := codeAt(secret20, totp.DefaultParams, t0, 4)
+	behind := codeAt(secret20, totp.DefaultParams, t0, -4)
 	tests := []struct {
 		name       string
 		input      string
@@ -234,7 +262,10 @@ func TestVerifyInteractive(t *testing.T) {
 		{"wrong then right", wrong + "\n" + good + "\n", nil, true, []string{"not valid", "2 tries left", "Code verified"}},
 		{"typo then right, CRLF", "12x456\r\n" + good + "\r\n", nil, true, []string{"not a 6-digit code", "Code verified"}},
 		{"blank lines do not count", "\n\n\n" + wrong + "\n\n" + wrong + "\n" + good + "\n", nil, true, []string{"1 try left", "Code verified"}},
-		{"clock ahead then right", ahead + "\n" + good + "\n", nil, true, []string{"about 120 seconds ahead", "Code verified"}},
+		{"clock behind then right", behind + "\n" + good + "\n", nil, true, []string{"about 120 seconds behind", "Code verified"}},
+		// A code shown ahead of its time burns the steps up to its own: the current code is refused.
+		{"clock ahead burns the steps before", ahead + "\n" + good + "\n" + ahead + "\n", ErrNotVerified, false,
+			[]string{"about 120 seconds ahead", "not valid", "No valid code entered", "was removed"}},
 		{"last line without newline", good, nil, true, []string{"Code verified"}},
 		{"end of input", "", ErrCancelled, false, []string{"end of input", "was removed"}},
 		{"wrong then end of input", wrong + "\n", ErrCancelled, false, []string{"was removed"}},
@@ -264,7 +295,7 @@ func TestVerifyInteractive(t *testing.T) {
 				t.Fatal(err)
 			}
 			switch {
-			case tc.wantActive && (len(toks) != 1 || toks[0].State != store.Active):
+			case tc.wantActive && (len(toks) != 1 || toks[0].State != token.Active):
 				t.Fatalf("tokens = %+v, want one active", toks)
 			case !tc.wantActive && len(toks) != 0:
 				t.Fatalf("tokens = %+v, want the pending token removed", toks)
@@ -355,18 +386,18 @@ func TestTokenLifecycle(t *testing.T) {
 
 	steps := []struct {
 		name    string
-		op      func() (TokenInfo, error)
+		op      func() (token.Info, error)
 		wantErr error
-		want    store.TokenState
+		want    token.State
 		id      string
 	}{
-		{"enable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, store.Active) }, ErrPending, store.Pending, pending.Token.ID},
-		{"disable pending refused", func() (TokenInfo, error) { return a.SetState("alice", pending.Token.ID, store.Disabled) }, ErrPending, store.Pending, pending.Token.ID},
-		{"disable active", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, store.Disabled) }, nil, store.Disabled, active.Token.ID},
-		{"enable disabled", func() (TokenInfo, error) { return a.SetState("alice", active.Token.ID, store.Active) }, nil, store.Active, active.Token.ID},
-		{"enable unknown", func() (TokenInfo, error) { return a.SetState("alice", "nope", store.Active) }, store.ErrNotFound, "", ""},
-		{"remove other user's id", func() (TokenInfo, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, store.Active, active.Token.ID},
-		{"remove pending", func() (TokenInfo, error) { return a.RemoveToken("alice", pending.Token.ID) }, nil, "", pending.Token.ID},
+		{"enable pending refused", func() (token.Info, error) { return a.SetState("alice", pending.Token.ID, token.Active) }, ErrPending, token.Pending, pending.Token.ID},
+		{"disable pending refused", func() (token.Info, error) { return a.SetState("alice", pending.Token.ID, token.Disabled) }, ErrPending, token.Pending, pending.Token.ID},
+		{"disable active", func() (token.Info, error) { return a.SetState("alice", active.Token.ID, token.Disabled) }, nil, token.Disabled, active.Token.ID},
+		{"enable disabled", func() (token.Info, error) { return a.SetState("alice", active.Token.ID, token.Active) }, nil, token.Active, active.Token.ID},
+		{"enable unknown", func() (token.Info, error) { return a.SetState("alice", "nope", token.Active) }, store.ErrNotFound, "", ""},
+		{"remove other user's id", func() (token.Info, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, token.Active, active.Token.ID},
+		{"remove pending", func() (token.Info, error) { return a.RemoveToken("alice", pending.Token.ID) }, nil, "", pending.Token.ID},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -378,10 +409,10 @@ func TestTokenLifecycle(t *testing.T) {
 				return
 			}
 			toks, _ := a.ListTokens("alice")
-			var got store.TokenState
+			var got token.State
 			for _, ti := range toks {
 				if ti.ID == s.id {
-					got = ti.State
+					got = token.State(ti.State)
 				}
 			}
 			if got != s.want {
@@ -397,7 +428,7 @@ func TestNewBackupCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var old store.BackupCode
+	var old token.BackupCode
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		recs, err := x.BackupCodes("alice")
 		old = recs[0]
@@ -415,7 +446,7 @@ func TestNewBackupCodes(t *testing.T) {
 	if len(second) != backupcode.Count {
 		t.Fatalf("got %d codes, want %d", len(second), backupcode.Count)
 	}
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		recs, err = x.BackupCodes("alice")
@@ -503,24 +534,6 @@ func TestUnlockAndReset(t *testing.T) {
 	}
 	if s := lastStep(t, a, "alice", e.Token.ID); s != 0 {
 		t.Errorf("last step after reset = %d", s)
-	}
-}
-
-func TestClean(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"alice", "alice"},
-		{"laptop KeePassXC", "laptop KeePassXC"},
-		{"Zoë 電話", "Zoë 電話"},
-		{"a\x1b[2Jb", "a?[2Jb"},
-		{"a\nb\tc", "a?b?c"},
-		{"a\u009bb", "a?b"},
-		{"a\u202eb", "a?b"},
-		{"a\xffb", "a?b"},
-	}
-	for _, tc := range tests {
-		if got := Clean(tc.in); got != tc.want {
-			t.Errorf("Clean(%q) = %q, want %q", tc.in, got, tc.want)
-		}
 	}
 }
 

@@ -1,120 +1,17 @@
 package admin
 
 import (
-	"bufio"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
-
-// DefaultChunk is how many tokens one write transaction of an import holds: large enough for
-// thousands of tokens a second, small enough that a login waits milliseconds for the lock.
-const DefaultChunk = 1000
-
-// maxCSVLine bounds one line of an import file.
-const maxCSVLine = 4096
-
-// LineError is one invalid line of an import file. Msg names the field, never its text.
-type LineError struct {
-	Line int
-	Msg  string
-}
-
-func (e LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
-
-// CSVRecord is one valid line of a CSV import.
-type CSVRecord struct {
-	Line   int
-	User   string
-	Secret []byte
-	Name   string
-}
-
-// ParseCSV reads lines "user,base32secret[,name]". Blank lines and lines starting with '#' are
-// skipped, CRLF line ends are fine, spaces around fields are trimmed, and the name is the rest of
-// the line (it may hold commas). A first line "user,secret[,name]" is taken as a header. Every
-// invalid line is reported; the error is only for a failed read.
-func ParseCSV(r io.Reader) ([]CSVRecord, []LineError, error) {
-	var (
-		recs []CSVRecord
-		bad  []LineError
-		n    int
-		seen bool // a data line (or header) was seen
-	)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, maxCSVLine), maxCSVLine)
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		fields := strings.SplitN(line, ",", 3)
-		for i := range fields {
-			fields[i] = strings.TrimSpace(fields[i])
-		}
-		if !seen {
-			seen = true
-			if len(fields) >= 2 && strings.EqualFold(fields[0], "user") && strings.EqualFold(fields[1], "secret") {
-				continue
-			}
-		}
-		rec, msg := csvRecord(fields)
-		if msg != "" {
-			bad = append(bad, LineError{Line: n, Msg: msg})
-			continue
-		}
-		rec.Line = n
-		recs = append(recs, rec)
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, nil, fmt.Errorf("line %d: longer than %d bytes", n+1, maxCSVLine)
-		}
-		return nil, nil, fmt.Errorf("read after line %d: %w", n, err)
-	}
-	return recs, bad, nil
-}
-
-// csvRecord validates one line's fields; the message never repeats a field's text.
-func csvRecord(f []string) (CSVRecord, string) {
-	if len(f) < 2 {
-		return CSVRecord{}, "want user,secret[,name]"
-	}
-	rec := CSVRecord{User: f[0]}
-	if rec.User == "" {
-		return rec, "user name is empty"
-	}
-	if store.ValidUser(rec.User) != nil || Clean(rec.User) != rec.User || strings.ContainsAny(rec.User, " \t") {
-		return rec, "user name is not valid (at most 256 printable characters, no spaces)"
-	}
-	if f[1] == "" {
-		return rec, "secret is empty"
-	}
-	secret, err := totp.DecodeSecret(f[1])
-	switch {
-	case errors.Is(err, totp.ErrSecretSize):
-		return rec, fmt.Sprintf("secret has an unsupported length (want %d to %d bytes of base32)",
-			totp.MinSecretLen, totp.MaxSecretLen)
-	case err != nil:
-		return rec, "secret is not valid base32"
-	}
-	rec.Secret = secret
-	if len(f) == 3 {
-		rec.Name = f[2]
-		if err := checkName(rec.Name); err != nil {
-			return rec, err.Error()
-		}
-	}
-	return rec, ""
-}
 
 // ImportOptions tune ImportCSV.
 type ImportOptions struct {
@@ -126,6 +23,9 @@ type ImportOptions struct {
 	Chunk int
 	// DefaultName names tokens whose line has no name (empty means "imported").
 	DefaultName string
+	// KnownUser, when set, says whether a user exists on this host; the users of imported lines
+	// it does not know are listed in the report (they are imported all the same).
+	KnownUser func(user string) bool
 }
 
 // ImportReport says what an import did.
@@ -135,7 +35,10 @@ type ImportReport struct {
 	// so running an import twice adds nothing.
 	Duplicates int
 	// Invalid are the lines that were not imported.
-	Invalid []LineError
+	Invalid []tokenimport.LineError
+	// UnknownUsers are the users of imported lines that ImportOptions.KnownUser does not know,
+	// sorted, each once.
+	UnknownUsers []string
 }
 
 // ImportCSV validates a whole CSV file (ParseCSV) and, when every line is valid or o.SkipInvalid
@@ -151,12 +54,12 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		return rep, err
 	}
 	if o.Chunk <= 0 {
-		o.Chunk = DefaultChunk
+		o.Chunk = tokenimport.DefaultChunk
 	}
 	if o.DefaultName == "" {
 		o.DefaultName = "imported"
 	}
-	recs, bad, err := ParseCSV(r)
+	recs, bad, err := tokenimport.ParseCSV(r)
 	if err != nil {
 		return rep, err
 	}
@@ -171,8 +74,8 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		return rep, err
 	}
 	now := a.Now().UTC().Truncate(time.Second)
-	toks := make([]store.Token, len(recs))
-	ids := make([]byte, idLen*len(recs))
+	toks := make([]token.Token, len(recs))
+	ids := make([]byte, token.IDLen*len(recs))
 	if _, err := io.ReadFull(a.Rand, ids); err != nil {
 		return rep, fmt.Errorf("random token ids: %w", err)
 	}
@@ -181,10 +84,10 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		if name == "" {
 			name = o.DefaultName
 		}
-		toks[i] = store.Token{
-			User: rec.User, ID: fmt.Sprintf("%x", ids[i*idLen:(i+1)*idLen]), Name: name,
+		toks[i] = token.Token{
+			User: rec.User, ID: fmt.Sprintf("%x", ids[i*token.IDLen:(i+1)*token.IDLen]), Name: name,
 			Algorithm: o.Params.Algorithm, Digits: o.Params.Digits, Period: o.Params.Period,
-			Secret: rec.Secret, State: store.Active, Created: now,
+			Secret: rec.Secret, State: token.Active, Created: now,
 		}
 	}
 	// bbolt inserts fastest in key order ("user\x00id"); a stable sort keeps a user's lines in
@@ -195,13 +98,15 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		}
 		return toks[i].ID < toks[j].ID
 	})
+	unknown := map[string]bool{}
 	for start := 0; start < len(toks); start += o.Chunk {
 		chunk := toks[start:min(start+o.Chunk, len(toks))]
 		added, dups := 0, 0
+		var users []string // of the added tokens, each once (toks is sorted by user)
 		err := a.Tokens.Update(func(x *store.TokensTx) error {
-			added, dups = 0, 0
+			added, dups, users = 0, 0, users[:0]
 			var user string
-			var have []store.Token
+			var have []token.Token
 			for _, t := range chunk {
 				if t.User != user || have == nil {
 					user = t.User
@@ -210,25 +115,28 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 						return err
 					}
 					if have == nil {
-						have = []store.Token{}
+						have = []token.Token{}
 					}
 				}
 				if hasSecret(have, t.Secret) {
 					dups++
 					continue
 				}
-				if hasID(have, t.ID) {
-					id, err := a.newID(func(id string) bool { return hasID(have, id) })
+				if token.HasID(have, t.ID) {
+					id, err := token.NewID(a.Rand, func(id string) bool { return token.HasID(have, id) })
 					if err != nil {
 						return err
 					}
 					t.ID = id
 				}
 				if err := x.PutToken(t); err != nil {
-					return fmt.Errorf("token %s of %s: %w", t.ID, Clean(t.User), err)
+					return fmt.Errorf("token %s of %s: %w", t.ID, token.Clean(t.User), err)
 				}
 				have = append(have, t)
 				added++
+				if len(users) == 0 || users[len(users)-1] != t.User {
+					users = append(users, t.User)
+				}
 			}
 			return nil
 		})
@@ -237,22 +145,22 @@ func (a *Admin) ImportCSV(r io.Reader, o ImportOptions) (ImportReport, error) {
 		}
 		rep.Added += added
 		rep.Duplicates += dups
+		for _, u := range users { // outside the transaction: a lookup may be slow
+			if o.KnownUser != nil && !unknown[u] && !o.KnownUser(u) {
+				unknown[u] = true
+			}
+		}
 	}
+	for u := range unknown {
+		rep.UnknownUsers = append(rep.UnknownUsers, u)
+	}
+	sort.Strings(rep.UnknownUsers)
 	return rep, nil
 }
 
-func hasSecret(toks []store.Token, secret []byte) bool {
+func hasSecret(toks []token.Token, secret []byte) bool {
 	for _, t := range toks {
 		if len(t.Secret) == len(secret) && subtle.ConstantTimeCompare(t.Secret, secret) == 1 {
-			return true
-		}
-	}
-	return false
-}
-
-func hasID(toks []store.Token, id string) bool {
-	for _, t := range toks {
-		if t.ID == id {
 			return true
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // DefaultHelper is where pam_totp.so looks for its helper unless told otherwise.
@@ -58,7 +59,7 @@ func (r *Report) Failed() bool {
 func (r *Report) Write(w io.Writer) error {
 	var b strings.Builder
 	if r.Stack != nil {
-		fmt.Fprintf(&b, "auth stack of %s (%s):\n", Clean(r.Stack.Service), Clean(filepath.Join(r.Stack.Dir, r.Stack.Service)))
+		fmt.Fprintf(&b, "auth stack of %s (%s):\n", token.Clean(r.Stack.Service), token.Clean(filepath.Join(r.Stack.Dir, r.Stack.Service)))
 		writeLines(&b, r.Stack.Lines, "  ")
 		b.WriteString("\n")
 	}
@@ -82,11 +83,11 @@ func writeLines(b *strings.Builder, lines []*PAMLine, indent string) {
 		if l.IsTOTP() {
 			mark = "=>"
 		}
-		fmt.Fprintf(b, "%s%s %-5s %-32s %s", indent, mark, typ, Clean(l.Control), Clean(l.Module))
+		fmt.Fprintf(b, "%s%s %-5s %-32s %s", indent, mark, typ, token.Clean(l.Control), token.Clean(l.Module))
 		for _, a := range l.Args {
-			fmt.Fprintf(b, " %s", Clean(a))
+			fmt.Fprintf(b, " %s", token.Clean(a))
 		}
-		fmt.Fprintf(b, "   (%s)\n", Clean(l.Where()))
+		fmt.Fprintf(b, "   (%s)\n", token.Clean(l.Where()))
 		if l.Sub != nil {
 			writeLines(b, l.Sub, indent+"     ")
 		}
@@ -126,13 +127,13 @@ func CheckStack(s *Stack, moduleDirs []string) []Finding {
 	findTOTP(s.Lines, nil, &found)
 	if len(found) == 0 {
 		r.add(Fail, "%s is not on the auth stack of %s: logins through %s are not asked for a code",
-			ModuleName, Clean(s.Service), Clean(s.Service))
+			ModuleName, token.Clean(s.Service), token.Clean(s.Service))
 		return r.Findings
 	}
 	for _, path := range found {
 		last := path[len(path)-1]
 		l := last.lines[last.i]
-		r.add(OK, "%s is on the auth stack of %s at %s, control %s", ModuleName, Clean(s.Service), Clean(l.Where()), Clean(l.Control))
+		r.add(OK, "%s is on the auth stack of %s at %s, control %s", ModuleName, token.Clean(s.Service), token.Clean(l.Where()), token.Clean(l.Control))
 		checkControl(r, l, last)
 		for _, lvl := range path {
 			for j := 0; j < lvl.i; j++ {
@@ -147,17 +148,17 @@ func CheckStack(s *Stack, moduleDirs []string) []Finding {
 func checkControl(r *Report, l *PAMLine, at ref) {
 	if l.Dash {
 		r.add(Warn, "%s: the line starts with '-': if %s cannot be loaded PAM skips it without a word; write \"auth\"",
-			Clean(l.Where()), ModuleName)
+			token.Clean(l.Where()), ModuleName)
 	}
 	switch l.Control {
 	case "required", "requisite":
 	case "sufficient", "optional":
-		r.add(Warn, "%s: control %s: a wrong code does not deny the login; use required or requisite", Clean(l.Where()), l.Control)
+		r.add(Warn, "%s: control %s: a wrong code does not deny the login; use required or requisite", token.Clean(l.Where()), l.Control)
 	default:
 		for _, v := range failValues {
 			if a := l.action(v); a == "ignore" || a == "reset" {
 				r.add(Warn, "%s: control %s: a %s result of %s is ignored, so the login can pass without a code; use required or requisite",
-					Clean(l.Where()), Clean(l.Control), v, ModuleName)
+					token.Clean(l.Where()), token.Clean(l.Control), v, ModuleName)
 				break
 			}
 		}
@@ -165,7 +166,7 @@ func checkControl(r *Report, l *PAMLine, at ref) {
 	if a := l.action("success"); a == "done" && at.i+1 < len(at.lines) {
 		next := at.lines[at.i+1]
 		r.add(Warn, "%s: control %s: a verified code ends the stack, so %s and the lines after it never run",
-			Clean(l.Where()), Clean(l.Control), Clean(next.Module))
+			token.Clean(l.Where()), token.Clean(l.Control), token.Clean(next.Module))
 	}
 }
 
@@ -176,15 +177,15 @@ func checkSkip(r *Report, l *PAMLine, j, t int, totpLine *PAMLine) {
 		if a == "done" {
 			r.add(Warn, "%s: \"auth %s %s\": when %s succeeds the stack ends there and %s (%s) never asks for a code; "+
 				"move the line after %s or make it required",
-				Clean(l.Where()), Clean(l.Control), Clean(l.Module), Clean(filepath.Base(l.Module)), ModuleName,
-				Clean(totpLine.Where()), ModuleName)
+				token.Clean(l.Where()), token.Clean(l.Control), token.Clean(l.Module), token.Clean(filepath.Base(l.Module)), ModuleName,
+				token.Clean(totpLine.Where()), ModuleName)
 			return
 		}
 		if n, err := strconv.Atoi(a); err == nil && j+n >= t {
 			r.add(Warn, "%s: \"auth %s %s\": when %s succeeds PAM jumps over %s (%s) and no code is asked for; "+
 				"exempt users in pam_totp.conf instead (exempt_users, exempt_groups, exempt_networks)",
-				Clean(l.Where()), Clean(l.Control), Clean(l.Module), Clean(filepath.Base(l.Module)), ModuleName,
-				Clean(totpLine.Where()))
+				token.Clean(l.Where()), token.Clean(l.Control), token.Clean(l.Module), token.Clean(filepath.Base(l.Module)), ModuleName,
+				token.Clean(totpLine.Where()))
 			return
 		}
 	}
@@ -193,20 +194,20 @@ func checkSkip(r *Report, l *PAMLine, j, t int, totpLine *PAMLine) {
 func checkModuleFile(r *Report, l *PAMLine, dirs []string) {
 	if filepath.IsAbs(l.Module) {
 		if st, err := os.Stat(l.Module); err != nil || !st.Mode().IsRegular() {
-			r.add(Fail, "%s: module file %s does not exist", Clean(l.Where()), Clean(l.Module))
+			r.add(Fail, "%s: module file %s does not exist", token.Clean(l.Where()), token.Clean(l.Module))
 			return
 		}
-		r.add(OK, "module file %s exists", Clean(l.Module))
+		r.add(OK, "module file %s exists", token.Clean(l.Module))
 		return
 	}
 	for _, d := range dirs {
 		p := filepath.Join(d, l.Module)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			r.add(OK, "module file %s exists", Clean(p))
+			r.add(OK, "module file %s exists", token.Clean(p))
 			return
 		}
 	}
-	r.add(Fail, "%s: module file %s is not in any PAM module directory (%s)", Clean(l.Where()), Clean(l.Module),
+	r.add(Fail, "%s: module file %s is not in any PAM module directory (%s)", token.Clean(l.Where()), token.Clean(l.Module),
 		strings.Join(dirs, ", "))
 }
 
@@ -274,7 +275,7 @@ func Doctor(o DoctorOptions) *Report {
 	var totpLine *PAMLine
 	s, err := ReadStack(o.PAMDir, o.Service)
 	if err != nil {
-		r.add(Fail, "PAM service %s: %v", Clean(o.Service), err)
+		r.add(Fail, "PAM service %s: %v", token.Clean(o.Service), err)
 	} else {
 		r.Stack = s
 		r.Findings = append(r.Findings, CheckStack(s, o.ModuleDirs)...)
@@ -318,7 +319,7 @@ func Doctor(o DoctorOptions) *Report {
 	}
 	pol, err := cfg.For(o.Service, policyArg)
 	if err != nil {
-		r.add(Fail, "pam_totp.so policy=%s: %v", Clean(policyArg), err)
+		r.add(Fail, "pam_totp.so policy=%s: %v", token.Clean(policyArg), err)
 		return r
 	}
 	prompts := []string{pol.Prompt}
@@ -333,21 +334,21 @@ func Doctor(o DoctorOptions) *Report {
 	switch {
 	case tx.asked:
 		r.add(OK, "pam_totp asked for a code: a PAM transaction of %s for %s reached the prompt %q "+
-			"(not answered, so no failure was counted)", Clean(o.Service), Clean(user), Clean(tx.prompt))
+			"(not answered, so no failure was counted)", token.Clean(o.Service), token.Clean(user), token.Clean(tx.prompt))
 		return r
 	case tx.err == nil:
 		r.add(Fail, "a PAM transaction of %s for %s succeeded without asking for a code%s",
-			Clean(o.Service), Clean(user), tx.said())
+			token.Clean(o.Service), token.Clean(user), tx.said())
 		return r
 	case len(tx.other) > 0:
 		r.add(Warn, "a PAM transaction of %s for %s ended (%v) without pam_totp asking for a code; another "+
 			"module asked %q (doctor answers no prompt, so a module before pam_totp may have ended the stack)%s",
-			Clean(o.Service), Clean(user), tx.err, Clean(tx.other[0]), tx.said())
+			token.Clean(o.Service), token.Clean(user), tx.err, token.Clean(tx.other[0]), tx.said())
 	default:
 		// Another module (pam_nologin, pam_access, faillock...) or pam_totp itself denied: running
 		// pam_totp on its own tells which.
 		r.add(Warn, "a PAM transaction of %s for %s ended (%v) without pam_totp asking for a code%s",
-			Clean(o.Service), Clean(user), tx.err, tx.said())
+			token.Clean(o.Service), token.Clean(user), tx.err, tx.said())
 	}
 	// Try pam_totp.so on its own, with the same arguments, in a private service directory.
 	isolated(r, o.Transact, req, totpLine, prompts)
@@ -383,7 +384,7 @@ func runTx(transact Transact, req TxRequest, prompts []string) *txResult {
 			res.other = append(res.other, msg)
 			return "", errNoAnswer
 		default:
-			res.messages = append(res.messages, Clean(strings.TrimSpace(msg)))
+			res.messages = append(res.messages, token.Clean(strings.TrimSpace(msg)))
 			return "", nil
 		}
 	})
@@ -417,9 +418,9 @@ func isolated(r *Report, transact Transact, req TxRequest, l *PAMLine, prompts [
 		r.add(OK, "pam_totp asked for a code when run on its own (module, helper, config and store work)")
 	case tx.err == nil:
 		r.add(Warn, "pam_totp on its own let %s in without a code (mode off, enrollment grace or an exemption?)%s",
-			Clean(req.User), tx.said())
+			token.Clean(req.User), tx.said())
 	default:
-		r.add(Fail, "pam_totp on its own did not ask %s for a code (%v)%s", Clean(req.User), tx.err, tx.said())
+		r.add(Fail, "pam_totp on its own did not ask %s for a code (%v)%s", token.Clean(req.User), tx.err, tx.said())
 	}
 }
 
@@ -430,16 +431,16 @@ func checkConfig(r *Report, path string) *config.Config {
 		return nil
 	}
 	f.Close()
-	r.add(OK, "config %s: owned by root, not writable by others", Clean(path))
+	r.add(OK, "config %s: owned by root, not writable by others", token.Clean(path))
 	cfg, warnings, err := config.Load(path)
 	for _, w := range warnings {
-		r.add(Warn, "config %s: %s", Clean(path), Clean(w))
+		r.add(Warn, "config %s: %s", token.Clean(path), token.Clean(w))
 	}
 	if err != nil {
 		r.add(Fail, "%v", err)
 		return nil
 	}
-	r.add(OK, "config %s: valid", Clean(path))
+	r.add(OK, "config %s: valid", token.Clean(path))
 	return cfg
 }
 
@@ -453,17 +454,17 @@ func checkHelper(r *Report, path string) {
 	f.Close()
 	switch {
 	case err != nil:
-		r.add(Fail, "helper %s: %v", Clean(path), err)
+		r.add(Fail, "helper %s: %v", token.Clean(path), err)
 		return
 	case st.Mode().Perm()&0o100 == 0:
-		r.add(Fail, "helper %s: not executable by its owner", Clean(path))
+		r.add(Fail, "helper %s: not executable by its owner", token.Clean(path))
 		return
 	}
 	if err := securefile.CheckDir(filepath.Dir(path), securefile.Rule{Forbidden: 0o022, What: "helper directory"}); err != nil {
 		r.add(Fail, "%v", err)
 		return
 	}
-	r.add(OK, "helper %s: owned by root, not writable by others, nor is its directory", Clean(path))
+	r.add(OK, "helper %s: owned by root, not writable by others, nor is its directory", token.Clean(path))
 }
 
 // checkStore checks the store directory and databases and returns the first user with an active
@@ -474,7 +475,7 @@ func checkStore(r *Report, cfg *config.Config) string {
 		r.add(Fail, "store directory: %v", err)
 		return ""
 	}
-	r.add(OK, "store directory %s: owned by root, mode 0700 or stricter", Clean(dir))
+	r.add(OK, "store directory %s: owned by root, mode 0700 or stricter", token.Clean(dir))
 	tokensPath := filepath.Join(dir, store.TokensFile)
 	f, err := securefile.Open(tokensPath, os.O_RDONLY, 0, securefile.Rule{Forbidden: 0o077, What: store.TokensFile})
 	if err != nil {
@@ -488,9 +489,9 @@ func checkStore(r *Report, cfg *config.Config) string {
 		users, tokens, active := 0, 0, 0
 		err := store.NewTokens(opts).View(func(x *store.TokensTx) error {
 			users = len(x.Users())
-			return x.ForEachToken(func(t store.Token) error {
+			return x.ForEachToken(func(t token.Token) error {
 				tokens++
-				if t.State == store.Active {
+				if t.State == token.Active {
 					active++
 					if first == "" {
 						first = t.User

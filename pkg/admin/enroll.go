@@ -12,6 +12,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -29,7 +30,7 @@ type AddOptions struct {
 
 // Enrollment is a token just written, with what its owner needs to set up a device.
 type Enrollment struct {
-	Token store.Token
+	Token token.Token
 	Key   totp.Key
 	// HasBackupCodes says whether the user already had backup codes.
 	HasBackupCodes bool
@@ -38,11 +39,11 @@ type Enrollment struct {
 // AddToken writes a new token for user: pending until Confirm verifies a code from it, or active
 // at once with o.Active.
 func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		return nil, err
 	}
 	if o.Name != "" {
-		if err := checkName(o.Name); err != nil {
+		if err := token.CheckName(o.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -78,7 +79,7 @@ func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
 			return err
 		}
 		e.HasBackupCodes = len(codes) > 0
-		id, err := a.newID(func(id string) bool {
+		id, err := token.NewID(a.Rand, func(id string) bool {
 			_, err := x.Token(user, id)
 			return err == nil
 		})
@@ -87,13 +88,13 @@ func (a *Admin) AddToken(user string, o AddOptions) (*Enrollment, error) {
 		}
 		name := o.Name
 		if name == "" {
-			name = defaultName(toks)
+			name = token.DefaultName(toks)
 		}
-		state := store.Pending
+		state := token.Pending
 		if o.Active {
-			state = store.Active
+			state = token.Active
 		}
-		e.Token = store.Token{
+		e.Token = token.Token{
 			User: user, ID: id, Name: name,
 			Algorithm: o.Params.Algorithm, Digits: o.Params.Digits, Period: o.Params.Period,
 			Secret: secret, State: state, Created: now,
@@ -124,11 +125,12 @@ type CodeCheck struct {
 	SkewSeconds int
 }
 
-// Confirm checks a first code for the pending token user/id. A code from the time steps of the
-// policy window activates the token: the matched step is stored in state.db first (so the same
-// code cannot log in afterwards), then the token turns active.
+// Confirm checks a first code for the pending token user/id with token.Match. A code from the
+// time steps of the policy window activates the token: the matched step is stored in state.db
+// first (so the same code cannot log in afterwards), then the token turns active. A code from a
+// step outside the window is a ClockSkew; its step is stored too, so it never verifies later.
 func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
-	var tok store.Token
+	var tok token.Token
 	if err := a.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		tok, err = x.Token(user, id)
@@ -136,7 +138,7 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	}); err != nil {
 		return CodeCheck{}, err
 	}
-	if tok.State != store.Pending {
+	if tok.State != token.Pending {
 		return CodeCheck{}, ErrNotPending
 	}
 	p := tok.Params()
@@ -144,56 +146,41 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	if !ok {
 		return CodeCheck{Outcome: NotACode}, nil
 	}
-	cur := totp.Step(a.Now(), p.Period)
-	window := a.Config.Window
-	var best uint64
-	found := false
-	for d := -window; d <= window; d++ {
-		s, ok := offset(cur, d)
-		if ok && totp.Equal(totp.Code(tok.Secret, p, s), code) && (!found || s > best) {
-			best, found = s, true
-		}
-	}
-	if !found {
-		for d := window + 1; d <= enrollSkewSteps; d++ {
-			for _, sd := range []int{d, -d} {
-				if s, ok := offset(cur, sd); ok && totp.Equal(totp.Code(tok.Secret, p, s), code) {
-					return CodeCheck{Outcome: ClockSkew, SkewSeconds: sd * p.Period}, nil
-				}
-			}
-		}
-		return CodeCheck{Outcome: WrongCode}, nil
-	}
+	// The match and its record are one state.db transaction: the accepted step, or a step
+	// matched outside the window (burned, so that a code shown early never verifies later).
+	var m token.Result
 	if err := a.State.Update(func(x *store.StateTx) error {
-		if best <= x.LastStep(user, id) {
-			return nil
+		last := x.LastStep(user, id)
+		m = token.Match(&tok, code, a.Now(), a.Config.Window, enrollSkewSteps, last)
+		if (m.Status == token.OK || m.Status == token.Skew) && m.Step > last {
+			return x.SetLastStep(user, id, m.Step)
 		}
-		return x.SetLastStep(user, id, best)
+		return nil
 	}); err != nil {
 		return CodeCheck{}, err
+	}
+	switch m.Status {
+	case token.Skew:
+		return CodeCheck{Outcome: ClockSkew, SkewSeconds: m.SkewSeconds}, nil
+	case token.OK:
+	default:
+		return CodeCheck{Outcome: WrongCode}, nil
 	}
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
 			return err
 		}
-		if t.State != store.Pending {
+		if t.State != token.Pending {
 			return ErrNotPending
 		}
-		t.State = store.Active
+		t.State = token.Active
 		return x.PutToken(t)
 	})
 	if err != nil {
 		return CodeCheck{}, err
 	}
 	return CodeCheck{Outcome: Verified}, nil
-}
-
-func offset(step uint64, d int) (uint64, bool) {
-	if d < 0 && uint64(-d) > step {
-		return 0, false
-	}
-	return uint64(int64(step) + int64(d)), true
 }
 
 // Cancel removes user/id if it is still pending. It reports whether it removed it.
@@ -207,7 +194,7 @@ func (a *Admin) Cancel(user, id string) (bool, error) {
 		if err != nil {
 			return err
 		}
-		if t.State != store.Pending {
+		if t.State != token.Pending {
 			return nil
 		}
 		removed = true
@@ -228,10 +215,10 @@ func WriteEnrollment(w io.Writer, e *Enrollment, qr QR) error {
 	t := &e.Token
 	var b strings.Builder
 	state := "pending until a code from it is entered"
-	if t.State == store.Active {
+	if t.State == token.Active {
 		state = "active"
 	}
-	fmt.Fprintf(&b, "New token %s (%q) for %s, %s.\n\n", t.ID, Clean(t.Name), Clean(t.User), state)
+	fmt.Fprintf(&b, "New token %s (%q) for %s, %s.\n\n", t.ID, token.Clean(t.Name), token.Clean(t.User), state)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
@@ -303,7 +290,7 @@ func (a *Admin) VerifyInteractive(ctx context.Context, e *Enrollment, in io.Read
 			return fmt.Errorf("%s; removing pending token %s failed: %w", why, t.ID, err)
 		}
 		if removed {
-			fmt.Fprintf(out, "\n%s; the pending token %s of %s was removed.\n", why, t.ID, Clean(t.User))
+			fmt.Fprintf(out, "\n%s; the pending token %s of %s was removed.\n", why, t.ID, token.Clean(t.User))
 		}
 		return cause
 	}
@@ -334,8 +321,8 @@ func (a *Admin) VerifyInteractive(ctx context.Context, e *Enrollment, in io.Read
 		}
 		switch check.Outcome {
 		case Verified:
-			t.State = store.Active
-			fmt.Fprintf(out, "Code verified: token %s (%q) of %s is active.\n", t.ID, Clean(t.Name), Clean(t.User))
+			t.State = token.Active
+			fmt.Fprintf(out, "Code verified: token %s (%q) of %s is active.\n", t.ID, token.Clean(t.Name), token.Clean(t.User))
 			return nil
 		case NotACode:
 			fmt.Fprintf(out, "That is not a %d-digit code.%s\n", t.Digits, tries(left))

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // ModuleName is the file name of the PAM module.
@@ -109,7 +111,7 @@ func (s *Stack) read(path string, depth int, open map[string]bool) ([]*PAMLine, 
 		typ = strings.TrimPrefix(typ, "-")
 		if typ != "auth" {
 			if typ != "account" && typ != "session" && typ != "password" {
-				s.problem("%s:%d: unknown type %q", path, ll.num, Clean(tok[0]))
+				s.problem("%s:%d: unknown type %q", path, ll.num, token.Clean(tok[0]))
 			}
 			continue
 		}
@@ -129,7 +131,7 @@ func (s *Stack) read(path string, depth int, open map[string]bool) ([]*PAMLine, 
 			line.Control = ctl
 		default:
 			if _, err := parseActions(tok[1]); err != nil {
-				s.problem("%s:%d: control %q: %v", path, ll.num, Clean(tok[1]), err)
+				s.problem("%s:%d: control %q: %v", path, ll.num, token.Clean(tok[1]), err)
 			}
 		}
 		out = append(out, line)
@@ -144,16 +146,16 @@ func (s *Stack) include(from string, num int, name string, depth int, open map[s
 	}
 	switch {
 	case depth+1 > maxIncludeDepth:
-		s.problem("%s:%d: includes nested more than %d deep; %s not read", from, num, maxIncludeDepth, Clean(name))
+		s.problem("%s:%d: includes nested more than %d deep; %s not read", from, num, maxIncludeDepth, token.Clean(name))
 		return nil
 	case open[path]:
-		s.problem("%s:%d: %s includes itself", from, num, Clean(name))
+		s.problem("%s:%d: %s includes itself", from, num, token.Clean(name))
 		return nil
 	}
 	lines, err := s.read(path, depth+1, open)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			s.problem("%s:%d: included file %s does not exist (PAM fails the whole stack)", from, num, Clean(path))
+			s.problem("%s:%d: included file %s does not exist (PAM fails the whole stack)", from, num, token.Clean(path))
 		} else {
 			s.problem("%s:%d: %v", from, num, err)
 		}
@@ -265,13 +267,13 @@ func parseActions(ctl string) (map[string]string, error) {
 		v, act, ok := strings.Cut(f, "=")
 		v, act = strings.ToLower(v), strings.ToLower(act)
 		if !ok || !pamValues[v] {
-			return nil, fmt.Errorf("%q is not value=action", Clean(f))
+			return nil, fmt.Errorf("%q is not value=action", token.Clean(f))
 		}
 		switch act {
 		case "ignore", "bad", "die", "ok", "done", "reset":
 		default:
 			if n, err := strconv.Atoi(act); err != nil || n < 1 {
-				return nil, fmt.Errorf("%q: action must be ignore, bad, die, ok, done, reset or a jump", Clean(f))
+				return nil, fmt.Errorf("%q: action must be ignore, bad, die, ok, done, reset or a jump", token.Clean(f))
 			}
 		}
 		m[v] = act

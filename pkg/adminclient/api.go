@@ -10,19 +10,23 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
-// User is a registry user.
-type User struct {
-	Name   string   `json:"name"`
-	Mail   string   `json:"mail,omitempty"`
-	Scopes []string `json:"scopes"`
-	// Tokens and BackupCodes count the user's records (backup codes include unexpired
-	// helpdesk passcodes).
-	Tokens      int       `json:"tokens"`
-	BackupCodes int       `json:"backup_codes"`
-	Created     time.Time `json:"created,omitzero"`
-}
+// The admin API's types are package registryapi's, named here for this package's callers.
+type (
+	User          = registryapi.User
+	Removed       = registryapi.Removed
+	Passcode      = registryapi.Passcode
+	Node          = registryapi.Node
+	NewNode       = registryapi.NewNode
+	GAResult      = registryapi.GAResult
+	AuditCheck    = registryapi.AuditCheck
+	CompactResult = registryapi.CompactResult
+	Status        = registryapi.Status
+)
 
 // NewUser is the body of POST /v1/admin/users.
 type NewUser struct {
@@ -37,19 +41,6 @@ type UserChange struct {
 	Scopes *[]string `json:"scopes,omitempty"`
 }
 
-// Token is a token as listings show it: everything but the secret.
-type Token struct {
-	User      string    `json:"user"`
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Algorithm string    `json:"algorithm"`
-	Digits    int       `json:"digits"`
-	Period    int       `json:"period"`
-	State     string    `json:"state"`
-	Created   time.Time `json:"created,omitzero"`
-	LastUsed  time.Time `json:"last_used,omitzero"`
-}
-
 // NewToken is the body of POST /v1/admin/users/NAME/tokens. An empty Secret asks the registry to
 // generate one; zero parameters take the registry's defaults; an empty State means active.
 type NewToken struct {
@@ -59,33 +50,6 @@ type NewToken struct {
 	Digits    int    `json:"digits,omitempty"`
 	Period    int    `json:"period,omitempty"`
 	State     string `json:"state,omitempty"`
-}
-
-// AddedToken is the answer to AddToken. Secret (base32) and URI are set only when the registry
-// generated the secret; they are shown once and never again.
-type AddedToken struct {
-	Token
-	Secret string `json:"secret,omitempty"`
-	URI    string `json:"uri,omitempty"`
-}
-
-// UnmarshalJSON reads the token's fields at the top level, or inside "token" beside "secret" and
-// "uri".
-func (a *AddedToken) UnmarshalJSON(data []byte) error {
-	var flat struct {
-		Token
-		Secret string `json:"secret"`
-		URI    string `json:"uri"`
-		Nested *Token `json:"token"`
-	}
-	if err := json.Unmarshal(data, &flat); err != nil {
-		return err
-	}
-	a.Token, a.Secret, a.URI = flat.Token, flat.Secret, flat.URI
-	if flat.Nested != nil {
-		a.Token = *flat.Nested
-	}
-	return nil
 }
 
 // TokenChange is the body of PATCH /v1/admin/users/NAME/tokens/ID.
@@ -100,48 +64,6 @@ const (
 	Disabled = "disabled"
 	Pending  = "pending"
 )
-
-// Removed is what a reset or a user's removal took away.
-type Removed struct {
-	Tokens      int `json:"tokens"`
-	BackupCodes int `json:"backup_codes"`
-}
-
-// Passcode is a helpdesk one-time passcode, shown once.
-type Passcode struct {
-	Code    string    `json:"code"`
-	Expires time.Time `json:"expires"`
-}
-
-// Node is a login node as the registry knows it. The sync fields come from the node's last
-// acknowledgement; they are zero when it has not acknowledged anything since the registry started.
-type Node struct {
-	Name    string    `json:"name"`
-	Scope   string    `json:"scope"`
-	Created time.Time `json:"created,omitzero"`
-	// AppliedRev is the registry revision the node applied, Count its record count there.
-	AppliedRev int64 `json:"applied_rev"`
-	Count      int64 `json:"count"`
-	// DigestOK says whether the node's digest agreed with the registry's; nil when it was not
-	// compared.
-	DigestOK *bool `json:"digest_ok"`
-	// LastContact is when the node was last heard from (zero: not since the registry started).
-	LastContact time.Time `json:"last_contact,omitzero"`
-	// LagMS is the delay the node reported for its last batch.
-	LagMS int64 `json:"lag_ms"`
-	// Behind is how many revisions the registry is ahead of AppliedRev.
-	Behind int64 `json:"behind"`
-	// Version is the node's totp-syncd version, Streams its open watch streams.
-	Version string `json:"version,omitempty"`
-	Streams int    `json:"streams"`
-}
-
-// NewNode is the answer to AddNode: the credential is shown once and never again.
-type NewNode struct {
-	Name       string `json:"name"`
-	Scope      string `json:"scope"`
-	Credential string `json:"credential"`
-}
 
 // ImportResult is the answer to ImportCSV.
 type ImportResult struct {
@@ -173,19 +95,6 @@ type ImportOptions struct {
 	Digits, Period int
 }
 
-// GAResult is the answer to ImportGA.
-type GAResult struct {
-	ID    string `json:"id"` // the token's id
-	Token Token  `json:"token"`
-	// Already: the user had this token; nothing was written.
-	Already bool `json:"already"`
-	// Scratch is the number of scratch codes imported as backup codes, Replaced the number of
-	// backup codes they replaced.
-	Scratch  int      `json:"scratch"`
-	Replaced int      `json:"replaced"`
-	Ignored  []string `json:"ignored"`
-}
-
 // AuditRecord is one entry of the registry's hash-chained audit log.
 type AuditRecord struct {
 	Seq      int64     `json:"seq"`
@@ -197,30 +106,6 @@ type AuditRecord struct {
 	Revision int64     `json:"revision,omitempty"`
 	Prev     string    `json:"prev"`
 	Hash     string    `json:"hash"`
-}
-
-// AuditCheck is the answer to VerifyAudit.
-type AuditCheck struct {
-	OK bool `json:"ok"`
-	// Records is the number of records checked, Head the last one's hash.
-	Records int64  `json:"records"`
-	Head    string `json:"head,omitempty"`
-	// BadSeq is the first record that breaks the chain and Error says how, when OK is false.
-	BadSeq int64  `json:"bad_seq,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
-
-// CompactResult is the answer to Compact.
-type CompactResult struct {
-	Compacted int64 `json:"compacted"`
-	Revision  int64 `json:"revision"`
-}
-
-// Status is the answer of the unauthenticated GET /v1/status.
-type Status struct {
-	Revision  int64  `json:"revision"`
-	Compacted int64  `json:"compacted"`
-	Version   string `json:"version"`
 }
 
 // list decodes a listing given as a JSON array or as an object holding the array under key.
@@ -297,30 +182,30 @@ func (c *Client) RemoveUser(ctx context.Context, name string) (Removed, error) {
 }
 
 // Tokens lists a user's tokens (without secrets).
-func (c *Client) Tokens(ctx context.Context, user string) ([]Token, error) {
-	l := list[Token]("tokens")
+func (c *Client) Tokens(ctx context.Context, user string) ([]token.Info, error) {
+	l := list[token.Info]("tokens")
 	err := c.get(ctx, l, admin(pUsers, user, pTokens)...)
 	return l.items, err
 }
 
 // AddToken adds a token to a user.
-func (c *Client) AddToken(ctx context.Context, user string, n NewToken) (AddedToken, error) {
-	var t AddedToken
+func (c *Client) AddToken(ctx context.Context, user string, n NewToken) (registryapi.AddedToken, error) {
+	var t registryapi.AddedToken
 	err := c.send(ctx, http.MethodPost, n, &t, admin(pUsers, user, pTokens)...)
 	return t, err
 }
 
 // UpdateToken changes a token's state or name. The answer's token is zero if the registry
 // answered without a body.
-func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (Token, error) {
-	var t Token
+func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (token.Info, error) {
+	var t token.Info
 	err := c.send(ctx, http.MethodPatch, ch, &t, admin(pUsers, user, pTokens, id)...)
 	return t, err
 }
 
 // RemoveToken removes one token and returns it as it was (zero if the registry does not say).
-func (c *Client) RemoveToken(ctx context.Context, user, id string) (Token, error) {
-	var t Token
+func (c *Client) RemoveToken(ctx context.Context, user, id string) (token.Info, error) {
+	var t token.Info
 	err := c.send(ctx, http.MethodDelete, nil, &t, admin(pUsers, user, pTokens, id)...)
 	return t, err
 }

@@ -23,6 +23,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 const adminToken = "s3cret-admin-token"
@@ -167,24 +170,24 @@ func TestRequests(t *testing.T) {
 		{"remove user", 200, `{"name":"alice","tokens":1,"backup_codes":10}`,
 			func(c *Client) (any, error) { return c.RemoveUser(ctx, "alice") },
 			seen{Method: "DELETE", Path: "/v1/admin/users/alice", Reason: "ticket 42"}, nil,
-			Removed{Tokens: 1, BackupCodes: 10}},
+			Removed{Name: "alice", Tokens: 1, BackupCodes: 10}},
 		{"list tokens", 200, `{"tokens":[{"user":"alice","id":"0a1b2c3d","name":"phone","algorithm":"SHA1","digits":6,"period":30,"state":"active"}]}`,
 			func(c *Client) (any, error) { return c.Tokens(ctx, "alice") },
 			seen{Method: "GET", Path: "/v1/admin/users/alice/tokens"}, nil,
-			[]Token{{User: "alice", ID: "0a1b2c3d", Name: "phone", Algorithm: "SHA1", Digits: 6, Period: 30, State: "active"}}},
+			[]token.Info{{User: "alice", ID: "0a1b2c3d", Name: "phone", Algorithm: "SHA1", Digits: 6, Period: 30, State: "active"}}},
 		{"add token, generated secret", 201, `{"user":"alice","id":"0a1b2c3d","name":"token-1","algorithm":"SHA1","digits":6,"period":30,"state":"active","secret":"JBSWY3DPEHPK3PXP","uri":"otpauth://totp/x:alice?secret=JBSWY3DPEHPK3PXP"}`,
 			func(c *Client) (any, error) {
 				return c.AddToken(ctx, "alice", NewToken{Algorithm: "SHA1", Digits: 6, Period: 30, State: Active})
 			},
 			seen{Method: "POST", Path: "/v1/admin/users/alice/tokens", Reason: "ticket 42", Type: "application/json"},
 			map[string]any{"algorithm": "SHA1", "digits": 6.0, "period": 30.0, "state": "active"},
-			AddedToken{Token: Token{User: "alice", ID: "0a1b2c3d", Name: "token-1", Algorithm: "SHA1", Digits: 6, Period: 30, State: "active"},
+			registryapi.AddedToken{Info: token.Info{User: "alice", ID: "0a1b2c3d", Name: "token-1", Algorithm: "SHA1", Digits: 6, Period: 30, State: "active"},
 				Secret: "JBSWY3DPEHPK3PXP", URI: "otpauth://totp/x:alice?secret=JBSWY3DPEHPK3PXP"}},
 		{"add token, nested answer", 201, `{"token":{"user":"alice","id":"1","state":"active"},"secret":"S","uri":"U"}`,
 			func(c *Client) (any, error) { return c.AddToken(ctx, "alice", NewToken{Secret: "JBSWY3DPEHPK3PXP"}) },
 			seen{Method: "POST", Path: "/v1/admin/users/alice/tokens", Reason: "ticket 42", Type: "application/json"},
 			map[string]any{"secret": "JBSWY3DPEHPK3PXP"},
-			AddedToken{Token: Token{User: "alice", ID: "1", State: "active"}, Secret: "S", URI: "U"}},
+			registryapi.AddedToken{Info: token.Info{User: "alice", ID: "1", State: "active"}, Secret: "S", URI: "U"}},
 		{"disable token", 200, `{"user":"alice","id":"1","state":"disabled"}`,
 			func(c *Client) (any, error) {
 				s := Disabled
@@ -192,17 +195,17 @@ func TestRequests(t *testing.T) {
 			},
 			seen{Method: "PATCH", Path: "/v1/admin/users/alice/tokens/1", Reason: "ticket 42", Type: "application/json"},
 			map[string]any{"state": "disabled"},
-			Token{User: "alice", ID: "1", State: "disabled"}},
+			token.Info{User: "alice", ID: "1", State: "disabled"}},
 		{"enable token, empty answer", 200, "",
 			func(c *Client) (any, error) {
 				return c.UpdateToken(ctx, "alice", "1", TokenChange{State: &active})
 			},
 			seen{Method: "PATCH", Path: "/v1/admin/users/alice/tokens/1", Reason: "ticket 42", Type: "application/json"},
-			map[string]any{"state": "active"}, Token{}},
+			map[string]any{"state": "active"}, token.Info{}},
 		{"remove token", 200, `{"user":"alice","id":"1","name":"phone"}`,
 			func(c *Client) (any, error) { return c.RemoveToken(ctx, "alice", "1") },
 			seen{Method: "DELETE", Path: "/v1/admin/users/alice/tokens/1", Reason: "ticket 42"}, nil,
-			Token{User: "alice", ID: "1", Name: "phone"}},
+			token.Info{User: "alice", ID: "1", Name: "phone"}},
 		{"reset", 200, `{"tokens":2,"backup_codes":10}`,
 			func(c *Client) (any, error) { return c.Reset(ctx, "alice") },
 			seen{Method: "POST", Path: "/v1/admin/users/alice/reset", Reason: "ticket 42", Type: "application/json"},
@@ -240,7 +243,7 @@ func TestRequests(t *testing.T) {
 			func(c *Client) (any, error) { return c.ImportGA(ctx, "alice", []byte("JBSWY3DPEHPK3PXP\n")) },
 			seen{Method: "POST", Path: "/v1/admin/import/google-authenticator", Query: "user=alice", Reason: "ticket 42",
 				Type: "text/plain", Body: "JBSWY3DPEHPK3PXP\n"}, nil,
-			GAResult{ID: "0a1b2c3d", Token: Token{ID: "0a1b2c3d", Period: 30}, Scratch: 5, Replaced: 2, Ignored: []string{"RATE_LIMIT"}}},
+			GAResult{ID: "0a1b2c3d", Token: token.Info{ID: "0a1b2c3d", Period: 30}, Scratch: 5, Replaced: 2, Ignored: []string{"RATE_LIMIT"}}},
 		{"audit", 200, `[{"seq":4,"time":"2025-01-02T03:04:05Z","actor":"root","action":"user.add","target":"alice","prev":"p","hash":"h"}]`,
 			func(c *Client) (any, error) { return c.Audit(ctx, 3, 10) },
 			seen{Method: "GET", Path: "/v1/admin/audit", Query: "after=3&limit=10"}, nil,

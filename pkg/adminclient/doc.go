@@ -17,7 +17,7 @@
 //   - Errors: an answer {"error": "..."} becomes an *APIError that holds the status and the
 //     registry's message; errors.Is matches it against ErrUnauthorized (401, 403), ErrNotFound
 //     (404) and ErrConflict (409). Anything the registry sends may reach a terminal, so the
-//     command prints strings from answers through admin.Clean.
+//     command prints strings from answers through token.Clean.
 //   - Secrets, backup codes, passcodes and node credentials come back once, in the typed answer
 //     of the call that made them (NewToken, BackupCodes, Passcode, NewNode); the client keeps no
 //     copy.

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 const (
@@ -30,9 +30,9 @@ const (
 )
 
 // New returns n fresh codes for user, as the plain text to show once and the records to store.
-func New(r io.Reader, user string, n int, now time.Time) ([]string, []store.BackupCode, error) {
+func New(r io.Reader, user string, n int, now time.Time) ([]string, []token.BackupCode, error) {
 	plain := make([]string, 0, n)
-	recs := make([]store.BackupCode, 0, n)
+	recs := make([]token.BackupCode, 0, n)
 	for i := 0; i < n; i++ {
 		raw := make([]byte, Length)
 		if _, err := io.ReadFull(r, raw); err != nil {
@@ -57,17 +57,17 @@ func New(r io.Reader, user string, n int, now time.Time) ([]string, []store.Back
 }
 
 // Record hashes one code (ours or imported) into a store record with a fresh salt and id.
-func Record(r io.Reader, user, code string, now time.Time) (store.BackupCode, error) {
+func Record(r io.Reader, user, code string, now time.Time) (token.BackupCode, error) {
 	norm, ok := Normalize(code)
 	if !ok {
-		return store.BackupCode{}, fmt.Errorf("backup code for %s: not a code", user)
+		return token.BackupCode{}, fmt.Errorf("backup code for %s: not a code", user)
 	}
 	buf := make([]byte, 16+6)
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return store.BackupCode{}, fmt.Errorf("random salt: %w", err)
+		return token.BackupCode{}, fmt.Errorf("random salt: %w", err)
 	}
 	salt := buf[:16]
-	return store.BackupCode{
+	return token.BackupCode{
 		User: user, ID: hex.EncodeToString(buf[16:]), Salt: salt,
 		Hash: hash(salt, norm), Created: now.UTC(),
 	}, nil
@@ -106,7 +106,7 @@ func Normalize(s string) (string, bool) {
 }
 
 // Match reports, in constant time for a given record, whether the normalised code is rec's.
-func Match(norm string, rec store.BackupCode) bool {
+func Match(norm string, rec token.BackupCode) bool {
 	return subtle.ConstantTimeCompare(hash(rec.Salt, norm), rec.Hash) == 1
 }
 

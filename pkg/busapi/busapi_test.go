@@ -23,6 +23,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // The test binary doubles as a bus client run under another uid (clientEnv set): it makes one
@@ -49,29 +51,29 @@ func clientCall(addr, call string) outcome {
 		return outcome{Error: "connect: " + err.Error()}
 	}
 	defer conn.Close()
-	obj := conn.Object(busapi.Name, busapi.Path)
+	obj := conn.Object(syncbus.Name, syncbus.Path)
 	method, arg, _ := strings.Cut(call, ":")
 	var c *dbus.Call
 	switch method {
 	case "OwnName":
-		c = conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, busapi.Name, uint32(dbus.NameFlagDoNotQueue))
+		c = conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, syncbus.Name, uint32(dbus.NameFlagDoNotQueue))
 	case "GetAll":
-		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, busapi.Interface)
+		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Properties.GetAll", 0, syncbus.Interface)
 	case "Introspect":
 		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Introspectable.Introspect", 0)
 	case "Ping":
 		c = obj.CallWithContext(ctx, "org.freedesktop.DBus.Peer.Ping", 0)
 	case "ListTokensOf": // claims another user: there is no such argument
-		c = obj.CallWithContext(ctx, busapi.Interface+".ListTokens", 0, arg)
+		c = obj.CallWithContext(ctx, syncbus.Interface+".ListTokens", 0, arg)
 	case "BeginEnrollment":
-		c = obj.CallWithContext(ctx, busapi.Interface+".BeginEnrollment", 0, "phone", "")
+		c = obj.CallWithContext(ctx, syncbus.Interface+".BeginEnrollment", 0, "phone", "")
 	case "BeginEnrollmentNamed": // arg: name
-		c = obj.CallWithContext(ctx, busapi.Interface+".BeginEnrollment", 0, arg, "")
+		c = obj.CallWithContext(ctx, syncbus.Interface+".BeginEnrollment", 0, arg, "")
 	case "FinishEnrollment": // arg: id:code
 		id, code, _ := strings.Cut(arg, ":")
-		c = obj.CallWithContext(ctx, busapi.Interface+".FinishEnrollment", 0, id, code)
+		c = obj.CallWithContext(ctx, syncbus.Interface+".FinishEnrollment", 0, id, code)
 	default:
-		c = obj.CallWithContext(ctx, busapi.Interface+"."+method, 0)
+		c = obj.CallWithContext(ctx, syncbus.Interface+"."+method, 0)
 	}
 	if c.Err != nil {
 		var de dbus.Error
@@ -95,7 +97,7 @@ func clientCall(addr, call string) outcome {
 		}
 		v = plain
 	case "ListTokens":
-		var toks []busapi.TokenInfo
+		var toks []syncbus.TokenInfo
 		err = c.Store(&toks)
 		v = toks
 	default:
@@ -126,7 +128,7 @@ func (c *client) call(t *testing.T, uid, gid uint32, call string) outcome {
 	return o
 }
 
-func plant(t *testing.T, dir string, toks ...store.Token) {
+func plant(t *testing.T, dir string, toks ...token.Token) {
 	t.Helper()
 	db := store.NewTokens(store.Options{Dir: dir})
 	err := db.Update(func(x *store.TokensTx) error {
@@ -142,8 +144,8 @@ func plant(t *testing.T, dir string, toks ...store.Token) {
 	}
 }
 
-func token(user, id, name string, state store.TokenState, created time.Time) store.Token {
-	return store.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
+func storeToken(user, id, name string, state token.State, created time.Time) token.Token {
+	return token.Token{User: user, ID: id, Name: name, Algorithm: "SHA1", Digits: 6, Period: 30,
 		Secret: bytes.Repeat([]byte{7}, 20), State: state, Created: created}
 }
 
@@ -155,10 +157,10 @@ func TestService(t *testing.T) {
 	os.Chmod(storeDir, 0o700)
 	created := time.Unix(1700000000, 0)
 	plant(t, storeDir,
-		token(alice.Username, "a1", "phone", store.Active, created),
-		token(alice.Username, "a2", "new phone", store.Pending, created.Add(time.Hour)),
-		token(bob.Username, "b1", "yubikey", store.Active, created),
-		token(bob.Username, "b2", "old", store.Disabled, created))
+		storeToken(alice.Username, "a1", "phone", token.Active, created),
+		storeToken(alice.Username, "a2", "new phone", token.Pending, created.Add(time.Hour)),
+		storeToken(bob.Username, "b1", "yubikey", token.Active, created),
+		storeToken(bob.Username, "b2", "old", token.Disabled, created))
 
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir
@@ -184,7 +186,7 @@ func TestService(t *testing.T) {
 	aUID, aGID := busapitest.IDs(alice)
 	bUID, bGID := busapitest.IDs(bob)
 	const noUser = 3999999 // no passwd entry
-	tokensJSON := func(toks ...busapi.TokenInfo) string { j, _ := json.Marshal(toks); return string(j) }
+	tokensJSON := func(toks ...syncbus.TokenInfo) string { j, _ := json.Marshal(toks); return string(j) }
 	tests := []struct {
 		name      string
 		uid, gid  uint32
@@ -193,11 +195,11 @@ func TestService(t *testing.T) {
 		wantError bool
 	}{
 		{name: "alice lists her tokens", uid: aUID, gid: aGID, call: "ListTokens",
-			want: tokensJSON(busapi.TokenInfo{"a1", "phone", "active", created.Unix(), true},
-				busapi.TokenInfo{"a2", "new phone", "pending", created.Add(time.Hour).Unix(), false})},
+			want: tokensJSON(syncbus.TokenInfo{ID: "a1", Name: "phone", State: "active", Created: created.Unix(), Active: true},
+				syncbus.TokenInfo{ID: "a2", Name: "new phone", State: "pending", Created: created.Add(time.Hour).Unix(), Active: false})},
 		{name: "bob lists his tokens", uid: bUID, gid: bGID, call: "ListTokens",
-			want: tokensJSON(busapi.TokenInfo{"b1", "yubikey", "active", created.Unix(), true},
-				busapi.TokenInfo{"b2", "old", "disabled", created.Unix(), false})},
+			want: tokensJSON(syncbus.TokenInfo{ID: "b1", Name: "yubikey", State: "active", Created: created.Unix(), Active: true},
+				syncbus.TokenInfo{ID: "b2", Name: "old", State: "disabled", Created: created.Unix(), Active: false})},
 		{name: "root has no tokens", uid: 0, gid: 0, call: "ListTokens", want: "[]"},
 		{name: "alice cannot name bob", uid: aUID, gid: aGID, call: "ListTokensOf:" + bob.Username,
 			wantError: true, want: "org.freedesktop.DBus.Error.InvalidArgs"},
@@ -209,7 +211,7 @@ func TestService(t *testing.T) {
 			want: `{"applied_revision":0,"connected":false,"last_contact":0,"registry":"https://registry.example:8443","staleness_s":-1,"tokens_active_here":1}`},
 		{name: "sync now", uid: bUID, gid: bGID, call: "SyncNow", want: "[0]"},
 		{name: "enrollment not yet", uid: aUID, gid: aGID, call: "BeginEnrollment",
-			wantError: true, want: busapi.ErrUnavailable + ": enrollment is not available on this node"},
+			wantError: true, want: syncbus.ErrUnavailable + ": enrollment is not available on this node"},
 		{name: "introspect", uid: aUID, gid: aGID, call: "Introspect", want: "FinishEnrollment"},
 		{name: "ping", uid: aUID, gid: aGID, call: "Ping", want: "null"},
 		{name: "policy: a user cannot own the name", uid: aUID, gid: aGID, call: "OwnName",

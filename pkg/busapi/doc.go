@@ -20,9 +20,10 @@
 // RequestBootstrapCode (enroll.go) act for the caller's user name through Options.Enroll: by
 // default a nodesync.EnrollClient calling the registry's /v1/enroll/* with the node's credential;
 // on a standalone node the local authority of package localenroll, which totp-syncd passes in; a
-// node with neither answers Error.Unavailable. The registry's refusals map to Refused (401, 403,
-// 409, 429), NotFound (404) and Invalid (400) with its sentence, a local authority's *Refusal to
-// its name; an unreachable registry is Unavailable. BeginEnrollmentFor and FinishEnrollmentFor take
+// node with neither answers Error.Unavailable. Refusals of either are *refusal.Error (the registry's
+// as nodesync reads them: 401, 403, 409 and 429 are Refused, 404 NotFound, 400 Invalid) and keep
+// their sentence under the D-Bus name of their kind (syncbus.ErrorName); an unreachable registry is
+// Unavailable. BeginEnrollmentFor and FinishEnrollmentFor take
 // a user name and answer only root (uid 0 as the bus reports it): the PAM helper enrolling a user
 // in grace at login; they take no proof, so they only ever start a first token. The otpauth URI,
 // codes, proofs and backup codes are never logged.

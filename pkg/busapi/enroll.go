@@ -3,7 +3,6 @@ package busapi
 import (
 	"context"
 	"errors"
-	"net/http"
 	"os/user"
 	"strconv"
 	"time"
@@ -11,13 +10,16 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Enroller is the registry's enrollment API as the node calls it (nodesync.EnrollClient).
 type Enroller interface {
-	Begin(ctx context.Context, user, name, proof string) (nodesync.Enrollment, error)
-	Finish(ctx context.Context, user, id, code string) (nodesync.FinishResult, error)
+	Begin(ctx context.Context, user, name, proof string) (registryapi.Enrollment, error)
+	Finish(ctx context.Context, user, id, code string) (registryapi.FinishResult, error)
 	Rename(ctx context.Context, user, id, name string) error
 	Remove(ctx context.Context, user, id, proof string) error
 	BackupCodes(ctx context.Context, user, proof string) ([]string, error)
@@ -29,10 +31,10 @@ type Enroller interface {
 const maxArg = 256
 
 var (
-	errUnreachable = busError(ErrUnavailable, "the registry cannot be reached; try again later")
-	errRegistry    = busError(ErrUnavailable, "the registry could not do this now; try again later")
-	errTooLong     = busError(ErrInvalid, "an argument is too long")
-	errLocal       = busError(ErrUnavailable, "the token store of this node could not be changed now; try again later")
+	errUnreachable = busError(syncbus.ErrUnavailable, "the registry cannot be reached; try again later")
+	errRegistry    = busError(syncbus.ErrUnavailable, "the registry could not do this now; try again later")
+	errTooLong     = busError(syncbus.ErrInvalid, "an argument is too long")
+	errLocal       = busError(syncbus.ErrUnavailable, "the token store of this node could not be changed now; try again later")
 )
 
 // enroller returns the registry client, or Error.Unavailable on a node without one.
@@ -59,16 +61,12 @@ func checkArgs(args ...string) *dbus.Error {
 }
 
 // registryError maps an Enroller's error to a D-Bus error and logs why (never a secret: neither
-// the registry's refusals, a Refusal nor nodesync's errors hold one).
+// a refusal nor nodesync's errors hold one). A *refusal.Error (of the local authority, or the
+// registry's as nodesync reads it) keeps its sentence under the name of its kind.
 func (s *Service) registryError(method string, c caller, err error) *dbus.Error {
-	var ref *Refusal
-	if errors.As(err, &ref) {
-		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "reason", ref.Msg)
-		switch ref.Name {
-		case ErrRefused, ErrNotFound, ErrInvalid:
-			return busError(ref.Name, ref.Msg)
-		}
-		return busError(ErrUnavailable, ref.Msg)
+	if ref, ok := refusal.As(err); ok {
+		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "kind", string(ref.Kind), "reason", ref.Message)
+		return busError(syncbus.ErrorName(ref.Kind), ref.Message)
 	}
 	if s.o.Config.Sync.Registry == "" {
 		s.o.Log.Error("D-Bus "+method+": local enrollment failed", "user", c.name, "uid", c.uid, "err", err)
@@ -79,51 +77,42 @@ func (s *Service) registryError(method string, c caller, err error) *dbus.Error 
 		s.o.Log.Warn("D-Bus "+method+": registry unreachable", "user", c.name, "uid", c.uid, "err", err)
 		return errUnreachable
 	}
-	s.o.Log.Info("D-Bus "+method+": registry refused", "user", c.name, "uid", c.uid, "status", re.Status, "reason", re.Message)
-	switch re.Status {
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusConflict, http.StatusTooManyRequests:
-		return busError(ErrRefused, re.Message)
-	case http.StatusNotFound:
-		return busError(ErrNotFound, re.Message)
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return busError(ErrInvalid, re.Message)
-	default:
-		return errRegistry
-	}
+	s.o.Log.Warn("D-Bus "+method+": registry failed", "user", c.name, "uid", c.uid, "status", re.Status, "reason", re.Message)
+	return errRegistry
 }
 
-func (s *Service) beginEnrollment(ctx context.Context, c caller, name, proof string) (nodesync.Enrollment, *dbus.Error) {
+func (s *Service) beginEnrollment(ctx context.Context, c caller, name, proof string) (registryapi.Enrollment, *dbus.Error) {
 	e, derr := s.enroller()
 	if derr == nil {
 		derr = checkArgs(name, proof)
 	}
 	if derr != nil {
-		return nodesync.Enrollment{}, derr
+		return registryapi.Enrollment{}, derr
 	}
 	ctx, cancel := s.registryCtx(ctx)
 	defer cancel()
 	a, err := e.Begin(ctx, c.name, name, proof)
 	if err != nil {
-		return nodesync.Enrollment{}, s.registryError("BeginEnrollment", c, err)
+		return registryapi.Enrollment{}, s.registryError("BeginEnrollment", c, err)
 	}
 	s.o.Log.Info("D-Bus BeginEnrollment: pending token", "user", c.name, "uid", c.uid, "by", c.by, "token", a.ID,
 		"expires", a.Expires.Format(time.RFC3339))
 	return a, nil
 }
 
-func (s *Service) finishEnrollment(ctx context.Context, c caller, id, code string) (nodesync.FinishResult, *dbus.Error) {
+func (s *Service) finishEnrollment(ctx context.Context, c caller, id, code string) (registryapi.FinishResult, *dbus.Error) {
 	e, derr := s.enroller()
 	if derr == nil {
 		derr = checkArgs(id, code)
 	}
 	if derr != nil {
-		return nodesync.FinishResult{}, derr
+		return registryapi.FinishResult{}, derr
 	}
 	ctx, cancel := s.registryCtx(ctx)
 	defer cancel()
 	r, err := e.Finish(ctx, c.name, id, code)
 	if err != nil {
-		return nodesync.FinishResult{}, s.registryError("FinishEnrollment", c, err)
+		return registryapi.FinishResult{}, s.registryError("FinishEnrollment", c, err)
 	}
 	s.o.Log.Info("D-Bus FinishEnrollment", "user", c.name, "uid", c.uid, "by", c.by, "token", id, "status", r.Status,
 		"skew_s", r.SkewS, "backup_codes", len(r.BackupCodes))
@@ -210,17 +199,17 @@ func (s *Service) onBehalf(c caller, name string) (caller, *dbus.Error) {
 		s.o.Log.Warn("D-Bus enrollment on behalf refused: caller is not root", "caller", c.name, "uid", c.uid)
 		return caller{}, errNotRoot
 	}
-	if store.ValidUser(name) != nil || len(name) > maxArg {
-		return caller{}, busError(ErrInvalid, "not a valid user name")
+	if token.ValidUser(name) != nil || len(name) > maxArg {
+		return caller{}, busError(syncbus.ErrInvalid, "not a valid user name")
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
 		s.o.Log.Warn("D-Bus enrollment on behalf refused: unknown user", "user", name, "err", err)
-		return caller{}, busError(ErrNotFound, "no such user on this node")
+		return caller{}, busError(syncbus.ErrNotFound, "no such user on this node")
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return caller{}, busError(ErrNotFound, "no such user on this node")
+		return caller{}, busError(syncbus.ErrNotFound, "no such user on this node")
 	}
 	return caller{uid: uint32(uid), name: u.Username, by: "root"}, nil
 }

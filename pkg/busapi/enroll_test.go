@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -58,8 +58,8 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 
 	t.Run("another user cannot finish it", func(t *testing.T) {
 		errName, v := runAs(t, c, bUID, bGID, "FinishEnrollment:"+id+":"+code)
-		if !strings.HasPrefix(errName, busapi.ErrNotFound) {
-			t.Errorf("FinishEnrollment as %s = %q, %v; want %s", bob.Username, errName, v, busapi.ErrNotFound)
+		if !strings.HasPrefix(errName, syncbus.ErrNotFound) {
+			t.Errorf("FinishEnrollment as %s = %q, %v; want %s", bob.Username, errName, v, syncbus.ErrNotFound)
 		}
 	})
 	t.Run("a wrong code", func(t *testing.T) {
@@ -98,8 +98,8 @@ func TestEnrollmentThroughRegistry(t *testing.T) {
 	})
 	t.Run("a second token needs a proof", func(t *testing.T) {
 		errName, _ := runAs(t, c, aUID, aGID, "BeginEnrollmentNamed:laptop")
-		if !strings.HasPrefix(errName, busapi.ErrRefused+": a proof is required") {
-			t.Errorf("BeginEnrollment without proof = %q, want %s: a proof is required...", errName, busapi.ErrRefused)
+		if !strings.HasPrefix(errName, syncbus.ErrRefused+": a proof is required") {
+			t.Errorf("BeginEnrollment without proof = %q, want %s: a proof is required...", errName, syncbus.ErrRefused)
 		}
 	})
 	if log := node.Log.String(); strings.Contains(log, totp.EncodeSecret(key.Secret)) || strings.Contains(log, "otpauth:") {

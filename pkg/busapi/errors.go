@@ -6,33 +6,15 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
-// D-Bus error names; the body is one plain sentence meant for the user.
-const (
-	ErrUnavailable = syncbus.ErrUnavailable // the daemon cannot answer now
-	ErrRefused     = syncbus.ErrRefused     // the caller may not do this
-	ErrNotFound    = syncbus.ErrNotFound    // no such token of the caller
-	ErrInvalid     = syncbus.ErrInvalid     // a malformed argument
-)
-
 // busError returns a D-Bus error of the given name with one sentence.
 func busError(name, sentence string) *dbus.Error {
 	return dbus.NewError(name, []any{sentence})
 }
 
-// Refusal is an Enroller's answer meant for the user: Name is ErrRefused, ErrNotFound or
-// ErrInvalid and Msg one plain sentence without a secret. The standalone authority
-// (pkg/localenroll) refuses with it; the registry client's refusals are nodesync.RegistryError.
-type Refusal struct {
-	Name string
-	Msg  string
-}
-
-func (r *Refusal) Error() string { return r.Msg }
-
 var (
-	errEnrollUnavailable = busError(ErrUnavailable, "enrollment is not available on this node: it has no registry and no local authority")
-	errNotRoot           = busError(ErrRefused, "only root (the PAM helper) may enroll on behalf of a user")
-	errTimeout           = busError(ErrUnavailable, "totp-syncd did not answer in time; try again")
-	errStore             = busError(ErrUnavailable, "the token store of this node cannot be read now; try again")
-	errNoCaller          = busError(ErrRefused, "your connection to the bus has no user that this node knows")
+	errEnrollUnavailable = busError(syncbus.ErrUnavailable, "enrollment is not available on this node: it has no registry and no local authority")
+	errNotRoot           = busError(syncbus.ErrRefused, "only root (the PAM helper) may enroll on behalf of a user")
+	errTimeout           = busError(syncbus.ErrUnavailable, "totp-syncd did not answer in time; try again")
+	errStore             = busError(syncbus.ErrUnavailable, "the token store of this node cannot be read now; try again")
+	errNoCaller          = busError(syncbus.ErrRefused, "your connection to the bus has no user that this node knows")
 )

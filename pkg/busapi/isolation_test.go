@@ -17,9 +17,9 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
-	"github.com/pam-totp/pam-totp/pkg/registry"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -75,7 +75,7 @@ func doRawCall(c rawCall) rawOutcome {
 	for i, a := range c.Args {
 		args[i] = a
 	}
-	call := conn.Object(busapi.Name, busapi.Path).CallWithContext(ctx, busapi.Interface+"."+c.Method, 0, args...)
+	call := conn.Object(syncbus.Name, syncbus.Path).CallWithContext(ctx, syncbus.Interface+"."+c.Method, 0, args...)
 	if call.Err != nil {
 		var de dbus.Error
 		if errors.As(call.Err, &de) {
@@ -207,11 +207,11 @@ func TestUserIsolation(t *testing.T) {
 		{name: "ListTokens naming alice", method: "ListTokens", args: []string{alice.Username}, wantError: "org.freedesktop.DBus.Error.InvalidArgs"},
 		{name: "Status naming alice", method: "Status", args: []string{alice.Username}, wantError: "org.freedesktop.DBus.Error.InvalidArgs"},
 		{name: "RemoveToken naming alice", method: "RemoveToken", args: []string{id, code(), alice.Username}, wantError: "org.freedesktop.DBus.Error.InvalidArgs"},
-		{name: "rename alice's token", method: "RenameToken", args: []string{id, "mine now"}, wantError: busapi.ErrNotFound},
-		{name: "rename by a path to alice's token", method: "RenameToken", args: []string{"../" + alice.Username + "/" + id, "mine now"}, wantError: busapi.ErrInvalid},
-		{name: "remove alice's token with her code", method: "RemoveToken", args: []string{id, code()}, wantError: busapi.ErrNotFound},
-		{name: "finish alice's token", method: "FinishEnrollment", args: []string{id, code()}, wantError: busapi.ErrNotFound},
-		{name: "backup codes with alice's code", method: "RegenerateBackupCodes", args: []string{code()}, wantError: busapi.ErrRefused},
+		{name: "rename alice's token", method: "RenameToken", args: []string{id, "mine now"}, wantError: syncbus.ErrNotFound},
+		{name: "rename by a path to alice's token", method: "RenameToken", args: []string{"../" + alice.Username + "/" + id, "mine now"}, wantError: syncbus.ErrInvalid},
+		{name: "remove alice's token with her code", method: "RemoveToken", args: []string{id, code()}, wantError: syncbus.ErrNotFound},
+		{name: "finish alice's token", method: "FinishEnrollment", args: []string{id, code()}, wantError: syncbus.ErrNotFound},
+		{name: "backup codes with alice's code", method: "RegenerateBackupCodes", args: []string{code()}, wantError: syncbus.ErrRefused},
 		{name: "begin for alice", method: "BeginEnrollmentFor", args: []string{alice.Username, "mine"}, wantError: anyError},
 		{name: "finish for alice", method: "FinishEnrollmentFor", args: []string{alice.Username, id, code()}, wantError: anyError},
 		{name: "begin with alice's code is bob's own", method: "BeginEnrollment", args: []string{"x", code()}, check: func(t *testing.T, o rawOutcome) {
@@ -243,7 +243,7 @@ func TestUserIsolation(t *testing.T) {
 	if tok, _ := l[0].([]any); len(l) != 1 || len(tok) != 5 || tok[0] != id || tok[1] != "phone" || tok[4] != true {
 		t.Errorf("alice's tokens after bob's calls = %v, want %s \"phone\" active", l, id)
 	}
-	var toks []registry.TokenInfo
+	var toks []token.Info
 	reg.Admin(200, "GET", "/v1/admin/users/"+alice.Username+"/tokens", nil, &toks)
 	if len(toks) != 1 || toks[0].ID != id || toks[0].Name != "phone" || toks[0].State != "active" {
 		t.Errorf("registry tokens of alice = %+v, want %s \"phone\" active", toks, id)

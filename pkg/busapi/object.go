@@ -6,23 +6,15 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/pam-totp/pam-totp/pkg/nodesync"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // object carries the interface's methods; godbus exports every exported method of it, so it
 // has no others. The dbus.Sender argument is filled from the message header by godbus and is
 // not part of the D-Bus signature.
 type object struct{ s *Service }
-
-// TokenInfo is one element of ListTokens' a(sssxb).
-type TokenInfo struct {
-	ID      string
-	Name    string
-	State   string
-	Created int64 // unix seconds
-	Active  bool  // usable for logins on this node
-}
 
 // Status returns the node's sync status and the caller's number of active tokens.
 func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Error) {
@@ -40,7 +32,7 @@ func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Erro
 		}
 		var active uint32
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				active++
 			}
 		}
@@ -61,18 +53,18 @@ func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Erro
 }
 
 // ListTokens returns the caller's tokens, sorted by id.
-func (o *object) ListTokens(sender dbus.Sender) ([]TokenInfo, *dbus.Error) {
+func (o *object) ListTokens(sender dbus.Sender) ([]syncbus.TokenInfo, *dbus.Error) {
 	s := o.s
-	return call(s, "ListTokens", sender, func(ctx context.Context, c caller) ([]TokenInfo, *dbus.Error) {
+	return call(s, "ListTokens", sender, func(ctx context.Context, c caller) ([]syncbus.TokenInfo, *dbus.Error) {
 		toks, err := s.userTokens(c.name)
 		if err != nil {
 			s.o.Log.Warn("D-Bus ListTokens: tokens.db unreadable", "user", c.name, "err", err)
 			return nil, errStore
 		}
-		out := make([]TokenInfo, 0, len(toks))
+		out := make([]syncbus.TokenInfo, 0, len(toks))
 		for _, t := range toks {
-			out = append(out, TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
-				Created: t.Created.Unix(), Active: t.State == store.Active})
+			out = append(out, syncbus.TokenInfo{ID: t.ID, Name: t.Name, State: string(t.State),
+				Created: t.Created.Unix(), Active: t.State == token.Active})
 		}
 		return out, nil
 	})
@@ -124,7 +116,7 @@ func (o *object) BeginEnrollment(sender dbus.Sender, name, proof string) (string
 // FinishEnrollment verifies a pending token's first code through the registry.
 func (o *object) FinishEnrollment(sender dbus.Sender, id, code string) (string, int32, []string, *dbus.Error) {
 	s := o.s
-	r, err := call(s, "FinishEnrollment", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
+	r, err := call(s, "FinishEnrollment", sender, func(ctx context.Context, c caller) (registryapi.FinishResult, *dbus.Error) {
 		return s.finishEnrollment(ctx, c, id, code)
 	})
 	codes := r.BackupCodes
@@ -166,10 +158,10 @@ func (o *object) BeginEnrollmentFor(sender dbus.Sender, user, name string) (stri
 // FinishEnrollmentFor is FinishEnrollment for user, callable by root only.
 func (o *object) FinishEnrollmentFor(sender dbus.Sender, user, id, code string) (string, int32, []string, *dbus.Error) {
 	s := o.s
-	r, err := call(s, "FinishEnrollmentFor", sender, func(ctx context.Context, c caller) (nodesync.FinishResult, *dbus.Error) {
+	r, err := call(s, "FinishEnrollmentFor", sender, func(ctx context.Context, c caller) (registryapi.FinishResult, *dbus.Error) {
 		u, derr := s.onBehalf(c, user)
 		if derr != nil {
-			return nodesync.FinishResult{}, derr
+			return registryapi.FinishResult{}, derr
 		}
 		return s.finishEnrollment(ctx, u, id, code)
 	})

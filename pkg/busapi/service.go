@@ -16,21 +16,12 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
-// The service's bus name, interface and object (package syncbus holds the contract).
-const (
-	Name      = syncbus.Name
-	Interface = syncbus.Interface
-	Path      = syncbus.Path
-)
-
-// SystemBus is the system bus's address when DBUS_SYSTEM_BUS_ADDRESS is not set.
-const SystemBus = syncbus.SystemBus
-
-// ErrNameTaken means another connection owns Name: another totp-syncd runs on this node.
-var ErrNameTaken = errors.New("the bus name " + Name + " is owned by another connection (is another totp-syncd running?)")
+// ErrNameTaken means another connection owns syncbus.Name: another totp-syncd runs on this node.
+var ErrNameTaken = errors.New("the bus name " + syncbus.Name + " is owned by another connection (is another totp-syncd running?)")
 
 // Options configure a Service. Zero values take the defaults named.
 type Options struct {
@@ -127,17 +118,17 @@ func connect(ctx context.Context, address string, timeout time.Duration) (*dbus.
 }
 
 func (s *Service) export(ctx context.Context) error {
-	if err := s.conn.Export(&object{s: s}, Path, Interface); err != nil {
-		return fmt.Errorf("export %s: %w", Path, err)
+	if err := s.conn.Export(&object{s: s}, syncbus.Path, syncbus.Interface); err != nil {
+		return fmt.Errorf("export %s: %w", syncbus.Path, err)
 	}
-	if err := s.conn.Export(introspectable(introspection), Path, "org.freedesktop.DBus.Introspectable"); err != nil {
+	if err := s.conn.Export(introspectable(introspection), syncbus.Path, "org.freedesktop.DBus.Introspectable"); err != nil {
 		return fmt.Errorf("export introspection: %w", err)
 	}
 	var reply uint32
-	err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, Name,
+	err := s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.RequestName", 0, syncbus.Name,
 		uint32(dbus.NameFlagDoNotQueue)).Store(&reply)
 	if err != nil {
-		return fmt.Errorf("request the bus name %s: %w", Name, err)
+		return fmt.Errorf("request the bus name %s: %w", syncbus.Name, err)
 	}
 	switch dbus.RequestNameReply(reply) {
 	case dbus.RequestNameReplyPrimaryOwner, dbus.RequestNameReplyAlreadyOwner:
@@ -145,7 +136,7 @@ func (s *Service) export(ctx context.Context) error {
 	case dbus.RequestNameReplyExists:
 		return ErrNameTaken
 	default:
-		return fmt.Errorf("request the bus name %s: reply %d", Name, reply)
+		return fmt.Errorf("request the bus name %s: reply %d", syncbus.Name, reply)
 	}
 }
 
@@ -156,7 +147,7 @@ func (s *Service) Done() <-chan struct{} { return s.conn.Context().Done() }
 func (s *Service) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.ReleaseName", 0, Name) // best effort
+	s.conn.BusObject().CallWithContext(ctx, "org.freedesktop.DBus.ReleaseName", 0, syncbus.Name) // best effort
 	return s.conn.Close()
 }
 
@@ -180,7 +171,7 @@ func (s *Service) identify(ctx context.Context, sender dbus.Sender) (caller, *db
 		s.o.Log.Warn("D-Bus caller has no user name", "sender", string(sender), "uid", uid, "err", err)
 		return caller{}, errNoCaller
 	}
-	if store.ValidUser(u.Username) != nil {
+	if token.ValidUser(u.Username) != nil {
 		s.o.Log.Warn("D-Bus caller has an unusable user name", "sender", string(sender), "uid", uid)
 		return caller{}, errNoCaller
 	}
@@ -226,8 +217,8 @@ func (s *Service) meta() (store.Meta, error) {
 }
 
 // userTokens reads the user's tokens; a node that never synced has none.
-func (s *Service) userTokens(name string) ([]store.Token, error) {
-	var out []store.Token
+func (s *Service) userTokens(name string) ([]token.Token, error) {
+	var out []token.Token
 	err := s.tokens.View(func(x *store.TokensTx) error {
 		var err error
 		out, err = x.UserTokens(name)

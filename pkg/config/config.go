@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
 
@@ -61,7 +63,7 @@ type Policy struct {
 	// Contact is appended to messages that send the user for help.
 	Contact string `toml:"contact"`
 	// EnrollAtLogin: a user in enrollment grace without a token is offered enrollment during the
-	// login itself (QR code as PAM text, first code at a prompt), through totp-syncd on [sync] bus.
+	// login itself (QR code as PAM text, first code at a prompt), through totp-syncd on [sync] socket.
 	// If the daemon cannot answer quickly, the login goes on under grace.
 	EnrollAtLogin bool `toml:"enroll_at_login"`
 
@@ -100,9 +102,21 @@ type Sync struct {
 	// Offline says what logins do on a stale node: "serve" (from the last copy, logged loudly)
 	// or "deny" (TOTP users are denied as store unavailable).
 	Offline string `toml:"offline"`
-	// Bus is the D-Bus address of totp-syncd's service for the PAM helper (enroll_at_login) and
-	// for totp-syncd itself; "" is the system bus.
+	// Bus is the D-Bus address of totp-syncd's service for the user's totp CLI and for
+	// totp-syncd itself; "" is the system bus.
 	Bus string `toml:"bus"`
+	// Socket is totp-syncd's root-only Unix socket, on which the PAM helper asks for enrollment
+	// at login (package rootsock); "" is totp-syncd.sock in [store] dir. Its directory must be
+	// root's, mode 0700.
+	Socket string `toml:"socket"`
+}
+
+// SocketPath is [sync] socket, or its default in the store directory.
+func (c *Config) SocketPath() string {
+	if c.Sync.Socket != "" {
+		return c.Sync.Socket
+	}
+	return filepath.Join(c.Store.Dir, rootsock.FileName)
 }
 
 // Offline actions.
@@ -225,6 +239,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.Dir == "" || c.Store.Dir[0] != '/' {
 		return fmt.Errorf("store.dir %q: must be an absolute path", c.Store.Dir)
+	}
+	if c.Sync.Socket != "" && !filepath.IsAbs(c.Sync.Socket) {
+		return fmt.Errorf("sync.socket %q: must be an absolute path", c.Sync.Socket)
 	}
 	if c.Store.OpenTimeout < 100*time.Millisecond || c.Store.OpenTimeout > 30*time.Second {
 		return fmt.Errorf("store.open_timeout %s: must be between 100ms and 30s", c.Store.OpenTimeout)

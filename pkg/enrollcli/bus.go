@@ -9,15 +9,15 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 )
 
 // Service is the D-Bus interface io.github.pamtotp.Sync1 as the CLI uses it. Errors are
-// *UserError with a sentence to print.
+// *refusal.Error with a sentence to print.
 type Service interface {
 	Status(ctx context.Context) (map[string]any, error)
-	ListTokens(ctx context.Context) ([]busapi.TokenInfo, error)
+	ListTokens(ctx context.Context) ([]syncbus.TokenInfo, error)
 	BeginEnrollment(ctx context.Context, name, proof string) (id, uri string, expires int64, err error)
 	FinishEnrollment(ctx context.Context, id, code string) (status string, skewS int32, codes []string, err error)
 	RenameToken(ctx context.Context, id, name string) error
@@ -27,18 +27,9 @@ type Service interface {
 	SyncNow(ctx context.Context) (int64, error)
 }
 
-// UserError is an error meant for the user: Name is the D-Bus error name ("" for a local
-// one), Message one sentence (cleaned before printing).
-type UserError struct {
-	Name    string
-	Message string
-}
-
-func (e *UserError) Error() string { return e.Message }
-
 // errNoDaemon is the answer when nobody owns the service's name.
-var errNoDaemon = &UserError{Name: "org.freedesktop.DBus.Error.ServiceUnknown",
-	Message: "totp-syncd is not running on this node (no " + busapi.Name + " on the system bus)"}
+var errNoDaemon = &refusal.Error{Kind: refusal.Unavailable,
+	Message: "totp-syncd is not running on this node (no " + syncbus.Name + " on the system bus)"}
 
 // Bus is a Service over a bus connection.
 type Bus struct {
@@ -58,14 +49,14 @@ func Dial(ctx context.Context, address string) (*Bus, error) {
 	conn, err := syncbus.Connect(dctx, address)
 	switch {
 	case errors.Is(err, syncbus.ErrNoAnswer):
-		return nil, &UserError{Message: fmt.Sprintf("the system bus at %s does not answer (is dbus running?)", address)}
+		return nil, &refusal.Error{Kind: refusal.Unavailable, Message: fmt.Sprintf("the system bus at %s does not answer (is dbus running?)", address)}
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, &UserError{Message: fmt.Sprintf("the system bus is not running on this node (nothing at %s); "+
+		return nil, &refusal.Error{Kind: refusal.Unavailable, Message: fmt.Sprintf("the system bus is not running on this node (nothing at %s); "+
 			"totp needs it to reach totp-syncd", address)}
 	case err != nil:
-		return nil, &UserError{Message: fmt.Sprintf("cannot connect to the system bus at %s: %v", address, err)}
+		return nil, &refusal.Error{Kind: refusal.Unavailable, Message: fmt.Sprintf("cannot connect to the system bus at %s: %v", address, err)}
 	}
-	return &Bus{conn: conn, obj: conn.Object(busapi.Name, busapi.Path)}, nil
+	return &Bus{conn: conn, obj: conn.Object(syncbus.Name, syncbus.Path)}, nil
 }
 
 // Close closes the connection.
@@ -74,7 +65,7 @@ func (b *Bus) Close() error { return b.conn.Close() }
 func (b *Bus) call(ctx context.Context, method string, args ...any) (*dbus.Call, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c := b.obj.CallWithContext(ctx, busapi.Interface+"."+method, 0, args...)
+	c := b.obj.CallWithContext(ctx, syncbus.Interface+"."+method, 0, args...)
 	if c.Err == nil {
 		return c, nil
 	}
@@ -90,12 +81,12 @@ func (b *Bus) call(ctx context.Context, method string, args ...any) (*dbus.Call,
 				msg = s
 			}
 		}
-		return nil, &UserError{Name: de.Name, Message: msg}
+		return nil, &refusal.Error{Kind: syncbus.KindOf(de.Name), Message: msg}
 	}
 	if errors.Is(c.Err, context.DeadlineExceeded) {
-		return nil, &UserError{Message: "totp-syncd did not answer in time; try again"}
+		return nil, &refusal.Error{Kind: refusal.Unavailable, Message: "totp-syncd did not answer in time; try again"}
 	}
-	return nil, &UserError{Message: fmt.Sprintf("the call to totp-syncd failed: %v", c.Err)}
+	return nil, &refusal.Error{Kind: refusal.Unavailable, Message: fmt.Sprintf("the call to totp-syncd failed: %v", c.Err)}
 }
 
 // Status implements Service.
@@ -116,12 +107,12 @@ func (b *Bus) Status(ctx context.Context) (map[string]any, error) {
 }
 
 // ListTokens implements Service.
-func (b *Bus) ListTokens(ctx context.Context) ([]busapi.TokenInfo, error) {
+func (b *Bus) ListTokens(ctx context.Context) ([]syncbus.TokenInfo, error) {
 	c, err := b.call(ctx, "ListTokens")
 	if err != nil {
 		return nil, err
 	}
-	var toks []busapi.TokenInfo
+	var toks []syncbus.TokenInfo
 	return toks, c.Store(&toks)
 }
 

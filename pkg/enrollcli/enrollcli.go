@@ -14,10 +14,10 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -48,17 +48,6 @@ func (c *CLI) now() time.Time {
 	return time.Now()
 }
 
-// Clean replaces control characters (C0, DEL, C1, and Unicode format characters such as
-// bidirectional overrides) in text from the bus with '?'.
-func Clean(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || unicode.Is(unicode.Cf, r) || r == unicode.ReplacementChar {
-			return '?'
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?"))
-}
-
 func (c *CLI) printf(format string, args ...any) { fmt.Fprintf(c.Out, format, args...) }
 
 // line reads one answer line; io.EOF at end of input.
@@ -81,15 +70,15 @@ func (c *CLI) secret(prompt string) (string, error) {
 
 // isProofRequired reports whether err is the registry's refusal for a missing proof.
 func isProofRequired(err error) bool {
-	var ue *UserError
-	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a proof is required")
+	var ue *refusal.Error
+	return errors.As(err, &ue) && ue.Kind == refusal.Refused && strings.HasPrefix(ue.Message, "a proof is required")
 }
 
 // isBootstrapRequired reports whether err is the registry's refusal of a first token without
 // a mailed bootstrap code.
 func isBootstrapRequired(err error) bool {
-	var ue *UserError
-	return errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
+	var ue *refusal.Error
+	return errors.As(err, &ue) && ue.Kind == refusal.Refused && strings.HasPrefix(ue.Message, "a bootstrap code is required")
 }
 
 // BootstrapPrompt asks for the one-time code the registry mailed.
@@ -100,13 +89,13 @@ const BootstrapPrompt = "One-time code from the mail: "
 func (c *CLI) bootstrap(ctx context.Context) (string, error) {
 	c.printf("This site mails you a one-time code before your first token.\n")
 	exp, err := c.Svc.RequestBootstrapCode(ctx)
-	var ue *UserError
+	var ue *refusal.Error
 	switch {
 	case err == nil:
 		c.printf("It was sent to your mail address on record and works once, until %s.\n",
 			time.Unix(exp, 0).Format("15:04"))
-	case errors.As(err, &ue) && ue.Name == busapi.ErrRefused && strings.Contains(ue.Message, "less than a minute ago"):
-		c.printf("%s.\n", Clean(ue.Message))
+	case errors.As(err, &ue) && ue.Kind == refusal.Refused && strings.Contains(ue.Message, "less than a minute ago"):
+		c.printf("%s.\n", token.Clean(ue.Message))
 	default:
 		return "", err
 	}
@@ -141,10 +130,10 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 	key, err := totp.ParseURI(uri)
 	if err != nil {
 		// The URI is a secret: the error does not show it.
-		return &UserError{Message: "totp-syncd sent an otpauth URI that cannot be used; ask your administrators"}
+		return &refusal.Error{Kind: refusal.Unavailable, Message: "totp-syncd sent an otpauth URI that cannot be used; ask your administrators"}
 	}
 	c.printf("New token %s for %s, pending until a code from it is entered (by %s).\n\n",
-		Clean(id), Clean(key.Account), time.Unix(expires, 0).Format("15:04"))
+		token.Clean(id), token.Clean(key.Account), time.Unix(expires, 0).Format("15:04"))
 	uri = key.URI() // rebuilt from parsed parts: nothing unchecked reaches the terminal
 	// In ASCII mode (80 columns) the code may hold a shorter URI of the same key.
 	form, err := qrterm.WriteKey(c.Out, key, c.QR)
@@ -157,7 +146,7 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 		c.printf("(%s)\n", form.Note())
 	}
 	c.printf("\nScan the QR code with an authenticator app, or paste or type the key:\n")
-	c.printf("  otpauth URI:     %s\n", Clean(uri))
+	c.printf("  otpauth URI:     %s\n", token.Clean(uri))
 	c.printf("  secret (base32): %s\n", totp.EncodeSecret(key.Secret))
 	c.printf("  secret (hex):    %s\n", hex.EncodeToString(key.Secret))
 	c.printf("  parameters:      %s, %d digits, every %d seconds\n", key.Params.Algorithm, key.Params.Digits, key.Params.Period)
@@ -171,7 +160,7 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 			if errors.Is(err, io.EOF) {
 				err = errors.New("no code given")
 			}
-			return fmt.Errorf("enrollment not finished (token %s stays pending until it expires): %w", Clean(id), err)
+			return fmt.Errorf("enrollment not finished (token %s stays pending until it expires): %w", token.Clean(id), err)
 		}
 		if code == "" {
 			continue
@@ -198,20 +187,20 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 			c.printf("That code belongs to another time: your phone's clock seems about %d seconds %s. "+
 				"Let the phone set its time automatically, then type the code it shows now.\n", n, dir)
 		case "expired":
-			return &UserError{Message: "the enrollment expired (10 minutes); run totp enroll again"}
+			return &refusal.Error{Kind: refusal.Refused, Message: "the enrollment expired (10 minutes); run totp enroll again"}
 		default:
-			return &UserError{Message: fmt.Sprintf("unexpected answer %q from totp-syncd", Clean(status))}
+			return &refusal.Error{Kind: refusal.Unavailable, Message: fmt.Sprintf("unexpected answer %q from totp-syncd", token.Clean(status))}
 		}
 	}
 	if !verified {
-		return &UserError{Message: fmt.Sprintf("no code verified in %d tries; token %s stays pending until it expires. Run totp enroll again", Attempts, Clean(id))}
+		return &refusal.Error{Kind: refusal.Refused, Message: fmt.Sprintf("no code verified in %d tries; token %s stays pending until it expires. Run totp enroll again", Attempts, token.Clean(id))}
 	}
-	c.printf("Security code verified: token %s is registered.\n", Clean(id))
+	c.printf("Security code verified: token %s is registered.\n", token.Clean(id))
 	if len(codes) > 0 {
 		c.printf("\nYour backup codes, each good for one login when your phone is lost.\n" +
 			"Save them now (print them or keep them in a password manager); they are not shown again:\n")
 		for _, bc := range codes {
-			c.printf("  %s\n", Clean(bc))
+			c.printf("  %s\n", token.Clean(bc))
 		}
 		c.printf("\n")
 	}
@@ -234,14 +223,14 @@ func (c *CLI) waitActive(ctx context.Context, id string) error {
 		if err == nil {
 			for _, t := range toks {
 				if t.ID == id && t.Active {
-					c.printf("Token %s is active on this node now.\n", Clean(id))
+					c.printf("Token %s is active on this node now.\n", token.Clean(id))
 					return nil
 				}
 			}
 		}
 		if !c.now().Before(deadline) {
 			c.printf("Token %s is registered but not yet active on this node; it will be within a few minutes.\n"+
-				"Until then a login here may still fail.\n", Clean(id))
+				"Until then a login here may still fail.\n", token.Clean(id))
 			return nil
 		}
 		select {
@@ -268,7 +257,7 @@ func (c *CLI) List(ctx context.Context) error {
 		if t.Active {
 			here = "yes"
 		}
-		c.printf("%-12s %-24s %-9s %-17s %s\n", Clean(t.ID), Clean(t.Name), Clean(t.State),
+		c.printf("%-12s %-24s %-9s %-17s %s\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(t.State),
 			time.Unix(t.Created, 0).Format("2006-01-02 15:04"), here)
 	}
 	return nil
@@ -301,7 +290,7 @@ func (c *CLI) Status(ctx context.Context) error {
 				v = "-"
 			}
 		}
-		c.printf("%-19s %s\n", Clean(k)+":", Clean(fmt.Sprint(v)))
+		c.printf("%-19s %s\n", token.Clean(k)+":", token.Clean(fmt.Sprint(v)))
 	}
 	return nil
 }
@@ -311,7 +300,7 @@ func (c *CLI) Rename(ctx context.Context, id, name string) error {
 	if err := c.Svc.RenameToken(ctx, id, name); err != nil {
 		return err
 	}
-	c.printf("Token %s is now called %q.\n", Clean(id), Clean(name))
+	c.printf("Token %s is now called %q.\n", token.Clean(id), token.Clean(name))
 	return nil
 }
 
@@ -324,7 +313,7 @@ func (c *CLI) Remove(ctx context.Context, id string) error {
 	if err := c.Svc.RemoveToken(ctx, id, proof); err != nil {
 		return err
 	}
-	c.printf("Token %s is removed.\n", Clean(id))
+	c.printf("Token %s is removed.\n", token.Clean(id))
 	return nil
 }
 
@@ -340,7 +329,7 @@ func (c *CLI) BackupCodes(ctx context.Context) error {
 	}
 	c.printf("Your new backup codes (the old ones no longer work). Save them now; they are not shown again:\n")
 	for _, bc := range codes {
-		c.printf("  %s\n", Clean(bc))
+		c.printf("  %s\n", token.Clean(bc))
 	}
 	return nil
 }

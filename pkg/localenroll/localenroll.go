@@ -16,7 +16,7 @@
 //   - at most Options.MaxTokens tokens (active or pending) per user.
 //
 // Every change is logged (user, token id, what); never a code, secret, URI or backup code.
-// Refusals are *busapi.Refusal with a sentence for the user.
+// Refusals are *refusal.Error with a sentence for the user.
 package localenroll
 
 import (
@@ -31,9 +31,11 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
-	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 )
@@ -51,11 +53,11 @@ const DefaultMaxTokens = 5
 // Refusals a user sees.
 var (
 	errProofRequired = refused("a proof is required: a current code of one of your tokens, or a backup code")
-	errNoBootstrap   = &busapi.Refusal{Name: busapi.ErrRefused,
-		Msg: "this node has no registry and uses no bootstrap codes: a first token needs no proof"}
+	errNoBootstrap   = &refusal.Error{Kind: refusal.Refused,
+		Message: "this node has no registry and uses no bootstrap codes: a first token needs no proof"}
 )
 
-func refused(msg string) *busapi.Refusal { return &busapi.Refusal{Name: busapi.ErrRefused, Msg: msg} }
+func refused(msg string) *refusal.Error { return &refusal.Error{Kind: refusal.Refused, Message: msg} }
 
 // Options configure an Authority. Zero values take the defaults named.
 type Options struct {
@@ -118,13 +120,13 @@ func (a *Authority) Init() error {
 }
 
 // expired says whether a pending token has outlived PendingTTL at now.
-func expired(t store.Token, now time.Time) bool {
-	return t.State == store.Pending && !now.Before(t.Created.Add(PendingTTL))
+func expired(t token.Token, now time.Time) bool {
+	return t.State == token.Pending && !now.Before(t.Created.Add(PendingTTL))
 }
 
 // userTokens reads user's tokens (none when the store does not exist yet).
-func (a *Authority) userTokens(user string) ([]store.Token, error) {
-	var toks []store.Token
+func (a *Authority) userTokens(user string) ([]token.Token, error) {
+	var toks []token.Token
 	err := a.admin.Tokens.View(func(x *store.TokensTx) error {
 		var err error
 		toks, err = x.UserTokens(user)
@@ -136,7 +138,7 @@ func (a *Authority) userTokens(user string) ([]store.Token, error) {
 	return toks, err
 }
 
-// checkProof runs the proof through the login rules; ok false comes with a Refusal.
+// checkProof runs the proof through the login rules; ok false comes with a *refusal.Error.
 func (a *Authority) checkProof(user, proof, action string) error {
 	if strings.TrimSpace(proof) == "" {
 		return errProofRequired
@@ -154,105 +156,105 @@ func (a *Authority) checkProof(user, proof, action string) error {
 }
 
 // Begin starts a pending token for user; proof is needed when user has an active token.
-func (a *Authority) Begin(_ context.Context, user, name, proof string) (nodesync.Enrollment, error) {
-	if err := store.ValidUser(user); err != nil {
-		return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "not a valid user name"}
+func (a *Authority) Begin(_ context.Context, user, name, proof string) (registryapi.Enrollment, error) {
+	if err := token.ValidUser(user); err != nil {
+		return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid, Message: "not a valid user name"}
 	}
 	if name != "" {
-		if err := admin.CheckName(name); err != nil {
-			return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+		if err := token.CheckName(name); err != nil {
+			return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid, Message: "name: 1 to 64 printable characters"}
 		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, err := a.sweep(user); err != nil {
-		return nodesync.Enrollment{}, err
+		return registryapi.Enrollment{}, err
 	}
 	toks, err := a.userTokens(user)
 	if err != nil {
-		return nodesync.Enrollment{}, err
+		return registryapi.Enrollment{}, err
 	}
 	active, counted := 0, 0
 	for _, t := range toks {
-		if t.State == store.Active {
+		if t.State == token.Active {
 			active++
 		}
-		if t.State != store.Disabled {
+		if t.State != token.Disabled {
 			counted++
 		}
 	}
 	if counted >= a.o.MaxTokens {
-		return nodesync.Enrollment{}, refused(fmt.Sprintf(
+		return registryapi.Enrollment{}, refused(fmt.Sprintf(
 			"you have %d tokens (active or pending), the most this site allows; remove one first", counted))
 	}
 	if active > 0 {
 		if err := a.checkProof(user, proof, "enroll.begin"); err != nil {
-			return nodesync.Enrollment{}, err
+			return registryapi.Enrollment{}, err
 		}
 	}
 	e, err := a.admin.AddToken(user, admin.AddOptions{Name: name})
 	if errors.Is(err, totp.ErrKey) { // AddToken checks the key before writing anything
-		return nodesync.Enrollment{}, &busapi.Refusal{Name: busapi.ErrInvalid,
-			Msg: "no otpauth URI can be made for this user name; ask your administrators"}
+		return registryapi.Enrollment{}, &refusal.Error{Kind: refusal.Invalid,
+			Message: "no otpauth URI can be made for this user name; ask your administrators"}
 	}
 	if err != nil {
-		return nodesync.Enrollment{}, err
+		return registryapi.Enrollment{}, err
 	}
 	exp := e.Token.Created.Add(PendingTTL)
 	a.o.Log.Info("enrollment begun", "user", user, "token", e.Token.ID, "name", e.Token.Name,
 		"expires", exp.UTC().Format(time.RFC3339))
-	return nodesync.Enrollment{ID: e.Token.ID, URI: e.Key.URI(), Expires: exp}, nil
+	return registryapi.Enrollment{ID: e.Token.ID, URI: e.Key.URI(), Expires: exp}, nil
 }
 
 // Finish checks the first code of user's pending token id.
-func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.FinishResult, error) {
+func (a *Authority) Finish(_ context.Context, user, id, code string) (registryapi.FinishResult, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	toks, err := a.userTokens(user)
 	if err != nil {
-		return nodesync.FinishResult{}, err
+		return registryapi.FinishResult{}, err
 	}
-	var tok *store.Token
+	var tok *token.Token
 	first := true
 	for i := range toks {
 		if toks[i].ID == id {
 			tok = &toks[i]
-		} else if toks[i].State == store.Active {
+		} else if toks[i].State == token.Active {
 			first = false
 		}
 	}
 	switch {
 	case tok == nil:
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
-			Msg: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
-	case tok.State == store.Active:
-		return nodesync.FinishResult{Status: "active"}, nil // finished already
-	case tok.State != store.Pending:
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
-			Msg: fmt.Sprintf("token %q is not pending", clip(id))}
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
+			Message: fmt.Sprintf("no pending enrollment %q: it expired or was never started; begin again", clip(id))}
+	case tok.State == token.Active:
+		return registryapi.FinishResult{Status: "active"}, nil // finished already
+	case tok.State != token.Pending:
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
+			Message: fmt.Sprintf("token %q is not pending", clip(id))}
 	case expired(*tok, a.o.Now()):
 		if _, err := a.admin.Cancel(user, id); err != nil {
-			return nodesync.FinishResult{}, err
+			return registryapi.FinishResult{}, err
 		}
 		a.o.Log.Info("pending token expired", "user", user, "token", id)
-		return nodesync.FinishResult{Status: "expired"}, nil
+		return registryapi.FinishResult{Status: "expired"}, nil
 	}
 	chk, err := a.admin.Confirm(user, id, code)
 	if errors.Is(err, admin.ErrNotPending) {
-		return nodesync.FinishResult{}, &busapi.Refusal{Name: busapi.ErrNotFound,
-			Msg: fmt.Sprintf("token %q is no longer pending", clip(id))}
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
+			Message: fmt.Sprintf("token %q is no longer pending", clip(id))}
 	}
 	if err != nil {
-		return nodesync.FinishResult{}, err
+		return registryapi.FinishResult{}, err
 	}
 	switch chk.Outcome {
 	case admin.Verified:
 	case admin.ClockSkew:
-		return nodesync.FinishResult{Status: "clock_skew", SkewS: chk.SkewSeconds}, nil
+		return registryapi.FinishResult{Status: "clock_skew", SkewS: chk.SkewSeconds}, nil
 	default:
-		return nodesync.FinishResult{Status: "wrong_code"}, nil
+		return registryapi.FinishResult{Status: "wrong_code"}, nil
 	}
-	r := nodesync.FinishResult{Status: "active"}
+	r := registryapi.FinishResult{Status: "active"}
 	a.o.Log.Info("enrollment finished: token active", "user", user, "token", id)
 	if first {
 		codes, err := a.admin.NewBackupCodes(user)
@@ -269,8 +271,8 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (nodesync.F
 
 // Rename renames user's token id (no proof: a name changes nothing at login).
 func (a *Authority) Rename(_ context.Context, user, id, name string) error {
-	if err := admin.CheckName(name); err != nil {
-		return &busapi.Refusal{Name: busapi.ErrInvalid, Msg: "name: 1 to 64 printable characters"}
+	if err := token.CheckName(name); err != nil {
+		return &refusal.Error{Kind: refusal.Invalid, Message: "name: 1 to 64 printable characters"}
 	}
 	before, err := a.admin.RenameToken(user, id, name)
 	if err != nil {
@@ -288,7 +290,7 @@ func (a *Authority) Remove(_ context.Context, user, id, proof string) error {
 	if err != nil {
 		return err
 	}
-	var tok *store.Token
+	var tok *token.Token
 	for i := range toks {
 		if toks[i].ID == id {
 			tok = &toks[i]
@@ -297,7 +299,7 @@ func (a *Authority) Remove(_ context.Context, user, id, proof string) error {
 	if tok == nil {
 		return notFound(store.ErrNotFound, id)
 	}
-	if tok.State == store.Pending {
+	if tok.State == token.Pending {
 		if _, err := a.admin.Cancel(user, id); err != nil {
 			return err
 		}
@@ -344,9 +346,9 @@ func (a *Authority) Sweep(user string) (int, error) {
 
 func (a *Authority) sweep(user string) (int, error) {
 	now := a.o.Now()
-	var gone []store.Token
+	var gone []token.Token
 	err := a.admin.Tokens.View(func(x *store.TokensTx) error {
-		keep := func(t store.Token) error {
+		keep := func(t token.Token) error {
 			if expired(t, now) {
 				gone = append(gone, t)
 			}
@@ -381,10 +383,10 @@ func (a *Authority) sweep(user string) (int, error) {
 	return n, nil
 }
 
-// notFound turns store.ErrNotFound into a Refusal; other errors pass.
+// notFound turns store.ErrNotFound into a *refusal.Error; other errors pass.
 func notFound(err error, id string) error {
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNoStore) {
-		return &busapi.Refusal{Name: busapi.ErrNotFound, Msg: fmt.Sprintf("you have no token %q", clip(id))}
+		return &refusal.Error{Kind: refusal.NotFound, Message: fmt.Sprintf("you have no token %q", clip(id))}
 	}
 	return err
 }
@@ -394,5 +396,5 @@ func clip(s string) string {
 	if len(s) > 64 {
 		s = s[:64]
 	}
-	return admin.Clean(s)
+	return token.Clean(s)
 }

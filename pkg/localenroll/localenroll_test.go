@@ -2,7 +2,6 @@ package localenroll
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -12,9 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/config"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -96,7 +96,7 @@ func (f *fixture) enroll(user, name, proof string) (string, totp.Key, []string) 
 	return id, k, r.BackupCodes
 }
 
-func (f *fixture) tokens(user string) []store.Token {
+func (f *fixture) tokens(user string) []token.Token {
 	f.t.Helper()
 	toks, err := f.a.userTokens(user)
 	if err != nil {
@@ -105,10 +105,10 @@ func (f *fixture) tokens(user string) []store.Token {
 	return toks
 }
 
-func refusal(err error) string {
-	var r *busapi.Refusal
-	if errors.As(err, &r) {
-		return r.Name
+// refusalName is the D-Bus error name the refusal in err reaches the user with, "" for none.
+func refusalName(err error) string {
+	if r, ok := refusal.As(err); ok {
+		return syncbus.ErrorName(r.Kind)
 	}
 	return ""
 }
@@ -117,7 +117,7 @@ func TestFirstTokenThenProofs(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	id, k := f.begin("alice", "phone", "")
-	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != store.Pending || toks[0].Name != "phone" {
+	if toks := f.tokens("alice"); len(toks) != 1 || toks[0].State != token.Pending || toks[0].Name != "phone" {
 		t.Fatalf("after Begin: %+v, want one pending token named phone", toks)
 	}
 	for _, tt := range []struct {
@@ -134,12 +134,18 @@ func TestFirstTokenThenProofs(t *testing.T) {
 			t.Errorf("%s: Finish = %+v, %v; want %s, skew %d, no codes", tt.name, r, err, tt.want, tt.skew)
 		}
 	}
+	// The code shown 3 steps early burned its step: when its time comes it is refused.
+	f.clk.add(90 * time.Second)
+	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 0)); err != nil || r.Status != "wrong_code" {
+		t.Errorf("Finish(the early code in its own step) = %+v, %v; want wrong_code", r, err)
+	}
+	f.clk.add(30 * time.Second)
 	code := f.code(k, 0)
 	r, err := f.a.Finish(ctx, "alice", id, code)
 	if err != nil || r.Status != "active" || len(r.BackupCodes) == 0 {
 		t.Fatalf("Finish(right code) = %+v, %v; want active with backup codes", r, err)
 	}
-	if toks := f.tokens("alice"); toks[0].State != store.Active {
+	if toks := f.tokens("alice"); toks[0].State != token.Active {
 		t.Fatalf("after Finish: state %s, want active", toks[0].State)
 	}
 	if r, err := f.a.Finish(ctx, "alice", id, code); err != nil || r.Status != "active" {
@@ -152,7 +158,7 @@ func TestFirstTokenThenProofs(t *testing.T) {
 		{"the code that finished enrollment", code},
 		{"a wrong code", "000000"},
 	} {
-		if _, err := f.a.Begin(ctx, "alice", "laptop", tt.proof); refusal(err) != busapi.ErrRefused {
+		if _, err := f.a.Begin(ctx, "alice", "laptop", tt.proof); refusalName(err) != syncbus.ErrRefused {
 			t.Errorf("Begin(second, %s) = %v; want a refusal", tt.name, err)
 		}
 	}
@@ -168,10 +174,10 @@ func TestFirstTokenThenProofs(t *testing.T) {
 	if _, err := f.a.Begin(ctx, "alice", "laptop", r.BackupCodes[0]); err != nil {
 		t.Fatalf("Begin(second, backup code) = %v", err)
 	}
-	if _, err := f.a.Begin(ctx, "alice", "tablet", r.BackupCodes[0]); refusal(err) != busapi.ErrRefused {
+	if _, err := f.a.Begin(ctx, "alice", "tablet", r.BackupCodes[0]); refusalName(err) != syncbus.ErrRefused {
 		t.Errorf("Begin(third, the same backup code) = %v; want a refusal", err)
 	}
-	if r, err := f.a.Finish(ctx, "alice", "nope", "123456"); refusal(err) != busapi.ErrNotFound {
+	if r, err := f.a.Finish(ctx, "alice", "nope", "123456"); refusalName(err) != syncbus.ErrNotFound {
 		t.Errorf("Finish(unknown id) = %+v, %v; want NotFound", r, err)
 	}
 }
@@ -212,19 +218,19 @@ func TestMaxTokensAndRemove(t *testing.T) {
 	f.begin("dave", "two", f.code(k, 0))
 	f.clk.add(30 * time.Second)
 	_, err := f.a.Begin(ctx, "dave", "three", f.code(k, 0))
-	if refusal(err) != busapi.ErrRefused || !strings.Contains(err.Error(), "the most this site allows") {
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "the most this site allows") {
 		t.Fatalf("Begin(third of 2) = %v; want the bound", err)
 	}
-	if err := f.a.Remove(ctx, "dave", id1, "999999"); refusal(err) != busapi.ErrRefused {
+	if err := f.a.Remove(ctx, "dave", id1, "999999"); refusalName(err) != syncbus.ErrRefused {
 		t.Fatalf("Remove(active, wrong proof) = %v; want a refusal", err)
 	}
-	if err := f.a.Remove(ctx, "dave", "nope", ""); refusal(err) != busapi.ErrNotFound {
+	if err := f.a.Remove(ctx, "dave", "nope", ""); refusalName(err) != syncbus.ErrNotFound {
 		t.Fatalf("Remove(unknown) = %v; want NotFound", err)
 	}
 	if err := f.a.Rename(ctx, "dave", id1, "old phone"); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.a.Rename(ctx, "dave", id1, "bad\x1bname"); refusal(err) != busapi.ErrInvalid {
+	if err := f.a.Rename(ctx, "dave", id1, "bad\x1bname"); refusalName(err) != syncbus.ErrInvalid {
 		t.Fatalf("Rename(control characters) = %v; want Invalid", err)
 	}
 	f.clk.add(30 * time.Second)
@@ -236,7 +242,7 @@ func TestMaxTokensAndRemove(t *testing.T) {
 			t.Fatal("removed token still there")
 		}
 	}
-	if _, err := f.a.Bootstrap(ctx, "dave"); refusal(err) != busapi.ErrRefused {
+	if _, err := f.a.Bootstrap(ctx, "dave"); refusalName(err) != syncbus.ErrRefused {
 		t.Errorf("Bootstrap = %v; want a refusal on a standalone node", err)
 	}
 }
@@ -247,7 +253,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	_, k, old := f.enroll("erin", "", "")
-	if _, err := f.a.BackupCodes(ctx, "erin", ""); refusal(err) != busapi.ErrRefused {
+	if _, err := f.a.BackupCodes(ctx, "erin", ""); refusalName(err) != syncbus.ErrRefused {
 		t.Fatalf("BackupCodes(no proof) = %v; want a refusal", err)
 	}
 	for i := 0; i < f.cfg.RateLimit.FreeFailures+1; i++ {
@@ -255,7 +261,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 	}
 	f.clk.add(10 * time.Second) // the next time step, inside the 30 s back-off
 	_, err := f.a.BackupCodes(ctx, "erin", f.code(k, 0))
-	if refusal(err) != busapi.ErrRefused || !strings.Contains(err.Error(), "try again in") {
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "try again in") {
 		t.Fatalf("BackupCodes(right code during back-off) = %v; want the back-off", err)
 	}
 	f.clk.add(f.cfg.RateLimit.InitialBackoff)
@@ -263,7 +269,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 	if err != nil || len(codes) == 0 || codes[0] == old[0] {
 		t.Fatalf("BackupCodes(after the back-off) = %d codes, %v; want a new set", len(codes), err)
 	}
-	if _, err := f.a.BackupCodes(ctx, "erin", old[1]); refusal(err) != busapi.ErrRefused {
+	if _, err := f.a.BackupCodes(ctx, "erin", old[1]); refusalName(err) != syncbus.ErrRefused {
 		t.Errorf("an old backup code still proves: %v", err)
 	}
 }
@@ -282,13 +288,32 @@ func TestUnusableAccountName(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	const user = "ad:alice"
-	if err := store.ValidUser(user); err != nil {
+	if err := token.ValidUser(user); err != nil {
 		t.Skipf("the store refuses %q itself: %v", user, err)
 	}
-	if _, err := f.a.Begin(ctx, user, "", ""); refusal(err) != busapi.ErrInvalid {
+	if _, err := f.a.Begin(ctx, user, "", ""); refusalName(err) != syncbus.ErrInvalid {
 		t.Fatalf("Begin(%q) = %v; want Invalid", user, err)
 	}
 	if toks := f.tokens(user); len(toks) != 0 {
 		t.Fatalf("tokens written for %q: %+v", user, toks)
+	}
+}
+
+// TestSkewCodeBurned: a code for now+2 steps gets the clock hint and is refused when its time
+// comes (Finish burns its step through admin.Confirm); a later code finishes.
+func TestSkewCodeBurned(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k := f.begin("alice", "phone", "")
+	early := f.code(k, 2)
+	if r, err := f.a.Finish(ctx, "alice", id, early); err != nil || r.Status != "clock_skew" || r.SkewS != 60 {
+		t.Fatalf("Finish(now+2 steps) = %+v, %v; want clock_skew 60", r, err)
+	}
+	f.clk.add(60 * time.Second)
+	if r, err := f.a.Finish(ctx, "alice", id, early); err != nil || r.Status != "wrong_code" {
+		t.Fatalf("Finish(the same code in its step) = %+v, %v; want wrong_code", r, err)
+	}
+	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 1)); err != nil || r.Status != "active" {
+		t.Fatalf("Finish(a later code) = %+v, %v; want active", r, err)
 	}
 }

@@ -11,14 +11,18 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // maxEnrollAnswer bounds an enrollment answer of the registry.
 const maxEnrollAnswer = 64 << 10
 
-// RegistryError is a refusal of the registry's enrollment endpoints: the HTTP status and the
-// registry's sentence for the user (control characters replaced). It never holds a secret: the
-// registry puts none in an error.
+// RegistryError is an answer of the registry's enrollment endpoints that is not a refusal (a
+// status other than 400, 401, 403, 404, 409, 413 and 429): the HTTP status and the registry's
+// sentence (control characters replaced), for the log. It never holds a secret: the registry
+// puts none in an error. Refusals are *refusal.Error (refusalKind).
 type RegistryError struct {
 	Status  int
 	Message string
@@ -50,25 +54,10 @@ func NewEnrollClient(s config.Sync, timeout time.Duration, version string) (*Enr
 // Close drops idle connections.
 func (e *EnrollClient) Close() { e.c.close() }
 
-// Enrollment is a pending token: the registry's answer to begin. URI and Secret are secrets.
-type Enrollment struct {
-	ID      string    `json:"id"`
-	Secret  string    `json:"secret"`
-	URI     string    `json:"uri"`
-	Expires time.Time `json:"expires"`
-}
-
-// FinishResult is the registry's answer to finish. BackupCodes are secrets.
-type FinishResult struct {
-	Status      string   `json:"status"` // active, wrong_code, clock_skew, expired
-	SkewS       int      `json:"skew_s"`
-	BackupCodes []string `json:"backup_codes,omitempty"`
-}
-
 // Begin starts a pending token named name for user; proof may be "".
-func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (Enrollment, error) {
-	var a Enrollment
-	err := e.post(ctx, "/v1/enroll/begin", map[string]string{"user": user, "name": name, "proof": proof}, &a)
+func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (registryapi.Enrollment, error) {
+	var a registryapi.Enrollment
+	err := e.post(ctx, registryapi.PathEnrollBegin, registryapi.BeginRequest{User: user, Name: name, Proof: proof}, &a)
 	if err == nil && (a.ID == "" || a.URI == "") {
 		err = errors.New("POST /v1/enroll/begin: answer without id or uri")
 	}
@@ -76,9 +65,9 @@ func (e *EnrollClient) Begin(ctx context.Context, user, name, proof string) (Enr
 }
 
 // Finish checks the first code of user's pending token id.
-func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (FinishResult, error) {
-	var a FinishResult
-	err := e.post(ctx, "/v1/enroll/finish", map[string]string{"user": user, "id": id, "code": code}, &a)
+func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (registryapi.FinishResult, error) {
+	var a registryapi.FinishResult
+	err := e.post(ctx, registryapi.PathEnrollFinish, registryapi.FinishRequest{User: user, ID: id, Code: code}, &a)
 	if err == nil && a.Status == "" {
 		err = errors.New("POST /v1/enroll/finish: answer without status")
 	}
@@ -87,20 +76,18 @@ func (e *EnrollClient) Finish(ctx context.Context, user, id, code string) (Finis
 
 // Rename renames user's token id.
 func (e *EnrollClient) Rename(ctx context.Context, user, id, name string) error {
-	return e.post(ctx, "/v1/enroll/rename", map[string]string{"user": user, "id": id, "name": name}, nil)
+	return e.post(ctx, registryapi.PathEnrollRename, registryapi.RenameRequest{User: user, ID: id, Name: name}, nil)
 }
 
 // Remove removes user's token id; proof is a current code or a backup code.
 func (e *EnrollClient) Remove(ctx context.Context, user, id, proof string) error {
-	return e.post(ctx, "/v1/enroll/remove", map[string]string{"user": user, "id": id, "proof": proof}, nil)
+	return e.post(ctx, registryapi.PathEnrollRemove, registryapi.RemoveRequest{User: user, ID: id, Proof: proof}, nil)
 }
 
 // BackupCodes replaces user's backup codes and returns the new ones.
 func (e *EnrollClient) BackupCodes(ctx context.Context, user, proof string) ([]string, error) {
-	var a struct {
-		Codes []string `json:"codes"`
-	}
-	err := e.post(ctx, "/v1/enroll/backup-codes", map[string]string{"user": user, "proof": proof}, &a)
+	var a registryapi.BackupCodes
+	err := e.post(ctx, registryapi.PathEnrollBackupCodes, registryapi.ProofRequest{User: user, Proof: proof}, &a)
 	if err == nil && len(a.Codes) == 0 {
 		err = errors.New("POST /v1/enroll/backup-codes: answer without codes")
 	}
@@ -123,9 +110,7 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 		return fmt.Errorf("POST %s: read the answer: %w", path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var ea struct {
-			Error string `json:"error"`
-		}
+		var ea registryapi.ErrorAnswer
 		msg := ""
 		if json.Unmarshal(data, &ea) == nil {
 			msg = ea.Error
@@ -133,6 +118,9 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 		msg = cleanSentence(msg)
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)
+		}
+		if kind, ok := refusalKind(resp.StatusCode); ok {
+			return &refusal.Error{Kind: kind, Message: msg}
 		}
 		return &RegistryError{Status: resp.StatusCode, Message: msg}
 	}
@@ -149,30 +137,41 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 	return nil
 }
 
-// cleanSentence replaces control characters and bounds the length.
+// cleanSentence makes a sentence from the registry safe to print (token.Clean) and bounds its
+// length.
 func cleanSentence(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return ' '
-		}
-		return r
-	}, strings.TrimSpace(s))
+	s = token.Clean(strings.TrimSpace(s))
 	if len(s) > 300 {
-		s = s[:300]
+		s = strings.ToValidUTF8(s[:300], "")
 	}
-	return strings.ToValidUTF8(s, "")
+	return s
 }
 
 // Bootstrap asks the registry to mail user a one-time code for a first token (bootstrap =
 // "mail") and returns the code's expiry.
 func (e *EnrollClient) Bootstrap(ctx context.Context, user string) (time.Time, error) {
-	var a struct {
-		Sent    bool      `json:"sent"`
-		Expires time.Time `json:"expires"`
-	}
-	err := e.post(ctx, "/v1/enroll/bootstrap", map[string]string{"user": user}, &a)
+	var a registryapi.BootstrapSent
+	err := e.post(ctx, registryapi.PathEnrollBootstrap, registryapi.BootstrapRequest{User: user}, &a)
 	if err == nil && !a.Sent {
 		err = errors.New("POST /v1/enroll/bootstrap: answer without sent")
 	}
 	return a.Expires, err
+}
+
+// refusalKind is the kind of refusal an HTTP status of the registry means (package refusal's
+// table, read back), false for a status that is no refusal.
+func refusalKind(status int) (refusal.Kind, bool) {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return refusal.Invalid, true
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return refusal.Refused, true
+	case http.StatusNotFound:
+		return refusal.NotFound, true
+	case http.StatusConflict:
+		return refusal.Conflict, true
+	case http.StatusTooManyRequests:
+		return refusal.TooMany, true
+	}
+	return "", false
 }

@@ -30,8 +30,10 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -57,8 +59,8 @@ func (m model) clone() model {
 }
 
 func tokenValue(user, id, name string) []byte {
-	b, err := json.Marshal(store.Token{User: user, ID: id, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: []byte("12345678901234567890"), State: store.Active, Created: time.Unix(1700000000, 0).UTC()})
+	b, err := json.Marshal(token.Token{User: user, ID: id, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
+		Secret: []byte("12345678901234567890"), State: token.Active, Created: time.Unix(1700000000, 0).UTC()})
 	if err != nil {
 		panic(err)
 	}
@@ -123,9 +125,9 @@ type fakeRegistry struct {
 	nWatch    int
 	since     []string
 	auth      []string
-	acks      []ackBody
-	used      []usedBody // used reports taken
-	usedFail  int        // answer this many used reports with 503 first
+	acks      []registryapi.Ack
+	used      []registryapi.UsedReport // used reports taken
+	usedFail  int                      // answer this many used reports with 503 first
 	events    chan string
 	// beforeWatch runs before the nth watch (from 1) is answered.
 	beforeWatch func(n int)
@@ -165,7 +167,7 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		f.serve(w, r, rep)
 	})
 	mux.HandleFunc("POST /v1/sync/ack", func(w http.ResponseWriter, r *http.Request) {
-		var a ackBody
+		var a registryapi.Ack
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&a); err != nil {
@@ -179,7 +181,7 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		f.events <- fmt.Sprintf("ack rev=%d", a.Rev)
 	})
 	mux.HandleFunc("POST /v1/sync/used", func(w http.ResponseWriter, r *http.Request) {
-		var u usedBody
+		var u registryapi.UsedReport
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&u); err != nil {

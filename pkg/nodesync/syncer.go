@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
@@ -92,7 +93,7 @@ type Syncer struct {
 
 	resync    string    // a pending resync's reason; "" none
 	lastTouch time.Time // last write of last contact to tokens.db
-	acks      chan ackBody
+	acks      chan registryapi.Ack
 	usedKick  chan struct{} // a used-code round is due
 	kick      chan struct{} // Kick: end a back-off wait now (kick.go)
 }
@@ -123,7 +124,7 @@ func New(o Options) (*Syncer, error) {
 		source: strings.TrimSuffix(o.Sync.Registry, "/"),
 		log:    o.Log,
 		m:      o.Metrics,
-		acks:   make(chan ackBody, 1),
+		acks:   make(chan registryapi.Ack, 1),
 
 		usedKick: make(chan struct{}, 1),
 		kick:     make(chan struct{}),
@@ -401,18 +402,9 @@ func (s *Syncer) bookmark(bm *syncframe.Frame) error {
 	return nil
 }
 
-// ackBody is POST /v1/sync/ack's body.
-type ackBody struct {
-	Rev     int64  `json:"rev"`
-	Count   int64  `json:"count"`
-	Digest  string `json:"digest"`
-	LagMS   int64  `json:"lag_ms"`
-	Version string `json:"version"`
-}
-
 // queueAck hands the newest state to the ack loop, replacing one not yet sent.
 func (s *Syncer) queueAck(m store.Meta, lag time.Duration) {
-	a := ackBody{Rev: int64(m.Revision), Count: m.Count, Digest: m.Digest, LagMS: lag.Milliseconds(), Version: s.o.Version}
+	a := registryapi.Ack{Rev: int64(m.Revision), Count: m.Count, Digest: m.Digest, LagMS: lag.Milliseconds(), Version: s.o.Version}
 	for {
 		select {
 		case s.acks <- a:

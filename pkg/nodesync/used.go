@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
@@ -30,16 +31,6 @@ const (
 	usedForceEvery = 2 * time.Second        // a full read even when neither file changed
 	usedMaxEntries = 1000                   // the registry's bound per request
 )
-
-// usedBody is POST /v1/sync/used's body.
-type usedBody struct {
-	Used []usedMark `json:"used"`
-}
-
-type usedMark struct {
-	Key string    `json:"key"`
-	At  time.Time `json:"at"`
-}
 
 // fileStamp tells whether a file may have changed: inode, size and modification time.
 type fileStamp struct {
@@ -135,8 +126,8 @@ func (u *usedReporter) failed(msg string, codes int, err error) {
 
 // unreported returns the used marks of state.db that were not reported in this process and
 // whose record tokens.db still holds.
-func (u *usedReporter) unreported() ([]usedMark, error) {
-	var marks []usedMark
+func (u *usedReporter) unreported() ([]registryapi.UsedMark, error) {
+	var marks []registryapi.UsedMark
 	now := u.s.o.Now().UTC()
 	err := u.state.View(func(x *store.StateTx) error {
 		return x.ForEachBackupUsed(func(user, id string, at time.Time) error {
@@ -147,7 +138,7 @@ func (u *usedReporter) unreported() ([]usedMark, error) {
 			if at.IsZero() {
 				at = now
 			}
-			marks = append(marks, usedMark{Key: key, At: at.UTC()})
+			marks = append(marks, registryapi.UsedMark{Key: key, At: at.UTC()})
 			return nil
 		})
 	})
@@ -171,8 +162,8 @@ func (u *usedReporter) unreported() ([]usedMark, error) {
 }
 
 // post sends one report with a short deadline; on success its keys count as reported.
-func (u *usedReporter) post(ctx context.Context, marks []usedMark) error {
-	body, err := json.Marshal(usedBody{Used: marks})
+func (u *usedReporter) post(ctx context.Context, marks []registryapi.UsedMark) error {
+	body, err := json.Marshal(registryapi.UsedReport{Used: marks})
 	if err != nil {
 		return err
 	}

@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 func backupValue(user, id string) []byte {
-	b, err := json.Marshal(store.BackupCode{User: user, ID: id, Salt: []byte("salt-salt-salt-s"),
+	b, err := json.Marshal(token.BackupCode{User: user, ID: id, Salt: []byte("salt-salt-salt-s"),
 		Hash: []byte("hash-hash-hash-hash-hash-hash-ha"), Created: time.Unix(1700000000, 0).UTC()})
 	if err != nil {
 		panic(err)
@@ -52,7 +54,7 @@ func TestUsedReported(t *testing.T) {
 	f.mu.Lock()
 	got := f.used
 	f.mu.Unlock()
-	want := []usedBody{{Used: []usedMark{{Key: "b/alice/c1", At: used}}}, {Used: []usedMark{{Key: "b/alice/c2", At: used}}}}
+	want := []registryapi.UsedReport{{Used: []registryapi.UsedMark{{Key: "b/alice/c1", At: used}}}, {Used: []registryapi.UsedMark{{Key: "b/alice/c2", At: used}}}}
 	if len(got) != len(want) {
 		t.Fatalf("used reports = %+v, want %+v", got, want)
 	}

@@ -357,3 +357,25 @@ func WriteKey(w io.Writer, k totp.Key, m Mode) (URIForm, error) {
 	}
 	return 0, err
 }
+
+// Plain removes the colour escapes Write sets on each line, and the last newline: for text that
+// reaches terminals through channels that show escapes as text (PAM messages through ssh
+// clients). The light modules stay drawn as ink, which is right on the dark background of most
+// terminals.
+func Plain(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] == ';' || (s[j] >= '0' && s[j] <= '9')) {
+				j++
+			}
+			if j < len(s) && s[j] == 'm' {
+				i = j
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return strings.TrimRight(b.String(), "\n")
+}

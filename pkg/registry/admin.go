@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
 // Request body bounds.
@@ -19,7 +21,7 @@ const (
 )
 
 // adminFunc handles one admin request; actor is the admin's name. It returns the status and body
-// of a success, or an error (an *httpError for the client, anything else a 500).
+// of a success, or an error (a *refusal.Error for the client, anything else a 500).
 type adminFunc func(r *http.Request, actor string, body []byte) (int, any, error)
 
 func (s *Server) adminRoutes(mux *http.ServeMux) {
@@ -78,11 +80,10 @@ func (s *Server) admin(limit int64, f adminFunc) http.Handler {
 		var v any
 		status, v, err = f(r, actor, body)
 		if err != nil {
-			var he *httpError
+			var re *refusal.Error
 			switch {
-			case errors.As(err, &he):
-				status = he.status
-				writeError(w, status, he.msg)
+			case errors.As(err, &re):
+				status = writeRefusal(w, re)
 			case errors.Is(err, kv.ErrNotFound):
 				status = http.StatusNotFound
 				writeError(w, status, "not found")
@@ -185,5 +186,5 @@ func (s *Server) compact(r *http.Request, actor string, body []byte) (int, any, 
 			return 0, nil, err
 		}
 	}
-	return http.StatusOK, map[string]int64{"revision": rev, "compacted": s.store.CompactedRev()}, nil
+	return http.StatusOK, registryapi.CompactResult{Revision: rev, Compacted: s.store.CompactedRev()}, nil
 }

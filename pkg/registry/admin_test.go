@@ -13,14 +13,16 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/seal"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 func TestAdminFlows(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	var tok TokenInfo
+	var tok registryapi.AddedToken
 	var pendingID string
 	steps := []struct {
 		name   string
@@ -33,7 +35,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "create user", method: "POST", path: "/v1/admin/users",
 			body: map[string]any{"name": "ann", "mail": "ann@example.org", "scopes": []string{"b", "a", "a"}}, want: 201,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var u UserView
+				var u registryapi.User
 				json.Unmarshal(raw, &u)
 				if strings.Join(u.Scopes, ",") != "a,b" {
 					t.Errorf("scopes = %v, want [a b]", u.Scopes)
@@ -64,7 +66,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "bad digits", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"digits": 9}, want: 400},
 		{name: "pending token", method: "POST", path: "/v1/admin/users/ann/tokens", body: map[string]any{"name": "p", "state": "pending"}, want: 201,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var p TokenInfo
+				var p registryapi.AddedToken
 				json.Unmarshal(raw, &p)
 				pendingID = p.ID
 			}},
@@ -74,7 +76,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "token for missing user", method: "POST", path: "/v1/admin/users/zed/tokens", body: map[string]any{}, want: 404},
 		{name: "list tokens has no secrets", method: "GET", path: "/v1/admin/users/ann/tokens", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var l []TokenInfo
+				var l []token.Info
 				json.Unmarshal(raw, &l)
 				if len(l) != 3 || bytes.Contains(raw, []byte("secret")) || bytes.Contains(raw, []byte(tok.Secret)) {
 					t.Errorf("tokens = %s, want 3 without secrets", raw)
@@ -106,7 +108,7 @@ func TestAdminFlows(t *testing.T) {
 		{name: "backup codes again keep the passcode", method: "POST", path: "/v1/admin/users/ann/backup-codes", want: 200},
 		{name: "counts", method: "GET", path: "/v1/admin/users", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var l []UserView
+				var l []registryapi.User
 				json.Unmarshal(raw, &l)
 				if len(l) != 1 || l[0].Tokens != 3 || l[0].BackupCodes != 11 {
 					t.Errorf("users = %s, want ann with 3 tokens and 11 codes", raw)
@@ -145,7 +147,7 @@ func TestAdminFlows(t *testing.T) {
 			}},
 		{name: "audit verify", method: "GET", path: "/v1/admin/audit/verify", want: 200,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var v AuditVerification
+				var v registryapi.AuditCheck
 				json.Unmarshal(raw, &v)
 				if !v.OK || v.Records < 10 {
 					t.Errorf("verify = %s, want ok", raw)
@@ -236,7 +238,7 @@ func TestNoSecretInStoreFile(t *testing.T) {
 	rand.Read(secret)
 	b32 := totp.EncodeSecret(secret)
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"secret": b32}, nil)
-	var gen TokenInfo
+	var gen registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{}, &gen)
 	genRaw, _ := totp.DecodeSecret(gen.Secret)
 	var codes struct{ Codes []string }
@@ -297,7 +299,7 @@ func TestImportCSV(t *testing.T) {
 			}
 		})
 	}
-	var u UserView
+	var u registryapi.User
 	e.mustAdmin(200, "GET", "/v1/admin/users/bob", nil, &u)
 	if len(u.Scopes) != 1 || u.Scopes[0] != "alpha" || u.Tokens != 1 {
 		t.Errorf("bob = %+v, want scope alpha and one token", u)
@@ -309,7 +311,7 @@ func TestImportGA(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.addUser("ann", "alpha")
 	file := "JBSWY3DPEHPK3PXP\n\" RATE_LIMIT 3 30\n\" WINDOW_SIZE 17\n\" TOTP_AUTH\n12345678\n87654321\n"
-	var rep GAReport
+	var rep registryapi.GAResult
 	e.mustAdmin(200, "POST", "/v1/admin/import/google-authenticator?user=ann", file, &rep)
 	if rep.Already || rep.Scratch != 2 || rep.ID == "" || rep.Token.Name != "google-authenticator" {
 		t.Errorf("import = %+v, want a new token with 2 scratch codes", rep)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
 // AuditRecord is one entry of the append-only audit log. Hash is the SHA-256 (hex) over the
@@ -95,20 +96,10 @@ func (s *Server) Audit(ctx context.Context, after int64, limit int) ([]AuditReco
 	return out, err
 }
 
-// AuditVerification is the result of walking the audit chain.
-type AuditVerification struct {
-	OK      bool   `json:"ok"`
-	Records int64  `json:"records"`
-	Head    string `json:"head,omitempty"`
-	// BadSeq is the first record that breaks the chain, Error says how.
-	BadSeq int64  `json:"bad_seq,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
-
 // VerifyAudit walks the whole chain: sequence numbers without gaps, each prev the hash before,
 // each hash recomputed, and the head naming the last record.
-func (s *Server) VerifyAudit(ctx context.Context) (AuditVerification, error) {
-	var v AuditVerification
+func (s *Server) VerifyAudit(ctx context.Context) (registryapi.AuditCheck, error) {
+	var v registryapi.AuditCheck
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
 		prev, seq := genesis, int64(0)
 		fail := func(at int64, format string, args ...any) error {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // fill writes n tokens of n/10 users of scope "alpha", 1000 per revision.
@@ -20,8 +20,8 @@ func fill(tb testing.TB, e *env, n int) {
 		_, err := e.srv.change(context.Background(), "bench", "fill", "x", "", func(x *txn) error {
 			for i := start; i < min(start+1000, n); i++ {
 				u := User{Name: fmt.Sprintf("user%06d", i/10), Scopes: []string{"alpha"}}
-				t := store.Token{User: u.Name, ID: fmt.Sprintf("%08x", i), Name: "phone", Algorithm: "SHA1",
-					Digits: 6, Period: 30, Secret: secret, State: store.Active, Created: now}
+				t := token.Token{User: u.Name, ID: fmt.Sprintf("%08x", i), Name: "phone", Algorithm: "SHA1",
+					Digits: 6, Period: 30, Secret: secret, State: token.Active, Created: now}
 				if err := x.putToken(u, t); err != nil {
 					return err
 				}

@@ -16,7 +16,7 @@
 //
 // A sealed record is JSON {"scopes":[…],"sealed":base64}: the scopes of its user in the clear, so
 // deciding which nodes see a record needs no decryption, and the value that nodes receive —
-// json.Marshal of store.Token or store.BackupCode, compact, TOTP secret included — sealed with
+// json.Marshal of token.Token or token.BackupCode, compact, TOTP secret included — sealed with
 // the keyring (AES-GCM, additional data = the record key without "rec/", so a sealed value cannot
 // be moved to another key). No secret is ever in the store file in any encoding. A user's scope
 // change rewrites the wrappers of all its records (same sealed bytes, new scopes) in one revision.

@@ -7,15 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -63,7 +64,7 @@ type enrollState struct {
 type pendingRecord struct {
 	Expires time.Time `json:"expires"`
 	Node    string    `json:"node"`
-	Sealed  []byte    `json:"sealed"` // json of store.Token, sealed
+	Sealed  []byte    `json:"sealed"` // json of token.Token, sealed
 }
 
 type stepRecord struct {
@@ -123,47 +124,24 @@ func (s *Server) stopEnroll() {
 
 func (s *Server) enrollRoutes(mux *http.ServeMux) {
 	h := func(pattern string, f enrollFunc) { mux.Handle(pattern, s.enrollHandler(f)) }
-	h("POST /v1/enroll/begin", s.enrollBegin)
-	h("POST /v1/enroll/finish", s.enrollFinish)
-	h("POST /v1/enroll/rename", s.enrollRename)
-	h("POST /v1/enroll/remove", s.enrollRemove)
-	h("POST /v1/enroll/backup-codes", s.enrollBackupCodes)
-	h("POST /v1/enroll/bootstrap", s.enrollBootstrap)
+	h("POST "+registryapi.PathEnrollBegin, s.enrollBegin)
+	h("POST "+registryapi.PathEnrollFinish, s.enrollFinish)
+	h("POST "+registryapi.PathEnrollRename, s.enrollRename)
+	h("POST "+registryapi.PathEnrollRemove, s.enrollRemove)
+	h("POST "+registryapi.PathEnrollBackupCodes, s.enrollBackupCodes)
+	h("POST "+registryapi.PathEnrollBootstrap, s.enrollBootstrap)
 }
 
-// Request bodies. Each parse function decodes strictly and validates; the fuzz targets call them.
-type beginRequest struct {
-	User  string `json:"user"`
-	Name  string `json:"name"`
-	Proof string `json:"proof"`
-}
-
-type finishRequest struct {
-	User string `json:"user"`
-	ID   string `json:"id"`
-	Code string `json:"code"`
-}
-
-type renameRequest struct {
-	User string `json:"user"`
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-type removeRequest struct {
-	User  string `json:"user"`
-	ID    string `json:"id"`
-	Proof string `json:"proof"`
-}
-
-type proofRequest struct {
-	User  string `json:"user"`
-	Proof string `json:"proof"`
-}
-
-type bootstrapRequest struct {
-	User string `json:"user"`
-}
+// Request bodies (package registryapi), as local types for their checks. Each parse function
+// decodes strictly and validates; the fuzz targets call them.
+type (
+	beginRequest     registryapi.BeginRequest
+	finishRequest    registryapi.FinishRequest
+	renameRequest    registryapi.RenameRequest
+	removeRequest    registryapi.RemoveRequest
+	proofRequest     registryapi.ProofRequest
+	bootstrapRequest registryapi.BootstrapRequest
+)
 
 func checkUser(u string) error {
 	if !validName(u, maxNameLen) {
@@ -207,7 +185,7 @@ func (q *beginRequest) check() error {
 	if err := checkUser(q.User); err != nil {
 		return err
 	}
-	if q.Name != "" && !validTokenName(q.Name) {
+	if q.Name != "" && token.CheckName(q.Name) != nil {
 		return badRequest("name: 1 to 64 printable characters")
 	}
 	return checkAnswer("proof", q.Proof)
@@ -219,7 +197,7 @@ func (q *finishRequest) check() error {
 
 func (q *renameRequest) check() error {
 	var name error
-	if !validTokenName(q.Name) {
+	if token.CheckName(q.Name) != nil {
 		name = badRequest("name: 1 to 64 printable characters")
 	}
 	return firstErr(checkUser(q.User), checkID(q.ID), name)
@@ -245,17 +223,8 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// enrollError is a refusal with an optional Retry-After.
-type enrollError struct {
-	status     int
-	msg        string
-	retryAfter time.Duration
-}
-
-func (e *enrollError) Error() string { return e.msg }
-
 func forbidden(format string, args ...any) error {
-	return &enrollError{status: http.StatusForbidden, msg: fmt.Sprintf(format, args...)}
+	return refusal.New(refusal.Refused, format, args...)
 }
 
 // Refusals a user sees (through the node's CLI).
@@ -291,18 +260,10 @@ func (s *Server) enrollHandler(f enrollFunc) http.Handler {
 		var v any
 		status, v, err = f(r, n, body)
 		if err != nil {
-			var he *httpError
-			var ee *enrollError
+			var re *refusal.Error
 			switch {
-			case errors.As(err, &ee):
-				status = ee.status
-				if ee.retryAfter > 0 {
-					w.Header().Set("Retry-After", strconv.Itoa(int(ee.retryAfter.Seconds()+0.999)))
-				}
-				writeError(w, status, ee.msg)
-			case errors.As(err, &he):
-				status = he.status
-				writeError(w, status, he.msg)
+			case errors.As(err, &re):
+				status = writeRefusal(w, re)
 			case errors.Is(err, context.Canceled):
 				status = 499
 			default:
@@ -342,8 +303,7 @@ func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn
 		x := &txn{Txn: t, s: s}
 		u, err := x.user(user)
 		if err != nil {
-			var he *httpError
-			if errors.As(err, &he) && he.status == http.StatusNotFound {
+			if isNotFound(err) {
 				return errNotInScope
 			}
 			return err
@@ -365,7 +325,7 @@ func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn
 }
 
 // sealPending writes a pending token.
-func (e *enrollTxn) putPending(t store.Token, expires time.Time) error {
+func (e *enrollTxn) putPending(t token.Token, expires time.Time) error {
 	key := prefixPending + t.User + "/" + t.ID
 	v, err := json.Marshal(t)
 	if err != nil {
@@ -379,8 +339,8 @@ func (e *enrollTxn) putPending(t store.Token, expires time.Time) error {
 }
 
 // pending returns one pending token, or kv.ErrNotFound.
-func (x *txn) pending(user, id string) (store.Token, pendingRecord, error) {
-	var t store.Token
+func (x *txn) pending(user, id string) (token.Token, pendingRecord, error) {
+	var t token.Token
 	var p pendingRecord
 	key := prefixPending + user + "/" + id
 	if err := x.getJSON(key, &p); err != nil {
@@ -520,8 +480,8 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 	}
 	if e.now.Before(f.Until) {
 		left := f.Until.Sub(e.now)
-		return false, &enrollError{status: http.StatusTooManyRequests, retryAfter: left,
-			msg: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(left.Minutes())+1)}
+		return false, &refusal.Error{Kind: refusal.TooMany, RetryAfter: left,
+			Message: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(left.Minutes())+1)}
 	}
 	if strings.TrimSpace(proof) == "" {
 		if kinds.codes {
@@ -535,27 +495,23 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		if err != nil {
 			return false, err
 		}
-		for i := range toks {
+		i, m := token.MatchAny(toks, token.Codes(toks, proof, false), e.now, proofWindow, 0, func(id string) uint64 {
+			return e.lastStep(user, id)
+		})
+		switch m.Status {
+		case token.OK:
 			t := &toks[i]
-			code, ok := totp.ParseCode(proof, t.Digits)
-			if t.State != store.Active || !ok {
-				continue
+			if err := e.setStep(user, t.ID, m.Step); err != nil {
+				return false, err
 			}
-			step, st := matchCode(t, code, e.now, proofWindow, 0, e.lastStep(user, t.ID))
-			switch st {
-			case codeOK:
-				if err := e.setStep(user, t.ID, step); err != nil {
-					return false, err
-				}
-				// Nodes learn the step with the record, so the proof cannot log in there too.
-				t.UsedStep = max(t.UsedStep, step)
-				if err := e.putToken(e.u, *t); err != nil {
-					return false, err
-				}
-				return true, e.proofOK(action, "code of token "+t.ID)
-			case codeReplay:
-				replayed = true
+			// Nodes learn the step with the record, so the proof cannot log in there too.
+			t.UsedStep = max(t.UsedStep, m.Step)
+			if err := e.putToken(e.u, *t); err != nil {
+				return false, err
 			}
+			return true, e.proofOK(action, "code of token "+t.ID)
+		case token.Replay:
+			replayed = true
 		}
 		if norm, ok := backupcode.Normalize(proof); ok {
 			codes, err := e.backupCodes(user)
@@ -581,7 +537,7 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 		}
 	}
 	if kinds.bootstrap {
-		var c store.BackupCode
+		var c token.BackupCode
 		err := e.getJSON(prefixBoot+user, &c)
 		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			return false, err
@@ -627,62 +583,6 @@ func (e *enrollTxn) proofOK(action, what string) error {
 	return nil
 }
 
-type codeStatus int
-
-const (
-	codeNone codeStatus = iota
-	codeOK
-	codeReplay
-	codeSkew
-)
-
-// matchCode mirrors pkg/verify's rule for one token: among the steps within window of now that
-// match, the highest one after last; otherwise a replay if one at or before last matched;
-// otherwise, with skew > window, the nearest step within skew that matches (skewSteps signed).
-func matchCode(t *store.Token, code string, now time.Time, window, skew int, last uint64) (uint64, codeStatus) {
-	p := t.Params()
-	cur := totp.Step(now, p.Period)
-	var best uint64
-	st := codeNone
-	for d := -window; d <= window; d++ {
-		s, ok := stepAt(cur, d)
-		if !ok || !totp.Equal(totp.Code(t.Secret, p, s), code) {
-			continue
-		}
-		if s > last && (st != codeOK || s > best) {
-			best, st = s, codeOK
-		} else if s <= last && st == codeNone {
-			st = codeReplay
-		}
-	}
-	if st != codeNone {
-		return best, st
-	}
-	for d := window + 1; d <= skew; d++ {
-		for _, sd := range []int{d, -d} {
-			if s, ok := stepAt(cur, sd); ok && totp.Equal(totp.Code(t.Secret, p, s), code) {
-				return s, codeSkew
-			}
-		}
-	}
-	return 0, codeNone
-}
-
-func stepAt(step uint64, d int) (uint64, bool) {
-	if d < 0 && uint64(-d) > step {
-		return 0, false
-	}
-	return uint64(int64(step) + int64(d)), true
-}
-
-// beginAnswer is the answer of begin: the secret and URI are shown once.
-type beginAnswer struct {
-	ID      string    `json:"id"`
-	Secret  string    `json:"secret"`
-	URI     string    `json:"uri"`
-	Expires time.Time `json:"expires"`
-}
-
 // enrollBegin answers POST /v1/enroll/begin: a pending token with a fresh secret.
 func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[beginRequest](body)
@@ -693,7 +593,7 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
-	var ans beginAnswer
+	var ans registryapi.Enrollment
 	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
 		if err := e.sweepUser(); err != nil {
 			return err
@@ -709,15 +609,15 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		active, counted := 0, len(pend)
 		all := toks
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				active++
 			}
-			if t.State != store.Disabled {
+			if t.State != token.Disabled {
 				counted++
 			}
 		}
 		for id := range pend {
-			all = append(all, store.Token{ID: id})
+			all = append(all, token.Token{ID: id})
 		}
 		if counted >= s.cfg.Enroll.MaxTokens {
 			return conflict("you have %d tokens (active or pending), the most this site allows; remove one first", counted)
@@ -735,16 +635,16 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		t := store.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
+		t := token.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
 			Digits: totp.DefaultParams.Digits, Period: totp.DefaultParams.Period, Secret: secret,
-			State: store.Pending, Created: e.now.UTC()}
+			State: token.Pending, Created: e.now.UTC()}
 		if t.Name == "" {
-			t.Name = defaultTokenName(all)
+			t.Name = token.DefaultName(all)
 		}
 		if err := t.Validate(); err != nil {
 			return badRequest("%v", err)
 		}
-		ans = beginAnswer{ID: id, Secret: totp.EncodeSecret(secret), Expires: e.now.Add(pendingTTL).UTC()}
+		ans = registryapi.Enrollment{ID: id, Secret: totp.EncodeSecret(secret), Expires: e.now.Add(pendingTTL).UTC()}
 		k := totp.Key{Issuer: s.cfg.Issuer, Account: q.User, Secret: secret, Params: t.Params()}
 		if err := k.Validate(); err != nil {
 			return badRequest("cannot make an otpauth URI for user %q: %v", clip(q.User), err)
@@ -761,23 +661,16 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 	return http.StatusOK, ans, nil
 }
 
-// finishAnswer is the answer of finish.
-type finishAnswer struct {
-	Status      string   `json:"status"` // active, wrong_code, clock_skew, expired
-	SkewS       int      `json:"skew_s"`
-	BackupCodes []string `json:"backup_codes,omitempty"`
-}
-
 // enrollFinish answers POST /v1/enroll/finish: a verified code makes the pending token active.
 func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[finishRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
-	var ans finishAnswer
-	var tok store.Token
+	var ans registryapi.FinishResult
+	var tok token.Token
 	var plain []string
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	now := s.now()
 	plain, recs, err = backupcode.New(s.rand, q.User, backupcode.Count, now)
 	if err != nil {
@@ -785,12 +678,12 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 	}
 	key := prefixPending + q.User + "/" + q.ID
 	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		ans = finishAnswer{}
+		ans = registryapi.FinishResult{}
 		t, p, err := e.pending(q.User, q.ID)
 		if errors.Is(err, kv.ErrNotFound) {
 			// Gone: finished already (answer as before), expired and swept, or never was.
-			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == store.Active {
-				ans.Status = "active"
+			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == token.Active {
+				ans.Status = registryapi.StatusActive
 				return nil
 			}
 			return notFound("no pending enrollment %q: it expired or was never started; begin again", clip(q.ID))
@@ -799,23 +692,34 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 			return err
 		}
 		if !e.now.Before(p.Expires) {
-			ans.Status = "expired"
+			ans.Status = registryapi.StatusExpired
 			return e.sweepUser() // this one and any other expired one
 		}
 		code, ok := totp.ParseCode(q.Code, t.Digits)
 		if !ok {
-			ans.Status = "wrong_code"
+			ans.Status = registryapi.StatusWrongCode
 			return nil
 		}
-		step, st := matchCode(&t, code, e.now, proofWindow, skewHint, 0)
-		switch st {
-		case codeSkew:
-			cur := totp.Step(e.now, t.Period)
-			ans.Status, ans.SkewS = "clock_skew", (int(int64(step)-int64(cur)))*t.Period
-			return nil
-		case codeOK:
+		m := token.Match(&t, code, e.now, proofWindow, skewHint, e.lastStep(q.User, q.ID))
+		step := m.Step
+		switch m.Status {
+		case token.Skew:
+			// Refused and counted as a failed proof; the step is burned, so that the code, shown
+			// before its time, never finishes the enrollment when its time comes.
+			ans.Status, ans.SkewS = registryapi.StatusClockSkew, m.SkewSeconds
+			if err := e.setStep(q.User, t.ID, max(e.lastStep(q.User, t.ID), step)); err != nil {
+				return err
+			}
+			var f failRecord
+			if err := e.getJSON(prefixFail+q.User, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
+				return err
+			}
+			f.Count++
+			f.Last = e.now
+			return e.putJSON(prefixFail+q.User, f)
+		case token.OK:
 		default:
-			ans.Status = "wrong_code"
+			ans.Status = registryapi.StatusWrongCode
 			return nil
 		}
 		toks, err := e.tokens(q.User)
@@ -824,11 +728,11 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		}
 		first := true
 		for _, o := range toks {
-			if o.State == store.Active {
+			if o.State == token.Active {
 				first = false
 			}
 		}
-		t.State = store.Active
+		t.State = token.Active
 		t.UsedStep = step // the finishing code does not log in afterwards, on any node
 		if err := e.Delete(key); err != nil {
 			return err
@@ -842,9 +746,9 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 		if err := e.audit("enroll.finish", "token/"+q.User+"/"+t.ID, "name "+t.Name); err != nil {
 			return err
 		}
-		ans.Status, tok = "active", t
+		ans.Status, tok = registryapi.StatusActive, t
 		if first {
-			if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
+			if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 				return err
 			}
 			ans.BackupCodes = plain
@@ -855,7 +759,7 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	if ans.Status == "active" && tok.ID != "" {
+	if ans.Status == registryapi.StatusActive && tok.ID != "" {
 		what := fmt.Sprintf("A new token %q (id %s) was added to your account and is now active.", tok.Name, tok.ID)
 		if ans.BackupCodes != nil {
 			what += "\nA new set of backup codes was created with it."
@@ -958,7 +862,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 		if ok, err := e.checkProof(q.Proof, proofKinds{codes: true}, "backup-codes"); !ok || err != nil {
 			return err
 		}
-		if _, err := e.replaceCodes(e.u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
+		if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
 			return err
 		}
 		return e.audit("backup-codes.create", "user/"+q.User, "by the user")
@@ -967,7 +871,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 		return 0, nil, err
 	}
 	s.notify(r.Context(), q.User, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", "node "+n.Name)
-	return http.StatusOK, map[string]any{"codes": plain}, nil
+	return http.StatusOK, registryapi.BackupCodes{Codes: plain}, nil
 }
 
 // enrollBootstrap answers POST /v1/enroll/bootstrap: with bootstrap = "mail", mails a one-time
@@ -996,14 +900,14 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 			return err
 		}
 		for _, t := range toks {
-			if t.State == store.Active {
+			if t.State == token.Active {
 				return conflict("you already have a token: adding another needs a code from it or a backup code")
 			}
 		}
-		var old store.BackupCode
+		var old token.BackupCode
 		if err := e.getJSON(prefixBoot+q.User, &old); err == nil && e.now.Sub(old.Created) < bootstrapEvery {
-			return &enrollError{status: http.StatusTooManyRequests, retryAfter: bootstrapEvery - e.now.Sub(old.Created),
-				msg: "a bootstrap code was mailed less than a minute ago; check your mail"}
+			return &refusal.Error{Kind: refusal.TooMany, RetryAfter: bootstrapEvery - e.now.Sub(old.Created),
+				Message: "a bootstrap code was mailed less than a minute ago; check your mail"}
 		}
 		to = e.u.Mail
 		if err := e.putJSON(prefixBoot+q.User, recs[0]); err != nil {
@@ -1019,7 +923,7 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 		Body: fmt.Sprintf("Hello %s,\n\nyour one-time code to enroll a first token is:\n\n    %s\n\n"+
 			"It works once, until %s. It was requested from node %s.\n\nIf this was not you, contact %s.\n",
 			q.User, plain[0], recs[0].Expires.Format("2006-01-02 15:04 MST"), n.Name, s.cfg.Mail.Contact)})
-	return http.StatusOK, map[string]any{"sent": true, "expires": recs[0].Expires}, nil
+	return http.StatusOK, registryapi.BootstrapSent{Sent: true, Expires: recs[0].Expires}, nil
 }
 
 // notify mails user a notice of a change; by is "node NAME" or "administrator NAME". It reads

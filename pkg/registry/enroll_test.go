@@ -1,15 +1,17 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -125,15 +127,21 @@ func TestEnrollFirstToken(t *testing.T) {
 		code       string
 		wantStatus string
 		wantSkew   float64
+		advance    time.Duration // clock moves on before this step
 	}{
 		{name: "wrong code", code: "000000", wantStatus: "wrong_code"},
 		{name: "not a code", code: "abc", wantStatus: "wrong_code"},
 		{name: "phone 3 minutes ahead", code: e.code(secret, 6), wantStatus: "clock_skew", wantSkew: 180},
 		{name: "phone 2 minutes behind", code: e.code(secret, -4), wantStatus: "clock_skew", wantSkew: -120},
-		{name: "right code", code: e.code(secret, -1), wantStatus: "active"},
+		// The skewed codes burned their steps (up to now+6): the device's clock is fixed 8 steps on.
+		{name: "right code", code: "now-1", wantStatus: "active", advance: 8 * 30 * time.Second},
 		{name: "finish again answers active", code: "000000", wantStatus: "active"},
 	}
 	for _, s := range steps {
+		e.clock.add(s.advance)
+		if s.code == "now-1" {
+			s.code = e.code(secret, -1)
+		}
 		st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": s.code})
 		if st != 200 || fin["status"] != s.wantStatus || (s.wantSkew != 0 && fin["skew_s"] != s.wantSkew) {
 			t.Errorf("%s: finish = %d %v, want status %s skew %v", s.name, st, fin, s.wantStatus, s.wantSkew)
@@ -146,8 +154,8 @@ func TestEnrollFirstToken(t *testing.T) {
 		}
 	}
 	_, recs, _ := e.snapshot(e.cred)
-	var tok store.Token
-	if err := json.Unmarshal(recs[syncframe.TokenKey("ann", id)], &tok); err != nil || tok.State != store.Active {
+	var tok token.Token
+	if err := json.Unmarshal(recs[syncframe.TokenKey("ann", id)], &tok); err != nil || tok.State != token.Active {
 		t.Errorf("node record of token %s: %+v (%v), want active", id, tok, err)
 	}
 	if got := len(recs); got != 11 {
@@ -163,6 +171,36 @@ func TestEnrollFirstToken(t *testing.T) {
 	}
 	if e.store.Rev() <= rev0 {
 		t.Error("no revision written")
+	}
+}
+
+// TestEnrollSkewCodeBurned: a code for now+2 steps gets the clock hint, counts as a failed proof,
+// and is refused again when its time comes (its step was burned).
+func TestEnrollSkewCodeBurned(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	_, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "phone"})
+	id, secret := b["id"].(string), b["secret"].(string)
+	early := e.code(secret, 2)
+	st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": early})
+	if st != 200 || fin["status"] != "clock_skew" || fin["skew_s"] != float64(60) {
+		t.Fatalf("finish(now+2 steps) = %d %v, want clock_skew 60", st, fin)
+	}
+	var f failRecord
+	e.store.View(context.Background(), func(_ int64, tx kv.Txn) error {
+		return (&txn{Txn: tx, s: e.srv}).getJSON(prefixFail+"ann", &f)
+	})
+	if f.Count != 1 {
+		t.Errorf("failures after a skewed code = %d, want 1", f.Count)
+	}
+	e.clock.add(60 * time.Second)
+	st, fin = e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": early})
+	if st != 200 || fin["status"] != "wrong_code" {
+		t.Errorf("finish(the same code in its step) = %d %v, want wrong_code", st, fin)
+	}
+	st, fin = e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": e.code(secret, 1)})
+	if st != 200 || fin["status"] != "active" {
+		t.Errorf("finish(a later code) = %d %v, want active", st, fin)
 	}
 }
 

@@ -3,7 +3,7 @@ package registry
 import (
 	"testing"
 
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // The admin API's decoders take bodies from the network: they must never panic, and what they
@@ -18,7 +18,7 @@ func FuzzUserRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !validName(q.Name, maxNameLen) || store.ValidUser(q.Name) != nil || len(q.Scopes) > maxScopes {
+		if !validName(q.Name, maxNameLen) || token.ValidUser(q.Name) != nil || len(q.Scopes) > maxScopes {
 			t.Errorf("parseUserRequest(%q) accepted %+v", b, q)
 		}
 		for _, s := range q.Scopes {
@@ -58,8 +58,8 @@ func FuzzTokenRequest(f *testing.F) {
 		if err := q.params.Validate(); err != nil {
 			t.Errorf("parseTokenRequest(%q) accepted params %v", b, err)
 		}
-		tok := store.Token{User: "u", ID: "i", Name: "n", Algorithm: q.params.Algorithm, Digits: q.params.Digits,
-			Period: q.params.Period, Secret: q.secret, State: store.TokenState(q.State)}
+		tok := token.Token{User: "u", ID: "i", Name: "n", Algorithm: q.params.Algorithm, Digits: q.params.Digits,
+			Period: q.params.Period, Secret: q.secret, State: token.State(q.State)}
 		if tok.Secret == nil {
 			tok.Secret = make([]byte, 20)
 		}

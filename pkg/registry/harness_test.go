@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
@@ -237,9 +238,9 @@ func (e *env) addUser(name string, scopes ...string) {
 	e.mustAdmin(201, "POST", "/v1/admin/users", map[string]any{"name": name, "scopes": scopes}, nil)
 }
 
-func (e *env) addToken(user string) TokenInfo {
+func (e *env) addToken(user string) registryapi.AddedToken {
 	e.t.Helper()
-	var ti TokenInfo
+	var ti registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/"+user+"/tokens", map[string]any{"name": "phone"}, &ti)
 	return ti
 }

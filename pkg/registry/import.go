@@ -10,21 +10,22 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // ImportReport is the answer of a CSV import.
 type ImportReport struct {
-	Added        int               `json:"added"`
-	Duplicates   int               `json:"duplicates"`
-	UsersCreated int               `json:"users_created"`
-	Revisions    int               `json:"revisions"`
-	Invalid      []admin.LineError `json:"invalid"`
-	Error        string            `json:"error,omitempty"`
+	Added        int                     `json:"added"`
+	Duplicates   int                     `json:"duplicates"`
+	UsersCreated int                     `json:"users_created"`
+	Revisions    int                     `json:"revisions"`
+	Invalid      []tokenimport.LineError `json:"invalid"`
+	Error        string                  `json:"error,omitempty"`
 }
 
 // importParams reads ?algorithm=&digits=&period= for every imported token.
@@ -53,7 +54,7 @@ func importParams(r *http.Request) (totp.Params, error) {
 }
 
 // importCSV answers POST /v1/admin/import/csv[?scope=X&skip_invalid=1]: lines
-// "user,base32secret[,name]" (admin.ParseCSV), written in chunks of admin.DefaultChunk tokens,
+// "user,base32secret[,name]" (tokenimport.ParseCSV), written in chunks of tokenimport.DefaultChunk tokens,
 // one revision and one audit record each. A user's token with the same secret is a duplicate and
 // skipped, so importing a file twice adds nothing. Users that do not exist are created, with the
 // scope given.
@@ -70,20 +71,20 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 		scopes = []string{sc}
 	}
 	skip := r.URL.Query().Get("skip_invalid")
-	recs, bad, err := admin.ParseCSV(bytes.NewReader(body))
+	recs, bad, err := tokenimport.ParseCSV(bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, badRequest("%v", err)
 	}
 	rep := ImportReport{Invalid: bad}
-	recs = slices.DeleteFunc(recs, func(c admin.CSVRecord) bool {
+	recs = slices.DeleteFunc(recs, func(c tokenimport.CSVRecord) bool {
 		if !validName(c.User, maxNameLen) {
-			rep.Invalid = append(rep.Invalid, admin.LineError{Line: c.Line, Msg: "user name is not valid (no '/')"})
+			rep.Invalid = append(rep.Invalid, tokenimport.LineError{Line: c.Line, Msg: "user name is not valid (no '/')"})
 			return true
 		}
 		return false
 	})
 	if rep.Invalid == nil {
-		rep.Invalid = []admin.LineError{}
+		rep.Invalid = []tokenimport.LineError{}
 	}
 	if len(rep.Invalid) > 0 && skip != "1" && skip != "true" {
 		rep.Error = fmt.Sprintf("%d invalid lines; nothing was imported (skip_invalid=1 imports the valid ones)", len(rep.Invalid))
@@ -94,21 +95,20 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 	// committed chunks added to their account.
 	imported := &importNotices{}
 	defer func() { s.notifyImport(r.Context(), actor, imported) }()
-	for start := 0; start < len(recs); start += admin.DefaultChunk {
-		chunk := recs[start:min(start+admin.DefaultChunk, len(recs))]
+	for start := 0; start < len(recs); start += tokenimport.DefaultChunk {
+		chunk := recs[start:min(start+tokenimport.DefaultChunk, len(recs))]
 		var added, dups, created int
-		var newToks []store.Token
+		var newToks []token.Token
 		_, err := s.change(r.Context(), actor, "import.csv", fmt.Sprintf("lines %d-%d", chunk[0].Line, chunk[len(chunk)-1].Line), reason, func(x *txn) error {
 			added, dups, created, newToks = 0, 0, 0, nil
 			users := map[string]User{}
-			toks := map[string][]store.Token{}
+			toks := map[string][]token.Token{}
 			for _, c := range chunk {
 				u, ok := users[c.User]
 				if !ok {
 					var err error
 					u, err = x.user(c.User)
-					var he *httpError
-					if errors.As(err, &he) && he.status == http.StatusNotFound {
+					if isNotFound(err) {
 						u = User{Name: c.User, Scopes: append([]string{}, scopes...), Created: s.now().UTC()}
 						if err := x.putJSON(prefixUser+u.Name, u); err != nil {
 							return err
@@ -122,7 +122,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 						return err
 					}
 				}
-				if slices.ContainsFunc(toks[c.User], func(t store.Token) bool { return bytes.Equal(t.Secret, c.Secret) }) {
+				if slices.ContainsFunc(toks[c.User], func(t token.Token) bool { return bytes.Equal(t.Secret, c.Secret) }) {
 					dups++
 					continue
 				}
@@ -130,8 +130,8 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 				if err != nil {
 					return err
 				}
-				t := store.Token{User: c.User, ID: id, Name: c.Name, Algorithm: params.Algorithm, Digits: params.Digits,
-					Period: params.Period, Secret: c.Secret, State: store.Active, Created: s.now().UTC()}
+				t := token.Token{User: c.User, ID: id, Name: c.Name, Algorithm: params.Algorithm, Digits: params.Digits,
+					Period: params.Period, Secret: c.Secret, State: token.Active, Created: s.now().UTC()}
 				if t.Name == "" {
 					t.Name = "imported"
 				}
@@ -172,10 +172,10 @@ type importNotices struct {
 // importedToken is what a notice says of a token.
 type importedToken struct {
 	ID, Name string
-	State    store.TokenState
+	State    token.State
 }
 
-func (n *importNotices) add(toks []store.Token) {
+func (n *importNotices) add(toks []token.Token) {
 	if n.toks == nil {
 		n.toks = map[string][]importedToken{}
 	}
@@ -249,30 +249,20 @@ func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotice
 	}
 }
 
-// GAReport is the answer of a google-authenticator import.
-type GAReport struct {
-	ID       string    `json:"id"`
-	Token    TokenInfo `json:"token"`
-	Already  bool      `json:"already"`
-	Scratch  int       `json:"scratch"`
-	Replaced int       `json:"replaced"`
-	Ignored  []string  `json:"ignored"`
-}
-
 // importGA answers POST /v1/admin/import/google-authenticator?user=NAME: the file's secret
-// becomes an active token named admin.GAName and its scratch codes the user's backup codes
+// becomes an active token named tokenimport.GAName and its scratch codes the user's backup codes
 // (replacing the old set). A file already imported changes nothing.
 func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any, error) {
 	name := r.URL.Query().Get("user")
 	if !validName(name, maxNameLen) {
 		return 0, nil, badRequest("user: want ?user=NAME")
 	}
-	f, err := admin.ParseGA(body)
+	f, err := tokenimport.ParseGA(body)
 	if err != nil {
 		return 0, nil, badRequest("google-authenticator file: %v", err)
 	}
 	now := s.now()
-	codes := make([]store.BackupCode, 0, len(f.Scratch))
+	codes := make([]token.BackupCode, 0, len(f.Scratch))
 	for _, sc := range f.Scratch {
 		c, err := backupcode.Record(s.rand, name, sc, now)
 		if err != nil {
@@ -280,7 +270,7 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		}
 		codes = append(codes, c)
 	}
-	rep := GAReport{Ignored: f.Ignored}
+	rep := registryapi.GAResult{Ignored: f.Ignored}
 	if rep.Ignored == nil {
 		rep.Ignored = []string{}
 	}
@@ -293,22 +283,22 @@ func (s *Server) importGA(r *http.Request, actor string, body []byte) (int, any,
 		if err != nil {
 			return err
 		}
-		if i := slices.IndexFunc(toks, func(t store.Token) bool { return bytes.Equal(t.Secret, f.Secret) }); i >= 0 {
-			rep.Already, rep.ID, rep.Token = true, toks[i].ID, tokenInfo(toks[i])
+		if i := slices.IndexFunc(toks, func(t token.Token) bool { return bytes.Equal(t.Secret, f.Secret) }); i >= 0 {
+			rep.Already, rep.ID, rep.Token = true, toks[i].ID, toks[i].Info()
 			return errNothing
 		}
 		id, err := s.newTokenID(toks)
 		if err != nil {
 			return err
 		}
-		t := store.Token{User: name, ID: id, Name: admin.GAName, Algorithm: totp.SHA1, Digits: 6, Period: f.Period,
-			Secret: f.Secret, State: store.Active, Created: now.UTC()}
+		t := token.Token{User: name, ID: id, Name: tokenimport.GAName, Algorithm: totp.SHA1, Digits: 6, Period: f.Period,
+			Secret: f.Secret, State: token.Active, Created: now.UTC()}
 		if err := x.putToken(u, t); err != nil {
 			return err
 		}
-		rep.ID, rep.Token, rep.Scratch = id, tokenInfo(t), len(codes)
+		rep.ID, rep.Token, rep.Scratch = id, t.Info(), len(codes)
 		if len(codes) > 0 {
-			rep.Replaced, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, codes)
+			rep.Replaced, err = x.replaceCodes(u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, codes)
 		}
 		return err
 	})

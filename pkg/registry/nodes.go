@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
 type nodeRequest struct {
@@ -29,22 +29,6 @@ func parseNodeRequest(body []byte) (nodeRequest, error) {
 	return q, nil
 }
 
-// NodeView is a node as GET /v1/admin/nodes shows it: its record and what it last acknowledged.
-type NodeView struct {
-	Name    string    `json:"name"`
-	Scope   string    `json:"scope"`
-	Created time.Time `json:"created"`
-	// From the node's last ack (empty before the first one since the registry started).
-	AppliedRev  int64     `json:"applied_rev"`
-	Count       int64     `json:"count"`
-	DigestOK    *bool     `json:"digest_ok"` // null: not compared (the ack was not at the index's revision)
-	LastContact time.Time `json:"last_contact,omitzero"`
-	LagMS       int64     `json:"lag_ms"`
-	Behind      int64     `json:"behind"` // revisions between the registry's and the applied one
-	Version     string    `json:"version,omitempty"`
-	Streams     int       `json:"streams"`
-}
-
 func (s *Server) createNode(r *http.Request, actor string, body []byte) (int, any, error) {
 	q, err := parseNodeRequest(body)
 	if err != nil {
@@ -63,7 +47,7 @@ func (s *Server) createNode(r *http.Request, actor string, body []byte) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusCreated, map[string]string{"name": q.Name, "scope": q.Scope, "credential": cred}, nil
+	return http.StatusCreated, registryapi.NewNode{Name: q.Name, Scope: q.Scope, Credential: cred}, nil
 }
 
 func (s *Server) listNodes(r *http.Request, _ string, _ []byte) (int, any, error) {
@@ -82,11 +66,11 @@ func (s *Server) listNodes(r *http.Request, _ string, _ []byte) (int, any, error
 		return 0, nil, err
 	}
 	rev := s.idx.revision()
-	out := make([]NodeView, 0, len(recs))
+	out := make([]registryapi.Node, 0, len(recs))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, n := range recs {
-		v := NodeView{Name: n.Name, Scope: n.Scope, Created: n.Created, Streams: len(s.streams[n.Name])}
+		v := registryapi.Node{Name: n.Name, Scope: n.Scope, Created: n.Created, Streams: len(s.streams[n.Name])}
 		if a, ok := s.acks[n.Name]; ok {
 			v.AppliedRev, v.Count, v.DigestOK, v.LastContact, v.LagMS, v.Version = a.Rev, a.Count, a.DigestOK, a.At, a.LagMS, a.Version
 			v.Behind = max(0, rev-a.Rev)

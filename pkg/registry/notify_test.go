@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -68,9 +70,9 @@ func TestAdminTokenChangesNotify(t *testing.T) {
 	t.Parallel()
 	e := newEnrollEnv(t, nil)
 	secret := randomSecret(t)
-	var ti TokenInfo
+	var ti registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"name": "phone", "secret": secret}, &ti)
-	var pending TokenInfo
+	var pending registryapi.AddedToken
 	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"name": "new", "state": "pending"}, &pending)
 	e.box.take()
 	path := "/v1/admin/users/ann/tokens/" + ti.ID
@@ -123,7 +125,7 @@ func TestImportCSVNotifiesEachUserOnce(t *testing.T) {
 	// the import, without a mail address.
 	var csv strings.Builder
 	fmt.Fprintf(&csv, "ann,%s,phone\nbob,%s\nann,%s,laptop\ncat,%s\n", ann[0], bob, ann[1], cat)
-	for i := range admin.DefaultChunk {
+	for i := range tokenimport.DefaultChunk {
 		fmt.Fprintf(&csv, "filler%d,%s\n", i, filler)
 	}
 	fmt.Fprintf(&csv, "ann,%s,yubikey\n", ann[2])
@@ -131,8 +133,8 @@ func TestImportCSVNotifiesEachUserOnce(t *testing.T) {
 
 	var rep ImportReport
 	e.mustAdmin(200, "POST", "/v1/admin/import/csv?scope=alpha", csv.String(), &rep)
-	if rep.Added != 5+admin.DefaultChunk || rep.Revisions != 2 {
-		t.Fatalf("import = %+v, want %d added in 2 revisions", rep, 5+admin.DefaultChunk)
+	if rep.Added != 5+tokenimport.DefaultChunk || rep.Revisions != 2 {
+		t.Fatalf("import = %+v, want %d added in 2 revisions", rep, 5+tokenimport.DefaultChunk)
 	}
 	byUser := map[string][]mail.Message{}
 	msgs := e.box.take()
@@ -142,7 +144,7 @@ func TestImportCSVNotifiesEachUserOnce(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Errorf("%d notices for the import, want 2 (ann and bob; cat and the new users have no address): %+v", len(msgs), msgs)
 	}
-	var list []TokenInfo
+	var list []token.Info
 	e.mustAdmin(200, "GET", "/v1/admin/users/ann/tokens", nil, &list)
 	want := []string{"3 tokens were added to your account by an import"}
 	for _, tok := range list {
@@ -194,7 +196,7 @@ func TestImportGANotifies(t *testing.T) {
 	e := newEnrollEnv(t, nil)
 	const secret = "JBSWY3DPEHPK3PXP"
 	file := secret + "\n\" TOTP_AUTH\n12345678\n87654321\n"
-	var rep GAReport
+	var rep registryapi.GAResult
 	e.mustAdmin(200, "POST", "/v1/admin/import/google-authenticator?user=ann", file, &rep)
 	checkNotice(t, e.box.take(), "ann@example.org", "new token added",
 		[]string{fmt.Sprintf(`"google-authenticator" (id %s) was added`, rep.ID), "2 scratch codes are now your backup codes"},

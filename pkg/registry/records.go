@@ -10,8 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Key prefixes in the kv store (see doc.go).
@@ -103,7 +103,7 @@ func validName(s string, max int) bool {
 			return false
 		}
 	}
-	return store.ValidUser(s) == nil
+	return token.ValidUser(s) == nil
 }
 
 // validScope: letters, digits, '.', '_' and '-'.
@@ -125,19 +125,11 @@ func validIdent(s string, max int) bool {
 	return true
 }
 
-// cleanReason makes an audit reason safe: printable, bounded.
+// cleanReason makes an audit reason safe (token.Clean) and bounded.
 func cleanReason(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == utf8.RuneError {
-			return ' '
-		}
-		return r
-	}, strings.TrimSpace(s))
+	s = token.Clean(strings.TrimSpace(s))
 	if len(s) > maxReasonLen {
-		s = s[:maxReasonLen]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
+		s = strings.ToValidUTF8(s[:maxReasonLen], "")
 	}
 	return s
 }
@@ -211,15 +203,15 @@ func (x *txn) userRecords(user string, fn func(key string, raw []byte) error) er
 }
 
 // tokens returns a user's tokens, opened.
-func (x *txn) tokens(user string) ([]store.Token, error) {
-	var out []store.Token
+func (x *txn) tokens(user string) ([]token.Token, error) {
+	var out []token.Token
 	err := x.Range(prefixRec+syncframe.TokenKey(user, ""), func(kvp kv.KeyValue) error {
 		key := strings.TrimPrefix(kvp.Key, prefixRec)
 		_, v, err := openValue(x.s.sealer, key, kvp.Value)
 		if err != nil {
 			return err
 		}
-		var t store.Token
+		var t token.Token
 		if err := json.Unmarshal(v, &t); err != nil {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
@@ -230,15 +222,15 @@ func (x *txn) tokens(user string) ([]store.Token, error) {
 }
 
 // backupCodes returns a user's backup codes and passcodes, opened.
-func (x *txn) backupCodes(user string) ([]store.BackupCode, error) {
-	var out []store.BackupCode
+func (x *txn) backupCodes(user string) ([]token.BackupCode, error) {
+	var out []token.BackupCode
 	err := x.Range(prefixRec+syncframe.BackupKey(user, ""), func(kvp kv.KeyValue) error {
 		key := strings.TrimPrefix(kvp.Key, prefixRec)
 		_, v, err := openValue(x.s.sealer, key, kvp.Value)
 		if err != nil {
 			return err
 		}
-		var c store.BackupCode
+		var c token.BackupCode
 		if err := json.Unmarshal(v, &c); err != nil {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
@@ -262,7 +254,7 @@ func (x *txn) putRecord(u User, key string, v any) error {
 }
 
 // putToken validates and writes a token.
-func (x *txn) putToken(u User, t store.Token) error {
+func (x *txn) putToken(u User, t token.Token) error {
 	if err := t.Validate(); err != nil {
 		return badRequest("%v", err)
 	}

@@ -13,11 +13,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
 
@@ -262,22 +265,53 @@ func bearer(r *http.Request) (string, bool) {
 	return t, t != "" && len(t) <= 1024
 }
 
-// httpError is an error meant for the API client.
-type httpError struct {
-	status int
-	msg    string
-}
-
-func (e *httpError) Error() string { return e.msg }
+// Errors meant for the API client (the admin, or the user behind a node) are *refusal.Error;
+// writeRefusal answers them with the status of their kind. Any other error is internal: logged,
+// and answered 500 "internal error".
 
 func badRequest(format string, args ...any) error {
-	return &httpError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+	return refusal.New(refusal.Invalid, format, args...)
 }
 func notFound(format string, args ...any) error {
-	return &httpError{http.StatusNotFound, fmt.Sprintf(format, args...)}
+	return refusal.New(refusal.NotFound, format, args...)
 }
 func conflict(format string, args ...any) error {
-	return &httpError{http.StatusConflict, fmt.Sprintf(format, args...)}
+	return refusal.New(refusal.Conflict, format, args...)
+}
+
+// httpStatus is the HTTP status of a refusal of kind k.
+func httpStatus(k refusal.Kind) int {
+	switch k {
+	case refusal.Invalid:
+		return http.StatusBadRequest
+	case refusal.Refused:
+		return http.StatusForbidden
+	case refusal.NotFound:
+		return http.StatusNotFound
+	case refusal.Conflict:
+		return http.StatusConflict
+	case refusal.TooMany:
+		return http.StatusTooManyRequests
+	default:
+		return http.StatusServiceUnavailable
+	}
+}
+
+// writeRefusal answers r: its status, Retry-After when set, and its sentence. It returns the
+// status.
+func writeRefusal(w http.ResponseWriter, r *refusal.Error) int {
+	status := httpStatus(r.Kind)
+	if r.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(r.RetryAfter.Seconds()+0.999)))
+	}
+	writeError(w, status, r.Message)
+	return status
+}
+
+// isNotFound says whether err is a NotFound refusal.
+func isNotFound(err error) bool {
+	r, ok := refusal.As(err)
+	return ok && r.Kind == refusal.NotFound
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -290,13 +324,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeJSON(w, status, registryapi.ErrorAnswer{Error: msg})
 }
 
 // handleStatus answers GET /v1/status (no authentication).
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"revision": s.store.Rev(), "compacted": s.store.CompactedRev(),
-		"version": versionString()})
+	writeJSON(w, http.StatusOK, registryapi.Status{Revision: s.store.Rev(), Compacted: s.store.CompactedRev(),
+		Version: versionString()})
 }
 
 // scopeOf checks ?scope= against the node's scope: 403 for another.

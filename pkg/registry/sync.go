@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -349,11 +351,7 @@ func (s *Server) changesFromStore(ctx context.Context, pos int64, limit int, upT
 
 // ack is a node's last acknowledgement, kept in memory.
 type ack struct {
-	Rev      int64     `json:"rev"`
-	Count    int64     `json:"count"`
-	Digest   string    `json:"digest"`
-	LagMS    int64     `json:"lag_ms"`
-	Version  string    `json:"version"`
+	registryapi.Ack
 	At       time.Time `json:"-"`
 	DigestOK *bool     `json:"-"`
 }
@@ -426,20 +424,10 @@ const (
 	maxUsedEntries = 1000
 )
 
-// usedRequest is POST /v1/sync/used's body: backup codes and passcodes a node accepted.
-type usedRequest struct {
-	Used []usedEntry `json:"used"`
-}
-
-type usedEntry struct {
-	Key string    `json:"key"`
-	At  time.Time `json:"at"`
-}
-
 // parseUsed decodes and checks a used report: 1 to maxUsedEntries entries, each a backup record
 // key ("b/USER/ID") with the time of use. Repeated keys count once (the first).
-func parseUsed(body []byte) ([]usedEntry, error) {
-	var q usedRequest
+func parseUsed(body []byte) ([]registryapi.UsedMark, error) {
+	var q registryapi.UsedReport
 	if err := decodeStrict(body, &q); err != nil {
 		return nil, err
 	}
@@ -447,7 +435,7 @@ func parseUsed(body []byte) ([]usedEntry, error) {
 		return nil, badRequest("used: want 1 to %d entries", maxUsedEntries)
 	}
 	seen := make(map[string]bool, len(q.Used))
-	out := make([]usedEntry, 0, len(q.Used))
+	out := make([]registryapi.UsedMark, 0, len(q.Used))
 	for _, u := range q.Used {
 		kind, _, _, err := syncframe.ParseKey(u.Key)
 		if err != nil || kind != syncframe.KindBackup {
@@ -512,7 +500,7 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 			if !visible(scopes, scope) {
 				return badRequest("used: key %q is not in this node's scope %s", clip(u.Key), scope)
 			}
-			var c store.BackupCode
+			var c token.BackupCode
 			if err := json.Unmarshal(value, &c); err != nil {
 				return fmt.Errorf("decode %s: %w", u.Key, err)
 			}
@@ -532,10 +520,9 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		var he *httpError
-		if errors.As(err, &he) {
+		if re, ok := refusal.As(err); ok {
 			s.log.Warn("used report refused", "node", n.Name, "err", err)
-			writeError(w, he.status, he.msg)
+			writeRefusal(w, re)
 			return
 		}
 		s.log.Error("used report", "node", n.Name, "err", err)

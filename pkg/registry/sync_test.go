@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 func TestSnapshotOrderCountDigest(t *testing.T) {
@@ -42,7 +43,7 @@ func TestSnapshotOrderCountDigest(t *testing.T) {
 			t.Errorf("record %q in scope alpha (err %v)", k, err)
 		}
 		if kind == syncframe.KindToken {
-			var tok store.Token
+			var tok token.Token
 			if err := json.Unmarshal(v, &tok); err != nil || tok.Validate() != nil {
 				t.Errorf("token %s does not decode and validate: %v", k, err)
 			}
@@ -186,8 +187,8 @@ func TestPollMode(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			return x.putToken(u, store.Token{User: "ann", ID: "abcd", Name: "n", Algorithm: "SHA1", Digits: 6,
-				Period: 30, Secret: make([]byte, 20), State: store.Active})
+			return x.putToken(u, token.Token{User: "ann", ID: "abcd", Name: "n", Algorithm: "SHA1", Digits: 6,
+				Period: 30, Secret: make([]byte, 20), State: token.Active})
 		})
 	}()
 	resp = e.nodeGet(cred, "/v1/sync/watch?mode=poll&timeout=10s&since="+itoa(rev))
@@ -357,7 +358,7 @@ func TestAckAndNodeList(t *testing.T) {
 			}
 		})
 	}
-	var nodes []NodeView
+	var nodes []registryapi.Node
 	e.mustAdmin(200, "GET", "/v1/admin/nodes", nil, &nodes)
 	if len(nodes) != 1 || nodes[0].AppliedRev != rev || nodes[0].DigestOK == nil || !*nodes[0].DigestOK ||
 		nodes[0].LastContact.IsZero() || nodes[0].LagMS != 3 {

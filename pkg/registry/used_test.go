@@ -9,8 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // postUsed sends POST /v1/sync/used as a node and returns the status and the answer.
@@ -54,7 +55,7 @@ func backupKeys(t *testing.T, recs map[string][]byte, user string) (codes, passc
 		if kind != syncframe.KindBackup || u != user {
 			continue
 		}
-		var c store.BackupCode
+		var c token.BackupCode
 		if err := json.Unmarshal(v, &c); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +129,7 @@ func TestUsedDeletes(t *testing.T) {
 	if len(after) != 2 || actions["backup_code_used"] != 1 || actions["passcode_used"] != 1 {
 		t.Errorf("audit records after the report = %+v, want one backup_code_used and one passcode_used", after)
 	}
-	var v AuditVerification
+	var v registryapi.AuditCheck
 	e.mustAdmin(200, "GET", "/v1/admin/audit/verify", nil, &v)
 	if !v.OK {
 		t.Errorf("audit chain after used reports: %+v", v)

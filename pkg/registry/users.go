@@ -2,10 +2,8 @@ package registry
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,8 +12,9 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/kv"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -113,7 +112,7 @@ func parseTokenRequest(body []byte) (tokenRequest, error) {
 	if err := decodeStrict(body, &q); err != nil {
 		return q, err
 	}
-	if q.Name != "" && !validTokenName(q.Name) {
+	if q.Name != "" && token.CheckName(q.Name) != nil {
 		return q, badRequest("name: 1 to 64 printable characters")
 	}
 	q.params = totp.DefaultParams
@@ -129,10 +128,10 @@ func parseTokenRequest(body []byte) (tokenRequest, error) {
 	if err := q.params.Validate(); err != nil {
 		return q, badRequest("%v", err)
 	}
-	switch store.TokenState(q.State) {
+	switch token.State(q.State) {
 	case "":
-		q.State = string(store.Active)
-	case store.Active, store.Pending, store.Disabled:
+		q.State = string(token.Active)
+	case token.Active, token.Pending, token.Disabled:
 	default:
 		return q, badRequest("state: want active, pending or disabled")
 	}
@@ -151,10 +150,10 @@ func parseTokenPatch(body []byte) (tokenPatch, error) {
 	if err := decodeStrict(body, &q); err != nil {
 		return q, err
 	}
-	if q.State != nil && *q.State != string(store.Active) && *q.State != string(store.Disabled) {
+	if q.State != nil && token.State(*q.State) != token.Active && token.State(*q.State) != token.Disabled {
 		return q, badRequest("state: want active or disabled")
 	}
-	if q.Name != nil && !validTokenName(*q.Name) {
+	if q.Name != nil && token.CheckName(*q.Name) != nil {
 		return q, badRequest("name: 1 to 64 printable characters")
 	}
 	return q, nil
@@ -196,39 +195,10 @@ func checkMail(m string) error {
 	return nil
 }
 
-func validTokenName(n string) bool {
-	if n == "" || len(n) > 64 || !utf8.ValidString(n) {
-		return false
-	}
-	return strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }) < 0
-}
-
-// UserView is a user with its record counts.
-type UserView struct {
-	User
-	Tokens      int `json:"tokens"`
-	BackupCodes int `json:"backup_codes"`
-}
-
-// TokenInfo is a token without its secret. Secret and URI are set once, when the registry
-// generated the secret.
-type TokenInfo struct {
-	User      string           `json:"user"`
-	ID        string           `json:"id"`
-	Name      string           `json:"name"`
-	Algorithm totp.Algorithm   `json:"algorithm"`
-	Digits    int              `json:"digits"`
-	Period    int              `json:"period"`
-	State     store.TokenState `json:"state"`
-	Created   time.Time        `json:"created"`
-	LastUsed  time.Time        `json:"last_used,omitzero"`
-	Secret    string           `json:"secret,omitempty"`
-	URI       string           `json:"uri,omitempty"`
-}
-
-func tokenInfo(t store.Token) TokenInfo {
-	return TokenInfo{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
-		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed}
+// userView is u as the admin API shows it, with its record counts.
+func userView(u User, tokens, backupCodes int) registryapi.User {
+	return registryapi.User{Name: u.Name, Mail: u.Mail, Scopes: u.Scopes, Tokens: tokens,
+		BackupCodes: backupCodes, Created: u.Created}
 }
 
 // counts reads the record counts of every user (or one, with name) in one scan.
@@ -272,11 +242,11 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 		}
 		return x.putJSON(prefixUser+u.Name, u)
 	})
-	return http.StatusCreated, UserView{User: u}, err
+	return http.StatusCreated, userView(u, 0, 0), err
 }
 
 func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error) {
-	out := []UserView{}
+	out := []registryapi.User{}
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		c, err := counts(tx, "")
 		if err != nil {
@@ -287,7 +257,7 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 			if err := json.Unmarshal(kvp.Value, &u); err != nil {
 				return fmt.Errorf("decode %s: %w", kvp.Key, err)
 			}
-			out = append(out, UserView{User: u, Tokens: c[u.Name][0], BackupCodes: c[u.Name][1]})
+			out = append(out, userView(u, c[u.Name][0], c[u.Name][1]))
 			return nil
 		})
 	})
@@ -295,14 +265,14 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 }
 
 func (s *Server) getUser(r *http.Request, _ string, _ []byte) (int, any, error) {
-	var v UserView
+	var v registryapi.User
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		u, err := (&txn{Txn: tx, s: s}).user(r.PathValue("name"))
 		if err != nil {
 			return err
 		}
 		c, err := counts(tx, u.Name)
-		v = UserView{User: u, Tokens: c[u.Name][0], BackupCodes: c[u.Name][1]}
+		v = userView(u, c[u.Name][0], c[u.Name][1])
 		return err
 	})
 	return http.StatusOK, v, err
@@ -314,7 +284,7 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 		return 0, nil, err
 	}
 	name := r.PathValue("name")
-	var v UserView
+	var v registryapi.User
 	_, err = s.change(r.Context(), actor, "user.update", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		u, err := x.user(name)
 		if err != nil {
@@ -346,7 +316,7 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 			}
 		}
 		c, err := counts(x, name)
-		v = UserView{User: u, Tokens: c[name][0], BackupCodes: c[name][1]}
+		v = userView(u, c[name][0], c[name][1])
 		if err != nil {
 			return err
 		}
@@ -385,11 +355,11 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 		s.notifyUser(u, "second factor removed", fmt.Sprintf("Your account was removed from the second factor registry, "+
 			"with its tokens (%d) and backup codes (%d); they no longer work.", nt, nc), "administrator "+actor)
 	}
-	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, nil
+	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, nil
 }
 
 func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, error) {
-	out := []TokenInfo{}
+	out := []token.Info{}
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		x := &txn{Txn: tx, s: s}
 		if _, err := x.user(r.PathValue("name")); err != nil {
@@ -397,36 +367,16 @@ func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, erro
 		}
 		toks, err := x.tokens(r.PathValue("name"))
 		for _, t := range toks {
-			out = append(out, tokenInfo(t))
+			out = append(out, t.Info())
 		}
 		return err
 	})
 	return http.StatusOK, out, err
 }
 
-// newTokenID returns a random token id (8 hex digits) that the user does not have.
-func (s *Server) newTokenID(taken []store.Token) (string, error) {
-	b := make([]byte, 4)
-	for range 100 {
-		if _, err := io.ReadFull(s.rand, b); err != nil {
-			return "", fmt.Errorf("random token id: %w", err)
-		}
-		id := hex.EncodeToString(b)
-		if !slices.ContainsFunc(taken, func(t store.Token) bool { return t.ID == id }) {
-			return id, nil
-		}
-	}
-	return "", fmt.Errorf("cannot find a free token id")
-}
-
-// defaultTokenName is "token-N" with the lowest free N from len(tokens)+1.
-func defaultTokenName(toks []store.Token) string {
-	for n := len(toks) + 1; ; n++ {
-		name := fmt.Sprintf("token-%d", n)
-		if !slices.ContainsFunc(toks, func(t store.Token) bool { return t.Name == name }) {
-			return name
-		}
-	}
+// newTokenID returns a random token id that the user does not have.
+func (s *Server) newTokenID(taken []token.Token) (string, error) {
+	return token.NewID(s.rand, func(id string) bool { return token.HasID(taken, id) })
 }
 
 func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -441,7 +391,7 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		}
 	}
 	name := r.PathValue("name")
-	var t store.Token
+	var t token.Token
 	_, err = s.change(r.Context(), actor, "token.create", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		u, err := x.user(name)
 		if err != nil {
@@ -451,17 +401,17 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		if slices.ContainsFunc(toks, func(o store.Token) bool { return bytes.Equal(o.Secret, q.secret) }) {
+		if slices.ContainsFunc(toks, func(o token.Token) bool { return bytes.Equal(o.Secret, q.secret) }) {
 			return conflict("user %q already has a token with this secret", name)
 		}
 		id, err := s.newTokenID(toks)
 		if err != nil {
 			return err
 		}
-		t = store.Token{User: name, ID: id, Name: q.Name, Algorithm: q.params.Algorithm, Digits: q.params.Digits,
-			Period: q.params.Period, Secret: q.secret, State: store.TokenState(q.State), Created: s.now().UTC()}
+		t = token.Token{User: name, ID: id, Name: q.Name, Algorithm: q.params.Algorithm, Digits: q.params.Digits,
+			Period: q.params.Period, Secret: q.secret, State: token.State(q.State), Created: s.now().UTC()}
 		if t.Name == "" {
-			t.Name = defaultTokenName(toks)
+			t.Name = token.DefaultName(toks)
 		}
 		return x.putToken(u, t)
 	})
@@ -469,7 +419,7 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 		return 0, nil, err
 	}
 	s.notify(r.Context(), name, "new token added", fmt.Sprintf("A token %q (id %s, %s) was added to your account.", t.Name, t.ID, t.State), "administrator "+actor)
-	info := tokenInfo(t)
+	info := registryapi.AddedToken{Info: t.Info()}
 	if generated {
 		info.Secret = totp.EncodeSecret(t.Secret)
 		k := totp.Key{Issuer: s.cfg.Issuer, Account: name, Secret: t.Secret, Params: t.Params()}
@@ -481,8 +431,8 @@ func (s *Server) createToken(r *http.Request, actor string, body []byte) (int, a
 }
 
 // getToken reads one token of a user in x, or a 404.
-func (x *txn) token(user, id string) (User, store.Token, error) {
-	var t store.Token
+func (x *txn) token(user, id string) (User, token.Token, error) {
+	var t token.Token
 	u, err := x.user(user)
 	if err != nil {
 		return u, t, err
@@ -505,7 +455,7 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		return 0, nil, err
 	}
 	name, id := r.PathValue("name"), r.PathValue("id")
-	var t, before store.Token
+	var t, before token.Token
 	_, err = s.change(r.Context(), actor, "token.update", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
 		u, tok, err := x.token(name, id)
 		if err != nil {
@@ -513,10 +463,10 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 		}
 		before = tok
 		if q.State != nil {
-			to := store.TokenState(*q.State)
+			to := token.State(*q.State)
 			// A pending token was never verified: disabling it and enabling it again would
 			// activate it without a code, so it can be neither; nor can a token become pending.
-			if to != tok.State && (tok.State == store.Pending || to == store.Pending) {
+			if to != tok.State && (tok.State == token.Pending || to == token.Pending) {
 				return conflict("the token is pending: it becomes active only when a code from it is verified; remove it and add it again")
 			}
 			tok.State = to
@@ -533,15 +483,15 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 	if subject, what := tokenChange(before, t); subject != "" {
 		s.notify(r.Context(), name, subject, what, "administrator "+actor)
 	}
-	return http.StatusOK, tokenInfo(t), nil
+	return http.StatusOK, t.Info(), nil
 }
 
 // tokenChange describes an admin's change of a token's state or name for the user's notice; an
 // empty subject means nothing changed.
-func tokenChange(before, after store.Token) (subject, what string) {
+func tokenChange(before, after token.Token) (subject, what string) {
 	renamed := after.Name != before.Name
 	switch {
-	case after.State != before.State && after.State == store.Disabled:
+	case after.State != before.State && after.State == token.Disabled:
 		subject = "token disabled"
 		what = fmt.Sprintf("Your token %q (id %s) was disabled; its codes no longer work.", before.Name, before.ID)
 	case after.State != before.State:
@@ -564,7 +514,7 @@ func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, a
 		return 0, nil, err
 	}
 	name, id := r.PathValue("name"), r.PathValue("id")
-	var t store.Token
+	var t token.Token
 	_, err := s.change(r.Context(), actor, "token.delete", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
 		var err error
 		if _, t, err = x.token(name, id); err != nil {
@@ -575,7 +525,7 @@ func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, a
 	if err == nil {
 		s.notify(r.Context(), name, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", t.Name, t.ID), "administrator "+actor)
 	}
-	return http.StatusOK, tokenInfo(t), err
+	return http.StatusOK, t.Info(), err
 }
 
 func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -598,11 +548,11 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 	if err == nil {
 		s.notify(r.Context(), name, "second factor reset", fmt.Sprintf("All tokens (%d) and backup codes (%d) of your account were removed; you can enroll a new token.", nt, nc), "administrator "+actor)
 	}
-	return http.StatusOK, map[string]any{"name": name, "tokens": nt, "backup_codes": nc}, err
+	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, err
 }
 
 // replaceCodes removes a user's codes for which drop is true, then writes recs.
-func (x *txn) replaceCodes(u User, drop func(store.BackupCode) bool, recs []store.BackupCode) (int, error) {
+func (x *txn) replaceCodes(u User, drop func(token.BackupCode) bool, recs []token.BackupCode) (int, error) {
 	old, err := x.backupCodes(u.Name)
 	if err != nil {
 		return 0, err
@@ -641,14 +591,14 @@ func (s *Server) newBackupCodes(r *http.Request, actor string, body []byte) (int
 			return err
 		}
 		// The old set goes, and expired passcodes with it; live passcodes stay.
-		_, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, recs)
+		_, err = x.replaceCodes(u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(now) }, recs)
 		return err
 	})
 	if err != nil {
 		return 0, nil, err
 	}
 	s.notify(r.Context(), name, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", "administrator "+actor)
-	return http.StatusOK, map[string]any{"codes": plain}, nil
+	return http.StatusOK, registryapi.BackupCodes{Codes: plain}, nil
 }
 
 func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -668,12 +618,12 @@ func (s *Server) newPasscode(r *http.Request, actor string, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		_, err = x.replaceCodes(u, func(c store.BackupCode) bool { return c.Expired(now) }, recs)
+		_, err = x.replaceCodes(u, func(c token.BackupCode) bool { return c.Expired(now) }, recs)
 		return err
 	})
 	if err != nil {
 		return 0, nil, err
 	}
 	s.notify(r.Context(), name, "one-time passcode issued", fmt.Sprintf("A one-time passcode for your account was issued, valid until %s.", recs[0].Expires.Format("2006-01-02 15:04 MST")), "administrator "+actor)
-	return http.StatusOK, map[string]any{"code": plain[0], "expires": recs[0].Expires}, nil
+	return http.StatusOK, registryapi.Passcode{Code: plain[0], Expires: recs[0].Expires}, nil
 }

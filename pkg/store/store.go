@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pam-totp/pam-totp/pkg/securefile"
-	"github.com/pam-totp/pam-totp/pkg/totp"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // File names inside the store directory.
@@ -36,83 +36,9 @@ var (
 	ErrSchema = errors.New("token store has an unknown schema")
 	// ErrNotFound: the user has no such token.
 	ErrNotFound = errors.New("no such token")
-	// ErrInvalid: a record fails validation and was not written.
-	ErrInvalid = errors.New("invalid record")
+	// ErrInvalid: a record fails validation and was not written (the same error as token's).
+	ErrInvalid = token.ErrInvalid
 )
-
-// TokenState is the life cycle of a token: pending until its first code is verified.
-type TokenState string
-
-// Token states.
-const (
-	Pending  TokenState = "pending"
-	Active   TokenState = "active"
-	Disabled TokenState = "disabled"
-)
-
-// Token is one authenticator of one user.
-type Token struct {
-	User      string         `json:"user"`
-	ID        string         `json:"id"`
-	Name      string         `json:"name"`
-	Algorithm totp.Algorithm `json:"algorithm"`
-	Digits    int            `json:"digits"`
-	Period    int            `json:"period"`
-	Secret    []byte         `json:"secret"`
-	State     TokenState     `json:"state"`
-	Created   time.Time      `json:"created"`
-	LastUsed  time.Time      `json:"last_used,omitzero"`
-	// UsedStep is the highest time step of this token already used where logins of this node do
-	// not record it: at the registry, by the code that finished enrollment or served as a proof.
-	// Logins accept only later steps, as if state.db held it (the replay rule across nodes).
-	UsedStep uint64 `json:"used_step,omitempty"`
-}
-
-// Params returns the token's TOTP parameters.
-func (t *Token) Params() totp.Params {
-	return totp.Params{Algorithm: t.Algorithm, Digits: t.Digits, Period: t.Period}
-}
-
-// Validate checks a token before it is written.
-func (t *Token) Validate() error {
-	if err := ValidUser(t.User); err != nil {
-		return err
-	}
-	if t.ID == "" || len(t.ID) > 64 || !printable(t.ID) {
-		return fmt.Errorf("token id %q: %w", t.ID, ErrInvalid)
-	}
-	if len(t.Name) > 64 || !printable(t.Name) {
-		return fmt.Errorf("token name %q: 1 to 64 printable characters: %w", t.Name, ErrInvalid)
-	}
-	if err := t.Params().Validate(); err != nil {
-		return fmt.Errorf("token %s: %v: %w", t.ID, err, ErrInvalid)
-	}
-	if len(t.Secret) < 10 || len(t.Secret) > 128 {
-		return fmt.Errorf("token %s: secret of %d bytes, want 10 to 128: %w", t.ID, len(t.Secret), ErrInvalid)
-	}
-	switch t.State {
-	case Pending, Active, Disabled:
-	default:
-		return fmt.Errorf("token %s: state %q: %w", t.ID, t.State, ErrInvalid)
-	}
-	return nil
-}
-
-// BackupCode is one single-use backup code, stored as a salted hash (package backupcode). A
-// temporary one-time passcode from the helpdesk is the same record with an expiry.
-type BackupCode struct {
-	User    string    `json:"user"`
-	ID      string    `json:"id"`
-	Salt    []byte    `json:"salt"`
-	Hash    []byte    `json:"hash"`
-	Created time.Time `json:"created"`
-	Expires time.Time `json:"expires,omitzero"` // zero: never (backup codes); set: passcodes
-}
-
-// Expired reports whether the code can no longer be used at now.
-func (c *BackupCode) Expired(now time.Time) bool {
-	return !c.Expires.IsZero() && !now.Before(c.Expires)
-}
 
 // Meta describes the whole tokens.db.
 type Meta struct {
@@ -124,23 +50,6 @@ type Meta struct {
 	LastContact time.Time `json:"last_contact,omitzero"`
 	Count       int64     `json:"count,omitempty"`
 	Digest      string    `json:"digest,omitempty"`
-}
-
-// ValidUser checks a user name as a key: non-empty, printable, no NUL, at most 256 bytes.
-func ValidUser(u string) error {
-	if u == "" || len(u) > 256 || !printable(u) {
-		return fmt.Errorf("user name %q: %w", u, ErrInvalid)
-	}
-	return nil
-}
-
-func printable(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
-			return false
-		}
-	}
-	return true
 }
 
 var (

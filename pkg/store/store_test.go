@@ -11,6 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -23,9 +24,9 @@ func tempStore(t *testing.T) Options {
 	return Options{Dir: dir, Timeout: 200 * time.Millisecond}
 }
 
-func tok(user, id string) Token {
-	return Token{User: user, ID: id, Name: "phone", Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: []byte("12345678901234567890"), State: Active, Created: time.Unix(1700000000, 0).UTC()}
+func tok(user, id string) token.Token {
+	return token.Token{User: user, ID: id, Name: "phone", Algorithm: totp.SHA1, Digits: 6, Period: 30,
+		Secret: []byte("12345678901234567890"), State: token.Active, Created: time.Unix(1700000000, 0).UTC()}
 }
 
 func TestTokensRoundTrip(t *testing.T) {
@@ -33,12 +34,12 @@ func TestTokensRoundTrip(t *testing.T) {
 	o := tempStore(t)
 	db := NewTokens(o)
 	err := db.Update(func(x *TokensTx) error {
-		for _, tk := range []Token{tok("alice", "b"), tok("alice", "a"), tok("alice2", "a"), tok("bob", "z")} {
+		for _, tk := range []token.Token{tok("alice", "b"), tok("alice", "a"), tok("alice2", "a"), tok("bob", "z")} {
 			if err := x.PutToken(tk); err != nil {
 				return err
 			}
 		}
-		return x.ReplaceBackupCodes("alice", []BackupCode{{User: "alice", ID: "1", Salt: []byte("s"), Hash: []byte("h")}})
+		return x.ReplaceBackupCodes("alice", []token.BackupCode{{User: "alice", ID: "1", Salt: []byte("s"), Hash: []byte("h")}})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -82,16 +83,16 @@ func TestTokensRoundTrip(t *testing.T) {
 func TestPutTokenValidates(t *testing.T) {
 	t.Parallel()
 	db := NewTokens(tempStore(t))
-	bad := map[string]func(*Token){
-		"empty user":  func(t *Token) { t.User = "" },
-		"NUL in user": func(t *Token) { t.User = "a\x00b" },
-		"short secret": func(t *Token) {
+	bad := map[string]func(*token.Token){
+		"empty user":  func(t *token.Token) { t.User = "" },
+		"NUL in user": func(t *token.Token) { t.User = "a\x00b" },
+		"short secret": func(t *token.Token) {
 			t.Secret = []byte("short")
 		},
-		"digits 5":      func(t *Token) { t.Digits = 5 },
-		"bad algorithm": func(t *Token) { t.Algorithm = "MD5" },
-		"bad state":     func(t *Token) { t.State = "maybe" },
-		"control char":  func(t *Token) { t.Name = "ph\x1bone" },
+		"digits 5":      func(t *token.Token) { t.Digits = 5 },
+		"bad algorithm": func(t *token.Token) { t.Algorithm = "MD5" },
+		"bad state":     func(t *token.Token) { t.State = "maybe" },
+		"control char":  func(t *token.Token) { t.Name = "ph\x1bone" },
 	}
 	for name, mutate := range bad {
 		tk := tok("u", "1")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // What totp-syncd needs of tokens.db (docs/sync-protocol.md, "Node behaviour"): records arrive
@@ -48,20 +49,6 @@ type Change struct {
 	Value []byte // the value exactly as received; nil for a delete
 }
 
-// Validate checks a backup code (or one-time passcode) record before it is written.
-func (c *BackupCode) Validate() error {
-	if err := ValidUser(c.User); err != nil {
-		return err
-	}
-	if c.ID == "" || len(c.ID) > 64 || !printable(c.ID) {
-		return fmt.Errorf("backup code id %q: %w", c.ID, ErrInvalid)
-	}
-	if len(c.Salt) == 0 || len(c.Salt) > 64 || len(c.Hash) == 0 || len(c.Hash) > 128 {
-		return fmt.Errorf("backup code %s of %s: salt and hash of 1 to 64 and 1 to 128 bytes: %w", c.ID, c.User, ErrInvalid)
-	}
-	return nil
-}
-
 // CheckRecord checks one synced record: the key parses, the value is a single JSON object that
 // decodes into the key's kind with no unknown fields, validates, and names the key's user and id.
 // It returns the bucket and the store key the record goes to.
@@ -71,8 +58,8 @@ func CheckRecord(key string, value []byte) (bucket, storeKey []byte, err error) 
 		return nil, nil, fmt.Errorf("%v: %w", err, ErrInvalid)
 	}
 	var gotUser, gotID string
-	var t Token
-	var c BackupCode
+	var t token.Token
+	var c token.BackupCode
 	switch kind {
 	case syncframe.KindToken:
 		bucket, err = bucketTokens, decodeStrict(value, &t)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 const testSource = "https://registry.test:8443"
@@ -31,7 +32,7 @@ func tokValue(t testing.TB, user, id string) []byte {
 
 func backupValue(t testing.TB, user, id string) []byte {
 	t.Helper()
-	b, err := json.Marshal(BackupCode{User: user, ID: id, Salt: []byte("salt"), Hash: []byte("hash-bytes"),
+	b, err := json.Marshal(token.BackupCode{User: user, ID: id, Salt: []byte("salt"), Hash: []byte("hash-bytes"),
 		Created: time.Unix(1700000000, 0).UTC()})
 	if err != nil {
 		t.Fatal(err)
@@ -427,12 +428,12 @@ func FuzzApplyValue(f *testing.F) {
 			t.Fatalf("store key %q maps back to %q, %v; want %q", k, back, err, key)
 		}
 		if kind == syncframe.KindToken {
-			var tk Token
+			var tk token.Token
 			if err := json.Unmarshal([]byte(value), &tk); err != nil || tk.Validate() != nil || tk.User != user || tk.ID != id {
 				t.Fatalf("accepted token %q reads back as %+v, %v", value, tk, err)
 			}
 		} else {
-			var c BackupCode
+			var c token.BackupCode
 			if err := json.Unmarshal([]byte(value), &c); err != nil || c.Validate() != nil || c.User != user || c.ID != id {
 				t.Fatalf("accepted backup code %q reads back as %+v, %v", value, c, err)
 			}

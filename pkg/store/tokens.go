@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/pam-totp/pam-totp/pkg/token"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -70,8 +71,8 @@ func initTokens(tx *bolt.Tx) error {
 
 // UserData is everything the login path needs of one user.
 type UserData struct {
-	Tokens []Token
-	Backup []BackupCode
+	Tokens []token.Token
+	Backup []token.BackupCode
 	Meta   Meta
 }
 
@@ -134,10 +135,10 @@ func (x *TokensTx) SetMeta(m Meta) error {
 }
 
 // UserTokens returns the user's tokens, sorted by id.
-func (x *TokensTx) UserTokens(user string) ([]Token, error) {
-	var out []Token
+func (x *TokensTx) UserTokens(user string) ([]token.Token, error) {
+	var out []token.Token
 	err := scan(x.tx.Bucket(bucketTokens), userPrefix(user), func(k, v []byte) error {
-		var t Token
+		var t token.Token
 		if err := json.Unmarshal(v, &t); err != nil {
 			return fmt.Errorf("token record %q: %w", k, err)
 		}
@@ -148,8 +149,8 @@ func (x *TokensTx) UserTokens(user string) ([]Token, error) {
 }
 
 // Token returns one token.
-func (x *TokensTx) Token(user, id string) (Token, error) {
-	var t Token
+func (x *TokensTx) Token(user, id string) (token.Token, error) {
+	var t token.Token
 	v := x.tx.Bucket(bucketTokens).Get(userKey(user, id))
 	if v == nil {
 		return t, fmt.Errorf("token %s of %s: %w", id, user, ErrNotFound)
@@ -161,7 +162,7 @@ func (x *TokensTx) Token(user, id string) (Token, error) {
 }
 
 // PutToken validates and writes a token (insert or replace).
-func (x *TokensTx) PutToken(t Token) error {
+func (x *TokensTx) PutToken(t token.Token) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
@@ -179,10 +180,10 @@ func (x *TokensTx) DeleteToken(user, id string) error {
 }
 
 // BackupCodes returns the user's backup code hashes.
-func (x *TokensTx) BackupCodes(user string) ([]BackupCode, error) {
-	var out []BackupCode
+func (x *TokensTx) BackupCodes(user string) ([]token.BackupCode, error) {
+	var out []token.BackupCode
 	err := scan(x.tx.Bucket(bucketBackup), userPrefix(user), func(k, v []byte) error {
-		var c BackupCode
+		var c token.BackupCode
 		if err := json.Unmarshal(v, &c); err != nil {
 			return fmt.Errorf("backup code record %q: %w", k, err)
 		}
@@ -193,7 +194,7 @@ func (x *TokensTx) BackupCodes(user string) ([]BackupCode, error) {
 }
 
 // ReplaceBackupCodes drops the user's backup codes and stores codes instead.
-func (x *TokensTx) ReplaceBackupCodes(user string, codes []BackupCode) error {
+func (x *TokensTx) ReplaceBackupCodes(user string, codes []token.BackupCode) error {
 	b := x.tx.Bucket(bucketBackup)
 	if err := deletePrefix(b, userPrefix(user)); err != nil {
 		return err
@@ -218,9 +219,9 @@ func (x *TokensTx) DeleteUser(user string) error {
 }
 
 // ForEachToken calls fn for every token, in key order (user, then id).
-func (x *TokensTx) ForEachToken(fn func(Token) error) error {
+func (x *TokensTx) ForEachToken(fn func(token.Token) error) error {
 	return x.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
-		var t Token
+		var t token.Token
 		if err := json.Unmarshal(v, &t); err != nil {
 			return fmt.Errorf("token record %q: %w", k, err)
 		}

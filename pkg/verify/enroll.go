@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,16 +8,15 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/protocol"
-	"github.com/pam-totp/pam-totp/pkg/qrterm"
-	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // LoginEnroller starts and finishes a first token on behalf of a user: totp-syncd's root-only
-// D-Bus methods (syncbus.Client).
+// socket (rootsock.Client), whose answer carries the QR code already drawn.
 type LoginEnroller interface {
-	BeginFor(ctx context.Context, user, name string) (syncbus.Pending, error)
-	FinishFor(ctx context.Context, user, id, code string) (syncbus.Finished, error)
+	BeginFor(ctx context.Context, user, name string) (rootsock.Pending, error)
+	FinishFor(ctx context.Context, user, id, code string) (rootsock.Finished, error)
 }
 
 // Limits of enrollment at login: the daemon must answer quickly or the login goes on under
@@ -51,13 +49,11 @@ func (a *attempt) enrollAtLogin() (v protocol.Verdict, done bool, why string) {
 		// The URI is a secret: the reason does not show it.
 		return "", false, "enrollment at login: totp-syncd sent an unusable otpauth URI"
 	}
-	var qr bytes.Buffer
-	qrOK := qrterm.Write(&qr, key.URI(), qrterm.HalfBlocks) == nil
 	a.info(fmt.Sprintf("Two-factor authentication becomes mandatory on %s. Enroll a token now: "+
 		"scan this QR code with an authenticator app, or type the key below it.",
 		a.pol.GraceUntil.UTC().Format("2006-01-02 15:04 MST")))
-	if qrOK {
-		a.info(stripSGR(qr.String()))
+	if p.QR != "" {
+		a.info(p.QR)
 	}
 	a.info(fmt.Sprintf("Key (base32): %s\nAccount %s, TOTP %s, %d digits, every %d seconds.",
 		groups(totp.EncodeSecret(key.Secret)), key.Account, key.Params.Algorithm, key.Params.Digits, key.Params.Period))
@@ -112,10 +108,10 @@ func (a *attempt) enrollAtLogin() (v protocol.Verdict, done bool, why string) {
 	return "", false, "enrollment at login: no right code in " + fmt.Sprint(EnrollAttempts) + " tries (token " + p.ID + " left pending)"
 }
 
-// enrollErr says why the daemon did not help, for the log: the D-Bus error name and sentence
-// (never a secret), or the connection error.
+// enrollErr says why the daemon did not help, for the log: the error name and sentence (never a
+// secret), or the connection error.
 func enrollErr(err error) string {
-	var be *syncbus.Error
+	var be *rootsock.Error
 	if errors.As(err, &be) {
 		return be.Name + ": " + be.Message
 	}
@@ -132,25 +128,4 @@ func groups(s string) string {
 		b.WriteString(s[i:min(i+4, len(s))])
 	}
 	return b.String()
-}
-
-// stripSGR removes the colour escapes qrterm sets on each line: PAM text reaches terminals
-// through ssh clients that show escapes as text. The light modules stay drawn as ink, which is
-// right on the dark background of most terminals.
-func stripSGR(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
-			j := i + 2
-			for j < len(s) && (s[j] == ';' || (s[j] >= '0' && s[j] <= '9')) {
-				j++
-			}
-			if j < len(s) && s[j] == 'm' {
-				i = j
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return strings.TrimRight(b.String(), "\n")
 }

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -8,8 +9,10 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/protocol"
-	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -17,25 +20,30 @@ import (
 // real daemon is exercised end to end in pam/enrollsuite; this checks the helper's decisions.
 type scriptedEnroller struct {
 	beginErr error
-	finishes []syncbus.Finished
+	finishes []rootsock.Finished
 	finErr   error
 	begun    []string // users
 	codes    []string // codes passed to FinishFor
 }
 
-func (s *scriptedEnroller) BeginFor(_ context.Context, user, _ string) (syncbus.Pending, error) {
+func (s *scriptedEnroller) BeginFor(_ context.Context, user, _ string) (rootsock.Pending, error) {
 	s.begun = append(s.begun, user)
 	if s.beginErr != nil {
-		return syncbus.Pending{}, s.beginErr
+		return rootsock.Pending{}, s.beginErr
 	}
 	k := totp.Key{Issuer: "Test HPC", Account: user, Secret: seed, Params: totp.DefaultParams}
-	return syncbus.Pending{ID: "p1", URI: k.URI(), Expires: t0.Add(10 * time.Minute)}, nil
+	// The QR code as totp-syncd draws it (busapi's root socket).
+	var qr bytes.Buffer
+	if err := qrterm.Write(&qr, k.URI(), qrterm.HalfBlocks); err != nil {
+		return rootsock.Pending{}, err
+	}
+	return rootsock.Pending{ID: "p1", URI: k.URI(), QR: qrterm.Plain(qr.String()), Expires: t0.Add(10 * time.Minute).Unix()}, nil
 }
 
-func (s *scriptedEnroller) FinishFor(_ context.Context, _, _, code string) (syncbus.Finished, error) {
+func (s *scriptedEnroller) FinishFor(_ context.Context, _, _, code string) (rootsock.Finished, error) {
 	s.codes = append(s.codes, code)
 	if s.finErr != nil {
-		return syncbus.Finished{}, s.finErr
+		return rootsock.Finished{}, s.finErr
 	}
 	f := s.finishes[0]
 	s.finishes = s.finishes[1:]
@@ -45,8 +53,8 @@ func (s *scriptedEnroller) FinishFor(_ context.Context, _, _, code string) (sync
 func TestEnrollAtLogin(t *testing.T) {
 	t.Parallel()
 	grace := "mode = \"grace\"\ngrace_until = " + t0.Add(24*time.Hour).UTC().Format(time.RFC3339) + "\n"
-	active := syncbus.Finished{Status: "active", BackupCodes: []string{"bk-one", "bk-two"}}
-	wrong := syncbus.Finished{Status: "wrong_code"}
+	active := rootsock.Finished{Status: "active", BackupCodes: []string{"bk-one", "bk-two"}}
+	wrong := rootsock.Finished{Status: "wrong_code"}
 	tests := []struct {
 		name     string
 		conf     string
@@ -60,18 +68,18 @@ func TestEnrollAtLogin(t *testing.T) {
 		begins   int
 		finishes int
 	}{
-		{name: "enrolled", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{finishes: []syncbus.Finished{active}},
+		{name: "enrolled", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{finishes: []rootsock.Finished{active}},
 			answers: []string{"123456", ""}, want: protocol.Success, outcome: "enrolled_at_login", log: "token=p1",
 			said: []string{"scan this QR code", "Key (base32): GEZD GNBV", "enrolled and active", "bk-one\n  bk-two"}, begins: 1, finishes: 1},
-		{name: "enrolled, backup codes not confirmed", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{finishes: []syncbus.Finished{active}},
+		{name: "enrolled, backup codes not confirmed", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{finishes: []rootsock.Finished{active}},
 			answers: []string{"123456"}, want: protocol.Success, outcome: "enrolled_at_login", log: "backup codes may not have been seen",
 			begins: 1, finishes: 1},
 		{name: "typo then right", conf: grace + "enroll_at_login = true",
-			enroller: &scriptedEnroller{finishes: []syncbus.Finished{wrong, {Status: "clock_skew", SkewS: -60}, active}},
+			enroller: &scriptedEnroller{finishes: []rootsock.Finished{wrong, {Status: "clock_skew", SkewS: -60}, active}},
 			answers:  []string{"111111", "222222", "333333"}, want: protocol.Success, outcome: "enrolled_at_login",
 			said: []string{"not right; try again", "about 60 seconds behind"}, begins: 1, finishes: 3},
 		{name: "three wrong codes: grace", conf: grace + "enroll_at_login = true",
-			enroller: &scriptedEnroller{finishes: []syncbus.Finished{wrong, wrong, wrong}},
+			enroller: &scriptedEnroller{finishes: []rootsock.Finished{wrong, wrong, wrong}},
 			answers:  []string{"111111", "222222", "333333"}, want: protocol.Success, outcome: "enrollment_grace", log: "no right code in 3 tries",
 			said: []string{"Enrollment not finished", "mandatory on"}, begins: 1, finishes: 3},
 		{name: "skipped", conf: grace + "enroll_at_login = true", enroller: &scriptedEnroller{},
@@ -82,7 +90,7 @@ func TestEnrollAtLogin(t *testing.T) {
 			want:     protocol.Success, outcome: "enrollment_grace", log: "enrollment at login unavailable: connect to the bus",
 			said: []string{"mandatory on"}, begins: 1},
 		{name: "daemon refuses", conf: grace + "enroll_at_login = true",
-			enroller: &scriptedEnroller{beginErr: &syncbus.Error{Name: syncbus.ErrRefused, Message: "a bootstrap code is required"}},
+			enroller: &scriptedEnroller{beginErr: &rootsock.Error{Name: syncbus.ErrRefused, Message: "a bootstrap code is required"}},
 			want:     protocol.Success, outcome: "enrollment_grace", log: "Error.Refused: a bootstrap code is required", begins: 1},
 		{name: "finish fails", conf: grace + "enroll_at_login = true",
 			enroller: &scriptedEnroller{finErr: context.DeadlineExceeded}, answers: []string{"123456"},
@@ -101,9 +109,9 @@ func TestEnrollAtLogin(t *testing.T) {
 			f := newFixture(t, tt.conf)
 			f.v.Enroll = tt.enroller
 			if tt.token {
-				f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+				f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 			} else {
-				f.addToken("other", "t1", store.Active, totp.DefaultParams, seed)
+				f.addToken("other", "t1", token.Active, totp.DefaultParams, seed)
 			}
 			got, c := f.auth(req("u"), tt.answers...)
 			if got != tt.want || !strings.Contains(f.log.String(), "outcome="+tt.outcome) || !strings.Contains(f.log.String(), tt.log) {

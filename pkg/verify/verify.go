@@ -15,7 +15,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/store"
-	"github.com/pam-totp/pam-totp/pkg/totp"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // Conversation is what the verifier may do with the user; protocol.Conn implements it.
@@ -115,9 +115,9 @@ func (a *attempt) run() protocol.Verdict {
 	active, pending := 0, 0
 	for _, t := range data.Tokens {
 		switch t.State {
-		case store.Active:
+		case token.Active:
 			active++
-		case store.Pending:
+		case token.Pending:
 			pending++
 		}
 	}
@@ -207,28 +207,35 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 			verdict, outcome, reason, msg = protocol.MaxTries, "locked_out", "locked while prompting", m
 			return nil
 		}
-		m := findMatch(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
+		i, m := token.MatchAny(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
 			return x.LastStep(user, id)
 		})
-		switch m.status {
-		case matchOK:
-			tokenID = m.token.ID
-			if err := x.SetLastStep(user, m.token.ID, m.step); err != nil {
+		switch m.Status {
+		case token.OK:
+			tokenID = data.Tokens[i].ID
+			if err := x.SetLastStep(user, tokenID, m.Step); err != nil {
 				return err
 			}
 			verdict, outcome, reason, msg = protocol.Success, "success", "code verified", ""
-		case matchReplay:
+		case token.Replay:
 			// A replay is no guess at the secret: refused, not counted.
-			tokenID = m.token.ID
+			tokenID = data.Tokens[i].ID
 			verdict, outcome, reason, msg = protocol.AuthErr, "replay", "code of an already used time step", msgReplay
 			return nil
-		case matchSkew:
-			tokenID = m.token.ID
+		case token.Skew:
+			// Refused and counted; its step is burned, so that the code, shown before its time,
+			// is never accepted when its time comes.
+			tokenID = data.Tokens[i].ID
+			if m.Step > x.LastStep(user, tokenID) {
+				if err := x.SetLastStep(user, tokenID, m.Step); err != nil {
+					return err
+				}
+			}
 			dir := "ahead"
-			if m.skewSeconds < 0 {
+			if m.SkewSeconds < 0 {
 				dir = "behind"
 			}
-			secs := abs(m.skewSeconds)
+			secs := abs(m.SkewSeconds)
 			reason = fmt.Sprintf("code from %d s %s of the node's clock", secs, dir)
 			outcome = "clock_skew"
 			msg = fmt.Sprintf("%s Your device's clock seems about %d seconds %s; check its time settings.",
@@ -320,27 +327,8 @@ func (a *attempt) stale(m store.Meta) (string, bool) {
 
 // candidates returns the TOTP codes worth checking, by digit count. With password_and_code the
 // trailing digits are split off and the rest is handed on as PAM_AUTHTOK.
-func (a *attempt) candidates(tokens []store.Token, answer *string) map[int]string {
-	codes := map[int]string{}
-	for _, t := range tokens {
-		if t.State != store.Active {
-			continue
-		}
-		d := t.Digits
-		if _, done := codes[d]; done {
-			continue
-		}
-		s := *answer
-		if a.pol.PasswordAndCode {
-			if len(s) <= d {
-				continue
-			}
-			s = s[len(s)-d:]
-		}
-		if c, ok := totp.ParseCode(s, d); ok {
-			codes[d] = c
-		}
-	}
+func (a *attempt) candidates(tokens []token.Token, answer *string) map[int]string {
+	codes := token.Codes(tokens, *answer, a.pol.PasswordAndCode)
 	if a.pol.PasswordAndCode && len(*answer) > 0 {
 		// Hand on the password as split for the most common code length, even when the code turns
 		// out wrong, so pam_unix does not prompt a single-prompt client again.

@@ -15,6 +15,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
@@ -82,10 +83,10 @@ func (f *fixture) opts() store.Options {
 	return store.Options{Dir: f.cfg.Store.Dir, Timeout: time.Second}
 }
 
-func (f *fixture) addToken(user, id string, state store.TokenState, p totp.Params, secret []byte) {
+func (f *fixture) addToken(user, id string, state token.State, p totp.Params, secret []byte) {
 	f.t.Helper()
 	err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
-		return x.PutToken(store.Token{User: user, ID: id, Name: id, Algorithm: p.Algorithm, Digits: p.Digits,
+		return x.PutToken(token.Token{User: user, ID: id, Name: id, Algorithm: p.Algorithm, Digits: p.Digits,
 			Period: p.Period, Secret: secret, State: state, Created: t0})
 	})
 	if err != nil {
@@ -95,7 +96,7 @@ func (f *fixture) addToken(user, id string, state store.TokenState, p totp.Param
 
 func (f *fixture) addBackup(user string, codes ...string) {
 	f.t.Helper()
-	var recs []store.BackupCode
+	var recs []token.BackupCode
 	for _, c := range codes {
 		r, err := backupcode.Record(rand.Reader, user, c, t0)
 		if err != nil {
@@ -166,7 +167,7 @@ func TestAuthenticateCodes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, "")
-			f.addToken("alice", "t1", store.Active, totp.DefaultParams, seed)
+			f.addToken("alice", "t1", token.Active, totp.DefaultParams, seed)
 			answers := tt.answers()
 			var c *conv
 			for i, a := range answers {
@@ -201,8 +202,8 @@ func TestUsedStepFromRegistry(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
 	err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
-		return x.PutToken(store.Token{User: "bob", ID: "t1", Name: "t1", Algorithm: totp.SHA1, Digits: 6,
-			Period: 30, Secret: seed, State: store.Active, Created: t0, UsedStep: step0})
+		return x.PutToken(token.Token{User: "bob", ID: "t1", Name: "t1", Algorithm: totp.SHA1, Digits: 6,
+			Period: 30, Secret: seed, State: token.Active, Created: t0, UsedStep: step0})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +223,7 @@ func TestUsedStepFromRegistry(t *testing.T) {
 func TestReplayRecordsHighestStep(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
-	f.addToken("alice", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("alice", "t1", token.Active, totp.DefaultParams, seed)
 	if got, _ := f.auth(req("alice"), code(step0+1)); got != protocol.Success {
 		t.Fatalf("Authenticate(next step) = %v, want success", got)
 	}
@@ -245,17 +246,17 @@ func TestTokenKinds(t *testing.T) {
 	p60 := totp.Params{Algorithm: totp.SHA512, Digits: 6, Period: 60}
 	tests := []struct {
 		name   string
-		state  store.TokenState
+		state  token.State
 		params totp.Params
 		secret []byte
 		answer string
 		want   protocol.Verdict
 		said   string
 	}{
-		{"sha256 8 digits", store.Active, p8, sha256seed, totp.Code(sha256seed, p8, step0), protocol.Success, ""},
-		{"sha512 60s", store.Active, p60, seed, totp.Code(seed, p60, totp.Step(t0, 60)), protocol.Success, ""},
-		{"disabled token", store.Disabled, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "No two-factor token"},
-		{"pending token", store.Pending, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "not activated"},
+		{"sha256 8 digits", token.Active, p8, sha256seed, totp.Code(sha256seed, p8, step0), protocol.Success, ""},
+		{"sha512 60s", token.Active, p60, seed, totp.Code(seed, p60, totp.Step(t0, 60)), protocol.Success, ""},
+		{"disabled token", token.Disabled, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "No two-factor token"},
+		{"pending token", token.Pending, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "not activated"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,8 +278,8 @@ func TestTwoTokens(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
 	other := []byte("abcdefghijabcdefghij")
-	f.addToken("carol", "phone", store.Active, totp.DefaultParams, seed)
-	f.addToken("carol", "laptop", store.Active, totp.DefaultParams, other)
+	f.addToken("carol", "phone", token.Active, totp.DefaultParams, seed)
+	f.addToken("carol", "laptop", token.Active, totp.DefaultParams, other)
 	if got, _ := f.auth(req("carol"), totp.Code(other, totp.DefaultParams, step0)); got != protocol.Success {
 		t.Fatalf("Authenticate(second token's code) = %v, want success", got)
 	}
@@ -294,7 +295,7 @@ func TestTwoTokens(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "[rate_limit]\nfree_failures = 2\ninitial_backoff = \"30s\"\nmax_backoff = \"2m\"\nlockout_after = 6\n")
-	f.addToken("dave", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("dave", "t1", token.Active, totp.DefaultParams, seed)
 	wrong := func() (protocol.Verdict, *conv) { return f.auth(req("dave"), "999999") }
 	for i := 0; i < 2; i++ {
 		if got, c := wrong(); got != protocol.AuthErr || strings.Contains(c.said(), "try again") {
@@ -337,7 +338,7 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("after unlock: %v, want success", got)
 	}
 	// Other users are not affected by dave's failures.
-	f.addToken("erin", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("erin", "t1", token.Active, totp.DefaultParams, seed)
 	if got, _ = f.auth(req("erin"), code(totp.Step(f.now, 30))); got != protocol.Success {
 		t.Errorf("another user: %v, want success", got)
 	}
@@ -346,7 +347,7 @@ func TestRateLimit(t *testing.T) {
 func TestBackupCodes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
-	f.addToken("frank", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("frank", "t1", token.Active, totp.DefaultParams, seed)
 	plain, recs, err := backupcode.New(rand.Reader, "frank", 3, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -412,10 +413,10 @@ func TestPolicies(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, tt.conf)
 			if tt.token {
-				f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+				f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 			} else {
 				// The user's store exists but holds someone else's token.
-				f.addToken("other", "t1", store.Active, totp.DefaultParams, seed)
+				f.addToken("other", "t1", token.Active, totp.DefaultParams, seed)
 			}
 			got, c := f.auth(tt.req(), tt.answers...)
 			if got != tt.want {
@@ -479,7 +480,7 @@ func TestStoreUnavailable(t *testing.T) {
 func TestPasswordAndCode(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "password_and_code = true")
-	f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 	got, c := f.auth(req("u"), "hunter2"+code(step0))
 	if got != protocol.Success {
 		t.Fatalf("Authenticate(password+code) = %v, want success (log %s)", got, f.log)
@@ -502,7 +503,7 @@ func TestPasswordAndCode(t *testing.T) {
 func TestSSHGrace(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, `ssh_grace = "1h"`)
-	f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 	withKey := func(key, rhost string) *protocol.Request {
 		r := req("u")
 		r.RHost = rhost
@@ -533,7 +534,7 @@ func TestSSHGrace(t *testing.T) {
 		store.NewState(f.opts()).Update(func(x *store.StateTx) error { return x.ClearFailures("u") })
 	}
 	// Another user with the same key and address gets no grace from u's login.
-	f.addToken("w", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("w", "t1", token.Active, totp.DefaultParams, seed)
 	f.now = t0.Add(time.Minute)
 	r := withKey("AAAAkey1", "192.0.2.1")
 	r.User = "w"
@@ -545,7 +546,7 @@ func TestSSHGrace(t *testing.T) {
 func TestSudoFreshness(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "[policy.sudo]\nsudo_freshness = \"5m\"\n")
-	f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 	sudo := func(session string) *protocol.Request {
 		r := req("u")
 		r.Service, r.AuditSession, r.RHost = "sudo", session, ""
@@ -589,7 +590,7 @@ func TestSudoFreshness(t *testing.T) {
 func TestConcurrentSameCode(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "")
-	f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+	f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 	const n = 20
 	results := make(chan protocol.Verdict, n)
 	for i := 0; i < n; i++ {
@@ -629,7 +630,7 @@ func TestStaleStore(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, tt.conf)
-			f.addToken("u", "t1", store.Active, totp.DefaultParams, seed)
+			f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
 			err := store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error {
 				m, err := x.Meta()
 				if err != nil {
@@ -661,7 +662,7 @@ func TestPasscode(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec.Expires = t0.Add(time.Hour)
-	store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error { return x.ReplaceBackupCodes("u", []store.BackupCode{rec}) })
+	store.NewTokens(f.opts()).Update(func(x *store.TokensTx) error { return x.ReplaceBackupCodes("u", []token.BackupCode{rec}) })
 	f.now = t0.Add(2 * time.Hour)
 	if got, c := f.auth(req("u"), "4839-2201-7765"); got != protocol.AuthErr || !strings.Contains(f.log.String(), "expired") {
 		t.Fatalf("expired passcode = %v (told %q, log %s), want auth_err logged as expired", got, c.said(), f.log)
@@ -672,5 +673,31 @@ func TestPasscode(t *testing.T) {
 	}
 	if got, _ := f.auth(req("u"), "4839-2201-7765"); got != protocol.AuthErr {
 		t.Errorf("passcode reused = %v, want auth_err", got)
+	}
+}
+
+// TestSkewCodeBurned: a code that matches a step outside the window (a clock-skew hint) is
+// refused and counted, and its step is burned: when its time comes, the same code is a replay.
+func TestSkewCodeBurned(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "")
+	f.addToken("alice", "t1", token.Active, totp.DefaultParams, seed)
+	early := code(step0 + 2)
+	if got, c := f.auth(req("alice"), early); got != protocol.AuthErr || !strings.Contains(c.said(), "seems about 60 seconds ahead") {
+		t.Fatalf("Authenticate(now+2 steps) = %v, said %q; want AuthErr with the clock hint", got, c.said())
+	}
+	if got := f.failures("alice").Count; got != 1 {
+		t.Errorf("failures = %d, want 1", got)
+	}
+	f.now = f.now.Add(60 * time.Second) // the code's own step, past the first back-off
+	f.log.Reset()
+	if got, _ := f.auth(req("alice"), early); got != protocol.AuthErr {
+		t.Fatalf("Authenticate(the same code in its step) = %v, want AuthErr (log: %s)", got, f.log)
+	}
+	if !strings.Contains(f.log.String(), "outcome=replay") {
+		t.Errorf("log = %q, want outcome=replay", f.log)
+	}
+	if got, _ := f.auth(req("alice"), code(step0+3)); got != protocol.Success {
+		t.Errorf("Authenticate(a later code) = %v, want Success (log: %s)", got, f.log)
 	}
 }

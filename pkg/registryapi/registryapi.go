@@ -1,0 +1,248 @@
+// Package registryapi is the JSON contract of totp-registry's HTTP API, the one both sides use:
+// the registry (package registry) answers with these types and its clients (package adminclient
+// for totp-admin --registry, package nodesync for totp-syncd's enrollment calls) send and read
+// them. It holds plain types, paths and status words only: no HTTP code.
+//
+// The sync protocol (snapshot and watch frames) is package syncframe's; docs/sync-protocol.md
+// describes both.
+package registryapi
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/token"
+)
+
+// Paths of the enrollment endpoints (POST, node credential). Each takes a JSON body and answers
+// 200 with the type named, or an ErrorAnswer.
+const (
+	PathEnrollBegin       = "/v1/enroll/begin"        // BeginRequest -> Enrollment
+	PathEnrollFinish      = "/v1/enroll/finish"       // FinishRequest -> FinishResult
+	PathEnrollRename      = "/v1/enroll/rename"       // RenameRequest -> {}
+	PathEnrollRemove      = "/v1/enroll/remove"       // RemoveRequest -> {}
+	PathEnrollBackupCodes = "/v1/enroll/backup-codes" // ProofRequest -> BackupCodes
+	PathEnrollBootstrap   = "/v1/enroll/bootstrap"    // BootstrapRequest -> BootstrapSent
+)
+
+// Bodies a node posts besides the sync stream (docs/sync-protocol.md).
+
+// Ack is POST /v1/sync/ack's body: what the node applied.
+type Ack struct {
+	Rev     int64  `json:"rev"`
+	Count   int64  `json:"count"`
+	Digest  string `json:"digest"`
+	LagMS   int64  `json:"lag_ms"`
+	Version string `json:"version"`
+}
+
+// UsedReport is POST /v1/sync/used's body: backup codes and passcodes the node accepted.
+type UsedReport struct {
+	Used []UsedMark `json:"used"`
+}
+
+// UsedMark is one used record: its key ("b/USER/ID") and when it was used.
+type UsedMark struct {
+	Key string    `json:"key"`
+	At  time.Time `json:"at"`
+}
+
+// ErrorAnswer is the body of every refusal: one plain sentence meant for the person behind the
+// request (no secret), with the HTTP status saying its kind (400 invalid, 401/403 refused, 404 not
+// found, 409 conflict, 429 too many tries, with Retry-After).
+type ErrorAnswer struct {
+	Error string `json:"error"`
+}
+
+// BeginRequest starts a pending token for User; Proof ("" for a first token) is a current code, a
+// backup code or a bootstrap code.
+type BeginRequest struct {
+	User  string `json:"user"`
+	Name  string `json:"name"`
+	Proof string `json:"proof"`
+}
+
+// FinishRequest checks the first code of User's pending token ID.
+type FinishRequest struct {
+	User string `json:"user"`
+	ID   string `json:"id"`
+	Code string `json:"code"`
+}
+
+// RenameRequest renames User's token ID.
+type RenameRequest struct {
+	User string `json:"user"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// RemoveRequest removes User's token ID, with a proof.
+type RemoveRequest struct {
+	User  string `json:"user"`
+	ID    string `json:"id"`
+	Proof string `json:"proof"`
+}
+
+// ProofRequest is a request of User with only a proof (new backup codes).
+type ProofRequest struct {
+	User  string `json:"user"`
+	Proof string `json:"proof"`
+}
+
+// BootstrapRequest asks for a mailed one-time code for User's first token.
+type BootstrapRequest struct {
+	User string `json:"user"`
+}
+
+// Enrollment is a pending token, the answer to begin. Secret and URI are secrets, shown once.
+type Enrollment struct {
+	ID      string    `json:"id"`
+	Secret  string    `json:"secret"`
+	URI     string    `json:"uri"`
+	Expires time.Time `json:"expires"`
+}
+
+// Statuses of FinishResult.
+const (
+	StatusActive    = "active"     // the code was right: the token is active
+	StatusWrongCode = "wrong_code" // try another code
+	StatusClockSkew = "clock_skew" // right for another time: SkewS says how far off
+	StatusExpired   = "expired"    // the pending token is gone
+)
+
+// FinishResult is the answer to finish. BackupCodes (first token only) are secrets.
+type FinishResult struct {
+	Status      string   `json:"status"` // a Status* word
+	SkewS       int      `json:"skew_s"`
+	BackupCodes []string `json:"backup_codes,omitempty"`
+}
+
+// BackupCodes is the answer to backup-codes: the new codes (secrets).
+type BackupCodes struct {
+	Codes []string `json:"codes"`
+}
+
+// BootstrapSent is the answer to bootstrap.
+type BootstrapSent struct {
+	Sent    bool      `json:"sent"`
+	Expires time.Time `json:"expires"`
+}
+
+// AddedToken is the answer to adding a token through the admin API. Secret (base32) and URI are
+// set only when the registry generated the secret; they are shown once and never again.
+type AddedToken struct {
+	token.Info
+	Secret string `json:"secret,omitempty"`
+	URI    string `json:"uri,omitempty"`
+}
+
+// UnmarshalJSON reads the token's fields at the top level, or inside "token" beside "secret" and
+// "uri".
+func (a *AddedToken) UnmarshalJSON(data []byte) error {
+	var flat struct {
+		token.Info
+		Secret string      `json:"secret"`
+		URI    string      `json:"uri"`
+		Nested *token.Info `json:"token"`
+	}
+	if err := json.Unmarshal(data, &flat); err != nil {
+		return err
+	}
+	a.Info, a.Secret, a.URI = flat.Info, flat.Secret, flat.URI
+	if flat.Nested != nil {
+		a.Info = *flat.Nested
+	}
+	return nil
+}
+
+// User is a registry user as the admin API shows it.
+type User struct {
+	Name   string   `json:"name"`
+	Mail   string   `json:"mail,omitempty"`
+	Scopes []string `json:"scopes"`
+	// Tokens and BackupCodes count the user's records (backup codes include unexpired
+	// helpdesk passcodes).
+	Tokens      int       `json:"tokens"`
+	BackupCodes int       `json:"backup_codes"`
+	Created     time.Time `json:"created"`
+}
+
+// Removed is what a reset or a user's removal took away.
+type Removed struct {
+	Name        string `json:"name"`
+	Tokens      int    `json:"tokens"`
+	BackupCodes int    `json:"backup_codes"`
+}
+
+// Passcode is a helpdesk one-time passcode, shown once.
+type Passcode struct {
+	Code    string    `json:"code"`
+	Expires time.Time `json:"expires"`
+}
+
+// Node is a login node as the registry knows it. The sync fields come from the node's last
+// acknowledgement; they are zero when it has not acknowledged anything since the registry started.
+type Node struct {
+	Name    string    `json:"name"`
+	Scope   string    `json:"scope"`
+	Created time.Time `json:"created"`
+	// AppliedRev is the registry revision the node applied, Count its record count there.
+	AppliedRev int64 `json:"applied_rev"`
+	Count      int64 `json:"count"`
+	// DigestOK says whether the node's digest agreed with the registry's; nil when it was not
+	// compared.
+	DigestOK *bool `json:"digest_ok"`
+	// LastContact is when the node was last heard from (zero: not since the registry started).
+	LastContact time.Time `json:"last_contact,omitzero"`
+	// LagMS is the delay the node reported for its last batch.
+	LagMS int64 `json:"lag_ms"`
+	// Behind is how many revisions the registry is ahead of AppliedRev.
+	Behind int64 `json:"behind"`
+	// Version is the node's totp-syncd version, Streams its open watch streams.
+	Version string `json:"version,omitempty"`
+	Streams int    `json:"streams"`
+}
+
+// NewNode is the answer to AddNode: the credential is shown once and never again.
+type NewNode struct {
+	Name       string `json:"name"`
+	Scope      string `json:"scope"`
+	Credential string `json:"credential"`
+}
+
+// GAResult is the answer to ImportGA.
+type GAResult struct {
+	ID    string     `json:"id"` // the token's id
+	Token token.Info `json:"token"`
+	// Already: the user had this token; nothing was written.
+	Already bool `json:"already"`
+	// Scratch is the number of scratch codes imported as backup codes, Replaced the number of
+	// backup codes they replaced.
+	Scratch  int      `json:"scratch"`
+	Replaced int      `json:"replaced"`
+	Ignored  []string `json:"ignored"`
+}
+
+// AuditCheck is the answer to VerifyAudit.
+type AuditCheck struct {
+	OK bool `json:"ok"`
+	// Records is the number of records checked, Head the last one's hash.
+	Records int64  `json:"records"`
+	Head    string `json:"head,omitempty"`
+	// BadSeq is the first record that breaks the chain and Error says how, when OK is false.
+	BadSeq int64  `json:"bad_seq,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// CompactResult is the answer to Compact.
+type CompactResult struct {
+	Compacted int64 `json:"compacted"`
+	Revision  int64 `json:"revision"`
+}
+
+// Status is the answer of the unauthenticated GET /v1/status.
+type Status struct {
+	Revision  int64  `json:"revision"`
+	Compacted int64  `json:"compacted"`
+	Version   string `json:"version"`
+}
