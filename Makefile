@@ -2,7 +2,8 @@
 #
 #   make              build pam_totp.so, pam-totp-helper, totp-admin, totp, totp-registry and totp-syncd
 #                     into build/
-#   make test         install test dependencies (apt-get, Go modules) and run every test
+#   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test
+#   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
 #   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR)
@@ -48,7 +49,11 @@ PAM_LDFLAGS := -shared -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-neede
 
 GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build test bench demo install deb deps clean fmt vet
+# golangci-lint is built from the Go module proxy at a pinned version into build/tools.
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(BUILD)/tools/golangci-lint
+
+.PHONY: all build test lint bench demo install deb deps clean fmt vet
 
 all: build
 
@@ -86,8 +91,7 @@ $(BUILD)/totp-registry: $(GO_SOURCES)
 deps:
 	contrib/scripts/deps.sh
 
-test: deps build
-	$(GO) vet ./...
+test: deps build lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
 
 bench: deps build
@@ -129,6 +133,15 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(@D)
+	GOBIN=$(CURDIR)/$(@D) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+lint: $(GOLANGCI_LINT)
+	@out=$$(gofmt -l cmd pkg pam e2e bench); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
 
 clean:
 	rm -rf $(BUILD)

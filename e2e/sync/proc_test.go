@@ -3,7 +3,6 @@
 package sync
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -97,13 +96,6 @@ func (p *proc) exited() bool {
 	}
 }
 
-// pid is the current run's process id.
-func (p *proc) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd.Process.Pid
-}
-
 func (p *proc) signal(sig syscall.Signal) {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
@@ -190,8 +182,6 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, e
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
-var errNotYet = errors.New("not yet")
 
 // runCmd runs a program to its end and returns its stdout; the error carries stderr.
 func runCmd(path string, args ...string) (string, error) {

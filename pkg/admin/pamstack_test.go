@@ -197,7 +197,8 @@ func (f *fakeTx) transact(req TxRequest, conv func(Style, string) (string, error
 	return f.result(req, errs)
 }
 
-var errAuth = errors.New("Authentication failure")
+// errAuth is libpam's own text for PAM_AUTH_ERR, capitalised as pam_strerror gives it.
+var errAuth = errors.New("Authentication failure") //nolint:staticcheck // ST1005: quoted from libpam
 
 func TestDoctor(t *testing.T) {
 	dir := t.TempDir()

@@ -103,10 +103,9 @@ type env struct {
 }
 
 type envOptions struct {
-	mtls      bool
-	cfg       func(*Config)
-	noCleanup bool
-	opts      func(*Options) // last changes to the server's Options
+	mtls bool
+	cfg  func(*Config)
+	opts func(*Options) // last changes to the server's Options
 }
 
 func newEnv(t testing.TB, o envOptions) *env {

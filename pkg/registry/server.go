@@ -177,12 +177,6 @@ func (s *Server) closeStreams(node string, cause error) int {
 	return n
 }
 
-func (s *Server) openStreams(node string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.streams[node])
-}
-
 // newCredential makes a node credential "ptn1.NODE.SECRET" and the hex SHA-256 of SECRET.
 func (s *Server) newCredential(node string) (cred, hash string, err error) {
 	b := make([]byte, 32)

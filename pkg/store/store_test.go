@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
 
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -199,7 +200,7 @@ func TestLockTimeout(t *testing.T) {
 	defer holder.Close()
 	start := time.Now()
 	_, err = db.ReadUser("u")
-	if err == nil || !errors.Is(err, bolt.ErrTimeout) {
+	if err == nil || !errors.Is(err, bberrors.ErrTimeout) {
 		t.Fatalf("ReadUser under a held lock = %v, want timeout", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {

@@ -311,7 +311,7 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("during back-off: %v, prompts %d, told %q; want maxtries, no prompt", got, len(c.prompts), c.said())
 	}
 	f.now = f.now.Add(31 * time.Second)
-	got, c = wrong() // fourth: 60 s
+	_, c = wrong() // fourth: 60 s
 	if !strings.Contains(c.said(), "try again in 1 minute") {
 		t.Errorf("failure 4 told %q, want a 1 minute wait", c.said())
 	}
