@@ -285,6 +285,8 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 			now.Sub(st.LastContact).Round(time.Second))
 	}
 	switch {
+	case cfg.Sync.Registry == "":
+		fmt.Fprintf(w, "stale:             no (standalone: no registry to hear from)\n")
 	case cfg.Sync.MaxOffline <= 0:
 		fmt.Fprintf(w, "stale:             no limit (max_offline 0)\n")
 	case st.Stale:
@@ -293,13 +295,26 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 	default:
 		fmt.Fprintf(w, "stale:             no (max_offline %s)\n", cfg.Sync.MaxOffline)
 	}
-	fmt.Fprintf(w, "records:           %d\n", st.Count)
-	fmt.Fprintf(w, "digest:            %s\n", st.Digest)
+	if cfg.Sync.Registry == "" {
+		fmt.Fprintf(w, "records:           not kept in meta (standalone: no synced set; --verify counts them)\n")
+	} else {
+		fmt.Fprintf(w, "records:           %d\n", st.Count)
+		fmt.Fprintf(w, "digest:            %s\n", st.Digest)
+	}
 	if st.Verified {
-		verdict := "OK, matches meta"
-		if !st.VerifyOK {
-			verdict = fmt.Sprintf("MISMATCH: the records give %d, %s", st.VerifiedCount, st.VerifiedDigest)
-		}
-		fmt.Fprintf(w, "verify:            %s\n", verdict)
+		fmt.Fprintf(w, "verify:            %s\n", verdict(st))
+	}
+}
+
+// verdict is the verify line: the records against meta's synced set, or on a standalone node
+// (no synced set to compare with) what was read back.
+func verdict(st nodesync.Status) string {
+	switch {
+	case !st.Compared:
+		return fmt.Sprintf("OK, every record read back: %d (standalone: no registry's set to compare with)", st.VerifiedCount)
+	case st.VerifyOK:
+		return "OK, matches meta"
+	default:
+		return fmt.Sprintf("MISMATCH: the records give %d, %s", st.VerifiedCount, st.VerifiedDigest)
 	}
 }

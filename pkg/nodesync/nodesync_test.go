@@ -852,6 +852,76 @@ func TestReadStatus(t *testing.T) {
 	}
 }
 
+// TestReadStatusVerify: --verify compares the records with meta's synced set on a node following
+// a registry (a record written outside the sync is a mismatch), and on a standalone node, whose
+// meta holds no synced set, reads every record back without comparing and is never stale.
+func TestReadStatusVerify(t *testing.T) {
+	t.Parallel()
+	putLocal := func(t *testing.T, dir string) {
+		t.Helper()
+		var tok token.Token
+		if err := json.Unmarshal(tokenValue("carol", "c1", "phone"), &tok); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.NewTokens(store.Options{Dir: dir, Timeout: time.Second}).Update(func(x *store.TokensTx) error {
+			return x.PutToken(tok)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	synced := func(t *testing.T) config.Config {
+		f := newFakeRegistry(t)
+		f.snapshots = []reply{{status: 200, body: snapshotBody(5, base)}}
+		e := newEnv(t, f)
+		e.start(t, e.options())
+		f.waitEvent(t, "watch#1")
+		cfg := config.Default()
+		cfg.Store.Dir, cfg.Sync = e.dir, e.sync
+		return cfg
+	}
+	tests := []struct {
+		name         string
+		setup        func(t *testing.T) config.Config
+		wantCount    int64
+		wantCompared bool
+		wantOK       bool
+	}{
+		{name: "registry node, records as synced", setup: synced, wantCount: 2, wantCompared: true, wantOK: true},
+		{name: "registry node, a record written outside the sync", setup: func(t *testing.T) config.Config {
+			cfg := synced(t)
+			putLocal(t, cfg.Store.Dir)
+			return cfg
+		}, wantCount: 3, wantCompared: true},
+		{name: "standalone node", setup: func(t *testing.T) config.Config {
+			cfg := config.Default()
+			cfg.Store.Dir = filepath.Join(t.TempDir(), "store")
+			if err := os.Mkdir(cfg.Store.Dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			putLocal(t, cfg.Store.Dir)
+			return cfg
+		}, wantCount: 1, wantOK: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := tt.setup(t)
+			cfg.Sync.MaxOffline = time.Minute
+			st, err := ReadStatus(&cfg, true, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.Verified || st.VerifiedCount != tt.wantCount || st.Compared != tt.wantCompared || st.VerifyOK != tt.wantOK {
+				t.Errorf("ReadStatus(verify) = verified %v, count %d, compared %v, ok %v; want true, %d, %v, %v",
+					st.Verified, st.VerifiedCount, st.Compared, st.VerifyOK, tt.wantCount, tt.wantCompared, tt.wantOK)
+			}
+			if wantStale := tt.wantCompared; st.Stale != wantStale { // the fake clock's last contact is long past
+				t.Errorf("ReadStatus(verify).Stale = %v, want %v", st.Stale, wantStale)
+			}
+		})
+	}
+}
+
 func TestMetricsExposition(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1700000100, 0)

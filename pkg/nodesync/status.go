@@ -16,18 +16,23 @@ type Status struct {
 	Revision    uint64    `json:"applied_revision"`  // registry revision applied
 	LastContact time.Time `json:"last_contact"`      // zero: never
 	Staleness   float64   `json:"staleness_seconds"` // -1: never heard from
-	Stale       bool      `json:"stale"`             // beyond max_offline (when set)
+	Stale       bool      `json:"stale"`             // beyond max_offline (when set; never standalone)
 	Count       int64     `json:"count"`             // records (tokens and backup codes)
 	Digest      string    `json:"digest"`
 	Updated     time.Time `json:"updated"`
-	// With verify: the count and digest recomputed from the records, and whether they match meta.
+	// With verify: the count and digest recomputed from every record (each key read back), and
+	// whether they match meta's, the set last synced from the registry. A standalone node (no
+	// [sync] registry) keeps no synced set in meta, so there is nothing to compare the records
+	// with: Compared is false and VerifyOK says only that every record read back.
 	Verified       bool   `json:"verified,omitempty"`
 	VerifiedCount  int64  `json:"verified_count,omitempty"`
 	VerifiedDigest string `json:"verified_digest,omitempty"`
+	Compared       bool   `json:"compared,omitempty"`
 	VerifyOK       bool   `json:"verify_ok,omitempty"`
 }
 
-// ReadStatus reads the node's sync status. verify recomputes the digest from every record.
+// ReadStatus reads the node's sync status. verify recomputes the digest from every record and,
+// on a node following a registry, compares it with meta's.
 func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) {
 	db := store.NewTokens(store.Options{Dir: cfg.Store.Dir, Timeout: cfg.Store.OpenTimeout})
 	st := Status{Registry: cfg.Sync.Registry, Staleness: -1}
@@ -38,7 +43,8 @@ func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) 
 		d, m, err = db.Digest()
 		if err == nil {
 			st.Verified, st.VerifiedCount, st.VerifiedDigest = true, d.Count(), d.String()
-			st.VerifyOK = d.Matches(m.Count, m.Digest)
+			st.Compared = cfg.Sync.Registry != ""
+			st.VerifyOK = !st.Compared || d.Matches(m.Count, m.Digest)
 		}
 	} else {
 		m, err = db.Meta()
@@ -51,7 +57,7 @@ func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) 
 	if !m.LastContact.IsZero() {
 		st.Staleness = now.Sub(m.LastContact).Seconds()
 	}
-	if cfg.Sync.MaxOffline > 0 {
+	if cfg.Sync.Registry != "" && cfg.Sync.MaxOffline > 0 { // as the helper: a standalone node is never stale
 		st.Stale = m.LastContact.IsZero() || now.Sub(m.LastContact) > cfg.Sync.MaxOffline
 	}
 	return st, nil
