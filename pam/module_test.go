@@ -105,6 +105,8 @@ type Report struct {
 	StdioNull bool
 	FD3Socket bool
 	Status    []string
+	Cwd       string
+	Limits    map[string][2]uint64
 	Request   [][2]string
 	Answers   [][]byte
 	NoAnswers int
@@ -511,7 +513,6 @@ func TestRequest(t *testing.T) {
 				{"user", tt.wantUser[0]},
 				{"user_known", tt.wantUser[1]},
 				{"uid", tt.wantUser[2]},
-				{"groups", ""}, // compared as a set below
 				{"service", service},
 				{"rhost", "192.0.2.7"},
 				{"tty", "ssh"},
@@ -527,14 +528,13 @@ func TestRequest(t *testing.T) {
 				"fake=verdict", "policy=hpc", "debug", "site=x=y"} {
 				want = append(want, [2]string{"arg", a})
 			}
-			got := slices.Clone(r.Request)
-			for i := range got {
-				if got[i][0] == "groups" {
-					if got[i][1] != "" {
-						gotGroups = strings.Split(got[i][1], ",")
-					}
-					got[i][1] = ""
+			var got [][2]string
+			for _, e := range r.Request {
+				if e[0] == "group" { // one entry per group, compared as a set below
+					gotGroups = append(gotGroups, e[1])
+					continue
 				}
+				got = append(got, e)
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("request =\n%q\nwant\n%q", got, want)
@@ -545,6 +545,127 @@ func TestRequest(t *testing.T) {
 				t.Errorf("request groups = %q, want %q", gotGroups, wantGroups)
 			}
 		})
+	}
+}
+
+// TestGroupNameWithComma: a group whose name holds a comma reaches the helper as one group.
+// Before, the module joined names with "," and a member of "proj,pamtotp-exempt" looked like a
+// member of "pamtotp-exempt". groupadd refuses such a name; NSS (and LDAP) serve it, so the test
+// renames its group in /etc/group, under the lock the shadow tools take. Not parallel: it edits
+// /etc/group while no other test of this package runs.
+func TestGroupNameWithComma(t *testing.T) {
+	requireRoot(t)
+	u, group := testUser(t)
+	renamed := group + ",pamtotp-exempt"
+	renameGroup(t, group, renamed)
+	t.Cleanup(func() { renameGroup(t, renamed, group) })
+
+	s := newStack(t, "fake=verdict")
+	tx := s.start(u.Username, &conv{})
+	if err := tx.Authenticate(0); err != nil {
+		t.Fatalf("Authenticate(%s) = %v, want success", u.Username, err)
+	}
+	var groups []string
+	for _, e := range s.mustReport().Request {
+		if e[0] == "group" {
+			groups = append(groups, e[1])
+		}
+	}
+	if !slices.Contains(groups, renamed) || slices.Contains(groups, "pamtotp-exempt") {
+		t.Errorf("request groups = %q, want %q as one group and no %q", groups, renamed, "pamtotp-exempt")
+	}
+}
+
+// renameGroup renames a group in /etc/group, holding lckpwdf's lock (/etc/.pwd.lock).
+func renameGroup(t *testing.T, from, to string) {
+	t.Helper()
+	lock, err := os.OpenFile("/etc/.pwd.lock", os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	fl := syscall.Flock_t{Type: syscall.F_WRLCK}
+	if err := syscall.FcntlFlock(lock.Fd(), syscall.F_SETLKW, &fl); err != nil {
+		t.Fatalf("lock /etc/.pwd.lock: %v", err)
+	}
+	b, err := os.ReadFile("/etc/group")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	found := false
+	for i, l := range lines {
+		if strings.HasPrefix(l, from+":") {
+			lines[i], found = to+l[len(from):], true
+		}
+	}
+	if !found {
+		t.Fatalf("no group %q in /etc/group", from)
+	}
+	tmp := "/etc/group.pamtotp-test"
+	if err := os.WriteFile(tmp, []byte(strings.Join(lines, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, "/etc/group"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestChildLimits: the helper starts in / with limits of its own, whatever the caller had (under
+// sudo, the user's working directory and ulimits). Not parallel: it lowers this process's soft
+// limits for the length of one transaction (the hard ones stay: raising them back needs
+// CAP_SYS_RESOURCE, which a container's root may lack; the module raises soft limits to them).
+func TestChildLimits(t *testing.T) {
+	requireRoot(t)
+	hard := map[string]uint64{}
+	lower := func(name string, r int, cur uint64) func() {
+		var old syscall.Rlimit
+		if err := syscall.Getrlimit(r, &old); err != nil {
+			t.Fatal(err)
+		}
+		hard[name] = old.Max
+		if err := syscall.Setrlimit(r, &syscall.Rlimit{Cur: min(cur, old.Max), Max: old.Max}); err != nil {
+			t.Fatalf("setrlimit %s: %v", name, err)
+		}
+		return func() {
+			if err := syscall.Setrlimit(r, &old); err != nil {
+				t.Errorf("restore rlimit %s: %v", name, err)
+			}
+		}
+	}
+	s := newStack(t, "fake=verdict")
+	tx := s.start("root", &conv{})
+	restore := []func(){
+		lower("core", syscall.RLIMIT_CORE, ^uint64(0)),
+		lower("nofile", syscall.RLIMIT_NOFILE, 64),
+		lower("fsize", syscall.RLIMIT_FSIZE, 1<<20),
+		lower("as", syscall.RLIMIT_AS, 1<<40),
+	}
+	err := tx.Authenticate(0)
+	for _, f := range restore {
+		f()
+	}
+	if err != nil {
+		t.Fatalf("Authenticate = %v, want success", err)
+	}
+	r := s.mustReport()
+	if r.Cwd != "/" {
+		t.Errorf("helper cwd = %q, want /", r.Cwd)
+	}
+	tests := []struct {
+		name string
+		ok   func(soft uint64) bool
+		want string
+	}{
+		{"core", func(soft uint64) bool { return soft == 0 }, "0"},
+		{"nofile", func(soft uint64) bool { return soft >= min(1024, hard["nofile"]) }, ">= 1024 (or the hard limit)"},
+		{"fsize", func(soft uint64) bool { return soft == hard["fsize"] }, "the hard limit"},
+		{"as", func(soft uint64) bool { return soft == hard["as"] }, "the hard limit"},
+	}
+	for _, tt := range tests {
+		if l, found := r.Limits[tt.name]; !found || !tt.ok(l[0]) {
+			t.Errorf("helper rlimit %s = %v (found %v), want soft %s", tt.name, l, found, tt.want)
+		}
 	}
 }
 

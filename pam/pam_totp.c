@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -237,7 +238,9 @@ static int grow(char **buf, size_t *len)
 	return 0;
 }
 
-/* groups=name,name,... for every group NSS gives the user (LDAP/SSSD too). */
+/* One group=NAME entry, NUL-ended like every entry, for every group NSS gives
+ * the user (LDAP/SSSD too): a name may hold any byte but NUL, so no name can
+ * read as two. */
 static int add_groups(pam_handle_t *pamh, struct request *r, const struct passwd *pw)
 {
 	gid_t *gids = malloc(MAX_GROUPS * sizeof *gids); /* 256 KiB: one call, no retry loop */
@@ -251,7 +254,6 @@ static int add_groups(pam_handle_t *pamh, struct request *r, const struct passwd
 		pam_syslog(pamh, LOG_ERR, "user %s: more than %d groups", pw->pw_name, MAX_GROUPS);
 		goto out;
 	}
-	req_put(r, "groups=", 7);
 	for (int i = 0; i < n; i++) {
 		struct group gr, *grp = NULL;
 		const char *name = num;
@@ -262,10 +264,8 @@ static int add_groups(pam_handle_t *pamh, struct request *r, const struct passwd
 			name = grp->gr_name;
 		else /* a group without a name still counts, as its number */
 			snprintf(num, sizeof num, "%u", (unsigned)gids[i]);
-		req_put(r, ",", i > 0);
-		req_put(r, name, strlen(name));
+		req_add(r, "group", name);
 	}
-	req_put(r, "", 1);
 	rc = PAM_SUCCESS;
 out:
 	free(buf);
@@ -273,7 +273,7 @@ out:
 	return rc;
 }
 
-/* user, user_known, uid, groups: from NSS, so the name is the canonical one. */
+/* user, user_known, uid, group: from NSS, so the name is the canonical one. */
 static int add_user(pam_handle_t *pamh, struct request *r, const char *user)
 {
 	struct passwd pw, *pwp = NULL;
@@ -297,8 +297,6 @@ static int add_user(pam_handle_t *pamh, struct request *r, const char *user)
 	req_add(r, "uid", pwp ? uid : "");
 	if (pwp != NULL)
 		rc = add_groups(pamh, r, &pw);
-	else
-		req_add(r, "groups", "");
 	free(buf);
 	return rc;
 }
@@ -339,6 +337,38 @@ static int build_request(pam_handle_t *pamh, const struct options *o, int argc, 
 	return PAM_SUCCESS;
 }
 
+/* Gives the child limits of its own: no core file; at least MIN_NOFILE open
+ * files; file size, address space, data and processes unlimited. Root raises
+ * the hard limits too where it may (CAP_SYS_RESOURCE); otherwise, and in a
+ * non-root host, the soft limits go up to the hard ones. Failures are left to
+ * the helper, which then fails closed. */
+#define MIN_NOFILE 1024
+static void raise_limit(int res, rlim_t want, int as_root)
+{
+	struct rlimit rl;
+
+	if (getrlimit(res, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	if (as_root && rl.rlim_max < want) {
+		struct rlimit up = { want, want };
+		if (setrlimit(res, &up) == 0)
+			return;
+	}
+	rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+	setrlimit(res, &rl);
+}
+
+static void own_limits(int as_root)
+{
+	static const int unlimited[] = { RLIMIT_FSIZE, RLIMIT_AS, RLIMIT_DATA, RLIMIT_NPROC };
+	struct rlimit none = { 0, 0 };
+
+	setrlimit(RLIMIT_CORE, &none);
+	raise_limit(RLIMIT_NOFILE, MIN_NOFILE, as_root);
+	for (size_t i = 0; i < sizeof unlimited / sizeof unlimited[0]; i++)
+		raise_limit(unlimited[i], RLIM_INFINITY, as_root);
+}
+
 /*
  * The child between fork and exec. All signals are blocked (see spawn), so no
  * handler of the host runs here. Only async-signal-safe calls; a failure ends
@@ -377,6 +407,12 @@ static void __attribute__((noreturn)) child(const char *path, int sock, long max
 	 * the user can neither signal nor trace it. */
 	if (as_root && (setresgid(0, 0, 0) != 0 || setgroups(0, NULL) != 0 || setresuid(0, 0, 0) != 0))
 		_exit(126);
+	/* Not the caller's working directory (sudo: the user's, maybe unreadable
+	 * or on a hung NFS mount) nor its limits (ulimit -v or -n too small for a
+	 * Go runtime; core files of a process that holds secrets). */
+	if (chdir("/") != 0)
+		_exit(126);
+	own_limits(as_root);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	execve(path, argv, envp);

@@ -128,10 +128,12 @@ func ParseRequest(p []byte) (*Request, error) {
 			r.UserKnown = v == "1"
 		case "uid":
 			r.UID = v
+		case "group":
+			r.Groups = append(r.Groups, v)
 		case "groups":
-			if v != "" {
-				r.Groups = strings.Split(v, ",")
-			}
+			// The comma-joined list that earlier modules sent, in which a group named
+			// "proj,hpc-exempt" read as two groups. A module that still sends it is refused.
+			return nil, fmt.Errorf("request has a comma-joined groups entry (pam_totp.so older than the helper): %w", ErrBadRequest)
 		case "service":
 			r.Service = v
 		case "rhost":
@@ -177,7 +179,9 @@ func (r *Request) Encode() []byte {
 	}
 	put("user_known", known)
 	put("uid", r.UID)
-	put("groups", strings.Join(r.Groups, ","))
+	for _, g := range r.Groups {
+		put("group", g)
+	}
 	put("service", r.Service)
 	put("rhost", r.RHost)
 	put("tty", r.TTY)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -24,6 +25,23 @@ func TestRequestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestGroupsKeepCommas: a group whose name holds a comma stays one group (before, the module
+// joined names with "," and "proj,hpc-exempt" read as the exempt group hpc-exempt).
+func TestGroupsKeepCommas(t *testing.T) {
+	t.Parallel()
+	in := "version=1\x00user=a\x00group=users\x00group=proj,hpc-exempt\x00group=x=y\x00"
+	r, err := ParseRequest([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"users", "proj,hpc-exempt", "x=y"}; !slices.Equal(r.Groups, want) {
+		t.Errorf("ParseRequest(%q).Groups = %q, want %q", in, r.Groups, want)
+	}
+	if got := string(r.Encode()); !strings.Contains(got, "group=proj,hpc-exempt\x00") {
+		t.Errorf("Encode() = %q, want the group as one entry", got)
+	}
+}
+
 func TestParseRequestRejects(t *testing.T) {
 	t.Parallel()
 	tests := map[string]string{
@@ -33,6 +51,7 @@ func TestParseRequestRejects(t *testing.T) {
 		"no user":         "version=1\x00",
 		"wrong version":   "version=2\x00user=a\x00",
 		"missing version": "user=a\x00",
+		"comma groups":    "version=1\x00user=a\x00groups=proj,hpc-exempt\x00",
 	}
 	for name, in := range tests {
 		if _, err := ParseRequest([]byte(in)); !errors.Is(err, ErrBadRequest) {
@@ -198,6 +217,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add((&Request{Version: "1", User: "alice", Groups: []string{"a", "b"}, Args: []string{"debug"}}).Encode())
 	f.Add([]byte("version=1\x00user=\x00"))
 	f.Add([]byte("user=a\x00version=1\x00groups=,,\x00"))
+	f.Add([]byte("user=a\x00version=1\x00group=proj,hpc-exempt\x00group=\x00group=a=b\x00"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, err := ParseRequest(in)
 		if err != nil {
@@ -206,9 +226,10 @@ func FuzzParseRequest(f *testing.F) {
 		if r.User == "" || r.Version != Version {
 			t.Fatalf("ParseRequest accepted %+v", r)
 		}
-		// What parses must survive a round trip unchanged (modulo empty groups).
+		// What parses must survive a round trip unchanged, each group as one name.
 		again, err := ParseRequest(r.Encode())
-		if err != nil || again.User != r.User || again.Service != r.Service || len(again.Args) != len(r.Args) {
+		if err != nil || again.User != r.User || again.Service != r.Service || len(again.Args) != len(r.Args) ||
+			!slices.Equal(again.Groups, r.Groups) {
 			t.Fatalf("round trip of %+v = %+v, %v", r, again, err)
 		}
 	})

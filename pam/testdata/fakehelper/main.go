@@ -30,6 +30,8 @@ type Report struct {
 	StdioNull bool     // fds 0-2 are /dev/null
 	FD3Socket bool     // fd 3 is a socket
 	Status    []string // Uid, Gid, Groups, SigBlk, SigIgn lines of /proc/self/status
+	Cwd       string
+	Limits    map[string][2]uint64 // core, nofile, fsize, as: soft and hard
 	Request   [][2]string
 	Answers   [][]byte
 	NoAnswers int
@@ -52,6 +54,8 @@ func main() {
 	var st syscall.Stat_t
 	rep.FD3Socket = syscall.Fstat(3, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFSOCK
 	rep.Status = procStatus()
+	rep.Cwd, _ = os.Getwd()
+	rep.Limits = limits()
 	if len(os.Args) != 2 || os.Args[1] != "--pam" {
 		os.Exit(2)
 	}
@@ -289,4 +293,18 @@ func procStatus() []string {
 		}
 	}
 	return lines
+}
+
+// limits reads the rlimits the module gave us. (The Go runtime raises the soft open-files limit
+// to the hard one at start, so nofile shows what the module made possible.)
+func limits() map[string][2]uint64 {
+	out := map[string][2]uint64{}
+	for name, r := range map[string]int{"core": syscall.RLIMIT_CORE, "nofile": syscall.RLIMIT_NOFILE,
+		"fsize": syscall.RLIMIT_FSIZE, "as": syscall.RLIMIT_AS} {
+		var rl syscall.Rlimit
+		if syscall.Getrlimit(r, &rl) == nil {
+			out[name] = [2]uint64{rl.Cur, rl.Max}
+		}
+	}
+	return out
 }
