@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -23,7 +24,9 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
+	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -33,7 +36,7 @@ import (
 const usage = `usage: totp-admin [--config FILE] COMMAND [ARGS]
 
 commands:
-  token add USER [--name N] [--secret BASE32] [--algorithm SHA1|SHA256|SHA512]
+  token add USER [--name N] [--secret-file FILE|-] [--algorithm SHA1|SHA256|SHA512]
                  [--digits 6|8] [--period 30] [--no-verify] [--no-qr] [--qr half|full|ascii]
   token list [USER] [--json]
   token remove USER ID
@@ -44,8 +47,9 @@ commands:
   reset USER
   import csv FILE|- [--skip-invalid] [--algorithm A] [--digits D] [--period P]
   import google-authenticator USER FILE
+  check-config     load and validate the config (the same checks as the helper), then exit
   doctor [--service NAME] [--user USER] [--rhost ADDR] [--pamdir DIR] [--helper PATH]
-         [--no-transaction]
+         [--no-transaction] [--bus ADDRESS]
 
   --check-config   load and validate the config, then exit
   --version        print the version
@@ -165,6 +169,11 @@ func dispatch(e *env, args []string) error {
 		return usagef("import %s: unknown format", rest[0])
 	case "doctor":
 		return doctor(e, rest)
+	case "check-config":
+		if len(rest) > 0 {
+			return usagef("check-config takes no arguments (the file comes from --config)")
+		}
+		return checkConfig(e, *cfgPath)
 	case "help":
 		fmt.Fprint(e.stdout, usage)
 		return nil
@@ -260,17 +269,23 @@ type tokenOptions struct {
 	qr     admin.QR
 }
 
-// tokenFlags adds --name, --secret, the TOTP parameters, --no-qr and --qr to fs; the function it
-// returns checks them once fs is parsed.
+// tokenFlags adds --name, --secret-file, the TOTP parameters, --no-qr and --qr to fs; the
+// function it returns checks them once fs is parsed. --secret is defined only to refuse it.
 func tokenFlags(fs *flag.FlagSet, e *env, nameHelp, secretHelp string) func() (tokenOptions, error) {
 	name := fs.String("name", "", nameHelp)
-	secretText := fs.String("secret", "", secretHelp)
+	secretFile := fs.String("secret-file", "", secretHelp+": read from FILE (owned by you, i.e. root, mode 0600) or - for standard input")
+	secretArg := fs.String("secret", "", "refused: use --secret-file (a secret in the arguments is visible in ps and shell history)")
 	params := paramFlags(fs)
 	noQR := fs.Bool("no-qr", false, "do not show the QR code")
 	qrMode := fs.String("qr", "", "QR code mode: half, full or ascii (default from $TERM and the locale)")
 	return func() (tokenOptions, error) {
 		o := tokenOptions{name: *name}
 		var err error
+		if *secretArg != "" {
+			return o, usagef("--secret puts the secret on the command line, where every user of this host sees it " +
+				"(ps, /proc) and shell history keeps it; use --secret-file FILE (root-owned, mode 0600) or --secret-file - " +
+				"to read it from standard input")
+		}
 		if o.params, err = params(); err != nil {
 			return o, err
 		}
@@ -280,17 +295,58 @@ func tokenFlags(fs *flag.FlagSet, e *env, nameHelp, secretHelp string) func() (t
 				return o, usagef("--qr: %v", err)
 			}
 		}
-		if *secretText != "" {
-			if o.secret, err = totp.DecodeSecret(*secretText); err != nil {
+		if *secretFile != "" {
+			text, err := readSecret(e, *secretFile)
+			if err != nil {
+				return o, err
+			}
+			if o.secret, err = totp.DecodeSecret(text); err != nil {
 				if errors.Is(err, totp.ErrSecretSize) {
-					return o, usagef("--secret: the secret has an unsupported length (want %d to %d bytes)",
+					return o, usagef("--secret-file: the secret has an unsupported length (want %d to %d bytes)",
 						totp.MinSecretLen, totp.MaxSecretLen)
 				}
-				return o, usagef("--secret: the secret is not valid base32")
+				return o, usagef("--secret-file: the secret is not valid base32")
 			}
 		}
 		return o, nil
 	}
+}
+
+// maxSecretFile bounds a --secret-file: a base32 secret of MaxSecretLen bytes, spaced, and a newline.
+const maxSecretFile = 1024
+
+// syncStatus asks totp-syncd for its status over the bus at address, within enrollcli's bounds;
+// the error says what is missing (the bus, or totp-syncd on it) in a sentence.
+func syncStatus(ctx context.Context, address string) error {
+	b, err := enrollcli.Dial(ctx, address)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	_, err = b.Status(ctx)
+	return err
+}
+
+// readSecret reads a base32 secret from path (owned by the caller, root in practice; no symlink;
+// mode 0600 or stricter, checked on the open descriptor) or,
+// with "-", from the first line of standard input; what follows on standard input is left for
+// the first code. Only the first line counts; it is never echoed.
+func readSecret(e *env, path string) (string, error) {
+	if path == "-" {
+		r := bufio.NewReader(e.stdin)
+		line, err := r.ReadString('\n')
+		if err != nil && (err != io.EOF || line == "") {
+			return "", usagef("--secret-file -: no secret on standard input")
+		}
+		e.stdin = r
+		return strings.TrimSpace(line), nil
+	}
+	b, err := securefile.ReadFile(path, securefile.Secret, maxSecretFile)
+	if err != nil {
+		return "", usagef("--secret-file: %v", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), nil
 }
 
 // paramFlags adds --algorithm, --digits and --period.
@@ -590,12 +646,14 @@ func doctor(e *env, args []string) error {
 	pamdir := fs.String("pamdir", admin.DefaultPAMDir, "directory of PAM service files")
 	helper := fs.String("helper", admin.DefaultHelper, "helper (unless the pam_totp.so line has helper=)")
 	noTx := fs.Bool("no-transaction", false, "skip the PAM transaction")
+	bus := fs.String("bus", "", "D-Bus address to look for totp-syncd on (default: $DBUS_SYSTEM_BUS_ADDRESS or the system bus)")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
 	o := admin.DoctorOptions{
 		PAMDir: *pamdir, Service: *service, User: *u, RHost: *rhost,
 		ConfigPath: *cfgPath, Helper: *helper,
+		Sync: func() error { return syncStatus(e.ctx, *bus) },
 	}
 	if !*noTx {
 		o.Transact = transact

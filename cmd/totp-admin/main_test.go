@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -146,6 +147,8 @@ func TestUsageAndVersion(t *testing.T) {
 	}{
 		{"version", []string{"--version"}, 0, "totp-admin ", ""},
 		{"check config", []string{"--check-config"}, 0, ": OK", ""},
+		{"check-config verb", []string{"check-config"}, 0, ": OK", ""},
+		{"check-config with an argument", []string{"check-config", "x"}, 2, "", "check-config takes no arguments"},
 		{"no command", nil, 2, "", "totp-admin: no command\nusage:"},
 		{"unknown command", []string{"frob"}, 2, "", `totp-admin: unknown command "frob"`},
 		{"missing user", []string{"token", "add"}, 2, "", "totp-admin: token add: wrong number of arguments"},
@@ -217,7 +220,7 @@ func TestTokenAdd(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := newSite(t)
-			args := append([]string{"token", "add", "alice", "--secret", secret}, tc.args...)
+			args := append([]string{"token", "add", "alice", "--secret-file", secretFile(t, secret)}, tc.args...)
 			r := s.run(t, tc.stdin(), args...)
 			if r.code != tc.wantCode {
 				t.Fatalf("exit %d, want %d\n%s", r.code, tc.wantCode, r)
@@ -264,11 +267,54 @@ func TestTokenAdd(t *testing.T) {
 	t.Run("bad secret is not echoed", func(t *testing.T) {
 		s := newSite(t)
 		bad := "JBSWY3DPEHPK3PX1JBSWY3DP"
-		r := s.run(t, "", "token", "add", "alice", "--secret", bad)
-		if r.code != 2 || strings.Contains(r.stderr, bad) || !strings.Contains(r.stderr, "--secret: the secret is not valid base32") {
-			t.Fatalf("bad --secret: %s", r)
+		r := s.run(t, "", "token", "add", "alice", "--secret-file", secretFile(t, bad))
+		if r.code != 2 || strings.Contains(r.stderr, bad) || !strings.Contains(r.stderr, "--secret-file: the secret is not valid base32") {
+			t.Fatalf("bad --secret-file: %s", r)
 		}
 	})
+	// A secret on the command line is visible to every user in ps and stays in shell history.
+	t.Run("bare --secret refused", func(t *testing.T) {
+		s := newSite(t)
+		r := s.run(t, "", "token", "add", "alice", "--secret", secret)
+		if r.code != 2 || strings.Contains(r.stderr, secret) || !strings.Contains(r.stderr, "use --secret-file FILE") {
+			t.Fatalf("--secret: %s", r)
+		}
+		if _, err := os.Stat(filepath.Join(s.store, "tokens.db")); err == nil {
+			t.Fatalf("a refused --secret wrote the token store")
+		}
+	})
+	t.Run("secret file readable by others refused", func(t *testing.T) {
+		s := newSite(t)
+		f := secretFile(t, secret)
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := s.run(t, "", "token", "add", "alice", "--no-verify", "--secret-file", f)
+		if r.code != 2 || !strings.Contains(r.stderr, "grants 0044 to others") {
+			t.Fatalf("--secret-file mode 0644: %s", r)
+		}
+	})
+	t.Run("secret from standard input, then the first code", func(t *testing.T) {
+		s := newSite(t)
+		code := totp.Code(secretBytes, totp.DefaultParams, totp.Step(time.Now(), 30))
+		r := s.run(t, secret+"\n"+code+"\n", "token", "add", "alice", "--no-qr", "--secret-file", "-")
+		if r.code != 0 || !strings.Contains(r.stdout, "Code verified") {
+			t.Fatalf("--secret-file -: %s", r)
+		}
+		if got := s.tokens(t, "alice"); len(got) != 1 || got[0].State != token.Active {
+			t.Fatalf("tokens = %+v, want one active", got)
+		}
+	})
+}
+
+// secretFile writes secret into a new 0600 file and returns its path.
+func secretFile(t *testing.T, secret string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // An interrupt while the code is asked for removes the pending token.
@@ -319,7 +365,7 @@ func TestTokenAddInterrupted(t *testing.T) {
 
 func TestTokenManage(t *testing.T) {
 	s := newSite(t)
-	if r := s.run(t, "", "token", "add", "alice", "--no-verify", "--secret", secret, "--name", "phone"); r.code != 0 {
+	if r := s.run(t, "", "token", "add", "alice", "--no-verify", "--secret-file", secretFile(t, secret), "--name", "phone"); r.code != 0 {
 		t.Fatal(r)
 	}
 	if r := s.run(t, "", "token", "add", "bob", "--no-verify", "--no-qr"); r.code != 0 {
@@ -762,4 +808,58 @@ func TestRegistryNodeRefusesLocalWrites(t *testing.T) {
 	if r := s.run(t, "", "token", "list"); r.code != 0 {
 		t.Errorf("token list on a registry node: exit %d, want 0 (reading is fine)", r.code)
 	}
+}
+
+// TestDoctorSync: doctor says whether the system bus and totp-syncd answer, and what to start
+// when not: a warning on a standalone node, a failure on a node that follows a registry.
+func TestDoctorSync(t *testing.T) {
+	b := busapitest.StartBus(t) // a bus on which nobody owns io.github.pamtotp.Sync1 yet
+	s := newSite(t)
+	regConf := filepath.Join(s.dir, "registry-node.conf")
+	conf, err := os.ReadFile(s.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(regConf, append(conf, "[sync]\nregistry = \"https://registry.invalid:8443\"\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doctor := func(conf, bus string) string {
+		t.Helper()
+		r := s.run(t, "", "doctor", "--config", conf, "--no-transaction", "--pamdir", s.dir, "--bus", bus)
+		for _, l := range strings.Split(r.stdout, "\n") {
+			if strings.Contains(l, "totp-syncd") {
+				return l
+			}
+		}
+		t.Fatalf("doctor said nothing of totp-syncd\n%s", r)
+		return ""
+	}
+	start := "start the system bus and the daemon: systemctl enable --now dbus totp-syncd"
+	tests := []struct {
+		name, conf, bus string
+		want            []string
+	}{
+		{"no bus", s.conf, "unix:path=" + filepath.Join(s.dir, "no-bus"),
+			[]string{"WARN  the system bus is not running on this node", "users cannot enroll", start}},
+		{"bus without totp-syncd", s.conf, b.Addr,
+			[]string{"WARN  totp-syncd is not running on this node (no io.github.pamtotp.Sync1 on the system bus)", start}},
+		{"registry node without totp-syncd", regConf, b.Addr,
+			[]string{"FAIL  totp-syncd is not running", "gets no new or revoked tokens", start}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := doctor(tc.conf, tc.bus)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("doctor line %q lacks %q", got, w)
+				}
+			}
+		})
+	}
+	t.Run("totp-syncd running", func(t *testing.T) {
+		busapitest.StartNode(t, b, busapitest.StartRegistry(t))
+		if got := doctor(s.conf, b.Addr); !strings.HasPrefix(got, "OK    totp-syncd answers on the system bus") {
+			t.Errorf("doctor line %q, want OK", got)
+		}
+	})
 }

@@ -35,7 +35,7 @@ With a registry (totp-admin --registry URL COMMAND ...):
   user set NAME [--mail M] [--scope S]...     (--scope replaces all scopes)
   user remove NAME
   token list USER [--json]
-  token add USER [--name N] [--secret BASE32] [--algorithm A] [--digits D] [--period P]
+  token add USER [--name N] [--secret-file FILE|-] [--algorithm A] [--digits D] [--period P]
                  [--no-qr] [--qr half|full|ascii]
   token disable|enable|remove USER ID
   reset USER

@@ -185,12 +185,12 @@ func TestRealRegistry(t *testing.T) {
 	if phone == nil {
 		t.Fatalf("no token id in\n%s", r)
 	}
-	r = reg.admin(t, 0, "", "token", "add", "alice", "--name", "laptop", "--secret", laptopSecret, "--digits", "8")
+	r = reg.admin(t, 0, laptopSecret+"\n", "token", "add", "alice", "--name", "laptop", "--secret-file", "-", "--digits", "8")
 	contains(t, r, `("laptop") of alice added, active.`)
 	if strings.Contains(r.stdout, laptopSecret) {
 		t.Errorf("a secret the admin gave was printed back")
 	}
-	r = reg.admin(t, 1, "", "token", "add", "alice", "--secret", laptopSecret)
+	r = reg.admin(t, 1, laptopSecret+"\n", "token", "add", "alice", "--secret-file", "-")
 	contains(t, r, "totp-admin: user \"alice\" already has a token with this secret\n")
 	r = reg.admin(t, 0, "", "token", "list", "alice")
 	contains(t, r, "phone ", "laptop", "SHA1       8       30      active")

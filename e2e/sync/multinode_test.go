@@ -3,6 +3,8 @@
 package sync
 
 import (
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -80,10 +82,13 @@ func TestTokenReachesEveryNode(t *testing.T) {
 		{"totp-admin --registry", func(t *testing.T, user string) token.Token {
 			secret := make([]byte, 20)
 			copy(secret, pamtest.RandName(20))
-			b32 := base32NoPad(secret)
+			secretFile := filepath.Join(t.TempDir(), "secret")
+			if err := os.WriteFile(secretFile, []byte(base32NoPad(secret)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile,
 				"--ca-file", r.ca.pemFile, "token", "add", user, "--name", "cli",
-				"--secret", b32, "--no-qr"); err != nil {
+				"--secret-file", secretFile, "--no-qr"); err != nil {
 				t.Fatal(err)
 			}
 			toks, err := r.admin.Tokens(ctx(t), user)

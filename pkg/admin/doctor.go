@@ -254,6 +254,9 @@ type DoctorOptions struct {
 	ModuleDirs []string
 	// Transact runs the real PAM transaction; nil skips it.
 	Transact Transact
+	// Sync asks totp-syncd over the system bus for its status; nil skips the check. Its error is
+	// a sentence saying whether the bus or the daemon is missing.
+	Sync func() error
 }
 
 // Doctor checks a node: (a) the PAM stack of a service, (c) ownership and modes of the config,
@@ -310,6 +313,9 @@ func Doctor(o DoctorOptions) *Report {
 		if u := checkStore(r, cfg); user == "" {
 			user = u
 		}
+	}
+	if o.Sync != nil {
+		checkSync(r, o.Sync, cfg)
 	}
 	if user == "" {
 		user = "root"
@@ -469,6 +475,22 @@ func checkHelper(r *Report, path string) {
 
 // checkStore checks the store directory and databases and returns the first user with an active
 // token ("" when none).
+// checkSync reports whether totp-syncd answers on the system bus. Without it users cannot enroll
+// (`totp enroll`, enrollment at login); on a node that follows a registry, tokens do not arrive
+// either, so it fails there and warns on a standalone node.
+func checkSync(r *Report, status func() error, cfg *config.Config) {
+	if err := status(); err != nil {
+		st, why := Warn, "users cannot enroll with `totp enroll`"
+		if cfg != nil && cfg.Sync.Registry != "" {
+			st, why = Fail, "this node gets no new or revoked tokens from the registry and users cannot enroll"
+		}
+		r.add(st, "%s: %s; start the system bus and the daemon: systemctl enable --now dbus totp-syncd",
+			token.Clean(err.Error()), why)
+		return
+	}
+	r.add(OK, "totp-syncd answers on the system bus (io.github.pamtotp.Sync1)")
+}
+
 func checkStore(r *Report, cfg *config.Config) string {
 	dir := cfg.Store.Dir
 	if err := securefile.CheckDir(dir, securefile.SecretDir); err != nil {
