@@ -64,6 +64,7 @@
 struct options {
 	const char *helper, *config, *policy;
 	int debug, timeout; /* timeout in seconds */
+	int errors_when_silent; /* relay the helper's error lines under PAM_SILENT */
 };
 
 /* The request (frame Q): key=value entries, each ended by a NUL. */
@@ -80,6 +81,7 @@ struct helper {
 	int timeout, fd;
 	pid_t pid; /* 0 once reaped */
 	int64_t budget_ns;
+	int errors_when_silent;
 };
 
 static const struct {
@@ -113,12 +115,18 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
 	char *end;
 	long t;
 
-	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", 0, DEFAULT_TIMEOUT };
+	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", 0, DEFAULT_TIMEOUT, 0 };
 	for (int i = 0; i < argc; i++)
 		o->debug |= strcmp(argv[i], "debug") == 0;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "debug") == 0) {
 			continue;
+		} else if (strcmp(argv[i], "errors_when_silent") == 0) {
+			/* sudo (before 1.9.16, and after it unless !pam_silent) calls
+			 * PAM with PAM_SILENT, which hides why a code failed or how
+			 * long a lockout lasts: this relays those sentences anyway
+			 * (never the informational ones). */
+			o->errors_when_silent = 1;
 		} else if ((v = value(argv[i], "helper")) != NULL) {
 			o->helper = v;
 		} else if ((v = value(argv[i], "config")) != NULL) {
@@ -580,7 +588,7 @@ static int converse(struct helper *h, int flags, char *buf)
 			break;
 		case 'I':
 		case 'R':
-			if (!(flags & PAM_SILENT))
+			if (!(flags & PAM_SILENT) || (hdr[0] == 'R' && h->errors_when_silent))
 				pam_prompt(h->pamh, hdr[0] == 'I' ? PAM_TEXT_INFO : PAM_ERROR_MSG, NULL, "%s", buf);
 			break;
 		case 'T': /* for pam_unix use_first_pass further down the stack */
@@ -709,7 +717,7 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	if ((rc = build_request(pamh, &o, argc, argv, user, req)) != PAM_SUCCESS)
 		goto out;
 	h = (struct helper){ .pamh = pamh, .path = o.helper, .user = user, .timeout = o.timeout, .fd = -1,
-			     .budget_ns = (int64_t)o.timeout * NSEC };
+			     .budget_ns = (int64_t)o.timeout * NSEC, .errors_when_silent = o.errors_when_silent };
 	rc = run_helper(&h, flags, resolved, req);
 	if (o.debug)
 		pam_syslog(pamh, LOG_DEBUG, "user %s: %s", user, pam_strerror(pamh, rc));

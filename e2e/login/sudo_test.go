@@ -29,7 +29,7 @@ func TestSudo(t *testing.T) {
 
 	service := "pamtotp-sudo-" + pamtest.RandName(8)
 	writeSystemFile(t, "/etc/pam.d/"+service, strings.Join([]string{
-		moduleLine(f.conf, "policy=sudo"),
+		moduleLine(f.conf, "policy=sudo errors_when_silent"),
 		"account required pam_permit.so",
 		"session required pam_permit.so",
 	}, "\n")+"\n", 0o644)
@@ -92,6 +92,14 @@ func TestSudo(t *testing.T) {
 			t.Fatalf("sudo in a new session did not ask for a code")
 		}
 		tm.Send(wrongCode(tok) + "\r")
+		// sudo calls PAM with PAM_SILENT; errors_when_silent still tells the user why.
+		i, _, err = tm.Expect(timeout, "Verification failed.", "rc=0", "rc=1", promptText)
+		switch {
+		case err != nil:
+			t.Fatalf("sudo with a wrong code: %v", err)
+		case i != 0:
+			t.Errorf("sudo with a wrong code did not say why it failed (matched %d)", i)
+		}
 		i, _, err = tm.Expect(timeout, "rc=0", "rc=1", promptText)
 		switch {
 		case err != nil:
