@@ -39,6 +39,7 @@ With a registry (totp-admin --registry URL COMMAND ...):
                  [--no-qr] [--qr half|full|ascii]
   token disable|enable|remove USER ID
   reset USER
+  unlock USER                           clear failed proofs (self-service locked after too many)
   backup-codes USER
   passcode USER [--ttl 1h]
   node add NAME --scope S
@@ -203,7 +204,7 @@ func dispatchRegistry(e *env, args []string) error {
 	case "compact":
 		return rCompact(e, rest)
 	case "unlock":
-		return usagef("unlock: failed codes are counted on each login node; run `totp-admin unlock USER` on the node, without --registry")
+		return rUnlock(e, rest)
 	case "doctor":
 		return doctor(e, dropRegistryFlags(rest))
 	case "help":
@@ -631,6 +632,25 @@ func rReset(e *env, args []string) error {
 		"Enroll a new token with `totp-admin --registry URL token add %s`. Failed codes are counted on each\n"+
 		"login node: if %s is locked out there, run `totp-admin unlock %s` on the node.\n",
 		u, r.Tokens, r.BackupCodes, u, u, u)
+	return nil
+}
+
+// rUnlock clears the user's failed proofs at the registry (self-service changes locked after too
+// many); failed login codes are counted on each node and unlocked there.
+func rUnlock(e *env, args []string) error {
+	c := regCommand(e, "unlock", true)
+	cl, pos, err := c.parse(args, 1, 0)
+	if err != nil {
+		return err
+	}
+	r, err := cl.Unlock(e.ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	u := token.Clean(pos[0])
+	fmt.Fprintf(e.stdout, "%s unlocked at the registry: %d failed proofs cleared.\n"+
+		"Failed login codes are counted on each login node: if %s is locked out there, run\n"+
+		"`totp-admin unlock %s` on the node.\n", u, r.Failures, u, u)
 	return nil
 }
 

@@ -464,8 +464,11 @@ func TestRegistryCommands(t *testing.T) {
 			answers:  map[string]answer{"GET /v1/admin/users/bob": {404, `{"error":"no user \"bob\u001b]0;x\u0007\""}`}},
 			want:     []request{{Method: "GET", Path: "/v1/admin/users/bob"}},
 			wantCode: 1, wantErr: "totp-admin: no user \"bob?]0;x?\"\n"},
-		{name: "unlock needs the node", args: []string{"unlock", "alice"}, wantCode: 2,
-			wantErr: "run `totp-admin unlock USER` on the node"},
+		{name: "unlock clears failed proofs at the registry",
+			args:    []string{"unlock", "alice"},
+			answers: map[string]answer{"POST /v1/admin/users/alice/unlock": {200, `{"name":"alice","failures":10}`}},
+			want:    []request{{Method: "POST", Path: "/v1/admin/users/alice/unlock", Type: "application/json", Body: J(`{}`)}},
+			wantOut: []string{"alice unlocked at the registry: 10 failed proofs cleared.\n", "run\n`totp-admin unlock alice` on the node"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

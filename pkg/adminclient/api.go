@@ -217,6 +217,13 @@ func (c *Client) Reset(ctx context.Context, user string) (Removed, error) {
 	return r, err
 }
 
+// Unlock clears a user's failed proofs at the registry and says how many there were.
+func (c *Client) Unlock(ctx context.Context, user string) (registryapi.Unlocked, error) {
+	var r registryapi.Unlocked
+	err := c.send(ctx, http.MethodPost, struct{}{}, &r, admin(pUsers, user, "unlock")...)
+	return r, err
+}
+
 // BackupCodes replaces a user's backup codes with a new set and returns the plain codes, once.
 func (c *Client) BackupCodes(ctx context.Context, user string) ([]string, error) {
 	var r struct {

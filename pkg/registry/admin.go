@@ -36,6 +36,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	h("PATCH /v1/admin/users/{name}/tokens/{id}", maxBody, s.patchToken)
 	h("DELETE /v1/admin/users/{name}/tokens/{id}", maxBody, s.deleteToken)
 	h("POST /v1/admin/users/{name}/reset", maxBody, s.resetUser)
+	h("POST /v1/admin/users/{name}/unlock", maxBody, s.unlockUser)
 	h("POST /v1/admin/users/{name}/backup-codes", maxBody, s.newBackupCodes)
 	h("POST /v1/admin/users/{name}/passcode", maxBody, s.newPasscode)
 	h("POST /v1/admin/nodes", maxBody, s.createNode)

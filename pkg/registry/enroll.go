@@ -71,10 +71,38 @@ type stepRecord struct {
 	Step uint64 `json:"step"`
 }
 
-type failRecord struct {
-	Count int       `json:"count"`
-	Last  time.Time `json:"last"`
-	Until time.Time `json:"until,omitzero"`
+// Failed proofs follow the login rule (token.Limits): proofFreeFailures cost nothing, then a
+// back-off from proofBackoff doubling up to [enroll] lockout, and [enroll] max_failures lock the
+// user's proofs until a success... which a lock forbids, so until an administrator's unlock or
+// reset. Waiting does not clear them.
+const (
+	proofFreeFailures = 3
+	proofBackoff      = 30 * time.Second
+)
+
+// proofLimits is the failure rule of proofs under c.
+func (c EnrollConfig) proofLimits() token.Limits {
+	return token.Limits{FreeFailures: proofFreeFailures, InitialBackoff: proofBackoff,
+		MaxBackoff: c.Lockout, LockoutAfter: c.MaxFailures}
+}
+
+// failures reads the user's failed proofs (zero when none).
+func (x *txn) failures(user string) (token.Failures, error) {
+	var f token.Failures
+	if err := x.getJSON(prefixFail+user, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
+		return f, err
+	}
+	return f, nil
+}
+
+// countFailure counts one failed proof of e.u and returns the record and the back-off it starts.
+func (e *enrollTxn) countFailure() (token.Failures, time.Duration, error) {
+	f, err := e.failures(e.u.Name)
+	if err != nil {
+		return f, 0, err
+	}
+	f, d := f.Fail(e.now, e.s.cfg.Enroll.proofLimits())
+	return f, d, e.putJSON(prefixFail+e.u.Name, f)
 }
 
 // initEnroll sets up the mail notices: o.Notifier, or a mail.Sender from [mail].
@@ -474,14 +502,17 @@ type proofKinds struct {
 // proof is returned as an error (nothing written).
 func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (ok bool, err error) {
 	user := e.u.Name
-	var f failRecord
-	if err := e.getJSON(prefixFail+user, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
+	f, err := e.failures(user)
+	if err != nil {
 		return false, err
 	}
-	if e.now.Before(f.Until) {
-		left := f.Until.Sub(e.now)
-		return false, &refusal.Error{Kind: refusal.TooMany, RetryAfter: left,
-			Message: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(left.Minutes())+1)}
+	switch forGood, wait := f.Locked(e.now, e.s.cfg.Enroll.proofLimits()); {
+	case forGood:
+		return false, &refusal.Error{Kind: refusal.TooMany,
+			Message: fmt.Sprintf("%d failed proofs in a row: your self-service changes are locked; ask your administrators to unlock you", f.Count)}
+	case wait > 0:
+		return false, &refusal.Error{Kind: refusal.TooMany, RetryAfter: wait,
+			Message: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(wait.Minutes())+1)}
 	}
 	if strings.TrimSpace(proof) == "" {
 		if kinds.codes {
@@ -549,12 +580,7 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 			return true, e.proofOK(action, "bootstrap code")
 		}
 	}
-	// A failure: counted (a run of failures, reset after a lockout's length of quiet) and audited.
-	if e.now.Sub(f.Last) > e.s.cfg.Enroll.Lockout {
-		f.Count = 0
-	}
-	f.Count++
-	f.Last = e.now
+	// A failure: counted (until a success or an administrator clears it) and audited.
 	reason := "wrong proof"
 	if replayed {
 		reason = "replayed code"
@@ -563,12 +589,15 @@ func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (o
 	if replayed {
 		e.refused = forbidden("this code was already used; wait for the next one")
 	}
-	if f.Count >= e.s.cfg.Enroll.MaxFailures {
-		f.Until, f.Count = e.now.Add(e.s.cfg.Enroll.Lockout), 0
-		reason += fmt.Sprintf("; %d failures: proofs refused until %s", e.s.cfg.Enroll.MaxFailures, f.Until.UTC().Format(time.RFC3339))
-	}
-	if err := e.putJSON(prefixFail+user, f); err != nil {
+	f, wait, err := e.countFailure()
+	if err != nil {
 		return false, err
+	}
+	switch {
+	case f.Count >= e.s.cfg.Enroll.MaxFailures:
+		reason += fmt.Sprintf("; %d failures: proofs locked until an administrator unlocks the user", f.Count)
+	case wait > 0:
+		reason += fmt.Sprintf("; %d failures: proofs refused until %s", f.Count, f.Until.UTC().Format(time.RFC3339))
 	}
 	e.s.log.Warn("enroll proof refused", "user", user, "node", e.node.Name, "action", action, "reason", reason)
 	return false, e.audit("enroll.proof_failed", "user/"+user, action+": "+reason)
@@ -710,13 +739,8 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 			if err := e.setStep(q.User, t.ID, max(e.lastStep(q.User, t.ID), step)); err != nil {
 				return err
 			}
-			var f failRecord
-			if err := e.getJSON(prefixFail+q.User, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
-				return err
-			}
-			f.Count++
-			f.Last = e.now
-			return e.putJSON(prefixFail+q.User, f)
+			_, _, err := e.countFailure()
+			return err
 		case token.OK:
 		default:
 			ans.Status = registryapi.StatusWrongCode

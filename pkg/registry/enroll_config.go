@@ -22,7 +22,7 @@ type EnrollConfig struct {
 }
 
 func defaultEnrollConfig() EnrollConfig {
-	return EnrollConfig{Bootstrap: BootstrapNone, MaxTokens: 5, MaxFailures: 5, Lockout: 15 * time.Minute}
+	return EnrollConfig{Bootstrap: BootstrapNone, MaxTokens: 5, MaxFailures: 10, Lockout: 15 * time.Minute}
 }
 
 // validateEnroll checks [enroll] and [mail]; Validate calls it last.

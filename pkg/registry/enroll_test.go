@@ -10,6 +10,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -186,7 +187,7 @@ func TestEnrollSkewCodeBurned(t *testing.T) {
 	if st != 200 || fin["status"] != "clock_skew" || fin["skew_s"] != float64(60) {
 		t.Fatalf("finish(now+2 steps) = %d %v, want clock_skew 60", st, fin)
 	}
-	var f failRecord
+	var f token.Failures
 	e.store.View(context.Background(), func(_ int64, tx kv.Txn) error {
 		return (&txn{Txn: tx, s: e.srv}).getJSON(prefixFail+"ann", &f)
 	})
@@ -279,33 +280,59 @@ func TestEnrollProofs(t *testing.T) {
 	}
 }
 
+// TestEnrollLockout: failed proofs follow the login rule (token.Limits): free failures, then a
+// back-off, and at max_failures a lock that waiting does not end (before, 5 failures gave a
+// 15-minute wait and a fresh count, ~480 guesses a day for ever); an admin unlock ends it.
 func TestEnrollLockout(t *testing.T) {
 	t.Parallel()
 	e := newEnrollEnv(t, nil)
 	_, secret, _ := e.enroll("")
-	for i := range 5 {
-		if st, _ := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": "000000"}); st != 403 {
-			t.Fatalf("wrong proof #%d = %d, want 403", i+1, st)
+	max := e.srv.cfg.Enroll.MaxFailures
+	wrong := func(i int) {
+		t.Helper()
+		st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": "000000"})
+		if st != 403 {
+			t.Fatalf("wrong proof #%d = %d %v, want 403", i, st, b)
 		}
 	}
-	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": e.code(secret, 0)})
-	if st != 429 || !strings.Contains(b["error"].(string), "too many failed proofs") {
-		t.Errorf("right proof after 5 failures = %d %v, want 429", st, b)
+	for i := 1; i <= proofFreeFailures; i++ {
+		wrong(i)
 	}
-	e.clock.add(15*time.Minute + time.Second)
+	wrong(proofFreeFailures + 1) // starts the first back-off
+	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": e.code(secret, 0)})
+	if st != 429 || !strings.Contains(b["error"].(string), "too many failed proofs; try again") {
+		t.Errorf("right proof during the back-off = %d %v, want 429", st, b)
+	}
+	for i := proofFreeFailures + 2; i <= max; i++ {
+		e.clock.add(e.srv.cfg.Enroll.Lockout + time.Second) // past any back-off
+		wrong(i)
+	}
+	e.clock.add(24 * time.Hour)
+	st, b = e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": e.code(secret, 0)})
+	if st != 429 || !strings.Contains(b["error"].(string), "ask your administrators to unlock you") {
+		t.Errorf("right proof a day after %d failures = %d %v, want 429 until an unlock", max, st, b)
+	}
+	var un registryapi.Unlocked
+	e.mustAdmin(200, "POST", "/v1/admin/users/ann/unlock", nil, &un)
+	if un.Failures != max {
+		t.Errorf("unlock cleared %d failures, want %d", un.Failures, max)
+	}
 	if st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": e.code(secret, 0)}); st != 200 {
-		t.Errorf("right proof after the lockout = %d %v, want 200", st, b)
+		t.Errorf("right proof after the unlock = %d %v, want 200", st, b)
 	}
 	var audit []AuditRecord
 	e.mustAdmin(200, "GET", "/v1/admin/audit?limit=1000", nil, &audit)
-	n := 0
+	failed, unlocked := 0, 0
 	for _, a := range audit {
-		if a.Action == "enroll.proof_failed" {
-			n++
+		switch a.Action {
+		case "enroll.proof_failed":
+			failed++
+		case "user.unlock":
+			unlocked++
 		}
 	}
-	if n != 5 {
-		t.Errorf("%d enroll.proof_failed audit records, want 5", n)
+	if failed != max || unlocked != 1 {
+		t.Errorf("%d enroll.proof_failed and %d user.unlock audit records, want %d and 1", failed, unlocked, max)
 	}
 }
 

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -549,6 +550,31 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 		s.notify(r.Context(), name, "second factor reset", fmt.Sprintf("All tokens (%d) and backup codes (%d) of your account were removed; you can enroll a new token.", nt, nc), "administrator "+actor)
 	}
 	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, err
+}
+
+// unlockUser answers POST /v1/admin/users/{name}/unlock: it clears the user's failed proofs (a
+// lockout of self-service changes). Failed login codes are counted on each node.
+func (s *Server) unlockUser(r *http.Request, actor string, body []byte) (int, any, error) {
+	var q reasonRequest
+	if err := decodeOptional(body, &q); err != nil {
+		return 0, nil, err
+	}
+	name := r.PathValue("name")
+	var f token.Failures
+	_, err := s.change(r.Context(), actor, "user.unlock", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		if _, err := x.user(name); err != nil {
+			return err
+		}
+		var err error
+		if f, err = x.failures(name); err != nil {
+			return err
+		}
+		if err := x.Delete(prefixFail + name); err != nil && !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
+		return nil
+	})
+	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count}, err
 }
 
 // replaceCodes removes a user's codes for which drop is true, then writes recs.

@@ -174,6 +174,12 @@ type Removed struct {
 	BackupCodes int    `json:"backup_codes"`
 }
 
+// Unlocked is the answer of an admin unlock: the failed proofs that were cleared.
+type Unlocked struct {
+	Name     string `json:"name"`
+	Failures int    `json:"failures"`
+}
+
 // Passcode is a helpdesk one-time passcode, shown once.
 type Passcode struct {
 	Code    string    `json:"code"`

@@ -13,6 +13,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pam-totp/pam-totp/pkg/securefile"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // State is a node's state.db: what logins change. Like Tokens, it is opened per transaction.
@@ -117,13 +118,8 @@ func (x *StateTx) SetLastStep(user, id string, step uint64) error {
 	return x.tx.Bucket(bucketSteps).Put(userKey(user, id), uint64Bytes(step))
 }
 
-// Failures counts a user's consecutive failed answers.
-type Failures struct {
-	Count int       `json:"count"`
-	Last  time.Time `json:"last"`
-	// Until is the end of the current back-off; no code is asked for before it.
-	Until time.Time `json:"until,omitzero"`
-}
+// Failures is a user's failure record (the rule is token.Limits).
+type Failures = token.Failures
 
 // Failures returns the user's failure record (zero when none).
 func (x *StateTx) Failures(user string) Failures {

@@ -342,34 +342,32 @@ func (a *attempt) candidates(tokens []token.Token, answer *string) map[int]strin
 	return codes
 }
 
+// limits is the failure rule of the config ([rate_limit]).
+func (a *attempt) limits() token.Limits {
+	rl := a.v.Config.RateLimit
+	return token.Limits{FreeFailures: rl.FreeFailures, InitialBackoff: rl.InitialBackoff,
+		MaxBackoff: rl.MaxBackoff, LockoutAfter: rl.LockoutAfter}
+}
+
 // fail counts one failure and extends the back-off; msg gains the wait when one starts.
 func (a *attempt) fail(f store.Failures, msg *string) store.Failures {
-	rl := a.v.Config.RateLimit
-	f.Count++
-	f.Last = a.now
-	if f.Count > rl.FreeFailures {
-		d := rl.InitialBackoff
-		for i := rl.FreeFailures + 1; i < f.Count && d < rl.MaxBackoff; i++ {
-			d *= 2
-		}
-		d = min(d, rl.MaxBackoff)
-		f.Until = a.now.Add(d)
-		if f.Count >= rl.LockoutAfter {
-			*msg = strings.TrimSpace(*msg + " " + msgLocked + a.contact())
-		} else {
-			*msg = strings.TrimSpace(*msg + " Too many failed codes; try again in " + human(d) + ".")
-		}
+	f, d := f.Fail(a.now, a.limits())
+	switch {
+	case f.Count >= a.v.Config.RateLimit.LockoutAfter:
+		*msg = strings.TrimSpace(*msg + " " + msgLocked + a.contact())
+	case d > 0:
+		*msg = strings.TrimSpace(*msg + " Too many failed codes; try again in " + human(d) + ".")
 	}
 	return f
 }
 
 // locked says whether failures keep the user from being asked, and what to tell them.
 func (a *attempt) locked(f store.Failures) (string, bool) {
-	if f.Count >= a.v.Config.RateLimit.LockoutAfter {
+	switch forGood, wait := f.Locked(a.now, a.limits()); {
+	case forGood:
 		return msgLocked + a.contact(), true
-	}
-	if a.now.Before(f.Until) {
-		return "Too many failed codes; try again in " + human(f.Until.Sub(a.now)) + ".", true
+	case wait > 0:
+		return "Too many failed codes; try again in " + human(wait) + ".", true
 	}
 	return "", false
 }
