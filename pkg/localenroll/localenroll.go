@@ -75,6 +75,10 @@ type Authority struct {
 	// mu makes check-then-write sequences (count then add, read then activate) atomic within
 	// this process; other writers (totp-admin) are serialised by the store's file lock.
 	mu sync.Mutex
+	// proved holds "user/id" of the pending tokens begun with a proof. A pending token begun
+	// without one (a first token) may finish only while the user has no active token; after a
+	// restart every pending token counts as begun without a proof.
+	proved map[string]bool
 }
 
 var _ busapi.Enroller = (*Authority)(nil)
@@ -183,6 +187,20 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (registry
 			counted++
 		}
 	}
+	if active == 0 {
+		// One pending first token at a time: a new first enrollment replaces the others.
+		for _, t := range toks {
+			if t.State != token.Pending {
+				continue
+			}
+			if removed, err := a.admin.Cancel(user, t.ID); err != nil {
+				return registryapi.Enrollment{}, err
+			} else if removed {
+				counted--
+				a.o.Log.Info("pending token replaced by a new first enrollment", "user", user, "token", t.ID)
+			}
+		}
+	}
 	if counted >= a.o.MaxTokens {
 		return registryapi.Enrollment{}, refused(fmt.Sprintf(
 			"you have %d tokens (active or pending), the most this site allows; remove one first", counted))
@@ -199,6 +217,12 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (registry
 	}
 	if err != nil {
 		return registryapi.Enrollment{}, err
+	}
+	if active > 0 {
+		if a.proved == nil {
+			a.proved = map[string]bool{}
+		}
+		a.proved[user+"/"+e.Token.ID] = true
 	}
 	exp := e.Token.Created.Add(PendingTTL)
 	a.o.Log.Info("enrollment begun", "user", user, "token", e.Token.ID, "name", e.Token.Name,
@@ -239,6 +263,16 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 		a.o.Log.Info("pending token expired", "user", user, "token", id)
 		return registryapi.FinishResult{Status: "expired"}, nil
 	}
+	if !first && !a.proved[user+"/"+id] {
+		// Begun as a first token (no proof); another token is active now, so adding this one
+		// would skip the proof every further token needs.
+		if _, err := a.admin.Cancel(user, id); err != nil {
+			return registryapi.FinishResult{}, err
+		}
+		a.o.Log.Warn("pending first token cancelled: the user has an active token now", "user", user, "token", id)
+		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.Conflict,
+			Message: "another token of yours became active after this enrollment began; begin again, with a code from that token or a backup code"}
+	}
 	chk, err := a.admin.Confirm(user, id, code)
 	if errors.Is(err, admin.ErrNotPending) {
 		return registryapi.FinishResult{}, &refusal.Error{Kind: refusal.NotFound,
@@ -254,6 +288,7 @@ func (a *Authority) Finish(_ context.Context, user, id, code string) (registryap
 	default:
 		return registryapi.FinishResult{Status: "wrong_code"}, nil
 	}
+	delete(a.proved, user+"/"+id)
 	r := registryapi.FinishResult{Status: "active"}
 	a.o.Log.Info("enrollment finished: token active", "user", user, "token", id)
 	if first {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
@@ -315,5 +316,29 @@ func TestSkewCodeBurned(t *testing.T) {
 	}
 	if r, err := f.a.Finish(ctx, "alice", id, f.code(k, 1)); err != nil || r.Status != "active" {
 		t.Fatalf("Finish(a later code) = %+v, %v; want active", r, err)
+	}
+}
+
+// TestPendingFirstTokens: a pending token begun without a proof cannot add a second token
+// without one: a new first enrollment replaces an older one, and one that finishes after another
+// token became active is refused (before, each pending first token could be finished later).
+func TestPendingFirstTokens(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	idA, kA := f.begin("ann", "a", "")
+	idB, kB := f.begin("ann", "b", "")
+	if _, err := f.a.Finish(ctx, "ann", idA, f.code(kA, 0)); refusalName(err) != syncbus.ErrNotFound {
+		t.Errorf("Finish of a replaced first enrollment: %v, want NotFound", err)
+	}
+	// The administrator adds an active token (totp-admin token add) while b is pending.
+	if _, err := f.a.admin.AddToken("ann", admin.AddOptions{Name: "desk", Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.a.Finish(ctx, "ann", idB, f.code(kB, 0))
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "begin again, with a code from that token") {
+		t.Errorf("Finish of a first enrollment after another token became active: %v, want refused", err)
+	}
+	if toks := f.tokens("ann"); len(toks) != 1 || toks[0].Name != "desk" {
+		t.Errorf("tokens of ann = %+v, want only the administrator's", toks)
 	}
 }

@@ -65,7 +65,14 @@ type pendingRecord struct {
 	Expires time.Time `json:"expires"`
 	Node    string    `json:"node"`
 	Sealed  []byte    `json:"sealed"` // json of token.Token, sealed
+	// Proof is proofCode when begin checked a code of an active token or a backup code; a first
+	// token's enrollment ("" or a bootstrap code) may finish only while the user has no active
+	// token, and only one of them is pending at a time.
+	Proof string `json:"proof,omitempty"`
 }
+
+// proofCode marks a pending token begun with a proof of possession of an existing factor.
+const proofCode = "code"
 
 type stepRecord struct {
 	Step uint64 `json:"step"`
@@ -353,7 +360,7 @@ func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn
 }
 
 // sealPending writes a pending token.
-func (e *enrollTxn) putPending(t token.Token, expires time.Time) error {
+func (e *enrollTxn) putPending(t token.Token, expires time.Time, proof string) error {
 	key := prefixPending + t.User + "/" + t.ID
 	v, err := json.Marshal(t)
 	if err != nil {
@@ -363,7 +370,23 @@ func (e *enrollTxn) putPending(t token.Token, expires time.Time) error {
 	if err != nil {
 		return fmt.Errorf("seal %s: %w", key, err)
 	}
-	return e.putJSON(key, pendingRecord{Expires: expires.UTC(), Node: e.node.Name, Sealed: sealed})
+	return e.putJSON(key, pendingRecord{Expires: expires.UTC(), Node: e.node.Name, Sealed: sealed, Proof: proof})
+}
+
+// firstPending returns the ids of the user's pending tokens begun without a proof (first tokens).
+// pend is e.pendingIDs.
+func (e *enrollTxn) firstPending(pend map[string]time.Time) ([]string, error) {
+	var ids []string
+	for id := range pend {
+		_, p, err := e.pending(e.u.Name, id)
+		if err != nil {
+			return nil, err
+		}
+		if p.Proof != proofCode {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 // pending returns one pending token, or kv.ErrNotFound.
@@ -648,15 +671,30 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		for id := range pend {
 			all = append(all, token.Token{ID: id})
 		}
+		var replaced []string // one pending first token at a time: a new first enrollment replaces the others
+		if active == 0 {
+			if replaced, err = e.firstPending(pend); err != nil {
+				return err
+			}
+			counted -= len(replaced)
+		}
 		if counted >= s.cfg.Enroll.MaxTokens {
 			return conflict("you have %d tokens (active or pending), the most this site allows; remove one first", counted)
 		}
-		kinds := proofKinds{codes: true}
+		kinds, proof := proofKinds{codes: true}, proofCode
 		if active == 0 {
-			kinds = proofKinds{bootstrap: s.cfg.Enroll.Bootstrap == BootstrapMail}
+			kinds, proof = proofKinds{bootstrap: s.cfg.Enroll.Bootstrap == BootstrapMail}, ""
 		}
 		if kinds.codes || kinds.bootstrap {
 			if ok, err := e.checkProof(q.Proof, kinds, "enroll.begin"); !ok || err != nil {
+				return err
+			}
+		}
+		for _, id := range replaced {
+			if err := e.Delete(prefixPending + q.User + "/" + id); err != nil {
+				return err
+			}
+			if err := e.audit("enroll.cancel", "token/"+q.User+"/"+id, "replaced by a new first enrollment"); err != nil {
 				return err
 			}
 		}
@@ -679,7 +717,7 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 			return badRequest("cannot make an otpauth URI for user %q: %v", clip(q.User), err)
 		}
 		ans.URI = k.URI()
-		if err := e.putPending(t, ans.Expires); err != nil {
+		if err := e.putPending(t, ans.Expires, proof); err != nil {
 			return err
 		}
 		return e.audit("enroll.begin", "token/"+q.User+"/"+id, "name "+t.Name)
@@ -756,6 +794,16 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 				first = false
 			}
 		}
+		if !first && p.Proof != proofCode {
+			// Begun as a first token (no proof); another token is active now, so adding this one
+			// would skip the proof every further token needs.
+			if err := e.Delete(key); err != nil {
+				return err
+			}
+			e.refused = conflict("another token of yours became active after this enrollment began; " +
+				"begin again, with a code from that token or a backup code")
+			return e.audit("enroll.cancel", "token/"+q.User+"/"+t.ID, "begun without a proof; the user has an active token now")
+		}
 		t.State = token.Active
 		t.UsedStep = step // the finishing code does not log in afterwards, on any node
 		if err := e.Delete(key); err != nil {
@@ -803,7 +851,7 @@ func (s *Server) enrollRename(r *http.Request, n nodeRecord, body []byte) (int, 
 	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
 		if t, p, err := e.pending(q.User, q.ID); err == nil {
 			old, t.Name = t.Name, q.Name
-			if err := e.putPending(t, p.Expires); err != nil {
+			if err := e.putPending(t, p.Expires, p.Proof); err != nil {
 				return err
 			}
 		} else if !errors.Is(err, kv.ErrNotFound) {

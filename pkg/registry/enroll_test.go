@@ -464,3 +464,29 @@ func TestAdminChangesNotify(t *testing.T) {
 		}
 	}
 }
+
+// TestEnrollPendingFirstTokens: pending tokens begun without a proof (first tokens) cannot add a
+// second token without one: a new first enrollment replaces an older one, and one that finishes
+// after another token became active is refused (before, each could be finished later).
+func TestEnrollPendingFirstTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	_, a := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "a"})
+	_, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "b"})
+	idA, secretA := a["id"].(string), a["secret"].(string)
+	idB, secretB := b["id"].(string), b["secret"].(string)
+	if st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": idA, "code": e.code(secretA, 0)}); st != 404 {
+		t.Errorf("finish of a replaced first enrollment = %d %v, want 404", st, fin)
+	}
+	// An administrator adds an active token while the user's first enrollment is pending.
+	e.mustAdmin(201, "POST", "/v1/admin/users/ann/tokens", map[string]any{"name": "desk", "state": "active"}, nil)
+	st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": idB, "code": e.code(secretB, 0)})
+	if st != 409 || !strings.Contains(fin["error"].(string), "begin again, with a code from that token or a backup code") {
+		t.Errorf("finish of a first enrollment after another token became active = %d %v, want 409", st, fin)
+	}
+	var toks []token.Info
+	e.mustAdmin(200, "GET", "/v1/admin/users/ann/tokens", nil, &toks)
+	if len(toks) != 1 || toks[0].Name != "desk" {
+		t.Errorf("tokens of ann = %+v, want only the administrator's", toks)
+	}
+}

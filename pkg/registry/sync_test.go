@@ -332,6 +332,11 @@ func TestAckAndNodeList(t *testing.T) {
 	e.addToken("ann")
 	cred := e.addNode("n1", "alpha")
 	rev, _, d := e.snapshot(cred)
+	// The index follows the store in the background; an ack it has not caught up with yet gets no
+	// verdict on its digest (DigestOK nil), so wait for it, bounded.
+	for deadline := time.Now().Add(5 * time.Second); e.srv.idx.revision() < rev && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	post := func(body string) int {
 		req, _ := http.NewRequest("POST", e.ts.URL+"/v1/sync/ack", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+cred)
