@@ -487,7 +487,7 @@ func tokenChange(e *env, verb string, args []string) error {
 	if verb != "enable" {
 		active, err := a.HasActiveToken(u)
 		if err == nil && !active {
-			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied until one is added (backup codes still work).\n",
+			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied (backup codes still work); with a disabled token also\nduring enrollment grace, and the user cannot enroll a new first token until you enable it or reset them.\n",
 				token.Clean(u))
 		}
 	}

@@ -262,8 +262,21 @@ func TestAuthenticate(t *testing.T) {
 			f.put(tok)
 			r := f.auth(code(tok, nowStep(tok)))
 			r.Want(t, "disabled token", pam.ErrAuth, 0)
-			r.WantError(t, "disabled token", "No two-factor token")
+			r.WantError(t, "disabled token", "Your two-factor token is disabled.")
 		}},
+		{
+			// A disabled token keeps its user out during enrollment grace too (before, "no active
+			// token" meant grace, and any answer logged in).
+			name: "disabled token in grace",
+			conf: conf{Top: "mode = \"grace\"\ngrace_until = 2099-01-01T00:00:00Z"},
+			run: func(t *testing.T, f *fixture) {
+				tok := newToken(f.user, "lost-phone", totp.SHA1, 6)
+				tok.State = token.Disabled
+				f.put(tok)
+				r := f.auth("000000")
+				r.Want(t, "disabled token in grace", pam.ErrAuth, 0)
+				r.WantError(t, "disabled token in grace", "Your two-factor token is disabled.")
+			}},
 		{
 			name: "password and code",
 			user: pwUser,

@@ -178,14 +178,22 @@ func (a *Authority) Begin(_ context.Context, user, name, proof string) (registry
 	if err != nil {
 		return registryapi.Enrollment{}, err
 	}
-	active, counted := 0, 0
+	active, disabled, counted := 0, 0, 0
 	for _, t := range toks {
-		if t.State == token.Active {
+		switch t.State {
+		case token.Active:
 			active++
+		case token.Disabled:
+			disabled++
 		}
 		if t.State != token.Disabled {
 			counted++
 		}
+	}
+	if active == 0 && disabled > 0 {
+		// An administrator disabled the user's tokens: a new "first" token without a proof would
+		// undo that (totp-admin token enable, or reset, does).
+		return registryapi.Enrollment{}, refused("your token is disabled; ask your administrators to enable it or to reset your second factor")
 	}
 	if active == 0 {
 		// One pending first token at a time: a new first enrollment replaces the others.

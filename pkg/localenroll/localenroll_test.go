@@ -342,3 +342,17 @@ func TestPendingFirstTokens(t *testing.T) {
 		t.Errorf("tokens of ann = %+v, want only the administrator's", toks)
 	}
 }
+
+// TestDisabledNoFirstToken: on a standalone node too, a disabled token blocks a new first token.
+func TestDisabledNoFirstToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, _, _ := f.enroll("ann", "phone", "")
+	if _, err := f.a.admin.SetState("ann", id, token.Disabled); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.a.Begin(ctx, "ann", "new", "")
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "your token is disabled") {
+		t.Errorf("Begin with only a disabled token: %v, want refused", err)
+	}
+}

@@ -658,15 +658,23 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 		if err != nil {
 			return err
 		}
-		active, counted := 0, len(pend)
+		active, disabled, counted := 0, 0, len(pend)
 		all := toks
 		for _, t := range toks {
-			if t.State == token.Active {
+			switch t.State {
+			case token.Active:
 				active++
+			case token.Disabled:
+				disabled++
 			}
 			if t.State != token.Disabled {
 				counted++
 			}
+		}
+		if active == 0 && disabled > 0 && s.cfg.Enroll.Bootstrap != BootstrapMail {
+			// An administrator disabled the user's tokens: a new "first" token without a proof
+			// would undo that. A mailed bootstrap code (where the site uses them) or a reset does.
+			return conflict("your token is disabled; ask your administrators to enable it or to reset your second factor")
 		}
 		for id := range pend {
 			all = append(all, token.Token{ID: id})

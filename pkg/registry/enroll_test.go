@@ -490,3 +490,16 @@ func TestEnrollPendingFirstTokens(t *testing.T) {
 		t.Errorf("tokens of ann = %+v, want only the administrator's", toks)
 	}
 }
+
+// TestEnrollDisabledNoFirstToken: a user whose only token an administrator disabled cannot begin
+// a new first token without a proof (before, "no active token" made it a first enrollment).
+func TestEnrollDisabledNoFirstToken(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	id, _, _ := e.enroll("")
+	e.mustAdmin(200, "PATCH", "/v1/admin/users/ann/tokens/"+id, map[string]any{"state": "disabled"}, nil)
+	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "new"})
+	if st != 409 || !strings.Contains(b["error"].(string), "your token is disabled") {
+		t.Errorf("begin with only a disabled token = %d %v, want 409", st, b)
+	}
+}

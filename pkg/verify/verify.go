@@ -33,6 +33,7 @@ const (
 	msgMisconfig    = "Two-factor authentication is misconfigured on this host."
 	msgNoToken      = "No two-factor token is enrolled for your account."
 	msgNotActivated = "Your token is not activated yet: finish its enrollment by entering a code from it."
+	msgDisabled     = "Your two-factor token is disabled."
 	msgReplay       = "That code has already been used; wait for the next one."
 	msgLocked       = "Too many failed codes; two-factor login is locked for your account."
 	msgTooLong      = "The answer is too long."
@@ -112,14 +113,22 @@ func (a *attempt) run() protocol.Verdict {
 			return a.log(protocol.AuthinfoUnavail, "store_stale", v, "")
 		}
 	}
-	active, pending := 0, 0
+	active, pending, disabled := 0, 0, 0
 	for _, t := range data.Tokens {
 		switch t.State {
 		case token.Active:
 			active++
 		case token.Pending:
 			pending++
+		case token.Disabled:
+			disabled++
 		}
+	}
+	if active == 0 && disabled > 0 && len(data.Backup) == 0 {
+		// A user who had a token is never in enrollment grace: a disabled token keeps them out
+		// until an administrator enables it or resets the user.
+		a.tell(msgDisabled + a.contact())
+		return a.log(protocol.AuthErr, "token_disabled", fmt.Sprintf("no active token, %d disabled", disabled), "")
 	}
 	if active == 0 && len(data.Backup) == 0 {
 		offer := pol.InGrace(a.now) && pol.EnrollAtLogin && a.v.Enroll != nil

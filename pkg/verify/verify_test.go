@@ -701,3 +701,19 @@ func TestSkewCodeBurned(t *testing.T) {
 		t.Errorf("Authenticate(a later code) = %v, want Success (log: %s)", got, f.log)
 	}
 }
+
+// TestDisabledTokenNoGrace: a user whose only token an administrator disabled is denied, also in
+// enrollment grace (before, "no active token" meant grace, so any answer let them in).
+func TestDisabledTokenNoGrace(t *testing.T) {
+	t.Parallel()
+	future := t0.Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	f := newFixture(t, "mode = \"grace\"\ngrace_until = "+future+"\ncontact = \"help@hpc.example\"")
+	f.addToken("u", "t1", token.Disabled, totp.DefaultParams, seed)
+	got, c := f.auth(req("u"), "000000")
+	if got != protocol.AuthErr || len(c.prompts) != 0 || !strings.Contains(f.log.String(), "outcome=token_disabled") {
+		t.Fatalf("Authenticate with a disabled token in grace = %v, %d prompts (log %s); want autherr, no prompt", got, len(c.prompts), f.log)
+	}
+	if want := "Your two-factor token is disabled. Contact help@hpc.example."; !strings.Contains(c.said(), want) {
+		t.Errorf("told %q, want %q", c.said(), want)
+	}
+}
