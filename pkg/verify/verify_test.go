@@ -255,7 +255,7 @@ func TestTokenKinds(t *testing.T) {
 	}{
 		{"sha256 8 digits", token.Active, p8, sha256seed, totp.Code(sha256seed, p8, step0), protocol.Success, ""},
 		{"sha512 60s", token.Active, p60, seed, totp.Code(seed, p60, totp.Step(t0, 60)), protocol.Success, ""},
-		{"disabled token", token.Disabled, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "No two-factor token"},
+		{"disabled token", token.Disabled, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "Your two-factor token is disabled."},
 		{"pending token", token.Pending, totp.DefaultParams, seed, code(step0), protocol.AuthErr, "not activated"},
 	}
 	for _, tt := range tests {
