@@ -78,10 +78,11 @@ $(BUILD)/totp-admin: $(GO_SOURCES)
 	@mkdir -p $(@D)
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-admin
 
-# totp-syncd is static like the helper: it needs neither libc nor NSS.
+# totp-syncd links libc: it names its D-Bus callers through NSS (getpwuid_r), so users from LDAP
+# or SSSD can enroll; Go's pure os/user would read /etc/passwd only.
 $(BUILD)/totp-syncd: $(GO_SOURCES)
 	@mkdir -p $(@D)
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-syncd
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-syncd
 
 # The registry is static too; it runs on a central host, not on login nodes.
 $(BUILD)/totp-registry: $(GO_SOURCES)

@@ -4,9 +4,9 @@
 // and the user's own tokens and enrolls tokens, and the PAM helper enrolls a user at login.
 //
 // Who calls: the bus daemon's GetConnectionUnixUser of the message's sender, resolved to a user
-// name through os/user at every call (nothing is cached). totp-syncd is built without cgo, so
-// os/user reads /etc/passwd and does not see users of other NSS sources (LDAP, SSSD); such a
-// caller is refused. A user name is never taken from a message: no method has a user argument.
+// name through os/user at every call (nothing is cached). totp-syncd is built with cgo, so that
+// os/user asks NSS (getpwuid_r) and users of LDAP or SSSD are known; a uid NSS does not know is
+// refused. A user name is never taken from a message: no method has a user argument.
 //
 // Methods, each bounded by a deadline (Options.CallTimeout):
 //

@@ -60,6 +60,24 @@ type Bus struct {
 	Dir  string // 0755: reachable by test users
 }
 
+// BusConfig writes dir/bus.conf: a private system-like bus with contrib/dbus's policy, listening
+// on dir/bus. It returns the file and the socket's path.
+func BusConfig(t testing.TB, dir string) (confPath, socket string) {
+	t.Helper()
+	policy := filepath.Join(here(), "..", "..", "..", "contrib", "dbus", "io.github.pamtotp.Sync1.conf")
+	tmpl, err := os.ReadFile(filepath.Join(here(), "..", "..", "..", "contrib", "dbus", "private-system-bus.conf.in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket = filepath.Join(dir, "bus")
+	conf := strings.NewReplacer("@SOCKET@", socket, "@POLICY@", policy).Replace(string(tmpl))
+	confPath = filepath.Join(dir, "bus.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return confPath, socket
+}
+
 // StartBus starts a private bus with contrib/dbus's policy; it skips when not root or without
 // dbus-daemon.
 func StartBus(t testing.TB) *Bus {
@@ -77,16 +95,7 @@ func StartBus(t testing.TB) *Bus {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
-	policy := filepath.Join(here(), "..", "..", "..", "contrib", "dbus", "io.github.pamtotp.Sync1.conf")
-	tmpl, err := os.ReadFile(filepath.Join(here(), "..", "..", "..", "contrib", "dbus", "private-system-bus.conf.in"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := strings.NewReplacer("@SOCKET@", filepath.Join(dir, "bus"), "@POLICY@", policy).Replace(string(tmpl))
-	confPath := filepath.Join(dir, "bus.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	confPath, _ := BusConfig(t, dir)
 	cmd := exec.Command(daemon, "--config-file="+confPath, "--print-address", "--nofork")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
