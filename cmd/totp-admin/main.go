@@ -24,6 +24,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/doctor"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
@@ -168,7 +169,7 @@ func dispatch(e *env, args []string) error {
 		}
 		return usagef("import %s: unknown format", rest[0])
 	case "doctor":
-		return doctor(e, rest)
+		return runDoctor(e, rest)
 	case "check-config":
 		if len(rest) > 0 {
 			return usagef("check-config takes no arguments (the file comes from --config)")
@@ -637,20 +638,20 @@ func importGA(e *env, args []string) error {
 	return nil
 }
 
-func doctor(e *env, args []string) error {
+func runDoctor(e *env, args []string) error {
 	fs := newFlags("doctor", e)
 	cfgPath := fs.String("config", e.config, "config file (unless the pam_totp.so line has config=)")
 	service := fs.String("service", "sshd", "PAM service to check")
 	u := fs.String("user", "", "user of the PAM transaction (default: a user with an active token, or root)")
 	rhost := fs.String("rhost", "", "client address to set as PAM_RHOST")
-	pamdir := fs.String("pamdir", admin.DefaultPAMDir, "directory of PAM service files")
-	helper := fs.String("helper", admin.DefaultHelper, "helper (unless the pam_totp.so line has helper=)")
+	pamdir := fs.String("pamdir", doctor.DefaultPAMDir, "directory of PAM service files")
+	helper := fs.String("helper", doctor.DefaultHelper, "helper (unless the pam_totp.so line has helper=)")
 	noTx := fs.Bool("no-transaction", false, "skip the PAM transaction")
 	bus := fs.String("bus", "", "D-Bus address to look for totp-syncd on (default: $DBUS_SYSTEM_BUS_ADDRESS or the system bus)")
 	if _, err := parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	o := admin.DoctorOptions{
+	o := doctor.DoctorOptions{
 		PAMDir: *pamdir, Service: *service, User: *u, RHost: *rhost,
 		ConfigPath: *cfgPath, Helper: *helper,
 		Sync: func() error { return syncStatus(e.ctx, *bus) },
@@ -658,7 +659,7 @@ func doctor(e *env, args []string) error {
 	if !*noTx {
 		o.Transact = transact
 	}
-	r := admin.Doctor(o)
+	r := doctor.Doctor(o)
 	if err := r.Write(e.stdout); err != nil {
 		return err
 	}

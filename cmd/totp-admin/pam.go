@@ -5,23 +5,22 @@ import (
 	"fmt"
 
 	"github.com/msteinert/pam/v2"
-
-	"github.com/pam-totp/pam-totp/pkg/admin"
+	"github.com/pam-totp/pam-totp/pkg/doctor"
 )
 
 // transact runs pam_authenticate through libpam: the one place totp-admin touches PAM.
-func transact(req admin.TxRequest, conv func(admin.Style, string) (string, error)) error {
+func transact(req doctor.TxRequest, conv func(doctor.Style, string) (string, error)) error {
 	handler := pam.ConversationFunc(func(s pam.Style, msg string) (string, error) {
-		var st admin.Style
+		var st doctor.Style
 		switch s {
 		case pam.PromptEchoOff:
-			st = admin.PromptEchoOff
+			st = doctor.PromptEchoOff
 		case pam.PromptEchoOn:
-			st = admin.PromptEchoOn
+			st = doctor.PromptEchoOn
 		case pam.ErrorMsg:
-			st = admin.ErrorMsg
+			st = doctor.ErrorMsg
 		case pam.TextInfo:
-			st = admin.TextInfo
+			st = doctor.TextInfo
 		default:
 			return "", errors.New("unsupported conversation message")
 		}

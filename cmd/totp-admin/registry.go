@@ -206,7 +206,7 @@ func dispatchRegistry(e *env, args []string) error {
 	case "unlock":
 		return rUnlock(e, rest)
 	case "doctor":
-		return doctor(e, dropRegistryFlags(rest))
+		return runDoctor(e, dropRegistryFlags(rest))
 	case "help":
 		fmt.Fprint(e.stdout, usage)
 		return nil

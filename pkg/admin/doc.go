@@ -1,8 +1,7 @@
 // Package admin is what totp-admin does on a site without a registry: it enrolls, lists, disables
 // and removes tokens in a node's tokens.db, issues backup codes, clears lockouts in state.db,
 // stores tokens imported from CSV files and google-authenticator secret files (parsed by package
-// tokenimport), and checks a node's PAM
-// stack and files (doctor).
+// tokenimport). Checking a node's PAM stack and files is package doctor's.
 //
 // The command (cmd/totp-admin) only parses flags and prints; every decision is here, with the
 // clock and the randomness passed in (Admin.Now, Admin.Rand) so that tests run on fixed instants.

@@ -1,4 +1,4 @@
-package admin
+package doctor
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
@@ -222,11 +223,11 @@ func TestDoctor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(cfg)
-	if _, err := a.AddToken("zed", AddOptions{Active: true}); err != nil {
+	a := admin.New(cfg)
+	if _, err := a.AddToken("zed", admin.AddOptions{Active: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.AddToken("bob", AddOptions{}); err != nil { // pending: not a default user
+	if _, err := a.AddToken("bob", admin.AddOptions{}); err != nil { // pending: not a default user
 		t.Fatal(err)
 	}
 
