@@ -65,6 +65,7 @@ struct options {
 	const char *helper, *config, *policy;
 	int debug, timeout; /* timeout in seconds */
 	int errors_when_silent; /* relay the helper's error lines under PAM_SILENT */
+	int maxtries_as_autherr; /* answer a lockout with PAM_AUTH_ERR (for sshd) */
 };
 
 /* The request (frame Q): key=value entries, each ended by a NUL. */
@@ -115,12 +116,19 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
 	char *end;
 	long t;
 
-	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", 0, DEFAULT_TIMEOUT, 0 };
+	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", 0, DEFAULT_TIMEOUT, 0, 0 };
 	for (int i = 0; i < argc; i++)
 		o->debug |= strcmp(argv[i], "debug") == 0;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "debug") == 0) {
 			continue;
+		} else if (strcmp(argv[i], "maxtries_as_autherr") == 0) {
+			/* OpenSSH answers PAM_MAXTRIES by turning keyboard-interactive
+			 * off for the connection, and the OpenSSH client, left with no
+			 * method, then asks for a password that cannot work. With
+			 * PAM_AUTH_ERR the lockout sentence is shown and the client
+			 * ends with "Permission denied". */
+			o->maxtries_as_autherr = 1;
 		} else if (strcmp(argv[i], "errors_when_silent") == 0) {
 			/* sudo (before 1.9.16, and after it unless !pam_silent) calls
 			 * PAM with PAM_SILENT, which hides why a code failed or how
@@ -719,6 +727,8 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	h = (struct helper){ .pamh = pamh, .path = o.helper, .user = user, .timeout = o.timeout, .fd = -1,
 			     .budget_ns = (int64_t)o.timeout * NSEC, .errors_when_silent = o.errors_when_silent };
 	rc = run_helper(&h, flags, resolved, req);
+	if (rc == PAM_MAXTRIES && o.maxtries_as_autherr)
+		rc = PAM_AUTH_ERR;
 	if (o.debug)
 		pam_syslog(pamh, LOG_DEBUG, "user %s: %s", user, pam_strerror(pamh, rc));
 out:

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // sshdServer is a real sshd on a loopback port whose PAM service runs pam_totp.so.
@@ -50,7 +52,7 @@ func startSSHD(t *testing.T, f *fixture) *sshdServer {
 	d.hostKey = parsePublicKey(t, keygen(t, hostKey))
 
 	writeSystemFile(t, "/etc/pam.d/"+name, strings.Join([]string{
-		moduleLine(f.conf, ""),
+		moduleLine(f.conf, "maxtries_as_autherr"), // as contrib/pam.d/sshd.* ship it
 		"account required pam_unix.so",
 		"session required pam_permit.so",
 		"password required pam_deny.so",
@@ -309,6 +311,43 @@ func TestSSHD(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSSHDLockout: a locked-out user who connects with OpenSSH's client as it comes (no
+// PreferredAuthentications, three prompts) is told why and refused; the client does not go on to
+// ask for a password. Before, pam_totp returned PAM_MAXTRIES, sshd then turned
+// keyboard-interactive off for the connection, and the client, left with no method, asked for
+// "user@host's password:", which can never work.
+func TestSSHDLockout(t *testing.T) {
+	needRoot(t)
+	needTools(t, "/usr/sbin/sshd", "ssh", "ssh-keygen")
+	t.Parallel()
+	u := pamtest.AddUser(t, userPrefix)
+	f := newFixture(t, u, conf{})
+	d := startSSHD(t, f)
+	f.put(newToken(u, "phone", "SHA1", 6))
+	key, _ := d.clientKey(t, u, "a")
+	if err := store.NewState(f.opts()).Update(func(x *store.StateTx) error {
+		return x.SetFailures(u, token.Failures{Count: 1000, Last: time.Now()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ssh", "-F", "/dev/null", "-p", strconv.Itoa(d.port), "-i", key,
+		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "ConnectTimeout=15", u+"@127.0.0.1", "true") // LogLevel INFO as by default: it prints the server's messages
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "TERM=dumb", "LANG=C"}
+	tm := pamtest.StartTerminal(t, cmd, -1)
+	i, _, err := tm.Expect(20*time.Second, "Permission denied", "password:")
+	if err != nil || i != 0 {
+		t.Fatalf("ssh as a locked-out user: matched %d, %v; want Permission denied and no password prompt\n%s", i, err, tm.Screen())
+	}
+	exit, err := tm.Wait(30 * time.Second)
+	screen := tm.Screen()
+	if err != nil || exit != 255 || !strings.Contains(screen, "two-factor login is locked for your account") ||
+		strings.Contains(screen, "password:") {
+		t.Errorf("ssh as a locked-out user: exit %d, %v; want 255, the lockout sentence and no password prompt\n%s", exit, err, screen)
+	}
 }
 
 // ssh runs OpenSSH's client on a pseudo-terminal against d and answers the code prompt with
