@@ -194,7 +194,7 @@ install -m 0644 "$tmp/id_demo.pub" "$tmp/authorized_keys/$user"
 cp /usr/sbin/sshd "$tmp/$service"
 cat >"/etc/pam.d/$service" <<PAMD
 # pam-totp demo, removed when the demo ends
-auth     required  $tmp/pam_totp.so helper=$tmp/libexec/pam-totp-helper config=$tmp/pam_totp.conf
+auth     required  $tmp/pam_totp.so helper=$tmp/libexec/pam-totp-helper config=$tmp/pam_totp.conf maxtries_as_autherr
 account  required  pam_unix.so
 session  required  pam_permit.so
 PAMD
