@@ -815,8 +815,10 @@ func TestRunRemovesStagingLeftovers(t *testing.T) {
 	}
 }
 
-func TestReadStatus(t *testing.T) {
-	t.Parallel()
+// syncedNode starts a syncer against a fake registry, waits until it watches after a snapshot
+// at revision 5, and returns the registry, the syncer's environment and a node config for it.
+func syncedNode(t *testing.T) (*fakeRegistry, *env, config.Config) {
+	t.Helper()
 	f := newFakeRegistry(t)
 	f.snapshots = []reply{{status: 200, body: snapshotBody(5, base)}}
 	e := newEnv(t, f)
@@ -824,6 +826,12 @@ func TestReadStatus(t *testing.T) {
 	f.waitEvent(t, "watch#1")
 	cfg := config.Default()
 	cfg.Store.Dir, cfg.Sync = e.dir, e.sync
+	return f, e, cfg
+}
+
+func TestReadStatus(t *testing.T) {
+	t.Parallel()
+	f, e, cfg := syncedNode(t)
 	cfg.Sync.MaxOffline = time.Minute
 	tests := []struct {
 		name      string
@@ -869,16 +877,7 @@ func TestReadStatusVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	synced := func(t *testing.T) config.Config {
-		f := newFakeRegistry(t)
-		f.snapshots = []reply{{status: 200, body: snapshotBody(5, base)}}
-		e := newEnv(t, f)
-		e.start(t, e.options())
-		f.waitEvent(t, "watch#1")
-		cfg := config.Default()
-		cfg.Store.Dir, cfg.Sync = e.dir, e.sync
-		return cfg
-	}
+	synced := func(t *testing.T) config.Config { _, _, cfg := syncedNode(t); return cfg }
 	tests := []struct {
 		name         string
 		setup        func(t *testing.T) config.Config
