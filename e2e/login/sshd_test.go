@@ -332,12 +332,7 @@ func TestSSHDLockout(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ssh", "-F", "/dev/null", "-p", strconv.Itoa(d.port), "-i", key,
-		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "ConnectTimeout=15", u+"@127.0.0.1", "true") // LogLevel INFO as by default: it prints the server's messages
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "TERM=dumb", "LANG=C"}
-	tm := pamtest.StartTerminal(t, cmd, -1)
+	tm := d.sshTerminal(t, u, key) // the client as it comes; LogLevel INFO prints the server's messages
 	i, _, err := tm.Expect(20*time.Second, "Permission denied", "password:")
 	if err != nil || i != 0 {
 		t.Fatalf("ssh as a locked-out user: matched %d, %v; want Permission denied and no password prompt\n%s", i, err, tm.Screen())
@@ -350,18 +345,25 @@ func TestSSHDLockout(t *testing.T) {
 	}
 }
 
+// sshTerminal starts OpenSSH's client on a pseudo-terminal against d as user with key, with the
+// test's fixed options and opts, running "true".
+func (d *sshdServer) sshTerminal(t *testing.T, user, key string, opts ...string) *pamtest.Terminal {
+	t.Helper()
+	args := append([]string{"-F", "/dev/null", "-p", strconv.Itoa(d.port), "-i", key,
+		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "ConnectTimeout=15"}, opts...)
+	cmd := exec.Command("ssh", append(args, user+"@127.0.0.1", "true")...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "TERM=dumb", "LANG=C"}
+	return pamtest.StartTerminal(t, cmd, -1)
+}
+
 // ssh runs OpenSSH's client on a pseudo-terminal against d and answers the code prompt with
 // answer (or expects no prompt when answer is empty). It returns the exit status and the screen.
 func (d *sshdServer) ssh(t *testing.T, user, key, answer string) (int, string, error) {
 	t.Helper()
-	cmd := exec.Command("ssh", "-F", "/dev/null", "-p", strconv.Itoa(d.port), "-i", key,
-		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "PreferredAuthentications=publickey,keyboard-interactive", "-o", "NumberOfPasswordPrompts=1",
-		"-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
-		user+"@127.0.0.1", "true")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + d.dir, "TERM=dumb", "LANG=C"}
-	tm := pamtest.StartTerminal(t, cmd, -1)
+	tm := d.sshTerminal(t, user, key, "-o", "PreferredAuthentications=publickey,keyboard-interactive",
+		"-o", "NumberOfPasswordPrompts=1", "-o", "LogLevel=ERROR")
 	const promptText = "Verification code:"
 	_, _, err := tm.Expect(20*time.Second, promptText)
 	switch {
