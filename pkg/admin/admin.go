@@ -28,10 +28,6 @@ var (
 	ErrInvalidLines = errors.New("invalid lines; nothing was imported")
 )
 
-// enrollSkewSteps is how far (in time steps) from now a first code is still recognised, so that
-// a wrong device clock gets a hint instead of a plain "wrong code".
-const enrollSkewSteps = 10
-
 // Admin changes one node's store. Its zero value is not usable; see New.
 type Admin struct {
 	Config *config.Config

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/enroll"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -111,7 +112,7 @@ func TestConfirm(t *testing.T) {
 			answer := tc.answer(tc.params)
 			if tc.want.Outcome == WrongCode {
 				// Make sure the "wrong" code is not valid by chance within the window or hint range.
-				for d := -enrollSkewSteps; d <= enrollSkewSteps; d++ {
+				for d := -enroll.SkewHint; d <= enroll.SkewHint; d++ {
 					if codeAt(secret20, tc.params, t0, d) == answer {
 						t.Skip("test code collides with a nearby step")
 					}
@@ -244,7 +245,7 @@ func TestAddToken(t *testing.T) {
 func TestVerifyInteractive(t *testing.T) {
 	good := codeAt(secret20, totp.DefaultParams, t0, 0)
 	wrong := "000000"
-	for d := -enrollSkewSteps; d <= enrollSkewSteps; d++ {
+	for d := -enroll.SkewHint; d <= enroll.SkewHint; d++ {
 		if codeAt(secret20, totp.DefaultParams, t0, d) == wrong {
 			t.Fatal("pick another wrong code")
 		}

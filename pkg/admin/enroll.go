@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/enroll"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -141,9 +142,7 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	if tok.State != token.Pending {
 		return CodeCheck{}, ErrNotPending
 	}
-	p := tok.Params()
-	code, ok := totp.ParseCode(answer, p.Digits)
-	if !ok {
+	if _, ok := totp.ParseCode(answer, tok.Digits); !ok {
 		return CodeCheck{Outcome: NotACode}, nil
 	}
 	// The match and its record are one state.db transaction: the accepted step, or a step
@@ -151,7 +150,7 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	var m token.Result
 	if err := a.State.Update(func(x *store.StateTx) error {
 		last := x.LastStep(user, id)
-		m = token.Match(&tok, code, a.Now(), a.Config.Window, enrollSkewSteps, last)
+		m = enroll.FinishCode(&tok, answer, a.Now(), a.Config.Window, last)
 		if (m.Status == token.OK || m.Status == token.Skew) && m.Step > last {
 			return x.SetLastStep(user, id, m.Step)
 		}

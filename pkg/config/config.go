@@ -21,6 +21,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // DefaultPath is where the module and the tools look when not told otherwise.
@@ -86,6 +87,12 @@ type RateLimit struct {
 	MaxBackoff     time.Duration `toml:"max_backoff"`
 	// LockoutAfter consecutive failures lock the user's second factor until an admin resets it.
 	LockoutAfter int `toml:"lockout_after"`
+}
+
+// Limits is the failure rule of r.
+func (r RateLimit) Limits() token.Limits {
+	return token.Limits{FreeFailures: r.FreeFailures, InitialBackoff: r.InitialBackoff,
+		MaxBackoff: r.MaxBackoff, LockoutAfter: r.LockoutAfter}
 }
 
 // Sync connects the node to a registry (totp-syncd). An empty Registry means standalone: the

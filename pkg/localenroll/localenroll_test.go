@@ -2,6 +2,7 @@ package localenroll
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -13,7 +14,10 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/enroll"
+	"github.com/pam-totp/pam-totp/pkg/enroll/enrolltest"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
+	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -38,6 +42,7 @@ func (c *clock) add(d time.Duration) {
 type fixture struct {
 	t   *testing.T
 	a   *Authority
+	adm *admin.Admin // the administrator's view of the same store
 	clk *clock
 	cfg *config.Config
 }
@@ -56,7 +61,9 @@ func newFixture(t *testing.T, maxTokens int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, a: a, clk: clk, cfg: &cfg}
+	adm := admin.New(&cfg)
+	adm.Now = clk.now
+	return &fixture{t: t, a: a, adm: adm, clk: clk, cfg: &cfg}
 }
 
 var ctx = context.Background()
@@ -68,7 +75,7 @@ func (f *fixture) begin(user, name, proof string) (string, totp.Key) {
 	if err != nil {
 		f.t.Fatalf("Begin(%s, %q): %v", user, name, err)
 	}
-	if want := f.clk.now().Truncate(time.Second).Add(PendingTTL); !e.Expires.Equal(want) {
+	if want := f.clk.now().Truncate(time.Second).Add(enroll.PendingTTL); !e.Expires.Equal(want) {
 		f.t.Errorf("Begin expires %v, want %v", e.Expires, want)
 	}
 	k, err := totp.ParseURI(e.URI)
@@ -99,8 +106,13 @@ func (f *fixture) enroll(user, name, proof string) (string, totp.Key, []string) 
 
 func (f *fixture) tokens(user string) []token.Token {
 	f.t.Helper()
-	toks, err := f.a.userTokens(user)
-	if err != nil {
+	var toks []token.Token
+	err := f.adm.Tokens.View(func(x *store.TokensTx) error {
+		var err error
+		toks, err = x.UserTokens(user)
+		return err
+	})
+	if err != nil && !errors.Is(err, store.ErrNoStore) {
 		f.t.Fatal(err)
 	}
 	return toks
@@ -187,7 +199,7 @@ func TestPendingExpires(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	id, k := f.begin("bob", "", "")
-	f.clk.add(PendingTTL - time.Second)
+	f.clk.add(enroll.PendingTTL - time.Second)
 	if n, err := f.a.Sweep(""); n != 0 || err != nil {
 		t.Fatalf("Sweep before the TTL = %d, %v; want 0", n, err)
 	}
@@ -202,7 +214,7 @@ func TestPendingExpires(t *testing.T) {
 	// The sweeper removes others without anyone finishing them.
 	f.begin("bob", "", "")
 	f.begin("carol", "", "")
-	f.clk.add(PendingTTL)
+	f.clk.add(enroll.PendingTTL)
 	if n, err := f.a.Sweep(""); n != 2 || err != nil {
 		t.Fatalf("Sweep = %d, %v; want 2", n, err)
 	}
@@ -331,7 +343,7 @@ func TestPendingFirstTokens(t *testing.T) {
 		t.Errorf("Finish of a replaced first enrollment: %v, want NotFound", err)
 	}
 	// The administrator adds an active token (totp-admin token add) while b is pending.
-	if _, err := f.a.admin.AddToken("ann", admin.AddOptions{Name: "desk", Active: true}); err != nil {
+	if _, err := f.adm.AddToken("ann", admin.AddOptions{Name: "desk", Active: true}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.a.Finish(ctx, "ann", idB, f.code(kB, 0))
@@ -348,11 +360,61 @@ func TestDisabledNoFirstToken(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	id, _, _ := f.enroll("ann", "phone", "")
-	if _, err := f.a.admin.SetState("ann", id, token.Disabled); err != nil {
+	if _, err := f.adm.SetState("ann", id, token.Disabled); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.a.Begin(ctx, "ann", "new", "")
 	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "your token is disabled") {
 		t.Errorf("Begin with only a disabled token: %v, want refused", err)
 	}
+}
+
+// TestRemovedLastTokenNeedsReset: a user who removed their last token gets no new first token
+// without a proof; after an administrator's reset they enroll as a new user.
+func TestRemovedLastTokenNeedsReset(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k, _ := f.enroll("ann", "phone", "")
+	f.clk.add(30 * time.Second)
+	if err := f.a.Remove(ctx, "ann", id, f.code(k, 0)); err != nil {
+		t.Fatalf("Remove(last token, with its code) = %v", err)
+	}
+	_, err := f.a.Begin(ctx, "ann", "new", "")
+	if refusalName(err) != syncbus.ErrRefused || !strings.Contains(err.Error(), "reset your second factor") {
+		t.Fatalf("Begin after removing the last token: %v, want refused until a reset", err)
+	}
+	if _, err := f.adm.Reset("ann"); err != nil {
+		t.Fatal(err)
+	}
+	f.enroll("ann", "new", "")
+}
+
+// TestSkewCountsAsFailure: a finishing code from outside the window is counted against the
+// failures that logins share.
+func TestSkewCountsAsFailure(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	id, k := f.begin("ann", "phone", "")
+	if r, err := f.a.Finish(ctx, "ann", id, f.code(k, 3)); err != nil || r.Status != "clock_skew" {
+		t.Fatalf("Finish(now+3 steps) = %+v, %v; want clock_skew", r, err)
+	}
+	var fl token.Failures
+	if err := f.adm.State.View(func(x *store.StateTx) error { fl = x.Failures("ann"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fl.Count != 1 {
+		t.Errorf("failures after a skewed finishing code = %d, want 1", fl.Count)
+	}
+}
+
+// TestRules runs the enrollment rules' table on a standalone node's files.
+func TestRules(t *testing.T) {
+	enrolltest.Run(t, func(t *testing.T) enrolltest.Env {
+		f := newFixture(t, 0)
+		return enrolltest.Env{Service: f.a.svc, User: "ann", Advance: f.clk.add, Reset: func() {
+			if _, err := f.adm.Reset("ann"); err != nil {
+				t.Fatal(err)
+			}
+		}}
+	})
 }

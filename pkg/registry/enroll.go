@@ -10,14 +10,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/enroll"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/token"
-	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // Terminal enrollment (docs/enrollment.md "Registry endpoints"). A node asks on behalf of a user
@@ -32,18 +31,17 @@ import (
 //	enroll/step/USER/ID     the last time step of token ID accepted as a proof or finishing code
 //	enroll/fail/USER        failed proofs in a row, and the end of a lockout
 //	enroll/boot/USER        a bootstrap code: salted hash (package backupcode), expiry
+//
+// The rules themselves are package enroll's; this file is its Store on the kv store, and the
+// HTTP endpoints with their mail notices (sent after the commit).
 const (
 	prefixEnroll    = "enroll/"
 	prefixPending   = "enroll/pending/"
 	prefixStep      = "enroll/step/"
 	prefixFail      = "enroll/fail/"
 	prefixBoot      = "enroll/boot/"
-	pendingTTL      = 10 * time.Minute
-	bootstrapTTL    = 30 * time.Minute
-	bootstrapEvery  = time.Minute // at most one bootstrap mail per user per minute
 	sweepInterval   = time.Minute
-	proofWindow     = 1  // steps either side, as at login
-	skewHint        = 10 // steps: a finishing code this far off answers clock_skew
+	proofWindow     = 1 // steps either side, as at login
 	maxEnrollBody   = 4 << 10
 	maxAnswerLength = 64
 )
@@ -65,9 +63,7 @@ type pendingRecord struct {
 	Expires time.Time `json:"expires"`
 	Node    string    `json:"node"`
 	Sealed  []byte    `json:"sealed"` // json of token.Token, sealed
-	// Proof is proofCode when begin checked a code of an active token or a backup code; a first
-	// token's enrollment ("" or a bootstrap code) may finish only while the user has no active
-	// token, and only one of them is pending at a time.
+	// Proof is proofCode for enroll.Pending.Proved.
 	Proof string `json:"proof,omitempty"`
 }
 
@@ -100,16 +96,6 @@ func (x *txn) failures(user string) (token.Failures, error) {
 		return f, err
 	}
 	return f, nil
-}
-
-// countFailure counts one failed proof of e.u and returns the record and the back-off it starts.
-func (e *enrollTxn) countFailure() (token.Failures, time.Duration, error) {
-	f, err := e.failures(e.u.Name)
-	if err != nil {
-		return f, 0, err
-	}
-	f, d := f.Fail(e.now, e.s.cfg.Enroll.proofLimits())
-	return f, d, e.putJSON(prefixFail+e.u.Name, f)
 }
 
 // initEnroll sets up the mail notices: o.Notifier, or a mail.Sender from [mail].
@@ -262,12 +248,8 @@ func forbidden(format string, args ...any) error {
 	return refusal.New(refusal.Refused, format, args...)
 }
 
-// Refusals a user sees (through the node's CLI).
-var (
-	errProofRequired = forbidden("a proof is required: a current code of one of your tokens, or a backup code")
-	errBootRequired  = forbidden("a bootstrap code is required for a first token: request one by mail first")
-	errNotInScope    = forbidden("this user is not known in this node's scope")
-)
+// errNotInScope answers for a user the node may not act for, known or not.
+var errNotInScope = forbidden("this user is not known in this node's scope")
 
 // enrollFunc handles one enrollment request of node n.
 type enrollFunc func(r *http.Request, n nodeRecord, body []byte) (int, any, error)
@@ -312,57 +294,79 @@ func (s *Server) enrollHandler(f enrollFunc) http.Handler {
 	})
 }
 
-// enrollTxn is one enrollment change: the transaction, the user (in the node's scope), the
-// node acting and the time.
-type enrollTxn struct {
+// enrollStore is the registry's kv store as an enroll.Store for the requests of one node: a
+// user outside the node's scope is refused like an unknown one.
+type enrollStore struct {
+	s    *Server
+	node nodeRecord
+}
+
+// service is the enrollment rules on the registry's store, for node n.
+func (s *Server) service(n nodeRecord) *enroll.Service {
+	c := s.cfg.Enroll
+	return &enroll.Service{Store: &enrollStore{s: s, node: n}, Rand: s.rand, Now: s.now, Log: s.log,
+		Rules: enroll.Rules{MaxTokens: c.MaxTokens, Window: proofWindow, Limits: c.proofLimits(),
+			Bootstrap: c.Bootstrap == BootstrapMail, Issuer: s.cfg.Issuer}}
+}
+
+func (st *enrollStore) Change(ctx context.Context, user string, fn func(enroll.Tx) error) error {
+	_, err := st.s.store.Update(ctx, func(t kv.Txn) error {
+		x := &txn{Txn: t, s: st.s}
+		u, err := x.user(user)
+		if isNotFound(err) || err == nil && !visible(u.Scopes, st.node.Scope) {
+			return errNotInScope
+		}
+		if err != nil {
+			return err
+		}
+		return fn(&enrollTx{txn: x, u: u, node: st.node, now: st.s.now()})
+	})
+	return err
+}
+
+// enrollTx is one user's enrollment records in a kv transaction.
+type enrollTx struct {
 	*txn
 	u    User
 	node nodeRecord
 	now  time.Time
-	// refused is a refusal to answer after committing (a failed proof is recorded, not rolled
-	// back).
-	refused error
 }
 
-func (e *enrollTxn) actor() string { return "node:" + e.node.Name }
+func (e *enrollTx) Tokens() ([]token.Token, error) { return e.tokens(e.u.Name) }
+func (e *enrollTx) PutToken(t token.Token) error   { return e.putToken(e.u, t) }
 
-func (e *enrollTxn) audit(action, target, reason string) error {
-	return e.txn.audit(e.now, e.actor(), action, target, reason)
+func (e *enrollTx) DeleteToken(id string) error {
+	if err := e.deleteToken(e.u, id); err != nil {
+		return err
+	}
+	return ignoreNotFound(e.Delete(prefixStep + e.u.Name + "/" + id))
 }
 
-// enrollChange runs fn in one kv.Update for user, after checking that the user is in the node's
-// scope (an unknown user gets the same 403). It returns e.refused, if set, after the commit.
-func (s *Server) enrollChange(ctx context.Context, n nodeRecord, user string, fn func(e *enrollTxn) error) (int64, error) {
-	var refused error
-	rev, err := s.store.Update(ctx, func(t kv.Txn) error {
-		x := &txn{Txn: t, s: s}
-		u, err := x.user(user)
+func (e *enrollTx) Pending() ([]enroll.Pending, error) {
+	var out []enroll.Pending
+	prefix := prefixPending + e.u.Name + "/"
+	err := e.Range(prefix, func(kvp kv.KeyValue) error {
+		var p pendingRecord
+		if err := json.Unmarshal(kvp.Value, &p); err != nil {
+			return fmt.Errorf("decode %s: %w", kvp.Key, err)
+		}
+		v, err := e.s.sealer.Open(p.Sealed, []byte(kvp.Key))
 		if err != nil {
-			if isNotFound(err) {
-				return errNotInScope
-			}
-			return err
+			return fmt.Errorf("open %s: %w", kvp.Key, err)
 		}
-		if !visible(u.Scopes, n.Scope) {
-			return errNotInScope
+		var t token.Token
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("decode %s: %w", kvp.Key, err)
 		}
-		e := &enrollTxn{txn: x, u: u, node: n, now: s.now()}
-		if err := fn(e); err != nil {
-			return err
-		}
-		refused = e.refused
+		out = append(out, enroll.Pending{Token: t, Expires: p.Expires, Proved: p.Proof == proofCode})
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return rev, refused
+	return out, err
 }
 
-// sealPending writes a pending token.
-func (e *enrollTxn) putPending(t token.Token, expires time.Time, proof string) error {
-	key := prefixPending + t.User + "/" + t.ID
-	v, err := json.Marshal(t)
+func (e *enrollTx) PutPending(p enroll.Pending) error {
+	key := prefixPending + e.u.Name + "/" + p.Token.ID
+	v, err := json.Marshal(p.Token)
 	if err != nil {
 		return err
 	}
@@ -370,71 +374,70 @@ func (e *enrollTxn) putPending(t token.Token, expires time.Time, proof string) e
 	if err != nil {
 		return fmt.Errorf("seal %s: %w", key, err)
 	}
-	return e.putJSON(key, pendingRecord{Expires: expires.UTC(), Node: e.node.Name, Sealed: sealed, Proof: proof})
+	rec := pendingRecord{Expires: p.Expires.UTC(), Node: e.node.Name, Sealed: sealed}
+	if p.Proved {
+		rec.Proof = proofCode
+	}
+	return e.putJSON(key, rec)
 }
 
-// firstPending returns the ids of the user's pending tokens begun without a proof (first tokens).
-// pend is e.pendingIDs.
-func (e *enrollTxn) firstPending(pend map[string]time.Time) ([]string, error) {
-	var ids []string
-	for id := range pend {
-		_, p, err := e.pending(e.u.Name, id)
-		if err != nil {
-			return nil, err
-		}
-		if p.Proof != proofCode {
-			ids = append(ids, id)
-		}
-	}
-	return ids, nil
+func (e *enrollTx) DeletePending(id string) error {
+	return e.Delete(prefixPending + e.u.Name + "/" + id)
 }
 
-// pending returns one pending token, or kv.ErrNotFound.
-func (x *txn) pending(user, id string) (token.Token, pendingRecord, error) {
-	var t token.Token
-	var p pendingRecord
-	key := prefixPending + user + "/" + id
-	if err := x.getJSON(key, &p); err != nil {
-		return t, p, err
-	}
-	v, err := x.s.sealer.Open(p.Sealed, []byte(key))
-	if err != nil {
-		return t, p, fmt.Errorf("open %s: %w", key, err)
-	}
-	return t, p, json.Unmarshal(v, &t)
+func (e *enrollTx) LastStep(id string) (uint64, error) {
+	var r stepRecord
+	return r.Step, ignoreNotFound(e.getJSON(prefixStep+e.u.Name+"/"+id, &r))
 }
 
-// pendingIDs returns the ids of a user's pending tokens and their expiry.
-func (x *txn) pendingIDs(user string) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	err := x.Range(prefixPending+user+"/", func(kvp kv.KeyValue) error {
-		var p pendingRecord
-		if err := json.Unmarshal(kvp.Value, &p); err != nil {
-			return fmt.Errorf("decode %s: %w", kvp.Key, err)
-		}
-		out[kvp.Key[len(prefixPending)+len(user)+1:]] = p.Expires
+func (e *enrollTx) SetStep(id string, step uint64) error {
+	return e.putJSON(prefixStep+e.u.Name+"/"+id, stepRecord{Step: step})
+}
+
+func (e *enrollTx) Failures() (token.Failures, error) { return e.failures(e.u.Name) }
+
+func (e *enrollTx) SetFailures(f token.Failures) error {
+	if f == (token.Failures{}) {
+		return ignoreNotFound(e.Delete(prefixFail + e.u.Name))
+	}
+	return e.putJSON(prefixFail+e.u.Name, f)
+}
+
+func (e *enrollTx) BackupCodes() ([]token.BackupCode, error) { return e.backupCodes(e.u.Name) }
+
+func (e *enrollTx) UseBackupCode(c token.BackupCode) error {
+	return e.Delete(prefixRec + syncframe.BackupKey(e.u.Name, c.ID))
+}
+
+func (e *enrollTx) ReplaceBackupCodes(recs []token.BackupCode) error {
+	_, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs)
+	return err
+}
+
+func (e *enrollTx) Bootstrap() (token.BackupCode, bool, error) {
+	var c token.BackupCode
+	err := e.getJSON(prefixBoot+e.u.Name, &c)
+	if errors.Is(err, kv.ErrNotFound) {
+		return c, false, nil
+	}
+	return c, err == nil, err
+}
+
+func (e *enrollTx) PutBootstrap(c token.BackupCode) error { return e.putJSON(prefixBoot+e.u.Name, c) }
+func (e *enrollTx) UseBootstrap() error                   { return e.Delete(prefixBoot + e.u.Name) }
+func (e *enrollTx) Mail() string                          { return e.u.Mail }
+
+func (e *enrollTx) Enrolled() (bool, error) { return e.enrolled(e.u.Name) }
+
+func (e *enrollTx) Audit(action, target, detail string) error {
+	return e.txn.audit(e.now, "node:"+e.node.Name, action, target, detail)
+}
+
+func ignoreNotFound(err error) error {
+	if errors.Is(err, kv.ErrNotFound) {
 		return nil
-	})
-	return out, err
-}
-
-// sweepUser removes the user's expired pending tokens (lazy expiry), with an audit record each.
-func (e *enrollTxn) sweepUser() error {
-	ids, err := e.pendingIDs(e.u.Name)
-	if err != nil {
-		return err
 	}
-	for id, exp := range ids {
-		if !e.now.Before(exp) {
-			if err := e.Delete(prefixPending + e.u.Name + "/" + id); err != nil {
-				return err
-			}
-			if err := e.txn.audit(e.now, "registry", "enroll.expired", "token/"+e.u.Name+"/"+id, ""); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return err
 }
 
 // sweepPending removes every expired pending token (of user, or of all with ""), in one
@@ -449,7 +452,7 @@ func (s *Server) sweepPending(ctx context.Context, user string) (int, error) {
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
 		return tx.Range(prefix, func(kvp kv.KeyValue) error {
 			var p pendingRecord
-			if err := json.Unmarshal(kvp.Value, &p); err == nil && !now.Before(p.Expires) {
+			if err := json.Unmarshal(kvp.Value, &p); err == nil && enroll.Expired(p.Expires, now) {
 				expired = append(expired, kvp.Key)
 			}
 			return nil
@@ -483,7 +486,7 @@ func (s *Server) sweepPending(ctx context.Context, user string) (int, error) {
 }
 
 // dropEnrollState removes a user's pending tokens, proof steps, failures and bootstrap code
-// (admin reset and delete).
+// (admin reset and delete; deleteRecords removes the enrolled mark with the records).
 func (x *txn) dropEnrollState(user string) error {
 	var keys []string
 	for _, p := range []string{prefixPending + user + "/", prefixStep + user + "/"} {
@@ -496,142 +499,10 @@ func (x *txn) dropEnrollState(user string) error {
 	}
 	keys = append(keys, prefixFail+user, prefixBoot+user)
 	for _, k := range keys {
-		if err := x.Delete(k); err != nil && !errors.Is(err, kv.ErrNotFound) {
+		if err := ignoreNotFound(x.Delete(k)); err != nil {
 			return err
 		}
 	}
-	return nil
-}
-
-func (x *txn) lastStep(user, id string) uint64 {
-	var r stepRecord
-	_ = x.getJSON(prefixStep+user+"/"+id, &r)
-	return r.Step
-}
-
-func (x *txn) setStep(user, id string, step uint64) error {
-	return x.putJSON(prefixStep+user+"/"+id, stepRecord{Step: step})
-}
-
-// proofKinds says what a proof may be.
-type proofKinds struct {
-	codes     bool // a current code of an active token, or a backup code or passcode
-	bootstrap bool // a bootstrap code
-}
-
-// checkProof checks proof for e.u. On success it records what the proof used up (the step of
-// the code, the backup code deleted, the bootstrap code deleted) and clears the failures; on a
-// wrong proof it counts and audits the failure and sets e.refused. A lockout or a missing
-// proof is returned as an error (nothing written).
-func (e *enrollTxn) checkProof(proof string, kinds proofKinds, action string) (ok bool, err error) {
-	user := e.u.Name
-	f, err := e.failures(user)
-	if err != nil {
-		return false, err
-	}
-	switch forGood, wait := f.Locked(e.now, e.s.cfg.Enroll.proofLimits()); {
-	case forGood:
-		return false, &refusal.Error{Kind: refusal.TooMany,
-			Message: fmt.Sprintf("%d failed proofs in a row: your self-service changes are locked; ask your administrators to unlock you", f.Count)}
-	case wait > 0:
-		return false, &refusal.Error{Kind: refusal.TooMany, RetryAfter: wait,
-			Message: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(wait.Minutes())+1)}
-	}
-	if strings.TrimSpace(proof) == "" {
-		if kinds.codes {
-			return false, errProofRequired
-		}
-		return false, errBootRequired
-	}
-	replayed := false
-	if kinds.codes {
-		toks, err := e.tokens(user)
-		if err != nil {
-			return false, err
-		}
-		i, m := token.MatchAny(toks, token.Codes(toks, proof, false), e.now, proofWindow, 0, func(id string) uint64 {
-			return e.lastStep(user, id)
-		})
-		switch m.Status {
-		case token.OK:
-			t := &toks[i]
-			if err := e.setStep(user, t.ID, m.Step); err != nil {
-				return false, err
-			}
-			// Nodes learn the step with the record, so the proof cannot log in there too.
-			t.UsedStep = max(t.UsedStep, m.Step)
-			if err := e.putToken(e.u, *t); err != nil {
-				return false, err
-			}
-			return true, e.proofOK(action, "code of token "+t.ID)
-		case token.Replay:
-			replayed = true
-		}
-		if norm, ok := backupcode.Normalize(proof); ok {
-			codes, err := e.backupCodes(user)
-			if err != nil {
-				return false, err
-			}
-			for _, c := range codes {
-				if c.Expired(e.now) || !backupcode.Match(norm, c) {
-					continue
-				}
-				if err := e.Delete(prefixRec + syncframe.BackupKey(user, c.ID)); err != nil {
-					return false, err
-				}
-				what := "backup_code_used"
-				if !c.Expires.IsZero() {
-					what = "passcode_used"
-				}
-				if err := e.audit(what, "user/"+user, "id "+c.ID+" as proof for "+action); err != nil {
-					return false, err
-				}
-				return true, e.proofOK(action, "backup code "+c.ID)
-			}
-		}
-	}
-	if kinds.bootstrap {
-		var c token.BackupCode
-		err := e.getJSON(prefixBoot+user, &c)
-		if err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return false, err
-		}
-		if norm, ok := backupcode.Normalize(proof); ok && err == nil && !c.Expired(e.now) && backupcode.Match(norm, c) {
-			if err := e.Delete(prefixBoot + user); err != nil {
-				return false, err
-			}
-			return true, e.proofOK(action, "bootstrap code")
-		}
-	}
-	// A failure: counted (until a success or an administrator clears it) and audited.
-	reason := "wrong proof"
-	if replayed {
-		reason = "replayed code"
-	}
-	e.refused = forbidden("the proof was not accepted: use a current code of one of your tokens, or an unused backup code")
-	if replayed {
-		e.refused = forbidden("this code was already used; wait for the next one")
-	}
-	f, wait, err := e.countFailure()
-	if err != nil {
-		return false, err
-	}
-	switch {
-	case f.Count >= e.s.cfg.Enroll.MaxFailures:
-		reason += fmt.Sprintf("; %d failures: proofs locked until an administrator unlocks the user", f.Count)
-	case wait > 0:
-		reason += fmt.Sprintf("; %d failures: proofs refused until %s", f.Count, f.Until.UTC().Format(time.RFC3339))
-	}
-	e.s.log.Warn("enroll proof refused", "user", user, "node", e.node.Name, "action", action, "reason", reason)
-	return false, e.audit("enroll.proof_failed", "user/"+user, action+": "+reason)
-}
-
-// proofOK clears the failures after an accepted proof.
-func (e *enrollTxn) proofOK(action, what string) error {
-	if err := e.Delete(prefixFail + e.u.Name); err != nil && !errors.Is(err, kv.ErrNotFound) {
-		return err
-	}
-	e.s.log.Info("enroll proof accepted", "user", e.u.Name, "node", e.node.Name, "action", action, "proof", what)
 	return nil
 }
 
@@ -641,95 +512,7 @@ func (s *Server) enrollBegin(r *http.Request, n nodeRecord, body []byte) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
-	secret, err := totp.NewSecret(s.rand, totp.DefaultSecretLen)
-	if err != nil {
-		return 0, nil, err
-	}
-	var ans registryapi.Enrollment
-	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		if err := e.sweepUser(); err != nil {
-			return err
-		}
-		toks, err := e.tokens(q.User)
-		if err != nil {
-			return err
-		}
-		pend, err := e.pendingIDs(q.User)
-		if err != nil {
-			return err
-		}
-		active, disabled, counted := 0, 0, len(pend)
-		all := toks
-		for _, t := range toks {
-			switch t.State {
-			case token.Active:
-				active++
-			case token.Disabled:
-				disabled++
-			}
-			if t.State != token.Disabled {
-				counted++
-			}
-		}
-		if active == 0 && disabled > 0 && s.cfg.Enroll.Bootstrap != BootstrapMail {
-			// An administrator disabled the user's tokens: a new "first" token without a proof
-			// would undo that. A mailed bootstrap code (where the site uses them) or a reset does.
-			return conflict("your token is disabled; ask your administrators to enable it or to reset your second factor")
-		}
-		for id := range pend {
-			all = append(all, token.Token{ID: id})
-		}
-		var replaced []string // one pending first token at a time: a new first enrollment replaces the others
-		if active == 0 {
-			if replaced, err = e.firstPending(pend); err != nil {
-				return err
-			}
-			counted -= len(replaced)
-		}
-		if counted >= s.cfg.Enroll.MaxTokens {
-			return conflict("you have %d tokens (active or pending), the most this site allows; remove one first", counted)
-		}
-		kinds, proof := proofKinds{codes: true}, proofCode
-		if active == 0 {
-			kinds, proof = proofKinds{bootstrap: s.cfg.Enroll.Bootstrap == BootstrapMail}, ""
-		}
-		if kinds.codes || kinds.bootstrap {
-			if ok, err := e.checkProof(q.Proof, kinds, "enroll.begin"); !ok || err != nil {
-				return err
-			}
-		}
-		for _, id := range replaced {
-			if err := e.Delete(prefixPending + q.User + "/" + id); err != nil {
-				return err
-			}
-			if err := e.audit("enroll.cancel", "token/"+q.User+"/"+id, "replaced by a new first enrollment"); err != nil {
-				return err
-			}
-		}
-		id, err := s.newTokenID(all)
-		if err != nil {
-			return err
-		}
-		t := token.Token{User: q.User, ID: id, Name: q.Name, Algorithm: totp.DefaultParams.Algorithm,
-			Digits: totp.DefaultParams.Digits, Period: totp.DefaultParams.Period, Secret: secret,
-			State: token.Pending, Created: e.now.UTC()}
-		if t.Name == "" {
-			t.Name = token.DefaultName(all)
-		}
-		if err := t.Validate(); err != nil {
-			return badRequest("%v", err)
-		}
-		ans = registryapi.Enrollment{ID: id, Secret: totp.EncodeSecret(secret), Expires: e.now.Add(pendingTTL).UTC()}
-		k := totp.Key{Issuer: s.cfg.Issuer, Account: q.User, Secret: secret, Params: t.Params()}
-		if err := k.Validate(); err != nil {
-			return badRequest("cannot make an otpauth URI for user %q: %v", clip(q.User), err)
-		}
-		ans.URI = k.URI()
-		if err := e.putPending(t, ans.Expires, proof); err != nil {
-			return err
-		}
-		return e.audit("enroll.begin", "token/"+q.User+"/"+id, "name "+t.Name)
-	})
+	ans, err := s.service(n).Begin(r.Context(), q.User, q.Name, q.Proof)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -742,140 +525,27 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	var ans registryapi.FinishResult
-	var tok token.Token
-	var plain []string
-	var recs []token.BackupCode
-	now := s.now()
-	plain, recs, err = backupcode.New(s.rand, q.User, backupcode.Count, now)
+	f, err := s.service(n).Finish(r.Context(), q.User, q.ID, q.Code)
 	if err != nil {
 		return 0, nil, err
 	}
-	key := prefixPending + q.User + "/" + q.ID
-	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		ans = registryapi.FinishResult{}
-		t, p, err := e.pending(q.User, q.ID)
-		if errors.Is(err, kv.ErrNotFound) {
-			// Gone: finished already (answer as before), expired and swept, or never was.
-			if _, at, err := e.token(q.User, q.ID); err == nil && at.State == token.Active {
-				ans.Status = registryapi.StatusActive
-				return nil
-			}
-			return notFound("no pending enrollment %q: it expired or was never started; begin again", clip(q.ID))
-		}
-		if err != nil {
-			return err
-		}
-		if !e.now.Before(p.Expires) {
-			ans.Status = registryapi.StatusExpired
-			return e.sweepUser() // this one and any other expired one
-		}
-		code, ok := totp.ParseCode(q.Code, t.Digits)
-		if !ok {
-			ans.Status = registryapi.StatusWrongCode
-			return nil
-		}
-		m := token.Match(&t, code, e.now, proofWindow, skewHint, e.lastStep(q.User, q.ID))
-		step := m.Step
-		switch m.Status {
-		case token.Skew:
-			// Refused and counted as a failed proof; the step is burned, so that the code, shown
-			// before its time, never finishes the enrollment when its time comes.
-			ans.Status, ans.SkewS = registryapi.StatusClockSkew, m.SkewSeconds
-			if err := e.setStep(q.User, t.ID, max(e.lastStep(q.User, t.ID), step)); err != nil {
-				return err
-			}
-			_, _, err := e.countFailure()
-			return err
-		case token.OK:
-		default:
-			ans.Status = registryapi.StatusWrongCode
-			return nil
-		}
-		toks, err := e.tokens(q.User)
-		if err != nil {
-			return err
-		}
-		first := true
-		for _, o := range toks {
-			if o.State == token.Active {
-				first = false
-			}
-		}
-		if !first && p.Proof != proofCode {
-			// Begun as a first token (no proof); another token is active now, so adding this one
-			// would skip the proof every further token needs.
-			if err := e.Delete(key); err != nil {
-				return err
-			}
-			e.refused = conflict("another token of yours became active after this enrollment began; " +
-				"begin again, with a code from that token or a backup code")
-			return e.audit("enroll.cancel", "token/"+q.User+"/"+t.ID, "begun without a proof; the user has an active token now")
-		}
-		t.State = token.Active
-		t.UsedStep = step // the finishing code does not log in afterwards, on any node
-		if err := e.Delete(key); err != nil {
-			return err
-		}
-		if err := e.putToken(e.u, t); err != nil {
-			return err
-		}
-		if err := e.setStep(q.User, t.ID, step); err != nil {
-			return err
-		}
-		if err := e.audit("enroll.finish", "token/"+q.User+"/"+t.ID, "name "+t.Name); err != nil {
-			return err
-		}
-		ans.Status, tok = registryapi.StatusActive, t
-		if first {
-			if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
-				return err
-			}
-			ans.BackupCodes = plain
-			return e.audit("backup-codes.create", "user/"+q.User, "with the first token")
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, nil, err
-	}
-	if ans.Status == registryapi.StatusActive && tok.ID != "" {
-		what := fmt.Sprintf("A new token %q (id %s) was added to your account and is now active.", tok.Name, tok.ID)
-		if ans.BackupCodes != nil {
+	if f.Token.ID != "" {
+		what := fmt.Sprintf("A new token %q (id %s) was added to your account and is now active.", f.Token.Name, f.Token.ID)
+		if f.BackupCodes != nil {
 			what += "\nA new set of backup codes was created with it."
 		}
 		s.notify(r.Context(), q.User, "new token added", what, "node "+n.Name)
 	}
-	return http.StatusOK, ans, nil
+	return http.StatusOK, f.FinishResult, nil
 }
 
-// enrollRename answers POST /v1/enroll/rename (no proof: a name changes nothing at login).
+// enrollRename answers POST /v1/enroll/rename.
 func (s *Server) enrollRename(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[renameRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
-	var old string
-	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		if t, p, err := e.pending(q.User, q.ID); err == nil {
-			old, t.Name = t.Name, q.Name
-			if err := e.putPending(t, p.Expires, p.Proof); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, kv.ErrNotFound) {
-			return err
-		} else {
-			_, t, err := e.token(q.User, q.ID)
-			if err != nil {
-				return err
-			}
-			old, t.Name = t.Name, q.Name
-			if err := e.putToken(e.u, t); err != nil {
-				return err
-			}
-		}
-		return e.audit("enroll.rename", "token/"+q.User+"/"+q.ID, "from "+old+" to "+q.Name)
-	})
+	old, err := s.service(n).Rename(r.Context(), q.User, q.ID, q.Name)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -889,40 +559,12 @@ func (s *Server) enrollRemove(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	var name string
-	var wasPending bool
-	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		wasPending = false
-		if t, _, err := e.pending(q.User, q.ID); err == nil {
-			name, wasPending = t.Name, true
-			if err := e.Delete(prefixPending + q.User + "/" + q.ID); err != nil {
-				return err
-			}
-			return e.audit("enroll.cancel", "token/"+q.User+"/"+q.ID, "")
-		} else if !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-		_, t, err := e.token(q.User, q.ID)
-		if err != nil {
-			return err
-		}
-		if ok, err := e.checkProof(q.Proof, proofKinds{codes: true}, "enroll.remove"); !ok || err != nil {
-			return err
-		}
-		name = t.Name
-		if err := e.Delete(prefixRec + syncframe.TokenKey(q.User, q.ID)); err != nil {
-			return err
-		}
-		if err := e.Delete(prefixStep + q.User + "/" + q.ID); err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-		return e.audit("token.delete", "token/"+q.User+"/"+q.ID, "by the user")
-	})
+	rm, err := s.service(n).Remove(r.Context(), q.User, q.ID, q.Proof)
 	if err != nil {
 		return 0, nil, err
 	}
-	if !wasPending {
-		s.notify(r.Context(), q.User, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", name, q.ID), "node "+n.Name)
+	if !rm.Pending {
+		s.notify(r.Context(), q.User, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", rm.Name, q.ID), "node "+n.Name)
 	}
 	return http.StatusOK, map[string]string{"id": q.ID, "removed": "true"}, nil
 }
@@ -933,20 +575,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 	if err != nil {
 		return 0, nil, err
 	}
-	now := s.now()
-	plain, recs, err := backupcode.New(s.rand, q.User, backupcode.Count, now)
-	if err != nil {
-		return 0, nil, err
-	}
-	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		if ok, err := e.checkProof(q.Proof, proofKinds{codes: true}, "backup-codes"); !ok || err != nil {
-			return err
-		}
-		if _, err := e.replaceCodes(e.u, func(c token.BackupCode) bool { return c.Expires.IsZero() || c.Expired(e.now) }, recs); err != nil {
-			return err
-		}
-		return e.audit("backup-codes.create", "user/"+q.User, "by the user")
-	})
+	plain, err := s.service(n).BackupCodes(r.Context(), q.User, q.Proof)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -955,46 +584,13 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 }
 
 // enrollBootstrap answers POST /v1/enroll/bootstrap: with bootstrap = "mail", mails a one-time
-// code (stored hashed, 30 minutes) that a first token's begin needs.
+// code (stored hashed) that a first token's begin needs.
 func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (int, any, error) {
 	q, err := parseEnroll[bootstrapRequest](body)
 	if err != nil {
 		return 0, nil, err
 	}
-	if s.cfg.Enroll.Bootstrap != BootstrapMail {
-		return 0, nil, conflict("this site does not use bootstrap codes: a first token needs no proof")
-	}
-	now := s.now()
-	plain, recs, err := backupcode.New(s.rand, q.User, 1, now)
-	if err != nil {
-		return 0, nil, err
-	}
-	recs[0].Expires = now.Add(bootstrapTTL).UTC()
-	var to string
-	_, err = s.enrollChange(r.Context(), n, q.User, func(e *enrollTxn) error {
-		if e.u.Mail == "" {
-			return conflict("there is no mail address on record for you; ask the helpdesk to enroll you")
-		}
-		toks, err := e.tokens(q.User)
-		if err != nil {
-			return err
-		}
-		for _, t := range toks {
-			if t.State == token.Active {
-				return conflict("you already have a token: adding another needs a code from it or a backup code")
-			}
-		}
-		var old token.BackupCode
-		if err := e.getJSON(prefixBoot+q.User, &old); err == nil && e.now.Sub(old.Created) < bootstrapEvery {
-			return &refusal.Error{Kind: refusal.TooMany, RetryAfter: bootstrapEvery - e.now.Sub(old.Created),
-				Message: "a bootstrap code was mailed less than a minute ago; check your mail"}
-		}
-		to = e.u.Mail
-		if err := e.putJSON(prefixBoot+q.User, recs[0]); err != nil {
-			return err
-		}
-		return e.audit("enroll.bootstrap", "user/"+q.User, "code mailed")
-	})
+	code, to, expires, err := s.service(n).Bootstrap(r.Context(), q.User)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -1002,8 +598,8 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 	s.enroll.mail.Send(mail.Message{To: to, Subject: "[" + s.cfg.Issuer + "] your enrollment code",
 		Body: fmt.Sprintf("Hello %s,\n\nyour one-time code to enroll a first token is:\n\n    %s\n\n"+
 			"It works once, until %s. It was requested from node %s.\n\nIf this was not you, contact %s.\n",
-			q.User, plain[0], recs[0].Expires.Format("2006-01-02 15:04 MST"), n.Name, s.cfg.Mail.Contact)})
-	return http.StatusOK, registryapi.BootstrapSent{Sent: true, Expires: recs[0].Expires}, nil
+			q.User, code, expires.Format("2006-01-02 15:04 MST"), n.Name, s.cfg.Mail.Contact)})
+	return http.StatusOK, registryapi.BootstrapSent{Sent: true, Expires: expires}, nil
 }
 
 // notify mails user a notice of a change; by is "node NAME" or "administrator NAME". It reads

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/enroll"
+	"github.com/pam-totp/pam-totp/pkg/enroll/enrolltest"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
@@ -210,7 +212,7 @@ func TestEnrollPendingExpires(t *testing.T) {
 	e := newEnrollEnv(t, nil)
 	_, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann"})
 	id, secret := b["id"].(string), b["secret"].(string)
-	e.clock.add(pendingTTL + time.Second)
+	e.clock.add(enroll.PendingTTL + time.Second)
 	st, fin := e.post(e.cred, "/v1/enroll/finish", map[string]string{"user": "ann", "id": id, "code": e.code(secret, 0)})
 	if st != 200 || fin["status"] != "expired" {
 		t.Errorf("finish after 10 min = %d %v, want expired", st, fin)
@@ -220,7 +222,7 @@ func TestEnrollPendingExpires(t *testing.T) {
 	}
 	// The ticker's sweep: one revision when something expired, none otherwise.
 	e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann"})
-	e.clock.add(pendingTTL)
+	e.clock.add(enroll.PendingTTL)
 	rev := e.store.Rev()
 	if n, err := e.srv.sweepPending(t.Context(), ""); n != 1 || err != nil || e.store.Rev() != rev+1 {
 		t.Errorf("sweepPending = %d, %v, revisions %d -> %d; want 1 removed in one revision", n, err, rev, e.store.Rev())
@@ -502,4 +504,53 @@ func TestEnrollDisabledNoFirstToken(t *testing.T) {
 	if st != 409 || !strings.Contains(b["error"].(string), "your token is disabled") {
 		t.Errorf("begin with only a disabled token = %d %v, want 409", st, b)
 	}
+}
+
+// TestEnrollRemovedLastTokenNeedsReset: removing a user's last token marks them enrolled, and
+// the nodes receive the mark; a new first token then needs an administrator's reset, which
+// removes the mark (nodes too). An active token clears it.
+func TestEnrollRemovedLastTokenNeedsReset(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, nil)
+	mark := func() bool {
+		_, recs, _ := e.snapshot(e.cred)
+		return recs[syncframe.EnrolledKey("ann")] != nil
+	}
+	id, secret, _ := e.enroll("")
+	if mark() {
+		t.Fatal("nodes have an enrolled mark of ann while she has a token")
+	}
+	if st, b := e.post(e.cred, "/v1/enroll/remove", map[string]string{"user": "ann", "id": id, "proof": e.code(secret, 0)}); st != 200 {
+		t.Fatalf("remove = %d %v, want 200", st, b)
+	}
+	if !mark() {
+		t.Error("nodes have no enrolled mark of ann after her last token was removed")
+	}
+	st, b := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "name": "new"})
+	if st != 409 || !strings.Contains(b["error"].(string), "reset your second factor") {
+		t.Fatalf("begin after removing the last token = %d %v, want 409", st, b)
+	}
+	e.mustAdmin(200, "POST", "/v1/admin/users/ann/reset", nil, nil)
+	if _, recs, _ := e.snapshot(e.cred); len(recs) != 0 {
+		t.Errorf("nodes have %d records of ann after the reset, want none", len(recs))
+	}
+	id, _, _ = e.enroll("")
+	// An administrator's delete of the last token marks her too; a new active token clears it.
+	e.mustAdmin(200, "DELETE", "/v1/admin/users/ann/tokens/"+id, nil, nil)
+	if !mark() {
+		t.Error("no enrolled mark after an administrator deleted the last token")
+	}
+	e.addToken("ann")
+	if mark() {
+		t.Error("the enrolled mark stayed with a new active token")
+	}
+}
+
+// TestRules runs the enrollment rules' table on the registry's kv store.
+func TestRules(t *testing.T) {
+	enrolltest.Run(t, func(t *testing.T) enrolltest.Env {
+		e := newEnrollEnv(t, nil)
+		return enrolltest.Env{Service: e.srv.service(nodeRecord{Name: "n1", Scope: "alpha"}), User: "ann",
+			Advance: e.clock.add, Reset: func() { e.mustAdmin(200, "POST", "/v1/admin/users/ann/reset", nil, nil) }}
+	})
 }

@@ -189,10 +189,10 @@ func (x *txn) user(name string) (User, error) {
 	return u, err
 }
 
-// userRecords calls fn for each of a user's records (tokens, then backup codes), with the sync
-// key and the raw wrapper.
+// userRecords calls fn for each of a user's records (tokens, backup codes, the enrolled mark),
+// with the sync key and the raw wrapper.
 func (x *txn) userRecords(user string, fn func(key string, raw []byte) error) error {
-	for _, p := range []string{syncframe.TokenKey(user, ""), syncframe.BackupKey(user, "")} {
+	for _, p := range []string{syncframe.TokenKey(user, ""), syncframe.BackupKey(user, ""), syncframe.EnrolledKey(user)} {
 		if err := x.Range(prefixRec+p, func(kv kv.KeyValue) error {
 			return fn(strings.TrimPrefix(kv.Key, prefixRec), kv.Value)
 		}); err != nil {
@@ -253,12 +253,40 @@ func (x *txn) putRecord(u User, key string, v any) error {
 	return x.Put(prefixRec+key, raw)
 }
 
-// putToken validates and writes a token.
+// putToken validates and writes a token. An active token clears its user's enrolled mark.
 func (x *txn) putToken(u User, t token.Token) error {
 	if err := t.Validate(); err != nil {
 		return badRequest("%v", err)
 	}
+	if t.State == token.Active {
+		if err := ignoreNotFound(x.Delete(prefixRec + syncframe.EnrolledKey(u.Name))); err != nil {
+			return err
+		}
+	}
 	return x.putRecord(u, syncframe.TokenKey(t.User, t.ID), t)
+}
+
+// deleteToken removes token id of u. When it was u's last token, u gets the enrolled mark
+// (token.Enrolled, a record nodes receive): without a token they are denied, not in grace,
+// until an administrator's reset removes the mark with the rest.
+func (x *txn) deleteToken(u User, id string) error {
+	if err := x.Delete(prefixRec + syncframe.TokenKey(u.Name, id)); err != nil {
+		return err
+	}
+	left, err := x.tokens(u.Name)
+	if err != nil || len(left) > 0 {
+		return err
+	}
+	return x.putRecord(u, syncframe.EnrolledKey(u.Name), token.Enrolled{User: u.Name, Since: x.s.now().UTC()})
+}
+
+// enrolled says whether user carries the enrolled mark.
+func (x *txn) enrolled(user string) (bool, error) {
+	_, err := x.Get(prefixRec + syncframe.EnrolledKey(user))
+	if errors.Is(err, kv.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // deleteRecords removes a user's records that match keep == false; it returns the numbers of
@@ -277,9 +305,10 @@ func (x *txn) deleteRecords(user string, match func(key string) bool) (tokens, c
 		if err := x.Delete(prefixRec + k); err != nil {
 			return 0, 0, err
 		}
-		if k[0] == syncframe.KindToken {
+		switch k[0] {
+		case syncframe.KindToken:
 			tokens++
-		} else {
+		case syncframe.KindBackup:
 			codes++
 		}
 	}

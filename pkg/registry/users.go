@@ -216,9 +216,10 @@ func counts(tx kv.Txn, name string) (map[string][2]int, error) {
 				return nil
 			}
 			c := out[user]
-			if kind == syncframe.KindToken {
+			switch kind {
+			case syncframe.KindToken:
 				c[0]++
-			} else {
+			case syncframe.KindBackup:
 				c[1]++
 			}
 			out[user] = c
@@ -517,11 +518,12 @@ func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, a
 	name, id := r.PathValue("name"), r.PathValue("id")
 	var t token.Token
 	_, err := s.change(r.Context(), actor, "token.delete", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
-		var err error
-		if _, t, err = x.token(name, id); err != nil {
+		u, tok, err := x.token(name, id)
+		if err != nil {
 			return err
 		}
-		return x.Delete(prefixRec + syncframe.TokenKey(name, id))
+		t = tok
+		return x.deleteToken(u, id)
 	})
 	if err == nil {
 		s.notify(r.Context(), name, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", t.Name, t.ID), "administrator "+actor)

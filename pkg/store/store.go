@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pam-totp/pam-totp/pkg/securefile"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
@@ -55,9 +56,22 @@ type Meta struct {
 var (
 	bucketTokens = []byte("tokens")
 	bucketBackup = []byte("backup_codes")
+	bucketUsers  = []byte("users") // token.Enrolled marks; absent in files written before them
 	bucketMeta   = []byte("meta")
 	keyMeta      = []byte("meta")
+	// recordBuckets hold the synced records, by kind (syncframe.Kind*).
+	recordBuckets = map[byte][]byte{syncframe.KindToken: bucketTokens, syncframe.KindBackup: bucketBackup,
+		syncframe.KindUser: bucketUsers}
 )
+
+// recordKey is the sync key of the record under k in the bucket of kind.
+func recordKey(kind byte, k []byte) (string, error) {
+	i := bytes.IndexByte(k, 0)
+	if i <= 0 || i == len(k)-1 {
+		return "", fmt.Errorf("store key %q: %w", k, ErrSchema)
+	}
+	return string(kind) + "/" + string(k[:i]) + "/" + string(k[i+1:]), nil
+}
 
 // userKey is "user\x00id"; userPrefix is "user\x00".
 func userKey(user, id string) []byte { return append(userPrefix(user), id...) }

@@ -60,20 +60,28 @@ func CheckRecord(key string, value []byte) (bucket, storeKey []byte, err error) 
 	var gotUser, gotID string
 	var t token.Token
 	var c token.BackupCode
+	var e token.Enrolled
 	switch kind {
 	case syncframe.KindToken:
-		bucket, err = bucketTokens, decodeStrict(value, &t)
+		err = decodeStrict(value, &t)
 		if err == nil {
 			err = t.Validate()
 		}
 		gotUser, gotID = t.User, t.ID
+	case syncframe.KindUser:
+		err = decodeStrict(value, &e)
+		if err == nil {
+			err = e.Validate()
+		}
+		gotUser, gotID = e.User, syncframe.EnrolledID
 	default:
-		bucket, err = bucketBackup, decodeStrict(value, &c)
+		err = decodeStrict(value, &c)
 		if err == nil {
 			err = c.Validate()
 		}
 		gotUser, gotID = c.User, c.ID
 	}
+	bucket = recordBuckets[kind]
 	if err != nil && !errors.Is(err, ErrInvalid) {
 		err = fmt.Errorf("%v: %w", err, ErrInvalid)
 	}
@@ -100,18 +108,6 @@ func decodeStrict(value []byte, v any) error {
 		return errors.New("data after the JSON object")
 	}
 	return nil
-}
-
-// syncKey turns a bucket and store key back into the record key the registry uses.
-func syncKey(bucket, k []byte) (string, error) {
-	i := bytes.IndexByte(k, 0)
-	if i <= 0 || i == len(k)-1 {
-		return "", fmt.Errorf("store key %q: %w", k, ErrSchema)
-	}
-	if bytes.Equal(bucket, bucketTokens) {
-		return syncframe.TokenKey(string(k[:i]), string(k[i+1:])), nil
-	}
-	return syncframe.BackupKey(string(k[:i]), string(k[i+1:])), nil
 }
 
 func clipKey(s string) string {
@@ -187,10 +183,7 @@ func (t *Tokens) Apply(rev int64, changes []Change, source string, now time.Time
 			if err != nil {
 				return m, false, fmt.Errorf("delete: %v: %w", err, ErrInvalid)
 			}
-			w.bucket, w.key = bucketBackup, userKey(user, id)
-			if kind == syncframe.KindToken {
-				w.bucket = bucketTokens
-			}
+			w.bucket, w.key = recordBuckets[kind], userKey(user, id)
 		} else if w.bucket, w.key, err = CheckRecord(c.Key, c.Value); err != nil {
 			return m, false, err
 		}
@@ -212,7 +205,10 @@ func (t *Tokens) Apply(rev int64, changes []Change, source string, now time.Time
 			return err
 		}
 		for _, w := range writes {
-			b := x.tx.Bucket(w.bucket)
+			b, err := x.tx.CreateBucketIfNotExists(w.bucket)
+			if err != nil {
+				return err
+			}
 			if old := b.Get(w.key); old != nil {
 				d.Remove(w.change.Key, old)
 			}
@@ -269,9 +265,9 @@ func (t *Tokens) Digest() (*syncframe.Digest, Meta, error) {
 		if m, err = x.Meta(); err != nil {
 			return err
 		}
-		for _, name := range [][]byte{bucketBackup, bucketTokens} {
-			err := x.tx.Bucket(name).ForEach(func(k, v []byte) error {
-				key, err := syncKey(name, k)
+		for kind, name := range recordBuckets {
+			err := scan(x.tx.Bucket(name), nil, func(k, v []byte) error {
+				key, err := recordKey(kind, k)
 				if err != nil {
 					return err
 				}
@@ -374,7 +370,7 @@ func (t *Tokens) NewStaging() (*Staging, error) {
 
 // initSynced lays out the buckets of a synced tokens.db; meta comes with Finish.
 func initSynced(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketTokens, bucketBackup, bucketMeta} {
+	for _, b := range [][]byte{bucketTokens, bucketBackup, bucketUsers, bucketMeta} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}

@@ -410,6 +410,8 @@ func FuzzApplyValue(f *testing.F) {
 	f.Add("t/alice/a", `{"user":"alice","id":"a","secret":"AAAAAAAAAAAAAA==","digits":6,"period":30,"algorithm":"SHA1","state":"active"}`)
 	f.Add("t/alice/a", `{"user":"alice","id":"a"} {}`)
 	f.Add("b/bob/x", `{"user":"bob","id":"x","salt":"","hash":"aGFzaA=="}`)
+	f.Add("u/bob/enrolled", `{"user":"bob","since":"2026-12-05T00:00:00Z"}`)
+	f.Add("u/bob/other", `{"user":"bob"}`)
 	f.Fuzz(func(t *testing.T, key, value string) {
 		bucket, k, err := CheckRecord(key, []byte(value))
 		if err != nil {
@@ -423,14 +425,19 @@ func FuzzApplyValue(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted a key ParseKey refuses: %q", key)
 		}
-		back, err := syncKey(bucket, k)
-		if err != nil || back != key {
+		back, err := recordKey(kind, k)
+		if err != nil || back != key || !bytes.Equal(recordBuckets[kind], bucket) {
 			t.Fatalf("store key %q maps back to %q, %v; want %q", k, back, err, key)
 		}
 		if kind == syncframe.KindToken {
 			var tk token.Token
 			if err := json.Unmarshal([]byte(value), &tk); err != nil || tk.Validate() != nil || tk.User != user || tk.ID != id {
 				t.Fatalf("accepted token %q reads back as %+v, %v", value, tk, err)
+			}
+		} else if kind == syncframe.KindUser {
+			var e token.Enrolled
+			if err := json.Unmarshal([]byte(value), &e); err != nil || e.Validate() != nil || e.User != user || id != syncframe.EnrolledID {
+				t.Fatalf("accepted mark %q reads back as %+v, %v", value, e, err)
 			}
 		} else {
 			var c token.BackupCode

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	bolt "go.etcd.io/bbolt"
 )
@@ -61,7 +63,7 @@ func (t *Tokens) Update(fn func(*TokensTx) error) (err error) {
 
 // initTokens lays out a new tokens.db: its buckets and a meta record with the schema version.
 func initTokens(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bucketTokens, bucketBackup, bucketMeta} {
+	for _, b := range [][]byte{bucketTokens, bucketBackup, bucketUsers, bucketMeta} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -71,9 +73,10 @@ func initTokens(tx *bolt.Tx) error {
 
 // UserData is everything the login path needs of one user.
 type UserData struct {
-	Tokens []token.Token
-	Backup []token.BackupCode
-	Meta   Meta
+	Tokens   []token.Token
+	Backup   []token.BackupCode
+	Enrolled bool // see token.Enrolled
+	Meta     Meta
 }
 
 // ReadUser reads one user's tokens and backup codes in one short read-only transaction.
@@ -87,6 +90,7 @@ func (t *Tokens) ReadUser(user string) (UserData, error) {
 		if d.Tokens, err = x.UserTokens(user); err != nil {
 			return err
 		}
+		d.Enrolled = x.Enrolled(user)
 		d.Backup, err = x.BackupCodes(user)
 		return err
 	})
@@ -161,22 +165,52 @@ func (x *TokensTx) Token(user, id string) (token.Token, error) {
 	return t, nil
 }
 
-// PutToken validates and writes a token (insert or replace).
+// PutToken validates and writes a token (insert or replace). An active token clears its user's
+// enrolled mark.
 func (x *TokensTx) PutToken(t token.Token) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	if b := x.tx.Bucket(bucketUsers); b != nil && t.State == token.Active {
+		if err := b.Delete(userKey(t.User, syncframe.EnrolledID)); err != nil {
+			return err
+		}
+	}
 	return x.tx.Bucket(bucketTokens).Put(userKey(t.User, t.ID), encode(t))
 }
 
-// DeleteToken removes a token; ErrNotFound if it is not there.
+// Enrolled says whether user carries the enrolled mark: they had a token, the last one was
+// removed, and no DeleteUser (a reset) came since. Such a user is denied, never in enrollment
+// grace.
+func (x *TokensTx) Enrolled(user string) bool {
+	b := x.tx.Bucket(bucketUsers)
+	return b != nil && b.Get(userKey(user, syncframe.EnrolledID)) != nil
+}
+
+// DeleteToken removes a token; ErrNotFound if it is not there. Removing the user's last token
+// that was not pending marks the user enrolled (token.Enrolled).
 func (x *TokensTx) DeleteToken(user, id string) error {
-	b := x.tx.Bucket(bucketTokens)
-	k := userKey(user, id)
-	if b.Get(k) == nil {
-		return fmt.Errorf("token %s of %s: %w", id, user, ErrNotFound)
+	t, err := x.Token(user, id)
+	if err != nil {
+		return err
 	}
-	return b.Delete(k)
+	if err := x.tx.Bucket(bucketTokens).Delete(userKey(user, id)); err != nil {
+		return err
+	}
+	left, err := x.UserTokens(user)
+	if err != nil || t.State == token.Pending {
+		return err
+	}
+	for _, o := range left {
+		if o.State != token.Pending {
+			return nil
+		}
+	}
+	b, err := x.tx.CreateBucketIfNotExists(bucketUsers)
+	if err != nil {
+		return err
+	}
+	return b.Put(userKey(user, syncframe.EnrolledID), encode(token.Enrolled{User: user, Since: time.Now().UTC()}))
 }
 
 // BackupCodes returns the user's backup code hashes.
@@ -210,8 +244,11 @@ func (x *TokensTx) ReplaceBackupCodes(user string, codes []token.BackupCode) err
 	return nil
 }
 
-// DeleteUser removes every token and backup code of the user.
+// DeleteUser removes every token, backup code and the enrolled mark of the user.
 func (x *TokensTx) DeleteUser(user string) error {
+	if err := deletePrefix(x.tx.Bucket(bucketUsers), userPrefix(user)); err != nil {
+		return err
+	}
 	if err := deletePrefix(x.tx.Bucket(bucketTokens), userPrefix(user)); err != nil {
 		return err
 	}

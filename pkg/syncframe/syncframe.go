@@ -60,17 +60,22 @@ var (
 const (
 	KindToken  = 't'
 	KindBackup = 'b'
+	KindUser   = 'u' // one per user: the mark of having enrolled (token.Enrolled)
 )
 
-// TokenKey and BackupKey name records: "t/USER/ID" and "b/USER/ID".
+// EnrolledID is the id part of a user's token.Enrolled record key.
+const EnrolledID = "enrolled"
+
+// TokenKey, BackupKey and EnrolledKey name records: "t/USER/ID", "b/USER/ID", "u/USER/enrolled".
 func TokenKey(user, id string) string  { return "t/" + user + "/" + id }
 func BackupKey(user, id string) string { return "b/" + user + "/" + id }
+func EnrolledKey(user string) string   { return "u/" + user + "/" + EnrolledID }
 
 // ParseKey splits a record key. User names and ids contain no '/', NUL or control characters.
 func ParseKey(k string) (kind byte, user, id string, err error) {
 	parts := strings.Split(k, "/")
-	if len(parts) != 3 || len(parts[0]) != 1 || (parts[0][0] != KindToken && parts[0][0] != KindBackup) ||
-		parts[1] == "" || parts[2] == "" || len(k) > 512 {
+	if len(parts) != 3 || len(parts[0]) != 1 || parts[1] == "" || parts[2] == "" || len(k) > 512 ||
+		!(parts[0][0] == KindToken || parts[0][0] == KindBackup || parts[0][0] == KindUser && parts[2] == EnrolledID) {
 		return 0, "", "", fmt.Errorf("record key %q: %w", clip(k), ErrFrame)
 	}
 	for _, r := range k {

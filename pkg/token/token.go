@@ -106,3 +106,15 @@ func ValidUser(u string) error {
 	}
 	return nil
 }
+
+// Enrolled marks a user whose last token was removed: such a user is not in enrollment grace
+// again, logins are denied, and a new first token needs an administrator's reset or a bootstrap
+// code. Stores write the mark when they delete a user's last (not pending) token and remove it
+// when they write an active token or reset the user.
+type Enrolled struct {
+	User  string    `json:"user"`
+	Since time.Time `json:"since"`
+}
+
+// Validate checks the mark.
+func (e *Enrolled) Validate() error { return ValidUser(e.User) }

@@ -34,6 +34,7 @@ const (
 	msgNoToken      = "No two-factor token is enrolled for your account."
 	msgNotActivated = "Your token is not activated yet: finish its enrollment by entering a code from it."
 	msgDisabled     = "Your two-factor token is disabled."
+	msgRemoved      = "You have no active two-factor token any more."
 	msgReplay       = "That code has already been used; wait for the next one."
 	msgLocked       = "Too many failed codes; two-factor login is locked for your account."
 	msgTooLong      = "The answer is too long."
@@ -129,6 +130,12 @@ func (a *attempt) run() protocol.Verdict {
 		// until an administrator enables it or resets the user.
 		a.tell(msgDisabled + a.contact())
 		return a.log(protocol.AuthErr, "token_disabled", fmt.Sprintf("no active token, %d disabled", disabled), "")
+	}
+	if active == 0 && data.Enrolled && len(data.Backup) == 0 {
+		// Nor is a user whose last token was removed: a new first token needs an
+		// administrator's reset (or, at a registry that uses them, a bootstrap code).
+		a.tell(msgRemoved + a.contact())
+		return a.log(protocol.AuthErr, "token_removed", fmt.Sprintf("no active token (%d pending); the user had one before", pending), "")
 	}
 	if active == 0 && len(data.Backup) == 0 {
 		offer := pol.InGrace(a.now) && pol.EnrollAtLogin && a.v.Enroll != nil
@@ -352,11 +359,7 @@ func (a *attempt) candidates(tokens []token.Token, answer *string) map[int]strin
 }
 
 // limits is the failure rule of the config ([rate_limit]).
-func (a *attempt) limits() token.Limits {
-	rl := a.v.Config.RateLimit
-	return token.Limits{FreeFailures: rl.FreeFailures, InitialBackoff: rl.InitialBackoff,
-		MaxBackoff: rl.MaxBackoff, LockoutAfter: rl.LockoutAfter}
-}
+func (a *attempt) limits() token.Limits { return a.v.Config.RateLimit.Limits() }
 
 // fail counts one failure and extends the back-off; msg gains the wait when one starts.
 func (a *attempt) fail(f store.Failures, msg *string) store.Failures {

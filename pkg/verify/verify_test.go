@@ -717,3 +717,29 @@ func TestDisabledTokenNoGrace(t *testing.T) {
 		t.Errorf("told %q, want %q", c.said(), want)
 	}
 }
+
+// TestRemovedLastTokenNoGrace: a user whose last token was removed is denied in grace mode (the
+// store keeps the enrolled mark), until an administrator's reset removes the mark.
+func TestRemovedLastTokenNoGrace(t *testing.T) {
+	t.Parallel()
+	future := t0.Add(24 * time.Hour).UTC().Format(time.RFC3339)
+	f := newFixture(t, "mode = \"grace\"\ngrace_until = "+future+"\ncontact = \"help@hpc.example\"")
+	f.addToken("u", "t1", token.Active, totp.DefaultParams, seed)
+	tokens := store.NewTokens(f.opts())
+	if err := tokens.Update(func(x *store.TokensTx) error { return x.DeleteToken("u", "t1") }); err != nil {
+		t.Fatal(err)
+	}
+	got, c := f.auth(req("u"), "000000")
+	if got != protocol.AuthErr || len(c.prompts) != 0 || !strings.Contains(f.log.String(), "outcome=token_removed") {
+		t.Fatalf("Authenticate after the last token was removed, in grace = %v, %d prompts (log %s); want autherr, no prompt", got, len(c.prompts), f.log)
+	}
+	if want := "You have no active two-factor token any more. Contact help@hpc.example."; !strings.Contains(c.said(), want) {
+		t.Errorf("told %q, want %q", c.said(), want)
+	}
+	if err := tokens.Update(func(x *store.TokensTx) error { return x.DeleteUser("u") }); err != nil { // the reset
+		t.Fatal(err)
+	}
+	if got, _ := f.auth(req("u")); got != protocol.Success || !strings.Contains(f.log.String(), "outcome=enrollment_grace") {
+		t.Fatalf("Authenticate after a reset, in grace = %v (log %s); want grace", got, f.log)
+	}
+}
