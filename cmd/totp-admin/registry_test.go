@@ -509,6 +509,7 @@ func TestRegistryCommands(t *testing.T) {
 			if strings.Contains(r.stdout+r.stderr, adminToken) {
 				t.Errorf("the admin token was printed\n%s", r)
 			}
+			golden(t, r)
 		})
 	}
 }
@@ -552,6 +553,7 @@ func TestRegistryFlags(t *testing.T) {
 			if strings.Contains(r.stdout+r.stderr, adminToken) {
 				t.Errorf("the admin token was printed\n%s", r)
 			}
+			golden(t, r)
 		})
 	}
 	t.Run("token file readable by others", func(t *testing.T) {
