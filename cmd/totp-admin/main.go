@@ -97,7 +97,7 @@ func newRoot(e *env) *cobra.Command {
 		Args:    cobra.ArbitraryArgs,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&e.config, "config", config.DefaultPath, "`FILE`: the config of this node")
+	pf.StringVar(&e.config, "config", config.DefaultPath, "config `FILE` of this node")
 	pf.StringVar(&e.reg.url, "registry", "", "`URL` of the registry (default $"+envRegistry+")")
 	pf.StringVar(&e.reg.tokenFile, "admin-token-file", "", "`FILE` with the registry's admin token, mode 0600 (default $"+envTokenFile+")")
 	pf.StringVar(&e.reg.caFile, "ca-file", "", "`FILE` with the registry's CA, the only one trusted (default $"+envCAFile+"; else the system's CAs)")
@@ -112,8 +112,9 @@ func newRoot(e *env) *cobra.Command {
 		}
 		return checkConfig(e)
 	}
-	root.AddCommand(tokenCommand(e), importCommand(e), backupCodesCommand(e), userCommand(e), nodeCommand(e),
-		auditCommand(e), doctorCommand(e),
+	root.AddCommand(tokenCommand(e), importCommand(e), userCommand(e), nodeCommand(e), auditCommand(e), doctorCommand(e),
+		&cobra.Command{Use: "backup-codes USER", Short: "Issue new backup codes (the old ones stop working)",
+			Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.backupCodes(args[0]) })},
 		&cobra.Command{Use: "unlock USER", Short: "Forget a user's failed codes (at the registry: failed proofs)",
 			Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.unlock(args[0]) })},
 		&cobra.Command{Use: "reset USER", Short: "Remove all of a user's tokens and backup codes",
@@ -198,11 +199,6 @@ func tokenCommand(e *env) *cobra.Command {
 }
 
 func jsonFlag(cmd *cobra.Command) *bool { return cmd.Flags().Bool("json", false, "JSON output") }
-
-func backupCodesCommand(e *env) *cobra.Command {
-	return &cobra.Command{Use: "backup-codes USER", Short: "Issue new backup codes (the old ones stop working)",
-		Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.backupCodes(args[0]) })}
-}
 
 // csvOptions are import csv's flags.
 type csvOptions struct {
