@@ -8,6 +8,8 @@ require (
 	github.com/mdp/qrterminal/v3 v3.2.1
 	github.com/msteinert/pam/v2 v2.1.0
 	github.com/pquerna/otp v1.5.0
+	github.com/spf13/cobra v1.10.2
+	github.com/spf13/pflag v1.1.0
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.49.0
@@ -15,4 +17,7 @@ require (
 	rsc.io/qr v0.2.0
 )
 
-require github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+require (
+	github.com/boombuler/barcode v1.0.1-0.20190219062509-6c824513bacc // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+)

@@ -1,6 +1,6 @@
 // Package cmd_test checks what each binary links (DESIGN.md, "Layout"): the login helper no
-// D-Bus, QR or HTTP code and nothing of the registry; the user's totp CLI no bbolt, no node store
-// or syncer and no HTTP; nothing under pkg/ imports cmd/.
+// D-Bus, QR or HTTP code, nothing of the registry and no cobra (it keeps package flag); the
+// user's totp CLI no bbolt, no node store or syncer and no HTTP; nothing under pkg/ imports cmd/.
 package cmd_test
 
 import (
@@ -29,7 +29,8 @@ func TestBinaryLinks(t *testing.T) {
 	}{
 		{"pam-totp-helper", []string{"github.com/godbus/", "github.com/mdp/qrterminal/", "rsc.io/qr",
 			module + "pkg/qrterm", "net/http", module + "pkg/registry", module + "pkg/registryapi", module + "pkg/adminclient",
-			module + "pkg/syncbus", module + "pkg/busapi", module + "pkg/nodesync"}},
+			module + "pkg/syncbus", module + "pkg/busapi", module + "pkg/nodesync",
+			"github.com/spf13/", module + "pkg/cmdline"}},
 		{"totp", []string{"go.etcd.io/bbolt", module + "pkg/store", module + "pkg/nodesync", "net/http",
 			module + "pkg/busapi", module + "pkg/registry"}},
 	}

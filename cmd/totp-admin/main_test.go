@@ -164,6 +164,9 @@ func TestUsageAndVersion(t *testing.T) {
 			if r.code != tc.wantCode || !strings.Contains(r.stdout, tc.wantOut) || !strings.Contains(r.stderr, tc.wantErr) {
 				t.Fatalf("totp-admin %v: %s\nwant exit %d, stdout with %q, stderr with %q", tc.args, r, tc.wantCode, tc.wantOut, tc.wantErr)
 			}
+			if tc.name != "version" {
+				golden(t, r)
+			}
 		})
 	}
 	t.Run("unsafe config", func(t *testing.T) {
@@ -394,11 +397,12 @@ func TestTokenManage(t *testing.T) {
 		{[]string{"token", "remove", "alice", alice}, 0, []string{"removed"}},
 		{[]string{"token", "list", "alice"}, 0, []string{"alice has no tokens."}},
 	}
-	for _, st := range steps {
+	for i, st := range steps {
 		r := s.run(t, "", st.args...)
 		if r.code != st.wantCode {
 			t.Fatalf("%v: exit %d, want %d\n%s", st.args, r.code, st.wantCode, r)
 		}
+		t.Run(fmt.Sprintf("%d %s", i+1, strings.Join(st.args[:2], " ")), func(t *testing.T) { golden(t, r) })
 		for _, w := range st.want {
 			if !strings.Contains(r.stdout+r.stderr, w) {
 				t.Errorf("%v: output lacks %q\n%s", st.args, w, r)
@@ -422,6 +426,7 @@ func TestBackupCodes(t *testing.T) {
 		if r.code != 0 || !strings.Contains(r.stdout, "Store them somewhere safe") {
 			t.Fatal(r)
 		}
+		golden(t, r)
 		var codes []string
 		for _, m := range codeRe.FindAllStringSubmatch(r.stdout, -1) {
 			codes = append(codes, m[1])
@@ -528,6 +533,7 @@ func TestImportCSV(t *testing.T) {
 		if r.stderr != want {
 			t.Fatalf("stderr = %q, want %q", r.stderr, want)
 		}
+		golden(t, r)
 		if strings.Contains(r.stderr, "JBSWY3DP") {
 			t.Fatal("an error holds a secret")
 		}
@@ -633,6 +639,7 @@ func TestImportGA(t *testing.T) {
 		!strings.Contains(r.stdout, "Ignored options (pam_totp.conf decides these for everyone): DISALLOW_REUSE, RATE_LIMIT, WINDOW_SIZE") {
 		t.Fatal(r)
 	}
+	golden(t, r)
 	toks := s.tokens(t, "alice")
 	if len(toks) != 1 || toks[0].Name != "google-authenticator" || toks[0].State != token.Active ||
 		totp.EncodeSecret(toks[0].Secret) != secret {

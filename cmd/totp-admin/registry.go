@@ -1,13 +1,12 @@
 package main
 
-// totp-admin --registry URL: the same command line, talking to totp-registry's admin API
-// (package adminclient) instead of the node's local store.
+// totp-admin --registry URL: the registry backend, talking to totp-registry's admin API (package
+// adminclient) instead of the node's local store, and the verbs that exist only with a registry.
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -16,8 +15,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
+	"github.com/pam-totp/pam-totp/pkg/cmdline"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -27,211 +29,134 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
-const registryUsage = `
-With a registry (totp-admin --registry URL COMMAND ...):
-  user add NAME [--mail M] [--scope S]...
-  user list [--json]
-  user show NAME [--json]
-  user set NAME [--mail M] [--scope S]...     (--scope replaces all scopes)
-  user remove NAME
-  token list USER [--json]
-  token add USER [--name N] [--secret-file FILE|-] [--algorithm A] [--digits D] [--period P]
-                 [--no-qr] [--qr half|full|ascii]
-  token disable|enable|remove USER ID
-  reset USER
-  unlock USER                           clear failed proofs (self-service locked after too many)
-  backup-codes USER
-  passcode USER [--ttl 1h]
-  node add NAME --scope S
-  node list [--json]
-  node remove NAME
-  import csv FILE|- [--scope S] [--skip-invalid] [--algorithm A] [--digits D] [--period P]
-  import google-authenticator USER FILE
-  audit [--after SEQ] [--limit N] [--json]
-  audit verify
-  compact --keep N
-
-  --registry URL           the registry, https://HOST[:PORT]   (or $TOTP_REGISTRY)
-  --admin-token-file FILE  the admin token, mode 0600          (or $TOTP_ADMIN_TOKEN_FILE)
-  --ca-file FILE           the registry's CA, the only one trusted (or $TOTP_CA_FILE;
-                           default: the system's CAs)
-  --reason TEXT            why, for the registry's audit log (every command that changes)
-These flags go anywhere on the line.
-`
-
-// Environment variables that stand in for the registry flags.
-const (
-	envRegistry  = "TOTP_REGISTRY"
-	envTokenFile = "TOTP_ADMIN_TOKEN_FILE"
-	envCAFile    = "TOTP_CA_FILE"
-)
-
-// registryOnly are the commands that exist only with a registry.
-var registryOnly = map[string]bool{"user": true, "node": true, "passcode": true, "audit": true, "compact": true}
-
-// registryFlags are --registry, --admin-token-file and --ca-file as given before the command or in
-// the environment; each command's own flags default to them.
-type registryFlags struct {
-	url, tokenFile, caFile string
+// registry is the backend that talks to totp-registry's admin API.
+type registry struct {
+	e  *env
+	cl *adminclient.Client
 }
 
-// addRegistryFlags adds the registry flags to the global flag set. The function it returns, given
-// the arguments left after the global flags, says where the command goes: a --registry among them
-// (flags go anywhere) counts as well.
-func addRegistryFlags(fs *flag.FlagSet, e *env) func(args []string) registryFlags {
-	u := fs.String("registry", e.getenv(envRegistry), "registry URL")
-	tf := fs.String("admin-token-file", e.getenv(envTokenFile), "admin token file")
-	ca := fs.String("ca-file", e.getenv(envCAFile), "registry CA file")
-	return func(args []string) registryFlags {
-		r := registryFlags{url: *u, tokenFile: *tf, caFile: *ca}
-		if v, ok := scanFlag(args, "registry"); ok {
-			r.url = v
+// registry returns the registry backend with --registry URL or $TOTP_REGISTRY, nil without.
+func (e *env) registry(cmd *cobra.Command) (*registry, error) {
+	or := func(flag, env string) string {
+		if flag != "" {
+			return flag
 		}
-		return r
+		return e.getenv(env)
 	}
-}
-
-// scanFlag finds the last --name VALUE or --name=VALUE in args before "--".
-func scanFlag(args []string, name string) (string, bool) {
-	val, found := "", false
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			break
-		}
-		for _, p := range []string{"-" + name, "--" + name} {
-			switch {
-			case a == p && i+1 < len(args):
-				val, found = args[i+1], true
-				i++
-			case strings.HasPrefix(a, p+"="):
-				val, found = a[len(p)+1:], true
-			}
-		}
+	url := or(e.reg.url, envRegistry)
+	if url == "" {
+		return nil, nil
 	}
-	return val, found
-}
-
-// rcmd is one registry command: its flags and, once parsed, its client.
-type rcmd struct {
-	e      *env
-	fs     *flag.FlagSet
-	url    *string
-	token  *string
-	ca     *string
-	reason *string
-}
-
-// regCommand makes the flag set of a registry command; change adds --reason.
-func regCommand(e *env, name string, change bool) *rcmd {
-	fs := newFlags(name, e)
-	c := &rcmd{e: e, fs: fs}
-	c.url = fs.String("registry", e.reg.url, "registry URL")
-	c.token = fs.String("admin-token-file", e.reg.tokenFile, "admin token file")
-	c.ca = fs.String("ca-file", e.reg.caFile, "registry CA file")
-	if change {
-		c.reason = fs.String("reason", "", "why, for the audit log")
+	tokenFile := or(e.reg.tokenFile, envTokenFile)
+	if tokenFile == "" {
+		return nil, usagef("%s: no admin token: give --admin-token-file FILE or set %s", cmdline.Name(cmd), envTokenFile)
 	}
-	return c
-}
-
-// parse parses the arguments (flags anywhere) and makes the client.
-func (c *rcmd) parse(args []string, want, optional int) (*adminclient.Client, []string, error) {
-	pos, err := parse(c.fs, args, want, optional)
+	tok, err := adminclient.ReadTokenFile(tokenFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	switch {
-	case *c.url == "":
-		return nil, nil, usagef("%s: no registry: give --registry URL or set %s", c.fs.Name(), envRegistry)
-	case *c.token == "":
-		return nil, nil, usagef("%s: no admin token: give --admin-token-file FILE or set %s", c.fs.Name(), envTokenFile)
-	}
-	tok, err := adminclient.ReadTokenFile(*c.token)
+	cl, err := adminclient.New(adminclient.Options{URL: url, Token: tok, CAFile: or(e.reg.caFile, envCAFile),
+		Reason: e.reg.reason, UserAgent: "totp-admin/" + version.Version})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	o := adminclient.Options{URL: *c.url, Token: tok, CAFile: *c.ca, UserAgent: "totp-admin/" + version.Version}
-	if c.reason != nil {
-		o.Reason = *c.reason
-	}
-	cl, err := adminclient.New(o)
-	return cl, pos, err
+	return &registry{e: e, cl: cl}, nil
 }
 
-func dispatchRegistry(e *env, args []string) error {
-	cmd, rest := args[0], args[1:]
-	sub := func(what string, cmds map[string]func(*env, []string) error) error {
-		if len(rest) == 0 {
-			return usagef("%s: want %s", cmd, what)
+// registryOnly makes the run of a verb that exists only with a registry.
+func registryOnly(e *env, f func(r *registry, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		r, err := e.registry(cmd)
+		if err == nil && r == nil {
+			verb, _, _ := strings.Cut(cmdline.Name(cmd), " ")
+			err = usagef("%s: needs --registry URL (or %s)", verb, envRegistry)
 		}
-		if f, ok := cmds[rest[0]]; ok {
-			return f(e, rest[1:])
+		if err != nil {
+			return err
 		}
-		return usagef("%s %s: unknown command", cmd, rest[0])
+		return f(r, args)
 	}
-	switch cmd {
-	case "user":
-		return sub("add, list, show, set or remove", map[string]func(*env, []string) error{
-			"add": rUserAdd, "list": rUserList, "show": rUserShow, "set": rUserSet, "remove": rUserRemove,
-		})
-	case "token":
-		return sub("add, list, remove, disable or enable", map[string]func(*env, []string) error{
-			"add": rTokenAdd, "list": rTokenList,
-			"remove":  func(e *env, a []string) error { return rTokenChange(e, "remove", a) },
-			"disable": func(e *env, a []string) error { return rTokenChange(e, "disable", a) },
-			"enable":  func(e *env, a []string) error { return rTokenChange(e, "enable", a) },
-		})
-	case "reset":
-		return rReset(e, rest)
-	case "backup-codes":
-		return rBackupCodes(e, rest)
-	case "passcode":
-		return rPasscode(e, rest)
-	case "node":
-		return sub("add, list or remove", map[string]func(*env, []string) error{
-			"add": rNodeAdd, "list": rNodeList, "remove": rNodeRemove,
-		})
-	case "import":
-		return sub("csv or google-authenticator", map[string]func(*env, []string) error{
-			"csv": rImportCSV, "google-authenticator": rImportGA,
-		})
-	case "audit":
-		if len(rest) > 0 && rest[0] == "verify" {
-			return rAuditVerify(e, rest[1:])
-		}
-		return rAudit(e, rest)
-	case "compact":
-		return rCompact(e, rest)
-	case "unlock":
-		return rUnlock(e, rest)
-	case "doctor":
-		return runDoctor(e, dropRegistryFlags(rest))
-	case "help":
-		fmt.Fprint(e.stdout, usage)
-		return nil
-	}
-	return usagef("unknown command %q", cmd)
 }
 
-// dropRegistryFlags removes --registry URL, --admin-token-file F and --ca-file F (or -name=value)
-// from the arguments of a command that runs locally.
-func dropRegistryFlags(args []string) []string {
-	var out []string
-	for i := 0; i < len(args); i++ {
-		if args[i] == "--" {
-			return append(out, args[i:]...)
+// userCommand is user add|list|show|set|remove.
+func userCommand(e *env) *cobra.Command {
+	user := &cobra.Command{Use: "user", Short: "Manage the registry's users (with a registry)"}
+	add := &cobra.Command{Use: "add NAME", Short: "Add a user", Args: cmdline.ExactArgs(1)}
+	mail := add.Flags().String("mail", "", "mail address for notices")
+	var sc strList
+	add.Flags().Var(&sc, "scope", "scope (cluster) the user may log in to; repeat for several")
+	add.RunE = registryOnly(e, func(r *registry, args []string) error { return r.userAdd(args[0], *mail, sc.vals) })
+	list := &cobra.Command{Use: "list", Short: "List the users", Args: cmdline.NoArgs}
+	listJSON := jsonFlag(list)
+	list.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.userList(*listJSON) })
+	show := &cobra.Command{Use: "show NAME", Short: "Show a user and their tokens", Args: cmdline.ExactArgs(1)}
+	showJSON := jsonFlag(show)
+	show.RunE = registryOnly(e, func(r *registry, args []string) error { return r.userShow(args[0], *showJSON) })
+	set := &cobra.Command{Use: "set NAME", Short: "Change a user's mail address or scopes (--scope replaces all)", Args: cmdline.ExactArgs(1)}
+	setMail := set.Flags().String("mail", "", "mail address (\"\" removes it)")
+	var setScopes strList
+	set.Flags().Var(&setScopes, "scope", "scope; repeat for several; replaces the user's scopes (--scope '' for none)")
+	set.RunE = registryOnly(e, func(r *registry, args []string) error {
+		var ch adminclient.UserChange
+		if set.Flags().Changed("mail") {
+			ch.Mail = setMail
 		}
-		name, _, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-"), "=")
-		if strings.HasPrefix(args[i], "-") && (name == "registry" || name == "admin-token-file" || name == "ca-file") {
-			if !hasValue {
-				i++
+		if setScopes.set {
+			v := setScopes.vals
+			if v == nil {
+				v = []string{}
 			}
-			continue
+			ch.Scopes = &v
 		}
-		out = append(out, args[i])
-	}
-	return out
+		return r.userSet(args[0], ch)
+	})
+	remove := &cobra.Command{Use: "remove NAME", Short: "Remove a user with their tokens and backup codes", Args: cmdline.ExactArgs(1),
+		RunE: registryOnly(e, func(r *registry, args []string) error { return r.userRemove(args[0]) })}
+	user.AddCommand(add, list, show, set, remove)
+	return user
+}
+
+// nodeCommand is node add|list|remove.
+func nodeCommand(e *env) *cobra.Command {
+	node := &cobra.Command{Use: "node", Short: "Manage the registry's login nodes (with a registry)"}
+	add := &cobra.Command{Use: "add NAME --scope S", Short: "Add a login node; prints its credential", Args: cmdline.ExactArgs(1)}
+	scope := add.Flags().String("scope", "", "the node's scope (cluster): it gets the users of this scope")
+	add.RunE = registryOnly(e, func(r *registry, args []string) error { return r.nodeAdd(args[0], *scope) })
+	list := &cobra.Command{Use: "list", Short: "List the nodes and how far they have synced", Args: cmdline.NoArgs}
+	asJSON := jsonFlag(list)
+	list.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.nodeList(*asJSON) })
+	remove := &cobra.Command{Use: "remove NAME", Short: "Remove a node: its credential stops working", Args: cmdline.ExactArgs(1),
+		RunE: registryOnly(e, func(r *registry, args []string) error { return r.nodeRemove(args[0]) })}
+	node.AddCommand(add, list, remove)
+	return node
+}
+
+// auditCommand is audit [--after SEQ] [--limit N] [--json] and audit verify.
+func auditCommand(e *env) *cobra.Command {
+	audit := &cobra.Command{Use: "audit", Short: "Show the registry's audit log (with a registry)", Args: cmdline.NoArgs}
+	after := audit.Flags().Int64("after", 0, "show records after this sequence number")
+	limit := audit.Flags().Int("limit", 100, "show at most this many records")
+	asJSON := audit.Flags().Bool("json", false, "JSON output (with the hash chain)")
+	audit.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.audit(*after, *limit, *asJSON) })
+	audit.AddCommand(&cobra.Command{Use: "verify", Short: "Check the audit log's hash chain", Args: cmdline.NoArgs,
+		RunE: registryOnly(e, func(r *registry, _ []string) error { return r.auditVerify() })})
+	return audit
+}
+
+// registryOnlyCommands are passcode and compact.
+func registryOnlyCommands(e *env) []*cobra.Command {
+	passcode := &cobra.Command{Use: "passcode USER", Short: "Issue a one-time passcode for a user (with a registry)", Args: cmdline.ExactArgs(1)}
+	ttl := passcode.Flags().Duration("ttl", time.Hour, "how long the passcode stays valid")
+	passcode.RunE = registryOnly(e, func(r *registry, args []string) error { return r.passcode(args[0], *ttl) })
+	compact := &cobra.Command{Use: "compact --keep N", Short: "Drop the registry's history but the last N revisions (with a registry)", Args: cmdline.NoArgs}
+	keep := compact.Flags().Int64("keep", -1, "keep the history of the last N revisions")
+	compact.RunE = registryOnly(e, func(r *registry, _ []string) error {
+		if !compact.Flags().Changed("keep") || *keep < 0 {
+			return usagef("compact: give --keep N (revisions of history to keep, 0 or more)")
+		}
+		return r.compact(*keep)
+	})
+	return []*cobra.Command{passcode, compact}
 }
 
 // strList is a repeatable string flag.
@@ -241,6 +166,7 @@ type strList struct {
 }
 
 func (l *strList) String() string { return strings.Join(l.vals, ",") }
+func (l *strList) Type() string   { return "string" }
 
 func (l *strList) Set(v string) error {
 	l.set = true
@@ -248,13 +174,6 @@ func (l *strList) Set(v string) error {
 		l.vals = append(l.vals, v)
 	}
 	return nil
-}
-
-// flagGiven reports whether the flag name was set on the command line.
-func flagGiven(fs *flag.FlagSet, name string) bool {
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
-	return given
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -292,22 +211,15 @@ func cleanUser(u adminclient.User) adminclient.User {
 	return u
 }
 
-func rUserAdd(e *env, args []string) error {
-	c := regCommand(e, "user add", true)
-	mail := c.fs.String("mail", "", "mail address for notices")
-	var sc strList
-	c.fs.Var(&sc, "scope", "scope (cluster) the user may log in to; repeat for several")
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
-		return err
-	}
-	u, err := cl.AddUser(e.ctx, adminclient.NewUser{Name: pos[0], Mail: *mail, Scopes: sc.vals})
+func (reg *registry) userAdd(name, mail string, scopeList []string) error {
+	e, cl := reg.e, reg.cl
+	u, err := cl.AddUser(e.ctx, adminclient.NewUser{Name: name, Mail: mail, Scopes: scopeList})
 	if err != nil {
 		return err
 	}
 	u = cleanUser(u)
 	if u.Name == "" {
-		u.Name, u.Mail, u.Scopes = token.Clean(pos[0]), token.Clean(*mail), cleanAll(sc.vals)
+		u.Name, u.Mail, u.Scopes = token.Clean(name), token.Clean(mail), cleanAll(scopeList)
 	}
 	fmt.Fprintf(e.stdout, "User %s added (scopes %s, mail %s).\n", u.Name, scopes(u.Scopes), dash(u.Mail))
 	if len(u.Scopes) == 0 {
@@ -316,13 +228,8 @@ func rUserAdd(e *env, args []string) error {
 	return nil
 }
 
-func rUserList(e *env, args []string) error {
-	c := regCommand(e, "user list", false)
-	asJSON := c.fs.Bool("json", false, "JSON output")
-	cl, _, err := c.parse(args, 0, 0)
-	if err != nil {
-		return err
-	}
+func (reg *registry) userList(asJSON bool) error {
+	e, cl := reg.e, reg.cl
 	users, err := cl.Users(e.ctx)
 	if err != nil {
 		return err
@@ -330,7 +237,7 @@ func rUserList(e *env, args []string) error {
 	for i := range users {
 		users[i] = cleanUser(users[i])
 	}
-	if *asJSON {
+	if asJSON {
 		if users == nil {
 			users = []adminclient.User{}
 		}
@@ -348,18 +255,13 @@ func rUserList(e *env, args []string) error {
 	return tw.Flush()
 }
 
-func rUserShow(e *env, args []string) error {
-	c := regCommand(e, "user show", false)
-	asJSON := c.fs.Bool("json", false, "JSON output")
-	cl, pos, err := c.parse(args, 1, 0)
+func (reg *registry) userShow(name string, asJSON bool) error {
+	e, cl := reg.e, reg.cl
+	u, err := cl.User(e.ctx, name)
 	if err != nil {
 		return err
 	}
-	u, err := cl.User(e.ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	toks, err := cl.Tokens(e.ctx, pos[0])
+	toks, err := cl.Tokens(e.ctx, name)
 	if err != nil {
 		return err
 	}
@@ -367,7 +269,7 @@ func rUserShow(e *env, args []string) error {
 	for i := range toks {
 		toks[i] = cleanToken(toks[i])
 	}
-	if *asJSON {
+	if asJSON {
 		if toks == nil {
 			toks = []token.Info{}
 		}
@@ -393,53 +295,31 @@ func rUserShow(e *env, args []string) error {
 	return nil
 }
 
-func rUserSet(e *env, args []string) error {
-	c := regCommand(e, "user set", true)
-	mail := c.fs.String("mail", "", "mail address (\"\" removes it)")
-	var sc strList
-	c.fs.Var(&sc, "scope", "scope; repeat for several; replaces the user's scopes (--scope '' for none)")
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
-		return err
-	}
-	var ch adminclient.UserChange
-	if flagGiven(c.fs, "mail") {
-		ch.Mail = mail
-	}
-	if sc.set {
-		v := sc.vals
-		if v == nil {
-			v = []string{}
-		}
-		ch.Scopes = &v
-	}
+func (reg *registry) userSet(name string, ch adminclient.UserChange) error {
+	e, cl := reg.e, reg.cl
 	if ch.Mail == nil && ch.Scopes == nil {
 		return usagef("user set: nothing to change: give --mail or --scope")
 	}
-	u, err := cl.UpdateUser(e.ctx, pos[0], ch)
+	u, err := cl.UpdateUser(e.ctx, name, ch)
 	if err != nil {
 		return err
 	}
 	u = cleanUser(u)
 	if u.Name == "" {
-		fmt.Fprintf(e.stdout, "User %s changed.\n", token.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "User %s changed.\n", token.Clean(name))
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "User %s changed: scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
 	return nil
 }
 
-func rUserRemove(e *env, args []string) error {
-	c := regCommand(e, "user remove", true)
-	cl, pos, err := c.parse(args, 1, 0)
+func (reg *registry) userRemove(name string) error {
+	e, cl := reg.e, reg.cl
+	r, err := cl.RemoveUser(e.ctx, name)
 	if err != nil {
 		return err
 	}
-	r, err := cl.RemoveUser(e.ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", token.Clean(pos[0]), r.Tokens, r.BackupCodes)
+	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", token.Clean(name), r.Tokens, r.BackupCodes)
 	return nil
 }
 
@@ -451,61 +331,36 @@ func cleanToken(t token.Info) token.Info {
 	return t
 }
 
-// tokenTable prints tokens as the standalone `token list` does.
-func tokenTable(w io.Writer, toks []token.Info) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "USER\tID\tNAME\tALGORITHM\tDIGITS\tPERIOD\tSTATE\tCREATED\tLAST USED")
-	for _, t := range toks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", t.User, t.ID, t.Name, t.Algorithm, t.Digits,
-			t.Period, t.State, stamp(t.Created), stamp(t.LastUsed))
+func (reg *registry) tokenList(u string, asJSON bool) error {
+	e, cl := reg.e, reg.cl
+	if u == "" {
+		return usagef("token list: give USER: the registry lists one user's tokens")
 	}
-	return tw.Flush()
-}
-
-func rTokenList(e *env, args []string) error {
-	c := regCommand(e, "token list", false)
-	asJSON := c.fs.Bool("json", false, "JSON output")
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
-		return err
-	}
-	toks, err := cl.Tokens(e.ctx, pos[0])
+	toks, err := cl.Tokens(e.ctx, u)
 	if err != nil {
 		return err
 	}
 	for i := range toks {
 		toks[i] = cleanToken(toks[i])
 		if toks[i].User == "" {
-			toks[i].User = token.Clean(pos[0])
+			toks[i].User = token.Clean(u)
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		if toks == nil {
 			toks = []token.Info{}
 		}
 		return writeJSON(e.stdout, toks)
 	}
 	if len(toks) == 0 {
-		fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(pos[0]))
+		fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(u))
 		return nil
 	}
 	return tokenTable(e.stdout, toks)
 }
 
-func rTokenAdd(e *env, args []string) error {
-	c := regCommand(e, "token add", true)
-	opts := tokenFlags(c.fs, e, "token name (default: the registry's token-N)",
-		"base32 secret (default: the registry makes a new random one)")
-	c.fs.Bool("no-verify", true, "accepted for habit's sake: the registry's tokens are active at once")
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
-		return err
-	}
-	u := pos[0]
-	o, err := opts()
-	if err != nil {
-		return err
-	}
+func (reg *registry) tokenAdd(u string, o tokenOptions) error {
+	e, cl := reg.e, reg.cl
 	p, qr := o.params, o.qr
 	req := adminclient.NewToken{Name: o.name, Algorithm: string(p.Algorithm), Digits: p.Digits, Period: p.Period,
 		State: adminclient.Active}
@@ -572,13 +427,8 @@ func enrollment(t registryapi.AddedToken) (*admin.Enrollment, error) {
 	return &admin.Enrollment{Token: tok, Key: key}, nil
 }
 
-func rTokenChange(e *env, verb string, args []string) error {
-	c := regCommand(e, "token "+verb, true)
-	cl, pos, err := c.parse(args, 2, 0)
-	if err != nil {
-		return err
-	}
-	u, id := pos[0], pos[1]
+func (reg *registry) tokenChange(verb, u, id string) error {
+	e, cl := reg.e, reg.cl
 	toks, err := cl.Tokens(e.ctx, u)
 	if err != nil {
 		return err
@@ -602,32 +452,21 @@ func rTokenChange(e *env, verb string, args []string) error {
 	if err != nil {
 		return err
 	}
-	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
-	fmt.Fprintf(e.stdout, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
-	if verb != "enable" {
-		active := false
-		for _, o := range toks {
-			active = active || o.ID != id && o.State == adminclient.Active
-		}
-		if !active {
-			fmt.Fprintf(e.stdout, "%s has no active token left: logins that need a code are denied (backup codes still work); with a disabled token also\nduring enrollment grace, and the user cannot enroll a new first token until you enable it or reset them.\n",
-				token.Clean(u))
-		}
+	noneActive := true
+	for _, o := range toks {
+		noneActive = noneActive && (o.ID == id || o.State != adminclient.Active)
 	}
+	writeTokenChanged(e.stdout, verb, t, u, noneActive)
 	return nil
 }
 
-func rReset(e *env, args []string) error {
-	c := regCommand(e, "reset", true)
-	cl, pos, err := c.parse(args, 1, 0)
+func (reg *registry) reset(u string) error {
+	e, cl := reg.e, reg.cl
+	r, err := cl.Reset(e.ctx, u)
 	if err != nil {
 		return err
 	}
-	r, err := cl.Reset(e.ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	u := token.Clean(pos[0])
+	u = token.Clean(u)
 	fmt.Fprintf(e.stdout, "%s reset: %d tokens and %d backup codes removed.\n"+
 		"Enroll a new token with `totp-admin --registry URL token add %s`. Failed codes are counted on each\n"+
 		"login node: if %s is locked out there, run `totp-admin unlock %s` on the node.\n",
@@ -635,64 +474,43 @@ func rReset(e *env, args []string) error {
 	return nil
 }
 
-// rUnlock clears the user's failed proofs at the registry (self-service changes locked after too
+// unlock clears the user's failed proofs at the registry (self-service changes locked after too
 // many); failed login codes are counted on each node and unlocked there.
-func rUnlock(e *env, args []string) error {
-	c := regCommand(e, "unlock", true)
-	cl, pos, err := c.parse(args, 1, 0)
+func (reg *registry) unlock(u string) error {
+	e, cl := reg.e, reg.cl
+	r, err := cl.Unlock(e.ctx, u)
 	if err != nil {
 		return err
 	}
-	r, err := cl.Unlock(e.ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	u := token.Clean(pos[0])
+	u = token.Clean(u)
 	fmt.Fprintf(e.stdout, "%s unlocked at the registry: %d failed proofs cleared.\n"+
 		"Failed login codes are counted on each login node: if %s is locked out there, run\n"+
 		"`totp-admin unlock %s` on the node.\n", u, r.Failures, u, u)
 	return nil
 }
 
-func rBackupCodes(e *env, args []string) error {
-	c := regCommand(e, "backup-codes", true)
-	cl, pos, err := c.parse(args, 1, 0)
+func (reg *registry) backupCodes(u string) error {
+	e, cl := reg.e, reg.cl
+	codes, err := cl.BackupCodes(e.ctx, u)
 	if err != nil {
 		return err
 	}
-	codes, err := cl.BackupCodes(e.ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "New backup codes for %s (any older codes no longer work):\n\n", token.Clean(pos[0]))
-	for i, c := range codes {
-		fmt.Fprintf(&b, "  %2d. %s\n", i+1, token.Clean(c))
-	}
-	b.WriteString("\nEach code works once, in place of a code from the app. Store them somewhere safe\n" +
-		"(printed, or in a password manager): they are shown only this once.\n")
-	_, err = io.WriteString(e.stdout, b.String())
-	return err
+	return writeBackupCodes(e.stdout, u, codes)
 }
 
 // maxPasscodeTTL bounds --ttl: a helpdesk passcode is for today, not for next month.
 const maxPasscodeTTL = 7 * 24 * time.Hour
 
-func rPasscode(e *env, args []string) error {
-	c := regCommand(e, "passcode", true)
-	ttl := c.fs.Duration("ttl", time.Hour, "how long the passcode stays valid")
-	cl, pos, err := c.parse(args, 1, 0)
+func (reg *registry) passcode(u string, ttl time.Duration) error {
+	e, cl := reg.e, reg.cl
+	if ttl <= 0 || ttl > maxPasscodeTTL {
+		return usagef("--ttl %s: want more than 0 and at most %s", ttl, maxPasscodeTTL)
+	}
+	p, err := cl.Passcode(e.ctx, u, ttl)
 	if err != nil {
 		return err
 	}
-	if *ttl <= 0 || *ttl > maxPasscodeTTL {
-		return usagef("--ttl %s: want more than 0 and at most %s", *ttl, maxPasscodeTTL)
-	}
-	p, err := cl.Passcode(e.ctx, pos[0], *ttl)
-	if err != nil {
-		return err
-	}
-	u := token.Clean(pos[0])
+	u = token.Clean(u)
 	var b strings.Builder
 	fmt.Fprintf(&b, "One-time passcode for %s:\n\n    %s\n\n", u, token.Clean(p.Code))
 	fmt.Fprintf(&b, "It works once, in place of a code from the app, until %s.\n", stampSeconds(p.Expires))
@@ -710,22 +528,17 @@ func stampSeconds(t time.Time) string {
 
 // Nodes.
 
-func rNodeAdd(e *env, args []string) error {
-	c := regCommand(e, "node add", true)
-	scope := c.fs.String("scope", "", "the node's scope (cluster): it gets the users of this scope")
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
-		return err
-	}
-	if *scope == "" {
+func (reg *registry) nodeAdd(name, scope string) error {
+	e, cl := reg.e, reg.cl
+	if scope == "" {
 		return usagef("node add: --scope is required")
 	}
-	n, err := cl.AddNode(e.ctx, pos[0], *scope)
+	n, err := cl.AddNode(e.ctx, name, scope)
 	if err != nil {
 		return err
 	}
 	if n.Name == "" {
-		n.Name, n.Scope = pos[0], *scope
+		n.Name, n.Scope = name, scope
 	}
 	path := config.Default().Sync.CredentialFile
 	var b strings.Builder
@@ -737,13 +550,8 @@ func rNodeAdd(e *env, args []string) error {
 	return err
 }
 
-func rNodeList(e *env, args []string) error {
-	c := regCommand(e, "node list", false)
-	asJSON := c.fs.Bool("json", false, "JSON output")
-	cl, _, err := c.parse(args, 0, 0)
-	if err != nil {
-		return err
-	}
+func (reg *registry) nodeList(asJSON bool) error {
+	e, cl := reg.e, reg.cl
 	nodes, err := cl.Nodes(e.ctx)
 	if err != nil {
 		return err
@@ -752,7 +560,7 @@ func rNodeList(e *env, args []string) error {
 		n := &nodes[i]
 		n.Name, n.Scope, n.Version = token.Clean(n.Name), token.Clean(n.Scope), token.Clean(n.Version)
 	}
-	if *asJSON {
+	if asJSON {
 		if nodes == nil {
 			nodes = []adminclient.Node{}
 		}
@@ -799,37 +607,23 @@ func contact(t, now time.Time) string {
 	return fmt.Sprintf("%s (%s ago)", stampSeconds(t), s)
 }
 
-func rNodeRemove(e *env, args []string) error {
-	c := regCommand(e, "node remove", true)
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
+func (reg *registry) nodeRemove(name string) error {
+	e, cl := reg.e, reg.cl
+	if err := cl.RemoveNode(e.ctx, name); err != nil {
 		return err
 	}
-	if err := cl.RemoveNode(e.ctx, pos[0]); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", token.Clean(pos[0]))
+	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", token.Clean(name))
 	return nil
 }
 
 // Imports.
 
-func rImportCSV(e *env, args []string) error {
-	c := regCommand(e, "import csv", true)
-	scope := c.fs.String("scope", "", "scope for the users the import creates")
-	skip := c.fs.Bool("skip-invalid", false, "import the valid lines even if some are invalid")
-	params := paramFlags(c.fs)
-	cl, pos, err := c.parse(args, 1, 0)
-	if err != nil {
-		return err
-	}
-	p, err := params()
-	if err != nil {
-		return err
-	}
+func (reg *registry) importCSV(path string, o csvOptions) error {
+	e, cl := reg.e, reg.cl
+	p := o.params
 	in := e.stdin
-	if pos[0] != "-" {
-		f, err := tokenimport.OpenInput(pos[0])
+	if path != "-" {
+		f, err := tokenimport.OpenInput(path)
 		if err != nil {
 			return err
 		}
@@ -837,7 +631,7 @@ func rImportCSV(e *env, args []string) error {
 		in = f
 	}
 	start := time.Now()
-	r, err := cl.ImportCSV(e.ctx, in, adminclient.ImportOptions{Scope: *scope, SkipInvalid: *skip,
+	r, err := cl.ImportCSV(e.ctx, in, adminclient.ImportOptions{Scope: o.scope, SkipInvalid: o.skip,
 		Algorithm: string(p.Algorithm), Digits: p.Digits, Period: p.Period})
 	invalid := r.Invalid
 	var ae *adminclient.APIError
@@ -845,7 +639,7 @@ func rImportCSV(e *env, args []string) error {
 		invalid = ae.Invalid
 	}
 	for _, le := range invalid {
-		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(pos[0]), token.Clean(le.Error()))
+		fmt.Fprintf(e.stderr, "totp-admin: %s: %s\n", token.Clean(path), token.Clean(le.Error()))
 	}
 	if err != nil {
 		return err
@@ -853,8 +647,8 @@ func rImportCSV(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "Imported %d tokens (active) in %s", r.Added, time.Since(start).Round(time.Millisecond))
 	if r.UsersCreated > 0 {
 		fmt.Fprintf(e.stdout, "; %d new users", r.UsersCreated)
-		if *scope != "" {
-			fmt.Fprintf(e.stdout, " in scope %s", token.Clean(*scope))
+		if o.scope != "" {
+			fmt.Fprintf(e.stdout, " in scope %s", token.Clean(o.scope))
 		} else {
 			fmt.Fprint(e.stdout, " without a scope")
 		}
@@ -872,13 +666,8 @@ func rImportCSV(e *env, args []string) error {
 // maxGAFile bounds a google-authenticator file read for the registry (tokenimport.ReadGAFile's bound).
 const maxGAFile = 64 * 1024
 
-func rImportGA(e *env, args []string) error {
-	c := regCommand(e, "import google-authenticator", true)
-	cl, pos, err := c.parse(args, 2, 0)
-	if err != nil {
-		return err
-	}
-	u, path := pos[0], pos[1]
+func (reg *registry) importGA(u, path string) error {
+	e, cl := reg.e, reg.cl
 	f, err := tokenimport.OpenInput(path)
 	if err != nil {
 		return err
@@ -900,41 +689,19 @@ func rImportGA(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if res.Already {
-		fmt.Fprintf(e.stdout, "%s already has this token (%s); nothing imported.\n", token.Clean(u), token.Clean(res.ID))
-		return nil
-	}
-	fmt.Fprintf(e.stdout, "Imported token %s (%q) for %s, active, %d-second steps.\n",
-		token.Clean(res.ID), tokenimport.GAName, token.Clean(u), res.Token.Period)
-	if res.Scratch > 0 {
-		fmt.Fprintf(e.stdout, "Imported %d scratch codes as backup codes", res.Scratch)
-		if res.Replaced > 0 {
-			fmt.Fprintf(e.stdout, " (replacing %d backup codes %s had)", res.Replaced, token.Clean(u))
-		}
-		fmt.Fprintf(e.stdout, ". They are 8 digits, weaker than ours: consider `totp-admin --registry URL backup-codes %s`.\n", token.Clean(u))
-	}
-	if len(res.Ignored) > 0 {
-		fmt.Fprintf(e.stdout, "Ignored options (pam_totp.conf decides these for everyone): %s.\n", strings.Join(cleanAll(res.Ignored), ", "))
-	}
-	fmt.Fprintf(e.stdout, "Once logins work with pam_totp, remove %s.\n", token.Clean(path))
+	writeGAImport(e.stdout, gaImport{id: res.ID, period: res.Token.Period, already: res.Already,
+		scratch: res.Scratch, replaced: res.Replaced, ignored: res.Ignored}, u, path, "totp-admin --registry URL")
 	return nil
 }
 
 // Audit and history.
 
-func rAudit(e *env, args []string) error {
-	c := regCommand(e, "audit", false)
-	after := c.fs.Int64("after", 0, "show records after this sequence number")
-	limit := c.fs.Int("limit", 100, "show at most this many records")
-	asJSON := c.fs.Bool("json", false, "JSON output (with the hash chain)")
-	cl, _, err := c.parse(args, 0, 0)
-	if err != nil {
-		return err
-	}
-	if *after < 0 || *limit < 1 {
+func (reg *registry) audit(after int64, limit int, asJSON bool) error {
+	e, cl := reg.e, reg.cl
+	if after < 0 || limit < 1 {
 		return usagef("audit: --after must not be negative and --limit must be at least 1")
 	}
-	recs, err := cl.Audit(e.ctx, *after, *limit)
+	recs, err := cl.Audit(e.ctx, after, limit)
 	if err != nil {
 		return err
 	}
@@ -943,7 +710,7 @@ func rAudit(e *env, args []string) error {
 		r.Actor, r.Action, r.Target, r.Reason = token.Clean(r.Actor), token.Clean(r.Action), token.Clean(r.Target), token.Clean(r.Reason)
 		r.Prev, r.Hash = token.Clean(r.Prev), token.Clean(r.Hash)
 	}
-	if *asJSON {
+	if asJSON {
 		if recs == nil {
 			recs = []adminclient.AuditRecord{}
 		}
@@ -961,18 +728,14 @@ func rAudit(e *env, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(recs) == *limit {
+	if len(recs) == limit {
 		fmt.Fprintf(e.stdout, "(more may follow: --after %d)\n", recs[len(recs)-1].Seq)
 	}
 	return nil
 }
 
-func rAuditVerify(e *env, args []string) error {
-	c := regCommand(e, "audit verify", false)
-	cl, _, err := c.parse(args, 0, 0)
-	if err != nil {
-		return err
-	}
+func (reg *registry) auditVerify() error {
+	e, cl := reg.e, reg.cl
 	r, err := cl.VerifyAudit(e.ctx)
 	if err != nil {
 		return err
@@ -991,24 +754,16 @@ func rAuditVerify(e *env, args []string) error {
 	return errors.New(msg)
 }
 
-func rCompact(e *env, args []string) error {
-	c := regCommand(e, "compact", true)
-	keep := c.fs.Int64("keep", -1, "keep the history of the last N revisions")
-	cl, _, err := c.parse(args, 0, 0)
-	if err != nil {
-		return err
-	}
-	if !flagGiven(c.fs, "keep") || *keep < 0 {
-		return usagef("compact: give --keep N (revisions of history to keep, 0 or more)")
-	}
-	r, err := cl.Compact(e.ctx, *keep)
+func (reg *registry) compact(keep int64) error {
+	e, cl := reg.e, reg.cl
+	r, err := cl.Compact(e.ctx, keep)
 	if err != nil {
 		return err
 	}
 	if r.Revision > 0 || r.Compacted > 0 {
 		fmt.Fprintf(e.stdout, "History compacted up to revision %d (the registry is at %d).\n", r.Compacted, r.Revision)
 	} else {
-		fmt.Fprintf(e.stdout, "History compacted: the last %d revisions kept.\n", *keep)
+		fmt.Fprintf(e.stdout, "History compacted: the last %d revisions kept.\n", keep)
 	}
 	fmt.Fprintln(e.stdout, "Nodes behind the compacted revision resync with a snapshot.")
 	return nil

@@ -21,10 +21,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/cmdline"
 )
 
 const adminToken = "adm1n-t0ken-never-printed"
@@ -506,6 +509,7 @@ func TestRegistryCommands(t *testing.T) {
 			if strings.Contains(r.stdout+r.stderr, adminToken) {
 				t.Errorf("the admin token was printed\n%s", r)
 			}
+			golden(t, r)
 		})
 	}
 }
@@ -549,6 +553,7 @@ func TestRegistryFlags(t *testing.T) {
 			if strings.Contains(r.stdout+r.stderr, adminToken) {
 				t.Errorf("the admin token was printed\n%s", r)
 			}
+			golden(t, r)
 		})
 	}
 	t.Run("token file readable by others", func(t *testing.T) {
@@ -561,26 +566,36 @@ func TestRegistryFlags(t *testing.T) {
 	})
 }
 
-func TestScanAndDropRegistryFlags(t *testing.T) {
+// The registry flags go anywhere on the line, the last one counts, and "--" ends the flags; doctor
+// takes them and runs locally all the same.
+func TestRegistryFlagsAnywhere(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		args     []string
+		wantCmd  string
 		wantURL  string
-		wantRest []string
+		wantArgs []string
 	}{
-		{[]string{"user", "list"}, "", []string{"user", "list"}},
-		{[]string{"doctor", "--registry", "https://r", "--service", "sudo"}, "https://r", []string{"doctor", "--service", "sudo"}},
-		{[]string{"doctor", "-registry=https://r", "--ca-file", "ca.pem", "--admin-token-file=t"}, "https://r", []string{"doctor"}},
-		{[]string{"doctor", "--registry", "https://a", "--registry", "https://b"}, "https://b", []string{"doctor"}},
-		{[]string{"doctor", "--", "--registry", "https://r"}, "", []string{"doctor", "--", "--registry", "https://r"}},
+		{[]string{"user", "list"}, "user list", "", nil},
+		{[]string{"doctor", "--registry", "https://r", "--service", "sudo"}, "doctor", "https://r", nil},
+		{[]string{"doctor", "--registry=https://r", "--ca-file", "ca.pem", "--admin-token-file=t"}, "doctor", "https://r", nil},
+		{[]string{"--registry", "https://a", "doctor", "--registry", "https://b"}, "doctor", "https://b", nil},
+		{[]string{"token", "list", "--", "--registry", "https://r"}, "token list", "", []string{"--registry", "https://r"}},
 	}
 	for _, tc := range tests {
-		url, _ := scanFlag(tc.args, "registry")
-		if url != tc.wantURL {
-			t.Errorf("scanFlag(%q) = %q, want %q", tc.args, url, tc.wantURL)
+		e := &env{getenv: func(string) string { return "" }}
+		root := newRoot(e)
+		cmdline.Setup(root, io.Discard, io.Discard)
+		cmd, rest, err := root.Find(tc.args)
+		if err == nil {
+			err = cmd.ParseFlags(rest)
 		}
-		if rest := dropRegistryFlags(tc.args); !reflect.DeepEqual(rest, tc.wantRest) {
-			t.Errorf("dropRegistryFlags(%q) = %q, want %q", tc.args, rest, tc.wantRest)
+		if err != nil {
+			t.Fatalf("totp-admin %q: %v", tc.args, err)
+		}
+		if got := cmdline.Name(cmd); got != tc.wantCmd || e.reg.url != tc.wantURL || !slices.Equal(cmd.Flags().Args(), tc.wantArgs) {
+			t.Errorf("totp-admin %q: command %q, --registry %q, arguments %q; want %q, %q, %q",
+				tc.args, got, e.reg.url, cmd.Flags().Args(), tc.wantCmd, tc.wantURL, tc.wantArgs)
 		}
 	}
 }

@@ -2,14 +2,13 @@
 // node its records over the sync protocol (docs/sync-protocol.md) and takes changes from
 // totp-admin --registry over its admin API.
 //
-// It is a thin main: flags, logging and signals here, everything else in package registry.
+// It is a thin main: the command line (cobra, package cmdline), logging and signals here,
+// everything else in package registry.
 package main
 
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,80 +17,82 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/pam-totp/pam-totp/pkg/cmdline"
 	"github.com/pam-totp/pam-totp/pkg/registry"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
-
-const usage = `usage: totp-registry [--config FILE]             serve
-       totp-registry [--config FILE] --check-config
-       totp-registry [--config FILE] rotate-key    append a new key to key_file and re-seal every
-                                                   record under it (stop the service first)
-       totp-registry --version
-
---config defaults to ` + registry.DefaultConfigPath + `.
-`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("totp-registry", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	cfgPath := fs.String("config", registry.DefaultConfigPath, "config file")
-	check := fs.Bool("check-config", false, "load and validate the config, then exit")
-	showVersion := fs.Bool("version", false, "print the version")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "totp-registry", version.Version)
-		return 0
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg, warnings, err := registry.LoadConfig(*cfgPath)
-	for _, w := range warnings {
-		log.Warn("config", "file", *cfgPath, "warning", w)
-	}
-	if err != nil {
+	root := newRoot(stdout, stderr)
+	cmdline.Setup(root, stdout, stderr)
+	return cmdline.Run(root, args, func(s string) string { return s }, func(err error) int {
 		fmt.Fprintf(stderr, "totp-registry: %v\n", err)
 		return 1
+	})
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "totp-registry [--config FILE] [--check-config]",
+		Short: "Serve the central registry of users, tokens and login nodes",
+		Long: "totp-registry serves the login nodes their records over the sync protocol and takes changes\n" +
+			"from totp-admin --registry over its admin API.",
+		Version: version.Version,
+		Args:    cmdline.NoArgs,
 	}
-	rest := fs.Args()
-	switch {
-	case *check:
-		if len(rest) > 0 {
-			fmt.Fprint(stderr, "totp-registry: --check-config takes no command\n", usage)
-			return 2
+	cfgPath := root.PersistentFlags().String("config", registry.DefaultConfigPath, "config `FILE`")
+	check := root.Flags().Bool("check-config", false, "load and validate the config and the files it names, then exit")
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	load := func() (*registry.Config, error) {
+		cfg, warnings, err := registry.LoadConfig(*cfgPath)
+		for _, w := range warnings {
+			log.Warn("config", "file", *cfgPath, "warning", w)
 		}
-		if err := checkFiles(cfg); err != nil {
-			fmt.Fprintf(stderr, "totp-registry: %v\n", err)
-			return 1
-		}
-		fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
-		return 0
-	case len(rest) == 1 && rest[0] == "rotate-key":
-		if err := rotateKey(cfg, stdout); err != nil {
-			fmt.Fprintf(stderr, "totp-registry: rotate-key: %v\n", err)
-			return 1
-		}
-		return 0
-	case len(rest) > 0:
-		fmt.Fprintf(stderr, "totp-registry: unknown command %q\n%s", rest[0], usage)
-		return 2
+		return cfg, err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := registry.Run(ctx, cfg, log, nil); err != nil {
-		log.Error("totp-registry stopped", "err", err)
-		return 1
+	root.RunE = func(*cobra.Command, []string) error {
+		cfg, err := load()
+		if err != nil {
+			return err
+		}
+		if *check {
+			if err := checkFiles(cfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
+			return nil
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := registry.Run(ctx, cfg, log, nil); err != nil {
+			log.Error("totp-registry stopped", "err", err)
+			return cmdline.ExitCode(1)
+		}
+		return nil
 	}
-	return 0
+	root.AddCommand(&cobra.Command{
+		Use:   "rotate-key",
+		Short: "Append a new key to key_file and re-seal every record under it (stop the service first)",
+		Args:  cmdline.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := load()
+			if err == nil {
+				err = rotateKey(cfg, stdout)
+			}
+			if err != nil {
+				return fmt.Errorf("rotate-key: %w", err)
+			}
+			return nil
+		},
+	})
+	return root
 }
 
 // checkFiles loads what the config names: the keyring, the admin tokens and the TLS material.

@@ -11,14 +11,14 @@
 // The daemon also serves io.github.pamtotp.Sync1 on the system bus (package busapi), or on
 // --bus ADDRESS or [sync] bus; without a bus it logs that once and syncs all the same.
 //
-// It is a thin main: flags and output here, the work in packages nodesync and busapi.
+// It is a thin main: the command line (cobra, package cmdline) and output here, the work in
+// packages nodesync and busapi.
 package main
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,7 +27,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/cmdline"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/localenroll"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
@@ -45,54 +48,71 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "status" {
-		return status(args[1:], stdout, stderr)
+	root := newRoot(stdout, stderr)
+	cmdline.Setup(root, stdout, stderr)
+	return cmdline.Run(root, args, func(s string) string { return s }, func(err error) int {
+		fmt.Fprintln(stderr, "error:", err)
+		return 1
+	})
+}
+
+// exit turns a status into what a cobra run returns.
+func exit(code int) error {
+	if code == 0 {
+		return nil
 	}
-	fs := flag.NewFlagSet("totp-syncd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", config.DefaultPath, "config file")
-	check := fs.Bool("check-config", false, "validate the config and the sync files, then exit")
-	showVersion := fs.Bool("version", false, "print the version")
-	debug := fs.Bool("debug", false, "log every batch and reconnect")
-	bus := fs.String("bus", "", "D-Bus address to serve "+syncbus.Name+" on (default: [sync] bus, else the system bus)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: totp-syncd [--config FILE] [--debug] [--bus ADDRESS] | status [--config FILE] [--json] [--verify] | --check-config | --version")
+	return cmdline.ExitCode(code)
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "totp-syncd [--config FILE] [--debug] [--bus ADDRESS]",
+		Short: "Keep this login node's tokens in step with the registry",
+		Long: "totp-syncd keeps this login node's tokens.db equal to the registry's view of its users and serves\n" +
+			syncbus.Name + " on the system bus; on a standalone node (no [sync] registry) it is the\n" +
+			"local enrollment authority instead. Config errors exit with 78 (EX_CONFIG).",
+		Version: version.Version,
+		Args:    cmdline.NoArgs,
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return 2
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "totp-syncd", version.Version)
-		return 0
-	}
-	cfg, code := loadConfig(*path, stderr)
+	path := root.PersistentFlags().String("config", config.DefaultPath, "config `FILE`")
+	check := root.Flags().Bool("check-config", false, "validate the config and the sync files, then exit")
+	debug := root.Flags().Bool("debug", false, "log every batch and reconnect")
+	bus := root.Flags().String("bus", "", "D-Bus `ADDRESS` to serve "+syncbus.Name+" on (default: [sync] bus, else the system bus)")
+	root.RunE = func(*cobra.Command, []string) error { return exit(serve(*path, *check, *debug, *bus, stdout, stderr)) }
+	status := &cobra.Command{Use: "status", Short: "Show the node's sync status from tokens.db", Args: cmdline.NoArgs}
+	asJSON := status.Flags().Bool("json", false, "print JSON")
+	verify := status.Flags().Bool("verify", false, "recompute the digest from every record and compare it with meta")
+	status.RunE = func(*cobra.Command, []string) error { return exit(showStatus(*path, *asJSON, *verify, stdout, stderr)) }
+	root.AddCommand(status)
+	return root
+}
+
+// serve runs the daemon, or with check only checks its config; it returns the exit status.
+func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer) int {
+	cfg, code := loadConfig(path, stderr)
 	if cfg == nil {
 		return code
 	}
-	if *check && cfg.Sync.Registry == "" {
-		fmt.Fprintf(stdout, "%s: OK (standalone: no [sync] registry; totp-syncd is the local enrollment authority)\n", *path)
+	if check && cfg.Sync.Registry == "" {
+		fmt.Fprintf(stdout, "%s: OK (standalone: no [sync] registry; totp-syncd is the local enrollment authority)\n", path)
 		return 0
 	}
-	if *check {
+	if check {
 		if err := nodesync.CheckFiles(cfg.Sync); err != nil {
 			fmt.Fprintln(stderr, "error:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: OK (registry %s)\n", *path, cfg.Sync.Registry)
+		fmt.Fprintf(stdout, "%s: OK (registry %s)\n", path, cfg.Sync.Registry)
 		return 0
 	}
 	level := slog.LevelInfo
-	if *debug {
+	if debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	busAddr := *bus
+	busAddr := bus
 	if busAddr == "" {
 		busAddr = cfg.Sync.Bus
 	}
@@ -228,16 +248,9 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 	return 0
 }
 
-func status(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("totp-syncd status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", config.DefaultPath, "config file")
-	asJSON := fs.Bool("json", false, "print JSON")
-	verify := fs.Bool("verify", false, "recompute the digest from every record and compare it with meta")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return 2
-	}
-	cfg, warnings, err := config.Load(*path)
+// showStatus prints the node's sync status; it returns the exit status.
+func showStatus(path string, asJSON, verify bool, stdout, stderr io.Writer) int {
+	cfg, warnings, err := config.Load(path)
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
@@ -246,7 +259,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	now := time.Now()
-	st, err := nodesync.ReadStatus(cfg, *verify, now)
+	st, err := nodesync.ReadStatus(cfg, verify, now)
 	if err != nil {
 		if errors.Is(err, store.ErrNoStore) {
 			err = fmt.Errorf("%w (never synced: is totp-syncd running?)", err)
@@ -254,7 +267,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error:", err)
 		return 1
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(st)
@@ -262,7 +275,7 @@ func status(args []string, stdout, stderr io.Writer) int {
 		printStatus(stdout, st, cfg, now)
 	}
 	if st.Verified && !st.VerifyOK {
-		if !*asJSON {
+		if !asJSON {
 			fmt.Fprintln(stderr, "error: the records do not match meta's count and digest; restart totp-syncd to resync")
 		}
 		return 1

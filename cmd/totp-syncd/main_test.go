@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pam-totp/pam-totp/pkg/cmdline/cmdlinetest"
 )
 
 func TestRun(t *testing.T) {
@@ -53,4 +55,17 @@ func TestRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	cmdlinetest.Run(t, run, append(cmdlinetest.Common("totp-syncd"),
+		cmdlinetest.Case{Name: "status --help", Args: []string{"status", "--help"}, Stdout: "Usage:\n  totp-syncd status"},
+		cmdlinetest.Case{Name: "status with an argument", Args: []string{"status", "x"}, Code: 2,
+			Stderr: "totp-syncd: status: wrong number of arguments\nusage: totp-syncd status"},
+		cmdlinetest.Case{Name: "status bad flag", Args: []string{"status", "--debug"}, Code: 2,
+			Stderr: "totp-syncd: status: flag provided but not defined: --debug"},
+		cmdlinetest.Case{Name: "config error is EX_CONFIG", Args: []string{"--config", "/nonexistent/pam_totp.conf"}, Code: 78,
+			Stderr: "error: "},
+	))
 }

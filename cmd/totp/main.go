@@ -7,30 +7,22 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/pam-totp/pam-totp/pkg/cmdline"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
-
-const usage = `usage: totp [--bus ADDRESS] COMMAND
-  enroll [--name N] [--qr half|full|ascii]  add a token (QR code, then a code from the app)
-  list                                      your tokens and whether they are active here
-  status                                    this node's sync status
-  rename ID NAME                            rename a token
-  remove ID                                 remove a token (asks for a code)
-  backup-codes                              replace your backup codes (asks for a code)
-`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
@@ -58,58 +50,84 @@ func interrupted(cancel context.CancelFunc, stdin *os.File, stderr io.Writer) {
 }
 
 func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("totp", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	bus := fs.String("bus", "", "D-Bus address (default $DBUS_SYSTEM_BUS_ADDRESS or the system bus)")
-	showVersion := fs.Bool("version", false, "print the version")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	root := newRoot(stdin, stdout, stderr)
+	cmdline.Setup(root, stdout, stderr)
+	return cmdline.Run(root, args, token.Clean, func(err error) int {
+		var ue *refusal.Error
+		if errors.As(err, &ue) {
+			err = errors.New(ue.Message)
+		}
+		fmt.Fprintf(stderr, "totp: %s\n", token.Clean(err.Error()))
+		return 1
+	})
+}
+
+// newRoot builds the command tree; every verb runs through session.
+func newRoot(stdin *os.File, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:     "totp [--bus ADDRESS] COMMAND",
+		Short:   "Your TOTP tokens on this login node",
+		Long:    "totp enrolls and manages your TOTP tokens on this login node, through totp-syncd on the system bus.",
+		Version: version.Version,
 	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "totp", version.Version)
-		return 0
+	bus := root.PersistentFlags().String("bus", "", "D-Bus `ADDRESS` (default $DBUS_SYSTEM_BUS_ADDRESS or the system bus)")
+	// verb adds a verb that runs f on a connected CLI.
+	verb := func(use, short string, args cobra.PositionalArgs, f func(context.Context, *enrollcli.CLI, []string) error) *cobra.Command {
+		cmd := &cobra.Command{Use: use, Short: short, Args: args, RunE: func(_ *cobra.Command, args []string) error {
+			return session(*bus, stdin, stdout, stderr, func(ctx context.Context, c *enrollcli.CLI) error { return f(ctx, c, args) })
+		}}
+		root.AddCommand(cmd)
+		return cmd
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
-		return 2
-	}
-	cmd, rest := rest[0], rest[1:]
-	sub := flag.NewFlagSet("totp "+cmd, flag.ContinueOnError)
-	sub.SetOutput(stderr)
-	name := sub.String("name", "", "the new token's name (enroll)")
-	qr := sub.String("qr", "", "QR code drawing: half, full or ascii (enroll; default from $TERM and the locale)")
-	if err := sub.Parse(rest); err != nil {
-		return 2
-	}
-	rest = sub.Args()
-	want := map[string]int{"enroll": 0, "list": 0, "status": 0, "rename": 2, "remove": 1, "backup-codes": 0}
-	n, ok := want[cmd]
-	if !ok || len(rest) != n {
-		fs.Usage()
-		return 2
-	}
-	mode := qrterm.DetectMode(os.Getenv("TERM"), qrterm.LocaleIsUTF8(os.Getenv))
-	if *qr != "" {
+	var name, qr *string
+	var mode *qrterm.Mode // --qr, checked before totp-syncd is asked anything
+	enroll := verb("enroll", "Add a token (QR code, then a code from the app)", cmdline.NoArgs,
+		func(ctx context.Context, c *enrollcli.CLI, _ []string) error {
+			if mode != nil {
+				c.QR = *mode
+			}
+			return c.Enroll(ctx, *name)
+		})
+	name = enroll.Flags().String("name", "", "the new token's `NAME`")
+	qr = enroll.Flags().String("qr", "", "QR code drawing `MODE`: half, full or ascii (default from $TERM and the locale)")
+	enroll.PreRunE = func(*cobra.Command, []string) error {
+		if *qr == "" {
+			return nil
+		}
 		m, err := qrterm.ParseMode(*qr)
 		if err != nil {
-			fmt.Fprintf(stderr, "totp: %v\n", err)
-			return 2
+			return cmdline.Usagef("enroll: %v", err)
 		}
-		mode = m
+		mode = &m
+		return nil
 	}
+	verb("list", "Your tokens and whether they are active here", cmdline.NoArgs,
+		func(ctx context.Context, c *enrollcli.CLI, _ []string) error { return c.List(ctx) })
+	verb("status", "This node's sync status", cmdline.NoArgs,
+		func(ctx context.Context, c *enrollcli.CLI, _ []string) error { return c.Status(ctx) })
+	verb("rename ID NAME", "Rename a token", cmdline.ExactArgs(2),
+		func(ctx context.Context, c *enrollcli.CLI, args []string) error {
+			return c.Rename(ctx, args[0], args[1])
+		})
+	verb("remove ID", "Remove a token (asks for a code)", cmdline.ExactArgs(1),
+		func(ctx context.Context, c *enrollcli.CLI, args []string) error { return c.Remove(ctx, args[0]) })
+	verb("backup-codes", "Replace your backup codes (asks for a code)", cmdline.NoArgs,
+		func(ctx context.Context, c *enrollcli.CLI, _ []string) error { return c.BackupCodes(ctx) })
+	return root
+}
 
+// session connects to totp-syncd on bus and runs f; Ctrl-C ends it at once (interrupted).
+func session(bus string, stdin *os.File, stdout, stderr io.Writer, f func(context.Context, *enrollcli.CLI) error) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	interrupted(cancel, stdin, stderr)
-	svc, err := enrollcli.Dial(ctx, *bus)
+	svc, err := enrollcli.Dial(ctx, bus)
 	if err != nil {
-		fmt.Fprintf(stderr, "totp: %s\n", token.Clean(err.Error()))
-		return 1
+		return err
 	}
 	defer svc.Close()
-	c := &enrollcli.CLI{Svc: svc, In: bufio.NewReader(stdin), Out: stdout, QR: mode}
+	c := &enrollcli.CLI{Svc: svc, In: bufio.NewReader(stdin), Out: stdout,
+		QR: qrterm.DetectMode(os.Getenv("TERM"), qrterm.LocaleIsUTF8(os.Getenv))}
 	if term.IsTerminal(int(stdin.Fd())) {
 		c.ReadSecret = func(prompt string) (string, error) {
 			fmt.Fprint(stdout, prompt)
@@ -118,28 +136,5 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 			return string(b), err
 		}
 	}
-	switch cmd {
-	case "enroll":
-		err = c.Enroll(ctx, *name)
-	case "list":
-		err = c.List(ctx)
-	case "status":
-		err = c.Status(ctx)
-	case "rename":
-		err = c.Rename(ctx, rest[0], rest[1])
-	case "remove":
-		err = c.Remove(ctx, rest[0])
-	case "backup-codes":
-		err = c.BackupCodes(ctx)
-	}
-	if err != nil {
-		var ue *refusal.Error
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "totp: %s\n", token.Clean(ue.Message))
-		} else {
-			fmt.Fprintf(stderr, "totp: %s\n", token.Clean(err.Error()))
-		}
-		return 1
-	}
-	return 0
+	return f(ctx, c)
 }
