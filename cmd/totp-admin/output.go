@@ -37,7 +37,7 @@ func writeTokenChanged(w io.Writer, verb string, t token.Info, u string, noneAct
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
 	fmt.Fprintf(w, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
 	if verb != "enable" && noneActive {
-		fmt.Fprintf(w, "%s has no active token left: logins that need a code are denied (backup codes still work); with a disabled token also\nduring enrollment grace, and the user cannot enroll a new first token until you enable it or reset them.\n",
+		fmt.Fprintf(w, "%s has no active token left: logins that need a code are denied, also during enrollment grace (backup codes\nstill work), and the user cannot enroll a new first token until you enable a token or reset them.\n",
 			token.Clean(u))
 	}
 }
