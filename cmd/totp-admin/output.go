@@ -31,6 +31,22 @@ func tokenTable(w io.Writer, toks []token.Info) error {
 	return tw.Flush()
 }
 
+// writeListing writes items as a JSON list (empty, never null) with asJSON, or the sentence none
+// when there are no items. It returns false when the caller still writes its table.
+func writeListing[T any](w io.Writer, items []T, asJSON bool, none string) (bool, error) {
+	if asJSON {
+		if items == nil {
+			items = []T{}
+		}
+		return true, writeJSON(w, items)
+	}
+	if len(items) == 0 {
+		fmt.Fprintln(w, none)
+		return true, nil
+	}
+	return false, nil
+}
+
 // writeTokenChanged says what token remove, disable or enable did; noneActive: the user has no
 // active token left.
 func writeTokenChanged(w io.Writer, verb string, t token.Info, u string, noneActive bool) {

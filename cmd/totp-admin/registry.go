@@ -237,15 +237,8 @@ func (reg *registry) userList(asJSON bool) error {
 	for i := range users {
 		users[i] = cleanUser(users[i])
 	}
-	if asJSON {
-		if users == nil {
-			users = []adminclient.User{}
-		}
-		return writeJSON(e.stdout, users)
-	}
-	if len(users) == 0 {
-		fmt.Fprintln(e.stdout, "No users.")
-		return nil
+	if done, err := writeListing(e.stdout, users, asJSON, "No users."); done {
+		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tMAIL\tSCOPES\tTOKENS\tBACKUP CODES\tCREATED")
@@ -346,15 +339,8 @@ func (reg *registry) tokenList(u string, asJSON bool) error {
 			toks[i].User = token.Clean(u)
 		}
 	}
-	if asJSON {
-		if toks == nil {
-			toks = []token.Info{}
-		}
-		return writeJSON(e.stdout, toks)
-	}
-	if len(toks) == 0 {
-		fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(u))
-		return nil
+	if done, err := writeListing(e.stdout, toks, asJSON, token.Clean(u)+" has no tokens."); done {
+		return err
 	}
 	return tokenTable(e.stdout, toks)
 }
@@ -560,15 +546,8 @@ func (reg *registry) nodeList(asJSON bool) error {
 		n := &nodes[i]
 		n.Name, n.Scope, n.Version = token.Clean(n.Name), token.Clean(n.Scope), token.Clean(n.Version)
 	}
-	if asJSON {
-		if nodes == nil {
-			nodes = []adminclient.Node{}
-		}
-		return writeJSON(e.stdout, nodes)
-	}
-	if len(nodes) == 0 {
-		fmt.Fprintln(e.stdout, "No nodes.")
-		return nil
+	if done, err := writeListing(e.stdout, nodes, asJSON, "No nodes."); done {
+		return err
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
@@ -710,15 +689,8 @@ func (reg *registry) audit(after int64, limit int, asJSON bool) error {
 		r.Actor, r.Action, r.Target, r.Reason = token.Clean(r.Actor), token.Clean(r.Action), token.Clean(r.Target), token.Clean(r.Reason)
 		r.Prev, r.Hash = token.Clean(r.Prev), token.Clean(r.Hash)
 	}
-	if asJSON {
-		if recs == nil {
-			recs = []adminclient.AuditRecord{}
-		}
-		return writeJSON(e.stdout, recs)
-	}
-	if len(recs) == 0 {
-		fmt.Fprintln(e.stdout, "No audit records.")
-		return nil
+	if done, err := writeListing(e.stdout, recs, asJSON, "No audit records."); done {
+		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tTARGET\tREASON")

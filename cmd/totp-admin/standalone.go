@@ -86,19 +86,12 @@ func (s *standalone) tokenList(u string, asJSON bool) error {
 		t := &toks[i]
 		t.User, t.ID, t.Name = token.Clean(t.User), token.Clean(t.ID), token.Clean(t.Name)
 	}
-	if asJSON {
-		if toks == nil {
-			toks = []token.Info{}
-		}
-		return writeJSON(e.stdout, toks)
+	none := "No tokens."
+	if u != "" {
+		none = token.Clean(u) + " has no tokens."
 	}
-	if len(toks) == 0 {
-		if u != "" {
-			fmt.Fprintf(e.stdout, "%s has no tokens.\n", token.Clean(u))
-		} else {
-			fmt.Fprintln(e.stdout, "No tokens.")
-		}
-		return nil
+	if done, err := writeListing(e.stdout, toks, asJSON, none); done {
+		return err
 	}
 	return tokenTable(e.stdout, toks)
 }
