@@ -29,6 +29,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 	"github.com/pam-totp/pam-totp/pkg/totp"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -62,6 +63,14 @@ type env struct {
 	getenv func(string) string
 	config string // --config
 	reg    registryFlags
+}
+
+// open opens an import's input: the file at path, or the command's standard input for "-".
+func (e *env) open(path string) (io.ReadCloser, error) {
+	if path == "-" {
+		return io.NopCloser(e.stdin), nil
+	}
+	return tokenimport.OpenInput(path)
 }
 
 // registryFlags are --registry, --admin-token-file, --ca-file and --reason as given; the first

@@ -600,15 +600,11 @@ func (reg *registry) nodeRemove(name string) error {
 func (reg *registry) importCSV(path string, o csvOptions) error {
 	e, cl := reg.e, reg.cl
 	p := o.params
-	in := e.stdin
-	if path != "-" {
-		f, err := tokenimport.OpenInput(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
+	in, err := e.open(path)
+	if err != nil {
+		return err
 	}
+	defer in.Close()
 	start := time.Now()
 	r, err := cl.ImportCSV(e.ctx, in, adminclient.ImportOptions{Scope: o.scope, SkipInvalid: o.skip,
 		Algorithm: string(p.Algorithm), Digits: p.Digits, Period: p.Period})
@@ -647,7 +643,7 @@ const maxGAFile = 64 * 1024
 
 func (reg *registry) importGA(u, path string) error {
 	e, cl := reg.e, reg.cl
-	f, err := tokenimport.OpenInput(path)
+	f, err := e.open(path)
 	if err != nil {
 		return err
 	}

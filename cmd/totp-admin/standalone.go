@@ -5,7 +5,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"os/user"
@@ -178,15 +177,11 @@ func (s *standalone) importCSV(path string, o csvOptions) error {
 	if err != nil {
 		return err
 	}
-	var in io.Reader = e.stdin
-	if path != "-" {
-		f, err := tokenimport.OpenInput(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
+	in, err := e.open(path)
+	if err != nil {
+		return err
 	}
+	defer in.Close()
 	start := time.Now()
 	rep, err := a.ImportCSV(in, admin.ImportOptions{Params: o.params, SkipInvalid: o.skip, KnownUser: knownUser})
 	for _, le := range rep.Invalid {
