@@ -30,6 +30,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
 	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
@@ -64,7 +65,7 @@ type Options struct {
 	Config    *config.Config   // the node's config ([store], window, rate limits, issuer); required
 	MaxTokens int              // DefaultMaxTokens
 	Log       *slog.Logger     // slog.Default(); proofs are also logged like logins (verify)
-	Now       func() time.Time // time.Now
+	Now       func() time.Time // clock.Now
 }
 
 // Authority implements busapi.Enroller on the node's own store.
@@ -98,7 +99,7 @@ func New(o Options) (*Authority, error) {
 		o.Log = slog.Default()
 	}
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = clock.Now
 	}
 	a := admin.New(o.Config)
 	a.Now = o.Now
