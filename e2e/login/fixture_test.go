@@ -66,7 +66,10 @@ func newFixture(t *testing.T, user string, c conf) *fixture {
 		conf:    filepath.Join(dir, "pam_totp.conf"),
 		pamDir:  filepath.Join(dir, "pam.d"),
 		service: "pamtotp-" + pamtest.RandName(6),
-		clock:   pamtest.NewClock(t, dir),
+	}
+	var err error
+	if f.clock, err = pamtest.NewClock(dir); err != nil {
+		t.Fatal(err)
 	}
 	for _, d := range []struct {
 		path string

@@ -24,13 +24,9 @@ type Clock struct {
 }
 
 // NewClock writes a clock file in dir that keeps the wall clock.
-func NewClock(t testing.TB, dir string) *Clock {
-	t.Helper()
+func NewClock(dir string) (*Clock, error) {
 	c := &Clock{Path: filepath.Join(dir, "testclock")}
-	if err := clock.WriteOffset(c.Path, 0); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return c, clock.WriteOffset(c.Path, 0)
 }
 
 // Env is the environment entry that points a daemon of a testclock build at the clock.
