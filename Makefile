@@ -155,6 +155,7 @@ lint: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l cmd pkg pam e2e bench); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags testclock ./pkg/clock/
 
 clean:
 	rm -rf $(BUILD)

@@ -50,7 +50,7 @@ func (c *Clock) Set(t testing.TB, at time.Time) {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	offset := at.Sub(time.Now())
+	offset := time.Until(at)
 	if err := clock.WriteOffset(c.Path, offset); err != nil {
 		t.Fatal(err)
 	}
