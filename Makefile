@@ -2,8 +2,8 @@
 #
 #   make              build pam_totp.so, pam-totp-helper, totp-admin, totp, totp-registry and totp-syncd
 #                     into build/
-#   make build-testclock  the binaries that link pkg/clock, built with -tags testclock into build/testclock/: the
-#                     end-to-end suites set their clock (pkg/clock); never install these
+#   make build-testclock  build/testclock/: the binaries that link pkg/clock, built with -tags
+#                     testclock so that the end-to-end suites set their clock; never install these
 #   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
@@ -91,7 +91,8 @@ $(BUILD)/totp-registry: $(GO_SOURCES)
 	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-registry
 
-# The same binaries with the clock the end-to-end tests set (pkg/clock); for tests only.
+# The same binaries with the clock the end-to-end tests set (pkg/clock); for tests only. CGO as
+# in the rules above: totp-admin and totp-syncd link libc.
 TESTCLOCK := $(BUILD)/testclock
 TESTCLOCK_BINS := pam-totp-helper totp-admin totp-syncd totp-registry
 build-testclock: $(addprefix $(TESTCLOCK)/,$(TESTCLOCK_BINS))
