@@ -47,3 +47,18 @@ func TestTestclockNow(t *testing.T) {
 		})
 	}
 }
+
+// Now follows every new offset at once, however quickly the file is rewritten.
+func TestTestclockFollowsRewrites(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "clock")
+	t.Setenv(Env, path)
+	for i := range 20 {
+		d := time.Duration(1+i%2) * time.Hour // "1h0m0s", "2h0m0s": the same size, often the same mtime
+		if err := WriteOffset(path, d); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := Now(), time.Now().Add(d); got.Sub(want).Abs() > time.Minute {
+			t.Fatalf("write %d: Now() = %v, want about %v", i, got, want)
+		}
+	}
+}
