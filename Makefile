@@ -2,6 +2,8 @@
 #
 #   make              build pam_totp.so, pam-totp-helper, totp-admin, totp, totp-registry and totp-syncd
 #                     into build/
+#   make build-testclock  build/testclock/: the binaries that link pkg/clock, built with -tags
+#                     testclock so that the end-to-end suites set their clock; never install these
 #   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
@@ -53,7 +55,7 @@ GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(BUILD)/tools/golangci-lint
 
-.PHONY: all build test lint bench demo install deb deps clean fmt vet
+.PHONY: all build build-testclock test lint bench demo install deb deps clean fmt vet
 
 all: build
 
@@ -89,11 +91,22 @@ $(BUILD)/totp-registry: $(GO_SOURCES)
 	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-registry
 
+# The same binaries with the clock the end-to-end tests set (pkg/clock); for tests only. CGO as
+# in the rules above: totp-admin and totp-syncd link libc.
+TESTCLOCK := $(BUILD)/testclock
+TESTCLOCK_BINS := pam-totp-helper totp-admin totp-syncd totp-registry
+build-testclock: $(addprefix $(TESTCLOCK)/,$(TESTCLOCK_BINS))
+
+$(TESTCLOCK)/%: $(GO_SOURCES)
+	@mkdir -p $(@D)
+	CGO_ENABLED=$(if $(filter totp-admin totp-syncd,$*),1,0) $(GO) build -tags testclock $(GOFLAGS_COMMON) -o $@ ./cmd/$*
+
 deps:
 	contrib/scripts/deps.sh
 
-test: deps build lint
+test: deps build build-testclock lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags testclock $(GOTESTFLAGS) ./pkg/clock/
 
 bench: deps build
 	contrib/scripts/bench.sh
@@ -143,6 +156,7 @@ lint: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l cmd pkg pam e2e bench); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags testclock ./pkg/clock/
 
 clean:
 	rm -rf $(BUILD)

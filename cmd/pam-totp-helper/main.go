@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 
 	"github.com/pam-totp/pam-totp/pkg/authlog"
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
@@ -66,6 +67,7 @@ func servePAM() (status int) {
 	}
 	log.Debug("request", "user", req.User, "service", req.Service, "rhost", req.RHost,
 		"groups", len(req.Groups), "args", req.Args)
+	clock.UseModuleArgs(req.Args) // test_clock=FILE moves the clock of a testclock build only
 	v := verify.New(cfg, log)
 	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
 	verdict := v.Authenticate(req, conn)

@@ -28,7 +28,7 @@ func TestConcurrentSameCode(t *testing.T) {
 	const n = 50
 	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{OpenTimeout: "20s"})
 	tok := f.token()
-	s := nowStep(tok)
+	s := f.nowStep(tok)
 	c := code(tok, s)
 	spec := txChildSpec{Barrier: true, Txs: []pamtest.TxSpec{{
 		Service: f.service, User: f.user, ConfDir: f.pamDir, Answers: []string{c}, Timeout: 60 * time.Second,

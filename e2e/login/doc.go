@@ -17,8 +17,11 @@
 // local users and groups (ptt-*, ptg-*), the pty driver and the build in TestMain come from
 // e2e/pamtest, shared with e2e/sync and cmd/totp's tests.
 //
-// The helper reads the real clock, so codes are computed with time.Now(); a test that needs
-// several codes of neighbouring time steps first waits, at most a few seconds, until the current
-// step has enough time left (settle). That is the only wait on the clock; every other wait polls
-// for an event (sshd's banner, a prompt on a terminal) under a deadline.
+// The helper and totp-syncd are the testclock builds (make build-testclock): each fixture has
+// its own clock file (pamtest.Clock), passed to the helper as the module argument test_clock=
+// and to totp-syncd in its environment, and codes are computed from that clock. A test that
+// needs several codes of neighbouring time steps moves the clock to the start of a step
+// (NextStep) instead of waiting for one; no test sleeps on the clock, and every other wait polls
+// for an event (sshd's banner, a prompt on a terminal) under a deadline. One test checks that
+// the helper of `make build` ignores test_clock=.
 package login

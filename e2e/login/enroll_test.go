@@ -42,7 +42,7 @@ func TestEnrollAtLoginOverSSH(t *testing.T) {
 	startSyncd(t, f)
 	d := startSSHD(t, f)
 	_, key := d.clientKey(t, user, "a")
-	settle(t, 5*time.Second)
+	f.clock.NextStep(t, 30)
 
 	// The client: everything the server shows (instruction and prompts) is kept; the enrollment
 	// prompt is answered with the current code of the key shown before it.
@@ -75,7 +75,7 @@ func TestEnrollAtLoginOverSSH(t *testing.T) {
 					return nil, err
 				}
 				k = totp.Key{Secret: secret, Params: totp.DefaultParams}
-				step = totp.Step(time.Now(), k.Params.Period)
+				step = f.clock.Step(k.Params.Period)
 				answers[i] = totp.Code(k.Secret, k.Params, step)
 			}
 			return answers, nil
@@ -125,6 +125,7 @@ func startSyncd(t *testing.T, f *fixture) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(syncdBin, "--config", f.conf)
+	cmd.Env = append(os.Environ(), f.clock.Env())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

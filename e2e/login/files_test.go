@@ -90,7 +90,7 @@ func TestPlantedFiles(t *testing.T) {
 			tt.plant(t, f, outside)
 			before := snapshot(outside)
 
-			r := f.authWith(pamtest.TxSpec{Answers: []string{code(tok, nowStep(tok))}, Timeout: 15 * time.Second})
+			r := f.authWith(pamtest.TxSpec{Answers: []string{code(tok, f.nowStep(tok))}, Timeout: 15 * time.Second})
 			r.Want(t, tt.name, tt.want, -1)
 			if r.Elapsed > 8*time.Second {
 				t.Errorf("Authenticate(%s) took %v", tt.name, r.Elapsed)

@@ -54,6 +54,7 @@ type fixture struct {
 	pamDir  string // confdir for pam_start_confdir
 	service string // default PAM service in pamDir
 	user    string // default user of auth
+	clock   *pamtest.Clock
 }
 
 func newFixture(t *testing.T, user string, c conf) *fixture {
@@ -65,6 +66,10 @@ func newFixture(t *testing.T, user string, c conf) *fixture {
 		conf:    filepath.Join(dir, "pam_totp.conf"),
 		pamDir:  filepath.Join(dir, "pam.d"),
 		service: "pamtotp-" + pamtest.RandName(6),
+	}
+	var err error
+	if f.clock, err = pamtest.NewClock(dir); err != nil {
+		t.Fatal(err)
 	}
 	for _, d := range []struct {
 		path string
@@ -94,9 +99,11 @@ func (f *fixture) writeConfig(c conf) {
 	}
 }
 
-// moduleLine is the auth line for pam_totp.so with absolute paths; extra adds arguments.
-func moduleLine(confPath, extra string) string {
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10", moduleSO, helperBin, confPath)
+// moduleLine is the auth line for pam_totp.so with absolute paths and the fixture's clock;
+// extra adds arguments.
+func (f *fixture) moduleLine(extra string) string {
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s",
+		moduleSO, helperBin, f.conf, f.clock.ModuleArg())
 	if extra != "" {
 		line += " " + extra
 	}
@@ -107,7 +114,7 @@ func moduleLine(confPath, extra string) string {
 // arguments, then the lines in more.
 func (f *fixture) addService(name, extra string, more ...string) {
 	f.t.Helper()
-	lines := append([]string{moduleLine(f.conf, extra)}, more...)
+	lines := append([]string{f.moduleLine(extra)}, more...)
 	lines = append(lines, "account required pam_permit.so")
 	if err := os.WriteFile(filepath.Join(f.pamDir, name), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		f.t.Fatal(err)
@@ -180,24 +187,9 @@ func code(tok token.Token, step uint64) string {
 	return totp.Code(tok.Secret, tok.Params(), step)
 }
 
-// nowStep is the current time step of a token.
-func nowStep(tok token.Token) uint64 {
-	return totp.Step(time.Now(), tok.Period)
-}
-
-// settle returns the current 30 s time step after making sure it has at least need left: a
-// test that uses codes of neighbouring steps (or an exact clock offset) must not straddle a step
-// boundary. It is the only sleep of these tests: at most need.
-func settle(t *testing.T, need time.Duration) uint64 {
-	t.Helper()
-	const period = 30 * time.Second
-	now := time.Now()
-	left := period - time.Duration(now.UnixNano()%int64(period))
-	if left < need {
-		t.Logf("waiting %v for the next time step", left.Round(time.Millisecond))
-		time.Sleep(left + 50*time.Millisecond)
-	}
-	return totp.Step(time.Now(), 30)
+// nowStep is the time step of a token that the fixture's helper is in.
+func (f *fixture) nowStep(tok token.Token) uint64 {
+	return f.clock.Step(tok.Period)
 }
 
 // auth runs a transaction of the fixture's default service and user with the given answers.

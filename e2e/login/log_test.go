@@ -65,7 +65,7 @@ func TestSyslog(t *testing.T) {
 	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{})
 	tok := f.token()
 	backup := f.backupCodes(2)
-	s := nowStep(tok)
+	s := f.nowStep(tok)
 	good, next := code(tok, s), code(tok, s+1)
 	wrong := wrongCode(tok)
 	steps := []struct {

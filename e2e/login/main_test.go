@@ -14,8 +14,9 @@ import (
 var (
 	skipReason string // set when the tests cannot run here; every test skips with it
 	moduleSO   string // private copy of build/pam_totp.so
-	helperBin  string // private copy of build/pam-totp-helper
-	syncdBin   string // private copy of build/totp-syncd (enrollment at login)
+	helperBin  string // private copy of build/testclock/pam-totp-helper (the fixture sets its clock)
+	syncdBin   string // private copy of build/testclock/totp-syncd (enrollment at login)
+	prodHelper string // private copy of build/pam-totp-helper, as installed
 	testBin    string // this test binary, for re-executing it
 )
 
@@ -38,13 +39,15 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e/login: %v\n", err)
 		return 1
 	}
-	bin, cleanup, err := pamtest.Build(root, "pam_totp.so", "pam-totp-helper", "totp-syncd")
+	bin, cleanup, err := pamtest.Build(root, "pam_totp.so", "testclock/pam-totp-helper", "testclock/totp-syncd",
+		"pam-totp-helper")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e/login: %v\n", err)
 		return 1
 	}
 	defer cleanup()
-	moduleSO, helperBin, syncdBin = bin["pam_totp.so"], bin["pam-totp-helper"], bin["totp-syncd"]
+	moduleSO, helperBin, syncdBin = bin["pam_totp.so"], bin["testclock/pam-totp-helper"], bin["testclock/totp-syncd"]
+	prodHelper = bin["pam-totp-helper"]
 	if testBin, err = os.Executable(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e/login: %v\n", err)
 		return 1

@@ -41,7 +41,7 @@ func TestAuthenticate(t *testing.T) {
 	}{
 		{name: "good code", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
-			r := f.auth(code(tok, nowStep(tok)))
+			r := f.auth(code(tok, f.nowStep(tok)))
 			r.Want(t, "good code", pamtest.Success, 1)
 			if len(r.Prompts) == 1 && r.Prompts[0] != prompt {
 				t.Errorf("prompt = %q, want %q", r.Prompts[0], prompt)
@@ -58,7 +58,7 @@ func TestAuthenticate(t *testing.T) {
 		}},
 		{name: "replay of a used code", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
-			c := code(tok, nowStep(tok))
+			c := code(tok, f.nowStep(tok))
 			f.auth(c).Want(t, "code", pamtest.Success, 1)
 			r := f.auth(c)
 			r.Want(t, "same code again", pam.ErrAuth, 1)
@@ -95,12 +95,12 @@ func TestAuthenticate(t *testing.T) {
 						r.WantError(t, what, "try again in 10 minutes")
 					}
 				}
-				r := f.auth(code(tok, nowStep(tok)))
+				r := f.auth(code(tok, f.nowStep(tok)))
 				r.Want(t, "good code during back-off", pam.ErrMaxtries, 0)
 				r.WantError(t, "good code during back-off", "try again in")
 				// The count is per user across services (sshd and sudo share it).
 				f.addService("other-service", "")
-				r = f.authWith(pamtest.TxSpec{Service: "other-service", Answers: []string{code(tok, nowStep(tok))}})
+				r = f.authWith(pamtest.TxSpec{Service: "other-service", Answers: []string{code(tok, f.nowStep(tok))}})
 				r.Want(t, "good code via another service during back-off", pam.ErrMaxtries, 0)
 			},
 		},
@@ -116,7 +116,7 @@ func TestAuthenticate(t *testing.T) {
 				r.Want(t, "wrong code", pam.ErrAuth, 1)
 				r.WantError(t, "wrong code", "locked for your account")
 				r.WantError(t, "wrong code", "Contact hpc-support@example.org.")
-				r = f.auth(code(tok, nowStep(tok)))
+				r = f.auth(code(tok, f.nowStep(tok)))
 				r.Want(t, "good code when locked", pam.ErrMaxtries, 0)
 				r.WantError(t, "good code when locked", "locked for your account")
 			},
@@ -125,7 +125,7 @@ func TestAuthenticate(t *testing.T) {
 			name: "second attempt in one transaction",
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				r := f.authWith(pamtest.TxSpec{Attempts: 2, Answers: []string{wrongCode(tok), code(tok, nowStep(tok))}})
+				r := f.authWith(pamtest.TxSpec{Attempts: 2, Answers: []string{wrongCode(tok), code(tok, f.nowStep(tok))}})
 				r.Want(t, "wrong, then good code in one transaction", pamtest.Success, 2)
 				if len(r.Earlier) != 1 || r.Earlier[0] != pam.ErrAuth {
 					t.Errorf("first Authenticate in the transaction = %v, want PAM_AUTH_ERR", r.Earlier)
@@ -136,7 +136,7 @@ func TestAuthenticate(t *testing.T) {
 			name: "user asked by the module",
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				r := f.authWith(pamtest.TxSpec{AskUser: true, Answers: []string{f.user, code(tok, nowStep(tok))}})
+				r := f.authWith(pamtest.TxSpec{AskUser: true, Answers: []string{f.user, code(tok, f.nowStep(tok))}})
 				r.Want(t, "user name, then code", pamtest.Success, 2)
 			},
 		},
@@ -145,7 +145,7 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Rate: "free_failures = 1\ninitial_backoff = \"10m\"\nmax_backoff = \"20m\"\nlockout_after = 10"},
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				s := settle(t, 8*time.Second)
+				s := f.clock.NextStep(t, 30)
 				steps := []struct {
 					what   string
 					answer string
@@ -252,7 +252,7 @@ func TestAuthenticate(t *testing.T) {
 			tok := newToken(f.user, "new-phone", totp.SHA1, 6)
 			tok.State = token.Pending
 			f.put(tok)
-			r := f.auth(code(tok, nowStep(tok)))
+			r := f.auth(code(tok, f.nowStep(tok)))
 			r.Want(t, "pending token", pam.ErrAuth, 0)
 			r.WantError(t, "pending token", "not activated")
 		}},
@@ -260,7 +260,7 @@ func TestAuthenticate(t *testing.T) {
 			tok := newToken(f.user, "lost-phone", totp.SHA1, 6)
 			tok.State = token.Disabled
 			f.put(tok)
-			r := f.auth(code(tok, nowStep(tok)))
+			r := f.auth(code(tok, f.nowStep(tok)))
 			r.Want(t, "disabled token", pam.ErrAuth, 0)
 			r.WantError(t, "disabled token", "Your two-factor token is disabled.")
 		}},
@@ -286,7 +286,7 @@ func TestAuthenticate(t *testing.T) {
 				// cannot read PAM_AUTHTOK themselves: pam_get_item refuses it outside modules).
 				f.addService("pwcode", "policy=pwcode", "auth required pam_unix.so use_first_pass")
 				tok := f.token()
-				s := settle(t, 5*time.Second)
+				s := f.clock.NextStep(t, 30)
 				r := f.authWith(pamtest.TxSpec{Service: "pwcode", Answers: []string{password + code(tok, s)}})
 				r.Want(t, "password+code", pamtest.Success, 1)
 				if len(r.Prompts) == 1 && r.Prompts[0] != "Password and verification code: " {
@@ -355,7 +355,7 @@ func TestAuthenticate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				r := f.auth(code(tok, nowStep(tok)))
+				r := f.auth(code(tok, f.nowStep(tok)))
 				if err := db.Close(); err != nil {
 					t.Fatal(err)
 				}
@@ -365,7 +365,7 @@ func TestAuthenticate(t *testing.T) {
 					t.Errorf("Authenticate(tokens.db locked) took %v, want about store.open_timeout = 500ms", r.Elapsed)
 				}
 				// Released: the same code now works.
-				f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db unlocked", pamtest.Success, 1)
+				f.auth(code(tok, f.nowStep(tok))).Want(t, "tokens.db unlocked", pamtest.Success, 1)
 			},
 		},
 		{name: "store dir world-readable", run: func(t *testing.T, f *fixture) {
@@ -373,14 +373,14 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Chmod(f.store, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).Want(t, "store dir 0755", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, f.nowStep(tok))).Want(t, "store dir 0755", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "tokens.db group-readable", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			if err := os.Chmod(filepath.Join(f.store, store.TokensFile), 0o640); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db 0640", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, f.nowStep(tok))).Want(t, "tokens.db 0640", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "tokens.db owned by a user", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
@@ -388,7 +388,7 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Chown(filepath.Join(f.store, store.TokensFile), uid, gid); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db not root's", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, f.nowStep(tok))).Want(t, "tokens.db not root's", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "tokens.db symlink", run: func(t *testing.T, f *fixture) {
 			// A valid store elsewhere, linked in: still refused.
@@ -403,7 +403,7 @@ func TestAuthenticate(t *testing.T) {
 			if err := os.Symlink(filepath.Join(other.store, store.TokensFile), filepath.Join(f.store, store.TokensFile)); err != nil {
 				t.Fatal(err)
 			}
-			f.auth(code(tok, nowStep(tok))).Want(t, "tokens.db symlink", pam.ErrAuthinfoUnavail, 0)
+			f.auth(code(tok, f.nowStep(tok))).Want(t, "tokens.db symlink", pam.ErrAuthinfoUnavail, 0)
 		}},
 		{name: "unknown NSS user", run: func(t *testing.T, f *fixture) {
 			nobody := "ptt-nosuch-" + pamtest.RandName(8)
@@ -416,7 +416,7 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Top: "frobnicate = 1"},
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				f.auth(code(tok, nowStep(tok))).Want(t, "config with an unknown key", pamtest.Success, 1)
+				f.auth(code(tok, f.nowStep(tok))).Want(t, "config with an unknown key", pamtest.Success, 1)
 			},
 		},
 		{
@@ -424,7 +424,7 @@ func TestAuthenticate(t *testing.T) {
 			conf: conf{Top: "window = 9"},
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
-				r := f.auth(code(tok, nowStep(tok)))
+				r := f.auth(code(tok, f.nowStep(tok)))
 				r.Want(t, "window = 9", pam.ErrSystem, 0)
 				r.WantError(t, "window = 9", "misconfigured")
 			},
@@ -432,7 +432,7 @@ func TestAuthenticate(t *testing.T) {
 		{name: "unknown policy section", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			f.addService("nosuch", "policy=nosuch")
-			r := f.authWith(pamtest.TxSpec{Service: "nosuch", Answers: []string{code(tok, nowStep(tok))}})
+			r := f.authWith(pamtest.TxSpec{Service: "nosuch", Answers: []string{code(tok, f.nowStep(tok))}})
 			r.Want(t, "policy=nosuch", pam.ErrSystem, 0)
 			r.WantError(t, "policy=nosuch", "misconfigured")
 		}},
@@ -447,7 +447,7 @@ func TestAuthenticate(t *testing.T) {
 		},
 		{name: "clock skew", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
-			s := settle(t, 4*time.Second)
+			s := f.clock.NextStep(t, 30)
 			r := f.auth(code(tok, s-5))
 			r.Want(t, "code of 5 steps ago", pam.ErrAuth, 1)
 			r.WantError(t, "code of 5 steps ago", "seems about 150 seconds behind")
@@ -461,21 +461,21 @@ func TestAuthenticate(t *testing.T) {
 		{name: "SHA256 8 digits", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "hw", totp.SHA256, 8)
 			f.put(tok)
-			c := code(tok, nowStep(tok))
+			c := code(tok, f.nowStep(tok))
 			f.auth(c[2:]).Want(t, "last 6 digits of an 8-digit code", pam.ErrAuth, 1)
 			f.auth(c).Want(t, "SHA256/8 code", pamtest.Success, 1)
 		}},
 		{name: "SHA512 8 digits", run: func(t *testing.T, f *fixture) {
 			tok := newToken(f.user, "hw512", totp.SHA512, 8)
 			f.put(tok)
-			f.auth(code(tok, nowStep(tok))).Want(t, "SHA512/8 code", pamtest.Success, 1)
+			f.auth(code(tok, f.nowStep(tok))).Want(t, "SHA512/8 code", pamtest.Success, 1)
 		}},
 		{name: "two tokens", run: func(t *testing.T, f *fixture) {
 			phone := newToken(f.user, "phone", totp.SHA1, 6)
 			laptop := newToken(f.user, "laptop", totp.SHA256, 8)
 			f.put(phone, laptop)
-			f.auth(code(laptop, nowStep(laptop))).Want(t, "second token's code", pamtest.Success, 1)
-			f.auth(code(phone, nowStep(phone))).Want(t, "first token's code", pamtest.Success, 1)
+			f.auth(code(laptop, f.nowStep(laptop))).Want(t, "second token's code", pamtest.Success, 1)
+			f.auth(code(phone, f.nowStep(phone))).Want(t, "first token's code", pamtest.Success, 1)
 		}},
 	}
 	for _, tt := range tests {
@@ -526,7 +526,7 @@ func TestAnswers(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, user, conf{})
 			tok := f.token()
-			answer := tt.answer(code(tok, nowStep(tok)))
+			answer := tt.answer(code(tok, f.nowStep(tok)))
 			r := f.auth(answer)
 			what := fmt.Sprintf("%.40q", answer)
 			r.Want(t, what, tt.want, 1)
@@ -546,7 +546,7 @@ func TestSSHGraceAtPAM(t *testing.T) {
 	tok := f.token()
 	keyA := "SSH_AUTH_INFO_0=publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyA\n"
 	keyB := "SSH_AUTH_INFO_0=publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyB\n"
-	s := nowStep(tok)
+	s := f.nowStep(tok)
 	steps := []struct {
 		what    string
 		spec    pamtest.TxSpec
@@ -576,7 +576,7 @@ func TestSudoFreshnessAtPAM(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `sudo_freshness = "5m"`})
 	tok := f.token()
-	s := nowStep(tok)
+	s := f.nowStep(tok)
 	spec := func(answers ...string) pamtest.TxSpec {
 		return pamtest.TxSpec{Service: f.service, User: f.user, ConfDir: f.pamDir, Answers: answers}
 	}
@@ -599,9 +599,10 @@ func TestSudoFreshnessAtPAM(t *testing.T) {
 	f.auth().Want(t, "test process, no answer", pam.ErrAuth, 1)
 }
 
-// wrongCode is a code of the right length that is none of the token's codes near now.
+// wrongCode is a code of the right length that is none of the token's codes near now (±25
+// steps: a fixture's clock is at most a few steps ahead).
 func wrongCode(tok token.Token) string {
-	s := nowStep(tok)
+	s := totp.Step(time.Now(), tok.Period)
 	near := map[string]bool{}
 	for d := uint64(0); d <= 25; d++ {
 		near[code(tok, s+d)] = true

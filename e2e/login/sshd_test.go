@@ -52,7 +52,7 @@ func startSSHD(t *testing.T, f *fixture) *sshdServer {
 	d.hostKey = parsePublicKey(t, keygen(t, hostKey))
 
 	writeSystemFile(t, "/etc/pam.d/"+name, strings.Join([]string{
-		moduleLine(f.conf, "maxtries_as_autherr"), // as contrib/pam.d/sshd.* ship it
+		f.moduleLine("maxtries_as_autherr"), // as contrib/pam.d/sshd.* ship it
 		"account required pam_unix.so",
 		"session required pam_permit.so",
 		"password required pam_deny.so",
@@ -251,7 +251,7 @@ func TestSSHD(t *testing.T) {
 		f.put(tok)
 		_, keyA := d.clientKey(t, goUser, "a")
 		_, keyB := d.clientKey(t, goUser, "b")
-		s := nowStep(tok)
+		s := f.nowStep(tok)
 		steps := []struct {
 			what    string
 			key     ssh.Signer
@@ -285,7 +285,7 @@ func TestSSHD(t *testing.T) {
 		f.put(tok)
 		keyA, _ := d.clientKey(t, sshUser, "a")
 		keyB, _ := d.clientKey(t, sshUser, "b")
-		s := nowStep(tok)
+		s := f.nowStep(tok)
 		steps := []struct {
 			what   string
 			key    string
@@ -328,7 +328,7 @@ func TestSSHDLockout(t *testing.T) {
 	f.put(newToken(u, "phone", "SHA1", 6))
 	key, _ := d.clientKey(t, u, "a")
 	if err := store.NewState(f.opts()).Update(func(x *store.StateTx) error {
-		return x.SetFailures(u, token.Failures{Count: 1000, Last: time.Now()})
+		return x.SetFailures(u, token.Failures{Count: 1000, Last: f.clock.Now()})
 	}); err != nil {
 		t.Fatal(err)
 	}

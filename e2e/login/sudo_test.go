@@ -29,7 +29,7 @@ func TestSudo(t *testing.T) {
 
 	service := "pamtotp-sudo-" + pamtest.RandName(8)
 	writeSystemFile(t, "/etc/pam.d/"+service, strings.Join([]string{
-		moduleLine(f.conf, "policy=sudo errors_when_silent"),
+		f.moduleLine("policy=sudo errors_when_silent"),
 		"account required pam_permit.so",
 		"session required pam_permit.so",
 	}, "\n")+"\n", 0o644)
@@ -56,7 +56,7 @@ func TestSudo(t *testing.T) {
 	}
 	const promptText = "Verification code:"
 	const timeout = 20 * time.Second
-	s := nowStep(tok)
+	s := f.nowStep(tok)
 
 	t.Run("code, then fresh in the same session", func(t *testing.T) {
 		tm := session(t, `sudo true; echo "rc1=$?"; sudo true; echo "rc2=$?"`)

@@ -49,15 +49,16 @@ func Root() (string, error) {
 	}
 }
 
-// Build runs `make -C root build` (the Makefile is the interface: the same build CI runs before
-// the tests) and copies the named outputs of root/build into a new root-owned 0755 directory.
-// It returns each name's private copy and a function that removes them. The copies keep another
-// package's `make`, running at the same time, from swapping a file under a running login, and
-// the directory is as pam_totp.so wants its helper's.
+// Build runs `make -C root build build-testclock` (the Makefile is the interface: the same
+// build CI runs before the tests) and copies the named outputs, paths below root/build such as
+// "pam_totp.so" or "testclock/totp-syncd", into a new root-owned 0755 directory. It returns each
+// name's private copy and a function that removes them. The copies keep another package's
+// `make`, running at the same time, from swapping a file under a running login, and the
+// directories are as pam_totp.so wants its helper's.
 func Build(root string, names ...string) (bin map[string]string, cleanup func(), err error) {
-	mk := exec.Command("make", "-C", root, "build")
+	mk := exec.Command("make", "-C", root, "build", "build-testclock")
 	if out, err := mk.CombinedOutput(); err != nil {
-		return nil, nil, fmt.Errorf("make -C %s build: %w\n%s", root, err, out)
+		return nil, nil, fmt.Errorf("make -C %s build build-testclock: %w\n%s", root, err, out)
 	}
 	dir, err := os.MkdirTemp("", "pamtotp-bin-")
 	if err == nil {
@@ -72,10 +73,17 @@ func Build(root string, names ...string) (bin map[string]string, cleanup func(),
 		src := filepath.Join(root, "build", name)
 		if _, err := os.Stat(src); err != nil {
 			cleanup()
-			return nil, nil, fmt.Errorf("%w: `make build` did not produce %s: %w", ErrNotBuilt, src, err)
+			return nil, nil, fmt.Errorf("%w: `make build build-testclock` did not produce %s: %w", ErrNotBuilt, src, err)
 		}
 		dst := filepath.Join(dir, name)
-		if err := CopyFile(src, dst, 0o755); err != nil {
+		err := os.MkdirAll(filepath.Dir(dst), 0o755)
+		if err == nil {
+			err = os.Chmod(filepath.Dir(dst), 0o755)
+		}
+		if err == nil {
+			err = CopyFile(src, dst, 0o755)
+		}
+		if err != nil {
 			cleanup()
 			return nil, nil, err
 		}

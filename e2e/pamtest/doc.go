@@ -4,7 +4,7 @@
 // e2e/sync and cmd/totp's tests) share, as net/http/httptest does for HTTP: it is imported
 // only by tests.
 //
-// It has four parts:
+// It has five parts:
 //   - a libpam transaction runner (Run, TxSpec, Result and its Want methods): pam_start_confdir,
 //     PAM_RHOST, pam_putenv, one or more pam_authenticate calls and pam_end, with the
 //     conversation answered from a list and everything the module said recorded;
@@ -12,7 +12,9 @@
 //     groupadd under a prefix chosen per package, so that packages running in parallel never
 //     pick the same name, and removed in t.Cleanup;
 //   - what a TestMain needs (SkipReason, Root, Build): whether the tests can run here, the
-//     repository root, and `make build` with private copies of its outputs;
+//     repository root, and `make build build-testclock` with private copies of its outputs;
+//   - the clock of the testclock binaries (Clock): a test moves it to the start of a time step
+//     instead of waiting for one;
 //   - a pseudo-terminal driver (OpenPTY, StartTerminal, StartTerminalAs and Terminal): a
 //     program as the leader of a new session with a new pty as its controlling tty, run as the
 //     test or as a user who owns the device, whose screen a test reads and into which it types,

@@ -24,7 +24,7 @@ func TestNodeAuth(t *testing.T) {
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
 	tok, _ := r.addToken(user, "phone")
-	step := settle(t, time.Second) // code(step) stays valid (window ±1) for over 30 s
+	step := nextStep(t) // code(step) stays valid (window ±1) for 60 s
 
 	t.Run("wrong CA", func(t *testing.T) {
 		n := newNode(t, r, nodeOptions{CAFile: other.pemFile})

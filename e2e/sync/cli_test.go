@@ -99,7 +99,7 @@ func runEnroll(t *testing.T, totpBin, busAddr string, uid, gid uint32, name stri
 				if e.secret == nil || e.params.Period == 0 {
 					t.Fatalf("no secret or parameters before the prompt:\n%s", e.out.String())
 				}
-				e.step = totp.Step(time.Now(), e.params.Period)
+				e.step = clk.Step(e.params.Period)
 				e.code = totp.Code(e.secret, e.params, e.step)
 				if _, err := io.WriteString(stdin, e.code+"\n"); err != nil {
 					t.Fatalf("write the code: %v", err)

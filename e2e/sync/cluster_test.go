@@ -242,8 +242,8 @@ open_timeout = "3s"
 
 [sync]
 %s`, o.Policy, n.storeDir, fastRate, sync), 0o644)
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10\naccount required pam_permit.so\n",
-		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf)
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s\naccount required pam_permit.so\n",
+		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf, clk.ModuleArg())
 	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
 	n.proc = &proc{t: t, name: "totp-syncd " + n.name, path: bin["totp-syncd"],
 		args: []string{"--config", n.conf, "--debug"}, log: filepath.Join(dir, "syncd.log")}
@@ -378,17 +378,13 @@ func code(tok token.Token, step uint64) string {
 	return totp.Code(tok.Secret, tok.Params(), step)
 }
 
-// settle returns the current 30 s step after making sure it has at least need left, so a test
-// that uses neighbouring steps does not straddle a boundary.
-func settle(t *testing.T, need time.Duration) uint64 {
+// nextStep moves every component's clock to the start of the next 30 s step and returns it, so a
+// test that uses neighbouring steps has the whole step before the step changes. The clock keeps
+// the wall clock again once the test ends.
+func nextStep(t *testing.T) uint64 {
 	t.Helper()
-	const period = 30 * time.Second
-	left := period - time.Duration(time.Now().UnixNano()%int64(period))
-	if left < need {
-		t.Logf("waiting %v for the next time step", left.Round(time.Millisecond))
-		time.Sleep(left + 50*time.Millisecond)
-	}
-	return totp.Step(time.Now(), 30)
+	t.Cleanup(func() { clk.Set(t, time.Now()) })
+	return clk.NextStep(t, 30)
 }
 
 // tlsClient is an HTTP client that trusts only c's certificate.

@@ -21,8 +21,11 @@
 //
 // The package has only tests. They need root (they add local users with useradd, and the module
 // insists on a root-owned helper); without root every test skips and says so. TestMain runs
-// `make build` and uses private copies of the binaries; when totp-registry or totp-syncd cannot
-// be built every test skips with the reason. Each process's output goes to a log file in its
+// `make build build-testclock` and uses private copies of the module and of the testclock Go
+// binaries; when totp-registry or totp-syncd cannot be built every test skips with the reason.
+// Every helper, totp-syncd and totp-registry of the suite reads one clock file (pamtest.Clock,
+// the tests run one at a time): a test that needs codes of neighbouring steps moves it to the
+// start of a step (nextStep) instead of waiting for one. Each process's output goes to a log file in its
 // temporary directory, shown when a test fails. Every process, user and directory is removed in
 // t.Cleanup, also when the test fails.
 //

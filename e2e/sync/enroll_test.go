@@ -41,9 +41,9 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 	n2.waitRev(rev, 15*time.Second)
 	n1.waitBus()
 
-	// Enrollment and login (well under a second) start at least 5 s before a step boundary, so
-	// the code typed is the one the registry checks against its current step.
-	settle(t, 5*time.Second)
+	// Enrollment and login (well under a second) start at the start of a step, so the code
+	// typed is the one the registry checks against its current step.
+	nextStep(t)
 	e := runEnroll(t, totpBin, bus.Addr, uid, gid, "phone")
 	secret, params, enrollStp, enrollCd, activeAt := e.secret, e.params, e.step, e.code, e.activeAt
 
@@ -65,7 +65,7 @@ func TestEnrollThenLoginElsewhere(t *testing.T) {
 	replay.WantError(t, "login on node 1 with the code that finished enrollment", "already been used")
 	t.Logf("enroll took %v to \"active on this node now\"; node 2 login (code of step s+1) answered %v after it",
 		activeAt.Sub(e.start).Round(time.Millisecond), gap.Round(time.Millisecond))
-	if now := totp.Step(time.Now(), params.Period); now != enrollStp {
+	if now := clk.Step(params.Period); now != enrollStp {
 		t.Logf("note: the time step moved from %d to %d during the test", enrollStp, now)
 	}
 
@@ -183,7 +183,7 @@ func TestBootstrapByMail(t *testing.T) {
 	needRoot(t)
 	m := newMailSetup(t, "\n[enroll]\nbootstrap = \"mail\"\n")
 	m.n1.waitBus()
-	settle(t, 5*time.Second)
+	nextStep(t)
 	var bootCode string
 	e := runEnroll(t, m.totpBin, m.bus.Addr, m.uid, m.gid, "phone", func(line string) (string, bool) {
 		if !strings.Contains(line, "It was sent to your mail address") {
@@ -251,7 +251,7 @@ func TestEnrollAtLoginWithRegistry(t *testing.T) {
 	n2.waitRev(rev, 15*time.Second)
 	n1.waitBus()
 
-	settle(t, 5*time.Second)
+	nextStep(t)
 	le := &loginEnroller{}
 	res := pamtest.Run(pamtest.TxSpec{Service: n1.service, User: name, ConfDir: n1.pamDir, Timeout: 15 * time.Second,
 		Respond: le.respond})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
@@ -17,11 +18,14 @@ const userPrefix = "pts-"
 
 var (
 	skipReason string            // set when the tests cannot run here; every test skips with it
-	bin        map[string]string // name in build/ -> private copy
+	bin        map[string]string // name in build/ (testclock/ left off) -> private copy
+	clk        *pamtest.Clock    // the clock of every helper, totp-syncd and totp-registry
 )
 
-// binaries are the build outputs the suite runs, all from `make build`.
-var binaries = []string{"pam_totp.so", "pam-totp-helper", "totp-admin", "totp-registry", "totp-syncd"}
+// binaries are the build outputs the suite runs: the module from `make build`, the Go programs
+// from `make build-testclock`, so that tests set their clock.
+var binaries = []string{"pam_totp.so", "testclock/pam-totp-helper", "testclock/totp-admin",
+	"testclock/totp-registry", "testclock/totp-syncd"}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -52,6 +56,18 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer cleanup()
+	for _, name := range binaries {
+		bin[strings.TrimPrefix(name, "testclock/")] = bin[name]
+	}
+	dir, err := os.MkdirTemp("", "pamtotp-clock-")
+	if err == nil {
+		defer os.RemoveAll(dir)
+		clk, err = pamtest.NewClock(dir)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
+		return 1
+	}
 	return m.Run()
 }
 

@@ -103,7 +103,7 @@ func TestTokenReachesEveryNode(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			user := pamtest.AddUser(t, userPrefix)
 			r.addUser(user)
-			step := settle(t, 3*time.Second)
+			step := nextStep(t)
 			start := time.Now()
 			tok := tt.add(t, user)
 			took := waitLogin(t, nodes, tok, step, start)

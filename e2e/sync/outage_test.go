@@ -32,7 +32,7 @@ func TestRegistryKilled(t *testing.T) {
 	}
 
 	// kill -9: logins are served from each node's tokens.db.
-	step := settle(t, 5*time.Second)
+	step := nextStep(t)
 	r.proc.kill()
 	results := make([]pamtest.Result, len(nodes))
 	onAll(nodes, func(i int, n *node) { results[i] = n.login(user, code(tok, step)) })

@@ -69,7 +69,7 @@ func (p *proc) start() {
 	fmt.Fprintf(f, "=== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(p.args, " "))
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", clk.Env()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -186,6 +186,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, e
 // runCmd runs a program to its end and returns its stdout; the error carries stderr.
 func runCmd(path string, args ...string) (string, error) {
 	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), clk.Env())
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -131,7 +131,7 @@ func TestSyncdKilledDuringResync(t *testing.T) {
 	t.Cleanup(func() { stop.Store(true); wg.Wait() })
 
 	// Five kills at random points of the resync, each checked to have hit it.
-	step := settle(t, 2*time.Second) // code(step) stays valid for over 30 s, code(step+1) for 60
+	step := nextStep(t) // code(step) stays valid for 60 s, code(step+1) for 90
 	during := 0
 	var logins []time.Duration
 	for k := 0; k < 5; k++ {

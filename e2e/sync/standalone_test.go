@@ -82,7 +82,7 @@ func TestStandaloneSelfService(t *testing.T) {
 	n := newStandalone(t, "")
 	name, uid, gid := n.user()
 
-	settle(t, 5*time.Second) // enrollment and the logins below stay within one time step or two
+	nextStep(t) // enrollment and the logins below stay within one time step
 	e := runEnroll(t, n.totpBin, n.bus.Addr, uid, gid, "phone")
 	text, backup := e.finish()
 	if len(backup) == 0 {
@@ -135,7 +135,7 @@ func TestEnrollAtLogin(t *testing.T) {
 	n := newStandalone(t, "mode = \"grace\"\ngrace_until = "+grace+"\nenroll_at_login = true")
 	name, _, _ := n.user()
 
-	settle(t, 5*time.Second)
+	nextStep(t)
 	le := &loginEnroller{}
 	res := pamtest.Run(pamtest.TxSpec{Service: n.service, User: name, ConfDir: n.pamDir, Timeout: 15 * time.Second,
 		Respond: le.respond})
@@ -209,7 +209,7 @@ func (l *loginEnroller) respond(prompt string, shown pamtest.Result) (string, er
 	if l.key.Secret == nil {
 		return "", fmt.Errorf("prompt %q before a key was shown", prompt)
 	}
-	l.step = totp.Step(time.Now(), l.key.Params.Period)
+	l.step = clk.Step(l.key.Params.Period)
 	l.typed = totp.Code(l.key.Secret, l.key.Params, l.step)
 	return l.typed, nil
 }

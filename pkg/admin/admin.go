@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -47,7 +48,7 @@ func New(cfg *config.Config) *Admin {
 		Tokens: store.NewTokens(opts),
 		State:  store.NewState(opts),
 		Rand:   rand.Reader,
-		Now:    time.Now,
+		Now:    clock.Now,
 	}
 }
 

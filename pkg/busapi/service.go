@@ -12,6 +12,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -35,7 +36,7 @@ type Options struct {
 	CallTimeout time.Duration    // bounds every method (5 s)
 	SyncWait    time.Duration    // how long SyncNow waits to catch up (2 s)
 	KickEvery   time.Duration    // at most one kick per this, whoever asks (5 s)
-	Now         func() time.Time // time.Now
+	Now         func() time.Time // clock.Now
 	Log         *slog.Logger     // slog.Default()
 }
 
@@ -51,7 +52,7 @@ func (o *Options) defaults() {
 		o.KickEvery = 5 * time.Second
 	}
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = clock.Now
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -116,13 +117,13 @@ type Service struct {
 	Store Store
 	Rules Rules
 	Rand  io.Reader        // secrets, ids, backup codes
-	Now   func() time.Time // time.Now
+	Now   func() time.Time // clock.Now
 	Log   *slog.Logger     // slog.Default()
 }
 
 func (s *Service) now() time.Time {
 	if s.Now == nil {
-		return time.Now()
+		return clock.Now()
 	}
 	return s.Now()
 }

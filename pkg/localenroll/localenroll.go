@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/busapi"
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/enroll"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
@@ -46,7 +47,7 @@ type Options struct {
 	Config    *config.Config   // the node's config ([store], window, rate limits, issuer); required
 	MaxTokens int              // enroll.DefaultMaxTokens
 	Log       *slog.Logger     // slog.Default()
-	Now       func() time.Time // time.Now
+	Now       func() time.Time // clock.Now
 }
 
 // Authority implements busapi.Enroller on the node's own store.
@@ -69,7 +70,7 @@ func New(o Options) (*Authority, error) {
 		o.Log = slog.Default()
 	}
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = clock.Now
 	}
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = enroll.DefaultMaxTokens

@@ -26,14 +26,14 @@ import (
 // t0 is an RFC 6238 test instant.
 var t0 = time.Unix(1111111109, 0).UTC()
 
-// clock is a settable clock.
-type clock struct {
+// fakeClock is a settable clock.
+type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
@@ -43,7 +43,7 @@ type fixture struct {
 	t   *testing.T
 	a   *Authority
 	adm *admin.Admin // the administrator's view of the same store
-	clk *clock
+	clk *fakeClock
 	cfg *config.Config
 }
 
@@ -55,7 +55,7 @@ func newFixture(t *testing.T, maxTokens int) *fixture {
 	}
 	cfg := config.Default()
 	cfg.Store.Dir = dir
-	clk := &clock{t: t0}
+	clk := &fakeClock{t: t0}
 	a, err := New(Options{Config: &cfg, MaxTokens: maxTokens, Now: clk.now,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
 
@@ -132,7 +133,7 @@ func (m Message) check() error {
 // Options are what a Sender is built from besides its Config.
 type Options struct {
 	Logger *slog.Logger
-	// Now and Rand default to the real clock and crypto/rand.
+	// Now and Rand default to the real clock (clock.Now) and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
 	// RootCAs verifies the relay's certificate after STARTTLS; nil is the system pool.
@@ -175,7 +176,7 @@ func New(cfg Config, o Options) (*Sender, error) {
 		s.log = slog.Default()
 	}
 	if s.now == nil {
-		s.now = time.Now
+		s.now = clock.Now
 	}
 	if s.rand == nil {
 		s.rand = rand.Reader

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -34,7 +35,7 @@ type Options struct {
 	// RequestTimeout bounds waiting for response headers (15 s) and each ack and used report
 	// (a fifth of it, at least 1 s).
 	RequestTimeout time.Duration
-	Now            func() time.Time // time.Now
+	Now            func() time.Time // clock.Now
 	Rand           func() float64   // math/rand/v2 Float64: the jitter
 	Log            *slog.Logger     // slog.Default()
 	Metrics        *Metrics         // NewMetrics(Now, Version)
@@ -65,7 +66,7 @@ func (o *Options) defaults() {
 		o.UsedEvery = usedEvery
 	}
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = clock.Now
 	}
 	if o.Rand == nil {
 		o.Rand = rand.Float64

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
@@ -39,7 +40,7 @@ type Options struct {
 	Sealer Sealer
 	Admins []AdminToken
 	Logger *slog.Logger
-	// Now and Rand default to the real clock and crypto/rand.
+	// Now and Rand default to the real clock (clock.Now) and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
 	// Notifier takes mail notices; nil builds a mail.Sender from Config.Mail.
@@ -81,7 +82,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		s.log = slog.Default()
 	}
 	if s.now == nil {
-		s.now = time.Now
+		s.now = clock.Now
 	}
 	if s.rand == nil {
 		s.rand = rand.Reader

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/backupcode"
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -51,9 +52,9 @@ type Verifier struct {
 	Enroll LoginEnroller
 }
 
-// New returns a verifier with the real clock.
+// New returns a verifier with the real clock (clock.Now).
 func New(cfg *config.Config, log *slog.Logger) *Verifier {
-	return &Verifier{Config: cfg, Log: log, Now: time.Now, ProcRoot: "/proc"}
+	return &Verifier{Config: cfg, Log: log, Now: clock.Now, ProcRoot: "/proc"}
 }
 
 // attempt carries one authentication through the steps.
