@@ -20,9 +20,35 @@ import (
 // libnss-extrausers; on a real site LDAP through SSSD) is recognised by totp-syncd when they call
 // it over D-Bus. totp-syncd runs in a private mount namespace whose /etc/nsswitch.conf names
 // extrausers, so the machine's own NSS setup is untouched. A static totp-syncd (pure-Go os/user,
-// /etc/passwd only) refused such a user as unknown.
+// /etc/passwd only), built here, refuses such a user as unknown: the check can fail.
 func TestCallerFromNSS(t *testing.T) {
 	needRoot(t)
+	out, code := callAsNSSUser(t, "")
+	if code != 0 || !strings.Contains(out, "You have no tokens on this node") {
+		t.Fatalf("totp list as a user known only to NSS extrausers = exit %d:\n%s", code, out)
+	}
+	// The check can fail: a static totp-syncd does not know that user.
+	static := filepath.Join(t.TempDir(), "totp-syncd-static")
+	root, err := pamtest.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", static, "./cmd/totp-syncd")
+	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build (static totp-syncd): %v\n%s", err, b)
+	}
+	out, code = callAsNSSUser(t, static)
+	if code == 0 || !strings.Contains(out, "no user that this node knows") {
+		t.Errorf("a static totp-syncd answered a user known only to NSS extrausers (exit %d):\n%s", code, out)
+	}
+}
+
+// callAsNSSUser runs `totp list` as a user known only to NSS extrausers, against a totp-syncd
+// (syncd, or build/totp-syncd for "") and a dbus-daemon in a mount namespace whose nsswitch.conf
+// names extrausers. It returns the output and exit code.
+func callAsNSSUser(t *testing.T, syncd string) (string, int) {
+	t.Helper()
 	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/libnss_extrausers.so.2"); err != nil {
 		if _, err := os.Stat("/usr/lib/libnss_extrausers.so.2"); err != nil {
 			t.Skip("libnss-extrausers not installed (make deps installs it)")
@@ -49,6 +75,9 @@ func TestCallerFromNSS(t *testing.T) {
 		t.Fatalf("copy build/totp: %v", err)
 	}
 	n := newNode(t, nil, nodeOptions{Bus: busAddr, NoStart: true})
+	if syncd != "" {
+		n.proc.path = syncd
+	}
 
 	// A user and group in an extrausers database of the test's own, with ids /etc/passwd lacks.
 	id := 3_900_000 + os.Getpid()%100_000
@@ -83,8 +112,5 @@ func TestCallerFromNSS(t *testing.T) {
 	n.start()
 	n.waitBus()
 
-	out, code := runCLI(t, totpBin, busAddr, uint32(id), uint32(id), "", "list")
-	if code != 0 || !strings.Contains(out, "You have no tokens on this node") {
-		t.Fatalf("totp list as %s (known only to NSS extrausers) = exit %d:\n%s", name, code, out)
-	}
+	return runCLI(t, totpBin, busAddr, uint32(id), uint32(id), "", "list")
 }
