@@ -8,7 +8,7 @@
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
-#   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR)
+#   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR), with bash completions
 #   make deb          build/pam-totp_VERSION_ARCH.deb (packaging/debian)
 #   make deps         apt-get the build and test dependencies (Debian 12) and download Go modules
 #
@@ -131,6 +131,9 @@ install: build
 	install -m 0644 packaging/systemd/totp-syncd.service packaging/systemd/totp-registry.service $(DESTDIR)/lib/systemd/system/
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/dbus-1/system.d
 	install -m 0644 contrib/dbus/io.github.pamtotp.Sync1.conf $(DESTDIR)$(PREFIX)/share/dbus-1/system.d/
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	for b in totp-admin totp totp-syncd totp-registry; do \
+		$(BUILD)/$$b completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b || exit 1; done
 
 DEB_VERSION = $(shell echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' | grep -q '^[0-9]' && echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' || echo 0.0.0+$(VERSION))
 DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)

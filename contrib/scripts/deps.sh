@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -eu
 pkgs="gcc make libc6-dev libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux iproute2 \
-libpam-google-authenticator libpam-oath zbar-tools passwd openssl curl ca-certificates dbus python3-aiosmtpd libnss-extrausers"
+libpam-google-authenticator libpam-oath zbar-tools passwd openssl curl ca-certificates dbus python3-aiosmtpd libnss-extrausers bash-completion"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

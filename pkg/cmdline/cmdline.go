@@ -2,7 +2,8 @@
 // totp-registry share, on top of github.com/spf13/cobra: --help and -h (and the help verb)
 // print usage to standard output and exit 0; an unknown verb, a wrong number of arguments or a
 // bad flag is a usage error, said on standard error with the command's usage line, exit 2; a
-// command with verbs below it is never run by itself; there is no completion verb.
+// command with verbs below it is never run by itself; `completion bash` prints a bash completion
+// script made from the same tree (make install puts it where bash-completion finds it).
 //
 // The login helper keeps package flag and does not link this package.
 package cmdline
@@ -112,6 +113,18 @@ func Setup(root *cobra.Command, stdout, stderr io.Writer) {
 				return Usagef("help: unknown command %q", strings.Join(args, " "))
 			}
 			return cmd.Help()
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:       "completion SHELL",
+		Short:     "Print the completion script for SHELL (bash)",
+		Args:      ExactArgs(1),
+		ValidArgs: []string{"bash"},
+		RunE: func(c *cobra.Command, args []string) error {
+			if args[0] != "bash" {
+				return Usagef("completion: %q: only bash is supported", args[0])
+			}
+			return c.Root().GenBashCompletionV2(c.OutOrStdout(), true)
 		},
 	})
 	walk(root)

@@ -2,6 +2,10 @@ package cmdline
 
 import (
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -41,5 +45,75 @@ func TestRun(t *testing.T) {
 				t.Errorf("Run with %v = %d, want %d", tt.err, got, tt.want)
 			}
 		})
+	}
+}
+
+// completionRoot is a small tree for TestBashCompletion; the test binary runs it when
+// childEnv is set (bash calls the program back for its candidates).
+func completionRoot() *cobra.Command {
+	root := &cobra.Command{Use: "prog", Args: NoArgs}
+	token := &cobra.Command{Use: "token"}
+	for _, v := range []string{"add", "list"} {
+		token.AddCommand(&cobra.Command{Use: v, Args: NoArgs, RunE: func(*cobra.Command, []string) error { return nil }})
+	}
+	root.AddCommand(token, &cobra.Command{Use: "unlock", Args: NoArgs, RunE: func(*cobra.Command, []string) error { return nil }})
+	Setup(root, os.Stdout, os.Stderr)
+	return root
+}
+
+const childEnv = "CMDLINE_TEST_PROG"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(Run(completionRoot(), os.Args[1:], func(s string) string { return s }, func(error) int { return 1 }))
+	}
+	os.Exit(m.Run())
+}
+
+// TestBashCompletion: the script `completion bash` prints completes verbs in a real bash.
+func TestBashCompletion(t *testing.T) {
+	t.Parallel()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal("no bash: ", err)
+	}
+	const framework = "/usr/share/bash-completion/bash_completion" // Debian's bash-completion (make deps)
+	if _, err := os.Stat(framework); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(self, filepath.Join(dir, "prog")); err != nil {
+		t.Fatal(err)
+	}
+	complete := func(line string) string {
+		script := `source ` + framework + ` && source <(prog completion bash) || exit 3
+COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -r -a COMP_WORDS <<< "$1"
+[[ "$1" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+__start_prog prog
+printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' '`
+		cmd := exec.Command(bash, "--norc", "-c", script, "bash", line)
+		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), childEnv+"=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr // outside a real completion, bash-completion's compopt complains here
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("bash completion of %q: %v\n%s", line, err, stderr.String())
+		}
+		return strings.TrimSpace(string(out))
+	}
+	for line, want := range map[string]string{
+		"prog tok":    "token",
+		"prog token ": "add list",
+		"prog un":     "unlock",
+		"prog ":       "completion help token unlock",
+	} {
+		if got := complete(line); got != want {
+			t.Errorf("completion of %q = %q, want %q", line, got, want)
+		}
 	}
 }
