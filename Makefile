@@ -8,7 +8,7 @@
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
-#   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR), with bash completions
+#   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR), with bash completions and man pages
 #   make deb          build/pam-totp_VERSION_ARCH.deb (packaging/debian)
 #   make deps         apt-get the build and test dependencies (Debian 12) and download Go modules
 #
@@ -134,6 +134,9 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	for b in totp-admin totp totp-syncd totp-registry; do \
 		$(BUILD)/$$b completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b || exit 1; done
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
+	$(BUILD)/totp __man 1 $(DESTDIR)$(PREFIX)/share/man/man1
+	for b in totp-admin totp-syncd totp-registry; do $(BUILD)/$$b __man 8 $(DESTDIR)$(PREFIX)/share/man/man8 || exit 1; done
 
 DEB_VERSION = $(shell echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' | grep -q '^[0-9]' && echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' || echo 0.0.0+$(VERSION))
 DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)

@@ -3,7 +3,8 @@
 // print usage to standard output and exit 0; an unknown verb, a wrong number of arguments or a
 // bad flag is a usage error, said on standard error with the command's usage line, exit 2; a
 // command with verbs below it is never run by itself; `completion bash` prints a bash completion
-// script made from the same tree (make install puts it where bash-completion finds it).
+// script made from the same tree (make install puts it where bash-completion finds it), and the
+// hidden `__man SECTION DIR` writes the man pages of the tree (make install).
 //
 // The login helper keeps package flag and does not link this package.
 package cmdline
@@ -15,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
 )
 
@@ -125,6 +127,18 @@ func Setup(root *cobra.Command, stdout, stderr io.Writer) {
 				return Usagef("completion: %q: only bash is supported", args[0])
 			}
 			return c.Root().GenBashCompletionV2(c.OutOrStdout(), true)
+		},
+	})
+	root.AddCommand(&cobra.Command{
+		Use:    "__man SECTION DIR",
+		Short:  "Write the man pages of every command into DIR",
+		Hidden: true,
+		Args:   ExactArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			root := c.Root()
+			root.DisableAutoGenTag = true // no date: the pages of one version stay the same
+			return doc.GenManTree(root, &doc.GenManHeader{Section: args[0], Source: root.Name() + " " + root.Version,
+				Manual: "pam-totp"}, args[1])
 		},
 	})
 	walk(root)

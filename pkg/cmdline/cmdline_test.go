@@ -117,3 +117,21 @@ printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' '`
 		}
 	}
 }
+
+// TestManPages: the hidden __man verb writes one page per command, from the same tree.
+func TestManPages(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if code := Run(completionRoot(), []string{"__man", "8", dir}, func(s string) string { return s }, func(error) int { return 1 }); code != 0 {
+		t.Fatalf("__man = exit %d", code)
+	}
+	for _, page := range []string{"prog.8", "prog-token.8", "prog-token-add.8", "prog-token-list.8", "prog-unlock.8"} {
+		b, err := os.ReadFile(filepath.Join(dir, page))
+		if err != nil || !strings.Contains(string(b), ".SH NAME") || !strings.Contains(string(b), `.TH "PROG`) {
+			t.Errorf("%s: %v\n%s", page, err, b)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "prog.8")); strings.Contains(string(b), "__man") {
+		t.Error("the hidden verb has a page or a mention")
+	}
+}
