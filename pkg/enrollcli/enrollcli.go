@@ -185,7 +185,7 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 				n = -n
 			}
 			c.printf("That code belongs to another time: your phone's clock seems about %d seconds %s. "+
-				"Let the phone set its time automatically, then type the code it shows now.\n", n, dir)
+				"Let the phone set its time automatically, then type the code it shows%s.\n", n, dir, wait(int(skew)))
 		case "expired":
 			return &refusal.Error{Kind: refusal.Refused, Message: "the enrollment expired (10 minutes); run totp enroll again"}
 		default:
@@ -332,4 +332,13 @@ func (c *CLI) BackupCodes(ctx context.Context) error {
 		c.printf("  %s\n", token.Clean(bc))
 	}
 	return nil
+}
+
+// wait says when, after a code skew seconds off, a right code can finish: a code from ahead of
+// time used up its step and every step before it.
+func wait(skew int) string {
+	if skew <= 0 {
+		return " now"
+	}
+	return fmt.Sprintf(" in about %d seconds (the early code used up the codes before its time)", skew+30)
 }

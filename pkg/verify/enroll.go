@@ -95,8 +95,12 @@ func (a *attempt) enrollAtLogin() (v protocol.Verdict, done bool, why string) {
 			if f.SkewS < 0 {
 				dir = "behind"
 			}
-			a.tell(fmt.Sprintf("That code is from about %d seconds %s of this host's clock; check your phone's time settings.",
-				abs(f.SkewS), dir))
+			msg := fmt.Sprintf("That code is from about %d seconds %s of this host's clock; check your phone's time settings.",
+				abs(f.SkewS), dir)
+			if f.SkewS > 0 { // its step and the ones before it are used up
+				msg += fmt.Sprintf(" Codes work again in about %d seconds.", f.SkewS+30)
+			}
+			a.tell(msg)
 		case "expired":
 			a.tell("The enrollment expired; run `totp enroll` to start again.")
 			return "", false, "enrollment at login expired (token " + p.ID + ")"
