@@ -66,8 +66,8 @@ func waitLogin(t *testing.T, nodes []*node, tok token.Token, step uint64, since 
 }
 
 // TestTokenReachesEveryNode: a token written at the registry logs in through libpam on three
-// nodes well within a second, once through the admin API and once through totp-admin
-// --registry; disabled at the registry, it fails on each node.
+// nodes (the time it took is logged; make bench measures the latency), once through the admin
+// API and once through totp-admin --registry; disabled at the registry, it fails on each node.
 func TestTokenReachesEveryNode(t *testing.T) {
 	needRoot(t)
 	r, nodes := cluster(t, regOptions{})
@@ -107,10 +107,9 @@ func TestTokenReachesEveryNode(t *testing.T) {
 			start := time.Now()
 			tok := tt.add(t, user)
 			took := waitLogin(t, nodes, tok, step, start)
+			// The latency target (a write on every node within a second) is measured by make bench
+			// (docs/benchmarks.md, "Admin write to applied on every node"), not asserted here.
 			t.Logf("%s: admin write to logged in on all %d nodes: %v", tt.name, len(nodes), took.Round(time.Millisecond))
-			if took > time.Second {
-				t.Errorf("admin write to logged in on all nodes took %v, want well under 1s", took)
-			}
 
 			// Disabled at the registry: the next step's code, which an active token would
 			// take, fails on every node.
