@@ -569,7 +569,7 @@ func startBenchSyncd(ctx context.Context, o syncOptions, r *benchRegistry, dir s
 		return nil, err
 	}
 	if err := writeExact(conf, fmt.Sprintf("[store]\ndir = %q\n\n[sync]\nregistry = %q\nca_file = %q\n"+
-		"credential_file = %q\nmetrics_listen = \"\"\n", s.store, r.url, r.caFile, cred), 0o644); err != nil {
+		"credential_file = %q\nmetrics_listen = \"\"\nverify_socket = \"none\"\n", s.store, r.url, r.caFile, cred), 0o644); err != nil {
 		return nil, err
 	}
 	s.start = time.Now()

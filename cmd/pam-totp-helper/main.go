@@ -9,14 +9,14 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 
 	"github.com/pam-totp/pam-totp/pkg/authlog"
 	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
-	"github.com/pam-totp/pam-totp/pkg/protocol"
-	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -32,48 +32,25 @@ func main() {
 	os.Exit(admin(os.Args[1:]))
 }
 
-// servePAM runs one exchange with the module. Its exit status is 0 whenever a verdict was sent.
-func servePAM() (status int) {
-	log, closer := authlog.New("", "pam-totp", false)
-	defer closer.Close()
-	conn := protocol.NewConn(os.NewFile(socketFD, "pam_totp socket"))
+// servePAM runs one exchange with the module (package verify, as the resident verifier does). Its
+// exit status is 0 whenever it got as far as sending a verdict.
+func servePAM() int {
+	var closers []io.Closer
 	defer func() {
-		if r := recover(); r != nil {
-			// No values in the message: a panic value could hold an answer.
-			log.Error("helper panic; denying", "stack", string(debug.Stack()))
-			_ = conn.Done(protocol.SystemErr)
-			status = 0
+		for _, c := range closers {
+			c.Close()
 		}
 	}()
-	req, err := conn.ReadRequest()
-	if err != nil {
-		log.Error("bad request from pam_totp.so; denying", "err", err)
-		_ = conn.Done(protocol.SystemErr)
-		return 0
-	}
-	if req.Debug {
-		log, closer = authlog.New("", "pam-totp", true)
-		defer closer.Close()
-	}
-	cfg, warnings, err := config.Load(req.Config)
-	if err != nil {
-		log.Error("cannot load config; denying", "user", req.User, "service", req.Service, "err", err)
-		_ = conn.Error("Two-factor authentication is misconfigured on this host.")
-		_ = conn.Done(protocol.SystemErr)
-		return 0
-	}
-	for _, w := range warnings {
-		log.Warn("config", "path", req.Config, "warning", w)
-	}
-	log.Debug("request", "user", req.User, "service", req.Service, "rhost", req.RHost,
-		"groups", len(req.Groups), "args", req.Args)
-	clock.UseModuleArgs(req.Args) // test_clock=FILE moves the clock of a testclock build only
-	v := verify.New(cfg, log)
-	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
-	verdict := v.Authenticate(req, conn)
-	if err := conn.Done(verdict); err != nil {
-		log.Error("cannot send verdict", "user", req.User, "err", err)
-	}
+	verify.Exchange{
+		Config:    config.Load,
+		Transport: "helper",
+		Args:      clock.UseModuleArgs, // test_clock=FILE moves the clock of a testclock build only
+		Log: func(debug bool) *slog.Logger {
+			log, c := authlog.New("", "pam-totp", debug)
+			closers = append(closers, c)
+			return log
+		},
+	}.Serve(os.NewFile(socketFD, "pam_totp socket"))
 	return 0
 }
 

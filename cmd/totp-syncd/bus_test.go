@@ -60,6 +60,7 @@ func TestDaemonWithoutBus(t *testing.T) {
 	cfg.Store.Dir = storeDir
 	cfg.Sync.Registry = srv.URL
 	cfg.Sync.CredentialFile = cred
+	cfg.Sync.VerifySocket = filepath.Join(dir, "run", "verify.sock") // not the system's default path
 
 	var logs busapitest.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())

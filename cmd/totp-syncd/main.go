@@ -29,6 +29,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pam-totp/pam-totp/pkg/authlog"
 	"github.com/pam-totp/pam-totp/pkg/busapi"
 	"github.com/pam-totp/pam-totp/pkg/cmdline"
 	"github.com/pam-totp/pam-totp/pkg/config"
@@ -37,6 +38,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
+	"github.com/pam-totp/pam-totp/pkg/verify"
+	"github.com/pam-totp/pam-totp/pkg/verifyd"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
 
@@ -144,6 +147,7 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 	if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
 		log.Warn("no root socket: enrollment at login is unavailable", "err", err)
 	}
+	serveVerifier(ctx, cfg, log)
 	log.Info("totp-syncd starting standalone: local enrollment authority (no [sync] registry)",
 		"version", version.Version, "store", cfg.Store.Dir, "name", syncbus.Name)
 	sweep := time.NewTicker(time.Minute)
@@ -162,6 +166,58 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 		case <-sweep.C:
 		}
 	}
+}
+
+// serveVerifier serves the resident verifier ([sync] verify_socket) until ctx ends; SIGHUP
+// makes it read the configs logins name again. Without it logins use the helper, so a failure
+// to listen is a warning.
+func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger) {
+	path := cfg.VerifySocketPath()
+	if path == "" {
+		log.Info("resident verifier off ([sync] verify_socket = \"none\"): every login execs the helper")
+		return
+	}
+	ln, err := verifyd.Listen(path)
+	if err != nil {
+		log.Warn("no resident verifier: every login execs the helper", "err", err)
+		return
+	}
+	configs := &config.Cache{}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-hup:
+				configs.Clear()
+				log.Info("SIGHUP: the resident verifier reads the login configs again")
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	auth, authDebug := authLogs()
+	ex := verify.Exchange{Config: configs.Load, Log: func(debug bool) *slog.Logger {
+		if debug {
+			return authDebug
+		}
+		return auth
+	}}
+	go func() {
+		if err := verifyd.Serve(ctx, ln, ex, log); err != nil {
+			log.Error("resident verifier stopped: logins exec the helper", "err", err)
+		}
+	}()
+	log.Info("resident verifier", "socket", path)
+}
+
+// authLogs are the auth log (syslog authpriv, tagged pam-totp as the helper's lines) at info and
+// at debug level; they live as long as the daemon.
+func authLogs() (info, debug *slog.Logger) {
+	info, _ = authlog.New("", "pam-totp", false)
+	debug, _ = authlog.New("", "pam-totp", true)
+	return info, debug
 }
 
 // loadConfig loads the config; code is the exit status on failure.
@@ -229,6 +285,7 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 			}
 		}()
 	}
+	serveVerifier(ctx, cfg, log)
 	log.Info("totp-syncd starting", "version", version.Version, "registry", cfg.Sync.Registry, "store", cfg.Store.Dir)
 	err = s.Run(ctx)
 	stop()

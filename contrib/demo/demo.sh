@@ -163,6 +163,7 @@ registry = "$registry_url"
 ca_file = "$tmp/node/registry-ca.pem"
 credential_file = "$tmp/node/node.credential"
 metrics_listen = ""
+verify_socket = "$tmp/run/verify.sock"
 CONF
 chmod 0644 "$tmp/pam_totp.conf"
 "$build/totp-syncd" --config "$tmp/pam_totp.conf" --bus "$bus" 2>"$tmp/syncd.log" &

@@ -37,7 +37,7 @@ func TestEnrollAtLoginOverSSH(t *testing.T) {
 	grace := time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)
 	f := newFixture(t, user, conf{
 		Top:      fmt.Sprintf("mode = \"grace\"\ngrace_until = %s\nenroll_at_login = true", grace),
-		Sections: fmt.Sprintf("[sync]\nbus = %q\n", bus.Addr),
+		Sections: fmt.Sprintf("[sync]\nbus = %q\nverify_socket = %q\n", bus.Addr, filepath.Join(t.TempDir(), "run", "verify.sock")),
 	})
 	startSyncd(t, f)
 	d := startSSHD(t, f)

@@ -174,8 +174,10 @@ type node struct {
 	pamDir   string
 	service  string
 	credFile string
-	metrics  string // http://127.0.0.1:PORT/metrics
-	proc     *proc
+	// verifySock is the node's resident verifier ([sync] verify_socket).
+	verifySock string
+	metrics    string // http://127.0.0.1:PORT/metrics
+	proc       *proc
 }
 
 // nodeOptions change how a node is set up.
@@ -209,7 +211,9 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 		service:  "pamtotp-" + pamtest.RandName(6),
 		credFile: filepath.Join(dir, "node.credential"),
 	}
-	sync := fmt.Sprintf("metrics_listen = \"\"\nbus = %q\n", o.Bus)
+	// Each node's resident verifier on a socket of its own (never the system's default path).
+	n.verifySock = filepath.Join(dir, "run", "verify.sock")
+	sync := fmt.Sprintf("metrics_listen = \"\"\nbus = %q\nverify_socket = %q\n", o.Bus, n.verifySock)
 	if r != nil {
 		if o.CAFile == "" {
 			o.CAFile = r.ca.pemFile
@@ -227,8 +231,8 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 		}
 		mport := freePort(t)
 		n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
-		sync = fmt.Sprintf("registry = %q\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\n",
-			r.url, o.CAFile, n.credFile, mport, o.Bus)
+		sync = fmt.Sprintf("registry = %q\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\nverify_socket = %q\n",
+			r.url, o.CAFile, n.credFile, mport, o.Bus, n.verifySock)
 	}
 	writeFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
 %s

@@ -116,6 +116,25 @@ type Sync struct {
 	// at login (package rootsock); "" is totp-syncd.sock in [store] dir. Its directory must be
 	// root's, mode 0700.
 	Socket string `toml:"socket"`
+	// VerifySocket is where totp-syncd serves the resident verifier that pam_totp.so tries
+	// before it execs the helper (module argument socket=, same default); "none" turns it off.
+	// Its directory must be root's and writable by root alone.
+	VerifySocket string `toml:"verify_socket"`
+}
+
+// DefaultVerifySocket is the resident verifier's socket when [sync] verify_socket is not set;
+// pam_totp.so's socket= has the same default.
+const DefaultVerifySocket = "/run/pam-totp/verify.sock"
+
+// VerifySocketPath is [sync] verify_socket or its default; "" when it is "none".
+func (c *Config) VerifySocketPath() string {
+	switch c.Sync.VerifySocket {
+	case "":
+		return DefaultVerifySocket
+	case "none":
+		return ""
+	}
+	return c.Sync.VerifySocket
 }
 
 // SocketPath is [sync] socket, or its default in the store directory.
@@ -246,6 +265,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.Dir == "" || c.Store.Dir[0] != '/' {
 		return fmt.Errorf("store.dir %q: must be an absolute path", c.Store.Dir)
+	}
+	if v := c.Sync.VerifySocket; v != "" && v != "none" && !filepath.IsAbs(v) {
+		return fmt.Errorf("sync.verify_socket %q: must be an absolute path or \"none\"", v)
 	}
 	if c.Sync.Socket != "" && !filepath.IsAbs(c.Sync.Socket) {
 		return fmt.Errorf("sync.socket %q: must be an absolute path", c.Sync.Socket)

@@ -239,3 +239,32 @@ func values(m map[string]Policy) []Policy {
 	}
 	return out
 }
+
+// TestCache: a cached config is read again only when its file changed, and after Clear.
+func TestCache(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "pam_totp.conf")
+	write := func(issuer string) {
+		if err := os.WriteFile(path, []byte("issuer = \""+issuer+"\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("one")
+	var c Cache
+	a, _, err := c.Load(path)
+	if err != nil || a.Issuer != "one" {
+		t.Fatalf("Load = %v, %v", a, err)
+	}
+	if b, _, _ := c.Load(path); b != a {
+		t.Error("an unchanged file was parsed again")
+	}
+	write("three") // another size: a change even within one timestamp tick
+	if b, _, _ := c.Load(path); b == a || b.Issuer != "three" {
+		t.Errorf("after a change Load = %q, want the new file", b.Issuer)
+	}
+	b, _, _ := c.Load(path)
+	c.Clear()
+	if d, _, _ := c.Load(path); d == b {
+		t.Error("Clear kept the config")
+	}
+}

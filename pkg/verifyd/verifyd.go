@@ -1,0 +1,77 @@
+// Package verifyd is the resident verifier: totp-syncd answers pam_totp.so on a root-only Unix
+// socket ([sync] verify_socket, default /run/pam-totp/verify.sock) with the frames of
+// docs/protocol.md, so that a login costs a connection instead of a process start. Each
+// connection is one exchange decided by verify.Exchange, the code the exec'd helper runs too.
+//
+// Why in totp-syncd and not a daemon of its own: it already runs as root on every node, keeps
+// the node's store fed and serves the enrollment socket; the cluster-wide claims of codes and
+// failures (issue 9) need its registry connection. A verifier that is down, stopped or slow
+// costs a login nothing but the module's connect bound: the module then execs the helper.
+//
+// Trust: the socket is root 0600 in a root 0700 directory (package rootsock's Listen); the
+// daemon drops a peer that is not uid 0 (SO_PEERCRED) unanswered, and answers at most
+// MaxExchanges at a time (more connections are closed at once: those logins use the helper).
+package verifyd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
+	"github.com/pam-totp/pam-totp/pkg/verify"
+)
+
+// Bounds of an exchange.
+const (
+	// MaxExchanges is how many logins the daemon answers at once.
+	MaxExchanges = 256
+	// ExchangeTimeout ends an exchange that is still open (a user who never answers the
+	// prompt): longer than sshd's LoginGraceTime default; the module's own timeout= is shorter.
+	ExchangeTimeout = 5 * time.Minute
+)
+
+// Listen makes the socket at path (rootsock.Listen: directory root 0700, socket root 0600).
+func Listen(path string) (*net.UnixListener, error) { return rootsock.Listen(path) }
+
+// Serve answers connections on ln until ctx ends; it closes ln. log is the daemon's log (peers
+// refused, the limit reached); the logins themselves go to ex's auth log.
+func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *slog.Logger) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	ex.Transport = "socket"
+	slots := make(chan struct{}, MaxExchanges)
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("accept on the verifier socket: %w", err)
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			log.Warn("resident verifier busy: a login goes to the helper", "limit", MaxExchanges)
+			conn.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-slots }()
+			defer conn.Close()
+			if uid, err := rootsock.PeerUID(conn); err != nil || uid != 0 {
+				log.Warn("verifier socket: peer refused: not root", "uid", uid, "err", err)
+				return
+			}
+			conn.SetDeadline(time.Now().Add(ExchangeTimeout))
+			ex.Serve(conn)
+		}()
+	}
+}
