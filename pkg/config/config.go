@@ -179,6 +179,7 @@ func Default() Config {
 			CredentialFile: "/etc/pam-totp/node.credential",
 			MetricsListen:  "127.0.0.1:9464",
 			Offline:        OfflineServe,
+			VerifySocket:   DefaultVerifySocket,
 		},
 		RateLimit: RateLimit{
 			FreeFailures:   3,
