@@ -86,6 +86,9 @@ func (s *Server) deleteNode(r *http.Request, actor string, body []byte) (int, an
 		return 0, nil, err
 	}
 	name := r.PathValue("name")
+	s.mu.Lock()
+	open := len(s.streams[name])
+	s.mu.Unlock()
 	_, err := s.change(r.Context(), actor, "node.delete", "node/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		if _, err := x.Get(prefixNode + name); err != nil {
 			return notFound("no node %q", clip(name))
@@ -95,7 +98,8 @@ func (s *Server) deleteNode(r *http.Request, actor string, body []byte) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
-	// The tailer does this too (for other registry processes); here it is at once.
-	n := s.closeStreams(name, errNodeRemoved)
+	// The tailer does this too (for other registry processes), maybe first; here it is at once.
+	// Either way the streams open before the delete are the ones it closed.
+	n := max(open, s.closeStreams(name, errNodeRemoved))
 	return http.StatusOK, map[string]any{"name": name, "streams_closed": n}, nil
 }
