@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -308,6 +311,13 @@ func Doctor(o DoctorOptions) *Report {
 	}
 	cfg := checkConfig(r, cfgPath)
 	checkHelper(r, helper)
+	socket := config.DefaultVerifySocket
+	if totpLine != nil {
+		if v, ok := totpLine.Arg("socket"); ok {
+			socket = v
+		}
+	}
+	checkVerifier(r, socket)
 	user := o.User
 	if cfg != nil {
 		if u := checkStore(r, cfg); user == "" {
@@ -471,6 +481,33 @@ func checkHelper(r *Report, path string) {
 		return
 	}
 	r.add(OK, "helper %s: owned by root, not writable by others, nor is its directory", token.Clean(path))
+}
+
+// checkVerifier says which way logins take: the resident verifier on socket (the module's
+// socket= argument) when it is root-only and accepts a connection, else the helper.
+func checkVerifier(r *Report, socket string) {
+	if socket == "none" {
+		r.add(OK, "logins exec the helper (pam_totp.so socket=none)")
+		return
+	}
+	if err := rootsock.CheckPath(socket); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			r.add(Warn, "no resident verifier at %s: every login starts the helper (slower); totp-syncd serves it "+
+				"([sync] verify_socket): systemctl enable --now totp-syncd", token.Clean(socket))
+			return
+		}
+		r.add(Fail, "resident verifier %s: %v: pam_totp.so will not use it and starts the helper for every login",
+			token.Clean(socket), token.Clean(err.Error()))
+		return
+	}
+	conn, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		r.add(Warn, "resident verifier %s does not accept connections (%v): every login starts the helper",
+			token.Clean(socket), token.Clean(err.Error()))
+		return
+	}
+	conn.Close()
+	r.add(OK, "logins go through the resident verifier at %s (the helper if it does not answer)", token.Clean(socket))
 }
 
 // checkStore checks the store directory and databases and returns the first user with an active

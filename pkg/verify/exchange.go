@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"runtime/debug"
@@ -39,6 +40,10 @@ func (e Exchange) Serve(rw io.ReadWriter) {
 		}
 	}()
 	req, err := conn.ReadRequest()
+	if errors.Is(err, io.EOF) { // closed before a byte: a probe (totp-admin doctor), not a login
+		log.Debug("connection closed before a request", "transport", e.Transport)
+		return
+	}
 	if err != nil {
 		log.Error("bad request from pam_totp.so; denying", "transport", e.Transport, "err", err)
 		_ = conn.Done(protocol.SystemErr)
