@@ -20,6 +20,8 @@
 #   LIBEXECDIR  $(PREFIX)/libexec        pam-totp/pam-totp-helper goes below it
 #   PAMDIR      /lib/x86_64-linux-gnu/security (Debian multiarch; /usr/lib64/security on RHEL)
 #   SYSCONFDIR  /etc                     pam-totp/pam_totp.conf
+#   RUNDIR      /run                     pam-totp/verify.sock: the resident verifier's socket that
+#                                        pam_totp.so tries first (module argument socket=)
 #   GO          go
 #   CC          cc
 #   VERSION     from `git describe`
@@ -32,6 +34,7 @@ BINDIR     ?= $(PREFIX)/bin
 LIBEXECDIR ?= $(PREFIX)/libexec
 PAMDIR     ?= /lib/$(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/security
 SYSCONFDIR ?= /etc
+RUNDIR     ?= /run
 GO         ?= go
 CC         ?= cc
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -46,7 +49,8 @@ GOFLAGS_COMMON := -trimpath -ldflags "-s -w -X github.com/pam-totp/pam-totp/pkg/
 PAM_CFLAGS := -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -Wformat=2 -Wshadow \
 	-fstack-protector-strong -D_FORTIFY_SOURCE=2 -fvisibility=hidden \
 	-DDEFAULT_HELPER='"$(LIBEXECDIR)/pam-totp/pam-totp-helper"' \
-	-DDEFAULT_CONFIG='"$(SYSCONFDIR)/pam-totp/pam_totp.conf"'
+	-DDEFAULT_CONFIG='"$(SYSCONFDIR)/pam-totp/pam_totp.conf"' \
+	-DDEFAULT_SOCKET='"$(RUNDIR)/pam-totp/verify.sock"'
 PAM_LDFLAGS := -shared -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack -Wl,--as-needed
 
 GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum

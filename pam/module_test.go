@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -25,12 +26,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
 	"github.com/msteinert/pam/v2"
+
+	"github.com/pam-totp/pam-totp/pkg/protocol"
 )
 
 const service = "pam-totp-test"
@@ -128,12 +132,17 @@ type stack struct {
 	out     string // where the fake helper reports
 }
 
+// noSocket is where the test defaults look for a resident verifier: nowhere, so the helper
+// decides (through the module's "no socket" path) even on a host where totp-syncd serves the
+// default socket.
+const noSocket = "socket=/nonexistent/pam-totp-test.sock"
+
 // newStack loads the module for auth with the test defaults followed by
-// args; a later helper=, config= or timeout= wins over the default.
+// args; a later helper=, config=, timeout= or socket= wins over the default.
 func newStack(t *testing.T, args ...string) *stack {
 	t.Helper()
 	s := &stack{t: t, confdir: t.TempDir(), out: t.TempDir()}
-	all := append([]string{"helper=" + fakeHelper, "config=" + fakeConfig, "timeout=2", "out=" + s.out}, args...)
+	all := append([]string{"helper=" + fakeHelper, "config=" + fakeConfig, "timeout=2", "out=" + s.out, noSocket}, args...)
 	s.write("auth required " + modulePath + " " + strings.Join(all, " "))
 	return s
 }
@@ -525,7 +534,7 @@ func TestRequest(t *testing.T) {
 				{"debug", "1"},
 			}
 			for _, a := range []string{"helper=" + fakeHelper, "config=" + fakeConfig, "timeout=2", "out=" + s.out,
-				"fake=verdict", "policy=hpc", "debug", "site=x=y"} {
+				noSocket, "fake=verdict", "policy=hpc", "debug", "site=x=y"} {
 				want = append(want, [2]string{"arg", a})
 			}
 			var got [][2]string
@@ -878,6 +887,19 @@ func TestArguments(t *testing.T) {
 		{"timeout=10s", pam.ErrService},
 		{"timeout=", pam.ErrService},
 		{"timeout=99999999999999999999", pam.ErrService},
+		{"connect_ms=1", nil},
+		{"connect_ms=5000", nil},
+		{"connect_ms=0", pam.ErrService},
+		{"connect_ms=5001", pam.ErrService},
+		{"connect_ms=99999", pam.ErrService},
+		{"connect_ms=-1", pam.ErrService},
+		{"connect_ms=x", pam.ErrService},
+		{"connect_ms=", pam.ErrService},
+		{"socket=none", nil},
+		{"socket=/nonexistent/" + strings.Repeat("s", 94), nil}, // 107 bytes: fits in sun_path
+		{"socket=/nonexistent/" + strings.Repeat("s", 95), pam.ErrService},
+		{"socket=run/verify.sock", pam.ErrService},
+		{"socket=", pam.ErrService},
 	}
 	for _, tt := range tests {
 		t.Run(tt.arg, func(t *testing.T) {
@@ -1146,5 +1168,310 @@ func TestELF(t *testing.T) {
 	}
 	if execStack {
 		t.Error("PT_GNU_STACK is executable: want -z noexecstack")
+	}
+}
+
+// verifier is a fake resident verifier: a root-owned socket (0600) in a root-owned 0700
+// directory, speaking the frames through pkg/protocol as totp-syncd will. serve runs once per
+// connection; done is closed when the test ends, for modes that hang.
+type verifier struct {
+	t    *testing.T
+	dir  string
+	path string
+	done chan struct{}
+
+	mu       sync.Mutex
+	conns    int
+	requests []*protocol.Request
+	answers  []string
+}
+
+// verifierModes: what the fake resident verifier does with one connection.
+var verifierModes = map[string]func(v *verifier, c *protocol.Conn, nc net.Conn){
+	"success":  func(v *verifier, c *protocol.Conn, _ net.Conn) { c.Done(protocol.Success) },
+	"auth_err": func(v *verifier, c *protocol.Conn, _ net.Conn) { c.Done(protocol.AuthErr) },
+	"prompt": func(v *verifier, c *protocol.Conn, _ net.Conn) {
+		ans, err := c.Prompt("Socket code: ", false)
+		v.record(ans, err)
+		if err == nil && ans == "654321" {
+			c.Done(protocol.Success)
+		} else {
+			c.Done(protocol.AuthErr)
+		}
+	},
+	"messages": func(v *verifier, c *protocol.Conn, _ net.Conn) {
+		c.Info("info from socket")
+		c.Error("error from socket")
+		c.Done(protocol.Success)
+	},
+	"hang":         func(v *verifier, c *protocol.Conn, _ net.Conn) { <-v.done },
+	"close":        func(v *verifier, c *protocol.Conn, _ net.Conn) {},
+	"prompt-close": func(v *verifier, c *protocol.Conn, _ net.Conn) { v.record(c.Prompt("Socket code: ", false)) },
+	"prompt-hang":  func(v *verifier, c *protocol.Conn, _ net.Conn) { v.record(c.Prompt("Socket code: ", false)); <-v.done },
+	"data-after-done": func(v *verifier, c *protocol.Conn, nc net.Conn) {
+		c.Done(protocol.Success)
+		b, _ := protocol.AppendFrame(nil, protocol.TypeInfo, []byte("more"))
+		nc.Write(b)
+	},
+	"garbage": func(v *verifier, c *protocol.Conn, nc net.Conn) { nc.Write([]byte("garbage, not frames")) },
+	"prompt-garbage": func(v *verifier, c *protocol.Conn, nc net.Conn) {
+		v.record(c.Prompt("Socket code: ", false))
+		nc.Write([]byte("garbage, not frames"))
+	},
+}
+
+// newVerifier serves mode on DIR/v.sock, DIR a short root-owned 0700 directory (sun_path holds
+// 107 bytes, and t.TempDir's names can be long).
+func newVerifier(t *testing.T, mode string) *verifier {
+	t.Helper()
+	serve, ok := verifierModes[mode]
+	if !ok {
+		t.Fatalf("no verifier mode %q", mode)
+	}
+	dir, err := os.MkdirTemp("", "ptv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	v := &verifier{t: t, dir: dir, path: filepath.Join(dir, "v.sock"), done: make(chan struct{})}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: v.path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(v.path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				v.mu.Lock()
+				v.conns++
+				v.mu.Unlock()
+				c := protocol.NewConn(nc)
+				req, err := c.ReadRequest()
+				if err != nil {
+					return
+				}
+				v.mu.Lock()
+				v.requests = append(v.requests, req)
+				v.mu.Unlock()
+				serve(v, c, nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		close(v.done)
+		ln.Close()
+		wg.Wait()
+	})
+	return v
+}
+
+func (v *verifier) record(ans string, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err != nil {
+		ans = "<" + err.Error() + ">"
+	}
+	v.answers = append(v.answers, ans)
+}
+
+// served says how many connections the verifier accepted and how many requests it read.
+func (v *verifier) served() (conns, requests int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.conns, len(v.requests)
+}
+
+// TestSocket: a resident verifier on a good socket decides; the helper (which would answer
+// otherwise) never runs.
+func TestSocket(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		name   string
+		mode   string
+		helper string // the fake helper's verdict, were it run
+		answer string
+		want   error
+		msgs   []message
+	}{
+		{"success", "success", "auth_err", "", nil, nil},
+		{"auth_err", "auth_err", "success", "", pam.ErrAuth, nil},
+		{"prompt right", "prompt", "auth_err", "654321", nil, []message{{pam.PromptEchoOff, "Socket code: "}}},
+		{"prompt wrong", "prompt", "success", "123456", pam.ErrAuth, []message{{pam.PromptEchoOff, "Socket code: "}}},
+		{"messages", "messages", "auth_err", "", nil,
+			[]message{{pam.TextInfo, "info from socket"}, {pam.ErrorMsg, "error from socket"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			v := newVerifier(t, tt.mode)
+			s := newStack(t, "fake=verdict", "verdict="+tt.helper, "socket="+v.path, "debug")
+			c := &conv{answer: fixed(tt.answer)}
+			if err := s.start("root", c).Authenticate(0); !errors.Is(err, tt.want) {
+				t.Errorf("Authenticate(%s) = %v, want %v", tt.name, err, tt.want)
+			}
+			if !slices.Equal(c.msgs, tt.msgs) {
+				t.Errorf("conversation = %v, want %v", c.msgs, tt.msgs)
+			}
+			if s.report() != nil {
+				t.Error("the helper ran, want the socket to decide")
+			}
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			if len(v.requests) != 1 || v.requests[0].User != "root" || !v.requests[0].Debug {
+				t.Errorf("verifier requests = %+v, want one for root with debug", v.requests)
+			}
+			if tt.answer != "" && !slices.Equal(v.answers, []string{tt.answer}) {
+				t.Errorf("verifier answers = %q, want [%q]", v.answers, tt.answer)
+			}
+		})
+	}
+}
+
+// TestSocketFallback: an absent, unsafe, refusing, silent or departing resident verifier leaves
+// the decision to the helper, as long as nothing reached the user.
+func TestSocketFallback(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		name    string
+		mode    string                                 // of the verifier
+		prepare func(t *testing.T, v *verifier) string // returns the socket= value; nil: the verifier's
+		args    []string
+		served  bool // the verifier reads the request before the helper runs
+	}{
+		{"absent", "success", func(t *testing.T, v *verifier) string { return filepath.Join(v.dir, "absent.sock") }, nil, false},
+		{"absent dir", "success", func(t *testing.T, v *verifier) string { return "/nonexistent/v.sock" }, nil, false},
+		{"socket=none", "success", nil, []string{"socket=none"}, false},
+		{"not root-owned", "success", func(t *testing.T, v *verifier) string { return chownTo(t, v.path, v.path) }, nil, false},
+		{"mode 0666", "success", func(t *testing.T, v *verifier) string { return chmodTo(t, v.path, 0o666, v.path) }, nil, false},
+		{"mode 0620", "success", func(t *testing.T, v *verifier) string { return chmodTo(t, v.path, 0o620, v.path) }, nil, false},
+		{"dir group-writable", "success", func(t *testing.T, v *verifier) string { return chmodTo(t, v.dir, 0o770, v.path) }, nil, false},
+		{"dir world-writable", "success", func(t *testing.T, v *verifier) string { return chmodTo(t, v.dir, 0o707, v.path) }, nil, false},
+		{"dir sticky world-writable", "success", func(t *testing.T, v *verifier) string {
+			return chmodTo(t, v.dir, os.ModeSticky|0o777, v.path)
+		}, nil, false},
+		{"dir not root-owned", "success", func(t *testing.T, v *verifier) string { return chownTo(t, v.dir, v.path) }, nil, false},
+		{"symlink", "success", func(t *testing.T, v *verifier) string {
+			link := filepath.Join(v.dir, "link.sock")
+			if err := os.Symlink(v.path, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, nil, false},
+		{"dir a symlink", "success", func(t *testing.T, v *verifier) string {
+			link := v.dir + "l"
+			if err := os.Symlink(v.dir, link); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.Remove(link) })
+			return filepath.Join(link, "v.sock")
+		}, nil, false},
+		{"regular file", "success", func(t *testing.T, v *verifier) string {
+			f := filepath.Join(v.dir, "file.sock")
+			if err := os.WriteFile(f, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}, nil, false},
+		{"nobody listening", "success", func(t *testing.T, v *verifier) string {
+			stale := filepath.Join(v.dir, "stale.sock")
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.SetUnlinkOnClose(false)
+			ln.Close()
+			return chmodTo(t, stale, 0o600, stale)
+		}, nil, false},
+		{"never answers", "hang", nil, []string{"connect_ms=100"}, true},
+		{"closes after the request", "close", nil, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			v := newVerifier(t, tt.mode)
+			path := v.path
+			if tt.prepare != nil {
+				path = tt.prepare(t, v)
+			}
+			args := append([]string{"fake=prompt", "socket=" + path, "debug"}, tt.args...)
+			s := newStack(t, args...)
+			c := &conv{answer: fixed("123456")}
+			if err := s.start("root", c).Authenticate(0); err != nil {
+				t.Errorf("Authenticate(%s) = %v, want success from the helper", tt.name, err)
+			}
+			if want := []message{{pam.PromptEchoOff, "Verification code: "}}; !slices.Equal(c.msgs, want) {
+				t.Errorf("conversation = %v, want only the helper's %v", c.msgs, want)
+			}
+			if r := s.report(); r == nil || len(r.Answers) != 1 {
+				t.Errorf("helper report = %+v, want the helper to have decided", r)
+			}
+			if _, requests := v.served(); (requests > 0) != tt.served {
+				t.Errorf("verifier read %d requests, want served = %v", requests, tt.served)
+			}
+		})
+	}
+}
+
+func chownTo(t *testing.T, path, ret string) string {
+	t.Helper()
+	if err := os.Lchown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	return ret
+}
+
+func chmodTo(t *testing.T, path string, mode os.FileMode, ret string) string {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	return ret
+}
+
+// TestSocketNoFallback: once the resident verifier said anything, or when it breaks the
+// protocol, a failure denies (PAM_SYSTEM_ERR) and the helper does not run: the verifier may have
+// consumed the user's code already.
+func TestSocketNoFallback(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tests := []struct {
+		mode string
+		args []string
+	}{
+		{"prompt-close", nil},
+		{"prompt-hang", []string{"timeout=1"}},
+		{"prompt-garbage", nil},
+		{"data-after-done", nil},
+		{"garbage", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			t.Parallel()
+			v := newVerifier(t, tt.mode)
+			s := newStack(t, append([]string{"fake=verdict", "verdict=success", "socket=" + v.path}, tt.args...)...)
+			if err := s.auth("root", "654321"); !errors.Is(err, pam.ErrSystem) {
+				t.Errorf("Authenticate(%s) = %v, want %v", tt.mode, err, pam.ErrSystem)
+			}
+			if s.report() != nil {
+				t.Error("the helper ran after the resident verifier failed, want no fallback")
+			}
+			if _, requests := v.served(); requests != 1 {
+				t.Errorf("verifier read %d requests, want 1", requests)
+			}
+		})
 	}
 }

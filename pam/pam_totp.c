@@ -5,11 +5,12 @@
 /*
  * pam_totp.so: the thin C side of pam-totp.
  *
- * pam_sm_authenticate collects what PAM and NSS know about the login, starts
- * the helper (fork+exec, socketpair on fd 3), relays its prompts and messages
- * through the PAM conversation and maps its verdict to a PAM code. The helper
- * decides everything; this file moves bytes and fails closed. The wire format
- * is docs/protocol.md.
+ * pam_sm_authenticate collects what PAM and NSS know about the login, hands
+ * it to a verifier, relays the verifier's prompts and messages through the PAM
+ * conversation and maps its verdict to a PAM code. The verifier is a resident
+ * one on a root-only Unix socket when that answers, else the helper
+ * (fork+exec, socketpair on fd 3). The verifier decides everything; this file
+ * moves bytes and fails closed. The wire format is docs/protocol.md.
  *
  * Rules kept here, because this code runs inside sshd and sudo:
  *  - no threads, no static mutable state, nothing written to stdout/stderr;
@@ -34,6 +35,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
@@ -48,12 +50,17 @@
 #ifndef DEFAULT_CONFIG
 #define DEFAULT_CONFIG "/etc/pam-totp/pam_totp.conf"
 #endif
+#ifndef DEFAULT_SOCKET
+#define DEFAULT_SOCKET "/run/pam-totp/verify.sock"
+#endif
 
 #define MAX_PAYLOAD 16384      /* bytes in one frame, both directions */
 #define MAX_FRAMES 64          /* frames the helper may send */
 #define MAX_ANSWER 1025        /* one more than the helper accepts, so it sees "too long" */
 #define DEFAULT_TIMEOUT 10     /* seconds of the helper's own work */
 #define MAX_TIMEOUT 120
+#define DEFAULT_CONNECT_MS 300 /* the resident verifier's bound to connect and to send a first frame */
+#define MAX_CONNECT_MS 5000
 #define MAX_GROUPS 65536       /* NGROUPS_MAX on Linux */
 #define NSS_BUF_MAX (16 << 20) /* an LDAP group with many members needs a big buffer */
 #define HELPER_FD 3
@@ -63,7 +70,9 @@
 
 struct options {
 	const char *helper, *config, *policy;
+	const char *socket; /* the resident verifier; NULL: socket=none */
 	int debug, timeout; /* timeout in seconds */
+	int connect_ms;
 	int errors_when_silent; /* relay the helper's error lines under PAM_SILENT */
 	int maxtries_as_autherr; /* answer a lockout with PAM_AUTH_ERR (for sshd) */
 };
@@ -75,14 +84,17 @@ struct request {
 	char p[MAX_PAYLOAD];
 };
 
-/* One running helper and what is left of its time budget. */
+/* One exchange with a verifier (a helper we started, or the resident one on
+ * its socket) and what is left of its time budget. */
 struct helper {
 	pam_handle_t *pamh;
-	const char *path, *user; /* for logs */
+	const char *what, *path, *user; /* for logs: "helper" or "resident verifier" */
 	int timeout, fd;
-	pid_t pid; /* 0 once reaped */
+	pid_t pid; /* 0 once reaped; never set on the socket */
 	int64_t budget_ns;
+	int64_t later_ns; /* when > 0, the budget after the first frame (socket: timeout=) */
 	int errors_when_silent;
+	int relayed; /* something reached the user or PAM: no falling back after that */
 };
 
 static const struct {
@@ -116,7 +128,8 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
 	char *end;
 	long t;
 
-	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", 0, DEFAULT_TIMEOUT, 0, 0 };
+	*o = (struct options){ DEFAULT_HELPER, DEFAULT_CONFIG, "", DEFAULT_SOCKET, 0, DEFAULT_TIMEOUT, DEFAULT_CONNECT_MS,
+			       0, 0 };
 	for (int i = 0; i < argc; i++)
 		o->debug |= strcmp(argv[i], "debug") == 0;
 	for (int i = 0; i < argc; i++) {
@@ -150,6 +163,27 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
 				return PAM_SERVICE_ERR;
 			}
 			o->timeout = (int)t;
+		} else if ((v = value(argv[i], "connect_ms")) != NULL) {
+			errno = 0;
+			t = strtol(v, &end, 10);
+			if (errno != 0 || end == v || *end != '\0' || t < 1 || t > MAX_CONNECT_MS) {
+				pam_syslog(pamh, LOG_ERR, "bad argument %s: want 1..%d milliseconds", argv[i],
+					   MAX_CONNECT_MS);
+				return PAM_SERVICE_ERR;
+			}
+			o->connect_ms = (int)t;
+		} else if ((v = value(argv[i], "socket")) != NULL) {
+			/* An absolute path that fits in sun_path, or none: a typo must
+			 * not quietly mean a relative path or a cut one. */
+			if (strcmp(v, "none") == 0) {
+				o->socket = NULL;
+			} else if (v[0] != '/' || strlen(v) >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+				pam_syslog(pamh, LOG_ERR, "bad argument %s: want an absolute path of at most %zu bytes, or none",
+					   argv[i], sizeof ((struct sockaddr_un *)0)->sun_path - 1);
+				return PAM_SERVICE_ERR;
+			} else {
+				o->socket = v;
+			}
 		} else if (o->debug) {
 			pam_syslog(pamh, LOG_DEBUG, "unknown argument %s: passed on to the helper", argv[i]);
 		}
@@ -525,7 +559,7 @@ static int __attribute__((format(printf, 2, 3))) fail(struct helper *h, const ch
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	pam_syslog(h->pamh, LOG_ERR, "user %s: helper %s: %s", h->user, h->path, msg);
+	pam_syslog(h->pamh, LOG_ERR, "user %s: %s %s: %s", h->user, h->what, h->path, msg);
 	return -1;
 }
 
@@ -559,7 +593,9 @@ static int ask(struct helper *h, int style, const char *prompt)
 }
 
 /* Runs the exchange after the request. Returns the verdict's PAM code, -1 on
- * a violation (logged), -2 when the helper ended the stream before D. */
+ * a violation (logged), -2 when the verifier ended the stream before D, -3
+ * when reading a frame failed (errno; EPROTO: the stream ended inside one).
+ * -2 and -3 are not logged: the caller knows whether they fall back. */
 static int converse(struct helper *h, int flags, char *buf)
 {
 	unsigned char hdr[5];
@@ -571,7 +607,7 @@ static int converse(struct helper *h, int flags, char *buf)
 			return -2;
 		if (r != sizeof hdr) {
 			errno = r < 0 ? errno : EPROTO;
-			return io_fail(h, "reading a frame");
+			return -3;
 		}
 		if (frames > MAX_FRAMES)
 			return fail(h, "more than %d frames", MAX_FRAMES);
@@ -582,7 +618,11 @@ static int converse(struct helper *h, int flags, char *buf)
 			return fail(h, "frame of %u bytes, more than %d", (unsigned)len, MAX_PAYLOAD);
 		if ((r = xfer(h, buf, len, 0)) != (ssize_t)len) {
 			errno = r < 0 ? errno : EPROTO;
-			return io_fail(h, "reading a frame");
+			return -3;
+		}
+		if (h->later_ns > 0) { /* the first frame is in: the resident verifier is there */
+			h->budget_ns = h->later_ns;
+			h->later_ns = 0;
 		}
 		buf[len] = '\0';
 		if (memchr(buf, '\0', len) != NULL)
@@ -591,15 +631,17 @@ static int converse(struct helper *h, int flags, char *buf)
 		switch (hdr[0]) {
 		case 'P':
 		case 'E':
+			h->relayed = 1;
 			if (ask(h, hdr[0] == 'P' ? PAM_PROMPT_ECHO_OFF : PAM_PROMPT_ECHO_ON, buf) != 0)
 				return io_fail(h, "sending an answer");
 			break;
 		case 'I':
 		case 'R':
 			if (!(flags & PAM_SILENT) || (hdr[0] == 'R' && h->errors_when_silent))
-				pam_prompt(h->pamh, hdr[0] == 'I' ? PAM_TEXT_INFO : PAM_ERROR_MSG, NULL, "%s", buf);
+				h->relayed = 1, pam_prompt(h->pamh, hdr[0] == 'I' ? PAM_TEXT_INFO : PAM_ERROR_MSG, NULL, "%s", buf);
 			break;
 		case 'T': /* for pam_unix use_first_pass further down the stack */
+			h->relayed = 1;
 			if (pam_set_item(h->pamh, PAM_AUTHTOK, buf) != PAM_SUCCESS)
 				return fail(h, "cannot set PAM_AUTHTOK");
 			break;
@@ -659,12 +701,22 @@ static int check_exit(struct helper *h, int st, const char *when)
 	return fail(h, "exited with status %d %s", WEXITSTATUS(st), when);
 }
 
+/* After D: the verifier must end the stream with nothing more. 0 if it did. */
+static int end_of_stream(struct helper *h)
+{
+	ssize_t n;
+	char c;
+
+	if ((n = xfer(h, &c, 1, 0)) == 0)
+		return 0;
+	return n < 0 ? io_fail(h, "after the verdict") : fail(h, "sent data after the verdict");
+}
+
 static int run_helper(struct helper *h, int flags, const char *resolved, const struct request *req)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL }, saved;
-	char *buf = malloc(MAX_PAYLOAD + 1), c;
+	char *buf = malloc(MAX_PAYLOAD + 1);
 	int rc = PAM_SYSTEM_ERR, verdict = -1;
-	ssize_t n;
 
 	if (buf == NULL)
 		return PAM_BUF_ERR;
@@ -676,15 +728,13 @@ static int run_helper(struct helper *h, int flags, const char *resolved, const s
 
 	if (send_frame(h, 'Q', req->p, req->len) != 0)
 		io_fail(h, "sending the request");
-	else
-		verdict = converse(h, flags, buf);
+	else if ((verdict = converse(h, flags, buf)) == -3)
+		io_fail(h, "reading a frame");
 	if (verdict == -2) {
 		check_exit(h, reap(h), "before a verdict");
 	} else if (verdict >= 0) {
 		/* D is the last frame: end of stream must follow, then a clean exit. */
-		if ((n = xfer(h, &c, 1, 0)) != 0)
-			n < 0 ? io_fail(h, "after the verdict") : fail(h, "sent data after the verdict");
-		else if (check_exit(h, reap(h), NULL) == 0)
+		if (end_of_stream(h) == 0 && check_exit(h, reap(h), NULL) == 0)
 			rc = verdict;
 	}
 	kill_child(h); /* a no-op when reaped */
@@ -696,13 +746,159 @@ out:
 	return rc;
 }
 
+/*
+ * The resident verifier (docs/protocol.md, "Socket transport"). Not a PAM code:
+ * the helper decides instead. The socket path falls back only while nothing
+ * of the exchange reached the user or PAM; after that a failure denies.
+ */
+#define FALLBACK (-100)
+
+/* Why st, the socket or its directory, must not be used; NULL if it may. */
+static const char *unsafe_socket(const struct stat *st, int is_dir)
+{
+	if (S_ISLNK(st->st_mode))
+		return "is a symlink";
+	if (is_dir ? !S_ISDIR(st->st_mode) : !S_ISSOCK(st->st_mode))
+		return is_dir ? "is not a directory" : "is not a socket";
+	if (st->st_uid != 0)
+		return "is not owned by root";
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return "is group- or world-writable";
+	return NULL;
+}
+
+/* Checks the socket, then connects within the budget (connect_ms) and checks
+ * that root listens. Sets h->fd and returns 0, or returns -1 with the reason
+ * in why; only a missing socket goes unlogged (the debug line says it). */
+static int connect_socket(struct helper *h, const char *path, char *why, size_t wn)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char dir[sizeof sa.sun_path], *slash;
+	struct ucred peer;
+	socklen_t len = sizeof peer;
+	const char *bad;
+	struct stat st;
+	int err = 0;
+
+	/* lstat, and S_ISSOCK below: a symlink is refused, never followed. */
+	if (lstat(path, &st) != 0) {
+		if (errno == ENOENT) {
+			snprintf(why, wn, "no socket %s", path);
+			return -1;
+		}
+		snprintf(why, wn, "socket %s: %m", path);
+		goto warn;
+	}
+	if ((bad = unsafe_socket(&st, 0)) != NULL) {
+		snprintf(why, wn, "socket %s %s (owner uid %u, mode %04o)", path, bad, (unsigned)st.st_uid,
+			 (unsigned)(st.st_mode & 07777));
+		goto warn;
+	}
+	/* parse_options made it absolute and shorter than sun_path. */
+	memcpy(dir, path, strlen(path) + 1);
+	slash = strrchr(dir, '/');
+	slash[slash == dir] = '\0';
+	if (lstat(dir, &st) != 0) {
+		snprintf(why, wn, "socket directory %s: %m", dir);
+		goto warn;
+	}
+	if ((bad = unsafe_socket(&st, 1)) != NULL) {
+		snprintf(why, wn, "socket directory %s %s (owner uid %u, mode %04o)", dir, bad, (unsigned)st.st_uid,
+			 (unsigned)(st.st_mode & 07777));
+		goto warn;
+	}
+
+	if ((h->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0) {
+		snprintf(why, wn, "socket: %m");
+		goto warn;
+	}
+	memcpy(sa.sun_path, path, strlen(path));
+	if (connect(h->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+		if (errno != EINPROGRESS && errno != EINTR)
+			err = errno;
+		else if (wait_fd(h, POLLOUT) != 0)
+			err = errno;
+		else if (getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &err, &(socklen_t){ sizeof err }) != 0)
+			err = errno;
+	}
+	if (err != 0) {
+		snprintf(why, wn, "connect to %s: %s", path,
+			 err == ETIMEDOUT ? "no connection within connect_ms" : strerror(err));
+		goto close;
+	}
+	/* The credentials of whoever called listen(): a root-owned socket in a
+	 * root-owned directory should mean root, and this makes sure. */
+	if (getsockopt(h->fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) {
+		snprintf(why, wn, "SO_PEERCRED on %s: %m", path);
+		goto close;
+	}
+	if (peer.uid != 0) {
+		snprintf(why, wn, "the verifier on %s runs as uid %u, not root", path, (unsigned)peer.uid);
+		goto close;
+	}
+	return 0;
+close:
+	close(h->fd);
+	h->fd = -1;
+warn:
+	pam_syslog(h->pamh, LOG_WARNING, "user %s: resident verifier: %s; using the helper", h->user, why);
+	return -1;
+}
+
+/* The exchange with the resident verifier: the request and its first frame
+ * within connect_ms, the rest within timeout= as for the helper. Returns the
+ * PAM code, or FALLBACK with the reason in why (logged) when the verifier is
+ * absent, unsafe, refuses, stays silent, or goes away before anything reached
+ * the user. A verdict counts only when end of stream follows D. */
+static int run_socket(struct helper *h, int flags, const struct options *o, const struct request *req, char *why,
+		      size_t wn)
+{
+	int rc = PAM_SYSTEM_ERR, verdict;
+	char *buf;
+
+	h->budget_ns = (int64_t)o->connect_ms * 1000000;
+	if (connect_socket(h, o->socket, why, wn) != 0)
+		return FALLBACK;
+	if ((buf = malloc(MAX_PAYLOAD + 1)) == NULL) {
+		close(h->fd);
+		return PAM_BUF_ERR;
+	}
+	h->budget_ns = (int64_t)o->connect_ms * 1000000;
+	h->later_ns = (int64_t)o->timeout * NSEC;
+	verdict = send_frame(h, 'Q', req->p, req->len) == 0 ? converse(h, flags, buf) : -3;
+	if (verdict >= 0) {
+		if (end_of_stream(h) == 0)
+			rc = verdict;
+	} else if (verdict < -1 && !h->relayed) {
+		if (verdict == -2)
+			snprintf(why, wn, "%s closed the connection without answering", o->socket);
+		else if (errno == ETIMEDOUT)
+			snprintf(why, wn, "%s did not answer within %s=%d", o->socket,
+				 h->later_ns > 0 ? "connect_ms" : "timeout", h->later_ns > 0 ? o->connect_ms : o->timeout);
+		else
+			snprintf(why, wn, "%s: %s", o->socket,
+				 errno == EPROTO ? "stream ended in the middle of a frame" : strerror(errno));
+		pam_syslog(h->pamh, LOG_WARNING, "user %s: resident verifier %s; using the helper", h->user, why);
+		rc = FALLBACK;
+	} else if (verdict == -2) {
+		fail(h, "ended the stream before a verdict");
+	} else if (verdict == -3) {
+		io_fail(h, "reading a frame");
+	}
+	close(h->fd);
+	explicit_bzero(buf, MAX_PAYLOAD + 1); /* a T frame carried a password */
+	free(buf);
+	return rc;
+}
+
 EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
 	struct options o;
 	struct helper h;
 	struct request *req = NULL;
 	const char *user = NULL;
-	char *resolved = NULL;
+	char *resolved = NULL, why[400] = "socket=none";
+	const char *why_not_socket = NULL; /* set when the helper decided */
 	int rc;
 
 	if ((rc = parse_options(pamh, argc, argv, &o)) != PAM_SUCCESS)
@@ -724,13 +920,26 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	}
 	if ((rc = build_request(pamh, &o, argc, argv, user, req)) != PAM_SUCCESS)
 		goto out;
-	h = (struct helper){ .pamh = pamh, .path = o.helper, .user = user, .timeout = o.timeout, .fd = -1,
-			     .budget_ns = (int64_t)o.timeout * NSEC, .errors_when_silent = o.errors_when_silent };
-	rc = run_helper(&h, flags, resolved, req);
+	rc = FALLBACK;
+	if (o.socket != NULL) {
+		h = (struct helper){ .pamh = pamh, .what = "resident verifier", .path = o.socket, .user = user,
+				     .timeout = o.timeout, .fd = -1, .errors_when_silent = o.errors_when_silent };
+		rc = run_socket(&h, flags, &o, req, why, sizeof why);
+	}
+	if (rc == FALLBACK) {
+		h = (struct helper){ .pamh = pamh, .what = "helper", .path = o.helper, .user = user,
+				     .timeout = o.timeout, .fd = -1, .budget_ns = (int64_t)o.timeout * NSEC,
+				     .errors_when_silent = o.errors_when_silent };
+		rc = run_helper(&h, flags, resolved, req);
+		why_not_socket = why;
+	}
 	if (rc == PAM_MAXTRIES && o.maxtries_as_autherr)
 		rc = PAM_AUTH_ERR;
-	if (o.debug)
-		pam_syslog(pamh, LOG_DEBUG, "user %s: %s", user, pam_strerror(pamh, rc));
+	if (o.debug && why_not_socket != NULL)
+		pam_syslog(pamh, LOG_DEBUG, "user %s: %s via helper %s (%s)", user, pam_strerror(pamh, rc), o.helper,
+			   why_not_socket);
+	else if (o.debug)
+		pam_syslog(pamh, LOG_DEBUG, "user %s: %s via socket %s", user, pam_strerror(pamh, rc), o.socket);
 out:
 	if (req != NULL)
 		explicit_bzero(req, sizeof *req);
