@@ -107,7 +107,7 @@ func (m *pamTotp) Prepare(ds *dataset) error {
 		return err
 	}
 	return writeService(m.confDir, m.Service(),
-		fmt.Sprintf("%s helper=%s config=%s", m.so, m.helper, conf))
+		fmt.Sprintf("%s helper=%s config=%s socket=none", m.so, m.helper, conf))
 }
 
 // writeTokens writes tokens.db with every account, in sorted key order, in chunked transactions

@@ -62,7 +62,7 @@ func profile(ctx context.Context, o options, m *pamTotp, confDir string, ds *dat
 		return nil, err
 	}
 	if err := writeService(confDir, "bench-totp-off",
-		fmt.Sprintf("%s helper=%s config=%s", m.so, m.helper, offConf)); err != nil {
+		fmt.Sprintf("%s helper=%s config=%s socket=none", m.so, m.helper, offConf)); err != nil {
 		return nil, err
 	}
 	r, err := measure(ctx, po, confDir, "bench-totp-off", ds.Pool, 1, true)

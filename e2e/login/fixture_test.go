@@ -102,7 +102,9 @@ func (f *fixture) writeConfig(c conf) {
 // moduleLine is the auth line for pam_totp.so with absolute paths and the fixture's clock;
 // extra adds arguments.
 func (f *fixture) moduleLine(extra string) string {
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s",
+	// socket=none: this suite's logins exec the helper (no totp-syncd serves them); e2e/sync's
+	// go through each node's resident verifier.
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 socket=none %s",
 		moduleSO, helperBin, f.conf, f.clock.ModuleArg())
 	if extra != "" {
 		line += " " + extra

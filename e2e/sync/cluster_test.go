@@ -246,8 +246,9 @@ open_timeout = "3s"
 
 [sync]
 %s`, o.Policy, n.storeDir, fastRate, sync), 0o644)
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s\naccount required pam_permit.so\n",
-		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf, clk.ModuleArg())
+	// Logins go to the node's resident verifier, and to the helper when it does not answer.
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 socket=%s connect_ms=300 %s\naccount required pam_permit.so\n",
+		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf, n.verifySock, clk.ModuleArg())
 	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
 	n.proc = &proc{t: t, name: "totp-syncd " + n.name, path: bin["totp-syncd"],
 		args: []string{"--config", n.conf, "--debug"}, log: filepath.Join(dir, "syncd.log")}

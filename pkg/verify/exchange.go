@@ -28,26 +28,28 @@ type Exchange struct {
 }
 
 // Serve runs one exchange on rw: it reads the request, loads its config, decides and sends the
-// verdict. Every failure ends in a denying verdict when one can still be sent; a panic is
-// answered as SystemErr and logged without values (one could hold an answer).
-func (e Exchange) Serve(rw io.ReadWriter) {
+// verdict, which it returns with the user ("" for both when no request came). Every failure ends
+// in a denying verdict when one can still be sent; a panic is answered as SystemErr and logged
+// without values (one could hold an answer).
+func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict) {
 	log := e.Log(false)
 	conn := protocol.NewConn(rw)
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("verifier panic; denying", "transport", e.Transport, "stack", string(debug.Stack()))
 			_ = conn.Done(protocol.SystemErr)
+			verdict = protocol.SystemErr
 		}
 	}()
 	req, err := conn.ReadRequest()
 	if errors.Is(err, io.EOF) { // closed before a byte: a probe (totp-admin doctor), not a login
 		log.Debug("connection closed before a request", "transport", e.Transport)
-		return
+		return "", ""
 	}
 	if err != nil {
 		log.Error("bad request from pam_totp.so; denying", "transport", e.Transport, "err", err)
 		_ = conn.Done(protocol.SystemErr)
-		return
+		return "", protocol.SystemErr
 	}
 	if e.Args != nil {
 		e.Args(req.Args)
@@ -60,7 +62,7 @@ func (e Exchange) Serve(rw io.ReadWriter) {
 		log.Error("cannot load config; denying", "user", req.User, "service", req.Service, "err", err)
 		_ = conn.Error(msgMisconfig)
 		_ = conn.Done(protocol.SystemErr)
-		return
+		return req.User, protocol.SystemErr
 	}
 	for _, w := range warnings {
 		log.Warn("config", "path", req.Config, "warning", w)
@@ -69,8 +71,9 @@ func (e Exchange) Serve(rw io.ReadWriter) {
 		"groups", len(req.Groups), "args", req.Args, "transport", e.Transport)
 	v := New(cfg, log)
 	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
-	verdict := v.Authenticate(req, conn)
+	verdict = v.Authenticate(req, conn)
 	if err := conn.Done(verdict); err != nil {
 		log.Error("cannot send verdict", "user", req.User, "transport", e.Transport, "err", err)
 	}
+	return req.User, verdict
 }

@@ -71,7 +71,11 @@ func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *s
 				return
 			}
 			conn.SetDeadline(time.Now().Add(ExchangeTimeout))
-			ex.Serve(conn)
+			start := time.Now()
+			if user, verdict := ex.Serve(conn); user != "" {
+				log.Debug("login answered by the resident verifier", "user", user, "verdict", verdict,
+					"took", time.Since(start).Round(time.Microsecond))
+			}
 		}()
 	}
 }

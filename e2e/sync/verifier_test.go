@@ -1,0 +1,55 @@
+//go:build linux
+
+package sync
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/msteinert/pam/v2"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+)
+
+// TestResidentVerifier: libpam logins on a node go through its totp-syncd's resident verifier;
+// with the daemon stopped (SIGSTOP) they fall back to the helper within connect_ms; a code is
+// used once whichever way it came (socket, then helper, and the other way round).
+func TestResidentVerifier(t *testing.T) {
+	needRoot(t)
+	c := newCA(t, privateDir(t), "ca")
+	r := startRegistry(t, c, regOptions{})
+	n := newNode(t, r, nodeOptions{})
+	user := pamtest.AddUser(t, userPrefix)
+	r.addUser(user)
+	tok, _ := r.addToken(user, "phone")
+	n.waitRev(r.rev(), 10*time.Second)
+	step := nextStep(t)
+
+	n.login(user, code(tok, step)).Want(t, "a code through the resident verifier", pamtest.Success, -1)
+	if !n.logHas("login answered by the resident verifier") {
+		t.Fatalf("totp-syncd did not answer the login:\n%s", n.readLog())
+	}
+	answered := n.logCount("login answered by the resident verifier")
+
+	n.proc.signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			n.proc.signal(syscall.SIGCONT)
+		}
+	}()
+	n.login(user, code(tok, step)).Want(t, "the same code through the helper", pam.ErrAuth, -1)
+	n.login(user, code(tok, step+1)).Want(t, "the next code through the helper", pamtest.Success, -1)
+	n.proc.signal(syscall.SIGCONT)
+	stopped = false
+	// The two connections the module gave up on wait in the socket's queue; the daemon reads
+	// them now and finds nobody to ask (no answer: nothing counted).
+	eventually(t, 10*time.Second, "the abandoned connections are answered", func() (bool, error) {
+		return n.logCount("login answered by the resident verifier") == answered+2, nil
+	})
+	n.login(user, code(tok, step+1)).Want(t, "the helper's code again through the resident verifier", pam.ErrAuth, -1)
+	if got := n.logCount("login answered by the resident verifier"); got != answered+3 {
+		t.Errorf("the resident verifier answered %d logins after it was continued, want 3 (2 abandoned)\n%s", got-answered, n.readLog())
+	}
+}
