@@ -166,7 +166,7 @@ metrics_listen = ""
 verify_socket = "$tmp/run/verify.sock"
 CONF
 chmod 0644 "$tmp/pam_totp.conf"
-"$build/totp-syncd" --config "$tmp/pam_totp.conf" --bus "$bus" 2>"$tmp/syncd.log" &
+"$build/totp-syncd" --config "$tmp/pam_totp.conf" --bus "$bus" --debug 2>"$tmp/syncd.log" &
 syncd_pid=$!
 synced() { "$build/totp-syncd" status --config "$tmp/pam_totp.conf" >/dev/null 2>&1; }
 for _ in $(seq 100); do synced && break; sleep 0.1; done
@@ -195,7 +195,7 @@ install -m 0644 "$tmp/id_demo.pub" "$tmp/authorized_keys/$user"
 cp /usr/sbin/sshd "$tmp/$service"
 cat >"/etc/pam.d/$service" <<PAMD
 # pam-totp demo, removed when the demo ends
-auth     required  $tmp/pam_totp.so helper=$tmp/libexec/pam-totp-helper config=$tmp/pam_totp.conf maxtries_as_autherr
+auth     required  $tmp/pam_totp.so helper=$tmp/libexec/pam-totp-helper config=$tmp/pam_totp.conf socket=$tmp/run/verify.sock maxtries_as_autherr
 account  required  pam_unix.so
 session  required  pam_permit.so
 PAMD
@@ -297,6 +297,13 @@ check "login with the app's current code" 0 "$current" "logged in as $user"
 wrong=$(printf '%06d' $(( (10#$current + 500000) % 1000000 )))
 check "login with a wrong code is refused" 1 "$wrong" "Verification failed."
 check "the same code again (replay) is refused" 1 "$current" "already been used"
+# Each login was a connection to totp-syncd's resident verifier, not a helper process.
+answered=$(grep -c "login answered by the resident verifier" "$tmp/syncd.log" || true)
+if [ "$answered" -ge 4 ]; then
+	say "PASS  the $answered logins went through totp-syncd's resident verifier ($tmp/run/verify.sock)"; ok=$((ok + 1))
+else
+	say "FAIL  only $answered logins went through the resident verifier; the others started the helper"; bad=$((bad + 1))
+fi
 heading "$ok passed, $bad failed"
 if [ "$bad" != 0 ]; then
 	say "sshd's log:"; tail -n 30 "$tmp/sshd.log" >&2
