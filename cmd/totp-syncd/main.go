@@ -147,7 +147,7 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 	if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
 		log.Warn("no root socket: enrollment at login is unavailable", "err", err)
 	}
-	serveVerifier(ctx, cfg, log)
+	serveVerifier(ctx, cfg, log, nil)
 	log.Info("totp-syncd starting standalone: local enrollment authority (no [sync] registry)",
 		"version", version.Version, "store", cfg.Store.Dir, "name", syncbus.Name)
 	sweep := time.NewTicker(time.Minute)
@@ -168,10 +168,10 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 	}
 }
 
-// serveVerifier serves the resident verifier ([sync] verify_socket) until ctx ends; SIGHUP
-// makes it read the configs logins name again. Without it logins use the helper, so a failure
+// serveVerifier serves the resident verifier ([sync] verify_socket) until ctx ends, counting
+// logins in observe (nil: no metrics); SIGHUP makes it read the configs logins name again. Without it logins use the helper, so a failure
 // to listen is a warning.
-func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger) {
+func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, observe func(string, time.Duration)) {
 	path := cfg.VerifySocketPath()
 	if path == "" {
 		log.Info("resident verifier off ([sync] verify_socket = \"none\"): every login execs the helper")
@@ -205,7 +205,7 @@ func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger) {
 		return auth
 	}}
 	go func() {
-		if err := verifyd.Serve(ctx, ln, ex, log); err != nil {
+		if err := verifyd.Serve(ctx, ln, ex, log, observe); err != nil {
 			log.Error("resident verifier stopped: logins exec the helper", "err", err)
 		}
 	}()
@@ -285,7 +285,7 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 			}
 		}()
 	}
-	serveVerifier(ctx, cfg, log)
+	serveVerifier(ctx, cfg, log, metrics.ObserveLogin)
 	log.Info("totp-syncd starting", "version", version.Version, "registry", cfg.Sync.Registry, "store", cfg.Store.Dir)
 	err = s.Run(ctx)
 	stop()

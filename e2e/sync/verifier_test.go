@@ -31,6 +31,9 @@ func TestResidentVerifier(t *testing.T) {
 		t.Fatalf("totp-syncd did not answer the login:\n%s", n.readLog())
 	}
 	answered := n.logCount("login answered by the resident verifier")
+	if got := n.metric("pam_totp_verifier_logins_total", `{verdict="success"}`); got != 1 {
+		t.Errorf("pam_totp_verifier_logins_total{verdict=\"success\"} = %v, want 1", got)
+	}
 
 	n.proc.signal(syscall.SIGSTOP)
 	stopped := true

@@ -27,8 +27,40 @@ const (
 	ReasonDigestMismatch = "digest_mismatch" // a bookmark disagreed with meta
 )
 
-// applyBuckets are the upper bounds, in seconds, of the apply-duration histogram.
-var applyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+// secondsBuckets are the upper bounds, in seconds, of the duration histograms.
+var secondsBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// histogram is a Prometheus histogram over secondsBuckets.
+type histogram struct {
+	counts []uint64 // per bucket, not cumulative; the last is +Inf
+	sum    float64
+	n      uint64
+}
+
+func newHistogram() histogram { return histogram{counts: make([]uint64, len(secondsBuckets)+1)} }
+
+func (h *histogram) observe(d time.Duration) {
+	s := d.Seconds()
+	h.counts[sort.SearchFloat64s(secondsBuckets, s)]++
+	h.sum += s
+	h.n++
+}
+
+// write writes the buckets, sum and count of name through value.
+func (h *histogram) write(value func(name, labels string, v float64), name string) {
+	var cum uint64
+	for i, le := range secondsBuckets {
+		cum += h.counts[i]
+		value(name+"_bucket", `{le="`+formatFloat(le)+`"}`, float64(cum))
+	}
+	cum += h.counts[len(secondsBuckets)]
+	value(name+"_bucket", `{le="+Inf"}`, float64(cum))
+	value(name+"_sum", "", h.sum)
+	value(name+"_count", "", float64(h.n))
+}
+
+// Verdicts of the resident verifier, the values of pam_totp_verifier_logins_total's label.
+var verdicts = []string{"success", "auth_err", "user_unknown", "maxtries", "authinfo_unavail", "system_err"}
 
 // Metrics is what totp-syncd exposes. Safe for concurrent use.
 type Metrics struct {
@@ -42,10 +74,10 @@ type Metrics struct {
 	connected   bool
 	resyncs     map[string]uint64
 	mismatches  uint64
-	applyCounts []uint64 // per bucket, not cumulative; the last is +Inf
-	applySum    float64
-	applyN      uint64
+	apply       histogram
 	usedCodes   uint64
+	logins      map[string]uint64 // by verdict, answered by the resident verifier
+	exchange    histogram
 }
 
 // NewMetrics returns empty metrics; now gives the staleness.
@@ -53,7 +85,8 @@ func NewMetrics(now func() time.Time, version string) *Metrics {
 	if now == nil {
 		now = time.Now
 	}
-	return &Metrics{now: now, version: version, resyncs: map[string]uint64{}, applyCounts: make([]uint64, len(applyBuckets)+1)}
+	return &Metrics{now: now, version: version, resyncs: map[string]uint64{}, apply: newHistogram(),
+		logins: map[string]uint64{}, exchange: newHistogram()}
 }
 
 func (m *Metrics) setStore(rev, tokens int64, lastContact time.Time) {
@@ -87,13 +120,18 @@ func (m *Metrics) resync(reason string) {
 }
 
 func (m *Metrics) observeApply(d time.Duration) {
-	s := d.Seconds()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	i := sort.SearchFloat64s(applyBuckets, s)
-	m.applyCounts[i]++
-	m.applySum += s
-	m.applyN++
+	m.apply.observe(d)
+}
+
+// ObserveLogin counts a login the resident verifier answered, with its verdict and how long the
+// exchange took (the user's typing included).
+func (m *Metrics) ObserveLogin(verdict string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.logins[verdict]++
+	m.exchange.observe(d)
 }
 
 func (m *Metrics) usedReported(n int) {
@@ -164,15 +202,13 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	metric("pam_totp_sync_used_reported_total", "counter", "Used backup codes and passcodes reported to the registry, which deletes them on every node.")
 	value("pam_totp_sync_used_reported_total", "", float64(m.usedCodes))
 	metric("pam_totp_sync_apply_seconds", "histogram", "Time to apply one watch batch to tokens.db.")
-	var cum uint64
-	for i, le := range applyBuckets {
-		cum += m.applyCounts[i]
-		value("pam_totp_sync_apply_seconds_bucket", `{le="`+formatFloat(le)+`"}`, float64(cum))
+	m.apply.write(value, "pam_totp_sync_apply_seconds")
+	metric("pam_totp_verifier_logins_total", "counter", "Logins answered by the resident verifier, by verdict (logins that pam_totp.so sent to the helper are not counted here).")
+	for _, v := range verdicts {
+		value("pam_totp_verifier_logins_total", `{verdict="`+v+`"}`, float64(m.logins[v]))
 	}
-	cum += m.applyCounts[len(applyBuckets)]
-	value("pam_totp_sync_apply_seconds_bucket", `{le="+Inf"}`, float64(cum))
-	value("pam_totp_sync_apply_seconds_sum", "", m.applySum)
-	value("pam_totp_sync_apply_seconds_count", "", float64(m.applyN))
+	metric("pam_totp_verifier_exchange_seconds", "histogram", "Time from a login's connection to its verdict at the resident verifier, the user's typing included.")
+	m.exchange.write(value, "pam_totp_verifier_exchange_seconds")
 	if err := bw.Flush(); err != nil {
 		return cw.n, err
 	}

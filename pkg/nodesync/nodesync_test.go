@@ -934,6 +934,8 @@ func TestMetricsExposition(t *testing.T) {
 	m.observeApply(3 * time.Millisecond)
 	m.observeApply(2 * time.Second)
 	m.resync(ReasonCompacted)
+	m.ObserveLogin("success", 4*time.Millisecond)
+	m.ObserveLogin("auth_err", 3*time.Second)
 	buf.Reset()
 	m.WriteTo(&buf)
 	for _, want := range []string{
@@ -941,6 +943,9 @@ func TestMetricsExposition(t *testing.T) {
 		`pam_totp_sync_apply_seconds_bucket{le="0.005"} 1`, `pam_totp_sync_apply_seconds_bucket{le="2.5"} 2`,
 		`pam_totp_sync_apply_seconds_bucket{le="+Inf"} 2`, "pam_totp_sync_apply_seconds_count 2",
 		`pam_totp_sync_resyncs_total{reason="compacted"} 1`, "pam_totp_sync_last_contact_timestamp_seconds 1.7e+09",
+		`pam_totp_verifier_logins_total{verdict="success"} 1`, `pam_totp_verifier_logins_total{verdict="auth_err"} 1`,
+		`pam_totp_verifier_logins_total{verdict="maxtries"} 0`, `pam_totp_verifier_exchange_seconds_bucket{le="0.005"} 1`,
+		`pam_totp_verifier_exchange_seconds_bucket{le="5"} 2`, "pam_totp_verifier_exchange_seconds_count 2",
 	} {
 		if !strings.Contains(buf.String(), want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, buf.String())
@@ -951,7 +956,7 @@ func TestMetricsExposition(t *testing.T) {
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
-		if f := strings.Fields(line); len(f) != 2 || !strings.HasPrefix(f[0], "pam_totp_sync_") {
+		if f := strings.Fields(line); len(f) != 2 || !strings.HasPrefix(f[0], "pam_totp_sync_") && !strings.HasPrefix(f[0], "pam_totp_verifier_") {
 			t.Errorf("bad sample line %q", line)
 		}
 	}

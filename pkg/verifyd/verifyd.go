@@ -38,8 +38,10 @@ const (
 func Listen(path string) (*net.UnixListener, error) { return rootsock.Listen(path) }
 
 // Serve answers connections on ln until ctx ends; it closes ln. log is the daemon's log (peers
-// refused, the limit reached); the logins themselves go to ex's auth log.
-func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *slog.Logger) error {
+// refused, the limit reached); the logins themselves go to ex's auth log. observe, if not nil,
+// sees each answered login's verdict and duration (metrics).
+func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *slog.Logger,
+	observe func(verdict string, d time.Duration)) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	ex.Transport = "socket"
@@ -72,9 +74,13 @@ func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *s
 			}
 			conn.SetDeadline(time.Now().Add(ExchangeTimeout))
 			start := time.Now()
-			if user, verdict := ex.Serve(conn); user != "" {
+			if user, verdict := ex.Serve(conn); verdict != "" {
+				took := time.Since(start)
 				log.Debug("login answered by the resident verifier", "user", user, "verdict", verdict,
-					"took", time.Since(start).Round(time.Microsecond))
+					"took", took.Round(time.Microsecond))
+				if observe != nil {
+					observe(string(verdict), took)
+				}
 			}
 		}()
 	}

@@ -66,7 +66,7 @@ func start(t *testing.T) *daemon {
 	log := slog.New(slog.NewTextHandler(tlog{t}, nil))
 	configs := &config.Cache{}
 	go func() {
-		done <- Serve(ctx, ln, verify.Exchange{Config: configs.Load, Log: func(bool) *slog.Logger { return log }}, log)
+		done <- Serve(ctx, ln, verify.Exchange{Config: configs.Load, Log: func(bool) *slog.Logger { return log }}, log, nil)
 	}()
 	t.Cleanup(func() {
 		cancel()
