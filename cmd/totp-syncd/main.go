@@ -126,8 +126,9 @@ func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer)
 }
 
 // standalone serves the D-Bus service with this node as its own enrollment authority
-// (pkg/localenroll) until ctx ends, and sweeps expired pending tokens every minute. Without the
-// bus it has nothing to do, so failing to serve it is an error (systemd restarts the unit).
+// (pkg/localenroll) and the resident verifier until ctx ends, and sweeps expired pending tokens
+// every minute. With neither the bus nor the verifier it has nothing to do, so that is an error
+// (systemd restarts the unit).
 func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *slog.Logger) int {
 	auth, err := localenroll.New(localenroll.Options{Config: cfg, Log: log})
 	if err != nil {
@@ -138,16 +139,23 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 		log.Error("token store unusable", "dir", cfg.Store.Dir, "err", err)
 		return 1
 	}
-	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Enroll: auth, Log: log})
-	if err != nil {
-		log.Error("no D-Bus service: a standalone totp-syncd has nothing else to do", "err", err)
+	var busDone <-chan struct{} // nil without the bus: never ready
+	svc, busErr := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Enroll: auth, Log: log})
+	if busErr == nil {
+		defer svc.Close()
+		busDone = svc.Done()
+		if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
+			log.Warn("no root socket: enrollment at login is unavailable", "err", err)
+		}
+	}
+	verifying := serveVerifier(ctx, cfg, log, nil)
+	switch {
+	case busErr != nil && !verifying:
+		log.Error("no D-Bus service and no resident verifier: a standalone totp-syncd has nothing else to do", "err", busErr)
 		return 1
+	case busErr != nil:
+		log.Warn("no D-Bus service (totp enroll and enrollment at login are unavailable); serving the resident verifier", "err", busErr)
 	}
-	defer svc.Close()
-	if err := svc.ServeSocket(ctx, cfg.SocketPath()); err != nil {
-		log.Warn("no root socket: enrollment at login is unavailable", "err", err)
-	}
-	serveVerifier(ctx, cfg, log, nil)
 	log.Info("totp-syncd starting standalone: local enrollment authority (no [sync] registry)",
 		"version", version.Version, "store", cfg.Store.Dir, "name", syncbus.Name)
 	sweep := time.NewTicker(time.Minute)
@@ -160,7 +168,7 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 		case <-ctx.Done():
 			log.Info("totp-syncd stopped")
 			return 0
-		case <-svc.Done():
+		case <-busDone:
 			log.Error("lost the D-Bus connection; exiting to be restarted")
 			return 1
 		case <-sweep.C:
@@ -169,18 +177,19 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 }
 
 // serveVerifier serves the resident verifier ([sync] verify_socket) until ctx ends, counting
-// logins in observe (nil: no metrics); SIGHUP makes it read the configs logins name again. Without it logins use the helper, so a failure
-// to listen is a warning.
-func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, observe func(string, time.Duration)) {
+// logins in observe (nil: no metrics), and says whether it does; SIGHUP makes it read the
+// configs logins name again. Without it logins use the helper, so a failure to listen is a
+// warning.
+func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, observe func(string, time.Duration)) bool {
 	path := cfg.VerifySocketPath()
 	if path == "" {
 		log.Info("resident verifier off ([sync] verify_socket = \"none\"): every login execs the helper")
-		return
+		return false
 	}
 	ln, err := verifyd.Listen(path)
 	if err != nil {
 		log.Warn("no resident verifier: every login execs the helper", "err", err)
-		return
+		return false
 	}
 	configs := &config.Cache{}
 	hup := make(chan os.Signal, 1)
@@ -210,6 +219,7 @@ func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, ob
 		}
 	}()
 	log.Info("resident verifier", "socket", path)
+	return true
 }
 
 // authLogs are the auth log (syslog authpriv, tagged pam-totp as the helper's lines) at info and
@@ -285,7 +295,7 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 			}
 		}()
 	}
-	serveVerifier(ctx, cfg, log, metrics.ObserveLogin)
+	_ = serveVerifier(ctx, cfg, log, metrics.ObserveLogin) // logins use the helper without it
 	log.Info("totp-syncd starting", "version", version.Version, "registry", cfg.Sync.Registry, "store", cfg.Store.Dir)
 	err = s.Run(ctx)
 	stop()

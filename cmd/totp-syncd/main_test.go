@@ -23,7 +23,9 @@ func TestRun(t *testing.T) {
 		return p
 	}
 	// The standalone daemon creates its store at start: a directory of its own.
-	standalone := write("standalone.conf", "[store]\ndir = \""+filepath.Join(dir, "standalone")+"\"\n", 0o644)
+	// verify_socket = "none": a standalone daemon without the bus and without the verifier has
+	// nothing to do (and the tests never touch /run/pam-totp).
+	standalone := write("standalone.conf", "[store]\ndir = \""+filepath.Join(dir, "standalone")+"\"\n[sync]\nverify_socket = \"none\"\n", 0o644)
 	cred := write("node.credential", "ptn1.n.secret\n", 0o600)
 	synced := write("synced.conf", "[store]\ndir = \""+dir+"\"\n[sync]\nregistry = \"http://127.0.0.1:1\"\n"+
 		"ca_file = \""+dir+"/ca.pem\"\ncredential_file = \""+cred+"\"\n", 0o644)
@@ -38,7 +40,7 @@ func TestRun(t *testing.T) {
 		{name: "version", args: []string{"--version"}, wantOut: "totp-syncd "},
 		{name: "standalone check-config", args: []string{"--check-config", "--config", standalone}, wantOut: "standalone"},
 		{name: "standalone without a bus", args: []string{"--config", standalone, "--bus", "unix:path=" + dir + "/no-bus"},
-			wantCode: 1, wantStderr: "a standalone totp-syncd has nothing else to do"},
+			wantCode: 1, wantStderr: "no D-Bus service and no resident verifier: a standalone totp-syncd has nothing else to do"},
 		{name: "check-config", args: []string{"--check-config", "--config", synced}, wantOut: "OK"},
 		{name: "check-config without credential", args: []string{"--check-config", "--config", missingCred}, wantCode: 1, wantStderr: "credential_file"},
 		{name: "status before the first sync", args: []string{"status", "--config", synced}, wantCode: 1, wantStderr: "never synced"},

@@ -10,6 +10,9 @@ import (
 	"github.com/msteinert/pam/v2"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/store"
+	"github.com/pam-totp/pam-totp/pkg/token"
+	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
 // TestResidentVerifier: libpam logins on a node go through its totp-syncd's resident verifier;
@@ -54,5 +57,26 @@ func TestResidentVerifier(t *testing.T) {
 	n.login(user, code(tok, step+1)).Want(t, "the helper's code again through the resident verifier", pam.ErrAuth, -1)
 	if got := n.logCount("login answered by the resident verifier"); got != answered+3 {
 		t.Errorf("the resident verifier answered %d logins after it was continued, want 3 (2 abandoned)\n%s", got-answered, n.readLog())
+	}
+}
+
+// TestStandaloneVerifierWithoutBus: a standalone totp-syncd that finds no D-Bus still answers
+// logins as the resident verifier.
+func TestStandaloneVerifierWithoutBus(t *testing.T) {
+	needRoot(t)
+	n := newNode(t, nil, nodeOptions{Bus: "unix:path=/nonexistent/pam-totp-test-bus"})
+	eventually(t, 10*time.Second, "totp-syncd serves the verifier without the bus", func() (bool, error) {
+		return n.logHas("serving the resident verifier"), nil
+	})
+	user := pamtest.AddUser(t, userPrefix)
+	tok := token.Token{User: user, ID: "t1", Name: "phone", Algorithm: totp.SHA1, Digits: 6, Period: 30,
+		Secret: []byte("12345678901234567890"), State: token.Active, Created: time.Now().UTC()}
+	if err := n.tokens().Update(func(x *store.TokensTx) error { return x.PutToken(tok) }); err != nil {
+		t.Fatal(err)
+	}
+	step := nextStep(t)
+	n.login(user, code(tok, step)).Want(t, "a code on a standalone node without a bus", pamtest.Success, -1)
+	if !n.logHas("login answered by the resident verifier") {
+		t.Errorf("the login did not go through the resident verifier:\n%s", n.readLog())
 	}
 }
