@@ -38,8 +38,9 @@ type options struct {
 	PoolPrefix string
 	WrongFrac  float64
 	Window     int
-	Modules    []string // totp, ga, oath
+	Modules    []string // totp, totp-socket, ga, oath
 	SO, Helper string   // pam_totp.so and pam-totp-helper to test
+	Syncd      string   // totp-syncd, for the totp-socket row
 	ModuleDir  string   // where libpam finds pam_google_authenticator.so and pam_oath.so
 	MaxRun     time.Duration
 	Profile    bool
@@ -66,9 +67,10 @@ func main() {
 	flag.StringVar(&o.PoolPrefix, "pool-prefix", "ptb-", "name prefix of the pool users")
 	flag.Float64Var(&o.WrongFrac, "wrong", 0.1, "fraction of logins with a deliberately wrong code")
 	flag.IntVar(&o.Window, "window", 1, "time steps either side of now every module accepts")
-	flag.StringVar(&modules, "modules", "totp,ga,oath", "modules to measure: totp, ga, oath")
+	flag.StringVar(&modules, "modules", "totp,totp-socket,ga,oath", "modules to measure: totp (exec'ing the helper), totp-socket (totp-syncd's resident verifier), ga, oath")
 	flag.StringVar(&o.SO, "module", "build/pam_totp.so", "pam_totp.so to measure")
 	flag.StringVar(&o.Helper, "helper", "build/pam-totp-helper", "pam-totp-helper to measure")
+	flag.StringVar(&o.Syncd, "syncd", "build/totp-syncd", "totp-syncd whose resident verifier the totp-socket row measures")
 	flag.StringVar(&o.ModuleDir, "pamdir", defaultPamDir(), "directory of the system's PAM modules")
 	flag.DurationVar(&o.MaxRun, "max-run", 2*time.Minute, "stop a run after this long")
 	flag.BoolVar(&o.Profile, "profile", true, "also break a pam_totp login down into its parts")
@@ -183,7 +185,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 	var totpMod *pamTotp
 	for _, name := range o.Modules {
 		switch name {
-		case "totp":
+		case "totp", "totp-socket":
 			// Copies in the root 0700 temp dir: the module insists on a root-owned helper
 			// in root-owned directories, wherever the checkout is.
 			so, helper := filepath.Join(bin, "pam_totp.so"), filepath.Join(bin, "pam-totp-helper")
@@ -193,8 +195,17 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 			if err := copyFile(o.Helper, helper, 0o755); err != nil {
 				return nil, nil, fmt.Errorf("pam-totp-helper (run make build): %w", err)
 			}
-			totpMod = &pamTotp{root: root, confDir: confDir, so: so, helper: helper, window: o.Window}
-			mods = append(mods, totpMod)
+			m := &pamTotp{root: root, confDir: confDir, so: so, helper: helper, window: o.Window}
+			if name == "totp-socket" {
+				m.syncd = filepath.Join(bin, "totp-syncd")
+				if err := copyFile(o.Syncd, m.syncd, 0o755); err != nil {
+					return nil, nil, fmt.Errorf("totp-syncd (run make build): %w", err)
+				}
+				defer m.Close()
+			} else {
+				totpMod = m
+			}
+			mods = append(mods, m)
 		case "ga":
 			if err := need(o.ModuleDir, "pam_google_authenticator.so", "libpam-google-authenticator"); err != nil {
 				return nil, nil, err
@@ -207,7 +218,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 			}
 			mods = append(mods, &oath{file: filepath.Join(root, "users.oath"), confDir: confDir, window: o.Window})
 		default:
-			return nil, nil, fmt.Errorf("unknown module %q (want totp, ga, oath)", name)
+			return nil, nil, fmt.Errorf("unknown module %q (want totp, totp-socket, ga, oath)", name)
 		}
 	}
 	if err := writeBase(confDir); err != nil {

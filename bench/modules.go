@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -55,17 +56,37 @@ func writeService(confDir, service, line string) error {
 	return os.WriteFile(filepath.Join(confDir, service), []byte(text), 0o644)
 }
 
-// pamTotp is pam_totp.so with its helper, a temp config and a temp store.
+// pamTotp is pam_totp.so with its helper, a temp config and a temp store. With syncd set it is
+// the resident-verifier row: a standalone totp-syncd serves the logins on a socket (the helper
+// stays the fallback); without, every login execs the helper (socket=none).
 type pamTotp struct {
 	root, confDir, so, helper string
 	window                    int
+	syncd                     string    // totp-syncd for the socket row
+	daemon                    *exec.Cmd // the running one
 }
 
-func (m *pamTotp) Name() string    { return "pam_totp" }
-func (m *pamTotp) Service() string { return "bench-totp" }
+func (m *pamTotp) Name() string {
+	if m.syncd != "" {
+		return "pam_totp (socket)"
+	}
+	return "pam_totp (exec)"
+}
+
+func (m *pamTotp) Service() string {
+	if m.syncd != "" {
+		return "bench-totp-socket"
+	}
+	return "bench-totp"
+}
 
 func (m *pamTotp) storeDir(ds *dataset) string {
-	return filepath.Join(m.root, fmt.Sprintf("totp-%d", ds.N), "store")
+	return filepath.Join(m.root, fmt.Sprintf("%s-%d", m.Service(), ds.N), "store")
+}
+
+// socket is the resident verifier's socket of ds's size.
+func (m *pamTotp) socket(ds *dataset) string {
+	return filepath.Join(filepath.Dir(m.storeDir(ds)), "run", "verify.sock")
 }
 
 // configText is the bench config: a private store, rate limits that wrong codes spread over
@@ -106,8 +127,51 @@ func (m *pamTotp) Prepare(ds *dataset) error {
 	if err := writeTokens(m.storeDir(ds), ds); err != nil {
 		return err
 	}
+	if m.syncd == "" {
+		return writeService(m.confDir, m.Service(),
+			fmt.Sprintf("%s helper=%s config=%s socket=none", m.so, m.helper, conf))
+	}
+	if err := m.startDaemon(conf, ds); err != nil {
+		return err
+	}
 	return writeService(m.confDir, m.Service(),
-		fmt.Sprintf("%s helper=%s config=%s socket=none", m.so, m.helper, conf))
+		fmt.Sprintf("%s helper=%s config=%s socket=%s", m.so, m.helper, conf, m.socket(ds)))
+}
+
+// startDaemon (re)starts totp-syncd standalone, without a bus, on conf's store and waits for
+// its socket.
+func (m *pamTotp) startDaemon(conf string, ds *dataset) error {
+	m.Close()
+	sconf := conf + ".syncd"
+	text := m.configText(m.storeDir(ds), config.ModeEnforce) + fmt.Sprintf("[sync]\nverify_socket = %q\nbus = %q\n",
+		m.socket(ds), "unix:path="+filepath.Join(m.root, "no-bus"))
+	if err := os.WriteFile(sconf, []byte(text), 0o644); err != nil {
+		return err
+	}
+	m.daemon = exec.Command(m.syncd, "--config", sconf)
+	if err := m.daemon.Start(); err != nil {
+		return fmt.Errorf("start totp-syncd: %w", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if fi, err := os.Stat(m.socket(ds)); err == nil && fi.Mode().Type() == os.ModeSocket {
+			return nil
+		}
+	}
+	return fmt.Errorf("totp-syncd did not make %s within 10s", m.socket(ds))
+}
+
+// Close stops the totp-syncd of the socket row.
+func (m *pamTotp) Close() error {
+	if m.daemon == nil {
+		return nil
+	}
+	m.daemon.Process.Kill()
+	err := m.daemon.Wait()
+	m.daemon = nil
+	if err != nil && !strings.Contains(err.Error(), "killed") {
+		return err
+	}
+	return nil
 }
 
 // writeTokens writes tokens.db with every account, in sorted key order, in chunked transactions

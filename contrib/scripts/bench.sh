@@ -144,7 +144,7 @@ fi
 
 echo "bench: $mode run; progress on stderr, results go to $out"
 # shellcheck disable=SC2086 # args are flags, split on purpose
-"$tmp/pambench" -module build/pam_totp.so -helper build/pam-totp-helper $args >"$tmp/table.md"
+"$tmp/pambench" -module build/pam_totp.so -helper build/pam-totp-helper -syncd build/totp-syncd $args >"$tmp/table.md"
 
 secs=$(($(date +%s) - start))
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -250,7 +250,11 @@ EOF
     last-used records (state lost). Each login reads the file twice and rewrites all of it, so
     its cost grows with the number of users.
   - pam_google_authenticator rewrites the user's own small file (and fsyncs it) on every login.
-  - pam_totp forks the host and execs the static Go helper for every login; the helper opens
+  - pam_totp (socket) is pam_totp.so talking to a standalone totp-syncd's resident verifier on
+    its Unix socket (started on the row's store, no bus): one connection per login, no process
+    start; the daemon still opens tokens.db and state.db per login (the same code as the
+    helper: a read, then a write with fdatasync), which is most of what is left.
+  - pam_totp (exec) forks the host and execs the static Go helper for every login; the helper opens
     tokens.db read-only and state.db twice (a read before the prompt, then a write with
     fdatasync). With several logins at once, bbolt takes its file lock without blocking and
     retries every 50 ms, which shows in the p99 with 8 processes and makes those rows vary
