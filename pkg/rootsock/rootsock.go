@@ -246,6 +246,12 @@ func Listen(path string) (*net.UnixListener, error) {
 
 // Serve answers connections on ln with h until ctx ends, each within timeout; it closes ln.
 func Serve(ctx context.Context, ln *net.UnixListener, h Handler, timeout time.Duration, log *slog.Logger) error {
+	return Accept(ctx, ln, "the root socket", func(conn *net.UnixConn) { go serveConn(ctx, conn, h, timeout, log) })
+}
+
+// Accept hands every connection on ln to handle until ctx ends (nil) or accepting fails (an
+// error naming what); it closes ln. handle must not block for long: it starts the work.
+func Accept(ctx context.Context, ln *net.UnixListener, what string, handle func(*net.UnixConn)) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	for {
@@ -258,9 +264,9 @@ func Serve(ctx context.Context, ln *net.UnixListener, h Handler, timeout time.Du
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			return fmt.Errorf("accept on the root socket: %w", err)
+			return fmt.Errorf("accept on %s: %w", what, err)
 		}
-		go serveConn(ctx, conn, h, timeout, log)
+		handle(conn)
 	}
 }
 

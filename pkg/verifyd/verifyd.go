@@ -15,8 +15,6 @@ package verifyd
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -42,28 +40,15 @@ func Listen(path string) (*net.UnixListener, error) { return rootsock.Listen(pat
 // sees each answered login's verdict and duration (metrics).
 func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *slog.Logger,
 	observe func(verdict string, d time.Duration)) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
 	ex.Transport = "socket"
 	slots := make(chan struct{}, MaxExchanges)
-	for {
-		conn, err := ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("accept on the verifier socket: %w", err)
-		}
+	return rootsock.Accept(ctx, ln, "the verifier socket", func(conn *net.UnixConn) {
 		select {
 		case slots <- struct{}{}:
 		default:
 			log.Warn("resident verifier busy: a login goes to the helper", "limit", MaxExchanges)
 			conn.Close()
-			continue
+			return
 		}
 		go func() {
 			defer func() { <-slots }()
@@ -83,5 +68,5 @@ func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *s
 				}
 			}
 		}()
-	}
+	})
 }
