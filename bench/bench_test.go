@@ -31,19 +31,20 @@ func TestBenchSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	so, helper := filepath.Join(root, "build/pam_totp.so"), filepath.Join(root, "build/pam-totp-helper")
-	for _, f := range []string{so, helper} {
+	syncd := filepath.Join(root, "build/totp-syncd")
+	for _, f := range []string{so, helper, syncd} {
 		if _, err := os.Stat(f); err != nil {
 			t.Skipf("%s missing: run make build first", f)
 		}
 	}
 	o := options{
 		Sizes: []int{50}, Procs: []int{1, 2}, Logins: 12, Pool: 4, PoolPrefix: "ptb-smoke",
-		WrongFrac: 0.25, Window: 1, SO: so, Helper: helper, ModuleDir: defaultPamDir(),
+		WrongFrac: 0.25, Window: 1, SO: so, Helper: helper, Syncd: syncd, ModuleDir: defaultPamDir(),
 		MaxRun: 20 * time.Second, Profile: true, ProfileN: 5, Seed: 1, Log: &testLog{t},
 		// No syslog stand-in: /dev/log is e2e/login's to create while its tests run.
 	}
 	for _, m := range []struct{ name, so string }{
-		{"totp", ""}, {"ga", "pam_google_authenticator.so"}, {"oath", "pam_oath.so"},
+		{"totp", ""}, {"totp-socket", ""}, {"ga", "pam_google_authenticator.so"}, {"oath", "pam_oath.so"},
 	} {
 		if m.so != "" {
 			if _, err := os.Stat(filepath.Join(o.ModuleDir, m.so)); err != nil {
@@ -80,8 +81,10 @@ func TestBenchSmoke(t *testing.T) {
 				r.Module, r.Procs, r.WrongResults, r.Unexpected, r.Lost)
 		}
 	}
-	if len(prof) == 0 || !strings.Contains(out.String(), "| pam_totp | 50 + 4 | 1 |") {
-		t.Errorf("output lacks the pam_totp row or profile:\n%s", out.String())
+	for _, row := range []string{"| pam_totp (exec) | 50 + 4 | 1 |", "| pam_totp (socket) | 50 + 4 | 1 |"} {
+		if len(prof) == 0 || !strings.Contains(out.String(), row) {
+			t.Errorf("output lacks %q or the profile:\n%s", row, out.String())
+		}
 	}
 }
 

@@ -3,6 +3,8 @@
 package sync
 
 import (
+	"fmt"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,5 +80,77 @@ func TestStandaloneVerifierWithoutBus(t *testing.T) {
 	n.login(user, code(tok, step)).Want(t, "a code on a standalone node without a bus", pamtest.Success, -1)
 	if !n.logHas("login answered by the resident verifier") {
 		t.Errorf("the login did not go through the resident verifier:\n%s", n.readLog())
+	}
+}
+
+// TestVerifierKilledDuringLogins: 8 workers log in at once (each its own user: a valid code,
+// then wrong ones) while the node's totp-syncd is killed with SIGKILL and started again. Every
+// login ends in a verdict; no wrong code is ever accepted; a valid code is accepted, or denied
+// as a system error when the daemon died in the middle of its exchange (never accepted twice).
+func TestVerifierKilledDuringLogins(t *testing.T) {
+	needRoot(t)
+	c := newCA(t, privateDir(t), "ca")
+	r := startRegistry(t, c, regOptions{})
+	n := newNode(t, r, nodeOptions{})
+	const workers, wrong = 8, 6
+	users := make([]string, workers)
+	toks := make([]token.Token, workers)
+	for i := range users {
+		users[i] = pamtest.AddUser(t, userPrefix)
+		r.addUser(users[i])
+		toks[i], _ = r.addToken(users[i], "phone")
+	}
+	n.waitRev(r.rev(), 10*time.Second)
+	step := nextStep(t)
+
+	results := make([][]pamtest.Result, workers)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = append(results[i], n.login(users[i], code(toks[i], step)))
+			for range wrong {
+				results[i] = append(results[i], n.login(users[i], wrongCode(toks[i], step)))
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond) // into the logins; not a wait for a time step
+	n.proc.kill()
+	n.start()
+	wg.Wait()
+
+	for i, rs := range results {
+		for j, res := range rs {
+			switch {
+			case res.Fatal != "":
+				t.Errorf("worker %d login %d: no verdict: %s", i, j, res.Fatal)
+			case j > 0 && res.Code == pamtest.Success:
+				t.Errorf("worker %d: a wrong code was accepted", i)
+			case j == 0 && res.Code != pamtest.Success && res.Code != pam.ErrSystem:
+				t.Errorf("worker %d: the valid code got %s, want success (or a system error if the daemon died during it)",
+					i, pamtest.Name(res.Code))
+			}
+		}
+	}
+	// Afterwards (through the restarted daemon or the helper) no valid code is accepted again.
+	for i := range workers {
+		if res := n.login(users[i], code(toks[i], step)); res.Code == pamtest.Success {
+			t.Errorf("worker %d: the valid code was accepted a second time", i)
+		}
+	}
+	n.login(users[0], code(toks[0], step+1)).Want(t, "the next code after the restart", pamtest.Success, -1)
+}
+
+// wrongCode is a code of tok that matches no step near step.
+func wrongCode(tok token.Token, step uint64) string {
+	near := map[string]bool{}
+	for d := uint64(0); d <= 4; d++ {
+		near[code(tok, step+d-2)] = true
+	}
+	for i := 0; ; i++ {
+		if c := fmt.Sprintf("%06d", (i*7919)%1000000); !near[c] {
+			return c
+		}
 	}
 }
