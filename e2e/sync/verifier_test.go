@@ -133,12 +133,19 @@ func TestVerifierKilledDuringLogins(t *testing.T) {
 			}
 		}
 	}
-	// Afterwards (through the restarted daemon or the helper) no valid code is accepted again.
+	// Afterwards (through the restarted daemon or the helper) no accepted code is accepted
+	// again; one whose exchange the kill cut may be (it was never accepted).
+	cut := 0
 	for i := range workers {
+		if results[i][0].Code != pamtest.Success {
+			cut++
+			continue
+		}
 		if res := n.login(users[i], code(toks[i], step)); res.Code == pamtest.Success {
 			t.Errorf("worker %d: the valid code was accepted a second time", i)
 		}
 	}
+	t.Logf("%d of %d valid logins were cut by the kill (denied as a system error)", cut, workers)
 	n.login(users[0], code(toks[0], step+1)).Want(t, "the next code after the restart", pamtest.Success, -1)
 }
 
