@@ -124,7 +124,7 @@ func startSyncd(t *testing.T, f *fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(syncdBin, "--config", f.conf)
+	cmd := exec.Command(syncdBin, "--config", f.conf, "--debug")
 	cmd.Env = append(os.Environ(), f.clock.Env())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -141,7 +141,8 @@ func startSyncd(t *testing.T, f *fixture) {
 		}
 	})
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "starting standalone") {
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "starting standalone") &&
+			(f.verifySock == "" || strings.Contains(string(b), "resident verifier")) {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -30,6 +30,9 @@ type conf struct {
 	Rate        string // body of [rate_limit]; fastRate when empty
 	OpenTimeout string // store.open_timeout; "3s" when empty
 	Sections    string // [policy.NAME] sections, verbatim
+	// Verifier: the fixture's logins go to a standalone totp-syncd's resident verifier (its own
+	// socket; the helper when it does not answer) instead of the helper.
+	Verifier bool
 }
 
 func (c conf) text(storeDir string) string {
@@ -55,6 +58,8 @@ type fixture struct {
 	service string // default PAM service in pamDir
 	user    string // default user of auth
 	clock   *pamtest.Clock
+	// verifySock is the resident verifier's socket of a conf{Verifier: true} fixture, else "".
+	verifySock string
 }
 
 func newFixture(t *testing.T, user string, c conf) *fixture {
@@ -82,11 +87,24 @@ func newFixture(t *testing.T, user string, c conf) *fixture {
 			t.Fatal(err)
 		}
 	}
+	if c.Verifier {
+		f.verifySock = filepath.Join(dir, "run", "verify.sock")
+		c.Sections += fmt.Sprintf("\n[sync]\nverify_socket = %q\nbus = \"unix:path=/nonexistent/pam-totp-test-bus\"\n", f.verifySock)
+	}
 	f.writeConfig(c)
 	f.addService(f.service, "")
 	// A node that has synced: tokens.db exists, with nobody's tokens yet.
 	f.put()
+	if c.Verifier {
+		startSyncd(t, f)
+	}
 	return f
+}
+
+// answered is how many logins the fixture's resident verifier answered so far.
+func (f *fixture) answered() int {
+	b, _ := os.ReadFile(filepath.Join(f.dir, "syncd.log"))
+	return strings.Count(string(b), "login answered by the resident verifier")
 }
 
 func (f *fixture) writeConfig(c conf) {
@@ -102,10 +120,13 @@ func (f *fixture) writeConfig(c conf) {
 // moduleLine is the auth line for pam_totp.so with absolute paths and the fixture's clock;
 // extra adds arguments.
 func (f *fixture) moduleLine(extra string) string {
-	// socket=none: this suite's logins exec the helper (no totp-syncd serves them); e2e/sync's
-	// go through each node's resident verifier.
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 socket=none %s",
-		moduleSO, helperBin, f.conf, f.clock.ModuleArg())
+	// socket=none: the fixture's logins exec the helper, unless it runs a resident verifier.
+	socket := "socket=none"
+	if f.verifySock != "" {
+		socket = "socket=" + f.verifySock + " connect_ms=1000"
+	}
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s %s",
+		moduleSO, helperBin, f.conf, socket, f.clock.ModuleArg())
 	if extra != "" {
 		line += " " + extra
 	}
@@ -211,4 +232,23 @@ func (f *fixture) authWith(s pamtest.TxSpec) pamtest.Result {
 		s.ConfDir = f.pamDir
 	}
 	return pamtest.Run(s)
+}
+
+// ways are the two ways a login reaches a verifier, for tests that run both.
+var ways = []struct {
+	name     string
+	verifier bool
+}{{"helper", false}, {"resident verifier", true}}
+
+// wantAnswered checks, when the test ends, that f's resident verifier (if it has one) answered
+// logins: they did not all fall back to the helper.
+func (f *fixture) wantAnswered(t *testing.T) {
+	if f.verifySock == "" {
+		return
+	}
+	t.Cleanup(func() {
+		if f.answered() == 0 {
+			t.Errorf("no login went through the resident verifier at %s", f.verifySock)
+		}
+	})
 }

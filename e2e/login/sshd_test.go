@@ -236,13 +236,21 @@ func (d *sshdServer) login(user string, key ssh.Signer, answer string) ([]string
 }
 
 // TestSSHD logs in through a real sshd: publickey, then pam_totp over keyboard-interactive,
-// with ssh_grace for the same user, address and key.
+// with ssh_grace for the same user, address and key; once through the helper, once through a
+// totp-syncd's resident verifier.
 func TestSSHD(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testSSHD(t, w.verifier) })
+	}
+}
+
+func testSSHD(t *testing.T, verifier bool) {
 	needRoot(t)
 	needTools(t, "/usr/sbin/sshd", "ssh", "ssh-keygen")
 	t.Parallel()
 	goUser, sshUser := pamtest.AddUser(t, userPrefix), pamtest.AddUser(t, userPrefix)
-	f := newFixture(t, goUser, conf{Top: `ssh_grace = "1h"`})
+	f := newFixture(t, goUser, conf{Top: `ssh_grace = "1h"`, Verifier: verifier})
+	f.wantAnswered(t)
 	d := startSSHD(t, f)
 
 	t.Run("x/crypto/ssh", func(t *testing.T) {

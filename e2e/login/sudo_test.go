@@ -18,8 +18,16 @@ import (
 // the sudoers option pam_service for that user only) asks pam_totp.so alone, with sudo_freshness:
 // a code verified once spares the second sudo of the same session, a new session is asked again.
 // sudo's own timestamp is off (timestamp_timeout=0), so it cannot hide the module's freshness.
+// It runs once through the helper and once through a totp-syncd's resident verifier.
 func TestSudo(t *testing.T) {
-	f, session := sudoFixture(t, conf{Sections: "[policy.sudo]\nsudo_freshness = \"5m\"\n"})
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testSudo(t, w.verifier) })
+	}
+}
+
+func testSudo(t *testing.T, verifier bool) {
+	f, session := sudoFixture(t, conf{Sections: "[policy.sudo]\nsudo_freshness = \"5m\"\n", Verifier: verifier})
+	f.wantAnswered(t)
 	tok := f.token()
 	const promptText = "Verification code:"
 	const timeout = 20 * time.Second
