@@ -432,3 +432,16 @@ func (n *node) logCount(sub string) int {
 	b, _ := os.ReadFile(n.proc.log)
 	return strings.Count(string(b), sub)
 }
+
+// nodeWithToken starts a registry and one node of it, with a test user who has one active
+// token, synced to the node.
+func nodeWithToken(t *testing.T) (*registry, *node, string, token.Token) {
+	t.Helper()
+	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	n := newNode(t, r, nodeOptions{})
+	user := pamtest.AddUser(t, userPrefix)
+	r.addUser(user)
+	tok, _ := r.addToken(user, "phone")
+	n.waitRev(r.rev(), 10*time.Second)
+	return r, n, user, tok
+}

@@ -60,13 +60,7 @@ func randDuration(lo, hi time.Duration) time.Duration {
 // within 2 s with the right result; the node ends equal to the registry.
 func TestSyncdKilledDuringResync(t *testing.T) {
 	needRoot(t)
-	c := newCA(t, privateDir(t), "ca")
-	r := startRegistry(t, c, regOptions{})
-	n := newNode(t, r, nodeOptions{})
-	user := pamtest.AddUser(t, userPrefix)
-	r.addUser(user)
-	tok, _ := r.addToken(user, "phone")
-	n.waitRev(r.rev(), 10*time.Second)
+	r, n, user, tok := nodeWithToken(t)
 	_, oldMeta := n.digest()
 	oldCount := oldMeta.Count
 

@@ -22,13 +22,7 @@ import (
 // used once whichever way it came (socket, then helper, and the other way round).
 func TestResidentVerifier(t *testing.T) {
 	needRoot(t)
-	c := newCA(t, privateDir(t), "ca")
-	r := startRegistry(t, c, regOptions{})
-	n := newNode(t, r, nodeOptions{})
-	user := pamtest.AddUser(t, userPrefix)
-	r.addUser(user)
-	tok, _ := r.addToken(user, "phone")
-	n.waitRev(r.rev(), 10*time.Second)
+	_, n, user, tok := nodeWithToken(t)
 	step := nextStep(t)
 
 	n.login(user, code(tok, step)).Want(t, "a code through the resident verifier", pamtest.Success, -1)
