@@ -12,6 +12,7 @@
 package pamtest
 
 import (
+	"bufio"
 	"bytes"
 	"debug/elf"
 	"encoding/json"
@@ -1396,6 +1397,7 @@ func TestSocketFallback(t *testing.T) {
 			ln.Close()
 			return chmodTo(t, stale, 0o600, stale)
 		}, nil, false},
+		{"listener not root", "success", listenAsNobody, nil, false},
 		{"never answers", "hang", nil, []string{"connect_ms=100"}, true},
 		{"closes after the request", "close", nil, nil, true},
 	}
@@ -1424,6 +1426,40 @@ func TestSocketFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listenAsNobody makes a socket that passes the module's file checks (root 0600 in a root 0700
+// directory) although uid 65534 listens on it: the module must ask SO_PEERCRED and not use it.
+func listenAsNobody(t *testing.T, v *verifier) string {
+	t.Helper()
+	dir := filepath.Join(v.dir, "nb")
+	path := filepath.Join(dir, "v.sock")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	chmodTo(t, dir, 0o777, "")
+	chmodTo(t, v.dir, 0o711, "")
+	// It answers every request with a success verdict, which only the SO_PEERCRED check keeps
+	// the module from taking.
+	script := "import socket,sys\ns=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\nprint('ready', flush=True)\n" +
+		"while True:\n c,_=s.accept(); c.recv(65536); c.sendall(b'D\\x00\\x00\\x00\\x07success'); c.close()"
+	cmd := exec.Command("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", script, path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("setpriv python3 (util-linux, python3): %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("listener as uid 65534: %q, %v", line, err)
+	}
+	if err := os.Chown(path, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	chmodTo(t, path, 0o600, "")
+	return chmodTo(t, dir, 0o700, path)
 }
 
 func chownTo(t *testing.T, path, ret string) string {
