@@ -165,13 +165,10 @@ func (m *pamTotp) Close() error {
 	if m.daemon == nil {
 		return nil
 	}
-	m.daemon.Process.Kill()
-	err := m.daemon.Wait()
+	err := m.daemon.Process.Kill()
+	_ = m.daemon.Wait() // "signal: killed", which we sent
 	m.daemon = nil
-	if err != nil && !strings.Contains(err.Error(), "killed") {
-		return err
-	}
-	return nil
+	return err
 }
 
 // writeTokens writes tokens.db with every account, in sorted key order, in chunked transactions

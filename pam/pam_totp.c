@@ -637,8 +637,10 @@ static int converse(struct helper *h, int flags, char *buf)
 			break;
 		case 'I':
 		case 'R':
-			if (!(flags & PAM_SILENT) || (hdr[0] == 'R' && h->errors_when_silent))
-				h->relayed = 1, pam_prompt(h->pamh, hdr[0] == 'I' ? PAM_TEXT_INFO : PAM_ERROR_MSG, NULL, "%s", buf);
+			if (!(flags & PAM_SILENT) || (hdr[0] == 'R' && h->errors_when_silent)) {
+				h->relayed = 1;
+				pam_prompt(h->pamh, hdr[0] == 'I' ? PAM_TEXT_INFO : PAM_ERROR_MSG, NULL, "%s", buf);
+			}
 			break;
 		case 'T': /* for pam_unix use_first_pass further down the stack */
 			h->relayed = 1;

@@ -35,6 +35,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/localenroll"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncbus"
@@ -186,7 +187,7 @@ func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, ob
 		log.Info("resident verifier off ([sync] verify_socket = \"none\"): every login execs the helper")
 		return false
 	}
-	ln, err := verifyd.Listen(path)
+	ln, err := rootsock.Listen(path)
 	if err != nil {
 		log.Warn("no resident verifier: every login execs the helper", "err", err)
 		return false

@@ -204,22 +204,3 @@ func parseChild(out string) ([]pamtest.Result, error) {
 	}
 	return nil, fmt.Errorf("child printed no result: %q", out)
 }
-
-// lockedBuffer collects a process's output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
-}

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
@@ -38,7 +39,7 @@ func TestConcurrentSameCode(t *testing.T) {
 		stdin  io.WriteCloser
 		stdout *bufio.Reader
 		wait   func() error
-		stderr *lockedBuffer
+		stderr *busapitest.SyncBuffer
 	}
 	procs := make([]proc, n)
 	for i := range procs {
@@ -52,7 +53,7 @@ func TestConcurrentSameCode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stderr := &lockedBuffer{}
+		stderr := &busapitest.SyncBuffer{}
 		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
@@ -30,7 +31,7 @@ type sshdServer struct {
 	hostKey ssh.PublicKey
 	keysDir string // AuthorizedKeysFile directory, one file per user
 	dir     string // private files (keys)
-	log     *lockedBuffer
+	log     *busapitest.SyncBuffer
 }
 
 // startSSHD copies /usr/sbin/sshd to a unique name (sshd uses its program name as the PAM
@@ -44,7 +45,7 @@ func startSSHD(t *testing.T, f *fixture) *sshdServer {
 	if err := pamtest.CopyFile("/usr/sbin/sshd", bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d := &sshdServer{keysDir: filepath.Join(pub, "authorized_keys"), dir: f.dir, log: &lockedBuffer{}}
+	d := &sshdServer{keysDir: filepath.Join(pub, "authorized_keys"), dir: f.dir, log: &busapitest.SyncBuffer{}}
 	if err := os.Mkdir(d.keysDir, 0o755); err != nil {
 		t.Fatal(err)
 	}

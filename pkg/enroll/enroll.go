@@ -76,8 +76,9 @@ type Pending struct {
 type Store interface {
 	// Change runs fn in one transaction on user's records: everything fn wrote is kept when fn
 	// returns nil, nothing when it returns an error. It refuses users the authority does not
-	// serve (a *refusal.Error).
-	Change(ctx context.Context, user string, fn func(Tx) error) error
+	// serve (a *refusal.Error). now is the instant of the change: the Tx stamps what it writes
+	// (audit records, used codes) with it.
+	Change(ctx context.Context, user string, now time.Time, fn func(Tx) error) error
 }
 
 // Tx is one user's records inside one transaction of a Store.
@@ -149,9 +150,10 @@ func (s *Service) change(ctx context.Context, user string, fn func(tx Tx, now ti
 		return refusal.New(refusal.Invalid, "not a valid user name")
 	}
 	var refused error
-	err := s.Store.Change(ctx, user, func(tx Tx) error {
+	now := s.now()
+	err := s.Store.Change(ctx, user, now, func(tx Tx) error {
 		refused = nil
-		return fn(tx, s.now(), &refused)
+		return fn(tx, now, &refused)
 	})
 	if err != nil {
 		return err

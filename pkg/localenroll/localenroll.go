@@ -77,7 +77,7 @@ func New(o Options) (*Authority, error) {
 	}
 	opts := store.Options{Dir: o.Config.Store.Dir, Timeout: o.Config.Store.OpenTimeout}
 	st := &nodeStore{dir: o.Config.Store.Dir, tokens: store.NewTokens(opts), state: store.NewState(opts),
-		log: o.Log, now: o.Now, proved: map[string]bool{}}
+		log: o.Log, proved: map[string]bool{}}
 	pol, _ := o.Config.For(ProofService, "") // without policy=, For always finds one
 	return &Authority{st: st, svc: &enroll.Service{Store: st, Rand: rand.Reader, Now: o.Now, Log: o.Log,
 		Rules: enroll.Rules{MaxTokens: o.MaxTokens, Window: pol.Window, Limits: o.Config.RateLimit.Limits(),
@@ -161,7 +161,6 @@ type nodeStore struct {
 	tokens *store.Tokens
 	state  *store.State
 	log    *slog.Logger
-	now    func() time.Time
 	// mu makes a change atomic within this process; other writers (totp-admin) are serialised
 	// by the files' locks. It also guards proved ("user/id" of the pending tokens begun with a
 	// proof).
@@ -188,7 +187,7 @@ func (n *nodeStore) pendingUsers() ([]string, error) {
 	return out, err
 }
 
-func (n *nodeStore) Change(_ context.Context, user string, fn func(enroll.Tx) error) error {
+func (n *nodeStore) Change(_ context.Context, user string, now time.Time, fn func(enroll.Tx) error) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := securefile.MkdirAll(n.dir, securefile.SecretDir); err != nil {
@@ -197,7 +196,7 @@ func (n *nodeStore) Change(_ context.Context, user string, fn func(enroll.Tx) er
 	var tx *nodeTx
 	err := n.tokens.Update(func(tt *store.TokensTx) error {
 		return n.state.Update(func(st *store.StateTx) error {
-			tx = &nodeTx{n: n, user: user, tokens: tt, state: st, proved: map[string]bool{}}
+			tx = &nodeTx{n: n, user: user, now: now, tokens: tt, state: st, proved: map[string]bool{}}
 			return fn(tx)
 		})
 	})
@@ -221,6 +220,7 @@ func (n *nodeStore) Change(_ context.Context, user string, fn func(enroll.Tx) er
 type nodeTx struct {
 	n      *nodeStore
 	user   string
+	now    time.Time
 	tokens *store.TokensTx
 	state  *store.StateTx
 	proved map[string]bool // changes to n.proved, applied after the commit
@@ -300,7 +300,7 @@ func (x *nodeTx) BackupCodes() ([]token.BackupCode, error) {
 }
 
 func (x *nodeTx) UseBackupCode(c token.BackupCode) error {
-	return x.state.UseBackup(x.user, c.ID, x.n.now())
+	return x.state.UseBackup(x.user, c.ID, x.now)
 }
 
 func (x *nodeTx) ReplaceBackupCodes(recs []token.BackupCode) error {

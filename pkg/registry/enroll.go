@@ -309,7 +309,7 @@ func (s *Server) service(n nodeRecord) *enroll.Service {
 			Bootstrap: c.Bootstrap == BootstrapMail, Issuer: s.cfg.Issuer}}
 }
 
-func (st *enrollStore) Change(ctx context.Context, user string, fn func(enroll.Tx) error) error {
+func (st *enrollStore) Change(ctx context.Context, user string, now time.Time, fn func(enroll.Tx) error) error {
 	_, err := st.s.store.Update(ctx, func(t kv.Txn) error {
 		x := &txn{Txn: t, s: st.s}
 		u, err := x.user(user)
@@ -319,7 +319,7 @@ func (st *enrollStore) Change(ctx context.Context, user string, fn func(enroll.T
 		if err != nil {
 			return err
 		}
-		return fn(&enrollTx{txn: x, u: u, node: st.node, now: st.s.now()})
+		return fn(&enrollTx{txn: x, u: u, node: st.node, now: now})
 	})
 	return err
 }
@@ -335,12 +335,7 @@ type enrollTx struct {
 func (e *enrollTx) Tokens() ([]token.Token, error) { return e.tokens(e.u.Name) }
 func (e *enrollTx) PutToken(t token.Token) error   { return e.putToken(e.u, t) }
 
-func (e *enrollTx) DeleteToken(id string) error {
-	if err := e.deleteToken(e.u, id); err != nil {
-		return err
-	}
-	return ignoreNotFound(e.Delete(prefixStep + e.u.Name + "/" + id))
-}
+func (e *enrollTx) DeleteToken(id string) error { return e.deleteToken(e.u, id) }
 
 func (e *enrollTx) Pending() ([]enroll.Pending, error) {
 	var out []enroll.Pending

@@ -266,11 +266,15 @@ func (x *txn) putToken(u User, t token.Token) error {
 	return x.putRecord(u, syncframe.TokenKey(t.User, t.ID), t)
 }
 
-// deleteToken removes token id of u. When it was u's last token, u gets the enrolled mark
+// deleteToken removes token id of u, and its last proof step (enroll/step), whether the user or
+// an administrator removes it. When it was u's last token, u gets the enrolled mark
 // (token.Enrolled, a record nodes receive): without a token they are denied, not in grace,
 // until an administrator's reset removes the mark with the rest.
 func (x *txn) deleteToken(u User, id string) error {
 	if err := x.Delete(prefixRec + syncframe.TokenKey(u.Name, id)); err != nil {
+		return err
+	}
+	if err := ignoreNotFound(x.Delete(prefixStep + u.Name + "/" + id)); err != nil {
 		return err
 	}
 	left, err := x.tokens(u.Name)

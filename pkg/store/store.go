@@ -70,7 +70,7 @@ func recordKey(kind byte, k []byte) (string, error) {
 	if i <= 0 || i == len(k)-1 {
 		return "", fmt.Errorf("store key %q: %w", k, ErrSchema)
 	}
-	return string(kind) + "/" + string(k[:i]) + "/" + string(k[i+1:]), nil
+	return syncframe.Key(kind, string(k[:i]), string(k[i+1:])), nil
 }
 
 // userKey is "user\x00id"; userPrefix is "user\x00".

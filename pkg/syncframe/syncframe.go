@@ -66,10 +66,13 @@ const (
 // EnrolledID is the id part of a user's token.Enrolled record key.
 const EnrolledID = "enrolled"
 
+// Key names a record: "KIND/USER/ID" (ParseKey's inverse).
+func Key(kind byte, user, id string) string { return string(kind) + "/" + user + "/" + id }
+
 // TokenKey, BackupKey and EnrolledKey name records: "t/USER/ID", "b/USER/ID", "u/USER/enrolled".
-func TokenKey(user, id string) string  { return "t/" + user + "/" + id }
-func BackupKey(user, id string) string { return "b/" + user + "/" + id }
-func EnrolledKey(user string) string   { return "u/" + user + "/" + EnrolledID }
+func TokenKey(user, id string) string  { return Key(KindToken, user, id) }
+func BackupKey(user, id string) string { return Key(KindBackup, user, id) }
+func EnrolledKey(user string) string   { return Key(KindUser, user, EnrolledID) }
 
 // ParseKey splits a record key. User names and ids contain no '/', NUL or control characters.
 func ParseKey(k string) (kind byte, user, id string, err error) {

@@ -8,7 +8,7 @@
 // failures (issue 9) need its registry connection. A verifier that is down, stopped or slow
 // costs a login nothing but the module's connect bound: the module then execs the helper.
 //
-// Trust: the socket is root 0600 in a root 0700 directory (package rootsock's Listen); the
+// Trust: the socket is root 0600 in a root 0700 directory (made by rootsock.Listen); the
 // daemon drops a peer that is not uid 0 (SO_PEERCRED) unanswered, and answers at most
 // MaxExchanges at a time (more connections are closed at once: those logins use the helper).
 package verifyd
@@ -31,9 +31,6 @@ const (
 	// prompt): longer than sshd's LoginGraceTime default; the module's own timeout= is shorter.
 	ExchangeTimeout = 5 * time.Minute
 )
-
-// Listen makes the socket at path (rootsock.Listen: directory root 0700, socket root 0600).
-func Listen(path string) (*net.UnixListener, error) { return rootsock.Listen(path) }
 
 // Serve answers connections on ln until ctx ends; it closes ln. log is the daemon's log (peers
 // refused, the limit reached); the logins themselves go to ex's auth log. observe, if not nil,

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
+	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/totp"
@@ -57,7 +58,7 @@ func start(t *testing.T) *daemon {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "run", "verify.sock")
-	ln, err := Listen(sock)
+	ln, err := rootsock.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
