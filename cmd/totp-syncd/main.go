@@ -149,7 +149,7 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 			log.Warn("no root socket: enrollment at login is unavailable", "err", err)
 		}
 	}
-	verifying := serveVerifier(ctx, cfg, log, nil)
+	verifying := serveVerifier(ctx, cfg, log, nil, nil)
 	switch {
 	case busErr != nil && !verifying:
 		log.Error("no D-Bus service and no resident verifier: a standalone totp-syncd has nothing else to do", "err", busErr)
@@ -178,10 +178,11 @@ func standalone(ctx context.Context, cfg *config.Config, busAddr string, log *sl
 }
 
 // serveVerifier serves the resident verifier ([sync] verify_socket) until ctx ends, counting
-// logins in observe (nil: no metrics), and says whether it does; SIGHUP makes it read the
+// logins in observe (nil: no metrics) and claiming codes through claims (nil standalone), and
+// says whether it does; SIGHUP makes it read the
 // configs logins name again. Without it logins use the helper, so a failure to listen is a
 // warning.
-func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, observe func(string, time.Duration)) bool {
+func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, observe func(string, time.Duration), claims verify.Claimer) bool {
 	path := cfg.VerifySocketPath()
 	if path == "" {
 		log.Info("resident verifier off ([sync] verify_socket = \"none\"): every login execs the helper")
@@ -213,7 +214,7 @@ func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, ob
 			return authDebug
 		}
 		return auth
-	}}
+	}, Claims: claims}
 	go func() {
 		if err := verifyd.Serve(ctx, ln, ex, log, observe); err != nil {
 			log.Error("resident verifier stopped: logins exec the helper", "err", err)
@@ -296,7 +297,7 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 			}
 		}()
 	}
-	_ = serveVerifier(ctx, cfg, log, metrics.ObserveLogin) // logins use the helper without it
+	_ = serveVerifier(ctx, cfg, log, metrics.ObserveLogin, s.Claims()) // logins use the helper without it
 	log.Info("totp-syncd starting", "version", version.Version, "registry", cfg.Sync.Registry, "store", cfg.Store.Dir)
 	err = s.Run(ctx)
 	stop()

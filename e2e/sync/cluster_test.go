@@ -188,6 +188,9 @@ type nodeOptions struct {
 	NoStart    bool   // write everything, do not start totp-syncd
 	Policy     string // top-level keys of pam_totp.conf (the default policy)
 	Bus        string // [sync] bus: the D-Bus address totp-syncd serves on and the helper uses
+	RateLimit  string // the [rate_limit] section's lines; "" is fastRate
+	Sync       string // more [sync] lines (with a registry)
+	ConnectMS  int    // the module's connect_ms=; 0 is 300
 }
 
 // fastRate keeps the rate limit out of the way of tests that do not test it.
@@ -231,8 +234,11 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 		}
 		mport := freePort(t)
 		n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
-		sync = fmt.Sprintf("registry = %q\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\nverify_socket = %q\n",
-			r.url, o.CAFile, n.credFile, mport, o.Bus, n.verifySock)
+		sync = fmt.Sprintf("registry = %q\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\nverify_socket = %q\n%s\n",
+			r.url, o.CAFile, n.credFile, mport, o.Bus, n.verifySock, o.Sync)
+	}
+	if o.RateLimit == "" {
+		o.RateLimit = fastRate
 	}
 	writeFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
 %s
@@ -245,10 +251,13 @@ open_timeout = "3s"
 %s
 
 [sync]
-%s`, o.Policy, n.storeDir, fastRate, sync), 0o644)
+%s`, o.Policy, n.storeDir, o.RateLimit, sync), 0o644)
 	// Logins go to the node's resident verifier, and to the helper when it does not answer.
-	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 socket=%s connect_ms=300 %s\naccount required pam_permit.so\n",
-		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf, n.verifySock, clk.ModuleArg())
+	if o.ConnectMS == 0 {
+		o.ConnectMS = 300
+	}
+	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 socket=%s connect_ms=%d %s\naccount required pam_permit.so\n",
+		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf, n.verifySock, o.ConnectMS, clk.ModuleArg())
 	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
 	n.proc = &proc{t: t, name: "totp-syncd " + n.name, path: bin["totp-syncd"],
 		args: []string{"--config", n.conf, "--debug"}, log: filepath.Join(dir, "syncd.log")}

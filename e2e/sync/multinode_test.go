@@ -46,8 +46,9 @@ func onAll(nodes []*node, fn func(i int, n *node)) {
 	wg.Wait()
 }
 
-// waitLogin waits until the token is active in every node's tokens.db, then logs in on each
-// with the code of step; it returns the time from since to the last successful login.
+// waitLogin waits until the token is active in every node's tokens.db, then logs in on each in
+// turn, node i with the code of step-1+i (a code is accepted once on the whole cluster, and a
+// later step after an earlier one); it returns the time from since to the last successful login.
 func waitLogin(t *testing.T, nodes []*node, tok token.Token, step uint64, since time.Time) time.Duration {
 	t.Helper()
 	results := make([]pamtest.Result, len(nodes))
@@ -56,8 +57,10 @@ func waitLogin(t *testing.T, nodes []*node, tok token.Token, step uint64, since 
 		for n.tokenState(tok.User, tok.ID) != string(token.Active) && time.Now().Before(deadline) {
 			time.Sleep(2 * time.Millisecond)
 		}
-		results[i] = n.login(tok.User, code(tok, step))
 	})
+	for i, n := range nodes {
+		results[i] = n.login(tok.User, code(tok, step-1+uint64(i)))
+	}
 	took := time.Since(since)
 	for i, r := range results {
 		r.Want(t, nodes[i].name+" new token", pamtest.Success, -1)
@@ -111,8 +114,12 @@ func TestTokenReachesEveryNode(t *testing.T) {
 			// (docs/benchmarks.md, "Admin write to applied on every node"), not asserted here.
 			t.Logf("%s: admin write to logged in on all %d nodes: %v", tt.name, len(nodes), took.Round(time.Millisecond))
 
-			// Disabled at the registry: the next step's code, which an active token would
-			// take, fails on every node.
+			// Disabled at the registry: codes of steps nobody claimed yet, which an active token
+			// would take (node i the code of later-1+i), fail on every node.
+			later := step
+			for later < step+3 {
+				later = nextStep(t)
+			}
 			disabled := "disabled"
 			start = time.Now()
 			if _, err := r.admin.UpdateToken(ctx(t), user, tok.ID, adminclient.TokenChange{State: &disabled}); err != nil {
@@ -123,8 +130,10 @@ func TestTokenReachesEveryNode(t *testing.T) {
 				eventually(t, 10*time.Second, n.name+" sees the token disabled", func() (bool, error) {
 					return n.tokenState(user, tok.ID) == string(token.Disabled), nil
 				})
-				results[i] = n.login(user, code(tok, step+1))
 			})
+			for i, n := range nodes {
+				results[i] = n.login(user, code(tok, later-1+uint64(i)))
+			}
 			t.Logf("%s: disable to refused on all nodes: %v", tt.name, time.Since(start).Round(time.Millisecond))
 			for i, res := range results {
 				if res.Fatal != "" || res.Code == pamtest.Success {

@@ -10,9 +10,12 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 )
 
-// TestRegistryKilled: with the registry killed (SIGKILL) logins go on on every node; restarted,
-// the nodes resume from their revision without a resync. A node killed across a compaction
-// gets 410 when it comes back, resyncs from a snapshot, and ends with the others' digest.
+// TestRegistryKilled: with the registry killed (SIGKILL) logins go on on every node
+// (offline_claims = "local": the same code on all three, as the registry cannot be asked);
+// restarted, the nodes resume from their revision without a resync, report those claims, and the
+// two nodes whose claim the registry had granted to another log a possible replay. A node killed
+// across a compaction gets 410 when it comes back, resyncs from a snapshot, and ends with the
+// others' digest.
 func TestRegistryKilled(t *testing.T) {
 	needRoot(t)
 	r, nodes := cluster(t, regOptions{})
@@ -50,7 +53,18 @@ func TestRegistryKilled(t *testing.T) {
 		took := n.waitRev(rev, 40*time.Second) // the reconnect back-off may have grown to a few seconds
 		t.Logf("%s: applied revision %d %v after the change at the restarted registry", n.name, rev, took.Round(time.Millisecond))
 	}
-	onAll(nodes, func(i int, n *node) { results[i] = n.login(user2, code(tok2, step)) })
+	// The offline claims reach the registry: one granted, the two others are possible replays.
+	eventually(t, 15*time.Second, "the offline claims are reported", func() (bool, error) {
+		sum := 0.0
+		for _, n := range nodes {
+			sum += n.metric("pam_totp_sync_possible_replays_total", "")
+		}
+		return sum == 2, nil
+	})
+	step = nextStep(t)
+	for i, n := range nodes { // one code per node: the cluster accepts each once
+		results[i] = n.login(user2, code(tok2, step-1+uint64(i)))
+	}
 	for i, res := range results {
 		res.Want(t, nodes[i].name+" after registry restart", pamtest.Success, -1)
 		if got := nodes[i].metricSum("pam_totp_sync_resyncs_total"); got != resyncs[i] {

@@ -120,6 +120,14 @@ type Sync struct {
 	// before it execs the helper (module argument socket=, same default); "none" turns it off.
 	// Its directory must be root's and writable by root alone.
 	VerifySocket string `toml:"verify_socket"`
+	// ClaimTimeout bounds the round trip in which the registry claims an accepted code for this
+	// login (docs/sync-protocol.md, "Claims and the failure budget").
+	ClaimTimeout time.Duration `toml:"claim_timeout"`
+	// OfflineClaims says what a login whose code the registry could not claim does (the
+	// registry did not answer within claim_timeout, totp-syncd has no stream to it, or the
+	// helper decided without totp-syncd): "local" accepts on this node's replay record alone and
+	// reports the claim later; "deny" refuses the code.
+	OfflineClaims string `toml:"offline_claims"`
 }
 
 // DefaultVerifySocket is the resident verifier's socket when [sync] verify_socket is not set;
@@ -145,10 +153,11 @@ func (c *Config) SocketPath() string {
 	return filepath.Join(c.Store.Dir, rootsock.FileName)
 }
 
-// Offline actions.
+// Offline actions ([sync] offline and offline_claims).
 const (
 	OfflineServe = "serve"
 	OfflineDeny  = "deny"
+	OfflineLocal = "local"
 )
 
 // Config is the whole file.
@@ -180,6 +189,8 @@ func Default() Config {
 			MetricsListen:  "127.0.0.1:9464",
 			Offline:        OfflineServe,
 			VerifySocket:   DefaultVerifySocket,
+			ClaimTimeout:   300 * time.Millisecond,
+			OfflineClaims:  OfflineLocal,
 		},
 		RateLimit: RateLimit{
 			FreeFailures:   3,
@@ -305,6 +316,14 @@ func (s *Sync) validate() error {
 	}
 	if s.MaxOffline < 0 {
 		return fmt.Errorf("sync.max_offline %s: must not be negative", s.MaxOffline)
+	}
+	switch s.OfflineClaims {
+	case OfflineLocal, OfflineDeny:
+	default:
+		return fmt.Errorf("sync.offline_claims %q: must be local or deny", s.OfflineClaims)
+	}
+	if s.ClaimTimeout < 10*time.Millisecond || s.ClaimTimeout > 5*time.Second {
+		return fmt.Errorf("sync.claim_timeout %s: must be between 10ms and 5s", s.ClaimTimeout)
 	}
 	if s.Registry == "" {
 		return nil

@@ -195,10 +195,19 @@ func statusError(method, path string, resp *http.Response) error {
 	}, msg)
 	err := fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return fmt.Errorf("%w: %w (check credential_file, client_cert and `totp-admin --registry URL node list`)", err, ErrRefused)
+		err = fmt.Errorf("%w: %w (check credential_file, client_cert and `totp-admin --registry URL node list`)", err, ErrRefused)
 	}
-	return err
+	return &statusErr{status: resp.StatusCode, err: err}
 }
+
+// statusErr is a non-2xx answer, with its status.
+type statusErr struct {
+	status int
+	err    error
+}
+
+func (e *statusErr) Error() string { return e.err.Error() }
+func (e *statusErr) Unwrap() error { return e.err }
 
 // idleBody cancels its request when no byte arrives for d.
 type idleBody struct {

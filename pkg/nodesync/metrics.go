@@ -78,6 +78,9 @@ type Metrics struct {
 	usedCodes   uint64
 	logins      map[string]uint64 // by verdict, answered by the resident verifier
 	exchange    histogram
+	claims      map[string]uint64 // by result (ClaimGranted, ...)
+	replays     uint64
+	reported    uint64
 }
 
 // NewMetrics returns empty metrics; now gives the staleness.
@@ -86,7 +89,7 @@ func NewMetrics(now func() time.Time, version string) *Metrics {
 		now = time.Now
 	}
 	return &Metrics{now: now, version: version, resyncs: map[string]uint64{}, apply: newHistogram(),
-		logins: map[string]uint64{}, exchange: newHistogram()}
+		logins: map[string]uint64{}, exchange: newHistogram(), claims: map[string]uint64{}}
 }
 
 func (m *Metrics) setStore(rev, tokens int64, lastContact time.Time) {
@@ -132,6 +135,31 @@ func (m *Metrics) ObserveLogin(verdict string, d time.Duration) {
 	defer m.mu.Unlock()
 	m.logins[verdict]++
 	m.exchange.observe(d)
+}
+
+func (m *Metrics) claimed(result string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.claims[result]++
+}
+
+// Claims returns how many claims the resident verifier made with a result.
+func (m *Metrics) Claims(result string) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.claims[result]
+}
+
+func (m *Metrics) possibleReplay() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.replays++
+}
+
+func (m *Metrics) loginEventsReported(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reported += uint64(n)
 }
 
 func (m *Metrics) usedReported(n int) {
@@ -201,6 +229,14 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	value("pam_totp_sync_digest_mismatches_total", "", float64(m.mismatches))
 	metric("pam_totp_sync_used_reported_total", "counter", "Used backup codes and passcodes reported to the registry, which deletes them on every node.")
 	value("pam_totp_sync_used_reported_total", "", float64(m.usedCodes))
+	metric("pam_totp_sync_claims_total", "counter", "Codes the resident verifier asked the registry to claim before accepting them, by result (offline: no answer, decided by offline_claims).")
+	for _, r := range []string{ClaimGranted, ClaimRefused, ClaimOffline} {
+		value("pam_totp_sync_claims_total", `{result="`+r+`"}`, float64(m.claims[r]))
+	}
+	metric("pam_totp_sync_login_events_reported_total", "counter", "Login events (claims made offline, wrong codes) reported to the registry from state.db's outbox.")
+	value("pam_totp_sync_login_events_reported_total", "", float64(m.reported))
+	metric("pam_totp_sync_possible_replays_total", "counter", "Codes accepted here without the registry that the registry had granted elsewhere first.")
+	value("pam_totp_sync_possible_replays_total", "", float64(m.replays))
 	metric("pam_totp_sync_apply_seconds", "histogram", "Time to apply one watch batch to tokens.db.")
 	m.apply.write(value, "pam_totp_sync_apply_seconds")
 	metric("pam_totp_verifier_logins_total", "counter", "Logins answered by the resident verifier, by verdict (logins that pam_totp.so sent to the helper are not counted here).")

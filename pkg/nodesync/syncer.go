@@ -92,11 +92,12 @@ type Syncer struct {
 	log     *slog.Logger
 	m       *Metrics
 
-	resync    string    // a pending resync's reason; "" none
-	lastTouch time.Time // last write of last contact to tokens.db
-	acks      chan registryapi.Ack
-	usedKick  chan struct{} // a used-code round is due
-	kick      chan struct{} // Kick: end a back-off wait now (kick.go)
+	resync     string    // a pending resync's reason; "" none
+	lastTouch  time.Time // last write of last contact to tokens.db
+	acks       chan registryapi.Ack
+	usedKick   chan struct{} // a used-code round is due
+	outboxKick chan struct{} // an outbox round is due (claims.go)
+	kick       chan struct{} // Kick: end a back-off wait now (kick.go)
 }
 
 // resyncError asks the loop for a full resync.
@@ -127,8 +128,9 @@ func New(o Options) (*Syncer, error) {
 		m:      o.Metrics,
 		acks:   make(chan registryapi.Ack, 1),
 
-		usedKick: make(chan struct{}, 1),
-		kick:     make(chan struct{}),
+		usedKick:   make(chan struct{}, 1),
+		outboxKick: make(chan struct{}, 1),
+		kick:       make(chan struct{}),
 	}
 	s.backoff = Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, Jitter: 0.2, Rand: o.Rand}
 	if c.base.Scheme == "http" {
@@ -161,12 +163,16 @@ func (s *Syncer) Run(ctx context.Context) error {
 	ackCtx, stopAcks := context.WithCancel(ctx)
 	defer stopAcks()
 	go s.ackLoop(ackCtx)
-	usedDone := make(chan struct{})
+	usedDone, outboxDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(usedDone)
 		s.usedLoop(ackCtx)
 	}()
-	defer func() { stopAcks(); <-usedDone }() // no state.db or tokens.db read outlives Run
+	go func() {
+		defer close(outboxDone)
+		s.outboxLoop(ackCtx)
+	}()
+	defer func() { stopAcks(); <-usedDone; <-outboxDone }() // no state.db or tokens.db read outlives Run
 
 	prevResync := false
 	for {

@@ -28,8 +28,9 @@ import (
 // survives a restart and is written in the revision of the change it belongs to:
 //
 //	enroll/pending/USER/ID  pendingRecord: expiry in the clear, the token sealed
-//	enroll/step/USER/ID     the last time step of token ID accepted as a proof or finishing code
-//	enroll/fail/USER        failed proofs in a row, and the end of a lockout
+//	enroll/step/USER/ID     the claim of token ID: the last time step accepted anywhere, as a
+//	                        proof, a finishing code or at a login on a node (logins.go)
+//	enroll/fail/USER        failed proofs, before they moved to the synced u/USER/failures
 //	enroll/boot/USER        a bootstrap code: salted hash (package backupcode), expiry
 //
 // The rules themselves are package enroll's; this file is its Store on the kv store, and the
@@ -70,10 +71,6 @@ type pendingRecord struct {
 // proofCode marks a pending token begun with a proof of possession of an existing factor.
 const proofCode = "code"
 
-type stepRecord struct {
-	Step uint64 `json:"step"`
-}
-
 // Failed proofs follow the login rule (token.Limits): proofFreeFailures cost nothing, then a
 // back-off from proofBackoff doubling up to [enroll] lockout, and [enroll] max_failures lock the
 // user's proofs until a success... which a lock forbids, so until an administrator's unlock or
@@ -87,15 +84,6 @@ const (
 func (c EnrollConfig) proofLimits() token.Limits {
 	return token.Limits{FreeFailures: proofFreeFailures, InitialBackoff: proofBackoff,
 		MaxBackoff: c.Lockout, LockoutAfter: c.MaxFailures}
-}
-
-// failures reads the user's failed proofs (zero when none).
-func (x *txn) failures(user string) (token.Failures, error) {
-	var f token.Failures
-	if err := x.getJSON(prefixFail+user, &f); err != nil && !errors.Is(err, kv.ErrNotFound) {
-		return f, err
-	}
-	return f, nil
 }
 
 // initEnroll sets up the mail notices: o.Notifier, or a mail.Sender from [mail].
@@ -380,22 +368,35 @@ func (e *enrollTx) DeletePending(id string) error {
 	return e.Delete(prefixPending + e.u.Name + "/" + id)
 }
 
+// LastStep and SetStep are the token's claim (logins.go): a code proved here is refused at
+// every login, and a code a login claimed is refused here.
 func (e *enrollTx) LastStep(id string) (uint64, error) {
-	var r stepRecord
-	return r.Step, ignoreNotFound(e.getJSON(prefixStep+e.u.Name+"/"+id, &r))
+	c, err := e.claim(e.u.Name, id)
+	return c.Step, err
 }
 
 func (e *enrollTx) SetStep(id string, step uint64) error {
-	return e.putJSON(prefixStep+e.u.Name+"/"+id, stepRecord{Step: step})
+	return e.setClaim(e.u.Name, id, token.Claim{Step: step, Node: "registry", At: e.now.UTC()})
 }
 
-func (e *enrollTx) Failures() (token.Failures, error) { return e.failures(e.u.Name) }
+// Failures and SetFailures are the user's one failure record (token.SharedFailures), which
+// nodes count their wrong login codes in.
+func (e *enrollTx) Failures() (token.Failures, error) {
+	f, err := e.sharedFailures(e.u.Name)
+	return f.Failures, err
+}
 
 func (e *enrollTx) SetFailures(f token.Failures) error {
 	if f == (token.Failures{}) {
-		return ignoreNotFound(e.Delete(prefixFail + e.u.Name))
+		_, err := e.clearFailures(e.u, e.now)
+		return err
 	}
-	return e.putJSON(prefixFail+e.u.Name, f)
+	cur, err := e.sharedFailures(e.u.Name)
+	if err != nil {
+		return err
+	}
+	cur.Failures = f
+	return e.putSharedFailures(e.u, cur)
 }
 
 func (e *enrollTx) BackupCodes() ([]token.BackupCode, error) { return e.backupCodes(e.u.Name) }

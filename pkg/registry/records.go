@@ -189,10 +189,11 @@ func (x *txn) user(name string) (User, error) {
 	return u, err
 }
 
-// userRecords calls fn for each of a user's records (tokens, backup codes, the enrolled mark),
+// userRecords calls fn for each of a user's records (tokens, backup codes, the enrolled mark,
+// the failures),
 // with the sync key and the raw wrapper.
 func (x *txn) userRecords(user string, fn func(key string, raw []byte) error) error {
-	for _, p := range []string{syncframe.TokenKey(user, ""), syncframe.BackupKey(user, ""), syncframe.EnrolledKey(user)} {
+	for _, p := range syncframe.UserKeys(user) {
 		if err := x.Range(prefixRec+p, func(kv kv.KeyValue) error {
 			return fn(strings.TrimPrefix(kv.Key, prefixRec), kv.Value)
 		}); err != nil {

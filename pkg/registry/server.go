@@ -133,6 +133,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/sync/watch", s.handleWatch)
 	mux.HandleFunc("POST /v1/sync/ack", s.handleAck)
 	mux.HandleFunc("POST /v1/sync/used", s.handleUsed)
+	mux.HandleFunc("POST "+registryapi.PathSyncLogins, s.handleLogins)
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
 	return mux

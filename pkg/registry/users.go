@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -554,8 +553,9 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, err
 }
 
-// unlockUser answers POST /v1/admin/users/{name}/unlock: it clears the user's failed proofs (a
-// lockout of self-service changes). Failed login codes are counted on each node.
+// unlockUser answers POST /v1/admin/users/{name}/unlock: it clears the user's failures, the
+// wrong codes of logins on every node and the failed proofs of self-service changes, in the
+// record every node receives; each node then drops the failures it counted before the unlock.
 func (s *Server) unlockUser(r *http.Request, actor string, body []byte) (int, any, error) {
 	var q reasonRequest
 	if err := decodeOptional(body, &q); err != nil {
@@ -564,17 +564,12 @@ func (s *Server) unlockUser(r *http.Request, actor string, body []byte) (int, an
 	name := r.PathValue("name")
 	var f token.Failures
 	_, err := s.change(r.Context(), actor, "user.unlock", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
-		if _, err := x.user(name); err != nil {
+		u, err := x.user(name)
+		if err != nil {
 			return err
 		}
-		var err error
-		if f, err = x.failures(name); err != nil {
-			return err
-		}
-		if err := x.Delete(prefixFail + name); err != nil && !errors.Is(err, kv.ErrNotFound) {
-			return err
-		}
-		return nil
+		f, err = x.clearFailures(u, s.now())
+		return err
 	})
 	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count}, err
 }

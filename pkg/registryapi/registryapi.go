@@ -47,6 +47,37 @@ type UsedMark struct {
 	At  time.Time `json:"at"`
 }
 
+// PathSyncLogins is where a node reports what its logins did (POST, node credential): a
+// LoginReport answered with LoginAnswer, one result per event in order.
+const PathSyncLogins = "/v1/sync/logins"
+
+// MaxLoginEvents bounds one LoginReport.
+const MaxLoginEvents = 1000
+
+// LoginReport is POST /v1/sync/logins's body (token.LoginEvent says what each event is). A
+// login that accepts a code sends its claim alone and waits for the answer (a short bound);
+// claims made while the registry could not be asked (Offline) and failures follow in batches.
+type LoginReport struct {
+	Events []token.LoginEvent `json:"events"`
+}
+
+// LoginAnswer answers a LoginReport.
+type LoginAnswer struct {
+	Results []LoginResult `json:"results"`
+}
+
+// LoginResult is the registry's word on one event. For a claim: Claimed, or not, with the claim
+// that holds the step (By, At: where and when the code was accepted before). For a failure:
+// Failures is the user's count after it. Unknown: the registry has no such user (or none in the
+// node's scope); nothing was recorded.
+type LoginResult struct {
+	Claimed  bool      `json:"claimed,omitempty"`
+	By       string    `json:"by,omitempty"`
+	At       time.Time `json:"at,omitzero"`
+	Failures int       `json:"failures,omitempty"`
+	Unknown  bool      `json:"unknown,omitempty"`
+}
+
 // ErrorAnswer is the body of every refusal: one plain sentence meant for the person behind the
 // request (no secret), with the HTTP status saying its kind (400 invalid, 401/403 refused, 404 not
 // found, 409 conflict, 429 too many tries, with Retry-After).

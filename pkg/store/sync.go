@@ -61,6 +61,7 @@ func CheckRecord(key string, value []byte) (bucket, storeKey []byte, err error) 
 	var t token.Token
 	var c token.BackupCode
 	var e token.Enrolled
+	var f token.SharedFailures
 	switch kind {
 	case syncframe.KindToken:
 		err = decodeStrict(value, &t)
@@ -69,6 +70,14 @@ func CheckRecord(key string, value []byte) (bucket, storeKey []byte, err error) 
 		}
 		gotUser, gotID = t.User, t.ID
 	case syncframe.KindUser:
+		if id == syncframe.FailuresID {
+			err = decodeStrict(value, &f)
+			if err == nil {
+				err = f.Validate()
+			}
+			gotUser, gotID = f.User, syncframe.FailuresID
+			break
+		}
 		err = decodeStrict(value, &e)
 		if err == nil {
 			err = e.Validate()

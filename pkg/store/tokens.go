@@ -76,7 +76,9 @@ type UserData struct {
 	Tokens   []token.Token
 	Backup   []token.BackupCode
 	Enrolled bool // see token.Enrolled
-	Meta     Meta
+	// Shared is the user's failure record of the registry (a node that syncs; else zero).
+	Shared token.SharedFailures
+	Meta   Meta
 }
 
 // ReadUser reads one user's tokens and backup codes in one short read-only transaction.
@@ -91,6 +93,9 @@ func (t *Tokens) ReadUser(user string) (UserData, error) {
 			return err
 		}
 		d.Enrolled = x.Enrolled(user)
+		if d.Shared, err = x.SharedFailures(user); err != nil {
+			return err
+		}
 		d.Backup, err = x.BackupCodes(user)
 		return err
 	})

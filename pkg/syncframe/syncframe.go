@@ -60,11 +60,15 @@ var (
 const (
 	KindToken  = 't'
 	KindBackup = 'b'
-	KindUser   = 'u' // one per user: the mark of having enrolled (token.Enrolled)
+	KindUser   = 'u' // per user: the mark of having enrolled (token.Enrolled), the failures (token.SharedFailures)
 )
 
-// EnrolledID is the id part of a user's token.Enrolled record key.
-const EnrolledID = "enrolled"
+// EnrolledID and FailuresID are the id parts of a user's token.Enrolled and
+// token.SharedFailures record keys.
+const (
+	EnrolledID = "enrolled"
+	FailuresID = "failures"
+)
 
 // Key names a record: "KIND/USER/ID" (ParseKey's inverse).
 func Key(kind byte, user, id string) string { return string(kind) + "/" + user + "/" + id }
@@ -74,11 +78,19 @@ func TokenKey(user, id string) string  { return Key(KindToken, user, id) }
 func BackupKey(user, id string) string { return Key(KindBackup, user, id) }
 func EnrolledKey(user string) string   { return Key(KindUser, user, EnrolledID) }
 
+// FailuresKey names a user's token.SharedFailures record: "u/USER/failures".
+func FailuresKey(user string) string { return Key(KindUser, user, FailuresID) }
+
+// UserKeys are the keys of all a user's records start with: "t/USER/", "b/USER/", "u/USER/".
+func UserKeys(user string) []string {
+	return []string{TokenKey(user, ""), BackupKey(user, ""), Key(KindUser, user, "")}
+}
+
 // ParseKey splits a record key. User names and ids contain no '/', NUL or control characters.
 func ParseKey(k string) (kind byte, user, id string, err error) {
 	parts := strings.Split(k, "/")
 	if len(parts) != 3 || len(parts[0]) != 1 || parts[1] == "" || parts[2] == "" || len(k) > 512 ||
-		!(parts[0][0] == KindToken || parts[0][0] == KindBackup || parts[0][0] == KindUser && parts[2] == EnrolledID) {
+		!(parts[0][0] == KindToken || parts[0][0] == KindBackup || parts[0][0] == KindUser && (parts[2] == EnrolledID || parts[2] == FailuresID)) {
 		return 0, "", "", fmt.Errorf("record key %q: %w", clip(k), ErrFrame)
 	}
 	for _, r := range k {

@@ -27,16 +27,23 @@ type Limits struct {
 func (f Failures) Fail(now time.Time, l Limits) (Failures, time.Duration) {
 	f.Count++
 	f.Last = now
-	if f.Count <= l.FreeFailures {
-		return f, 0
+	d := l.Backoff(f.Count)
+	if d > 0 {
+		f.Until = now.Add(d)
+	}
+	return f, d
+}
+
+// Backoff is the wait that the count-th failure in a row starts (0 when it is free).
+func (l Limits) Backoff(count int) time.Duration {
+	if count <= l.FreeFailures {
+		return 0
 	}
 	d := l.InitialBackoff
-	for i := l.FreeFailures + 1; i < f.Count && d < l.MaxBackoff; i++ {
+	for i := l.FreeFailures + 1; i < count && d < l.MaxBackoff; i++ {
 		d *= 2
 	}
-	d = min(d, l.MaxBackoff)
-	f.Until = now.Add(d)
-	return f, d
+	return min(d, l.MaxBackoff)
 }
 
 // Locked says whether no answer may be checked at now: for good (the lockout, until an

@@ -25,6 +25,9 @@ type Exchange struct {
 	// Args, if set, sees the module's arguments before anything is decided (the helper hands
 	// them to clock.UseModuleArgs, which only a testclock build heeds).
 	Args func(args []string)
+	// Claims is the daemon's way to the registry for cluster-wide claims (claim.go); nil in the
+	// helper and on a standalone node.
+	Claims Claimer
 }
 
 // Serve runs one exchange on rw: it reads the request, loads its config, decides and sends the
@@ -71,6 +74,7 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 		"groups", len(req.Groups), "args", req.Args, "transport", e.Transport)
 	v := New(cfg, log)
 	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
+	v.Claims = e.Claims
 	verdict = v.Authenticate(req, conn)
 	if err := conn.Done(verdict); err != nil {
 		log.Error("cannot send verdict", "user", req.User, "transport", e.Transport, "err", err)

@@ -39,6 +39,7 @@ const (
 	msgReplay       = "That code has already been used; wait for the next one."
 	msgLocked       = "Too many failed codes; two-factor login is locked for your account."
 	msgTooLong      = "The answer is too long."
+	msgNoClaim      = "Your code cannot be confirmed with the central registry right now; try again shortly."
 )
 
 // Verifier decides authentications for one node. It keeps no database open.
@@ -50,6 +51,9 @@ type Verifier struct {
 	ProcRoot string
 	// Enroll is totp-syncd for enrollment at login (policy enroll_at_login); nil: not offered.
 	Enroll LoginEnroller
+	// Claims is totp-syncd's way to the registry (claim.go); nil in the helper, which decides
+	// every claim offline.
+	Claims Claimer
 }
 
 // New returns a verifier with the real clock (clock.Now).
@@ -167,7 +171,7 @@ func (a *attempt) run() protocol.Verdict {
 	var fails store.Failures
 	var graced, fresh bool
 	err = state.View(func(x *store.StateTx) error {
-		fails = x.Failures(req.User)
+		fails = a.failures(x, &data)
 		graced = sshKey != "" && x.Grace(req.User, "ssh", sshKey, a.now)
 		fresh = freshKey != "" && x.Grace(req.User, freshKind(req.Service), freshKey, a.now)
 		return nil
@@ -194,7 +198,58 @@ func (a *attempt) run() protocol.Verdict {
 	return a.check(state, data, answer, sshKey, freshKey)
 }
 
-// check judges the answer inside one state.db write transaction.
+// judgement is what an answer is worth against state.db at one moment, before anything is
+// written: a token's code (token.Result), else a backup code or passcode.
+type judgement struct {
+	i       int // the token matched (m.Status != NoMatch)
+	m       token.Result
+	backup  *token.BackupCode // a backup code or passcode that may be accepted
+	backupW string            // why a backup code that matched may not ("" when none matched)
+}
+
+// judge matches the answer against the user's tokens and backup codes in x.
+func (a *attempt) judge(x *store.StateTx, data *store.UserData, codes map[int]string, backupNorm string, isBackup bool) judgement {
+	user := a.req.User
+	i, m := token.MatchAny(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
+		return x.LastStep(user, id)
+	})
+	j := judgement{i: i, m: m}
+	if m.Status == token.OK || !isBackup {
+		return j
+	}
+	for k := range data.Backup {
+		rec := &data.Backup[k]
+		if !backupcode.Match(backupNorm, *rec) {
+			continue
+		}
+		switch {
+		case rec.Expired(a.now):
+			j.backupW = "one-time passcode expired"
+		case x.BackupUsed(user, rec.ID):
+			j.backupW = "backup code already used"
+		default:
+			j.backup = rec
+		}
+		break
+	}
+	return j
+}
+
+// claimID is the (token, step) an accepting judgement claims at the registry; ok is false when
+// the judgement accepts nothing.
+func (j judgement) claimID(tokens []token.Token) (id string, step uint64, ok bool) {
+	switch {
+	case j.m.Status == token.OK:
+		return tokens[j.i].ID, j.m.Step, true
+	case j.backup != nil:
+		return token.ClaimID(j.backup.ID), 1, true
+	}
+	return "", 0, false
+}
+
+// check judges the answer inside one state.db write transaction. On a node that syncs from a
+// registry, an accepting answer is first claimed there (claim.go), between a read-only look and
+// that transaction, so the network round trip holds no lock.
 func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey, freshKey string) protocol.Verdict {
 	user := a.req.User
 	var (
@@ -218,31 +273,66 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 	if a.pol.PasswordAndCode {
 		isBackup = false // the answer is password+code; backup codes go at the code prompt
 	}
-	err := state.Update(func(x *store.StateTx) error {
-		fails := x.Failures(user)
+	claim, err := a.claimFirst(state, &data, codes, backupNorm, isBackup)
+	if err != nil {
+		a.tell(msgUnavailable)
+		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), "")
+	}
+	events := false
+	err = state.Update(func(x *store.StateTx) error {
+		events = false
+		fails := a.failures(x, &data)
 		if m, locked := a.locked(fails); locked { // a concurrent login may have locked it since
 			verdict, outcome, reason, msg = protocol.MaxTries, "locked_out", "locked while prompting", m
 			return nil
 		}
-		i, m := token.MatchAny(data.Tokens, codes, a.now, a.pol.Window, a.pol.SkewHintSteps, func(id string) uint64 {
-			return x.LastStep(user, id)
-		})
-		switch m.Status {
-		case token.OK:
-			tokenID = data.Tokens[i].ID
+		j := a.judge(x, &data, codes, backupNorm, isBackup)
+		if id, step, ok := j.claimID(data.Tokens); ok && a.claims() {
+			// The claim decides what the acceptance becomes; nothing else of this answer does.
+			tokenID = id
+			v, o, r, m, accept, err := a.settle(x, claim, id, step, &j, data.Tokens)
+			verdict, outcome, reason, msg = v, o, r, m
+			if err != nil || !accept {
+				return err
+			}
+		}
+		switch m := j.m; {
+		case m.Status == token.OK:
+			tokenID = data.Tokens[j.i].ID
 			if err := x.SetLastStep(user, tokenID, m.Step); err != nil {
 				return err
 			}
 			verdict, outcome, reason, msg = protocol.Success, "success", "code verified", ""
-		case token.Replay:
+			if claim.offline() {
+				reason = "code verified on this node's record alone: " + claim.why
+			}
+		case j.backup != nil:
+			rec := j.backup
+			if err := x.UseBackup(user, rec.ID, a.now); err != nil {
+				return err
+			}
+			left := 0
+			for _, r := range data.Backup {
+				if r.ID != rec.ID && !x.BackupUsed(user, r.ID) && r.Expires.IsZero() {
+					left++
+				}
+			}
+			tokenID = "backup:" + rec.ID
+			verdict, outcome, reason = protocol.Success, "backup_code", "backup code accepted"
+			msg = fmt.Sprintf("Backup code accepted; %d left.", left)
+			if !rec.Expires.IsZero() {
+				tokenID, outcome, reason = "passcode:"+rec.ID, "passcode", "one-time passcode accepted"
+				msg = "One-time passcode accepted: enroll a token now, it works only once."
+			}
+		case m.Status == token.Replay:
 			// A replay is no guess at the secret: refused, not counted.
-			tokenID = data.Tokens[i].ID
+			tokenID = data.Tokens[j.i].ID
 			verdict, outcome, reason, msg = protocol.AuthErr, "replay", "code of an already used time step", msgReplay
 			return nil
-		case token.Skew:
+		case m.Status == token.Skew:
 			// Refused and counted; its step is burned, so that the code, shown before its time,
 			// is never accepted when its time comes.
-			tokenID = data.Tokens[i].ID
+			tokenID = data.Tokens[j.i].ID
 			if m.Step > x.LastStep(user, tokenID) {
 				if err := x.SetLastStep(user, tokenID, m.Step); err != nil {
 					return err
@@ -257,42 +347,28 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 			outcome = "clock_skew"
 			msg = fmt.Sprintf("%s Your device's clock seems about %d seconds %s; check its time settings.",
 				msgFailed, secs, dir)
-		}
-		if verdict != protocol.Success && isBackup {
-			for _, rec := range data.Backup {
-				if backupcode.Match(backupNorm, rec) {
-					if rec.Expired(a.now) {
-						reason = "one-time passcode expired"
-						break
-					}
-					if x.BackupUsed(user, rec.ID) {
-						reason = "backup code already used"
-						break
-					}
-					if err := x.UseBackup(user, rec.ID, a.now); err != nil {
-						return err
-					}
-					left := 0
-					for _, r := range data.Backup {
-						if r.ID != rec.ID && !x.BackupUsed(user, r.ID) && r.Expires.IsZero() {
-							left++
-						}
-					}
-					tokenID = "backup:" + rec.ID
-					verdict, outcome, reason = protocol.Success, "backup_code", "backup code accepted"
-					msg = fmt.Sprintf("Backup code accepted; %d left.", left)
-					if !rec.Expires.IsZero() {
-						tokenID, outcome, reason = "passcode:"+rec.ID, "passcode", "one-time passcode accepted"
-						msg = "One-time passcode accepted: enroll a token now, it works only once."
-					}
-					break
-				}
-			}
+		case j.backupW != "":
+			reason = j.backupW
 		}
 		if verdict != protocol.Success {
+			events = a.claims()
+			if events {
+				if err := x.AddEvent(token.LoginEvent{Kind: token.EventFailure, User: user, At: a.now.UTC()}); err != nil {
+					return err
+				}
+			}
 			return x.SetFailures(user, a.fail(fails, &msg))
 		}
-		if err := x.ClearFailures(user); err != nil {
+		if claim.offline() {
+			// Accepted without the registry: it learns of the claim when it is back.
+			id, step, _ := j.claimID(data.Tokens)
+			events = true
+			if err := x.AddEvent(token.LoginEvent{Kind: token.EventClaim, User: user, Token: id,
+				Step: step, At: a.now.UTC(), Offline: true}); err != nil {
+				return err
+			}
+		}
+		if err := x.SetFailures(user, token.Cleared(a.now)); err != nil {
 			return err
 		}
 		if sshKey != "" && a.pol.SSHGrace > 0 {
@@ -308,6 +384,9 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 	if err != nil {
 		a.tell(msgUnavailable)
 		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), tokenID)
+	}
+	if events && a.v.Claims != nil {
+		a.v.Claims.Kick()
 	}
 	if msg != "" {
 		if verdict == protocol.Success {
