@@ -156,6 +156,13 @@ func (m *Metrics) possibleReplay() {
 	m.replays++
 }
 
+// PossibleReplays returns how many offline claims the registry had granted elsewhere first.
+func (m *Metrics) PossibleReplays() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.replays
+}
+
 func (m *Metrics) loginEventsReported(n int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -128,6 +128,10 @@ type fakeRegistry struct {
 	acks      []registryapi.Ack
 	used      []registryapi.UsedReport // used reports taken
 	usedFail  int                      // answer this many used reports with 503 first
+	logins    []registryapi.LoginReport // login reports taken
+	// loginStatus scripts the status of the next login reports (200 when it runs out); a 200
+	// answers each claim refused by node:other and each failure with the count 7.
+	loginStatus []int
 	events    chan string
 	// beforeWatch runs before the nth watch (from 1) is answered.
 	beforeWatch func(n int)
@@ -206,6 +210,39 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"deleted":%d,"revision":9}`, len(u.Used))
 		f.events <- fmt.Sprintf("used n=%d", len(u.Used))
+	})
+	mux.HandleFunc("POST "+registryapi.PathSyncLogins, func(w http.ResponseWriter, r *http.Request) {
+		var q registryapi.LoginReport
+		if err := json.NewDecoder(r.Body).Decode(&q); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		f.mu.Lock()
+		status := 200
+		if len(f.loginStatus) > 0 {
+			status, f.loginStatus = f.loginStatus[0], f.loginStatus[1:]
+		}
+		if status == 200 {
+			f.logins = append(f.logins, q)
+		}
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if status != 200 {
+			w.WriteHeader(status)
+			io.WriteString(w, `{"error":"scripted"}`)
+			f.events <- fmt.Sprintf("logins status=%d n=%d", status, len(q.Events))
+			return
+		}
+		var a registryapi.LoginAnswer
+		for _, e := range q.Events {
+			if e.Kind == token.EventClaim {
+				a.Results = append(a.Results, registryapi.LoginResult{By: "node:other", At: e.At})
+			} else {
+				a.Results = append(a.Results, registryapi.LoginResult{Failures: 7})
+			}
+		}
+		json.NewEncoder(w).Encode(a)
+		f.events <- fmt.Sprintf("logins n=%d", len(q.Events))
 	})
 	f.srv = httptest.NewUnstartedServer(mux)
 	f.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests

@@ -388,7 +388,7 @@ func (e *enrollTx) Failures() (token.Failures, error) {
 
 func (e *enrollTx) SetFailures(f token.Failures) error {
 	if f == (token.Failures{}) {
-		_, err := e.clearFailures(e.u, e.now)
+		_, err := e.clearFailures(e.u, e.now, false)
 		return err
 	}
 	cur, err := e.sharedFailures(e.u.Name)

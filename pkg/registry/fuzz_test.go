@@ -129,3 +129,36 @@ func FuzzCompactRequest(f *testing.F) {
 		}
 	})
 }
+
+func FuzzLoginReport(f *testing.F) {
+	for _, s := range []string{
+		`{"events":[{"kind":"claim","user":"ann","token":"t1","step":5,"at":"2026-12-05T12:00:00Z"}]}`,
+		`{"events":[{"kind":"failure","user":"ann","at":"2026-12-05T12:00:00Z","offline":true}]}`,
+		`{"events":[]}`, `{"events":[{"kind":"claim","user":"a/b","token":"../x","step":1,"at":"2026-12-05T12:00:00Z"}]}`, `[`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		evs, err := parseLogins(b)
+		if err != nil {
+			return
+		}
+		if len(evs) == 0 {
+			t.Errorf("parseLogins(%q) accepted no events", b)
+		}
+		for _, e := range evs {
+			ok := validName(e.User, maxNameLen) && !e.At.IsZero()
+			switch e.Kind {
+			case token.EventClaim:
+				ok = ok && validName(e.Token, maxClaimID) && e.Step > 0
+			case token.EventFailure:
+				ok = ok && e.Token == "" && e.Step == 0
+			default:
+				ok = false
+			}
+			if !ok {
+				t.Errorf("parseLogins(%q) accepted %+v", b, e)
+			}
+		}
+	})
+}

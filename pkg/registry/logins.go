@@ -36,8 +36,8 @@ func parseLogins(body []byte) ([]token.LoginEvent, error) {
 		return nil, badRequest("logins: want 1 to %d events", registryapi.MaxLoginEvents)
 	}
 	for i, e := range q.Events {
-		if err := token.ValidUser(e.User); err != nil {
-			return nil, badRequest("logins: event %d: %v", i, err)
+		if !validName(e.User, maxNameLen) {
+			return nil, badRequest("logins: event %d: user name %q is not valid", i, clip(e.User))
 		}
 		if e.At.IsZero() {
 			return nil, badRequest("logins: event %d has no time (at)", i)
@@ -226,14 +226,19 @@ func (x *txn) putSharedFailures(u User, f token.SharedFailures) error {
 	return x.putRecord(u, syncframe.FailuresKey(u.Name), f)
 }
 
-// clearFailures records a success (or an administrator's unlock) at now in u's failure record,
-// when there is one to clear: nodes drop the failures they counted before it.
-func (x *txn) clearFailures(u User, now time.Time) (token.Failures, error) {
+// clearFailures records a success at now in u's failure record (unlock: an administrator's
+// unlock), when there is one to clear: nodes drop the failures they counted before it. It
+// returns the failures there were.
+func (x *txn) clearFailures(u User, now time.Time, unlock bool) (token.Failures, error) {
 	f, err := x.sharedFailures(u.Name)
 	if err != nil || f == (token.SharedFailures{User: u.Name}) {
 		return f.Failures, err
 	}
 	before := f.Failures
-	f.Clear(now.UTC())
+	if unlock {
+		f.Unlock(now.UTC())
+	} else {
+		f.Clear(now.UTC())
+	}
 	return before, x.putSharedFailures(u, f)
 }

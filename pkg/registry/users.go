@@ -568,7 +568,7 @@ func (s *Server) unlockUser(r *http.Request, actor string, body []byte) (int, an
 		if err != nil {
 			return err
 		}
-		f, err = x.clearFailures(u, s.now())
+		f, err = x.clearFailures(u, s.now(), true)
 		return err
 	})
 	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count}, err

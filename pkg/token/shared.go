@@ -92,6 +92,16 @@ func (s *SharedFailures) Clear(at time.Time) {
 	}
 }
 
+// Unlock is an administrator's unlock at now: every failure counted so far is forgotten, even
+// one a node's clock placed after now.
+func (s *SharedFailures) Unlock(now time.Time) {
+	s.Clear(now)
+	if s.Last.After(s.Cleared) {
+		s.Cleared = s.Last
+	}
+	s.Failures = Failures{}
+}
+
 // Merge is a node's view of a user's failures: its own record (what logins on this node counted)
 // joined with the cluster's. Local failures from before the cluster's last success are dropped;
 // the larger count wins, and the back-off is the node's rule (l) applied to the cluster's count
