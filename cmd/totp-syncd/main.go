@@ -383,6 +383,17 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 		fmt.Fprintf(w, "records:           %d\n", st.Count)
 		fmt.Fprintf(w, "digest:            %s\n", st.Digest)
 	}
+	if cfg.Sync.Registry != "" {
+		fmt.Fprintf(w, "claims:            each accepted code claimed at the registry within %s; without an answer: %s\n",
+			cfg.Sync.ClaimTimeout, map[string]string{config.OfflineLocal: "accepted on this node's record (offline_claims local)",
+				config.OfflineDeny: "refused (offline_claims deny)"}[cfg.Sync.OfflineClaims])
+		switch {
+		case st.Unreported < 0:
+			fmt.Fprintf(w, "unreported logins: unknown (state.db unreadable)\n")
+		default:
+			fmt.Fprintf(w, "unreported logins: %d (claims made offline and wrong codes, for the registry)\n", st.Unreported)
+		}
+	}
 	if st.Verified {
 		fmt.Fprintf(w, "verify:            %s\n", verdict(st))
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -327,6 +328,9 @@ func Doctor(o DoctorOptions) *Report {
 	if o.Sync != nil {
 		checkSync(r, o.Sync, cfg)
 	}
+	if cfg != nil {
+		checkClaims(r, cfg)
+	}
 	if user == "" {
 		user = "root"
 	}
@@ -508,6 +512,27 @@ func checkVerifier(r *Report, socket string) {
 	}
 	conn.Close()
 	r.add(OK, "logins go through the resident verifier at %s (the helper if it does not answer)", token.Clean(socket))
+}
+
+// checkClaims says how this node's logins keep a code single-use across the cluster, and warns
+// when login events pile up for a registry that does not take them.
+func checkClaims(r *Report, cfg *config.Config) {
+	if cfg.Sync.Registry == "" {
+		return
+	}
+	how := "accepts it on this node's record alone and reports the claim later (offline_claims = \"local\")"
+	if cfg.Sync.OfflineClaims == config.OfflineDeny {
+		how = "refuses the code (offline_claims = \"deny\")"
+	}
+	r.add(OK, "each accepted code is claimed at the registry first (claim_timeout %s); without an answer a login %s; logins through the helper cannot claim",
+		cfg.Sync.ClaimTimeout, how)
+	n, err := nodesync.Unreported(cfg)
+	switch {
+	case err != nil:
+		r.add(Warn, "state.db: %v: cannot count the login events waiting for the registry", token.Clean(err.Error()))
+	case n > 100:
+		r.add(Warn, "%d login events (claims made offline, wrong codes) wait for the registry: is totp-syncd connected? (totp-syncd status)", n)
+	}
 }
 
 // checkStore checks the store directory and databases and returns the first user with an active

@@ -29,6 +29,19 @@ type Status struct {
 	VerifiedDigest string `json:"verified_digest,omitempty"`
 	Compared       bool   `json:"compared,omitempty"`
 	VerifyOK       bool   `json:"verify_ok,omitempty"`
+	// Unreported counts the login events (claims made without the registry, wrong codes) that
+	// state.db's outbox still holds for the registry; -1 when state.db cannot be read.
+	Unreported int `json:"unreported_login_events"`
+}
+
+// Unreported counts the login events state.db's outbox holds for the registry.
+func Unreported(cfg *config.Config) (int, error) {
+	n := 0
+	err := store.NewState(store.Options{Dir: cfg.Store.Dir, Timeout: cfg.Store.OpenTimeout}).View(func(x *store.StateTx) error {
+		n = x.OutboxLen()
+		return nil
+	})
+	return n, err
 }
 
 // ReadStatus reads the node's sync status. verify recomputes the digest from every record and,
@@ -56,6 +69,9 @@ func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) 
 	st.Count, st.Digest, st.Updated = m.Count, m.Digest, m.Updated
 	if !m.LastContact.IsZero() {
 		st.Staleness = now.Sub(m.LastContact).Seconds()
+	}
+	if st.Unreported, err = Unreported(cfg); err != nil {
+		st.Unreported = -1
 	}
 	if cfg.Sync.Registry != "" && cfg.Sync.MaxOffline > 0 { // as the helper: a standalone node is never stale
 		st.Stale = m.LastContact.IsZero() || now.Sub(m.LastContact) > cfg.Sync.MaxOffline
