@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
+	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 )
@@ -147,9 +148,20 @@ func (s *standalone) unlock(u string) error {
 	}
 	if before.Count == 0 && before.Until.IsZero() {
 		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", token.Clean(u))
-		return nil
+	} else {
+		fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", token.Clean(u), before.Count)
 	}
-	fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", token.Clean(u), before.Count)
+	// A node that follows a registry also counts the cluster's failures, which only the
+	// registry can forget.
+	var shared token.SharedFailures
+	_ = a.Tokens.View(func(x *store.TokensTx) error {
+		shared, err = x.SharedFailures(u)
+		return err
+	})
+	if a.Config.Sync.Registry != "" && shared.Count > 0 {
+		fmt.Fprintf(e.stdout, "The registry still counts %d failed codes of %s on the whole cluster; unlock there: totp-admin --registry %s unlock %s\n",
+			shared.Count, token.Clean(u), token.Clean(a.Config.Sync.Registry), token.Clean(u))
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@
 package sync
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -122,6 +123,11 @@ func TestClaimsAcrossNodes(t *testing.T) {
 			res := n.login(user, code(tok, step-1+uint64(i%3)))
 			res.Want(t, n.name+" valid code while locked", pam.ErrMaxtries, 0)
 			res.WantError(t, n.name+" locked", "locked")
+		}
+		// A node's own unlock cannot lift the cluster's count, and says where to go.
+		out, _ := runCmd(bin["totp-admin"], "--config", nodes[0].conf, "unlock", user)
+		if !strings.Contains(out, "totp-admin --registry "+r.url+" unlock "+user) {
+			t.Errorf("totp-admin unlock on a node: %q, want it to point at the registry", out)
 		}
 		// One unlock at the registry unlocks every node.
 		u, err := r.admin.Unlock(ctx(t), user)
