@@ -72,8 +72,8 @@ type fixture struct {
 	helper string
 	// verifySock is the resident verifier's socket the module uses (conf Verifier or Via), else "".
 	verifySock string
-	syncd    *exec.Cmd // the fixture's own totp-syncd, when it runs one
-	syncdLog string    // that totp-syncd's log (Via: the other fixture's)
+	syncd      *exec.Cmd // the fixture's own totp-syncd, when it runs one
+	syncdLog   string    // that totp-syncd's log (Via: the other fixture's)
 }
 
 // fellBackFile is where a fixture's tripwire helper counts its runs.
