@@ -5,6 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
@@ -27,10 +30,17 @@ type Exchange struct {
 	Args func(args []string)
 }
 
+// Abandoned is what Serve returns instead of a verdict when pam_totp.so had hung up by the time
+// its request was read: it gave up waiting for the resident verifier (connect_ms: the daemon was
+// stopped or slow) and asked the helper, which decided that login. Serve then decides nothing:
+// no prompt, no failure counted, no step burned, no grace recorded, no enrollment begun. It is
+// no verdict of the protocol and is never sent.
+const Abandoned protocol.Verdict = "abandoned"
+
 // Serve runs one exchange on rw: it reads the request, loads its config, decides and sends the
-// verdict, which it returns with the user ("" for both when no request came). Every failure ends
-// in a denying verdict when one can still be sent; a panic is answered as SystemErr and logged
-// without values (one could hold an answer).
+// verdict, which it returns with the user ("" for both when no request came; Abandoned when the
+// module had gone). Every failure ends in a denying verdict when one can still be sent; a panic
+// is answered as SystemErr and logged without values (one could hold an answer).
 func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict) {
 	log := e.Log(false)
 	conn := protocol.NewConn(rw)
@@ -46,6 +56,11 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 		log.Debug("connection closed before a request", "transport", e.Transport)
 		return "", ""
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) && hungUp(rw) {
+		log.Warn("request abandoned: pam_totp.so hung up in the middle of it; nothing decided",
+			"transport", e.Transport)
+		return "", Abandoned
+	}
 	if err != nil {
 		log.Error("bad request from pam_totp.so; denying", "transport", e.Transport, "err", err)
 		_ = conn.Done(protocol.SystemErr)
@@ -56,6 +71,14 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 	}
 	if req.Debug {
 		log = e.Log(true)
+	}
+	// The module sends nothing between its request and the first prompt: if it has hung up by
+	// now, it gave up on this verifier and a helper decided the login, so deciding it here too
+	// could only count, burn or record what nobody asked for (and log a second verdict).
+	if hungUp(rw) {
+		log.Warn("request abandoned: pam_totp.so had given up waiting and asked the helper; nothing decided",
+			"user", req.User, "service", req.Service, "rhost", req.RHost, "transport", e.Transport)
+		return req.User, Abandoned
 	}
 	cfg, warnings, err := e.Config(req.Config)
 	if err != nil {
@@ -76,4 +99,26 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 		log.Error("cannot send verdict", "user", req.User, "transport", e.Transport, "err", err)
 	}
 	return req.User, verdict
+}
+
+// hungUp reports whether the module has closed its end of rw, asking the kernel without waiting
+// (poll with a zero timeout: POLLRDHUP, POLLHUP or POLLERR). A transport that is no socket
+// cannot be asked and is taken to be there.
+func hungUp(rw io.ReadWriter) bool {
+	sc, ok := rw.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	_ = raw.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(p, 0); err == nil && n > 0 {
+			gone = p[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return gone
 }

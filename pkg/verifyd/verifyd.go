@@ -56,8 +56,16 @@ func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *s
 			}
 			conn.SetDeadline(time.Now().Add(ExchangeTimeout))
 			start := time.Now()
-			if user, verdict := ex.Serve(conn); verdict != "" {
-				took := time.Since(start)
+			user, verdict := ex.Serve(conn)
+			took := time.Since(start)
+			switch verdict {
+			case "": // closed before a request: a probe
+			case verify.Abandoned:
+				// Read late (the daemon was stopped or slow): the module had given up after
+				// connect_ms and a helper decided. Not a login of this verifier, nor in its metrics.
+				log.Warn("login abandoned: pam_totp.so had given up waiting and asked the helper; nothing decided",
+					"user", user)
+			default:
 				log.Debug("login answered by the resident verifier", "user", user, "verdict", verdict,
 					"took", took.Round(time.Microsecond))
 				if observe != nil {
