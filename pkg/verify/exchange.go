@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -93,12 +94,31 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 	log.Debug("request", "user", req.User, "service", req.Service, "rhost", req.RHost,
 		"groups", len(req.Groups), "args", req.Args, "transport", e.Transport)
 	v := New(cfg, log)
-	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
+	// Connects only when enrollment is offered, and not once the module has gone: the decision
+	// may have waited for a store lock long enough for the module to give up and ask the helper,
+	// which offers its own enrollment.
+	v.Enroll = liveEnroller{LoginEnroller: &rootsock.Client{Path: cfg.SocketPath()}, rw: rw}
 	verdict = v.Authenticate(req, conn)
 	if err := conn.Done(verdict); err != nil {
 		log.Error("cannot send verdict", "user", req.User, "transport", e.Transport, "err", err)
 	}
 	return req.User, verdict
+}
+
+// errModuleGone refuses to begin an enrollment that nobody would see.
+var errModuleGone = errors.New("pam_totp.so hung up (it asked the helper)")
+
+// liveEnroller begins an enrollment at login only while the module is still there.
+type liveEnroller struct {
+	LoginEnroller
+	rw io.ReadWriter
+}
+
+func (l liveEnroller) BeginFor(ctx context.Context, user, name string) (rootsock.Pending, error) {
+	if hungUp(l.rw) {
+		return rootsock.Pending{}, errModuleGone
+	}
+	return l.LoginEnroller.BeginFor(ctx, user, name)
 }
 
 // hungUp reports whether the module has closed its end of rw, asking the kernel without waiting

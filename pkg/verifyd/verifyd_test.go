@@ -76,7 +76,7 @@ func startWith(t *testing.T, o options) *daemon {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "pam_totp.conf")
-	text := o.top + "\n[store]\ndir = \"" + storeDir + "\"\n[rate_limit]\nfree_failures = 10\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\nlockout_after = 50\n"
+	text := o.top + "\n[store]\ndir = \"" + storeDir + "\"\nopen_timeout = \"10s\"\n[rate_limit]\nfree_failures = 10\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\nlockout_after = 50\n"
 	if o.sync != "" {
 		text += "[sync]\n" + o.sync + "\n"
 	}
@@ -261,19 +261,8 @@ func (e *enroller) count() int {
 // the daemon logs them as abandoned, not as answered. A login after them is answered as usual.
 func TestAbandoned(t *testing.T) {
 	t.Parallel()
-	enrollSock := filepath.Join(t.TempDir(), "enroll", "totp-syncd.sock")
-	eln, err := rootsock.Listen(enrollSock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	en := &enroller{}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = rootsock.Serve(ctx, eln, en, 5*time.Second, slog.New(slog.DiscardHandler))
-	}()
-	t.Cleanup(func() { cancel(); <-served })
+	enrollSock := serveEnroller(t, en)
 
 	const abandoned = 3
 	var full, cut []byte
@@ -324,6 +313,72 @@ func TestAbandoned(t *testing.T) {
 	if len(d.observed) != 1 || d.observed[0] != string(protocol.Success) {
 		t.Errorf("observed verdicts %q, want only the live login's success", d.observed)
 	}
+}
+
+// TestAbandonedWhileDeciding: the module hangs up while the daemon waits for tokens.db (a writer
+// holds its lock longer than the module's connect_ms), so the helper decides that login and
+// offers its own enrollment. When the lock is released the daemon must not begin one too, for a
+// user in grace with enroll_at_login: a pending token with a secret nobody is shown.
+func TestAbandonedWhileDeciding(t *testing.T) {
+	t.Parallel()
+	en := &enroller{}
+	enrollSock := serveEnroller(t, en)
+	d := startWith(t, options{
+		top:  "mode = \"grace\"\ngrace_until = 2099-01-01T00:00:00Z\nenroll_at_login = true",
+		sync: fmt.Sprintf("socket = %q", enrollSock),
+	})
+	cfg, _, err := config.Load(d.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A writer (totp-syncd applying a batch) holds tokens.db.
+	db, err := bolt.Open(filepath.Join(cfg.Store.Dir, store.TokensFile), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("unix", d.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(d.request("bob")); err != nil {
+		t.Fatal(err)
+	}
+	// The daemon logs the request once it is deciding, that is, waiting for the lock.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.log.String(), "msg=request user=bob"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not start deciding bob's login")
+		}
+	}
+	conn.Close() // connect_ms elapsed: the module asks the helper
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(d.log.String(), "user=bob verdict="); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the daemon did not finish bob's login")
+		}
+	}
+	if n := en.count(); n != 0 {
+		t.Errorf("the daemon began %d enrollments for a module that had gone, want none", n)
+	}
+}
+
+// serveEnroller serves e on a root socket like totp-syncd's until the test ends and returns its path.
+func serveEnroller(t *testing.T, e *enroller) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "enroll", "totp-syncd.sock")
+	ln, err := rootsock.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = rootsock.Serve(ctx, ln, e, 5*time.Second, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() { cancel(); <-served })
+	return path
 }
 
 // dump is every bucket and key of the daemon's state.db ("" when it does not exist yet).
