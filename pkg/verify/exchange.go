@@ -74,10 +74,11 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 		log = e.Log(true)
 	}
 	// The module sends nothing between its request and the first prompt: if it has hung up by
-	// now, it gave up on this verifier and a helper decided the login, so deciding it here too
-	// could only count, burn or record what nobody asked for (and log a second verdict).
+	// now, nobody waits for this decision (on the socket: the module gave up after connect_ms and
+	// a helper decided the login), so deciding it here too could only count, burn or record what
+	// nobody asked for, and log a second verdict.
 	if hungUp(rw) {
-		log.Warn("request abandoned: pam_totp.so had given up waiting and asked the helper; nothing decided",
+		log.Warn("request abandoned: pam_totp.so hung up before it was read (on the socket: it gave up waiting and asked the helper); nothing decided",
 			"user", req.User, "service", req.Service, "rhost", req.RHost, "transport", e.Transport)
 		return req.User, Abandoned
 	}
