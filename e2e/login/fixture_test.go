@@ -172,10 +172,12 @@ func (f *fixture) writeConfig(c conf) {
 // moduleLine is the auth line for pam_totp.so with absolute paths and the fixture's clock;
 // extra adds arguments.
 func (f *fixture) moduleLine(extra string) string {
-	// socket=none: the fixture's logins exec the helper, unless it runs a resident verifier.
+	// socket=none: the fixture's logins exec the helper, unless it runs a resident verifier. Its
+	// connect_ms is the longest the module takes: a fallback fails the test (wantAnswered), and on
+	// a loaded machine (make test runs packages side by side) a first frame may take a while.
 	socket := "socket=none"
 	if f.verifySock != "" {
-		socket = "socket=" + f.verifySock + " connect_ms=1000"
+		socket = "socket=" + f.verifySock + " connect_ms=5000"
 	}
 	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s %s",
 		moduleSO, f.helper, f.conf, socket, f.clock.ModuleArg())
