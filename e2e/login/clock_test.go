@@ -13,7 +13,8 @@ import (
 
 // TestProductionHelperIgnoresTestClock: with the clock file ten years ahead, the testclock
 // helper takes only the code of ten years ahead, while the helper of `make build`, given the
-// same test_clock= module argument, takes only the code of now.
+// same test_clock= module argument, takes only the code of now. Through the helper only: it is
+// about the helper (a resident verifier never reads test_clock=; its clock is its environment's).
 func TestProductionHelperIgnoresTestClock(t *testing.T) {
 	needRoot(t)
 	t.Parallel()

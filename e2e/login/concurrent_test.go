@@ -22,12 +22,20 @@ import (
 
 // TestConcurrentSameCode: 50 logins in 50 processes (sshd forks one per connection) present the
 // same valid code at once. Exactly one gets in; the other 49 are refused as replays, and state.db
-// is consistent afterwards.
+// is consistent afterwards. Through 50 helpers, and through one resident verifier that answers
+// them all (50 exchanges at once in one process).
 func TestConcurrentSameCode(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testConcurrentSameCode(t, w.verifier) })
+	}
+}
+
+func testConcurrentSameCode(t *testing.T, verifier bool) {
 	needRoot(t)
 	t.Parallel()
 	const n = 50
-	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{OpenTimeout: "20s"})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{OpenTimeout: "20s", Verifier: verifier})
+	f.wantAnswered(t)
 	tok := f.token()
 	s := f.nowStep(tok)
 	c := code(tok, s)
@@ -160,5 +168,8 @@ func TestConcurrentSameCode(t *testing.T) {
 	}
 	if fails.Count != 0 {
 		t.Errorf("state.db failures of %s = %d, want 0 (replays are no guesses)", f.user, fails.Count)
+	}
+	if verifier && f.answered() != n {
+		t.Errorf("the resident verifier answered %d logins, want all %d", f.answered(), n)
 	}
 }

@@ -17,6 +17,14 @@
 // local users and groups (ptt-*, ptg-*), the pty driver and the build in TestMain come from
 // e2e/pamtest, shared with e2e/sync and cmd/totp's tests.
 //
+// The login suites run both ways a login reaches a verifier (ways): through the exec'd helper
+// (socket=none) and through the resident verifier of a standalone totp-syncd (conf Verifier; table
+// tests share one totp-syncd per way through conf Via, since it reads the config each request
+// names). A fixture whose logins go to a resident verifier gives the module a tripwire helper that
+// counts its runs, and wantAnswered fails the test when any login fell back to it, so a suite
+// cannot pass through the helper alone. Tests about the helper itself (its clock argument, the
+// limits and working directory of the module's child) run through the helper only.
+//
 // The helper and totp-syncd are the testclock builds (make build-testclock): each fixture has
 // its own clock file (pamtest.Clock), passed to the helper as the module argument test_clock=
 // and to totp-syncd in its environment, and codes are computed from that clock. A test that

@@ -28,18 +28,28 @@ import (
 // the helper, which asked the node's standalone totp-syncd on a private bus), the client answers
 // the first code, is shown the backup codes with a last prompt, and the login succeeds with the
 // token active. The QR code as the client
-// received it scans to the key. The next login asks for a code as usual.
+// received it scans to the key. The next login asks for a code as usual. Once through the
+// helper, once through the same totp-syncd's resident verifier (which then asks itself, on its
+// root socket).
 func TestEnrollAtLoginOverSSH(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testEnrollAtLoginOverSSH(t, w.verifier) })
+	}
+}
+
+func testEnrollAtLoginOverSSH(t *testing.T, verifier bool) {
 	needRoot(t)
 	needTools(t, "/usr/sbin/sshd", "ssh-keygen")
+	t.Parallel()
 	bus := busapitest.StartBus(t)
 	user := pamtest.AddUser(t, userPrefix)
 	grace := time.Now().Add(30 * 24 * time.Hour).UTC().Format(time.RFC3339)
 	f := newFixture(t, user, conf{
 		Top:      fmt.Sprintf("mode = \"grace\"\ngrace_until = %s\nenroll_at_login = true", grace),
-		Sections: fmt.Sprintf("[sync]\nbus = %q\nverify_socket = %q\n", bus.Addr, filepath.Join(t.TempDir(), "run", "verify.sock")),
+		Bus:      bus.Addr,
+		Verifier: verifier,
 	})
-	startSyncd(t, f)
+	f.wantAnswered(t)
 	d := startSSHD(t, f)
 	_, key := d.clientKey(t, user, "a")
 	f.clock.NextStep(t, 30)
@@ -120,6 +130,7 @@ func TestEnrollAtLoginOverSSH(t *testing.T) {
 func startSyncd(t *testing.T, f *fixture) {
 	t.Helper()
 	logPath := filepath.Join(f.dir, "syncd.log")
+	f.syncdLog = logPath
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +142,7 @@ func startSyncd(t *testing.T, f *fixture) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	f.syncd = cmd
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()

@@ -17,7 +17,9 @@ import (
 )
 
 // TestPlantedFiles plants symlinks and FIFOs where the login path opens files: each login is
-// denied, in bounded time (a FIFO must not hang it), and a symlink's target stays untouched.
+// denied, in bounded time (a FIFO must not hang it), and a symlink's target stays untouched;
+// through the helper and through the resident verifier (a FIFO must not hang the daemon either).
+// The config cases are decided by the module before it asks either.
 func TestPlantedFiles(t *testing.T) {
 	needRoot(t)
 	user := pamtest.AddUser(t, userPrefix)
@@ -81,24 +83,37 @@ func TestPlantedFiles(t *testing.T) {
 			}
 		}, pam.ErrSystem},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, user, conf{OpenTimeout: "1s"})
-			tok := f.token()
-			outside := filepath.Join(f.dir, "outside")
-			tt.plant(t, f, outside)
-			before := snapshot(outside)
-
-			r := f.authWith(pamtest.TxSpec{Answers: []string{code(tok, f.nowStep(tok))}, Timeout: 15 * time.Second})
-			r.Want(t, tt.name, tt.want, -1)
-			if r.Elapsed > 8*time.Second {
-				t.Errorf("Authenticate(%s) took %v", tt.name, r.Elapsed)
-			}
-			if after := snapshot(outside); after != before {
-				t.Errorf("symlink target changed: before %q, after %q", before, after)
+			shared := sharedVerifier(t, w.verifier)
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					testPlantedFile(t, user, shared, tt.plant, tt.want)
+				})
 			}
 		})
+	}
+}
+
+// testPlantedFile plants a file in a fixture whose logins go to shared's resident verifier (nil:
+// the helper) and checks one login.
+func testPlantedFile(t *testing.T, user string, shared *fixture, plant func(t *testing.T, f *fixture, outside string), want pam.Error) {
+	f := newFixture(t, user, conf{OpenTimeout: "1s", Via: shared})
+	f.wantAnswered(t)
+	tok := f.token()
+	outside := filepath.Join(f.dir, "outside")
+	plant(t, f, outside)
+	before := snapshot(outside)
+
+	r := f.authWith(pamtest.TxSpec{Answers: []string{code(tok, f.nowStep(tok))}, Timeout: 15 * time.Second})
+	r.Want(t, "planted file", want, -1)
+	if r.Elapsed > 8*time.Second {
+		t.Errorf("Authenticate(planted file) took %v", r.Elapsed)
+	}
+	if after := snapshot(outside); after != before {
+		t.Errorf("symlink target changed: before %q, after %q", before, after)
 	}
 }
 

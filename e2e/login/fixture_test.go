@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,6 +34,14 @@ type conf struct {
 	// Verifier: the fixture's logins go to a standalone totp-syncd's resident verifier (its own
 	// socket; the helper when it does not answer) instead of the helper.
 	Verifier bool
+	// Via: the fixture's logins go to the resident verifier of another fixture (made with
+	// Verifier), so that many cases share one totp-syncd; the fixture shares its clock too. The
+	// verifier reads the config each request names, so the cases stay apart in everything else.
+	Via *fixture
+	// Bus: the D-Bus address of the fixture's totp-syncd (enrollment at login needs its root
+	// socket, which it serves only with a bus). With Bus a totp-syncd runs also without Verifier:
+	// then its resident verifier listens but the module is not told about it (socket=none).
+	Bus string
 }
 
 func (c conf) text(storeDir string) string {
@@ -58,9 +67,17 @@ type fixture struct {
 	service string // default PAM service in pamDir
 	user    string // default user of auth
 	clock   *pamtest.Clock
-	// verifySock is the resident verifier's socket of a conf{Verifier: true} fixture, else "".
+	// helper is what the module execs: the testclock helper, or for a fixture whose logins go to
+	// a resident verifier a tripwire that counts each run in fellBackFile, then execs it.
+	helper string
+	// verifySock is the resident verifier's socket the module uses (conf Verifier or Via), else "".
 	verifySock string
+	syncd      *exec.Cmd // the fixture's own totp-syncd, when it runs one
+	syncdLog   string    // that totp-syncd's log (Via: the other fixture's)
 }
+
+// fellBackFile is where a fixture's tripwire helper counts its runs.
+const fellBackFile = "helper-runs"
 
 func newFixture(t *testing.T, user string, c conf) *fixture {
 	t.Helper()
@@ -71,9 +88,12 @@ func newFixture(t *testing.T, user string, c conf) *fixture {
 		conf:    filepath.Join(dir, "pam_totp.conf"),
 		pamDir:  filepath.Join(dir, "pam.d"),
 		service: "pamtotp-" + pamtest.RandName(6),
+		helper:  helperBin,
 	}
 	var err error
-	if f.clock, err = pamtest.NewClock(dir); err != nil {
+	if c.Via != nil {
+		f.clock = c.Via.clock
+	} else if f.clock, err = pamtest.NewClock(dir); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []struct {
@@ -87,23 +107,55 @@ func newFixture(t *testing.T, user string, c conf) *fixture {
 			t.Fatal(err)
 		}
 	}
-	if c.Verifier {
-		f.verifySock = filepath.Join(dir, "run", "verify.sock")
-		c.Sections += fmt.Sprintf("\n[sync]\nverify_socket = %q\nbus = \"unix:path=/nonexistent/pam-totp-test-bus\"\n", f.verifySock)
+	syncd := c.Verifier || c.Bus != ""
+	if syncd {
+		bus := c.Bus
+		if bus == "" {
+			bus = "unix:path=/nonexistent/pam-totp-test-bus"
+		}
+		sock := filepath.Join(dir, "run", "verify.sock")
+		c.Sections += fmt.Sprintf("\n[sync]\nverify_socket = %q\nbus = %q\n", sock, bus)
+		if c.Verifier {
+			f.verifySock = sock
+		}
+	}
+	if c.Via != nil {
+		f.verifySock, f.syncdLog = c.Via.verifySock, c.Via.syncdLog
+	}
+	if f.verifySock != "" {
+		f.helper = f.tripwire()
 	}
 	f.writeConfig(c)
 	f.addService(f.service, "")
 	// A node that has synced: tokens.db exists, with nobody's tokens yet.
 	f.put()
-	if c.Verifier {
+	if syncd {
 		startSyncd(t, f)
 	}
 	return f
 }
 
-// answered is how many logins the fixture's resident verifier answered so far.
+// tripwire writes a helper that counts its runs in the fixture's fellBackFile and then execs the
+// testclock helper: the module of a fixture whose logins go to a resident verifier runs it only
+// when it fell back.
+func (f *fixture) tripwire() string {
+	f.t.Helper()
+	path := filepath.Join(f.dir, "tripwire-helper")
+	script := fmt.Sprintf("#!/bin/sh\necho fell back >>%s\nexec %s \"$@\"\n", filepath.Join(f.dir, fellBackFile), helperBin)
+	writeFile(f.t, path, []byte(script), 0o755)
+	return path
+}
+
+// fellBack is how many logins of the fixture went to the helper instead of its resident verifier.
+func (f *fixture) fellBack() int {
+	b, _ := os.ReadFile(filepath.Join(f.dir, fellBackFile))
+	return strings.Count(string(b), "fell back")
+}
+
+// answered is how many logins the fixture's resident verifier answered so far (a Via fixture:
+// all the logins of the fixtures that share it).
 func (f *fixture) answered() int {
-	b, _ := os.ReadFile(filepath.Join(f.dir, "syncd.log"))
+	b, _ := os.ReadFile(f.syncdLog)
 	return strings.Count(string(b), "login answered by the resident verifier")
 }
 
@@ -120,13 +172,15 @@ func (f *fixture) writeConfig(c conf) {
 // moduleLine is the auth line for pam_totp.so with absolute paths and the fixture's clock;
 // extra adds arguments.
 func (f *fixture) moduleLine(extra string) string {
-	// socket=none: the fixture's logins exec the helper, unless it runs a resident verifier.
+	// socket=none: the fixture's logins exec the helper, unless it runs a resident verifier. Its
+	// connect_ms is the longest the module takes: a fallback fails the test (wantAnswered), and on
+	// a loaded machine (make test runs packages side by side) a first frame may take a while.
 	socket := "socket=none"
 	if f.verifySock != "" {
-		socket = "socket=" + f.verifySock + " connect_ms=1000"
+		socket = "socket=" + f.verifySock + " connect_ms=5000"
 	}
 	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 %s %s",
-		moduleSO, helperBin, f.conf, socket, f.clock.ModuleArg())
+		moduleSO, f.helper, f.conf, socket, f.clock.ModuleArg())
 	if extra != "" {
 		line += " " + extra
 	}
@@ -241,14 +295,19 @@ var ways = []struct {
 }{{"helper", false}, {"resident verifier", true}}
 
 // wantAnswered checks, when the test ends, that f's resident verifier (if it has one) answered
-// logins: they did not all fall back to the helper.
+// its logins: none fell back to the helper (the tripwire never ran), and a totp-syncd of the
+// fixture's own answered some (a shared one is checked by the fixture that runs it). A service
+// of the fixture that is meant to use the helper names it with helper=helperBin.
 func (f *fixture) wantAnswered(t *testing.T) {
 	if f.verifySock == "" {
 		return
 	}
 	t.Cleanup(func() {
-		if f.answered() == 0 {
+		if f.syncd != nil && f.answered() == 0 {
 			t.Errorf("no login went through the resident verifier at %s", f.verifySock)
+		}
+		if n := f.fellBack(); n > 0 {
+			t.Errorf("%d logins fell back to the helper instead of the resident verifier at %s", n, f.verifySock)
 		}
 	})
 }

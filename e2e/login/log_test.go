@@ -22,9 +22,10 @@ import (
 
 const devLog = "/dev/log"
 
-// TestSyslog captures what the helper sends to /dev/log: one line per authentication with user=,
-// service= and outcome=, and never a code, the secret or a backup code. It needs to own /dev/log,
-// so it runs only where no syslog daemon does (CI), and not in parallel with other tests.
+// TestSyslog captures what the helper, and then the resident verifier, sends to /dev/log: one
+// line per authentication with user=, service= and outcome=, and never a code, the secret or a
+// backup code. It needs to own /dev/log, so it runs only where no syslog daemon does (CI), and not
+// in parallel with other tests.
 func TestSyslog(t *testing.T) {
 	needRoot(t)
 	if _, err := os.Lstat(devLog); err == nil {
@@ -62,7 +63,23 @@ func TestSyslog(t *testing.T) {
 		}
 	})
 
-	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{})
+	// The resident verifier's auth log goes to the same /dev/log, tagged as the helper's: its
+	// totp-syncd starts after /dev/log exists, so it finds it at its first line.
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
+			f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Verifier: w.verifier})
+			f.wantAnswered(t)
+			checkSyslog(t, f, func() []string {
+				mu.Lock()
+				defer mu.Unlock()
+				return append([]string(nil), lines...)
+			})
+		})
+	}
+}
+
+// checkSyslog runs logins of f and checks the lines of them that lines returns.
+func checkSyslog(t *testing.T, f *fixture, lines func() []string) {
 	tok := f.token()
 	backup := f.backupCodes(2)
 	s := f.nowStep(tok)
@@ -84,7 +101,7 @@ func TestSyslog(t *testing.T) {
 		f.auth(st.answer).Want(t, st.outcome, st.want, 1)
 	}
 
-	// The helper sends its line before the verdict, so every line is queued by now: a marker
+	// The verifier sends its line before the verdict, so every line is queued by now: a marker
 	// datagram sent after them arrives after them.
 	marker := "pamtotp-it-marker-" + pamtest.RandName(8)
 	mc, err := net.Dial("unixgram", devLog)
@@ -98,9 +115,7 @@ func TestSyslog(t *testing.T) {
 	}
 	var all []string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		all = append(all[:0], lines...)
-		mu.Unlock()
+		all = lines()
 		if pamtest.AnyContains(all, marker) {
 			break
 		}

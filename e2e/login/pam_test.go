@@ -21,8 +21,9 @@ import (
 
 const prompt = "Verification code: "
 
-// TestAuthenticate runs libpam transactions through the built module and helper and checks the
-// PAM result of each documented case (docs/protocol.md, pkg/verify's order of decisions).
+// TestAuthenticate runs libpam transactions through the built module and checks the PAM result
+// of each documented case (docs/protocol.md, pkg/verify's order of decisions), once through the
+// helper and once through a totp-syncd's resident verifier, which must answer every one.
 func TestAuthenticate(t *testing.T) {
 	needRoot(t)
 	exempt := pamtest.AddGroup(t, groupPrefix)
@@ -37,7 +38,10 @@ func TestAuthenticate(t *testing.T) {
 		name string
 		user string // default: user
 		conf conf
-		run  func(t *testing.T, f *fixture)
+		// movesClock: the case moves its clock (NextStep), so through the resident verifier it
+		// gets a totp-syncd of its own; the others share one, and its clock.
+		movesClock bool
+		run        func(t *testing.T, f *fixture)
 	}{
 		{name: "good code", run: func(t *testing.T, f *fixture) {
 			tok := f.token()
@@ -141,8 +145,9 @@ func TestAuthenticate(t *testing.T) {
 			},
 		},
 		{
-			name: "success resets failures and never counts",
-			conf: conf{Rate: "free_failures = 1\ninitial_backoff = \"10m\"\nmax_backoff = \"20m\"\nlockout_after = 10"},
+			name:       "success resets failures and never counts",
+			conf:       conf{Rate: "free_failures = 1\ninitial_backoff = \"10m\"\nmax_backoff = \"20m\"\nlockout_after = 10"},
+			movesClock: true,
 			run: func(t *testing.T, f *fixture) {
 				tok := f.token()
 				s := f.clock.NextStep(t, 30)
@@ -278,9 +283,10 @@ func TestAuthenticate(t *testing.T) {
 				r.WantError(t, "disabled token in grace", "Your two-factor token is disabled.")
 			}},
 		{
-			name: "password and code",
-			user: pwUser,
-			conf: conf{Sections: "[policy.pwcode]\npassword_and_code = true\n"},
+			name:       "password and code",
+			user:       pwUser,
+			conf:       conf{Sections: "[policy.pwcode]\npassword_and_code = true\n"},
+			movesClock: true,
 			run: func(t *testing.T, f *fixture) {
 				// pam_unix checks the password pam_totp hands on as PAM_AUTHTOK (applications
 				// cannot read PAM_AUTHTOK themselves: pam_get_item refuses it outside modules).
@@ -445,7 +451,7 @@ func TestAuthenticate(t *testing.T) {
 				f.auth().Want(t, "default service", pam.ErrAuth, 0)
 			},
 		},
-		{name: "clock skew", run: func(t *testing.T, f *fixture) {
+		{name: "clock skew", movesClock: true, run: func(t *testing.T, f *fixture) {
 			tok := f.token()
 			s := f.clock.NextStep(t, 30)
 			r := f.auth(code(tok, s-5))
@@ -478,21 +484,48 @@ func TestAuthenticate(t *testing.T) {
 			f.auth(code(phone, f.nowStep(phone))).Want(t, "first token's code", pamtest.Success, 1)
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
-			u := tt.user
-			if u == "" {
-				u = user
+			shared := sharedVerifier(t, w.verifier)
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					u := tt.user
+					if u == "" {
+						u = user
+					}
+					c := tt.conf
+					if tt.movesClock {
+						c.Verifier = w.verifier
+					} else {
+						c.Via = shared
+					}
+					f := newFixture(t, u, c)
+					f.wantAnswered(t)
+					tt.run(t, f)
+				})
 			}
-			tt.run(t, newFixture(t, u, tt.conf))
 		})
 	}
 }
 
+// sharedVerifier is, for tests run through the resident verifier (verifier true), a fixture
+// whose totp-syncd serves the logins of the test's cases (conf.Via), else nil. It must have
+// answered some.
+func sharedVerifier(t *testing.T, verifier bool) *fixture {
+	t.Helper()
+	if !verifier {
+		return nil
+	}
+	shared := newFixture(t, "ptt-shared-verifier", conf{Verifier: true}) // the user never logs in
+	shared.wantAnswered(t)
+	return shared
+}
+
 // TestAnswers feeds odd answers through the real conversation: each is denied or accepted as
 // totp.ParseCode documents (ASCII digits only; spaces and tabs ignored anywhere), and nothing
-// crashes (a crash would be PAM_SYSTEM_ERR).
+// crashes (a crash would be PAM_SYSTEM_ERR); through the helper and the resident verifier.
 func TestAnswers(t *testing.T) {
 	needRoot(t)
 	user := pamtest.AddUser(t, userPrefix)
@@ -521,28 +554,43 @@ func TestAnswers(t *testing.T) {
 		{"surrounding space and tab", func(c string) string { return " " + c + "\t" }, pamtest.Success, ""},
 		{"code then NUL then junk", func(c string) string { return c + "\x00junk" }, pamtest.Success, ""},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, user, conf{})
-			tok := f.token()
-			answer := tt.answer(code(tok, f.nowStep(tok)))
-			r := f.auth(answer)
-			what := fmt.Sprintf("%.40q", answer)
-			r.Want(t, what, tt.want, 1)
-			if tt.errMsg != "" {
-				r.WantError(t, what, tt.errMsg)
+			shared := sharedVerifier(t, w.verifier)
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					f := newFixture(t, user, conf{Via: shared})
+					f.wantAnswered(t)
+					tok := f.token()
+					answer := tt.answer(code(tok, f.nowStep(tok)))
+					r := f.auth(answer)
+					what := fmt.Sprintf("%.40q", answer)
+					r.Want(t, what, tt.want, 1)
+					if tt.errMsg != "" {
+						r.WantError(t, what, tt.errMsg)
+					}
+				})
 			}
 		})
 	}
 }
 
 // TestSSHGraceAtPAM: after a verified code, the same user from the same address with the same
-// SSH key (SSH_AUTH_INFO_0) gets in without a prompt; anything else is asked again.
+// SSH key (SSH_AUTH_INFO_0) gets in without a prompt; anything else is asked again. Through the
+// helper and the resident verifier.
 func TestSSHGraceAtPAM(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testSSHGraceAtPAM(t, w.verifier) })
+	}
+}
+
+func testSSHGraceAtPAM(t *testing.T, verifier bool) {
 	needRoot(t)
 	t.Parallel()
-	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `ssh_grace = "1h"`})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `ssh_grace = "1h"`, Verifier: verifier})
+	f.wantAnswered(t)
 	tok := f.token()
 	keyA := "SSH_AUTH_INFO_0=publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyAkeyA\n"
 	keyB := "SSH_AUTH_INFO_0=publickey ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyBkeyB\n"
@@ -569,12 +617,20 @@ func TestSSHGraceAtPAM(t *testing.T) {
 
 // TestSudoFreshnessAtPAM: a code verified in one login session spares the next prompt of the
 // same service in that session only. Each session is a child process that leads its own
-// session (setsid), as a login shell does.
+// session (setsid), as a login shell does. Through the helper and the resident verifier (which
+// reads the session leader's start time in /proc as the helper does).
 func TestSudoFreshnessAtPAM(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testSudoFreshnessAtPAM(t, w.verifier) })
+	}
+}
+
+func testSudoFreshnessAtPAM(t *testing.T, verifier bool) {
 	needRoot(t)
 	needNewSessions(t)
 	t.Parallel()
-	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `sudo_freshness = "5m"`})
+	f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: `sudo_freshness = "5m"`, Verifier: verifier})
+	f.wantAnswered(t)
 	tok := f.token()
 	s := f.nowStep(tok)
 	spec := func(answers ...string) pamtest.TxSpec {

@@ -326,13 +326,20 @@ func testSSHD(t *testing.T, verifier bool) {
 // PreferredAuthentications, three prompts) is told why and refused; the client does not go on to
 // ask for a password. Before, pam_totp returned PAM_MAXTRIES, sshd then turned
 // keyboard-interactive off for the connection, and the client, left with no method, asked for
-// "user@host's password:", which can never work.
+// "user@host's password:", which can never work. Through the helper and the resident verifier.
 func TestSSHDLockout(t *testing.T) {
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) { testSSHDLockout(t, w.verifier) })
+	}
+}
+
+func testSSHDLockout(t *testing.T, verifier bool) {
 	needRoot(t)
 	needTools(t, "/usr/sbin/sshd", "ssh", "ssh-keygen")
 	t.Parallel()
 	u := pamtest.AddUser(t, userPrefix)
-	f := newFixture(t, u, conf{})
+	f := newFixture(t, u, conf{Verifier: verifier})
+	f.wantAnswered(t)
 	d := startSSHD(t, f)
 	f.put(newToken(u, "phone", "SHA1", 6))
 	key, _ := d.clientKey(t, u, "a")

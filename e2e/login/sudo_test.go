@@ -152,7 +152,8 @@ func sudoFixture(t *testing.T, c conf) (*fixture, func(t *testing.T, script stri
 // the module's child starts in / with limits of its own; and after a wrong code the user reads
 // how long the back-off lasts, although sudo calls PAM with PAM_SILENT. The shell lowers its
 // soft limits: hard limits a user lowered are raised only by a root that holds
-// CAP_SYS_RESOURCE, which test containers often lack (TestChildLimits covers both).
+// CAP_SYS_RESOURCE, which test containers often lack (TestChildLimits covers both). Through the
+// helper only: it is about the module's child; a resident verifier never sees the user's shell.
 func TestSudoHostileShell(t *testing.T) {
 	f, session := sudoFixture(t, conf{Sections: "[policy.sudo]\n",
 		Rate: "free_failures = 0\ninitial_backoff = \"10m\"\nmax_backoff = \"20m\"\nlockout_after = 10"})

@@ -8,6 +8,10 @@
 // failures (issue 9) need its registry connection. A verifier that is down, stopped or slow
 // costs a login nothing but the module's connect bound: the module then execs the helper.
 //
+// Abandoned logins: a module that got no first frame within its connect_ms (the daemon stopped
+// or slow) closes the connection and asks the helper. A request read after that decides nothing
+// (verify.Abandoned): it is logged as abandoned, not answered, and stays out of the metrics.
+//
 // Trust: the socket is root 0600 in a root 0700 directory (made by rootsock.Listen); the
 // daemon drops a peer that is not uid 0 (SO_PEERCRED) unanswered, and answers at most
 // MaxExchanges at a time (more connections are closed at once: those logins use the helper).
@@ -56,8 +60,16 @@ func Serve(ctx context.Context, ln *net.UnixListener, ex verify.Exchange, log *s
 			}
 			conn.SetDeadline(time.Now().Add(ExchangeTimeout))
 			start := time.Now()
-			if user, verdict := ex.Serve(conn); verdict != "" {
-				took := time.Since(start)
+			user, verdict := ex.Serve(conn)
+			took := time.Since(start)
+			switch verdict {
+			case "": // closed before a request: a probe
+			case verify.Abandoned:
+				// Read late (the daemon was stopped or slow): the module had given up after
+				// connect_ms and a helper decided. Not a login of this verifier, nor in its metrics.
+				log.Warn("login abandoned: pam_totp.so had given up waiting and asked the helper; nothing decided",
+					"user", user)
+			default:
 				log.Debug("login answered by the resident verifier", "user", user, "verdict", verdict,
 					"took", took.Round(time.Microsecond))
 				if observe != nil {
