@@ -3,7 +3,6 @@ package registry
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -66,22 +65,8 @@ const maxClaimID = 128
 // scope are answered Unknown and change nothing. An offline claim refused (the step was granted
 // to another node first) is a code accepted twice: it is logged and audited as a possible replay.
 func (s *Server) handleLogins(w http.ResponseWriter, r *http.Request) {
-	n, ok := s.authNode(w, r)
+	n, scope, body, ok := s.nodePost(w, r, maxLoginsBody)
 	if !ok {
-		return
-	}
-	scope, ok := scopeOf(w, r, n)
-	if !ok {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxLoginsBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxLoginsBody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "body unreadable")
 		return
 	}
 	events, err := parseLogins(body)

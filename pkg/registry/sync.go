@@ -418,6 +418,30 @@ func decodeStrict(body []byte, v any) error {
 	return nil
 }
 
+// nodePost authenticates a node's POST and reads its body, at most limit bytes; it returns the
+// node, its scope and the body, or false when it has answered the request already.
+func (s *Server) nodePost(w http.ResponseWriter, r *http.Request, limit int64) (nodeRecord, string, []byte, bool) {
+	n, ok := s.authNode(w, r)
+	if !ok {
+		return n, "", nil, false
+	}
+	scope, ok := scopeOf(w, r, n)
+	if !ok {
+		return n, "", nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+		} else {
+			writeError(w, http.StatusBadRequest, "body unreadable")
+		}
+		return n, "", nil, false
+	}
+	return n, scope, body, true
+}
+
 // Used-code reports (POST /v1/sync/used).
 const (
 	maxUsedBody    = 512 << 10 // 1000 entries of the longest keys fit
@@ -457,22 +481,8 @@ func parseUsed(body []byte) ([]registryapi.UsedMark, error) {
 // report is one revision, with one audit record per code; records already gone are ignored, and
 // a key outside the node's scope refuses the whole report.
 func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
-	n, ok := s.authNode(w, r)
+	n, scope, body, ok := s.nodePost(w, r, maxUsedBody)
 	if !ok {
-		return
-	}
-	scope, ok := scopeOf(w, r, n)
-	if !ok {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxUsedBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxUsedBody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "body unreadable")
 		return
 	}
 	entries, err := parseUsed(body)
