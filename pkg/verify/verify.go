@@ -303,7 +303,10 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 				return err
 			}
 			verdict, outcome, reason, msg = protocol.Success, "success", "code verified", ""
-			if claim.offline() {
+			switch {
+			case claim.granted:
+				reason = "code verified and claimed at the registry"
+			case claim.offline():
 				reason = "code verified on this node's record alone: " + claim.why
 			}
 		case j.backup != nil:
