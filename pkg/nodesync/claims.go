@@ -138,14 +138,14 @@ func (s *Syncer) reportOutbox(ctx context.Context, state *store.State) error {
 			return nil
 		}
 		var events []token.LoginEvent
-		var seqs, sent []uint64
+		var seqs []uint64
 		for _, b := range batch {
 			seqs = append(seqs, b.Seq)
 			if b.Event.Kind == "" {
 				s.log.Warn("dropping an unreadable login event from state.db's outbox", "seq", b.Seq)
 				continue
 			}
-			events, sent = append(events, b.Event), append(sent, b.Seq)
+			events = append(events, b.Event)
 		}
 		if len(events) > 0 {
 			pctx, cancel := context.WithTimeout(ctx, max(s.o.RequestTimeout/5, time.Second))

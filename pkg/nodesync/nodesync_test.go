@@ -126,13 +126,13 @@ type fakeRegistry struct {
 	since     []string
 	auth      []string
 	acks      []registryapi.Ack
-	used      []registryapi.UsedReport // used reports taken
-	usedFail  int                      // answer this many used reports with 503 first
+	used      []registryapi.UsedReport  // used reports taken
+	usedFail  int                       // answer this many used reports with 503 first
 	logins    []registryapi.LoginReport // login reports taken
 	// loginStatus scripts the status of the next login reports (200 when it runs out); a 200
 	// answers each claim refused by node:other and each failure with the count 7.
 	loginStatus []int
-	events    chan string
+	events      chan string
 	// beforeWatch runs before the nth watch (from 1) is answered.
 	beforeWatch func(n int)
 }
