@@ -122,6 +122,7 @@ type fakeRegistry struct {
 	snapshots []reply
 	watches   []reply
 	nSnap     int
+	snapAt    []time.Time // when each snapshot request arrived
 	nWatch    int
 	since     []string
 	auth      []string
@@ -142,6 +143,7 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/sync/snapshot", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
+		f.snapAt = append(f.snapAt, time.Now())
 		f.auth = append(f.auth, r.Header.Get("Authorization"))
 		rep := reply{status: 500, body: `{"error":"no snapshot scripted"}`}
 		if len(f.snapshots) > 0 {
@@ -809,12 +811,13 @@ func TestRunBacksOffOnErrors(t *testing.T) {
 	o := e.options()
 	o.MinBackoff, o.MaxBackoff = 10*time.Millisecond, 40*time.Millisecond
 	e.start(t, o)
-	var at []time.Time
 	for range 5 {
 		f.waitEvent(t, "snapshot#")
-		at = append(at, time.Now())
 	}
-	// Gaps of about 10, 20, 40, 40 ms (± jitter, plus request time).
+	f.mu.Lock()
+	at := f.snapAt
+	f.mu.Unlock()
+	// Gaps between the requests' arrivals of about 10, 20, 40, 40 ms (± jitter, plus request time).
 	for i, want := range []time.Duration{10, 20, 40, 40} {
 		if gap := at[i+1].Sub(at[i]); gap < want*time.Millisecond*8/10 {
 			t.Errorf("gap %d = %v, want at least %v", i+1, gap, want*time.Millisecond*8/10)
