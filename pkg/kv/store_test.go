@@ -281,11 +281,11 @@ func testRangeWhileWriting(t *testing.T, c contract) {
 func testEvents(t *testing.T, c contract) {
 	s := c.open(t)
 	h := newHistory(s)
-	h.put(t, "b/1", "z", "a/2", "y", "a/1", "x") // 1: one revision, ordered by key
-	h.put(t, "a/1", "x2")                        // 2: put over existing
-	h.put(t, "a/2", "")                          // 3: delete
-	h.put(t, "b/2", "w")                         // 4
-	h.put(t, "a/3", "p", "a/4", "q", "a/5", "r") // 5
+	h.put(t, "b/1", "z", "a/2", "y", "a/1", "x")   // 1: one revision, ordered by key
+	h.put(t, "a/1", "x2")                          // 2: put over existing
+	h.put(t, "a/2", "")                            // 3: delete
+	h.put(t, "b/2", "w")                           // 4
+	h.put(t, "a/3", "p", "a/4", "q", "a/5", "r")   // 5
 	rev, err := s.Update(ctx, func(tx Txn) error { // 6: several writes of one key collapse
 		tx.Put("a/1", []byte("tmp"))
 		tx.Delete("a/1")
