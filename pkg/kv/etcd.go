@@ -398,7 +398,11 @@ func (s *Etcd) Events(ctx context.Context, prefix string, since int64, limit int
 				return out, nil
 			}
 		case <-poll.C:
-			if err := w.RequestProgress(wctx); err != nil {
+			// Bounded: the request waits for a stream that may be reconnecting.
+			pctx, pcancel := context.WithTimeout(wctx, s.timeout)
+			err := w.RequestProgress(pctx)
+			pcancel()
+			if err != nil {
 				return nil, s.fail(ctx, "kv: events: request progress", err)
 			}
 		case <-idle.C:

@@ -203,7 +203,7 @@ func TestEtcdTwoReplicas(t *testing.T) {
 	t.Parallel()
 	prefix := newPrefix(t)
 	stores := []*Etcd{openEtcd(t, prefix, 5*time.Second), openEtcd(t, prefix, 5*time.Second)}
-	const perStore, goroutines, each = 2, 4, 25
+	const goroutines, each = 4, 25
 	var wg sync.WaitGroup
 	var committed, conflicts atomic.Int64
 	for si, s := range stores {
@@ -255,7 +255,6 @@ func TestEtcdTwoReplicas(t *testing.T) {
 		t.Errorf("%d Updates committed, users count %d, %d token keys; want %d of each", committed.Load(), sum, tokens, want)
 	}
 	t.Logf("%d Updates through 2 replicas, %d gave up with ErrConflict and were retried", want, conflicts.Load())
-	_ = perStore
 }
 
 // etcd's compaction is cluster-wide: a store that did not compact meets it in Events.
