@@ -73,14 +73,16 @@
 // request to --max-request-bytes (default 1.5 MiB); an Update beyond them fails with a message
 // that names the flag. Sites that rewrite many records in one Update (re-sealing) raise them.
 //
-// View reads at one pinned revision. Events reads etcd's history through a watch from since, with
-// previous values, and stops at the revision read when it started, which it learns from etcd's
-// progress notification (asked for until the watch has caught up; etcd catches up historical
-// watches in steps of 100 ms, so Events costs up to that when there is history to read).
+// View reads at one pinned revision. Events answers from the events a watch on the prefix has
+// kept since the store opened (the last 10000 events or 32 MiB, whole revisions, with previous
+// values), once an etcd progress notification says the watch has passed the revision read at
+// the start of the call: about a millisecond. Older history it reads from etcd through a watch
+// from since, which etcd catches up in steps of 100 ms, so that costs up to 100 ms.
 // Compact is etcd's compaction, which drops the history of the whole cluster, every prefix; with
 // several registries on one etcd, let one of them or etcd's --auto-compaction-retention do it.
 // CompactedRev is the highest compaction this store made or met, so a compaction by someone
-// else shows first as ErrCompacted from Events. Changed follows a watch on the prefix, so it
+// else shows first as ErrCompacted from Events (when it reads etcd's history: what the store's
+// watch kept stays readable). Changed follows a watch on the prefix, so it
 // fires for the writes of other replicas too.
 //
 // Every round trip has EtcdOptions.RequestTimeout and asks for a member with a leader: an etcd

@@ -61,11 +61,26 @@ type Etcd struct {
 
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+	watchCtx  context.Context // the background watch's, for its progress requests
+
+	// The background watch keeps the prefix's recent events, so that Events after a recent
+	// revision is served from memory instead of a watch through etcd's history (which etcd
+	// catches up in steps of 100 ms). It holds every event in (from, upto], whole revisions.
+	cmu      sync.Mutex
+	recent   []Event
+	size     int           // bytes of keys and values in recent
+	from     int64         // recent holds every event after from...
+	upto     int64         // ...up to and including upto (the watch is known to have passed it)
+	advanced chan struct{} // closed and replaced when upto grows
 }
 
 var _ Store = (*Etcd)(nil)
 
-const rangePage = 1000 // keys per Get when a Txn ranges
+const (
+	rangePage      = 1000     // keys per Get when a Txn ranges
+	recentMax      = 10000    // events the background watch keeps for Events
+	recentMaxBytes = 32 << 20 // and their bytes at most
+)
 
 // OpenEtcd connects to etcd and starts watching the prefix. It fails if etcd does not answer
 // within the request timeout.
@@ -100,17 +115,17 @@ func OpenEtcd(opts EtcdOptions) (*Etcd, error) {
 	s := &Etcd{
 		cli: cli, eps: eps, data: opts.Prefix + "d/", guard: opts.Prefix + "g",
 		timeout: opts.RequestTimeout, attempts: opts.MaxAttempts,
-		changed: make(chan struct{}), watchDone: make(chan struct{}),
+		changed: make(chan struct{}), watchDone: make(chan struct{}), advanced: make(chan struct{}),
 	}
 	rev, err := s.currentRev(context.Background())
 	if err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("open etcd store at %s: %w", eps, err)
 	}
-	s.notified = rev
+	s.notified, s.from, s.upto = rev, rev, rev
 	wctx, cancel := context.WithCancel(context.Background())
-	s.stopWatch = cancel
-	go s.watchLoop(wctx, rev)
+	s.stopWatch, s.watchCtx = cancel, clientv3.WithRequireLeader(wctx)
+	go s.watchLoop(s.watchCtx, rev)
 	return s, nil
 }
 
@@ -349,7 +364,10 @@ func (s *Etcd) Events(ctx context.Context, prefix string, since int64, limit int
 	if since >= cur {
 		return nil, nil
 	}
-	// Watch from since itself, not since+1: etcd then refuses exactly when since is below its
+	if evs, ok, err := s.recentEvents(ctx, prefix, since, limit, cur); ok || err != nil {
+		return evs, err
+	}
+	// Older than the recent events: watch from since itself, not since+1: etcd then refuses exactly when since is below its
 	// compacted revision, our rule. since's own events are skipped.
 	start := max(since, 1)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -474,20 +492,25 @@ func (s *Etcd) Close() error {
 	return nil
 }
 
-// watchLoop follows the prefix from rev and fires Changed at each new revision, also for the
-// writes of other stores on the prefix (other registry replicas). When the watch ends (no
-// leader, compaction) it starts again after a growing pause, until Close.
+// watchLoop follows the prefix from rev, keeps its recent events and fires Changed at each new
+// revision, also for the writes of other stores on the prefix (other registry replicas). When
+// the watch ends (no leader) it starts again after a growing pause from where it was, until
+// Close; when that history is compacted, it starts again from the current revision.
 func (s *Etcd) watchLoop(ctx context.Context, rev int64) {
 	defer close(s.watchDone)
-	next := rev + 1
 	pause := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), s.data, clientv3.WithPrefix(), clientv3.WithRev(next))
+		s.cmu.Lock()
+		next := s.upto + 1
+		s.cmu.Unlock()
+		wch := s.cli.Watch(ctx, s.data, clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithPrevKV())
 		for resp := range wch {
 			if resp.CompactRevision != 0 {
-				// Missed history: wake the readers, whose Events will say ErrCompacted.
 				s.noteCompacted(resp.CompactRevision)
-				next = max(next, resp.CompactRevision)
+				if cur, err := s.currentRev(ctx); err == nil {
+					s.resetRecent(cur)
+				}
+				// Missed history: wake the readers, whose Events will say ErrCompacted.
 				s.notify(s.rev.Load() + 1)
 				break
 			}
@@ -495,9 +518,17 @@ func (s *Etcd) watchLoop(ctx context.Context, rev int64) {
 				break
 			}
 			pause = 50 * time.Millisecond
+			if resp.IsProgressNotify() {
+				s.advance(nil, resp.Header.Revision)
+				continue
+			}
 			if n := len(resp.Events); n > 0 {
-				r := resp.Events[n-1].Kv.ModRevision
-				next = r + 1
+				evs := make([]Event, n)
+				for i, ev := range resp.Events {
+					evs[i] = s.event(ev)
+				}
+				r := evs[n-1].Rev
+				s.advance(evs, r)
 				s.notify(r)
 			}
 		}
@@ -507,6 +538,116 @@ func (s *Etcd) watchLoop(ctx context.Context, rev int64) {
 		}
 		pause = min(2*pause, 2*time.Second)
 	}
+}
+
+// advance adds the events of whole revisions up to upto, which the watch has passed, and drops
+// the oldest revisions beyond the bounds.
+func (s *Etcd) advance(evs []Event, upto int64) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	if upto <= s.upto {
+		return
+	}
+	for _, e := range evs {
+		s.size += eventSize(e)
+	}
+	s.recent = append(s.recent, evs...)
+	s.upto = upto
+	drop := 0
+	for len(s.recent)-drop > recentMax || (s.size > recentMaxBytes && drop < len(s.recent)) {
+		r := s.recent[drop].Rev
+		for drop < len(s.recent) && s.recent[drop].Rev == r {
+			s.size -= eventSize(s.recent[drop])
+			drop++
+		}
+		s.from = r
+	}
+	if drop > 0 {
+		s.recent = slices.Clone(s.recent[drop:])
+	}
+	close(s.advanced)
+	s.advanced = make(chan struct{})
+}
+
+// resetRecent forgets the recent events and starts them again after rev.
+func (s *Etcd) resetRecent(rev int64) {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	s.recent, s.size, s.from, s.upto = nil, 0, rev, rev
+}
+
+func eventSize(e Event) int {
+	n := len(e.Key) + len(e.Value) + 64
+	if e.Prev != nil {
+		n += len(e.Prev.Value)
+	}
+	return n
+}
+
+// recentEvents answers Events from the recent events when they reach back to since; ok is
+// false when they do not. It waits until the watch has passed cur, asking etcd for a progress
+// notification, which a watch that has caught up gets at once.
+func (s *Etcd) recentEvents(ctx context.Context, prefix string, since int64, limit int, cur int64) (out []Event, ok bool, err error) {
+	deadline := time.NewTimer(s.timeout)
+	defer deadline.Stop()
+	for ask := true; ; {
+		s.cmu.Lock()
+		from, upto, advanced := s.from, s.upto, s.advanced
+		if since < from {
+			s.cmu.Unlock()
+			return nil, false, nil
+		}
+		if upto >= cur {
+			out = s.collect(prefix, since, limit)
+			s.cmu.Unlock()
+			return out, true, nil
+		}
+		s.cmu.Unlock()
+		if ask {
+			ask = false
+			pctx, cancel := context.WithTimeout(s.watchCtx, s.timeout)
+			err := s.cli.RequestProgress(pctx)
+			cancel()
+			if err != nil {
+				return nil, false, s.fail(ctx, "kv: events: request progress", err)
+			}
+		}
+		select {
+		case <-advanced:
+		case <-time.After(50 * time.Millisecond):
+			ask = true // the watch may not have caught up to answer; ask again
+		case <-deadline.C:
+			return nil, false, s.fail(ctx, "kv: events: the watch did not reach revision "+fmt.Sprint(cur), context.DeadlineExceeded)
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// collect copies the recent events after since under prefix, at most limit but whole revisions.
+// s.cmu is held.
+func (s *Etcd) collect(prefix string, since int64, limit int) []Event {
+	var out []Event
+	var last int64
+	i := sort.Search(len(s.recent), func(i int) bool { return s.recent[i].Rev > since })
+	for _, e := range s.recent[i:] {
+		if limit > 0 && len(out) >= limit && e.Rev != last {
+			break
+		}
+		if !strings.HasPrefix(e.Key, prefix) {
+			continue
+		}
+		c := Event{Rev: e.Rev, Type: e.Type, Key: e.Key}
+		if e.Type == Put {
+			c.Value = append([]byte{}, e.Value...)
+		}
+		if e.Prev != nil {
+			c.Prev = &KeyValue{Key: e.Key, Value: append([]byte{}, e.Prev.Value...), ModRev: e.Prev.ModRev}
+		}
+		out = append(out, c)
+		last = e.Rev
+	}
+	return out
 }
 
 // etcdTxn is a Txn on a snapshot at rev. A writable one buffers its writes, which its reads

@@ -26,4 +26,16 @@ func TestClusterKillRestart(t *testing.T) {
 	if err := c.WaitHealthy(ctx, 1); err != nil {
 		t.Fatalf("WaitHealthy after Kill and Restart: %v", err)
 	}
+	if err := c.Restart(1); err == nil {
+		t.Error("Restart of a running member succeeded")
+	}
+	if err := c.Stop(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx, 2); err != nil {
+		t.Fatalf("WaitHealthy after Stop and Restart: %v", err)
+	}
 }
