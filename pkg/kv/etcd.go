@@ -174,6 +174,16 @@ func (s *Etcd) notify(rev int64) {
 	s.changed = make(chan struct{})
 }
 
+// wake wakes the waiters on Changed without a new revision.
+func (s *Etcd) wake() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
 // begin registers a running call, or returns ErrClosed.
 func (s *Etcd) begin() error {
 	s.mu.Lock()
@@ -511,7 +521,7 @@ func (s *Etcd) watchLoop(ctx context.Context, rev int64) {
 					s.resetRecent(cur)
 				}
 				// Missed history: wake the readers, whose Events will say ErrCompacted.
-				s.notify(s.rev.Load() + 1)
+				s.wake()
 				break
 			}
 			if resp.Err() != nil {
