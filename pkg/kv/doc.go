@@ -73,7 +73,8 @@
 // request to --max-request-bytes (default 1.5 MiB); an Update beyond them fails with a message
 // that names the flag. Sites that rewrite many records in one Update (re-sealing) raise them.
 //
-// View reads at one pinned revision. Events answers from the events a watch on the prefix has
+// View reads at one pinned revision; Range reads a page of 1000 keys at a time from etcd, so a
+// View over every record does not hold them all. Events answers from the events a watch on the prefix has
 // kept since the store opened (the last 10000 events or 32 MiB, whole revisions, with previous
 // values), once an etcd progress notification says the watch has passed the revision read at
 // the start of the call: about a millisecond. Older history it reads from etcd through a watch

@@ -77,10 +77,12 @@ type Etcd struct {
 var _ Store = (*Etcd)(nil)
 
 const (
-	rangePage      = 1000     // keys per Get when a Txn ranges
 	recentMax      = 10000    // events the background watch keeps for Events
 	recentMaxBytes = 32 << 20 // and their bytes at most
 )
+
+// rangePage is how many keys a Txn's Range reads from etcd at a time (a variable for tests).
+var rangePage = 1000
 
 // OpenEtcd connects to etcd and starts watching the prefix. It fails if etcd does not answer
 // within the request timeout.
@@ -722,30 +724,47 @@ func (t *etcdTxn) Get(key string) (KeyValue, error) {
 	return KeyValue{Key: key, Value: bytes.Clone(kv.Value), ModRev: kv.ModRev}, nil
 }
 
-// snapshotRange reads every key under prefix at the snapshot's revision, a page at a time.
-func (t *etcdTxn) snapshotRange(prefix string) ([]*KeyValue, error) {
-	from := t.s.data + prefix
-	end := clientv3.GetPrefixRangeEnd(from)
-	var out []*KeyValue
+// snapshot walks the keys under a prefix at the snapshot's revision, a page at a time.
+type snapshot struct {
+	t    *etcdTxn
+	from string // where the next page starts
+	end  string
+	page []*KeyValue
+	i    int
+	more bool
+}
+
+// next returns the first key after after (from the start if first), or nil at the end.
+func (it *snapshot) next(after string, first bool) (*KeyValue, error) {
 	for {
+		for !first && it.i < len(it.page) && it.page[it.i].Key <= after {
+			it.i++
+		}
+		if it.i < len(it.page) {
+			return it.page[it.i], nil
+		}
+		if !it.more {
+			return nil, nil
+		}
+		t := it.t
 		rctx, cancel := t.s.rpc(t.ctx)
-		resp, err := t.s.cli.Get(rctx, from, clientv3.WithRange(end), clientv3.WithRev(t.rev), clientv3.WithLimit(rangePage))
+		resp, err := t.s.cli.Get(rctx, it.from, clientv3.WithRange(it.end), clientv3.WithRev(t.rev), clientv3.WithLimit(int64(rangePage)))
 		cancel()
 		if err != nil {
-			return nil, t.s.fail(t.ctx, fmt.Sprintf("range %q at revision %d", prefix, t.rev), err)
+			return nil, t.s.fail(t.ctx, fmt.Sprintf("range at revision %d", t.rev), err)
 		}
+		it.page, it.i, it.more = it.page[:0], 0, resp.More && len(resp.Kvs) > 0
 		for _, kv := range resp.Kvs {
 			e := &KeyValue{Key: strings.TrimPrefix(string(kv.Key), t.s.data),
 				Value: append([]byte{}, kv.Value...), ModRev: kv.ModRevision}
-			out = append(out, e)
-			if _, ok := t.cache[e.Key]; !ok {
+			it.page = append(it.page, e)
+			if _, ok := t.cache[e.Key]; !ok && t.writable {
 				t.cache[e.Key] = e // for Delete; not a read to compare: the range's compare covers it
 			}
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return out, nil
+		if n := len(resp.Kvs); n > 0 {
+			it.from = string(resp.Kvs[n-1].Key) + "\x00"
 		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 }
 
@@ -753,25 +772,24 @@ func (t *etcdTxn) Range(prefix string, fn func(KeyValue) error) error {
 	if t.done {
 		return errTxDone
 	}
-	snap, err := t.snapshotRange(prefix)
-	if err != nil {
-		return err
-	}
 	if t.writable {
 		t.ranges = append(t.ranges, prefix)
 	}
+	from := t.s.data + prefix
+	snap := &snapshot{t: t, from: from, end: clientv3.GetPrefixRangeEnd(from), more: true}
 	// Walk the snapshot and this transaction's writes together, in key order, finding the next
 	// key after the last one afresh each time, since fn may write.
 	after, first := "", true
 	for {
-		var next *KeyValue
-		i := sort.Search(len(snap), func(i int) bool { return first || snap[i].Key > after })
-		for ; i < len(snap); i++ {
-			if v, ok := t.writes[snap[i].Key]; ok && v == nil {
-				continue // deleted by this transaction
+		next, err := snap.next(after, first)
+		for err == nil && next != nil {
+			if v, ok := t.writes[next.Key]; !ok || v != nil {
+				break
 			}
-			next = snap[i]
-			break
+			next, err = snap.next(next.Key, false) // deleted by this transaction
+		}
+		if err != nil {
+			return err
 		}
 		j := sort.SearchStrings(t.wkeys, prefix)
 		if !first {

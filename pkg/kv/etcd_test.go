@@ -496,3 +496,33 @@ func TestEtcdQuorumLost(t *testing.T) {
 		t.Errorf("Events after quorum is back = %v, %v, want k=1 then k=3 (nothing of the refused Update)", evs, err)
 	}
 }
+
+// Range reads etcd a page at a time; with pages of 7 keys, the contract's ranges cross many.
+func TestEtcdRangePages(t *testing.T) {
+	defer func(n int) { rangePage = n }(rangePage)
+	rangePage = 7
+	c := contract{open: func(t testing.TB) Store { return openEtcd(t, newPrefix(t), 5*time.Second) }}
+	t.Run("RangeWhileWriting", func(t *testing.T) { testRangeWhileWriting(t, c) })
+	t.Run("TxnOwnWrites", func(t *testing.T) { testTxnOwnWrites(t, c) })
+	t.Run("stop early", func(t *testing.T) {
+		s := c.open(t)
+		var kvs []string
+		for i := range 30 {
+			kvs = append(kvs, fmt.Sprintf("p/%02d", i), "x")
+		}
+		put(t, s, kvs...)
+		stop := errors.New("stop")
+		var got []string
+		err := s.View(ctx, func(_ int64, tx Txn) error {
+			return tx.Range("p/", func(kv KeyValue) error {
+				if got = append(got, kv.Key); len(got) == 10 {
+					return stop
+				}
+				return nil
+			})
+		})
+		if err != stop || len(got) != 10 || got[9] != "p/09" {
+			t.Errorf("Range stopped at the 10th key = %v, %v", got, err)
+		}
+	})
+}
