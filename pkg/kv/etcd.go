@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -122,6 +125,9 @@ func OpenEtcd(opts EtcdOptions) (*Etcd, error) {
 	rev, err := s.currentRev(context.Background())
 	if err != nil {
 		cli.Close()
+		if why := probe(opts); why != "" {
+			return nil, fmt.Errorf("open etcd store at %s: %w (%s)", eps, err, why)
+		}
 		return nil, fmt.Errorf("open etcd store at %s: %w", eps, err)
 	}
 	s.notified, s.from, s.upto = rev, rev, rev
@@ -129,6 +135,47 @@ func OpenEtcd(opts EtcdOptions) (*Etcd, error) {
 	s.stopWatch, s.watchCtx = cancel, clientv3.WithRequireLeader(wctx)
 	go s.watchLoop(s.watchCtx, rev)
 	return s, nil
+}
+
+// probe connects to each endpoint as the client would, to say why none answered (gRPC reports
+// only a timeout): a refused connection, a TLS handshake failure, a client certificate refused.
+func probe(opts EtcdOptions) string {
+	var why []string
+	for _, ep := range opts.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", ep, err))
+			continue
+		}
+		conn, err := net.DialTimeout("tcp", u.Host, opts.DialTimeout)
+		if err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", ep, err))
+			continue
+		}
+		if u.Scheme == "https" {
+			tc := &tls.Config{}
+			if opts.TLS != nil {
+				tc = opts.TLS.Clone()
+			}
+			tc.ServerName = u.Hostname()
+			tc.NextProtos = []string{"h2"}
+			tconn := tls.Client(conn, tc)
+			tconn.SetDeadline(time.Now().Add(opts.DialTimeout))
+			err = tconn.Handshake()
+			if err == nil {
+				// TLS 1.3 servers refuse a client certificate after the handshake.
+				tconn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if _, rerr := tconn.Read(make([]byte, 1)); rerr != nil && !errors.Is(rerr, os.ErrDeadlineExceeded) {
+					err = rerr
+				}
+			}
+			if err != nil {
+				why = append(why, fmt.Sprintf("%s: %v", ep, err))
+			}
+		}
+		conn.Close()
+	}
+	return strings.Join(why, "; ")
 }
 
 // Endpoints returns the etcd endpoints the store was opened with, for messages.

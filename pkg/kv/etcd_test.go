@@ -95,6 +95,9 @@ func TestEtcdOptions(t *testing.T) {
 			if !errors.Is(err, tc.wantErr) {
 				t.Errorf("OpenEtcd(%s) = %v, want %v", tc.name, err, tc.wantErr)
 			}
+			if tc.wantErr == ErrUnavailable && !strings.Contains(fmt.Sprint(err), "connection refused") {
+				t.Errorf("OpenEtcd(%s) = %v, want the reason (connection refused)", tc.name, err)
+			}
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("OpenEtcd(%s) took %v", tc.name, d)
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +104,59 @@ func TestOpenStoreEtcd(t *testing.T) {
 	_, err = st.Update(context.Background(), func(tx kv.Txn) error { return tx.Put("k", []byte("w")) })
 	if !errors.Is(err, kv.ErrUnavailable) || time.Since(start) > 3*cfg.Store.RequestTimeout {
 		t.Errorf("Update with etcd down = %v after %v, want kv.ErrUnavailable within about %v", err, time.Since(start), cfg.Store.RequestTimeout)
+	}
+}
+
+// [store] with client TLS: the registry reaches an etcd that serves https and requires client
+// certificates, with the CA, certificate and key the config names; without a client certificate
+// etcd refuses it.
+func TestOpenStoreEtcdTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := newCA(t, "etcd CA")
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caFile := write("ca.pem", ca.pem)
+	_, srvCert, srvKey := ca.issue(t, "etcd", true)
+	_, cliCert, cliKey := ca.issue(t, "registry", false)
+	files := &etcdtest.TLS{CA: caFile, ServerCert: write("server.pem", srvCert), ServerKey: write("server.key", srvKey),
+		ClientCert: write("client.pem", cliCert), ClientKey: write("client.key", cliKey)}
+	c, err := etcdtest.Start(etcdtest.Options{Members: 1, Dir: filepath.Join(dir, "etcd"), TLS: files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conf := fmt.Sprintf("[store]\nbackend = \"etcd\"\nendpoints = [%q]\nrequest_timeout = \"2s\"\nca = %q\n", c.Endpoints()[0], caFile)
+	tests := []struct {
+		name, extra string
+		ok          bool
+	}{
+		{"client certificate", fmt.Sprintf("cert = %q\nkey = %q\n", files.ClientCert, files.ClientKey), true},
+		{"no client certificate", "", false},
+	}
+	for _, tc := range tests {
+		cfg, _, err := ParseConfig([]byte(conf + tc.extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(cfg.Store.String(), "TLS") {
+			t.Errorf("Store = %s, want TLS", cfg.Store)
+		}
+		st, err := OpenStore(cfg)
+		if err == nil {
+			_, err = st.Update(context.Background(), func(tx kv.Txn) error { return tx.Put("k", []byte("v")) })
+			st.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: OpenStore and Update = %v, want success %v", tc.name, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "certificate required") {
+			t.Errorf("%s: error %q does not say why", tc.name, err)
+		}
 	}
 }

@@ -10,6 +10,8 @@ package etcdtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,10 +41,20 @@ type Options struct {
 	// MaxTxnOps is etcd's --max-txn-ops (default 10000: the store's Update is one transaction
 	// and the tests rewrite hundreds of keys at once; etcd's own default is 128).
 	MaxTxnOps int
+	// TLS, if set, serves the client URLs over https and requires client certificates from CA.
+	TLS *TLS
+}
+
+// TLS is the PEM files of a cluster that speaks https to its clients (peers stay on http).
+type TLS struct {
+	CA                    string // trusted for client certificates; it also signed ServerCert
+	ServerCert, ServerKey string // for 127.0.0.1
+	ClientCert, ClientKey string // a client's, for the health checks
 }
 
 // Cluster is a running etcd cluster. Its methods are safe for concurrent use.
 type Cluster struct {
+	tls     *tls.Config // for the health checks; nil on http
 	bin     string
 	dir     string
 	ownDir  bool
@@ -118,17 +130,27 @@ func Start(opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		c.ownDir = true
+	} else if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return nil, err
 	}
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
+	scheme := "http"
+	if opts.TLS != nil {
+		scheme = "https"
+		if c.tls, err = clientTLS(opts.TLS); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	var initial []string
 	for i := range n {
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[2*i]),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
 			bin:       bin,
 		}
@@ -153,6 +175,10 @@ func Start(opts Options) (*Cluster, error) {
 			"--listen-metrics-urls", "", // no extra listener
 			"--logger", "zap",
 			"--log-level", "warn",
+		}
+		if t := opts.TLS; t != nil {
+			m.args = append(m.args, "--cert-file", t.ServerCert, "--key-file", t.ServerKey,
+				"--trusted-ca-file", t.CA, "--client-cert-auth")
 		}
 		if err := m.start(); err != nil {
 			c.Close()
@@ -205,7 +231,8 @@ func (c *Cluster) Restart(i int) error {
 // leader and quorum), or ctx ends, or the member exits.
 func (c *Cluster) WaitHealthy(ctx context.Context, i int) error {
 	m := c.members[i]
-	client := &http.Client{Timeout: 2 * time.Second}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: c.tls}}
+	defer client.CloseIdleConnections()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -317,6 +344,23 @@ func (m *Member) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// clientTLS is the TLS config of the health checks.
+func clientTLS(t *TLS) (*tls.Config, error) {
+	ca, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("etcdtest: no certificate in %s", t.CA)
+	}
+	cert, err := tls.LoadX509KeyPair(t.ClientCert, t.ClientKey)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // freePorts returns n distinct ports that were free on 127.0.0.1 a moment ago.
