@@ -6,6 +6,8 @@
 #                     testclock so that the end-to-end suites set their clock; never install these
 #   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
+#   make etcd         build/tools/etcd: the etcd server the tests start as a 3-member cluster
+#                     (pkg/kv/etcdtest), built from tools/etcd at the version pinned there
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
 #   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR), with bash completions and man pages
@@ -59,7 +61,11 @@ GO_SOURCES := $(shell find cmd pkg -name '*.go' 2>/dev/null) go.mod go.sum
 GOLANGCI_LINT_VERSION := v2.15.0
 GOLANGCI_LINT := $(BUILD)/tools/golangci-lint
 
-.PHONY: all build build-testclock test lint bench demo install deb deps clean fmt vet
+# The etcd server for tests is built from tools/etcd (its own module: go.mod pins
+# go.etcd.io/etcd/server/v3) into build/tools; the registry never embeds it.
+ETCD := $(BUILD)/tools/etcd
+
+.PHONY: all build build-testclock test lint etcd bench demo install deb deps clean fmt vet
 
 all: build
 
@@ -108,7 +114,7 @@ $(TESTCLOCK)/%: $(GO_SOURCES)
 deps:
 	contrib/scripts/deps.sh
 
-test: deps build build-testclock lint
+test: deps build build-testclock lint $(ETCD)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags testclock $(GOTESTFLAGS) ./pkg/clock/
 
@@ -161,6 +167,12 @@ vet:
 $(GOLANGCI_LINT):
 	@mkdir -p $(@D)
 	GOBIN=$(CURDIR)/$(@D) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+etcd: $(ETCD)
+
+$(ETCD): tools/etcd/go.mod tools/etcd/go.sum tools/etcd/main.go
+	@mkdir -p $(@D)
+	cd tools/etcd && CGO_ENABLED=0 $(GO) build -trimpath -mod=readonly -o $(CURDIR)/$@ .
 
 lint: $(GOLANGCI_LINT)
 	@out=$$(gofmt -l cmd pkg pam e2e bench); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,9 +1,11 @@
-// Package kv is the registry's revisioned key-value store, shaped like etcd's so that an etcd
-// implementation can sit beside the bbolt one: the store hands out revisions, and the registry's
-// sync protocol uses them as its own (docs/sync-protocol.md).
+// Package kv is the registry's revisioned key-value store, shaped like etcd's, with two
+// implementations: Bolt (one bbolt file, the default) and Etcd (an etcd cluster, for several
+// registry replicas). The store hands out revisions, and the registry's sync protocol uses them as
+// its own (docs/sync-protocol.md).
 //
-// Every Update that changes something commits all its changes as one new revision (the previous
-// plus one) and records them in a history, one Event per changed key with the value before the
+// Every Update that changes something commits all its changes as one new revision (greater than
+// the previous: on Bolt the previous plus one, on etcd etcd's next revision, so a prefix's
+// revisions have gaps where other keys of the cluster changed) and records them in a history, one Event per changed key with the value before the
 // change (Prev), so a reader can tell a record leaving a node's scope from one that was never in
 // it. View reads a consistent snapshot at one revision; Events reads the history after a revision;
 // Compact (or BoltOptions.HistoryLimit) drops old history, after which Events from before it
@@ -36,4 +38,56 @@
 // for writers. The file is mapped with 1 GiB of address space up front so that a long View does
 // not block a writer that grows the file; a View still keeps the pages it sees from reuse until
 // it ends, so copy out what a slow consumer needs rather than streaming to it from inside View.
+//
+// # Etcd
+//
+// Etcd keeps the store in an etcd cluster (3.6 or later; the tests run 3.7.3, see
+// tools/etcd/go.mod) under EtcdOptions.Prefix: key k is etcd key Prefix+"d/"+k, and Prefix+"g" is
+// the guard key described below. The store's revisions are etcd's, and its history is etcd's:
+// there is no second copy of any value. Several Etcd values on one prefix, in one process or in
+// several registry replicas, are one store.
+//
+// Update reads at etcd's current revision R (Get with WithRev(R)), buffers fn's writes, and
+// commits them as one etcd transaction, so one Update is one etcd revision. The transaction
+// compares everything fn's outcome depended on, and commits only if none of it changed since R:
+//
+//   - each key fn read with Get or Delete: its ModRevision is the one seen at R (0: absent), so a
+//     change, a deletion or a creation of it fails the commit;
+//   - each prefix fn ranged over: every key in it has ModRevision <= R (one compare over the
+//     range), so a key changed or added in it since fails the commit;
+//   - a key deleted from a ranged prefix leaves nothing for a range compare to see, so every
+//     Update that deletes also writes the guard key, and an Update that ranged compares the
+//     guard's ModRevision with the one at R.
+//
+// This makes Updates serialisable, phantoms included, with compares whose number does not grow
+// with the size of the ranges read (a compare per key seen would hit etcd's --max-txn-ops on a
+// registry of any size). The cost: any Update that deletes conflicts with every concurrent Update
+// that ranged, prefix or not; deletes are rare in the registry (a token or node removed). A
+// locking scheme (an etcd lease and lock key per Update) would serialise all writers and add two
+// round trips; optimistic compares cost nothing when writers do not collide. An Update whose
+// compares fail runs fn again on a newer revision, after a short random pause, at most
+// EtcdOptions.MaxAttempts times, then returns ErrConflict; fn must therefore not act outside tx.
+// Keys an Update writes have ModRev 0 inside it: their revision is known only at commit.
+//
+// etcd limits a transaction to --max-txn-ops compares and operations each (default 128) and a
+// request to --max-request-bytes (default 1.5 MiB); an Update beyond them fails with a message
+// that names the flag. Sites that rewrite many records in one Update (re-sealing) raise them.
+//
+// View reads at one pinned revision; Range reads a page of 1000 keys at a time from etcd, so a
+// View over every record does not hold them all. Events answers from the events a watch on the prefix has
+// kept since the store opened (the last 10000 events or 32 MiB, whole revisions, with previous
+// values), once an etcd progress notification says the watch has passed the revision read at
+// the start of the call: about a millisecond. Older history it reads from etcd through a watch
+// from since, which etcd catches up in steps of 100 ms, so that costs up to 100 ms.
+// Compact is etcd's compaction, which drops the history of the whole cluster, every prefix; with
+// several registries on one etcd, let one of them or etcd's --auto-compaction-retention do it.
+// CompactedRev is the highest compaction this store made or met, so a compaction by someone
+// else shows first as ErrCompacted from Events (when it reads etcd's history: what the store's
+// watch kept stays readable). Changed follows a watch on the prefix, so it
+// fires for the writes of other replicas too.
+//
+// Every round trip has EtcdOptions.RequestTimeout and asks for a member with a leader: an etcd
+// that is unreachable or has lost quorum gives ErrUnavailable within it, never a hang. An Update
+// whose commit fails so may have been applied (whole: an etcd transaction is atomic); the error
+// says so.
 package kv

@@ -23,6 +23,10 @@ var (
 	ErrReadOnly = errors.New("kv: read-only transaction")
 	// ErrInvalid: an empty or too long key, a too long value, or a bad argument.
 	ErrInvalid = errors.New("kv: invalid argument")
+	// ErrUnavailable: a networked store (etcd) did not answer within its request timeout or has
+	// lost quorum. Nothing was written, except that an Update whose commit failed so may have
+	// been applied (whole). Worth retrying later; a server answers 503.
+	ErrUnavailable = errors.New("kv: store unavailable")
 )
 
 // Limits on keys and values, chosen to fit etcd's default request size as well as bbolt.
@@ -36,7 +40,8 @@ type KeyValue struct {
 	Key   string
 	Value []byte
 	// ModRev is the revision of the last change of this key. Inside Update, a key the
-	// transaction wrote has the revision the Update will commit as.
+	// transaction wrote has the revision the Update will commit as on Bolt, and 0 on etcd, where
+	// that revision is known only once the commit succeeds.
 	ModRev int64
 }
 
@@ -88,18 +93,22 @@ type Txn interface {
 	Delete(key string) error
 }
 
-// Store is a revisioned key-value store, shaped like etcd's: every committed change gets the
-// next revision, and a history of changes can be read from any revision not yet compacted.
-// The sync protocol uses its revisions as its own.
+// Store is a revisioned key-value store, shaped like etcd's: every committed change gets a
+// revision greater than any before it, and a history of changes can be read from any revision
+// not yet compacted. The sync protocol uses its revisions as its own. On Bolt a revision is the
+// previous plus one; on etcd revisions are etcd's, shared by every key of the cluster, so the
+// revisions of one store's prefix have gaps where other prefixes wrote.
 //
 // All methods are safe for concurrent use. Do not call Update from inside Update or View
-// (writers are serialised; it deadlocks).
+// (on Bolt writers are serialised; it deadlocks).
 type Store interface {
 	// Update runs fn in one serialisable write transaction. If fn changed anything, all its
-	// changes get one new revision (the previous plus one), are recorded in the history, and the
-	// new revision is returned. If it changed nothing, Update returns the current revision and
-	// writes no history. If fn returns an error, nothing is written and Update returns
-	// (0, that error) unwrapped.
+	// changes get one new revision (greater than the previous; on Bolt the previous plus one),
+	// are recorded in the history, and the new revision is returned. If it changed nothing,
+	// Update returns the current revision (on etcd, the one fn read at) and writes no history.
+	// If fn returns an error, nothing is written and Update returns (0, that error) unwrapped.
+	// On etcd fn may run more than once (optimistic concurrency; see Etcd.Update), so it must not
+	// act outside tx; Update returns ErrConflict when its attempts run out.
 	Update(ctx context.Context, fn func(Txn) error) (rev int64, err error)
 	// View runs fn on a consistent snapshot at the current revision, which it passes in. Put and
 	// Delete on tx return ErrReadOnly. fn's error is returned unwrapped.
@@ -113,7 +122,8 @@ type Store interface {
 	// An answer that did not reach limit is complete at least up to the Rev() read before the
 	// call, even if it has no events (read Rev first, then Events, to send a bookmark).
 	Events(ctx context.Context, prefix string, since int64, limit int) ([]Event, error)
-	// Rev returns the current revision: 0 for a new store.
+	// Rev returns the current revision: 0 for a new Bolt store. On etcd it is the highest
+	// revision the store has seen, which may trail the cluster's by a round trip.
 	Rev() int64
 	// CompactedRev returns the revision up to which (inclusive) history is gone:
 	// Events(since) works if and only if since >= CompactedRev(). 0 for a new store.

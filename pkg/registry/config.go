@@ -8,8 +8,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,10 +34,12 @@ type Config struct {
 	TLSKey       string `toml:"tls_key"`
 	InsecureHTTP bool   `toml:"insecure_http"`
 	ClientCA     string `toml:"client_ca"`
-	Store        string `toml:"store"`
-	KeyFile      string `toml:"key_file"`
-	AdminTokens  string `toml:"admin_tokens_file"`
-	Issuer       string `toml:"issuer"`
+	// Store is `store = "PATH"` (bbolt, the default) or a [store] section (StoreConfig); a
+	// pointer, as one key that is a string or a section.
+	Store       *StoreConfig `toml:"store"`
+	KeyFile     string       `toml:"key_file"`
+	AdminTokens string       `toml:"admin_tokens_file"`
+	Issuer      string       `toml:"issuer"`
 	// HistoryKeep is how many revisions of history are kept for watching nodes.
 	HistoryKeep         int64         `toml:"history_keep"`
 	BookmarkInterval    time.Duration `toml:"bookmark_interval"`
@@ -49,10 +53,11 @@ type Config struct {
 // DefaultConfig is the one defaults literal.
 func DefaultConfig() Config {
 	return Config{
-		Listen:              "127.0.0.1:8443",
-		TLSCert:             "/etc/pam-totp/registry.crt",
-		TLSKey:              "/etc/pam-totp/registry-tls.key",
-		Store:               "/var/lib/pam-totp-registry/registry.db",
+		Listen:  "127.0.0.1:8443",
+		TLSCert: "/etc/pam-totp/registry.crt",
+		TLSKey:  "/etc/pam-totp/registry-tls.key",
+		Store: &StoreConfig{Backend: BackendBbolt, Path: "/var/lib/pam-totp-registry/registry.db",
+			Prefix: "/pam-totp/registry/", DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
 		KeyFile:             "/etc/pam-totp/registry.keyring",
 		AdminTokens:         "/etc/pam-totp/registry-admins",
 		Issuer:              "pam-totp",
@@ -76,6 +81,9 @@ func LoadConfig(path string) (*Config, []string, error) {
 	if err != nil {
 		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
+	if _, err := c.Store.TLSConfig(); err != nil { // so that --check-config reads them too
+		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
+	}
 	return c, warnings, nil
 }
 
@@ -89,6 +97,9 @@ func ParseConfig(data []byte) (*Config, []string, error) {
 	var warnings []string
 	for _, k := range md.Undecoded() {
 		warnings = append(warnings, fmt.Sprintf("unknown key %q ignored", k.String()))
+	}
+	for _, k := range c.Store.unknown {
+		warnings = append(warnings, fmt.Sprintf("unknown key %q ignored", "store."+k))
 	}
 	if err := c.Validate(); err != nil {
 		return nil, warnings, err
@@ -108,17 +119,25 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("tls_cert and tls_key are required (insecure_http = true turns TLS off, for tests only)")
 	}
 	for _, f := range []struct{ key, v string }{{"tls_cert", c.TLSCert}, {"tls_key", c.TLSKey},
-		{"client_ca", c.ClientCA}, {"store", c.Store}, {"key_file", c.KeyFile}, {"admin_tokens_file", c.AdminTokens}} {
+		{"client_ca", c.ClientCA}, {"key_file", c.KeyFile}, {"admin_tokens_file", c.AdminTokens}} {
 		if f.v != "" && !filepath.IsAbs(f.v) {
 			return fmt.Errorf("%s %q: must be an absolute path", f.key, f.v)
 		}
 	}
-	if c.Store == "" || c.KeyFile == "" || c.AdminTokens == "" {
-		return fmt.Errorf("store, key_file and admin_tokens_file must be set")
+	if c.KeyFile == "" || c.AdminTokens == "" {
+		return fmt.Errorf("key_file and admin_tokens_file must be set")
 	}
-	storeDir := filepath.Clean(filepath.Dir(c.Store))
-	if d := filepath.Clean(filepath.Dir(c.KeyFile)); d == storeDir || strings.HasPrefix(d, storeDir+"/") {
-		return fmt.Errorf("key_file %q: must live outside the store's directory %s, so a copy of the store holds no key", c.KeyFile, storeDir)
+	if c.Store == nil {
+		return fmt.Errorf("store must be set")
+	}
+	if err := c.Store.validate(); err != nil {
+		return err
+	}
+	if c.Store.Backend == BackendBbolt {
+		storeDir := filepath.Clean(filepath.Dir(c.Store.Path))
+		if d := filepath.Clean(filepath.Dir(c.KeyFile)); d == storeDir || strings.HasPrefix(d, storeDir+"/") {
+			return fmt.Errorf("key_file %q: must live outside the store's directory %s, so a copy of the store holds no key", c.KeyFile, storeDir)
+		}
 	}
 	if c.Issuer == "" || strings.ContainsAny(c.Issuer, ":\n") {
 		return fmt.Errorf("issuer %q: must be non-empty without ':'", c.Issuer)
@@ -163,6 +182,217 @@ func (c *Config) TLSConfig() (*tls.Config, error) {
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	return tc, nil
+}
+
+// Store backends.
+const (
+	BackendBbolt = "bbolt"
+	BackendEtcd  = "etcd"
+)
+
+// StoreConfig is where the registry keeps its data. `store = "PATH"` is bbolt at PATH; a [store]
+// section chooses the backend:
+//
+//	[store]
+//	backend = "etcd"                 # or "bbolt" (with path = "...")
+//	endpoints = ["https://etcd1:2379", "https://etcd2:2379", "https://etcd3:2379"]
+//	prefix = "/pam-totp/registry/"   # several registries can share one etcd under their prefixes
+//	dial_timeout = "5s"
+//	request_timeout = "5s"           # an etcd without quorum fails a request after this
+//	ca = "/etc/pam-totp/etcd-ca.crt" # client TLS: the etcd CA, and a client certificate
+//	cert = "/etc/pam-totp/etcd-client.crt"
+//	key = "/etc/pam-totp/etcd-client.key"
+//
+// etcd over plain http:// is allowed on loopback addresses only (tests, a local proxy).
+type StoreConfig struct {
+	Backend        string
+	Path           string
+	Endpoints      []string
+	Prefix         string
+	DialTimeout    time.Duration
+	RequestTimeout time.Duration
+	CA, Cert, Key  string
+
+	unknown []string // keys of the [store] section that mean nothing
+}
+
+// UnmarshalTOML takes a path (bbolt) or a [store] section.
+func (s *StoreConfig) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		s.Backend, s.Path = BackendBbolt, v
+		return nil
+	case map[string]any:
+		for k, x := range v {
+			var err error
+			switch k {
+			case "backend":
+				err = tomlString(&s.Backend, k, x)
+			case "path":
+				err = tomlString(&s.Path, k, x)
+			case "prefix":
+				err = tomlString(&s.Prefix, k, x)
+			case "ca":
+				err = tomlString(&s.CA, k, x)
+			case "cert":
+				err = tomlString(&s.Cert, k, x)
+			case "key":
+				err = tomlString(&s.Key, k, x)
+			case "dial_timeout":
+				err = tomlDuration(&s.DialTimeout, k, x)
+			case "request_timeout":
+				err = tomlDuration(&s.RequestTimeout, k, x)
+			case "endpoints":
+				list, ok := x.([]any)
+				if !ok {
+					return fmt.Errorf("store.endpoints: want a list of URLs")
+				}
+				s.Endpoints = nil
+				for _, e := range list {
+					var ep string
+					if err := tomlString(&ep, k, e); err != nil {
+						return err
+					}
+					s.Endpoints = append(s.Endpoints, ep)
+				}
+			default:
+				s.unknown = append(s.unknown, k)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		slices.Sort(s.unknown)
+		return nil
+	}
+	return fmt.Errorf("store: want a path (bbolt) or a [store] section, not %T", v)
+}
+
+func tomlString(dst *string, key string, v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("store.%s: want a string, not %T", key, v)
+	}
+	*dst = s
+	return nil
+}
+
+func tomlDuration(dst *time.Duration, key string, v any) error {
+	var s string
+	if err := tomlString(&s, key, v); err != nil {
+		return err
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("store.%s %q: %w", key, s, err)
+	}
+	*dst = d
+	return nil
+}
+
+func (s *StoreConfig) validate() error {
+	switch s.Backend {
+	case BackendBbolt:
+		if s.Path == "" || !filepath.IsAbs(s.Path) {
+			return fmt.Errorf("store %q: must be an absolute path", s.Path)
+		}
+		return nil
+	case BackendEtcd:
+	default:
+		return fmt.Errorf("store.backend %q: want %q or %q", s.Backend, BackendBbolt, BackendEtcd)
+	}
+	if len(s.Endpoints) == 0 {
+		return fmt.Errorf("store.endpoints: at least one etcd URL is required")
+	}
+	plain := 0
+	for _, ep := range s.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil || u.RawQuery != "" {
+			return fmt.Errorf("store.endpoints %q: want https://host:port", ep)
+		}
+		switch u.Scheme {
+		case "https":
+		case "http":
+			if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+				return fmt.Errorf("store.endpoints %q: plain http only on a loopback address (127.0.0.1); use https", ep)
+			}
+			plain++
+		default:
+			return fmt.Errorf("store.endpoints %q: want https://host:port", ep)
+		}
+	}
+	if plain != 0 && plain != len(s.Endpoints) {
+		return fmt.Errorf("store.endpoints: all https or all http on loopback, not both")
+	}
+	if plain != 0 && (s.CA != "" || s.Cert != "" || s.Key != "") {
+		return fmt.Errorf("store: ca, cert and key are for https endpoints")
+	}
+	if (s.Cert == "") != (s.Key == "") {
+		return fmt.Errorf("store: cert and key go together")
+	}
+	for _, f := range []struct{ key, v string }{{"ca", s.CA}, {"cert", s.Cert}, {"key", s.Key}} {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			return fmt.Errorf("store.%s %q: must be an absolute path", f.key, f.v)
+		}
+	}
+	if len(s.Prefix) < 2 || len(s.Prefix) > 256 || s.Prefix[0] != '/' || !strings.HasSuffix(s.Prefix, "/") ||
+		strings.ContainsFunc(s.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("store.prefix %q: want /SOMETHING/ (at most 256 bytes, no spaces)", s.Prefix)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"dial_timeout", s.DialTimeout}, {"request_timeout", s.RequestTimeout}} {
+		if d.v < 100*time.Millisecond || d.v > time.Minute {
+			return fmt.Errorf("store.%s %s: must be between 100ms and 1m", d.key, d.v)
+		}
+	}
+	return nil
+}
+
+// TLSConfig returns the etcd client's TLS config (nil for bbolt and for http:// on loopback): the
+// CA (the system's roots without one) and the client certificate, TLS 1.2 or later.
+func (s *StoreConfig) TLSConfig() (*tls.Config, error) {
+	if s.Backend != BackendEtcd || len(s.Endpoints) == 0 || strings.HasPrefix(s.Endpoints[0], "http://") {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.CA != "" {
+		pem, err := readSafe(s.CA, securefile.Policy)
+		if err != nil {
+			return nil, fmt.Errorf("store.ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("store.ca %s: no PEM certificate", s.CA)
+		}
+	}
+	if s.Cert != "" {
+		if _, err := readSafe(s.Key, securefile.Secret); err != nil {
+			return nil, fmt.Errorf("store.key: %w", err)
+		}
+		cert, err := tls.LoadX509KeyPair(s.Cert, s.Key)
+		if err != nil {
+			return nil, fmt.Errorf("store: load the etcd client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// String says which store this is, for the log at start.
+func (s *StoreConfig) String() string {
+	if s.Backend != BackendEtcd {
+		return "bbolt " + s.Path
+	}
+	tlsInfo := "plain http on loopback"
+	if !strings.HasPrefix(s.Endpoints[0], "http://") {
+		tlsInfo = "TLS"
+		if s.Cert != "" {
+			tlsInfo += " with a client certificate"
+		}
+	}
+	return fmt.Sprintf("etcd %s prefix %s (%s)", strings.Join(s.Endpoints, ","), s.Prefix, tlsInfo)
 }
 
 // AdminToken is one accepted admin bearer token: the admin's name (the audit actor) and the

@@ -16,11 +16,25 @@ import (
 // openTimeout bounds the wait for the store's file lock (another registry on the same file).
 const openTimeout = 3 * time.Second
 
-// OpenStore opens the config's kv store with its history limit.
-func OpenStore(cfg *Config) (*kv.Bolt, error) {
-	st, err := kv.OpenBolt(cfg.Store, kv.BoltOptions{Timeout: openTimeout, HistoryLimit: cfg.HistoryKeep})
+// OpenStore opens the config's kv store: bbolt with its history limit, or etcd (whose history
+// etcd's compaction bounds).
+func OpenStore(cfg *Config) (kv.Store, error) {
+	sc := cfg.Store
+	if sc.Backend == BackendEtcd {
+		tc, err := sc.TLSConfig()
+		if err != nil {
+			return nil, err
+		}
+		st, err := kv.OpenEtcd(kv.EtcdOptions{Endpoints: sc.Endpoints, Prefix: sc.Prefix, TLS: tc,
+			DialTimeout: sc.DialTimeout, RequestTimeout: sc.RequestTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("open store (%s): %w", sc, err)
+		}
+		return st, nil
+	}
+	st, err := kv.OpenBolt(sc.Path, kv.BoltOptions{Timeout: openTimeout, HistoryLimit: cfg.HistoryKeep})
 	if err != nil {
-		return nil, fmt.Errorf("open store %s (is another totp-registry running on it?): %w", cfg.Store, err)
+		return nil, fmt.Errorf("open store %s (is another totp-registry running on it?): %w", sc.Path, err)
 	}
 	return st, nil
 }
@@ -48,6 +62,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(addr net
 		return err
 	}
 	defer st.Close()
+	log.Info("store opened", "store", cfg.Store.String(), "backend", cfg.Store.Backend, "revision", st.Rev())
 	srv, err := New(ctx, Options{Config: *cfg, Store: st, Sealer: keys, Admins: admins, Logger: log})
 	if err != nil {
 		return err
