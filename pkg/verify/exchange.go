@@ -9,6 +9,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
+	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
 // Exchange is what one exchange with pam_totp.so needs besides the connection. The helper (exec
@@ -25,6 +26,8 @@ type Exchange struct {
 	// Args, if set, sees the module's arguments before anything is decided (the helper hands
 	// them to clock.UseModuleArgs, which only a testclock build heeds).
 	Args func(args []string)
+	// Stores, if set, keeps the stores' files open between exchanges (Verifier.Stores).
+	Stores *store.Resident
 }
 
 // Serve runs one exchange on rw: it reads the request, loads its config, decides and sends the
@@ -70,6 +73,7 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 	log.Debug("request", "user", req.User, "service", req.Service, "rhost", req.RHost,
 		"groups", len(req.Groups), "args", req.Args, "transport", e.Transport)
 	v := New(cfg, log)
+	v.Stores = e.Stores
 	v.Enroll = &rootsock.Client{Path: cfg.SocketPath()} // connects only when enrollment is offered
 	verdict = v.Authenticate(req, conn)
 	if err := conn.Done(verdict); err != nil {

@@ -50,6 +50,9 @@ type Verifier struct {
 	ProcRoot string
 	// Enroll is totp-syncd for enrollment at login (policy enroll_at_login); nil: not offered.
 	Enroll LoginEnroller
+	// Stores keeps the store's files open between logins (totp-syncd); nil: each login opens
+	// them per transaction (the helper).
+	Stores *store.Resident
 }
 
 // New returns a verifier with the real clock (clock.Now).
@@ -104,7 +107,7 @@ func (a *attempt) run() protocol.Verdict {
 	}
 
 	opts := store.Options{Dir: a.v.Config.Store.Dir, Timeout: a.v.Config.Store.OpenTimeout}
-	data, err := store.NewTokens(opts).ReadUser(req.User)
+	data, err := a.v.Stores.Tokens(opts).ReadUser(req.User)
 	if err != nil {
 		a.tell(msgUnavailable)
 		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), "")
@@ -162,7 +165,7 @@ func (a *attempt) run() protocol.Verdict {
 		return a.log(protocol.AuthErr, "no_token", fmt.Sprintf("no active token (%d pending)", pending), "")
 	}
 
-	state := store.NewState(opts)
+	state := a.v.Stores.State(opts)
 	sshKey, freshKey := a.sshGraceKey(), a.freshnessKey()
 	var fails store.Failures
 	var graced, fresh bool
