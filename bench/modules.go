@@ -171,9 +171,24 @@ func (m *pamTotp) Close() error {
 	return err
 }
 
+// written is the tokens.db last written for a size, so a second pam_totp row copies it.
+var written = map[int]string{}
+
 // writeTokens writes tokens.db with every account, in sorted key order, in chunked transactions
-// as totp-syncd applies a snapshot.
+// as totp-syncd applies a snapshot; a second call for the same size copies the first's file.
 func writeTokens(dir string, ds *dataset) error {
+	path := filepath.Join(dir, store.TokensFile)
+	if src, ok := written[ds.N]; ok {
+		return copyFile(src, path, 0o600)
+	}
+	if err := buildTokens(dir, ds); err != nil {
+		return err
+	}
+	written[ds.N] = path
+	return nil
+}
+
+func buildTokens(dir string, ds *dataset) error {
 	all := make([]account, 0, len(ds.Synthetic)+len(ds.Pool))
 	all = append(append(all, ds.Synthetic...), ds.Pool...)
 	slices.SortFunc(all, func(a, b account) int { return strings.Compare(a.Name, b.Name) })

@@ -14,21 +14,25 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 	fmt.Fprintf(w, "Parameters: %d logins per row (%.0f%% with a wrong code), pool of %d NSS users, "+
 		"window ±%d step, GA `RATE_LIMIT %d %d` (the driver sends one user at most %d attempts per %d s), seed %d.\n\n",
 		o.Logins, 100*o.WrongFrac, o.Pool, o.Window, gaRateAttempts, gaRateInterval, maxPerUser, gaRateInterval, o.Seed)
-	fmt.Fprintln(w, "| module | users in db | procs | logins | p50 ms | p99 ms | logins/s | wrong results | state lost | host RSS MiB: before → peak | helper RSS MiB |")
-	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| module | users in db | procs | logins | p50 ms | p99 ms | logins/s | wrong results | state lost | host RSS MiB: before → peak | helper RSS MiB | totp-syncd RSS MiB: after (peak) |")
+	fmt.Fprintln(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	var notes []string
 	for _, r := range rows {
 		helper := "–"
 		if r.ChildRSS > 0 {
 			helper = mib(r.ChildRSS)
 		}
+		daemon := "–"
+		if r.DaemonRSS > 0 {
+			daemon = fmt.Sprintf("%s (%s)", mib(r.DaemonRSS), mib(r.DaemonHWM))
+		}
 		users := fmt.Sprintf("%s + %d", thousands(r.N), r.Pool)
 		if r.N == 0 {
 			users = "–"
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s | %.0f | %d | %d | %s → %s | %s |\n",
+		fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s | %.0f | %d | %d | %s → %s | %s | %s |\n",
 			r.Module, users, r.Procs, r.Logins, ms(r.P50), ms(r.P99), r.Throughput,
-			r.WrongResults, r.Lost, mib(r.BaseRSS), mib(r.MaxRSS), helper)
+			r.WrongResults, r.Lost, mib(r.BaseRSS), mib(r.MaxRSS), helper, daemon)
 		if len(r.Unexpected) > 0 {
 			var ks []string
 			for k, v := range r.Unexpected {
