@@ -276,6 +276,10 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 				syscall.Sync()
 				sink.takeErrors()
 				logged := sink.count()
+				var cpu0 time.Duration
+				if d, ok := m.(*pamTotp); ok && d.daemon != nil {
+					cpu0 = procCPU(d.daemon.Process.Pid)
+				}
 				r, err := measure(ctx, o, confDir, m.Service(), ds.Pool, p, false)
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s, %d users, %d procs: %w", m.Name(), n, p, err)
@@ -289,6 +293,9 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 				}
 				if d, ok := m.(*pamTotp); ok && d.daemon != nil {
 					r.DaemonRSS, r.DaemonHWM = procRSS(d.daemon.Process.Pid)
+					if r.Logins > 0 {
+						r.DaemonCPU = (procCPU(d.daemon.Process.Pid) - cpu0) / time.Duration(r.Logins)
+					}
 				}
 				logf("%s", r.summary())
 				// Let the last datagrams arrive before taking this row's error lines.
@@ -377,3 +384,22 @@ func procRSS(pid int) (rss, hwm int64) {
 	}
 	return rss, hwm
 }
+
+// procCPU is the user+system CPU time a process has used (/proc/PID/stat), 0 when unknown.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
+const clockTicks = 100

@@ -154,10 +154,26 @@ func (m *pamTotp) startDaemon(conf string, ds *dataset) error {
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if fi, err := os.Stat(m.socket(ds)); err == nil && fi.Mode().Type() == os.ModeSocket {
+			waitIdle(m.daemon.Process.Pid, time.Minute)
 			return nil
 		}
 	}
 	return fmt.Errorf("totp-syncd did not make %s within 10s", m.socket(ds))
+}
+
+// waitIdle waits until a process has used no CPU for 300 ms, or for at most max: a standalone
+// totp-syncd sweeps expired pending tokens at start (every token read), which is not a login's
+// cost and should not run under the first row.
+func waitIdle(pid int, max time.Duration) {
+	last := procCPU(pid)
+	for deadline := time.Now().Add(max); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		cpu := procCPU(pid)
+		if cpu == last {
+			return
+		}
+		last = cpu
+	}
 }
 
 // Close stops the totp-syncd of the socket row.

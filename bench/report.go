@@ -41,6 +41,10 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 			slices.Sort(ks)
 			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %s", r.Module, thousands(r.N), r.Procs, strings.Join(ks, "; ")))
 		}
+		if r.DaemonCPU > 0 {
+			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: totp-syncd used %s ms of CPU per login",
+				r.Module, thousands(r.N), r.Procs, ms(r.DaemonCPU)))
+		}
 		if r.Waits > 0 {
 			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %d waits for a fresh time step (%s, not counted in logins/s)",
 				r.Module, thousands(r.N), r.Procs, r.Waits, r.WaitTime.Round(1e6)))
