@@ -42,7 +42,7 @@ type options struct {
 	Modules    []string // totp, totp-socket, ga, oath
 	SO, Helper string   // pam_totp.so and pam-totp-helper to test
 	Syncd      string   // totp-syncd, for the totp-socket row
-	OathMax    int      // largest size pam_oath is measured at (it rewrites its whole file per login)
+	OathMax    int      // largest size pam_oath is measured at (it rewrites its whole file per login); 0: all
 	ModuleDir  string   // where libpam finds pam_google_authenticator.so and pam_oath.so
 	MaxRun     time.Duration
 	Profile    bool
@@ -253,7 +253,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 			ds.Synthetic[i] = account{Name: fmt.Sprintf("syn%07d", i), Secret: rng.secret()}
 		}
 		mods := mods
-		if n > o.OathMax {
+		if o.OathMax > 0 && n > o.OathMax {
 			mods = slices.DeleteFunc(slices.Clone(mods), func(m module) bool { _, ok := m.(*oath); return ok })
 			logf("pam_oath: not measured at %d users (-oath-max %d)", n, o.OathMax)
 		}
