@@ -43,8 +43,8 @@ import (
 //     error, and any panic of bbolt on a damaged page, closes the handle: the next transaction
 //     starts from a fresh open.
 //
-// Writes stay one bbolt transaction with its fdatasync per login, committed before the verdict is
-// sent; they are not grouped.
+// Writes of concurrent logins are grouped into one bbolt transaction (group commit, see update);
+// each login's write is committed, with its fdatasyncs, before its verdict is sent.
 
 // Resident hands out tokens.db and state.db of each store directory with their handles kept open
 // between transactions. A nil *Resident hands out per-transaction ones (NewTokens, NewState): the
@@ -130,6 +130,11 @@ type handle struct {
 
 	lockMu  sync.Mutex // readers and the shared flock on db's descriptor
 	readers int
+
+	qmu     sync.Mutex // the writes waiting to be committed
+	queue   []*write
+	leading bool         // a goroutine is committing; it takes the queue when done
+	grouped atomic.Int64 // writes committed together with another (for tests)
 }
 
 func (h *handle) path() string { return filepath.Join(h.dir, h.name) }
@@ -185,23 +190,105 @@ func (h *handle) viewOnce(missing error, fn func(*bolt.Tx) error) (err error) {
 }
 
 // update runs fn in a write transaction under the exclusive flock; prepare (ensure) runs first.
-func (h *handle) update(prepare func() error, fn func(*bolt.Tx) error) (err error) {
+// Writes that arrive while another is being committed are grouped: the next commit runs all of
+// them, in arrival order, in one bbolt transaction (one pair of fdatasyncs). A lone write waits
+// for nobody. update returns only once its write is committed (or failed): a caller never sends
+// a verdict for a step that is not on disk. Writes in one group see each other's changes, as
+// consecutive transactions would (two logins with one code: the second is a replay).
+func (h *handle) update(prepare func() error, fn func(*bolt.Tx) error) error {
+	if err := prepare(); err != nil {
+		return err
+	}
+	w := &write{fn: fn, prepare: prepare, done: make(chan error, 1)}
+	h.qmu.Lock()
+	h.queue = append(h.queue, w)
+	lead := !h.leading
+	h.leading = true
+	h.qmu.Unlock()
+	if lead {
+		h.lead()
+	}
+	return <-w.done
+}
+
+// write is one caller's write transaction waiting in the queue.
+type write struct {
+	fn      func(*bolt.Tx) error
+	prepare func() error
+	done    chan error
+}
+
+// lead commits the queued writes as one group, then hands the lead to a new goroutine if more
+// arrived meanwhile, so that the leader's own login is not held up by later ones.
+func (h *handle) lead() {
+	h.qmu.Lock()
+	group := h.queue
+	h.queue = nil
+	h.qmu.Unlock()
+	h.commitGroup(group)
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	if len(h.queue) == 0 {
+		h.leading = false
+		return
+	}
+	go h.lead()
+}
+
+// groupError is the error of the i-th write of a group, which rolled the whole group back.
+type groupError struct {
+	i   int
+	err error
+}
+
+func (e *groupError) Error() string { return e.err.Error() }
+func (e *groupError) Unwrap() error { return e.err }
+
+// commitGroup runs the writes in one transaction. If one of them fails, the transaction is
+// rolled back and each write runs again in a transaction of its own, so one login's error is
+// not another's.
+func (h *handle) commitGroup(group []*write) {
+	if len(group) > 1 {
+		h.grouped.Add(int64(len(group)))
+	}
+	err := h.updateRetry(group[0].prepare, func(tx *bolt.Tx) error {
+		for i, w := range group {
+			if err := w.fn(tx); err != nil {
+				return &groupError{i: i, err: err}
+			}
+		}
+		return nil
+	})
+	var ge *groupError
+	if errors.As(err, &ge) && len(group) > 1 {
+		for _, w := range group {
+			w.done <- h.updateRetry(w.prepare, w.fn)
+		}
+		return
+	}
+	if ge != nil {
+		err = ge.err
+	}
+	for _, w := range group {
+		w.done <- err
+	}
+}
+
+// updateRetry runs fn in one write transaction, opening the file again when it is stale.
+func (h *handle) updateRetry(prepare func() error, fn func(*bolt.Tx) error) (err error) {
 	for range reopens {
+		h.mu.Lock()
+		err = h.updateOnce(fn)
+		h.mu.Unlock()
+		if !errors.Is(err, errStale) {
+			return err
+		}
 		if err := prepare(); err != nil {
 			return err
 		}
-		h.mu.Lock()
-		err = h.updateOnce(fn)
-		if errors.Is(err, errStale) {
-			err = h.reopenLocked(nil)
-			h.mu.Unlock()
-			if err != nil {
-				return err
-			}
-			continue
+		if err := h.reopen(nil); err != nil {
+			return err
 		}
-		h.mu.Unlock()
-		return err
 	}
 	return fmt.Errorf("write %s: changed by another process %d times in a row", h.path(), reopens)
 }

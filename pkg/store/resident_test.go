@@ -245,3 +245,63 @@ func TestResidentHelperProcess(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent writes through one kept state.db are committed in groups; a write that fails is
+// rolled back alone: every other write of its group is kept, and each caller gets its own error.
+func TestResidentGroupCommitIsolatesErrors(t *testing.T) {
+	t.Parallel()
+	o := tempStore(t)
+	o.Timeout = 10 * time.Second
+	r := NewResident()
+	defer r.Close()
+	st := r.State(o)
+	refused := errors.New("refused")
+	const writers, each = 8, 60
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				user := fmt.Sprintf("w%d", w)
+				id := strconv.Itoa(i)
+				err := st.Update(func(x *StateTx) error {
+					if err := x.SetLastStep(user, id, uint64(i+1)); err != nil {
+						return err
+					}
+					if i%3 == 0 {
+						return refused
+					}
+					return nil
+				})
+				if (i%3 == 0) != errors.Is(err, refused) || (i%3 != 0 && err != nil) {
+					errs <- fmt.Errorf("write %s/%s = %v", user, id, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d of %d writes were committed in a group", st.h.grouped.Load(), writers*each)
+	err := NewState(o).View(func(x *StateTx) error {
+		for w := range writers {
+			for i := range each {
+				got, want := x.LastStep(fmt.Sprintf("w%d", w), strconv.Itoa(i)), uint64(i+1)
+				if i%3 == 0 {
+					want = 0
+				}
+				if got != want {
+					t.Errorf("LastStep(w%d, %d) = %d, want %d", w, i, got, want)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
