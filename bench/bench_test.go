@@ -76,6 +76,9 @@ func TestBenchSmoke(t *testing.T) {
 		if r.Module == "pam_oath" && r.Procs > 1 {
 			continue
 		}
+		if r.Module == "pam_totp (socket)" && (r.DaemonRSS == 0 || r.DaemonHWM < r.DaemonRSS) {
+			t.Errorf("%s, %d procs: totp-syncd RSS %d KiB, peak %d KiB", r.Module, r.Procs, r.DaemonRSS, r.DaemonHWM)
+		}
 		if r.WrongResults != 0 || r.Lost != 0 {
 			t.Errorf("%s, %d procs: %d wrong results (%v), %d lost updates, want 0 and 0",
 				r.Module, r.Procs, r.WrongResults, r.Unexpected, r.Lost)

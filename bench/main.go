@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +42,7 @@ type options struct {
 	Modules    []string // totp, totp-socket, ga, oath
 	SO, Helper string   // pam_totp.so and pam-totp-helper to test
 	Syncd      string   // totp-syncd, for the totp-socket row
+	OathMax    int      // largest size pam_oath is measured at (it rewrites its whole file per login); 0: all
 	ModuleDir  string   // where libpam finds pam_google_authenticator.so and pam_oath.so
 	MaxRun     time.Duration
 	Profile    bool
@@ -60,7 +62,7 @@ func main() {
 	}
 	o := options{Log: os.Stderr, Syslog: syslogPath}
 	var sizes, procs, modules string
-	flag.StringVar(&sizes, "sizes", "100,10000,100000", "synthetic users in the databases, comma-separated")
+	flag.StringVar(&sizes, "sizes", "100,10000,100000,1000000", "synthetic users in the databases, comma-separated")
 	flag.StringVar(&procs, "procs", "1,8", "worker processes per run, comma-separated")
 	flag.IntVar(&o.Logins, "logins", 2000, "logins per module, size and process count")
 	flag.IntVar(&o.Pool, "pool", 1000, "users in NSS who log in (created with useradd, removed at the end)")
@@ -72,6 +74,7 @@ func main() {
 	flag.StringVar(&o.Helper, "helper", "build/pam-totp-helper", "pam-totp-helper to measure")
 	flag.StringVar(&o.Syncd, "syncd", "build/totp-syncd", "totp-syncd whose resident verifier the totp-socket row measures")
 	flag.StringVar(&o.ModuleDir, "pamdir", defaultPamDir(), "directory of the system's PAM modules")
+	flag.IntVar(&o.OathMax, "oath-max", 100000, "largest size pam_oath is measured at (each of its logins reads and rewrites the whole file)")
 	flag.DurationVar(&o.MaxRun, "max-run", 2*time.Minute, "stop a run after this long")
 	flag.BoolVar(&o.Profile, "profile", true, "also break a pam_totp login down into its parts")
 	flag.IntVar(&o.ProfileN, "profile-n", 300, "iterations of each profile step")
@@ -182,7 +185,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 	}
 
 	var mods []module
-	var totpMod *pamTotp
+	var totpMod, sockMod *pamTotp
 	for _, name := range o.Modules {
 		switch name {
 		case "totp", "totp-socket":
@@ -202,6 +205,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 					return nil, nil, fmt.Errorf("totp-syncd (run make build): %w", err)
 				}
 				defer m.Close()
+				sockMod = m
 			} else {
 				totpMod = m
 			}
@@ -248,6 +252,11 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 		for i := range ds.Synthetic {
 			ds.Synthetic[i] = account{Name: fmt.Sprintf("syn%07d", i), Secret: rng.secret()}
 		}
+		mods := mods
+		if o.OathMax > 0 && n > o.OathMax {
+			mods = slices.DeleteFunc(slices.Clone(mods), func(m module) bool { _, ok := m.(*oath); return ok })
+			logf("pam_oath: not measured at %d users (-oath-max %d)", n, o.OathMax)
+		}
 		for _, m := range mods {
 			t0 := time.Now()
 			if err := m.Prepare(ds); err != nil {
@@ -267,6 +276,10 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 				syscall.Sync()
 				sink.takeErrors()
 				logged := sink.count()
+				var cpu0 time.Duration
+				if d, ok := m.(*pamTotp); ok && d.daemon != nil {
+					cpu0 = procCPU(d.daemon.Process.Pid)
+				}
 				r, err := measure(ctx, o, confDir, m.Service(), ds.Pool, p, false)
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s, %d users, %d procs: %w", m.Name(), n, p, err)
@@ -277,6 +290,12 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 				r.Module, r.N, r.Pool = m.Name(), n, len(pool)
 				if r.Lost, err = m.Lost(ds, r.last); err != nil {
 					return nil, nil, fmt.Errorf("%s: check state: %w", m.Name(), err)
+				}
+				if d, ok := m.(*pamTotp); ok && d.daemon != nil {
+					r.DaemonRSS, r.DaemonHWM = procRSS(d.daemon.Process.Pid)
+					if r.Logins > 0 {
+						r.DaemonCPU = (procCPU(d.daemon.Process.Pid) - cpu0) / time.Duration(r.Logins)
+					}
 				}
 				logf("%s", r.summary())
 				// Let the last datagrams arrive before taking this row's error lines.
@@ -292,7 +311,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 
 	if o.Profile && totpMod != nil {
 		logf("profile: pam_totp at %d users", last.N)
-		if prof, err = profile(ctx, o, totpMod, confDir, last, rows); err != nil {
+		if prof, err = profile(ctx, o, totpMod, sockMod, confDir, last, rows); err != nil {
 			return nil, nil, fmt.Errorf("profile: %w", err)
 		}
 	}
@@ -343,3 +362,44 @@ func measure(ctx context.Context, o options, confDir, service string, pool []acc
 	}
 	return merge(results, procs), nil
 }
+
+// procRSS reads VmRSS and VmHWM (KiB) of a process; zeros when it cannot.
+func procRSS(pid int) (rss, hwm int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v
+		case "VmHWM:":
+			hwm = v
+		}
+	}
+	return rss, hwm
+}
+
+// procCPU is the user+system CPU time a process has used (/proc/PID/stat), 0 when unknown.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
+const clockTicks = 100

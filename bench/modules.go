@@ -154,10 +154,26 @@ func (m *pamTotp) startDaemon(conf string, ds *dataset) error {
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if fi, err := os.Stat(m.socket(ds)); err == nil && fi.Mode().Type() == os.ModeSocket {
+			waitIdle(m.daemon.Process.Pid, time.Minute)
 			return nil
 		}
 	}
 	return fmt.Errorf("totp-syncd did not make %s within 10s", m.socket(ds))
+}
+
+// waitIdle waits until a process has used no CPU for 300 ms, or for at most max: a standalone
+// totp-syncd sweeps expired pending tokens at start (every token read), which is not a login's
+// cost and should not run under the first row.
+func waitIdle(pid int, max time.Duration) {
+	last := procCPU(pid)
+	for deadline := time.Now().Add(max); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		cpu := procCPU(pid)
+		if cpu == last {
+			return
+		}
+		last = cpu
+	}
 }
 
 // Close stops the totp-syncd of the socket row.
@@ -171,9 +187,24 @@ func (m *pamTotp) Close() error {
 	return err
 }
 
+// written is the tokens.db last written for a size, so a second pam_totp row copies it.
+var written = map[int]string{}
+
 // writeTokens writes tokens.db with every account, in sorted key order, in chunked transactions
-// as totp-syncd applies a snapshot.
+// as totp-syncd applies a snapshot; a second call for the same size copies the first's file.
 func writeTokens(dir string, ds *dataset) error {
+	path := filepath.Join(dir, store.TokensFile)
+	if src, ok := written[ds.N]; ok {
+		return copyFile(src, path, 0o600)
+	}
+	if err := buildTokens(dir, ds); err != nil {
+		return err
+	}
+	written[ds.N] = path
+	return nil
+}
+
+func buildTokens(dir string, ds *dataset) error {
 	all := make([]account, 0, len(ds.Synthetic)+len(ds.Pool))
 	all = append(append(all, ds.Synthetic...), ds.Pool...)
 	slices.SortFunc(all, func(a, b account) int { return strings.Compare(a.Name, b.Name) })

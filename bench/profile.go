@@ -23,7 +23,7 @@ type profileRow struct {
 // profile breaks a pam_totp login at the largest size into parts: the PAM floor, the module and
 // its helper without the store (policy mode "off"), the helper's exec alone, and the store
 // operations the helper does, run in this process with the same package and files.
-func profile(ctx context.Context, o options, m *pamTotp, confDir string, ds *dataset, rows []row) ([]profileRow, error) {
+func profile(ctx context.Context, o options, m, sock *pamTotp, confDir string, ds *dataset, rows []row) ([]profileRow, error) {
 	var out []profileRow
 	add := func(what string, lat []int64) {
 		out = append(out, profileRow{What: what, P50: percentile(lat, 0.5), P99: percentile(lat, 0.99)})
@@ -125,7 +125,89 @@ func profile(ctx context.Context, o options, m *pamTotp, confDir string, ds *dat
 
 	for _, r := range rows {
 		if r.Module == m.Name() && r.N == ds.N && r.Procs == 1 {
-			out = append(out, profileRow{What: "whole pam_totp login (results table, 1 process)", P50: r.P50, P99: r.P99})
+			out = append(out, profileRow{What: "whole pam_totp (exec) login (results table, 1 process)", P50: r.P50, P99: r.P99})
+		}
+	}
+	if sock != nil && sock.daemon != nil {
+		sp, err := profileSocket(ctx, po, sock, confDir, ds, rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sp...)
+	}
+	return out, nil
+}
+
+// profileSocket takes a pam_totp (socket) login apart: the module and the resident verifier
+// without the store, and the store operations the verifier does through its kept handles
+// (store.Resident), run in this process on the socket row's files while totp-syncd keeps them
+// open too.
+func profileSocket(ctx context.Context, po options, m *pamTotp, confDir string, ds *dataset, rows []row) ([]profileRow, error) {
+	var out []profileRow
+	add := func(what string, lat []int64) {
+		out = append(out, profileRow{What: what, P50: percentile(lat, 0.5), P99: percentile(lat, 0.99)})
+	}
+	storeDir := m.storeDir(ds)
+	offConf := filepath.Join(m.root, "pam_totp-socket-off.conf")
+	if err := m.writeConfig(offConf, storeDir, config.ModeOff); err != nil {
+		return nil, err
+	}
+	if err := writeService(confDir, "bench-totp-socket-off",
+		fmt.Sprintf("%s helper=%s config=%s socket=%s", m.so, m.helper, offConf, m.socket(ds))); err != nil {
+		return nil, err
+	}
+	r, err := measure(ctx, po, confDir, "bench-totp-socket-off", ds.Pool, 1, true)
+	if err != nil {
+		return nil, fmt.Errorf("pam_totp (socket) mode off: %w", err)
+	}
+	if r.WrongResults > 0 {
+		return nil, fmt.Errorf("pam_totp (socket) mode off: %d failed transactions: %v", r.WrongResults, r.Unexpected)
+	}
+	out = append(out, profileRow{What: "pam_totp.so via the resident verifier with mode = \"off\": socket checks, connect, request, config (cached), verdict, auth log; no store",
+		P50: r.P50, P99: r.P99})
+
+	opts := store.Options{Dir: storeDir, Timeout: 10 * time.Second}
+	res := store.NewResident()
+	defer res.Close()
+	user := func(i int) string { return ds.Pool[i%len(ds.Pool)].Name }
+	kept := res.Tokens(opts)
+	if _, err := kept.ReadUser(user(0)); err != nil { // the first read opens
+		return nil, err
+	}
+	lat, err := timeN(po.ProfileN, func(i int) error { _, err := kept.ReadUser(user(i)); return err })
+	if err != nil {
+		return nil, err
+	}
+	add(fmt.Sprintf("tokens.db (%d users) kept open (store.Resident): read one user (in process)", ds.N+len(ds.Pool)), lat)
+	st := res.State(opts)
+	step := uint64(1 << 41)
+	write := func(i int) error {
+		step++
+		return st.Update(func(x *store.StateTx) error {
+			if err := x.SetLastStep(user(i), "bench-profile", step); err != nil {
+				return err
+			}
+			return x.ClearFailures(user(i))
+		})
+	}
+	if err := write(0); err != nil { // the first write opens (and creates) state.db
+		return nil, err
+	}
+	lat, err = timeN(po.ProfileN, func(i int) error {
+		return st.View(func(x *store.StateTx) error { _ = x.Failures(user(i)); return nil })
+	})
+	if err != nil {
+		return nil, err
+	}
+	add("state.db kept open: View (flock, checks, read; in process)", lat)
+	lat, err = timeN(po.ProfileN, write)
+	if err != nil {
+		return nil, err
+	}
+	add("state.db kept open: Update (flock, checks, write, commit: two fdatasyncs; in process)", lat)
+	for _, r := range rows {
+		if r.Module == m.Name() && r.N == ds.N && r.Procs == 1 {
+			out = append(out, profileRow{What: "whole pam_totp (socket) login (results table, 1 process)", P50: r.P50, P99: r.P99})
 		}
 	}
 	return out, nil

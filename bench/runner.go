@@ -113,6 +113,9 @@ type row struct {
 	BaseRSS      int64 // KiB, the largest worker's RSS before its first transaction
 	MaxRSS       int64 // KiB, the largest worker peak
 	ChildRSS     int64 // KiB, the largest child peak (pam_totp's helper)
+	// DaemonRSS and DaemonHWM are totp-syncd's VmRSS and VmHWM (KiB) after a socket row.
+	DaemonRSS, DaemonHWM int64
+	DaemonCPU            time.Duration // totp-syncd's CPU time per login of a socket row
 	// SyslogPerLogin is how many syslog messages arrived per login (when the sink runs).
 	SyslogPerLogin float64
 	last           map[string]lastLogin

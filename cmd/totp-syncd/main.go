@@ -209,13 +209,17 @@ func serveVerifier(ctx context.Context, cfg *config.Config, log *slog.Logger, ob
 		}
 	}()
 	auth, authDebug := authLogs()
-	ex := verify.Exchange{Config: configs.Load, Log: func(debug bool) *slog.Logger {
+	// tokens.db and state.db stay open between logins (store.Resident: a flock per transaction,
+	// so helpers and totp-admin share state.db as before; reopened when another process wrote).
+	stores := store.NewResident()
+	ex := verify.Exchange{Config: configs.Load, Stores: stores, Log: func(debug bool) *slog.Logger {
 		if debug {
 			return authDebug
 		}
 		return auth
 	}, Claims: claims}
 	go func() {
+		defer stores.Close()
 		if err := verifyd.Serve(ctx, ln, ex, log, observe); err != nil {
 			log.Error("resident verifier stopped: logins exec the helper", "err", err)
 		}

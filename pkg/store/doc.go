@@ -14,8 +14,10 @@
 // Rules every caller gets for free:
 //   - Files are root 0600 in a root 0700 directory, checked on every open through the open
 //     descriptor, never following symlinks (package securefile).
-//   - Every open has a timeout (bbolt's flock wait) and nobody keeps a database open between
-//     transactions: View and Update open, run one transaction, and close.
+//   - Every open has a timeout (bbolt's flock wait) and nobody holds a database's lock between
+//     transactions: View and Update open, run one transaction, and close. A Resident (totp-syncd's
+//     verifier) keeps the files open but takes the flock per transaction, and opens a file again
+//     when another process wrote or replaced it (resident.go).
 //   - A missing tokens.db, a wrong schema, or any open or read error is an error, never "no token":
 //     the login path turns it into "store unavailable" and denies TOTP users.
 package store

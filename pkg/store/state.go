@@ -16,8 +16,12 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
-// State is a node's state.db: what logins change. Like Tokens, it is opened per transaction.
-type State struct{ opts Options }
+// State is a node's state.db: what logins change. Like Tokens, it is opened per transaction,
+// unless it comes from a Resident (resident.go).
+type State struct {
+	opts Options
+	h    *handle // Resident's; nil: per transaction
+}
 
 // NewState returns the state.db of the store described by o.
 func NewState(o Options) *State { return &State{opts: o} }
@@ -41,6 +45,16 @@ func (s *State) View(fn func(*StateTx) error) (err error) {
 		}
 		return fn(&StateTx{})
 	}
+	if s.h != nil {
+		err := s.h.view(errNoState, func(tx *bolt.Tx) error { return fn(&StateTx{tx: tx}) })
+		if errors.Is(err, errNoState) { // removed since the Lstat above
+			if err := s.checkDir(); err != nil {
+				return err
+			}
+			return fn(&StateTx{})
+		}
+		return err
+	}
 	db, err := open(s.opts.Dir, StateFile, true, false, s.opts.timeout())
 	if err != nil {
 		return err
@@ -52,6 +66,10 @@ func (s *State) View(fn func(*StateTx) error) (err error) {
 
 // Update runs fn in a read-write transaction, creating state.db (0600) when it is missing.
 func (s *State) Update(fn func(*StateTx) error) (err error) {
+	if s.h != nil {
+		return s.h.update(func() error { return ensure(s.opts.Dir, StateFile, s.opts.timeout(), initState) },
+			func(tx *bolt.Tx) error { return s.run(tx, fn) })
+	}
 	if err := ensure(s.opts.Dir, StateFile, s.opts.timeout(), initState); err != nil {
 		return err
 	}
@@ -61,15 +79,21 @@ func (s *State) Update(fn func(*StateTx) error) (err error) {
 	}
 	defer db.Close()
 	defer guard(s.Path(), &err)
-	return db.Update(func(tx *bolt.Tx) error {
-		for _, b := range stateBuckets {
-			if tx.Bucket(b) == nil {
-				return fmt.Errorf("%s: bucket %s missing: %w", s.Path(), b, ErrSchema)
-			}
-		}
-		return fn(&StateTx{tx: tx})
-	})
+	return db.Update(func(tx *bolt.Tx) error { return s.run(tx, fn) })
 }
+
+// run checks the buckets and runs fn in the write transaction tx.
+func (s *State) run(tx *bolt.Tx, fn func(*StateTx) error) error {
+	for _, b := range stateBuckets {
+		if tx.Bucket(b) == nil {
+			return fmt.Errorf("%s: bucket %s missing: %w", s.Path(), b, ErrSchema)
+		}
+	}
+	return fn(&StateTx{tx: tx})
+}
+
+// errNoState: state.db went away under a kept handle's View; it reads as empty.
+var errNoState = errors.New("no state.db")
 
 var stateBuckets = [][]byte{bucketSteps, bucketFailures, bucketBackupUsed, bucketGrace}
 

@@ -96,8 +96,15 @@ func (o Options) timeout() time.Duration {
 
 // open opens one database file with the secure opener. create allows creating it (0600).
 func open(dir, name string, readOnly, create bool, timeout time.Duration) (*bolt.DB, error) {
+	db, _, err := openFile(dir, name, readOnly, create, timeout)
+	return db, err
+}
+
+// openFile is open, and also returns the file bbolt uses (for a Resident's flock).
+func openFile(dir, name string, readOnly, create bool, timeout time.Duration) (*bolt.DB, *os.File, error) {
+	var file *os.File
 	if err := securefile.CheckDir(dir, securefile.SecretDir); err != nil {
-		return nil, fmt.Errorf("store directory: %w", err)
+		return nil, nil, fmt.Errorf("store directory: %w", err)
 	}
 	path := filepath.Join(dir, name)
 	opts := &bolt.Options{
@@ -118,17 +125,18 @@ func open(dir, name string, readOnly, create bool, timeout time.Duration) (*bolt
 				f.Close()
 				return nil, fmt.Errorf("lock %s: %w", p, err)
 			}
+			file = f
 			return f, nil
 		},
 	}
 	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && name == TokensFile {
-			return nil, fmt.Errorf("open %s: %w", path, ErrNoStore)
+			return nil, nil, fmt.Errorf("open %s: %w", path, ErrNoStore)
 		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return db, nil
+	return db, file, nil
 }
 
 // ensure creates dir/name, when it is missing, as an initialised bbolt file, atomically: built

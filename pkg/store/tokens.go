@@ -13,8 +13,12 @@ import (
 )
 
 // Tokens is a node's tokens.db. It holds no open handle: every View and Update opens the file,
-// runs one transaction and closes it.
-type Tokens struct{ opts Options }
+// runs one transaction and closes it; except that one from a Resident reads through a kept
+// read-only handle (resident.go).
+type Tokens struct {
+	opts Options
+	h    *handle // Resident's; nil: per transaction
+}
 
 // NewTokens returns the tokens.db of the store described by o.
 func NewTokens(o Options) *Tokens { return &Tokens{opts: o} }
@@ -25,6 +29,15 @@ func (t *Tokens) Path() string { return filepath.Join(t.opts.Dir, TokensFile) }
 // View runs fn in a read-only transaction. A missing file is ErrNoStore; a file without a known
 // schema is ErrSchema.
 func (t *Tokens) View(fn func(*TokensTx) error) (err error) {
+	if t.h != nil {
+		return t.h.view(fmt.Errorf("open %s: %w", t.Path(), ErrNoStore), func(tx *bolt.Tx) error {
+			x := &TokensTx{tx: tx}
+			if err := x.checkSchema(); err != nil {
+				return fmt.Errorf("%s: %w", t.Path(), err)
+			}
+			return fn(x)
+		})
+	}
 	db, err := open(t.opts.Dir, TokensFile, true, false, t.opts.timeout())
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/protocol"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
+	"github.com/pam-totp/pam-totp/pkg/store"
 )
 
 // Exchange is what one exchange with pam_totp.so needs besides the connection. The helper (exec
@@ -32,6 +33,8 @@ type Exchange struct {
 	// Claims is the daemon's way to the registry for cluster-wide claims (claim.go); nil in the
 	// helper and on a standalone node.
 	Claims Claimer
+	// Stores, if set, keeps the stores' files open between exchanges (Verifier.Stores).
+	Stores *store.Resident
 }
 
 // Abandoned is what Serve returns instead of a verdict when pam_totp.so had hung up by the time
@@ -98,6 +101,7 @@ func (e Exchange) Serve(rw io.ReadWriter) (user string, verdict protocol.Verdict
 	log.Debug("request", "user", req.User, "service", req.Service, "rhost", req.RHost,
 		"groups", len(req.Groups), "args", req.Args, "transport", e.Transport)
 	v := New(cfg, log)
+	v.Stores = e.Stores
 	// Connects only when enrollment is offered, and not once the module has gone: the decision
 	// may have waited for a store lock long enough for the module to give up and ask the helper,
 	// which offers its own enrollment.

@@ -54,6 +54,9 @@ type Verifier struct {
 	// Claims is totp-syncd's way to the registry (claim.go); nil in the helper, which decides
 	// every claim offline.
 	Claims Claimer
+	// Stores keeps the store's files open between logins (totp-syncd); nil: each login opens
+	// them per transaction (the helper).
+	Stores *store.Resident
 }
 
 // New returns a verifier with the real clock (clock.Now).
@@ -108,7 +111,7 @@ func (a *attempt) run() protocol.Verdict {
 	}
 
 	opts := store.Options{Dir: a.v.Config.Store.Dir, Timeout: a.v.Config.Store.OpenTimeout}
-	data, err := store.NewTokens(opts).ReadUser(req.User)
+	data, err := a.v.Stores.Tokens(opts).ReadUser(req.User)
 	if err != nil {
 		a.tell(msgUnavailable)
 		return a.log(protocol.AuthinfoUnavail, "store_unavailable", err.Error(), "")
@@ -166,7 +169,7 @@ func (a *attempt) run() protocol.Verdict {
 		return a.log(protocol.AuthErr, "no_token", fmt.Sprintf("no active token (%d pending)", pending), "")
 	}
 
-	state := store.NewState(opts)
+	state := a.v.Stores.State(opts)
 	sshKey, freshKey := a.sshGraceKey(), a.freshnessKey()
 	var fails store.Failures
 	var graced, fresh bool

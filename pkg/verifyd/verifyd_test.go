@@ -28,12 +28,18 @@ import (
 
 var secret = []byte("12345678901234567890")
 
-// daemon is a resident verifier on a temp socket over a store with alice's token.
+// tlog writes log lines to the test's log.
+type tlog struct{ t *testing.T }
+
+func (l tlog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+// daemon is a resident verifier on a temp socket over a store with alice's token, keeping the
+// store's files open as totp-syncd does (store.Resident).
 type daemon struct {
-	sock, conf string
-	log        *lockedBuffer // the daemon's log
-	mu         sync.Mutex
-	observed   []string // verdicts Serve passed to observe
+	sock, conf, storeDir string
+	log                  *lockedBuffer // the daemon's log
+	mu                   sync.Mutex
+	observed             []string // verdicts Serve passed to observe
 }
 
 // lockedBuffer is a log that the test reads while the daemon writes it.
@@ -95,7 +101,7 @@ func startWith(t *testing.T, o options) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{sock: sock, conf: conf, log: &lockedBuffer{t: t}}
+	d := &daemon{sock: sock, conf: conf, storeDir: storeDir, log: &lockedBuffer{t: t}}
 	if o.before != nil {
 		o.before(d)
 	}
@@ -108,16 +114,51 @@ func startWith(t *testing.T, o options) *daemon {
 		d.observed = append(d.observed, verdict)
 		d.mu.Unlock()
 	}
+	stores := store.NewResident()
 	go func() {
-		done <- Serve(ctx, ln, verify.Exchange{Config: configs.Load, Log: func(bool) *slog.Logger { return log }}, log, observe)
+		done <- Serve(ctx, ln, verify.Exchange{Config: configs.Load, Stores: stores,
+			Log: func(bool) *slog.Logger { return log }}, log, observe)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		stores.Close()
 	})
 	return d
+}
+
+// helperLogin is one exchange decided the helper's way: verify.Exchange without kept stores, so
+// every transaction opens state.db afresh (its own descriptor and flock, as another process).
+func (d *daemon) helperLogin(t *testing.T, answer string) protocol.Verdict {
+	module, helper := net.Pipe()
+	defer module.Close()
+	log := slog.New(slog.NewTextHandler(tlog{t}, nil))
+	ex := verify.Exchange{Config: config.Load, Log: func(bool) *slog.Logger { return log }, Transport: "helper"}
+	go func() {
+		defer helper.Close()
+		ex.Serve(helper)
+	}()
+	req := protocol.Request{Version: protocol.Version, User: "alice", UserKnown: true, Service: "sshd", Config: d.conf}
+	q, _ := protocol.AppendFrame(nil, protocol.TypeRequest, req.Encode())
+	if _, err := module.Write(q); err != nil {
+		t.Error(err)
+		return ""
+	}
+	for {
+		typ, p, err := protocol.ReadFrame(module)
+		if err != nil {
+			return ""
+		}
+		switch typ {
+		case protocol.TypePromptSecret, protocol.TypePromptEcho:
+			a, _ := protocol.AppendFrame(nil, protocol.TypeAnswer, []byte(answer))
+			module.Write(a)
+		case protocol.TypeDone:
+			return protocol.Verdict(p)
+		}
+	}
 }
 
 // login is one exchange as pam_totp.so runs it: the request, answer to every prompt, the
@@ -188,6 +229,56 @@ func TestConcurrentReplay(t *testing.T) {
 	wg.Wait()
 	if got[protocol.Success] != 1 || got[protocol.AuthErr] != 7 {
 		t.Errorf("8 logins with one code at once: %v, want 1 success and 7 auth_err", got)
+	}
+}
+
+// TestSocketAndHelperAtOnce: logins through the resident verifier (kept store handles) and
+// through the helper's per-transaction opens at the same moment on one state.db: one code is
+// accepted once in all, and every wrong code is counted.
+func TestSocketAndHelperAtOnce(t *testing.T) {
+	t.Parallel()
+	d := start(t)
+	mixed := func(answer string) map[protocol.Verdict]int {
+		var mu sync.Mutex
+		got := map[protocol.Verdict]int{}
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var v protocol.Verdict
+				if i%2 == 0 {
+					v = d.login(t, answer)
+				} else {
+					v = d.helperLogin(t, answer)
+				}
+				mu.Lock()
+				got[v]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return got
+	}
+	if got := mixed("000000x"); got[protocol.AuthErr] != 8 {
+		t.Fatalf("8 wrong codes, socket and helper at once: %v, want 8 auth_err", got)
+	}
+	var fails store.Failures
+	err := store.NewState(store.Options{Dir: d.storeDir}).View(func(x *store.StateTx) error {
+		fails = x.Failures("alice")
+		return nil
+	})
+	if err != nil || fails.Count != 8 {
+		t.Errorf("failures after 8 wrong codes = %d, %v; want 8 (none lost)", fails.Count, err)
+	}
+	// Below lockout_after (50), but the back-off may have started: clear it the admin's way.
+	if err := store.NewState(store.Options{Dir: d.storeDir}).Update(func(x *store.StateTx) error {
+		return x.ClearFailures("alice")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mixed(now()); got[protocol.Success] != 1 || got[protocol.AuthErr] != 7 {
+		t.Errorf("8 logins with one code, socket and helper at once: %v, want 1 success and 7 auth_err", got)
 	}
 }
 
