@@ -98,3 +98,43 @@ func (l *testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestBenchClaimSmoke runs the claims row briefly: a real totp-registry on loopback, a node's
+// totp-syncd that follows it, and libpam logins that the resident verifier claims there; every
+// result exact and every valid login claimed (one run: a second would wait for fresh steps).
+func TestBenchClaimSmoke(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates NSS users, and pam_totp.so runs only a root-owned helper")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := func(name string) string { return filepath.Join(root, "build", name) }
+	for _, f := range []string{"pam_totp.so", "pam-totp-helper", "totp-syncd", "totp-registry"} {
+		if _, err := os.Stat(bin(f)); err != nil {
+			t.Skipf("%s missing: run make build first", bin(f))
+		}
+	}
+	o := options{
+		Sizes: []int{10}, Procs: []int{1}, Logins: 12, Pool: 4, PoolPrefix: "ptb-csmoke",
+		WrongFrac: 0.25, Window: 1, SO: bin("pam_totp.so"), Helper: bin("pam-totp-helper"), Syncd: bin("totp-syncd"),
+		Registry: bin("totp-registry"), Modules: []string{"totp-claim"}, ModuleDir: defaultPamDir(),
+		MaxRun: 20 * time.Second, Seed: 2, Log: &testLog{t},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rows, _, err := collect(ctx, o)
+	if err != nil {
+		t.Fatalf("collect() = %v", err)
+	}
+	var claim *row
+	for i := range rows {
+		if rows[i].Module == "pam_totp (socket, claims)" {
+			claim = &rows[i]
+		}
+	}
+	if claim == nil || claim.Logins != o.Logins || claim.WrongResults != 0 || claim.Lost != 0 || claim.DaemonRSS == 0 {
+		t.Fatalf("claims row %+v, want %d logins, no wrong result, none lost, the daemon's RSS", claim, o.Logins)
+	}
+}

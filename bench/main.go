@@ -41,7 +41,8 @@ type options struct {
 	Window     int
 	Modules    []string // totp, totp-socket, ga, oath
 	SO, Helper string   // pam_totp.so and pam-totp-helper to test
-	Syncd      string   // totp-syncd, for the totp-socket row
+	Syncd      string   // totp-syncd, for the totp-socket and totp-claim rows
+	Registry   string   // totp-registry, for the totp-claim row
 	OathMax    int      // largest size pam_oath is measured at (it rewrites its whole file per login); 0: all
 	ModuleDir  string   // where libpam finds pam_google_authenticator.so and pam_oath.so
 	MaxRun     time.Duration
@@ -69,10 +70,11 @@ func main() {
 	flag.StringVar(&o.PoolPrefix, "pool-prefix", "ptb-", "name prefix of the pool users")
 	flag.Float64Var(&o.WrongFrac, "wrong", 0.1, "fraction of logins with a deliberately wrong code")
 	flag.IntVar(&o.Window, "window", 1, "time steps either side of now every module accepts")
-	flag.StringVar(&modules, "modules", "totp,totp-socket,ga,oath", "modules to measure: totp (exec'ing the helper), totp-socket (totp-syncd's resident verifier), ga, oath")
+	flag.StringVar(&modules, "modules", "totp,totp-socket,totp-claim,ga,oath", "modules to measure: totp (exec'ing the helper), totp-socket (totp-syncd's resident verifier), totp-claim (the same with the cluster-wide claim at a totp-registry on loopback; first size only), ga, oath")
 	flag.StringVar(&o.SO, "module", "build/pam_totp.so", "pam_totp.so to measure")
 	flag.StringVar(&o.Helper, "helper", "build/pam-totp-helper", "pam-totp-helper to measure")
 	flag.StringVar(&o.Syncd, "syncd", "build/totp-syncd", "totp-syncd whose resident verifier the totp-socket row measures")
+	flag.StringVar(&o.Registry, "registry", "build/totp-registry", "totp-registry the totp-claim row's node claims at")
 	flag.StringVar(&o.ModuleDir, "pamdir", defaultPamDir(), "directory of the system's PAM modules")
 	flag.IntVar(&o.OathMax, "oath-max", 100000, "largest size pam_oath is measured at (each of its logins reads and rewrites the whole file)")
 	flag.DurationVar(&o.MaxRun, "max-run", 2*time.Minute, "stop a run after this long")
@@ -210,6 +212,16 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 				totpMod = m
 			}
 			mods = append(mods, m)
+		case "totp-claim":
+			so, helper, syncd := filepath.Join(bin, "pam_totp.so"), filepath.Join(bin, "pam-totp-helper"), filepath.Join(bin, "totp-syncd")
+			for _, c := range [][2]string{{o.SO, so}, {o.Helper, helper}, {o.Syncd, syncd}} {
+				if err := copyFile(c[0], c[1], 0o755); err != nil {
+					return nil, nil, fmt.Errorf("%s (run make build): %w", filepath.Base(c[0]), err)
+				}
+			}
+			m := &claimTotp{root: root, confDir: confDir, so: so, helper: helper, syncd: syncd, registry: o.Registry, window: o.Window}
+			defer m.Close()
+			mods = append(mods, m)
 		case "ga":
 			if err := need(o.ModuleDir, "pam_google_authenticator.so", "libpam-google-authenticator"); err != nil {
 				return nil, nil, err
@@ -222,7 +234,7 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 			}
 			mods = append(mods, &oath{file: filepath.Join(root, "users.oath"), confDir: confDir, window: o.Window})
 		default:
-			return nil, nil, fmt.Errorf("unknown module %q (want totp, totp-socket, ga, oath)", name)
+			return nil, nil, fmt.Errorf("unknown module %q (want totp, totp-socket, totp-claim, ga, oath)", name)
 		}
 	}
 	if err := writeBase(confDir); err != nil {
@@ -257,6 +269,9 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 			mods = slices.DeleteFunc(slices.Clone(mods), func(m module) bool { _, ok := m.(*oath); return ok })
 			logf("pam_oath: not measured at %d users (-oath-max %d)", n, o.OathMax)
 		}
+		if n != o.Sizes[0] {
+			mods = slices.DeleteFunc(slices.Clone(mods), func(m module) bool { _, ok := m.(*claimTotp); return ok })
+		}
 		for _, m := range mods {
 			t0 := time.Now()
 			if err := m.Prepare(ds); err != nil {
@@ -277,8 +292,9 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 				sink.takeErrors()
 				logged := sink.count()
 				var cpu0 time.Duration
-				if d, ok := m.(*pamTotp); ok && d.daemon != nil {
-					cpu0 = procCPU(d.daemon.Process.Pid)
+				daemon := daemonOf(m)
+				if daemon != nil {
+					cpu0 = procCPU(daemon.Pid)
 				}
 				r, err := measure(ctx, o, confDir, m.Service(), ds.Pool, p, false)
 				if err != nil {
@@ -288,13 +304,16 @@ func collect(ctx context.Context, o options) (rows []row, prof []profileRow, err
 					r.SyslogPerLogin = float64(sink.count()-logged) / float64(r.Logins)
 				}
 				r.Module, r.N, r.Pool = m.Name(), n, len(pool)
+				if _, ok := m.(*claimTotp); ok {
+					r.N = 0 // the node holds the registry's set: the pool alone
+				}
 				if r.Lost, err = m.Lost(ds, r.last); err != nil {
 					return nil, nil, fmt.Errorf("%s: check state: %w", m.Name(), err)
 				}
-				if d, ok := m.(*pamTotp); ok && d.daemon != nil {
-					r.DaemonRSS, r.DaemonHWM = procRSS(d.daemon.Process.Pid)
+				if daemon != nil {
+					r.DaemonRSS, r.DaemonHWM = procRSS(daemon.Pid)
 					if r.Logins > 0 {
-						r.DaemonCPU = (procCPU(d.daemon.Process.Pid) - cpu0) / time.Duration(r.Logins)
+						r.DaemonCPU = (procCPU(daemon.Pid) - cpu0) / time.Duration(r.Logins)
 					}
 				}
 				logf("%s", r.summary())
@@ -403,3 +422,16 @@ func procCPU(pid int) time.Duration {
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
 const clockTicks = 100
+
+// daemonOf is the totp-syncd of a socket row (nil for the others).
+func daemonOf(m module) *os.Process {
+	switch d := m.(type) {
+	case *pamTotp:
+		if d.daemon != nil {
+			return d.daemon.Process
+		}
+	case *claimTotp:
+		return d.process()
+	}
+	return nil
+}

@@ -27,8 +27,11 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 			daemon = fmt.Sprintf("%s (%s)", mib(r.DaemonRSS), mib(r.DaemonHWM))
 		}
 		users := fmt.Sprintf("%s + %d", thousands(r.N), r.Pool)
-		if r.N == 0 {
+		switch {
+		case strings.HasSuffix(r.Module, "(floor)"):
 			users = "–"
+		case r.N == 0:
+			users = fmt.Sprintf("%d", r.Pool) // the pool alone (the claims row)
 		}
 		fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s | %.0f | %d | %d | %s → %s | %s | %s |\n",
 			r.Module, users, r.Procs, r.Logins, ms(r.P50), ms(r.P99), r.Throughput,

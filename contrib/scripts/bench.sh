@@ -144,7 +144,7 @@ fi
 
 echo "bench: $mode run; progress on stderr, results go to $out"
 # shellcheck disable=SC2086 # args are flags, split on purpose
-"$tmp/pambench" -module build/pam_totp.so -helper build/pam-totp-helper -syncd build/totp-syncd $args >"$tmp/table.md"
+"$tmp/pambench" -module build/pam_totp.so -helper build/pam-totp-helper -syncd build/totp-syncd -registry build/totp-registry $args >"$tmp/table.md"
 
 secs=$(($(date +%s) - start))
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -271,6 +271,15 @@ EOF
     state.db write (two fdatasyncs) before the verdict. The profile's "via the resident verifier
     with mode = off" line is the module's and the daemon's part without any store: socket checks,
     NSS lookups, connect, the frames, the auth log.
+  - pam_totp (socket, claims) is the socket row on a node that follows a real totp-registry on
+    loopback (TLS, bbolt store, the pool's tokens imported there and synced to the node): before
+    it accepts a code, the resident verifier claims (token, step) at the registry over
+    totp-syncd's connection (one HTTPS round trip and one registry commit), and each wrong code
+    goes to state.db's outbox for the registry (docs/sync-protocol.md, "Claims and the failure
+    budget"). Measured at the first size only: the node's tokens.db is the registry's set, the
+    pool alone. The driver checks that the registry granted a claim for every user who logged
+    in, and waits between rows until the last row's claimed steps are below the window (claims,
+    unlike state.db, are not reset).
   - pam_totp (exec) forks the host and execs the static Go helper for every login; the helper opens
     tokens.db read-only and state.db twice (a read before the prompt, then a write with
     fdatasync). With several logins at once, bbolt takes its file lock without blocking and
