@@ -170,16 +170,11 @@ type nodeStore struct {
 
 // pendingUsers lists the users that have a pending token.
 func (n *nodeStore) pendingUsers() ([]string, error) {
-	seen := map[string]bool{}
 	var out []string
 	err := n.tokens.View(func(x *store.TokensTx) error {
-		return x.ForEachToken(func(t token.Token) error {
-			if t.State == token.Pending && !seen[t.User] {
-				seen[t.User] = true
-				out = append(out, t.User)
-			}
-			return nil
-		})
+		var err error
+		out, err = x.PendingUsers()
+		return err
 	})
 	if errors.Is(err, store.ErrNoStore) {
 		return nil, nil

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -50,3 +51,41 @@ func TestOutbox(t *testing.T) {
 		t.Errorf("after deleting 3: %+v, want seqs 4, 5 and the unreadable 9 without a kind", got)
 	}
 }
+
+// TestPendingUsers: each user with a pending token once, no one whose tokens are all active,
+// disabled or only named like the pending state.
+func TestPendingUsers(t *testing.T) {
+	t.Parallel()
+	tokens := NewTokens(tempStore(t))
+	err := tokens.Update(func(x *TokensTx) error {
+		for _, tk := range []token.Token{
+			withState(tok("ann", "t1"), token.Pending), withState(tok("ann", "t2"), token.Pending),
+			withState(tok("bob", "t1"), token.Active), withState(tok("cid", "t1"), token.Disabled),
+			withState(tok("dan", "t1"), token.Pending),
+		} {
+			if err := x.PutToken(tk); err != nil {
+				return err
+			}
+		}
+		named := withState(tok("eve", "t1"), token.Active)
+		named.Name = `"state":"pending"`
+		return x.PutToken(named)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	if err := tokens.View(func(x *TokensTx) error {
+		var err error
+		got, err = x.PendingUsers()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"ann", "dan"}) {
+		t.Errorf("PendingUsers = %v, want [ann dan]", got)
+	}
+}
+
+func withState(t token.Token, s token.State) token.Token { t.State = s; return t }

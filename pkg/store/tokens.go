@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -282,6 +283,30 @@ func (x *TokensTx) ForEachToken(fn func(token.Token) error) error {
 		}
 		return fn(t)
 	})
+}
+
+// PendingUsers returns the users that have a pending token, each once. Only records that
+// mention the pending state are decoded, so a sweep of a large store costs a read of it, not a
+// decode of every token.
+func (x *TokensTx) PendingUsers() ([]string, error) {
+	mark := []byte(`"state":"` + string(token.Pending) + `"`)
+	seen := map[string]bool{}
+	var out []string
+	err := x.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		if !bytes.Contains(v, mark) {
+			return nil
+		}
+		var t token.Token
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("token record %q: %w", k, err)
+		}
+		if t.State == token.Pending && !seen[t.User] {
+			seen[t.User] = true
+			out = append(out, t.User)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // Users returns the names of all users that have tokens or backup codes, sorted.
