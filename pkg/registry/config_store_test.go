@@ -17,9 +17,7 @@ import (
 func TestParseStoreConfig(t *testing.T) {
 	t.Parallel()
 	const etcdLocal = "[store]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.1:22379\"]\n"
-	tests := []struct {
-		name, in, wantErr, warn, want string
-	}{
+	runConfigCases(t, []configCase{
 		{name: "default is bbolt", in: "", want: "bbolt /var/lib/pam-totp-registry/registry.db"},
 		{name: "flat path is bbolt", in: "store = \"/srv/r.db\"\n", want: "bbolt /srv/r.db"},
 		{name: "bbolt section", in: "[store]\nbackend = \"bbolt\"\npath = \"/srv/r.db\"\n", want: "bbolt /srv/r.db"},
@@ -47,28 +45,7 @@ func TestParseStoreConfig(t *testing.T) {
 		{name: "relative flat path", in: "store = \"r.db\"\n", wantErr: "absolute"},
 		{name: "etcd: key_file may sit anywhere", in: etcdLocal + "key_file = \"/var/lib/pam-totp-registry/k\"\n",
 			want: "etcd http://127.0.0.1:2379,http://127.0.0.1:22379 prefix /pam-totp/registry/ (plain http on loopback)"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			c, warnings, err := ParseConfig([]byte(tt.in))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Errorf("ParseConfig(%q) error = %v, want %q", tt.in, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseConfig(%q) error = %v", tt.in, err)
-			}
-			if tt.warn != "" && !strings.Contains(strings.Join(warnings, "\n"), tt.warn) {
-				t.Errorf("ParseConfig(%q) warnings = %v, want %q", tt.in, warnings, tt.warn)
-			}
-			if tt.want != "" && c.Store.String() != tt.want {
-				t.Errorf("ParseConfig(%q).Store = %s, want %s", tt.in, c.Store, tt.want)
-			}
-		})
-	}
+	})
 	c, _, err := ParseConfig([]byte(etcdLocal + "request_timeout = \"2s\"\n"))
 	if err != nil || c.Store.RequestTimeout != 2*time.Second || c.Store.DialTimeout != 5*time.Second {
 		t.Errorf("ParseConfig(etcd): timeouts %v, %v, %v; want 2s and the default 5s", c.Store.RequestTimeout, c.Store.DialTimeout, err)

@@ -50,9 +50,7 @@ func TestConfigExampleParses(t *testing.T) {
 
 func TestParseConfig(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name, in, wantErr, warn string
-	}{
+	runConfigCases(t, []configCase{
 		{name: "empty is defaults", in: ""},
 		{name: "unknown key warns", in: "colour = 1\n", warn: "colour"},
 		{name: "insecure warns", in: "insecure_http = true\ntls_cert = \"\"\ntls_key = \"\"\n", warn: "insecure_http"},
@@ -65,11 +63,21 @@ func TestParseConfig(t *testing.T) {
 		{name: "stream shorter than bookmarks", in: "stream_max = \"15s\"\n", wantErr: "twice"},
 		{name: "snapshot concurrency", in: "snapshot_concurrency = 0\n", wantErr: "snapshot_concurrency"},
 		{name: "not toml", in: "listen = \n", wantErr: "expected"},
-	}
+	})
+}
+
+// configCase is one ParseConfig case: an error containing wantErr, or success with a warning
+// containing warn and, when want is set, the store described as want.
+type configCase struct {
+	name, in, wantErr, warn, want string
+}
+
+func runConfigCases(t *testing.T, tests []configCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, warnings, err := ParseConfig([]byte(tt.in))
+			c, warnings, err := ParseConfig([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("ParseConfig(%q) error = %v, want %q", tt.in, err, tt.wantErr)
@@ -81,6 +89,9 @@ func TestParseConfig(t *testing.T) {
 			}
 			if tt.warn != "" && !strings.Contains(strings.Join(warnings, "\n"), tt.warn) {
 				t.Errorf("ParseConfig(%q) warnings = %v, want %q", tt.in, warnings, tt.warn)
+			}
+			if tt.want != "" && c.Store.String() != tt.want {
+				t.Errorf("ParseConfig(%q).Store = %s, want %s", tt.in, c.Store, tt.want)
 			}
 		})
 	}
