@@ -32,7 +32,7 @@ func profile(ctx context.Context, o options, m, sock *pamTotp, confDir string, d
 	po.Logins = o.ProfileN
 
 	for _, r := range rows {
-		if r.N == 0 && r.Procs == 1 {
+		if isFloor(r) && r.Procs == 1 {
 			out = append(out, profileRow{What: "PAM transaction with pam_permit.so only (libpam, dlopen, driver)", P50: r.P50, P99: r.P99})
 		}
 	}

@@ -26,13 +26,7 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 		if r.DaemonRSS > 0 {
 			daemon = fmt.Sprintf("%s (%s)", mib(r.DaemonRSS), mib(r.DaemonHWM))
 		}
-		users := fmt.Sprintf("%s + %d", thousands(r.N), r.Pool)
-		switch {
-		case strings.HasSuffix(r.Module, "(floor)"):
-			users = "–"
-		case r.N == 0:
-			users = fmt.Sprintf("%d", r.Pool) // the pool alone (the claims row)
-		}
+		users := usersIn(r)
 		fmt.Fprintf(w, "| %s | %s | %d | %d | %s | %s | %.0f | %d | %d | %s → %s | %s | %s |\n",
 			r.Module, users, r.Procs, r.Logins, ms(r.P50), ms(r.P99), r.Throughput,
 			r.WrongResults, r.Lost, mib(r.BaseRSS), mib(r.MaxRSS), helper, daemon)
@@ -46,7 +40,7 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 		}
 		if r.DaemonCPU > 0 {
 			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: totp-syncd used %s ms of CPU per login",
-				r.Module, thousands(r.N), r.Procs, ms(r.DaemonCPU)))
+				r.Module, usersIn(r), r.Procs, ms(r.DaemonCPU)))
 		}
 		if r.Waits > 0 {
 			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %d waits for a fresh time step (%s, not counted in logins/s)",
@@ -152,4 +146,19 @@ func targets(w io.Writer, rows []row) {
 	for _, l := range lines {
 		fmt.Fprintln(w, l)
 	}
+}
+
+// isFloor says whether r is the pam_permit floor's row.
+func isFloor(r row) bool { return strings.HasSuffix(r.Module, "(floor)") }
+
+// usersIn is the "users in db" of a row: synthetic + pool, the pool alone (the claims row,
+// whose node holds the registry's set), or nothing (the floor).
+func usersIn(r row) string {
+	switch {
+	case isFloor(r):
+		return "–"
+	case r.N == 0:
+		return fmt.Sprint(r.Pool)
+	}
+	return fmt.Sprintf("%s + %d", thousands(r.N), r.Pool)
 }
