@@ -36,7 +36,7 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 				ks = append(ks, fmt.Sprintf("%d× %s", v, k))
 			}
 			slices.Sort(ks)
-			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %s", r.Module, thousands(r.N), r.Procs, strings.Join(ks, "; ")))
+			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %s", r.Module, usersIn(r), r.Procs, strings.Join(ks, "; ")))
 		}
 		if r.DaemonCPU > 0 {
 			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: totp-syncd used %s ms of CPU per login",
@@ -44,7 +44,7 @@ func report(w io.Writer, o options, rows []row, prof []profileRow) {
 		}
 		if r.Waits > 0 {
 			notes = append(notes, fmt.Sprintf("%s, %s users, %d procs: %d waits for a fresh time step (%s, not counted in logins/s)",
-				r.Module, thousands(r.N), r.Procs, r.Waits, r.WaitTime.Round(1e6)))
+				r.Module, usersIn(r), r.Procs, r.Waits, r.WaitTime.Round(1e6)))
 		}
 	}
 	if len(notes) > 0 {
