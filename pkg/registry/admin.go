@@ -91,9 +91,7 @@ func (s *Server) admin(limit int64, f adminFunc) http.Handler {
 			case errors.Is(err, context.Canceled):
 				status = 499
 			default:
-				status = http.StatusInternalServerError
-				s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-				writeError(w, status, "internal error")
+				status = s.storeFailed(w, "admin request", err, "method", r.Method, "path", r.URL.Path)
 			}
 			return
 		}

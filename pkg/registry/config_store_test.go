@@ -137,3 +137,74 @@ func TestOpenStoreEtcdTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreUnavailable503: a registry on etcd answers an admin change, an enrollment call and a
+// node's login report with 503, a reason and Retry-After while etcd does not answer, within about
+// its request timeout, and serves again by itself once etcd is back.
+func TestStoreUnavailable503(t *testing.T) {
+	t.Parallel()
+	c, err := etcdtest.Start(etcdtest.Options{Members: 1, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cfg, _, err := ParseConfig([]byte(fmt.Sprintf("[store]\nbackend = \"etcd\"\nendpoints = [%q]\nprefix = \"/registry-503/\"\nrequest_timeout = \"1s\"\n", c.Endpoints()[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e := newEnv(t, envOptions{opts: func(o *Options) { o.Store = st }})
+	e.addUser("ann", "alpha")
+	node := e.addNode("n1", "alpha")
+
+	if err := c.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	for _, tt := range []struct {
+		name string
+		call func() int
+	}{
+		{"admin change", func() int {
+			return e.admin("POST", "/v1/admin/users", map[string]any{"name": "bob", "scopes": []string{"alpha"}}, &out)
+		}},
+		{"enrollment", func() int {
+			return e.do("POST", "/v1/enroll/begin", node, map[string]string{"user": "ann", "name": "phone"}, &out)
+		}},
+		{"login report", func() int {
+			return e.do("POST", "/v1/sync/logins", node, map[string]any{"events": []map[string]any{
+				{"kind": "failure", "user": "ann", "at": time.Now().UTC().Format(time.RFC3339)}}}, &out)
+		}},
+	} {
+		start := time.Now()
+		out = nil
+		if st := tt.call(); st != 503 || !strings.Contains(fmt.Sprint(out["error"]), "etcd") {
+			t.Errorf("%s with etcd down = %d %v, want 503 naming etcd", tt.name, st, out)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s with etcd down took %v, want about the request timeout", tt.name, took)
+		}
+	}
+
+	if err := c.Restart(0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.WaitHealthy(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for st := 0; st != 201; {
+		if st = e.admin("POST", "/v1/admin/users", map[string]any{"name": "bob", "scopes": []string{"alpha"}}, nil); st != 201 && time.Now().After(deadline) {
+			t.Fatalf("admin change after etcd came back = %d, want 201 within 20 s", st)
+		}
+		if st != 201 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

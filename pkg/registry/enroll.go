@@ -272,9 +272,7 @@ func (s *Server) enrollHandler(f enrollFunc) http.Handler {
 			case errors.Is(err, context.Canceled):
 				status = 499
 			default:
-				status = http.StatusInternalServerError
-				s.log.Error("enroll request failed", "node", n.Name, "path", r.URL.Path, "err", err)
-				writeError(w, status, "internal error")
+				status = s.storeFailed(w, "enroll request", err, "node", n.Name, "path", r.URL.Path)
 			}
 			return
 		}

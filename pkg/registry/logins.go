@@ -158,8 +158,7 @@ func (s *Server) handleLogins(w http.ResponseWriter, r *http.Request) {
 			writeRefusal(w, re)
 			return
 		}
-		s.log.Error("login report", "node", n.Name, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "the registry cannot record logins right now")
+		s.storeFailed(w, "login report", err, "node", n.Name)
 		return
 	}
 	for _, msg := range replays {

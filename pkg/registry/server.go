@@ -222,7 +222,10 @@ func (s *Server) authNode(w http.ResponseWriter, r *http.Request) (nodeRecord, b
 	})
 	if err != nil {
 		if !errors.Is(err, kv.ErrNotFound) {
-			s.log.Error("read node", "node", name, "err", err)
+			// The store did not answer: that says nothing about the credential, so the node
+			// must not take it for a refusal.
+			s.storeFailed(w, "node authentication", err, "node", name)
+			return n, false
 		}
 		return fail()
 	}
@@ -301,6 +304,27 @@ func writeRefusal(w http.ResponseWriter, r *refusal.Error) int {
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.RetryAfter.Seconds()+0.999)))
 	}
 	writeError(w, status, r.Message)
+	return status
+}
+
+// storeFailed answers a request that failed for another reason than a refusal, and returns the
+// status: 503 with a reason and Retry-After when the store could not serve it (kv.ErrUnavailable:
+// etcd unreachable or without quorum; kv.ErrConflict: concurrent writers outlasted the retries),
+// so a client knows to try again and nothing waits; 500 otherwise. what names the request in the
+// log line, which carries the error; the answer carries none of it.
+func (s *Server) storeFailed(w http.ResponseWriter, what string, err error, attrs ...any) int {
+	status, msg := http.StatusInternalServerError, "internal error"
+	switch {
+	case errors.Is(err, kv.ErrUnavailable):
+		status, msg = http.StatusServiceUnavailable, "the registry's store does not answer (etcd unreachable or without quorum); try again shortly"
+	case errors.Is(err, kv.ErrConflict):
+		status, msg = http.StatusServiceUnavailable, "the registry is busy with concurrent changes to the same data; try again"
+	}
+	s.log.Error(what+" failed", append(attrs, "status", status, "err", err)...)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeError(w, status, msg)
 	return status
 }
 

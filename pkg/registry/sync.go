@@ -77,8 +77,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		})
 	})
 	if err != nil {
-		s.log.Error("snapshot read", "node", n.Name, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal error")
+		s.storeFailed(w, "snapshot read", err, "node", n.Name)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -535,8 +534,7 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 			writeRefusal(w, re)
 			return
 		}
-		s.log.Error("used report", "node", n.Name, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal error")
+		s.storeFailed(w, "used report", err, "node", n.Name)
 		return
 	}
 	if len(deleted) > 0 {
