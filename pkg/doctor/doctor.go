@@ -329,7 +329,7 @@ func Doctor(o DoctorOptions) *Report {
 		checkSync(r, o.Sync, cfg)
 	}
 	if cfg != nil {
-		checkClaims(r, cfg)
+		checkClaims(r, cfg, socket)
 	}
 	if user == "" {
 		user = "root"
@@ -515,10 +515,19 @@ func checkVerifier(r *Report, socket string) {
 }
 
 // checkClaims says how this node's logins keep a code single-use across the cluster, and warns
-// when login events pile up for a registry that does not take them.
-func checkClaims(r *Report, cfg *config.Config) {
+// when logins cannot claim (no resident verifier: the helper decides every login offline) or
+// when login events pile up for a registry that does not take them. socket is pam_totp.so's
+// socket= ("none": no resident verifier).
+func checkClaims(r *Report, cfg *config.Config, socket string) {
 	if cfg.Sync.Registry == "" {
 		return
+	}
+	if socket == "none" || cfg.VerifySocketPath() == "" {
+		if cfg.Sync.OfflineClaims == config.OfflineDeny {
+			r.add(Fail, "logins here never reach the resident verifier (socket=none or [sync] verify_socket = \"none\"), and the helper cannot claim codes at the registry: with offline_claims = \"deny\" every code is refused")
+		} else {
+			r.add(Warn, "logins here never reach the resident verifier (socket=none or [sync] verify_socket = \"none\"): the helper cannot claim codes at the registry, so a code is single-use on this node only until totp-syncd reports it, and every login logs that")
+		}
 	}
 	how := "accepts it on this node's record alone and reports the claim later (offline_claims = \"local\")"
 	if cfg.Sync.OfflineClaims == config.OfflineDeny {
