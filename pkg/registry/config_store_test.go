@@ -55,20 +55,7 @@ func TestParseStoreConfig(t *testing.T) {
 // OpenStore opens the store the config names: etcd here, a real one-member cluster.
 func TestOpenStoreEtcd(t *testing.T) {
 	t.Parallel()
-	c, err := etcdtest.Start(etcdtest.Options{Members: 1, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cfg, _, err := ParseConfig([]byte(fmt.Sprintf("[store]\nbackend = \"etcd\"\nendpoints = [%q]\nprefix = \"/registry-test/\"\nrequest_timeout = \"1s\"\n", c.Endpoints()[0])))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := OpenStore(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	c, cfg, st := etcdStore(t, "/registry-test/")
 	if _, ok := st.(*kv.Etcd); !ok {
 		t.Fatalf("OpenStore([store] backend = etcd) = %T, want *kv.Etcd", st)
 	}
@@ -143,20 +130,7 @@ func TestOpenStoreEtcdTLS(t *testing.T) {
 // its request timeout, and serves again by itself once etcd is back.
 func TestStoreUnavailable503(t *testing.T) {
 	t.Parallel()
-	c, err := etcdtest.Start(etcdtest.Options{Members: 1, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cfg, _, err := ParseConfig([]byte(fmt.Sprintf("[store]\nbackend = \"etcd\"\nendpoints = [%q]\nprefix = \"/registry-503/\"\nrequest_timeout = \"1s\"\n", c.Endpoints()[0])))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := OpenStore(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	c, _, st := etcdStore(t, "/registry-503/")
 	e := newEnv(t, envOptions{opts: func(o *Options) { o.Store = st }})
 	e.addUser("ann", "alpha")
 	node := e.addNode("n1", "alpha")
@@ -207,4 +181,25 @@ func TestStoreUnavailable503(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// etcdStore starts a one-member etcd and opens the registry's store on it as a config with a 1 s
+// request timeout names it; both end with the test.
+func etcdStore(t *testing.T, prefix string) (*etcdtest.Cluster, *Config, kv.Store) {
+	t.Helper()
+	c, err := etcdtest.Start(etcdtest.Options{Members: 1, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cfg, _, err := ParseConfig([]byte(fmt.Sprintf("[store]\nbackend = \"etcd\"\nendpoints = [%q]\nprefix = %q\nrequest_timeout = \"1s\"\n", c.Endpoints()[0], prefix)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenStore(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return c, cfg, st
 }
