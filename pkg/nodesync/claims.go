@@ -155,12 +155,11 @@ func (s *Syncer) reportOutbox(ctx context.Context, state *store.State) error {
 			if errors.As(err, &se) && se.status == http.StatusBadRequest {
 				// The registry will never take this batch: drop it rather than block the rest.
 				s.log.Error("the registry refused a login report; dropping it", "events", len(events), "err", err)
-				rs, err = nil, nil
-			}
-			if err != nil {
+			} else if err != nil {
 				return err
+			} else {
+				s.noteReported(events, rs)
 			}
-			s.noteReported(events, rs)
 		}
 		if err := state.Update(func(x *store.StateTx) error { return x.DeleteEvents(seqs) }); err != nil {
 			return err
