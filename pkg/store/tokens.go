@@ -117,7 +117,10 @@ func (t *Tokens) ReadUser(user string) (UserData, error) {
 }
 
 // TokensTx is one transaction on tokens.db.
-type TokensTx struct{ tx *bolt.Tx }
+type TokensTx struct {
+	tx   *bolt.Tx
+	meta *Meta // decoded once per transaction (checkSchema reads it first); SetMeta replaces it
+}
 
 func (x *TokensTx) checkSchema() error {
 	m, err := x.Meta()
@@ -137,6 +140,9 @@ func (x *TokensTx) checkSchema() error {
 
 // Meta returns the store's meta record.
 func (x *TokensTx) Meta() (Meta, error) {
+	if x.meta != nil {
+		return *x.meta, nil
+	}
 	var m Meta
 	b := x.tx.Bucket(bucketMeta)
 	if b == nil {
@@ -149,12 +155,17 @@ func (x *TokensTx) Meta() (Meta, error) {
 	if err := json.Unmarshal(v, &m); err != nil {
 		return m, fmt.Errorf("meta record: %v: %w", err, ErrSchema)
 	}
+	x.meta = &m
 	return m, nil
 }
 
 // SetMeta replaces the meta record.
 func (x *TokensTx) SetMeta(m Meta) error {
-	return x.tx.Bucket(bucketMeta).Put(keyMeta, encode(m))
+	if err := x.tx.Bucket(bucketMeta).Put(keyMeta, encode(m)); err != nil {
+		return err
+	}
+	x.meta = &m
+	return nil
 }
 
 // UserTokens returns the user's tokens, sorted by id.
