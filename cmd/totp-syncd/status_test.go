@@ -48,6 +48,12 @@ func TestStatusVerify(t *testing.T) {
 	standalone := node("standalone", nil, "")
 	synced := node("synced", &store.Meta{SchemaVersion: store.SchemaVersion, Revision: 5, Source: registry},
 		"[sync]\nregistry = \""+registry+"\"\n")
+	// A wrong code the registry has not heard of yet.
+	if err := store.NewState(store.Options{Dir: filepath.Join(dir, "synced"), Timeout: time.Second}).Update(func(x *store.StateTx) error {
+		return x.AddEvent(token.LoginEvent{Kind: token.EventFailure, User: "carol", At: time.Unix(1700000000, 0).UTC()})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name       string
 		conf       string
@@ -58,6 +64,8 @@ func TestStatusVerify(t *testing.T) {
 		{name: "standalone", conf: standalone, wantOut: "verify:            OK, every record read back: 1 (standalone: no registry's set to compare with)"},
 		{name: "registry node, a record outside the synced set", conf: synced, wantCode: 1,
 			wantOut: "verify:            MISMATCH: the records give 1", wantStderr: "restart totp-syncd to resync"},
+		{name: "registry node: claims and the outbox", conf: synced, wantCode: 1,
+			wantOut: "unreported logins: 1 (claims made offline and wrong codes, for the registry)", wantStderr: "resync"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
