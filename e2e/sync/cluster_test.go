@@ -23,6 +23,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
+	"github.com/pam-totp/pam-totp/pkg/kv/etcdtest"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
@@ -44,11 +45,26 @@ type registry struct {
 	tokenFile  string // the admin token, 0600, for totp-admin --admin-token-file
 	admin      *adminclient.Client
 	proc       *proc
+	opts       regOptions
 }
 
 // regOptions are the registry config values a test may change.
 type regOptions struct {
 	HistoryKeep int64 // 0: 100 (the smallest allowed), so compaction is easy to reach
+	// Etcd, if set, puts the registry's store on this etcd cluster (plain http on 127.0.0.1)
+	// under Prefix (default: a fresh one) instead of a bbolt file.
+	Etcd   *etcdtest.Cluster
+	Prefix string
+}
+
+// storeConfig is the registry.conf lines that choose the store.
+func (o regOptions) storeConfig(data string) string {
+	if o.Etcd == nil {
+		return fmt.Sprintf("store = %q\nhistory_keep = %d\n", filepath.Join(data, "registry.db"), o.HistoryKeep)
+	}
+	eps, _ := json.Marshal(o.Etcd.Endpoints())
+	return fmt.Sprintf("\n[store]\nbackend = \"etcd\"\nendpoints = %s\nprefix = %q\nrequest_timeout = \"2s\"\n",
+		eps, o.Prefix)
 }
 
 // startRegistry writes a registry config (TLS with a certificate of c for 127.0.0.1), starts
@@ -58,33 +74,64 @@ func startRegistry(t *testing.T, c *ca, o regOptions) *registry {
 	if o.HistoryKeep == 0 {
 		o.HistoryKeep = 100
 	}
+	if o.Etcd != nil && o.Prefix == "" {
+		o.Prefix = "/e2e-" + pamtest.RandName(8) + "/"
+	}
 	dir := privateDir(t)
-	r := &registry{t: t, dir: dir, ca: c, conf: filepath.Join(dir, "registry.conf")}
-	port := freePort(t)
-	r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
-	certFile, keyFile := c.serverCert(t, dir, "registry-tls")
-	data := mkdir(t, filepath.Join(dir, "data"), 0o700)
 	keys := mkdir(t, filepath.Join(dir, "keys"), 0o700)
 	line, err := seal.GenerateKey(rand.Reader, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(keys, "registry.keyring"), line, 0o600)
-	r.adminToken = "adm-" + pamtest.RandName(32)
-	sum := sha256.Sum256([]byte(r.adminToken))
+	adminToken := "adm-" + pamtest.RandName(32)
+	sum := sha256.Sum256([]byte(adminToken))
 	writeFile(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
+	return launchRegistry(t, c, o, dir, adminToken)
+}
+
+// replica starts another totp-registry on r's etcd prefix, with r's keyring and admin tokens (a
+// registry replica as docs/ha.md describes it): its own port, TLS certificate and log.
+func (r *registry) replica() *registry {
+	r.t.Helper()
+	if r.opts.Etcd == nil {
+		r.t.Fatal("replica: the registry is not on etcd")
+	}
+	dir := privateDir(r.t)
+	keys := mkdir(r.t, filepath.Join(dir, "keys"), 0o700)
+	for _, f := range []struct{ from, to string }{
+		{filepath.Join(r.dir, "keys", "registry.keyring"), filepath.Join(keys, "registry.keyring")},
+		{filepath.Join(r.dir, "admins"), filepath.Join(dir, "admins")},
+	} {
+		data, err := os.ReadFile(f.from)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		writeFile(r.t, f.to, string(data), 0o600)
+	}
+	return launchRegistry(r.t, r.ca, r.opts, dir, r.adminToken)
+}
+
+// launchRegistry writes dir/registry.conf for the keyring and admin tokens already in dir,
+// starts totp-registry and waits until GET /v1/status answers.
+func launchRegistry(t *testing.T, c *ca, o regOptions, dir, adminToken string) *registry {
+	t.Helper()
+	r := &registry{t: t, dir: dir, ca: c, conf: filepath.Join(dir, "registry.conf"), adminToken: adminToken, opts: o}
+	port := freePort(t)
+	r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	certFile, keyFile := c.serverCert(t, dir, "registry-tls")
+	data := mkdir(t, filepath.Join(dir, "data"), 0o700)
 	r.tokenFile = filepath.Join(dir, "admin-token")
 	writeFile(t, r.tokenFile, r.adminToken+"\n", 0o600)
 	writeFile(t, r.conf, fmt.Sprintf(`listen = "127.0.0.1:%d"
 tls_cert = %q
 tls_key = %q
-store = %q
 key_file = %q
 admin_tokens_file = %q
 issuer = "pam-totp test"
-history_keep = %d
-`, port, certFile, keyFile, filepath.Join(data, "registry.db"), filepath.Join(keys, "registry.keyring"),
-		filepath.Join(dir, "admins"), o.HistoryKeep), 0o644)
+%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
+		filepath.Join(dir, "admins"), o.storeConfig(data)), 0o644)
+	var err error
 	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.pemFile,
 		Timeout: 2 * time.Minute})
 	if err != nil {
