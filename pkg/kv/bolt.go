@@ -58,11 +58,12 @@ var (
 )
 
 const (
-	formatVersion = 1       // meta "format"
-	eventVersion  = 1       // first byte of a history value
+	formatVersion = 2       // meta "format"; OpenBolt converts format 1 (bolt_format1.go)
+	entryVersion  = 2       // first byte of a history value
 	mmapSize      = 1 << 30 // address space only; keeps long Views from blocking growth
-	compactChunk  = 10000   // history entries deleted per transaction by Compact
+	compactChunk  = 10000   // history entries scanned per transaction by Compact
 	historyKeyLen = 12      // rev (8 bytes BE) + sequence within the revision (4 bytes BE)
+	pendingTag    = 0xff    // first byte of a kv value written by the running Update
 )
 
 // errNoChange rolls back an Update whose fn changed nothing.
@@ -121,17 +122,26 @@ func OpenBolt(path string, opts BoltOptions) (*Bolt, error) {
 				}
 			}
 		}
-		if f, err := metaInt(m, keyFormat); err != nil || f != formatVersion {
-			return fmt.Errorf("unknown format (%d, %v)", f, err)
-		}
 		if tx.Bucket(bucketKV) == nil || tx.Bucket(bucketHistory) == nil {
 			return errors.New("missing bucket")
 		}
 		if rev, err = metaInt(m, keyRev); err != nil {
 			return err
 		}
-		compacted, err = metaInt(m, keyCompacted)
-		return err
+		if compacted, err = metaInt(m, keyCompacted); err != nil {
+			return err
+		}
+		f, err := metaInt(m, keyFormat)
+		if err == nil && f == 1 {
+			if err := convertFormat1(tx, compacted); err != nil {
+				return fmt.Errorf("convert from format 1: %w", err)
+			}
+			return m.Put(keyFormat, be64(formatVersion))
+		}
+		if err != nil || f != formatVersion {
+			return fmt.Errorf("unknown format (%d, %v)", f, err)
+		}
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -207,7 +217,8 @@ func (b *Bolt) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 		if compacted, err = metaInt(m, keyCompacted); err != nil {
 			return err
 		}
-		t := &boltTxn{kv: tx.Bucket(bucketKV), writable: true, rev: cur + 1, orig: map[string]*KeyValue{}}
+		t := &boltTxn{kv: tx.Bucket(bucketKV), h: tx.Bucket(bucketHistory), writable: true, rev: cur + 1,
+			orig: map[string][]byte{}}
 		err = fn(t)
 		t.done = true
 		if err != nil {
@@ -217,7 +228,7 @@ func (b *Bolt) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 			return err
 		}
 		rev = cur
-		n, err := t.record(tx.Bucket(bucketHistory))
+		n, err := t.record()
 		if err != nil || n == 0 {
 			return cmp.Or(err, errNoChange)
 		}
@@ -226,7 +237,7 @@ func (b *Bolt) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 			return err
 		}
 		if b.limit > 0 && rev-compacted > b.limit {
-			if _, _, err := deleteHistory(tx.Bucket(bucketHistory), rev-b.limit, -1); err != nil {
+			if _, _, err := compactHistory(tx.Bucket(bucketHistory), compacted, rev-b.limit, -1); err != nil {
 				return err
 			}
 			compacted = rev - b.limit
@@ -256,7 +267,7 @@ func (b *Bolt) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 // View implements Store.
 func (b *Bolt) View(ctx context.Context, fn func(rev int64, tx Txn) error) error {
 	return b.view(ctx, func(tx *bolt.Tx, rev, _ int64) error {
-		t := &boltTxn{kv: tx.Bucket(bucketKV)}
+		t := &boltTxn{kv: tx.Bucket(bucketKV), h: tx.Bucket(bucketHistory)}
 		err := fn(rev, t)
 		t.done = true
 		return err
@@ -305,7 +316,8 @@ func (b *Bolt) Events(ctx context.Context, prefix string, since int64, limit int
 			return nil
 		}
 		p := []byte(prefix)
-		c := tx.Bucket(bucketHistory).Cursor()
+		h := tx.Bucket(bucketHistory)
+		c := h.Cursor()
 		var last int64 // revision of the last event taken
 		n := 0
 		for k, v := c.Seek(historyKey(since+1, 0)); k != nil; k, v = c.Next() {
@@ -321,14 +333,28 @@ func (b *Bolt) Events(ctx context.Context, prefix string, since int64, limit int
 			if limit > 0 && len(out) >= limit && r != last {
 				break
 			}
-			e, err := parseEvent(r, v)
+			e, err := parseEntry(r, v)
 			if err != nil {
 				return fmt.Errorf("kv: history at revision %d: %w", r, err)
 			}
 			if !bytes.HasPrefix(e.key, p) {
 				continue
 			}
-			out = append(out, e.event(r))
+			ev := Event{Rev: r, Type: e.typ, Key: string(e.key)}
+			if e.typ == Put {
+				ev.Value = bytes.Clone(e.value)
+				if ev.Value == nil {
+					ev.Value = []byte{}
+				}
+			}
+			if e.prev != nil {
+				prev, err := readPut(h, e.key, e.prev)
+				if err != nil {
+					return fmt.Errorf("kv: history at revision %d: previous value: %w", r, err)
+				}
+				ev.Prev = &prev
+			}
+			out = append(out, ev)
 			last = r
 		}
 		return nil
@@ -339,8 +365,8 @@ func (b *Bolt) Events(ctx context.Context, prefix string, since int64, limit int
 	return out, nil
 }
 
-// Compact implements Store. It deletes in chunks of bounded size, each its own transaction, so a
-// large compaction holds up writers only briefly at a time.
+// Compact implements Store. It works in chunks of bounded size (whole revisions), each its own
+// transaction, so a large compaction holds up writers only briefly at a time.
 func (b *Bolt) Compact(ctx context.Context, rev int64) error {
 	for {
 		if rev <= b.compacted.Load() {
@@ -376,11 +402,10 @@ func (b *Bolt) compactChunk(ctx context.Context, rev int64) (done bool, err erro
 			return errNoChange
 		}
 		var last int64
-		last, done, err = deleteHistory(tx.Bucket(bucketHistory), rev, compactChunk)
+		last, done, err = compactHistory(tx.Bucket(bucketHistory), compacted, rev, compactChunk)
 		if err != nil {
 			return err
 		}
-		// A chunk that stopped inside revision last leaves the rest of it unreadable already.
 		if compacted = rev; !done {
 			compacted = last
 		}
@@ -396,15 +421,19 @@ func (b *Bolt) compactChunk(ctx context.Context, rev int64) (done bool, err erro
 	return done, nil
 }
 
-// deleteHistory deletes history entries of revisions up to and including upTo, at most max of
-// them (max < 0: all). It returns the revision of the last entry deleted and whether none are
-// left.
-func deleteHistory(h *bolt.Bucket, upTo int64, max int) (last int64, done bool, err error) {
-	var keys [][]byte
+// compactHistory compacts the history from revision from (exclusive, the compacted revision so
+// far) up to upTo (inclusive): each entry there deletes the entry it supersedes (its reference to
+// the key's previous entry), and a Delete entry deletes itself, so what is left at or below upTo
+// is the latest Put of every key whose latest entry at or below upTo is a Put. It scans whole
+// revisions, stopping after the first revision that brings the count to max (max < 0: no bound),
+// and returns the last revision done and whether it reached upTo.
+func compactHistory(h *bolt.Bucket, from, upTo int64, max int) (last int64, done bool, err error) {
+	var dead [][]byte
+	n := 0
 	c := h.Cursor()
-	for k, _ := c.First(); ; k, _ = c.Next() {
+	for k, v := c.Seek(historyKey(from+1, 0)); ; k, v = c.Next() {
 		if k == nil {
-			done = true
+			last, done = upTo, true
 			break
 		}
 		r, err := parseHistoryKey(k)
@@ -412,16 +441,26 @@ func deleteHistory(h *bolt.Bucket, upTo int64, max int) (last int64, done bool, 
 			return 0, false, err
 		}
 		if r > upTo {
-			done = true
+			last, done = upTo, true
 			break
 		}
-		if max >= 0 && len(keys) >= max {
+		if r != last && max >= 0 && n >= max {
 			break
 		}
-		keys = append(keys, slices.Clone(k))
+		e, err := parseEntry(r, v)
+		if err != nil {
+			return 0, false, fmt.Errorf("kv: history at revision %d: %w", r, err)
+		}
+		if e.prev != nil {
+			dead = append(dead, slices.Clone(e.prev))
+		}
+		if e.typ == Delete {
+			dead = append(dead, slices.Clone(k))
+		}
 		last = r
+		n++
 	}
-	for _, k := range keys {
+	for _, k := range dead {
 		if err := h.Delete(k); err != nil {
 			return 0, false, err
 		}
@@ -446,15 +485,17 @@ func (b *Bolt) Close() error {
 	return nil
 }
 
-// boltTxn is a Txn on the kv bucket. A writable one remembers each key's state before its first
-// write, so the revision's events are the net effect.
+// boltTxn is a Txn on the kv bucket, whose values it reads from the history bucket through their
+// references. A writable one puts a written key's value in the kv bucket itself, tagged pending,
+// and remembers each key's reference before its first write; record turns the net effect into
+// history entries and references at the end.
 type boltTxn struct {
-	kv       *bolt.Bucket
+	kv, h    *bolt.Bucket
 	writable bool
 	rev      int64 // writable: the revision being made
 	done     bool
-	writes   int                  // counts Put and Delete, so Range knows its cursor may be stale
-	orig     map[string]*KeyValue // writable: state before the first write (nil: absent)
+	writes   int               // counts Put and Delete, so Range knows its cursor may be stale
+	orig     map[string][]byte // writable: reference before the first write (nil: absent)
 }
 
 func (t *boltTxn) Get(key string) (KeyValue, error) {
@@ -465,7 +506,15 @@ func (t *boltTxn) Get(key string) (KeyValue, error) {
 	if v == nil {
 		return KeyValue{}, fmt.Errorf("get %q: %w", key, ErrNotFound)
 	}
-	return decodeValue(key, v)
+	return t.value([]byte(key), v)
+}
+
+// value returns key's value from its kv bucket value v: pending, or a reference into history.
+func (t *boltTxn) value(key, v []byte) (KeyValue, error) {
+	if len(v) > 0 && v[0] == pendingTag {
+		return KeyValue{Key: string(key), Value: bytes.Clone(v[1:]), ModRev: t.rev}, nil
+	}
+	return readPut(t.h, key, v)
 }
 
 func (t *boltTxn) Range(prefix string, fn func(KeyValue) error) error {
@@ -475,7 +524,7 @@ func (t *boltTxn) Range(prefix string, fn func(KeyValue) error) error {
 	p := []byte(prefix)
 	c := t.kv.Cursor()
 	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); {
-		kv, err := decodeValue(string(k), v)
+		kv, err := t.value(k, v)
 		if err != nil {
 			return err
 		}
@@ -504,12 +553,10 @@ func (t *boltTxn) Put(key string, value []byte) error {
 		return fmt.Errorf("put %q: value of %d bytes, want at most %d: %w", key, len(value), MaxValueLen, ErrInvalid)
 	}
 	k := []byte(key)
-	if err := t.remember(key, k); err != nil {
-		return err
-	}
-	v := make([]byte, 8+len(value)) // bbolt keeps the slice until commit
-	binary.BigEndian.PutUint64(v, uint64(t.rev))
-	copy(v[8:], value)
+	t.remember(key, k)
+	v := make([]byte, 1+len(value)) // bbolt keeps the slice until commit
+	v[0] = pendingTag
+	copy(v[1:], value)
 	if err := t.kv.Put(k, v); err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
 	}
@@ -525,9 +572,7 @@ func (t *boltTxn) Delete(key string) error {
 	if t.kv.Get(k) == nil {
 		return fmt.Errorf("delete %q: %w", key, ErrNotFound)
 	}
-	if err := t.remember(key, k); err != nil {
-		return err
-	}
+	t.remember(key, k)
 	if err := t.kv.Delete(k); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
 	}
@@ -545,55 +590,70 @@ func (t *boltTxn) writeCheck(key string) error {
 	return checkKey(key)
 }
 
-func (t *boltTxn) remember(key string, k []byte) error {
-	if _, ok := t.orig[key]; ok {
-		return nil
+func (t *boltTxn) remember(key string, k []byte) {
+	if _, ok := t.orig[key]; !ok {
+		t.orig[key] = bytes.Clone(t.kv.Get(k)) // a reference: keys not yet written hold one
 	}
-	var prev *KeyValue
-	if v := t.kv.Get(k); v != nil {
-		kv, err := decodeValue(key, v)
-		if err != nil {
-			return err
-		}
-		prev = &kv
-	}
-	t.orig[key] = prev
-	return nil
 }
 
-// record writes the net effect of the transaction's writes to h as revision t.rev, in key order,
-// and returns the number of events.
-func (t *boltTxn) record(h *bolt.Bucket) (int, error) {
+// record writes the net effect of the transaction's writes to the history as revision t.rev, in
+// key order, points the kv bucket at the new entries, and returns the number of entries.
+func (t *boltTxn) record() (int, error) {
 	keys := make([]string, 0, len(t.orig))
 	for k := range t.orig {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	h.FillPercent = 0.95 // appended in key order
+	t.h.FillPercent = 0.95 // appended in key order
 	n := 0
-	for _, k := range keys {
-		e := Event{Rev: t.rev, Key: k, Prev: t.orig[k]}
-		if v := t.kv.Get([]byte(k)); v != nil {
-			e.Type, e.Value = Put, v[8:]
-		} else if e.Prev != nil {
-			e.Type = Delete
-		} else {
+	for _, key := range keys {
+		k, prev := []byte(key), t.orig[key]
+		v := t.kv.Get(k)
+		var entry []byte
+		switch {
+		case v != nil:
+			entry = encodeEntry(Put, k, v[1:], prev)
+		case prev != nil:
+			entry = encodeEntry(Delete, k, nil, prev)
+		default:
 			continue // created and deleted again
 		}
-		if err := h.Put(historyKey(t.rev, uint32(n)), encodeEvent(&e)); err != nil {
+		ref := historyKey(t.rev, uint32(n))
+		if err := t.h.Put(ref, entry); err != nil {
 			return 0, fmt.Errorf("kv: write history: %w", err)
+		}
+		if v != nil {
+			if err := t.kv.Put(k, ref); err != nil {
+				return 0, fmt.Errorf("put %q: %w", key, err)
+			}
 		}
 		n++
 	}
 	return n, nil
 }
 
-// decodeValue decodes a kv bucket value (modrev + value) into a KeyValue with its own copy.
-func decodeValue(key string, v []byte) (KeyValue, error) {
-	if len(v) < 8 {
-		return KeyValue{}, fmt.Errorf("kv: value of %q: corrupt (%d bytes)", key, len(v))
+// readPut returns key's value from the Put entry at ref, with its own copy of the value.
+func readPut(h *bolt.Bucket, key, ref []byte) (KeyValue, error) {
+	rev, err := parseHistoryKey(ref)
+	if err != nil {
+		return KeyValue{}, fmt.Errorf("kv: value of %q: %w", key, err)
 	}
-	return KeyValue{Key: key, Value: bytes.Clone(v[8:]), ModRev: int64(binary.BigEndian.Uint64(v))}, nil
+	b := h.Get(ref)
+	if b == nil {
+		return KeyValue{}, fmt.Errorf("kv: value of %q: history entry of revision %d missing", key, rev)
+	}
+	e, err := parseEntry(rev, b)
+	switch {
+	case err != nil:
+		return KeyValue{}, fmt.Errorf("kv: value of %q at revision %d: %w", key, rev, err)
+	case e.typ != Put || !bytes.Equal(e.key, key):
+		return KeyValue{}, fmt.Errorf("kv: value of %q at revision %d: corrupt: entry is a %v of %q", key, rev, e.typ, e.key)
+	}
+	v := bytes.Clone(e.value)
+	if v == nil {
+		v = []byte{}
+	}
+	return KeyValue{Key: string(key), Value: v, ModRev: rev}, nil
 }
 
 func historyKey(rev int64, seq uint32) []byte {
@@ -624,114 +684,74 @@ func metaInt(m *bolt.Bucket, k []byte) (int64, error) {
 	return int64(binary.BigEndian.Uint64(v)), nil
 }
 
-// encodeEvent encodes e's type, key, value and previous value (the revision is in the history key):
+// encodeEntry encodes a history entry (the revision is in its history key):
 //
 //	version(1) type(1) uvarint(len key) key [Put: uvarint(len value) value]
-//	prev(1: 0 or 1) [1: uvarint(prev modrev) uvarint(len prev value) prev value]
-func encodeEvent(e *Event) []byte {
-	n := 3 + 4*binary.MaxVarintLen64 + len(e.Key) + len(e.Value)
-	if e.Prev != nil {
-		n += len(e.Prev.Value)
+//	prev(1: 0 or 1) [1: the history key (12 bytes) of the key's previous entry, a Put]
+func encodeEntry(typ EventType, key, value, prev []byte) []byte {
+	b := make([]byte, 0, 3+2*binary.MaxVarintLen64+len(key)+len(value)+historyKeyLen)
+	b = append(b, entryVersion, byte(typ))
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	if typ == Put {
+		b = binary.AppendUvarint(b, uint64(len(value)))
+		b = append(b, value...)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, eventVersion, byte(e.Type))
-	b = binary.AppendUvarint(b, uint64(len(e.Key)))
-	b = append(b, e.Key...)
-	if e.Type == Put {
-		b = binary.AppendUvarint(b, uint64(len(e.Value)))
-		b = append(b, e.Value...)
-	}
-	if e.Prev == nil {
+	if prev == nil {
 		return append(b, 0)
 	}
 	b = append(b, 1)
-	b = binary.AppendUvarint(b, uint64(e.Prev.ModRev))
-	b = binary.AppendUvarint(b, uint64(len(e.Prev.Value)))
-	return append(b, e.Prev.Value...)
+	return append(b, prev...)
 }
 
-// rawEvent is a parsed history value whose slices point into the encoded bytes.
-type rawEvent struct {
-	typ       EventType
-	key       []byte
-	value     []byte
-	hasPrev   bool
-	prevRev   int64
-	prevValue []byte
+// rawEntry is a parsed history entry whose slices point into the encoded bytes.
+type rawEntry struct {
+	typ   EventType
+	key   []byte
+	value []byte
+	prev  []byte // history key of the previous entry; nil if none
 }
 
-// event copies r out of the database's memory.
-func (r *rawEvent) event(rev int64) Event {
-	e := Event{Rev: rev, Type: r.typ, Key: string(r.key)}
-	if r.typ == Put {
-		e.Value = append([]byte{}, r.value...)
-	}
-	if r.hasPrev {
-		e.Prev = &KeyValue{Key: e.Key, Value: append([]byte{}, r.prevValue...), ModRev: r.prevRev}
-	}
-	return e
-}
-
-// decodeEvent decodes the history value b of revision rev, checking every length and field.
-func decodeEvent(rev int64, b []byte) (Event, error) {
-	r, err := parseEvent(rev, b)
-	if err != nil {
-		return Event{}, err
-	}
-	return r.event(rev), nil
-}
-
-func parseEvent(rev int64, b []byte) (rawEvent, error) {
-	var r rawEvent
+// parseEntry parses the history entry b of revision rev, checking every length and field.
+func parseEntry(rev int64, b []byte) (rawEntry, error) {
+	var e rawEntry
 	if rev <= 0 {
-		return r, fmt.Errorf("corrupt event: revision %d", rev)
+		return e, fmt.Errorf("corrupt entry: revision %d", rev)
 	}
-	if len(b) < 2 || b[0] != eventVersion {
-		return r, errors.New("corrupt event: bad header")
+	if len(b) < 2 || b[0] != entryVersion {
+		return e, errors.New("corrupt entry: bad header")
 	}
-	r.typ = EventType(b[1])
-	if r.typ != Put && r.typ != Delete {
-		return r, fmt.Errorf("corrupt event: type %d", b[1])
+	e.typ = EventType(b[1])
+	if e.typ != Put && e.typ != Delete {
+		return e, fmt.Errorf("corrupt entry: type %d", b[1])
 	}
 	rest := b[2:]
 	var err error
-	if r.key, rest, err = lengthPrefixed(rest, MaxKeyLen); err != nil {
-		return r, fmt.Errorf("corrupt event: key: %w", err)
+	if e.key, rest, err = lengthPrefixed(rest, MaxKeyLen); err != nil {
+		return e, fmt.Errorf("corrupt entry: key: %w", err)
 	}
-	if len(r.key) == 0 {
-		return r, errors.New("corrupt event: empty key")
+	if len(e.key) == 0 {
+		return e, errors.New("corrupt entry: empty key")
 	}
-	if r.typ == Put {
-		if r.value, rest, err = lengthPrefixed(rest, MaxValueLen); err != nil {
-			return r, fmt.Errorf("corrupt event: value: %w", err)
+	if e.typ == Put {
+		if e.value, rest, err = lengthPrefixed(rest, MaxValueLen); err != nil {
+			return e, fmt.Errorf("corrupt entry: value: %w", err)
 		}
 	}
-	if len(rest) == 0 {
-		return r, errors.New("corrupt event: truncated before prev")
-	}
-	switch rest[0] {
-	case 0:
-		rest = rest[1:]
-		if r.typ == Delete {
-			return r, errors.New("corrupt event: delete without a previous value")
+	switch {
+	case len(rest) == 1 && rest[0] == 0:
+		if e.typ == Delete {
+			return e, errors.New("corrupt entry: delete without a previous entry")
 		}
-	case 1:
-		r.hasPrev = true
-		pr, n := binary.Uvarint(rest[1:])
-		if n <= 0 || pr == 0 || pr >= uint64(rev) {
-			return r, fmt.Errorf("corrupt event: previous revision not in [1, %d)", rev)
-		}
-		r.prevRev = int64(pr)
-		if r.prevValue, rest, err = lengthPrefixed(rest[1+n:], MaxValueLen); err != nil {
-			return r, fmt.Errorf("corrupt event: previous value: %w", err)
+	case len(rest) == 1+historyKeyLen && rest[0] == 1:
+		e.prev = rest[1:]
+		if pr, err := parseHistoryKey(e.prev); err != nil || pr >= rev {
+			return e, fmt.Errorf("corrupt entry: previous entry not in revisions [1, %d)", rev)
 		}
 	default:
-		return r, fmt.Errorf("corrupt event: prev flag %d", rest[0])
+		return e, fmt.Errorf("corrupt entry: %d bytes after the value, want a previous entry", len(rest))
 	}
-	if len(rest) != 0 {
-		return r, fmt.Errorf("corrupt event: %d trailing bytes", len(rest))
-	}
-	return r, nil
+	return e, nil
 }
 
 // lengthPrefixed splits a uvarint length and that many bytes (at most max) off b.

@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -229,7 +230,7 @@ func TestCorruptHistory(t *testing.T) {
 	put(t, s, "a", "1")
 	put(t, s, "a", "2")
 	s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketHistory).Put(historyKey(2, 0), []byte{eventVersion, byte(Put), 0xff})
+		return tx.Bucket(bucketHistory).Put(historyKey(2, 0), []byte{entryVersion, byte(Put), 0xff})
 	})
 	if evs, err := s.Events(ctx, "", 0, 0); err == nil || !strings.Contains(err.Error(), "revision 2") {
 		t.Errorf("Events over a corrupt entry = %s, %v, want an error naming revision 2", describe(evs), err)
@@ -240,21 +241,94 @@ func TestCorruptHistory(t *testing.T) {
 	s.Close()
 }
 
-func TestEventCodec(t *testing.T) {
+func TestEntryCodec(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name string
-		e    Event
+		name  string
+		typ   EventType
+		value []byte
+		prev  []byte
 	}{
-		{"put new", Event{Rev: 5, Type: Put, Key: "k", Value: []byte("v")}},
-		{"put empty", Event{Rev: 5, Type: Put, Key: "k", Value: []byte{}}},
-		{"put over", Event{Rev: 5, Type: Put, Key: "k", Value: []byte("v"), Prev: &KeyValue{Key: "k", Value: []byte("old"), ModRev: 4}}},
-		{"delete", Event{Rev: 9, Type: Delete, Key: "t/alice/1", Prev: &KeyValue{Key: "t/alice/1", Value: []byte{}, ModRev: 1}}},
+		{"put new", Put, []byte("v"), nil},
+		{"put empty", Put, []byte{}, nil},
+		{"put over", Put, []byte("v"), historyKey(4, 2)},
+		{"delete", Delete, nil, historyKey(1, 0)},
 	}
 	for _, tc := range tests {
-		got, err := decodeEvent(tc.e.Rev, encodeEvent(&tc.e))
-		if err != nil || describe([]Event{got}) != describe([]Event{tc.e}) || (got.Type == Put) != (got.Value != nil) {
-			t.Errorf("decodeEvent(encodeEvent(%s)) = %s, %v", tc.name, describe([]Event{got}), err)
+		e, err := parseEntry(5, encodeEntry(tc.typ, []byte("t/alice/1"), tc.value, tc.prev))
+		if err != nil || e.typ != tc.typ || string(e.key) != "t/alice/1" || !bytes.Equal(e.value, tc.value) ||
+			(e.value == nil) != (tc.typ == Delete) || !bytes.Equal(e.prev, tc.prev) || (e.prev == nil) != (tc.prev == nil) {
+			t.Errorf("parseEntry(encodeEntry(%s)) = %+v, %v", tc.name, e, err)
+		}
+	}
+	ref := historyKey(1, 0)
+	bad := []struct {
+		name string
+		rev  int64
+		b    []byte
+	}{
+		{"empty", 1, nil},
+		{"version 1", 1, []byte{1, 1, 1, 'k', 0, 0}},
+		{"type", 1, []byte{2, 3, 1, 'k', 0}},
+		{"key too long", 1, []byte{2, 1, 9, 'k', 0, 0}},
+		{"empty key", 1, []byte{2, 1, 0, 0, 0}},
+		{"no prev flag", 1, []byte{2, 1, 1, 'k', 0}},
+		{"delete without prev", 1, []byte{2, 2, 1, 'k', 0}},
+		{"prev from the future", 2, append([]byte{2, 2, 1, 'k', 1}, historyKey(2, 0)...)},
+		{"prev rev 0", 2, append([]byte{2, 2, 1, 'k', 1}, make([]byte, 12)...)},
+		{"short prev", 2, append([]byte{2, 2, 1, 'k', 1}, ref[:11]...)},
+		{"trailing", 2, append([]byte{2, 2, 1, 'k', 1}, append(ref, 7)...)},
+		{"prev flag 2", 2, append([]byte{2, 2, 1, 'k', 2}, ref...)},
+		{"huge length", 1, []byte{2, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
+		{"rev 0", 0, []byte{2, 1, 1, 'k', 0, 0}},
+	}
+	for _, tc := range bad {
+		if _, err := parseEntry(tc.rev, tc.b); err == nil {
+			t.Errorf("parseEntry(%s) succeeded", tc.name)
+		}
+	}
+}
+
+func FuzzParseEntry(f *testing.F) {
+	f.Add(int64(3), encodeEntry(Put, []byte("t/alice/1"), []byte(`{"secret":"x"}`), nil))
+	f.Add(int64(3), encodeEntry(Put, []byte("k"), []byte("v"), historyKey(2, 1)))
+	f.Add(int64(3), encodeEntry(Delete, []byte("k"), nil, historyKey(1, 0)))
+	f.Add(int64(1), []byte{2, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, rev int64, b []byte) {
+		e, err := parseEntry(rev, b)
+		if err != nil {
+			return
+		}
+		// What parses re-encodes to the same bytes.
+		if again := encodeEntry(e.typ, e.key, e.value, e.prev); !bytes.Equal(again, b) {
+			t.Fatalf("encodeEntry(parseEntry(%x)) = %x", b, again)
+		}
+	})
+}
+
+// The format 1 decoder reads only what the converter needs; it refuses what is malformed.
+func TestParseEventV1(t *testing.T) {
+	t.Parallel()
+	good := []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"put new", []byte{1, 1, 1, 'k', 1, 'v', 0}, "put k=v"},
+		{"put over", []byte{1, 1, 1, 'k', 1, 'v', 1, 4, 3, 'o', 'l', 'd'}, "put k=v (old@4)"},
+		{"delete", []byte{1, 2, 1, 'k', 1, 1, 0}, "delete k (@1)"},
+	}
+	for _, tc := range good {
+		e, err := parseEventV1(5, tc.b)
+		got := fmt.Sprintf("%s %s", e.typ, e.key)
+		if e.typ == Put {
+			got += "=" + string(e.value)
+		}
+		if e.hasPrev {
+			got += fmt.Sprintf(" (%s@%d)", e.prevValue, e.prevRev)
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseEventV1(%s) = %s, %v, want %s", tc.name, got, err, tc.want)
 		}
 	}
 	bad := []struct {
@@ -276,35 +350,25 @@ func TestEventCodec(t *testing.T) {
 		{"rev 0", 0, []byte{1, 1, 1, 'k', 0, 0}},
 	}
 	for _, tc := range bad {
-		if _, err := decodeEvent(tc.rev, tc.b); err == nil {
-			t.Errorf("decodeEvent(%s) succeeded", tc.name)
+		if _, err := parseEventV1(tc.rev, tc.b); err == nil {
+			t.Errorf("parseEventV1(%s) succeeded", tc.name)
 		}
 	}
 }
 
-func FuzzDecodeEvent(f *testing.F) {
-	for _, e := range []Event{
-		{Rev: 3, Type: Put, Key: "t/alice/1", Value: []byte(`{"secret":"x"}`)},
-		{Rev: 3, Type: Put, Key: "k", Value: []byte("v"), Prev: &KeyValue{Key: "k", Value: []byte("old"), ModRev: 2}},
-		{Rev: 3, Type: Delete, Key: "k", Prev: &KeyValue{Key: "k", Value: []byte("old"), ModRev: 1}},
-	} {
-		f.Add(e.Rev, encodeEvent(&e))
-	}
-	f.Add(int64(1), []byte{1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+func FuzzParseEventV1(f *testing.F) {
+	f.Add(int64(5), []byte{1, 1, 1, 'k', 1, 'v', 1, 4, 3, 'o', 'l', 'd'})
+	f.Add(int64(5), []byte{1, 2, 1, 'k', 1, 1, 0})
 	f.Fuzz(func(t *testing.T, rev int64, b []byte) {
-		e, err := decodeEvent(rev, b)
-		if err != nil {
-			return
-		}
-		// What decodes re-encodes to something that decodes the same.
-		again, err := decodeEvent(rev, encodeEvent(&e))
-		if err != nil || describe([]Event{again}) != describe([]Event{e}) {
-			t.Fatalf("decodeEvent(encodeEvent(%s)) = %s, %v", describe([]Event{e}), describe([]Event{again}), err)
+		e, err := parseEventV1(rev, b)
+		if err == nil && (len(e.key) == 0 || (e.typ == Delete && !e.hasPrev) || (e.hasPrev && (e.prevRev <= 0 || e.prevRev >= rev))) {
+			t.Fatalf("parseEventV1(%d, %x) = %+v, want an error", rev, b, e)
 		}
 	})
 }
 
-// Compact deletes in chunks: a revision larger than a chunk goes whole, and no entry is left.
+// Compact works in chunks: a revision larger than a chunk goes whole, and of the history up to the
+// compacted revision only the current values and the previous values of later events are left.
 func TestBoltCompactChunks(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t, BoltOptions{})
@@ -324,8 +388,8 @@ func TestBoltCompactChunks(t *testing.T) {
 	}
 	var left int
 	s.db.View(func(tx *bolt.Tx) error { left = tx.Bucket(bucketHistory).Stats().KeyN; return nil })
-	if left != 2 {
-		t.Errorf("history has %d entries after Compact(3), want 2", left)
+	if want := compactChunk + 500 + 3; left != want { // big/ at 1; k at 3 (previous of 4), 4 and 5
+		t.Errorf("history has %d entries after Compact(3), want %d", left, want)
 	}
 	s.View(ctx, func(rev int64, tx Txn) error {
 		n := 0
@@ -352,5 +416,224 @@ func TestBoltWriterSlot(t *testing.T) {
 	close(release)
 	if s.Rev() != 0 {
 		t.Errorf("Rev() = %d, want 0", s.Rev())
+	}
+}
+
+// dumpBolt renders a store's revisions, its history after since and every key, as in
+// testdata/format1.golden.
+func dumpBolt(t testing.TB, s Store, since int64) string {
+	t.Helper()
+	evs, err := s.Events(ctx, "", since, 0)
+	if err != nil {
+		t.Fatalf("Events(%d) = %v", since, err)
+	}
+	var keys []string
+	err = s.View(ctx, func(_ int64, tx Txn) error {
+		return tx.Range("", func(kv KeyValue) error {
+			keys = append(keys, fmt.Sprintf("%s=%s@%d", kv.Key, kv.Value, kv.ModRev))
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatalf("View = %v", err)
+	}
+	return fmt.Sprintf("rev %d compacted %d\nevents after %d: %s\nkeys: %s\n", s.Rev(), s.CompactedRev(), since,
+		describe(evs), strings.Join(keys, "; "))
+}
+
+// historyEntries counts the history entries at or below rev.
+func historyEntries(t *testing.T, s *Bolt, rev int64) int {
+	t.Helper()
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketHistory).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			if r, err := parseHistoryKey(k); err != nil || r > rev {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// testdata/format1.db was written by the format 1 code (values in bucket kv and, with the
+// previous values, in the history), compacted up to revision 3; testdata/format1.golden is what
+// that code read from it. OpenBolt converts it, and reads the same.
+func TestBoltFormat1(t *testing.T) {
+	t.Parallel()
+	golden, err := os.ReadFile(filepath.Join("testdata", "format1.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(filepath.Join("testdata", "format1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := tempPath(t)
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // converted, then opened as format 2
+		s, err := OpenBolt(path, BoltOptions{})
+		if err != nil {
+			t.Fatalf("OpenBolt(format 1 file), open %d: %v", i+1, err)
+		}
+		if got := dumpBolt(t, s, 3); got != string(golden) {
+			t.Errorf("open %d of a format 1 file reads\n%s\nwant (as format 1 read it)\n%s", i+1, got, golden)
+		}
+		var format int64
+		s.db.View(func(tx *bolt.Tx) error { format, _ = metaInt(tx.Bucket(bucketMeta), keyFormat); return nil })
+		// At or below the compacted revision 3, only values still needed: a@2, c@1, d@2 and g@2
+		// (previous values of events after 3) and f@1 (current).
+		if n := historyEntries(t, s, 3); format != formatVersion || n != 5 {
+			t.Errorf("open %d: format %d, %d history entries up to revision 3, want %d, 5", i+1, format, n, formatVersion)
+		}
+		s.Close()
+	}
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put(t, s, "a", "5", "f", "")
+	if evs, err := s.Events(ctx, "", 9, 0); describe(evs) != "10 put a=5 (4@7); 10 delete f (1@1)" || err != nil {
+		t.Errorf("Events(9) after an Update on a converted store = %s, %v", describe(evs), err)
+	}
+}
+
+// A format 1 file whose history contradicts its values is refused with the reason, and left as
+// it was.
+func TestBoltFormat1Corrupt(t *testing.T) {
+	t.Parallel()
+	old, err := os.ReadFile(filepath.Join("testdata", "format1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := tempPath(t)
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// e's current value claims revision 8; its history entry is at 7.
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKV).Put([]byte("e"), append(be64(8), '1')) })
+	db.Close()
+	if s, err := OpenBolt(path, BoltOptions{}); err == nil || !strings.Contains(err.Error(), "convert from format 1") ||
+		!strings.Contains(err.Error(), `"e"`) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("OpenBolt(corrupt format 1 file) = %v, want a conversion error naming the key", err)
+	}
+	db, err = bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var format int64
+	db.View(func(tx *bolt.Tx) error { format, _ = metaInt(tx.Bucket(bucketMeta), keyFormat); return nil })
+	if format != 1 {
+		t.Errorf("format after a failed conversion = %d, want 1", format)
+	}
+}
+
+// Each value is stored once: n values of 1 KiB take about n KiB of pages, not twice that.
+func TestBoltValueOnce(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t, BoltOptions{})
+	const n = 1000
+	value := bytes.Repeat([]byte("v"), 1024)
+	if _, err := s.Update(ctx, func(tx Txn) error {
+		for i := range n {
+			if err := tx.Put(fmt.Sprintf("t/user%04d/1", i), value); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var used int
+	s.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketKV, bucketHistory} {
+			st := tx.Bucket(name).Stats()
+			used += st.LeafInuse + st.BranchInuse
+		}
+		return nil
+	})
+	if limit := n * len(value) * 5 / 4; used > limit {
+		t.Errorf("%d values of %d bytes use %d bytes of pages, want at most %d", n, len(value), used, limit)
+	}
+}
+
+// Compaction keeps exactly what is still needed: the latest Put at or below the compacted
+// revision of every key whose latest entry there is a Put. The store reads as one never
+// compacted does: its keys, and the events (with previous values) after the compacted revision.
+func TestBoltCompactKeeps(t *testing.T) {
+	t.Parallel()
+	for _, limit := range []int64{0, 3} {
+		t.Run(fmt.Sprintf("HistoryLimit %d", limit), func(t *testing.T) {
+			t.Parallel()
+			s, full := openTemp(t, BoltOptions{HistoryLimit: limit}), openTemp(t, BoltOptions{})
+			keys := []string{"a", "b", "c", "d"}
+			exists := map[string]bool{}
+			for i := range 60 {
+				// A deterministic mix: keys are put, overwritten, deleted and put again, some together.
+				var kvs []string
+				for j, k := range keys {
+					switch (i*7 + j*3) % 5 {
+					case 0, 1:
+						kvs, exists[k] = append(kvs, k, fmt.Sprint(i)), true
+					case 2:
+						if exists[k] {
+							kvs, exists[k] = append(kvs, k, ""), false
+						}
+					}
+				}
+				if len(kvs) == 0 {
+					continue
+				}
+				put(t, s, kvs...)
+				put(t, full, kvs...)
+				if limit == 0 && i%4 == 3 {
+					if err := s.Compact(ctx, s.Rev()-2); err != nil {
+						t.Fatal(err)
+					}
+				}
+				c := s.CompactedRev()
+				if got, want := dumpBolt(t, s, c), dumpBolt(t, full, c); got != strings.Replace(want, "compacted 0", fmt.Sprintf("compacted %d", c), 1) {
+					t.Fatalf("step %d: compacted store reads\n%s\nwant\n%s", i, got, want)
+				}
+				evs, err := full.Events(ctx, "", 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				latest := map[string]EventType{}
+				for _, e := range evs {
+					if e.Rev <= c {
+						latest[e.Key] = e.Type
+					}
+				}
+				want := 0
+				for _, typ := range latest {
+					if typ == Put {
+						want++
+					}
+				}
+				if got := historyEntries(t, s, c); got != want {
+					t.Fatalf("step %d: %d history entries at or below the compacted revision %d, want %d", i, got, c, want)
+				}
+			}
+			if s.CompactedRev() < 10 {
+				t.Errorf("CompactedRev() = %d after the test, want it to have compacted", s.CompactedRev())
+			}
+		})
 	}
 }

@@ -20,16 +20,36 @@
 //
 // Layout, all integers 8-byte big-endian:
 //
-//	bucket "kv"       key -> modrev | value
-//	bucket "history"  rev | seq (4 bytes, the event's place in its revision, in key order)
-//	                  -> version(1) type(1) uvarint(len key) key [Put: uvarint(len value) value]
-//	                     prev(1: 0 or 1) [uvarint(prev modrev) uvarint(len prev value) prev value]
-//	bucket "meta"     "format" -> 1, "rev" -> current revision, "compacted" -> compacted revision
+//	bucket "kv"       key -> ref: the history key (12 bytes) of the key's current entry
+//	bucket "history"  rev | seq (4 bytes, the entry's place in its revision, in key order)
+//	                  -> version(2) type(1) uvarint(len key) key [Put: uvarint(len value) value]
+//	                     prev(1: 0 or 1) [ref of the key's previous entry, a Put]
+//	bucket "meta"     "format" -> 2, "rev" -> current revision, "compacted" -> compacted revision
+//
+// Each value is stored once, as etcd's MVCC stores it: in the history entry of the revision that
+// wrote it. Get, Range and View read a key's value through its reference (ModRev is the
+// reference's revision); Events reads an event's previous value through the entry's reference
+// to the key's previous entry. Inside an Update a written key's kv value is the value itself,
+// tagged pending (first byte 0xff, which no reference starts with); at commit each written key
+// gets its history entry and its kv value becomes the reference to it, in the same transaction.
 //
 // History keys grow with each revision, so bbolt appends to the last page; Events seeks to the
-// first key after its revision and reads forward without loading the rest. Compact deletes
-// history in chunks of bounded size, one transaction each. The current revision is stored in the
-// same transaction as the data and the history, so a crash loses or keeps a revision whole.
+// first key after its revision and reads forward without loading the rest. Compaction to
+// revision C (Compact, or the HistoryLimit trim in each Update) keeps what is still read: an
+// entry at or below C goes once a later entry of the same key at or below C supersedes it, and
+// tombstones (Delete entries) at or below C go. So the current value of every key, and every
+// value that an event after C names as its previous one, survive, and Events after C reads
+// exactly what it read before the compaction. Each entry in the compacted revisions deletes the
+// entry its reference names (and itself, if a Delete); Compact does this in chunks of whole
+// revisions (at least 10000 entries each, or what is left), one transaction each. The current
+// revision is stored in the same transaction as the data and the history, so a crash loses or
+// keeps a revision whole.
+//
+// Format 1 kept each value in bucket "kv" as well as in the history entry
+// that wrote it and, as the previous value, in the next one: two to three copies. OpenBolt
+// converts a format 1 file in the transaction that opens it (it holds the history in memory
+// meanwhile), giving values whose entries were compacted away an entry at the revision that wrote
+// them; a file whose history contradicts its values is refused, unchanged, with the reason.
 //
 // The file is 0600 and its directory 0700, both owned by the effective user (root); symlinks and
 // looser modes are refused through the open descriptor (package securefile). Opening waits at
