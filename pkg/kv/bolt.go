@@ -605,6 +605,9 @@ func (t *boltTxn) record() (int, error) {
 	}
 	slices.Sort(keys)
 	t.h.FillPercent = 0.95 // appended in key order
+	// Many keys come in key order (an import, a user's records), which bbolt's default of 0.5
+	// would leave in half-empty pages; a page that a later key splits still splits.
+	t.kv.FillPercent = 0.9
 	n := 0
 	for _, key := range keys {
 		k, prev := []byte(key), t.orig[key]

@@ -544,7 +544,8 @@ func TestBoltFormat1Corrupt(t *testing.T) {
 	}
 }
 
-// Each value is stored once: n values of 1 KiB take about n KiB of pages, not twice that.
+// Each value is stored once: n values of 1 KiB take about n KiB of pages, not twice that; and
+// the references of keys written in key order fill their pages.
 func TestBoltValueOnce(t *testing.T) {
 	t.Parallel()
 	s := openTemp(t, BoltOptions{})
@@ -561,15 +562,21 @@ func TestBoltValueOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var used int
+	var kvStats bolt.BucketStats
 	s.db.View(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketKV, bucketHistory} {
 			st := tx.Bucket(name).Stats()
 			used += st.LeafInuse + st.BranchInuse
 		}
+		kvStats = tx.Bucket(bucketKV).Stats()
 		return nil
 	})
 	if limit := n * len(value) * 5 / 4; used > limit {
 		t.Errorf("%d values of %d bytes use %d bytes of pages, want at most %d", n, len(value), used, limit)
+	}
+	// Keys written in key order fill their pages.
+	if kvStats.LeafInuse*10 < kvStats.LeafAlloc*8 {
+		t.Errorf("bucket kv uses %d of %d bytes of its leaf pages, want at least 80%%", kvStats.LeafInuse, kvStats.LeafAlloc)
 	}
 }
 
