@@ -317,7 +317,7 @@ func (b *Bolt) Events(ctx context.Context, prefix string, since int64, limit int
 		}
 		p := []byte(prefix)
 		h := tx.Bucket(bucketHistory)
-		c := h.Cursor()
+		c, pc := h.Cursor(), h.Cursor()
 		var last int64 // revision of the last event taken
 		n := 0
 		for k, v := c.Seek(historyKey(since+1, 0)); k != nil; k, v = c.Next() {
@@ -348,7 +348,7 @@ func (b *Bolt) Events(ctx context.Context, prefix string, since int64, limit int
 				}
 			}
 			if e.prev != nil {
-				prev, err := readPut(h, e.key, e.prev)
+				prev, err := readPut(pc, e.key, e.prev)
 				if err != nil {
 					return fmt.Errorf("kv: history at revision %d: previous value: %w", r, err)
 				}
@@ -491,6 +491,7 @@ func (b *Bolt) Close() error {
 // history entries and references at the end.
 type boltTxn struct {
 	kv, h    *bolt.Bucket
+	hc       *bolt.Cursor // on h, reused by reads: h changes only in record
 	writable bool
 	rev      int64 // writable: the revision being made
 	done     bool
@@ -514,7 +515,10 @@ func (t *boltTxn) value(key, v []byte) (KeyValue, error) {
 	if len(v) > 0 && v[0] == pendingTag {
 		return KeyValue{Key: string(key), Value: bytes.Clone(v[1:]), ModRev: t.rev}, nil
 	}
-	return readPut(t.h, key, v)
+	if t.hc == nil {
+		t.hc = t.h.Cursor()
+	}
+	return readPut(t.hc, key, v)
 }
 
 func (t *boltTxn) Range(prefix string, fn func(KeyValue) error) error {
@@ -635,14 +639,15 @@ func (t *boltTxn) record() (int, error) {
 	return n, nil
 }
 
-// readPut returns key's value from the Put entry at ref, with its own copy of the value.
-func readPut(h *bolt.Bucket, key, ref []byte) (KeyValue, error) {
+// readPut returns key's value from the Put entry at ref, found with the history cursor c, with its
+// own copy of the value.
+func readPut(c *bolt.Cursor, key, ref []byte) (KeyValue, error) {
 	rev, err := parseHistoryKey(ref)
 	if err != nil {
 		return KeyValue{}, fmt.Errorf("kv: value of %q: %w", key, err)
 	}
-	b := h.Get(ref)
-	if b == nil {
+	k, b := c.Seek(ref)
+	if !bytes.Equal(k, ref) {
 		return KeyValue{}, fmt.Errorf("kv: value of %q: history entry of revision %d missing", key, rev)
 	}
 	e, err := parseEntry(rev, b)
