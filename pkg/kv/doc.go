@@ -33,11 +33,13 @@
 // tagged pending (first byte 0xff, which no reference starts with); at commit each written key
 // gets its history entry and its kv value becomes the reference to it, in the same transaction.
 //
-// History keys grow with each revision, so bbolt appends to the last page; Events seeks to the
-// first key after its revision and reads forward without loading the rest. Compaction to
-// revision C (Compact, or the HistoryLimit trim in each Update) keeps what is still read: an
-// entry at or below C goes once a later entry of the same key at or below C supersedes it, and
-// tombstones (Delete entries) at or below C go. So the current value of every key, and every
+// History keys grow with each revision, so bbolt appends to the last page (filled to 95%); Events
+// seeks to the first key after its revision and reads forward without loading the rest. Bucket kv
+// fills its pages to 90%, as keys often come in key order (an import).
+//
+// Compaction to revision C (Compact, or the HistoryLimit trim in each Update) keeps what is still
+// read: an entry at or below C goes once a later entry of the same key at or below C supersedes
+// it, and tombstones (Delete entries) at or below C go. So the current value of every key, and every
 // value that an event after C names as its previous one, survive, and Events after C reads
 // exactly what it read before the compaction. Each entry in the compacted revisions deletes the
 // entry its reference names (and itself, if a Delete); Compact does this in chunks of whole
@@ -45,11 +47,11 @@
 // revision is stored in the same transaction as the data and the history, so a crash loses or
 // keeps a revision whole.
 //
-// Format 1 kept each value in bucket "kv" as well as in the history entry
-// that wrote it and, as the previous value, in the next one: two to three copies. OpenBolt
-// converts a format 1 file in the transaction that opens it (it holds the history in memory
-// meanwhile), giving values whose entries were compacted away an entry at the revision that wrote
-// them; a file whose history contradicts its values is refused, unchanged, with the reason.
+// Format 1 kept each value in bucket "kv" as well as in the history entry that wrote it and, as
+// the previous value, in the next one: two to three copies. OpenBolt converts a format 1 file in
+// the transaction that opens it (it holds the history in memory meanwhile), giving values whose
+// entries were compacted away an entry at the revision that wrote them; a file whose history
+// contradicts its values is refused, unchanged, with the reason.
 //
 // The file is 0600 and its directory 0700, both owned by the effective user (root); symlinks and
 // looser modes are refused through the open descriptor (package securefile). Opening waits at
