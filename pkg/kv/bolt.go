@@ -512,7 +512,7 @@ func (t *boltTxn) Get(key string) (KeyValue, error) {
 
 // value returns key's value from its kv bucket value v: pending, or a reference into history.
 func (t *boltTxn) value(key, v []byte) (KeyValue, error) {
-	if len(v) > 0 && v[0] == pendingTag {
+	if t.writable && len(v) > 0 && v[0] == pendingTag { // View never sees one: a bad reference
 		return KeyValue{Key: string(key), Value: bytes.Clone(v[1:]), ModRev: t.rev}, nil
 	}
 	if t.hc == nil {

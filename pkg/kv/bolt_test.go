@@ -644,3 +644,30 @@ func TestBoltCompactKeeps(t *testing.T) {
 		})
 	}
 }
+
+// A key whose reference is damaged, or names no Put of that key, reads as an error, not a value.
+func TestBoltCorruptReference(t *testing.T) {
+	t.Parallel()
+	s := openTemp(t, BoltOptions{})
+	put(t, s, "a", "1", "b", "1")
+	put(t, s, "b", "")
+	for _, ref := range [][]byte{
+		{pendingTag, 'x'},     // a pending value left behind
+		historyKey(1, 7),      // no such entry
+		historyKey(1, 1),      // b's entry
+		historyKey(2, 0),      // b's tombstone
+		historyKey(9, 0)[:11], // short
+	} {
+		s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKV).Put([]byte("a"), ref) })
+		err := s.View(ctx, func(_ int64, tx Txn) error {
+			kv, err := tx.Get("a")
+			if err == nil {
+				return fmt.Errorf("Get(a) = %q", kv.Value)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("reference %x: %v, want an error", ref, err)
+		}
+	}
+}
