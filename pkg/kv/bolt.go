@@ -723,28 +723,10 @@ type rawEntry struct {
 // parseEntry parses the history entry b of revision rev, checking every length and field.
 func parseEntry(rev int64, b []byte) (rawEntry, error) {
 	var e rawEntry
-	if rev <= 0 {
-		return e, fmt.Errorf("corrupt entry: revision %d", rev)
-	}
-	if len(b) < 2 || b[0] != entryVersion {
-		return e, errors.New("corrupt entry: bad header")
-	}
-	e.typ = EventType(b[1])
-	if e.typ != Put && e.typ != Delete {
-		return e, fmt.Errorf("corrupt entry: type %d", b[1])
-	}
-	rest := b[2:]
+	var rest []byte
 	var err error
-	if e.key, rest, err = lengthPrefixed(rest, MaxKeyLen); err != nil {
-		return e, fmt.Errorf("corrupt entry: key: %w", err)
-	}
-	if len(e.key) == 0 {
-		return e, errors.New("corrupt entry: empty key")
-	}
-	if e.typ == Put {
-		if e.value, rest, err = lengthPrefixed(rest, MaxValueLen); err != nil {
-			return e, fmt.Errorf("corrupt entry: value: %w", err)
-		}
+	if e.typ, e.key, e.value, rest, err = parseHead(entryVersion, rev, b); err != nil {
+		return e, fmt.Errorf("corrupt entry: %w", err)
 	}
 	switch {
 	case len(rest) == 1 && rest[0] == 0:
@@ -760,6 +742,33 @@ func parseEntry(rev int64, b []byte) (rawEntry, error) {
 		return e, fmt.Errorf("corrupt entry: %d bytes after the value, want a previous entry", len(rest))
 	}
 	return e, nil
+}
+
+// parseHead parses the start that history values of every format share, version(1) type(1)
+// uvarint(len key) key [Put: uvarint(len value) value], and returns the rest.
+func parseHead(version byte, rev int64, b []byte) (typ EventType, key, value, rest []byte, err error) {
+	if rev <= 0 {
+		return 0, nil, nil, nil, fmt.Errorf("revision %d", rev)
+	}
+	if len(b) < 2 || b[0] != version {
+		return 0, nil, nil, nil, errors.New("bad header")
+	}
+	typ = EventType(b[1])
+	if typ != Put && typ != Delete {
+		return 0, nil, nil, nil, fmt.Errorf("type %d", b[1])
+	}
+	if key, rest, err = lengthPrefixed(b[2:], MaxKeyLen); err != nil {
+		return 0, nil, nil, nil, fmt.Errorf("key: %w", err)
+	}
+	if len(key) == 0 {
+		return 0, nil, nil, nil, errors.New("empty key")
+	}
+	if typ == Put {
+		if value, rest, err = lengthPrefixed(rest, MaxValueLen); err != nil {
+			return 0, nil, nil, nil, fmt.Errorf("value: %w", err)
+		}
+	}
+	return typ, key, value, rest, nil
 }
 
 // lengthPrefixed splits a uvarint length and that many bytes (at most max) off b.

@@ -127,28 +127,10 @@ type eventV1 struct {
 // field.
 func parseEventV1(rev int64, b []byte) (eventV1, error) {
 	var r eventV1
-	if rev <= 0 {
-		return r, fmt.Errorf("corrupt event: revision %d", rev)
-	}
-	if len(b) < 2 || b[0] != format1EventVersion {
-		return r, errors.New("corrupt event: bad header")
-	}
-	r.typ = EventType(b[1])
-	if r.typ != Put && r.typ != Delete {
-		return r, fmt.Errorf("corrupt event: type %d", b[1])
-	}
-	rest := b[2:]
+	var rest []byte
 	var err error
-	if r.key, rest, err = lengthPrefixed(rest, MaxKeyLen); err != nil {
-		return r, fmt.Errorf("corrupt event: key: %w", err)
-	}
-	if len(r.key) == 0 {
-		return r, errors.New("corrupt event: empty key")
-	}
-	if r.typ == Put {
-		if r.value, rest, err = lengthPrefixed(rest, MaxValueLen); err != nil {
-			return r, fmt.Errorf("corrupt event: value: %w", err)
-		}
+	if r.typ, r.key, r.value, rest, err = parseHead(format1EventVersion, rev, b); err != nil {
+		return r, fmt.Errorf("corrupt event: %w", err)
 	}
 	if len(rest) == 0 {
 		return r, errors.New("corrupt event: truncated before prev")

@@ -241,6 +241,28 @@ func TestCorruptHistory(t *testing.T) {
 	s.Close()
 }
 
+// badValue is a malformed history value of revision rev.
+type badValue struct {
+	name string
+	rev  int64
+	b    []byte
+}
+
+// badHeads are history values of the given version that the shared head, or the previous-value
+// flag after it, makes malformed.
+func badHeads(v byte) []badValue {
+	return []badValue{
+		{"empty", 1, nil},
+		{"type", 1, []byte{v, 3, 1, 'k', 0}},
+		{"key too long", 1, []byte{v, 1, 9, 'k', 0, 0}},
+		{"empty key", 1, []byte{v, 1, 0, 0, 0}},
+		{"no prev flag", 1, []byte{v, 1, 1, 'k', 0}},
+		{"delete without prev", 1, []byte{v, 2, 1, 'k', 0}},
+		{"huge length", 1, []byte{v, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
+		{"rev 0", 0, []byte{v, 1, 1, 'k', 0, 0}},
+	}
+}
+
 func TestEntryCodec(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -262,26 +284,14 @@ func TestEntryCodec(t *testing.T) {
 		}
 	}
 	ref := historyKey(1, 0)
-	bad := []struct {
-		name string
-		rev  int64
-		b    []byte
-	}{
-		{"empty", 1, nil},
+	bad := append(badHeads(entryVersion), []badValue{
 		{"version 1", 1, []byte{1, 1, 1, 'k', 0, 0}},
-		{"type", 1, []byte{2, 3, 1, 'k', 0}},
-		{"key too long", 1, []byte{2, 1, 9, 'k', 0, 0}},
-		{"empty key", 1, []byte{2, 1, 0, 0, 0}},
-		{"no prev flag", 1, []byte{2, 1, 1, 'k', 0}},
-		{"delete without prev", 1, []byte{2, 2, 1, 'k', 0}},
 		{"prev from the future", 2, append([]byte{2, 2, 1, 'k', 1}, historyKey(2, 0)...)},
 		{"prev rev 0", 2, append([]byte{2, 2, 1, 'k', 1}, make([]byte, 12)...)},
 		{"short prev", 2, append([]byte{2, 2, 1, 'k', 1}, ref[:11]...)},
 		{"trailing", 2, append([]byte{2, 2, 1, 'k', 1}, append(ref, 7)...)},
 		{"prev flag 2", 2, append([]byte{2, 2, 1, 'k', 2}, ref...)},
-		{"huge length", 1, []byte{2, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
-		{"rev 0", 0, []byte{2, 1, 1, 'k', 0, 0}},
-	}
+	}...)
 	for _, tc := range bad {
 		if _, err := parseEntry(tc.rev, tc.b); err == nil {
 			t.Errorf("parseEntry(%s) succeeded", tc.name)
@@ -331,24 +341,12 @@ func TestParseEventV1(t *testing.T) {
 			t.Errorf("parseEventV1(%s) = %s, %v, want %s", tc.name, got, err, tc.want)
 		}
 	}
-	bad := []struct {
-		name string
-		rev  int64
-		b    []byte
-	}{
-		{"empty", 1, nil},
-		{"version", 1, []byte{9, 1, 1, 'k', 0, 0}},
-		{"type", 1, []byte{1, 3, 1, 'k', 0}},
-		{"key too long", 1, []byte{1, 1, 9, 'k', 0, 0}},
-		{"empty key", 1, []byte{1, 1, 0, 0, 0}},
-		{"no prev flag", 1, []byte{1, 1, 1, 'k', 0}},
-		{"delete without prev", 1, []byte{1, 2, 1, 'k', 0}},
+	bad := append(badHeads(format1EventVersion), []badValue{
+		{"version 9", 1, []byte{9, 1, 1, 'k', 0, 0}},
 		{"prev from the future", 2, []byte{1, 2, 1, 'k', 1, 2, 0}},
 		{"prev rev 0", 2, []byte{1, 2, 1, 'k', 1, 0, 0}},
 		{"trailing", 1, []byte{1, 1, 1, 'k', 0, 0, 7}},
-		{"huge length", 1, []byte{1, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
-		{"rev 0", 0, []byte{1, 1, 1, 'k', 0, 0}},
-	}
+	}...)
 	for _, tc := range bad {
 		if _, err := parseEventV1(tc.rev, tc.b); err == nil {
 			t.Errorf("parseEventV1(%s) succeeded", tc.name)
@@ -461,6 +459,20 @@ func historyEntries(t *testing.T, s *Bolt, rev int64) int {
 	return n
 }
 
+// format1Copy copies testdata/format1.db to a store path of the test's own.
+func format1Copy(t *testing.T) string {
+	t.Helper()
+	old, err := os.ReadFile(filepath.Join("testdata", "format1.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := tempPath(t)
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // testdata/format1.db was written by the format 1 code (values in bucket kv and, with the
 // previous values, in the history), compacted up to revision 3; testdata/format1.golden is what
 // that code read from it. OpenBolt converts it, and reads the same.
@@ -470,14 +482,7 @@ func TestBoltFormat1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := os.ReadFile(filepath.Join("testdata", "format1.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := tempPath(t)
-	if err := os.WriteFile(path, old, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := format1Copy(t)
 	for i := range 2 { // converted, then opened as format 2
 		s, err := OpenBolt(path, BoltOptions{})
 		if err != nil {
@@ -510,14 +515,7 @@ func TestBoltFormat1(t *testing.T) {
 // it was.
 func TestBoltFormat1Corrupt(t *testing.T) {
 	t.Parallel()
-	old, err := os.ReadFile(filepath.Join("testdata", "format1.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := tempPath(t)
-	if err := os.WriteFile(path, old, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := format1Copy(t)
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
