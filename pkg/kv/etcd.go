@@ -56,6 +56,9 @@ type Etcd struct {
 	rev       atomic.Int64 // highest etcd revision seen
 	compacted atomic.Int64 // highest compaction seen or made
 
+	// writeSlot lets one Update of this store run at a time (see Update).
+	writeSlot chan struct{}
+
 	mu       sync.Mutex
 	closed   bool
 	running  sync.WaitGroup
@@ -121,6 +124,7 @@ func OpenEtcd(opts EtcdOptions) (*Etcd, error) {
 		cli: cli, eps: eps, data: opts.Prefix + "d/", guard: opts.Prefix + "g",
 		timeout: opts.RequestTimeout, attempts: opts.MaxAttempts,
 		changed: make(chan struct{}), watchDone: make(chan struct{}), advanced: make(chan struct{}),
+		writeSlot: make(chan struct{}, 1),
 	}
 	rev, err := s.currentRev(context.Background())
 	if err != nil {
@@ -315,11 +319,21 @@ func (s *Etcd) currentRev(ctx context.Context) (int64, error) {
 // must not act outside tx. An error other than ErrConflict from the commit itself (etcd lost
 // mid-request) leaves the outcome unknown, as with any networked database: the transaction was
 // applied whole or not at all.
+//
+// The Updates of one Etcd run one at a time, as bbolt's do: writers of one process that raced
+// through the compares would mostly overtake each other (every registry change writes the audit
+// head), each retry costing round trips, until some ran out of attempts. Only other processes'
+// writers race. An Update that waits longer than the request timeout for the ones before it
+// returns ErrUnavailable: they are held up by an etcd that is slow or gone.
 func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 	if err := s.begin(); err != nil {
 		return 0, err
 	}
 	defer s.running.Done()
+	if err := s.takeWriteSlot(ctx); err != nil {
+		return 0, err
+	}
+	defer func() { <-s.writeSlot }()
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -339,6 +353,26 @@ func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
+	}
+}
+
+// takeWriteSlot waits until no other Update of s runs, at most the request timeout.
+func (s *Etcd) takeWriteSlot(ctx context.Context) error {
+	select {
+	case s.writeSlot <- struct{}{}:
+		return nil
+	default:
+	}
+	wait := time.NewTimer(s.timeout)
+	defer wait.Stop()
+	select {
+	case s.writeSlot <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wait.C:
+		return fmt.Errorf("kv: update: the store's earlier updates took longer than %v (etcd at %s slow or unreachable): %w",
+			s.timeout, s.eps, ErrUnavailable)
 	}
 }
 

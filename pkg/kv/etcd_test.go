@@ -199,6 +199,67 @@ func TestEtcdRangeSerialisable(t *testing.T) {
 	}
 }
 
+// The Updates of one store take turns: 16 writers of one key through one store with a single
+// attempt each all commit (racing through the compares, most would be overtaken); a writer that
+// waits longer than the request timeout behind a stalled Update gets ErrUnavailable.
+func TestEtcdOneWriterAtATime(t *testing.T) {
+	prefix := newPrefix(t)
+	s, err := OpenEtcd(EtcdOptions{Endpoints: cluster(t).Endpoints(), Prefix: prefix,
+		RequestTimeout: time.Second, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const writers, each = 16, 10
+	incr := func(tx Txn) error {
+		n := 0
+		if kv, err := tx.Get("count"); err == nil {
+			fmt.Sscan(string(kv.Value), &n)
+		}
+		return tx.Put("count", []byte(fmt.Sprint(n+1)))
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := s.Update(ctx, incr); err != nil {
+					failed.Add(1)
+					t.Errorf("Update: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var count string
+	s.View(ctx, func(_ int64, tx Txn) error {
+		if kv, err := tx.Get("count"); err == nil {
+			count = string(kv.Value)
+		}
+		return nil
+	})
+	if count != fmt.Sprint(writers*each) {
+		t.Errorf("count = %q after %d Updates (%d failed), want %d", count, writers*each, failed.Load(), writers*each)
+	}
+
+	held := make(chan struct{})
+	release := make(chan struct{})
+	go s.Update(ctx, func(tx Txn) error {
+		close(held)
+		<-release
+		return tx.Put("k", []byte("v"))
+	})
+	<-held
+	start := time.Now()
+	_, err = s.Update(ctx, incr)
+	close(release)
+	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 3*time.Second {
+		t.Errorf("Update behind a stalled one = %v after %v, want ErrUnavailable after about 1s", err, time.Since(start))
+	}
+}
+
 // Two registry replicas writing the same keys at once lose no update.
 func TestEtcdTwoReplicas(t *testing.T) {
 	t.Parallel()
