@@ -56,8 +56,10 @@ type Etcd struct {
 	rev       atomic.Int64 // highest etcd revision seen
 	compacted atomic.Int64 // highest compaction seen or made
 
-	// writeSlot lets one Update of this store run at a time (see Update).
+	// writeSlot lets one Update of this store run at a time (see Update); answered counts the
+	// Updates that held it and ended otherwise than with ErrUnavailable.
 	writeSlot chan struct{}
+	answered  atomic.Int64
 
 	mu       sync.Mutex
 	closed   bool
@@ -323,9 +325,9 @@ func (s *Etcd) currentRev(ctx context.Context) (int64, error) {
 // The Updates of one Etcd run one at a time, as bbolt's do: writers of one process that raced
 // through the compares would mostly overtake each other (every registry change writes the audit
 // head), each retry costing round trips, until some ran out of attempts. Only other processes'
-// writers race. An Update that waits longer than the request timeout for the ones before it
-// returns ErrUnavailable: they are held up by an etcd that is slow or gone.
-func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
+// writers race. An Update waits for the ones before it as long as etcd answers them; when none
+// has ended otherwise than with ErrUnavailable for a request timeout, it returns ErrUnavailable.
+func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (rev int64, err error) {
 	if err := s.begin(); err != nil {
 		return 0, err
 	}
@@ -333,7 +335,12 @@ func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 	if err := s.takeWriteSlot(ctx); err != nil {
 		return 0, err
 	}
-	defer func() { <-s.writeSlot }()
+	defer func() {
+		if !errors.Is(err, ErrUnavailable) {
+			s.answered.Add(1)
+		}
+		<-s.writeSlot
+	}()
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -356,23 +363,33 @@ func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 	}
 }
 
-// takeWriteSlot waits until no other Update of s runs, at most the request timeout.
+// takeWriteSlot waits until no other Update of s runs. It gives up with ErrUnavailable when no
+// Update of s has ended otherwise than with ErrUnavailable for a whole request timeout while it
+// waited: those before it are held up by an etcd that is slow or gone. A queue that moves is
+// waited for.
 func (s *Etcd) takeWriteSlot(ctx context.Context) error {
 	select {
 	case s.writeSlot <- struct{}{}:
 		return nil
 	default:
 	}
-	wait := time.NewTimer(s.timeout)
-	defer wait.Stop()
-	select {
-	case s.writeSlot <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-wait.C:
-		return fmt.Errorf("kv: update: the store's earlier updates took longer than %v (etcd at %s slow or unreachable): %w",
-			s.timeout, s.eps, ErrUnavailable)
+	tick := time.NewTicker(s.timeout)
+	defer tick.Stop()
+	seen := s.answered.Load()
+	for {
+		select {
+		case s.writeSlot <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if n := s.answered.Load(); n != seen {
+				seen = n
+				continue
+			}
+			return fmt.Errorf("kv: update: waited %v for an earlier update of this store (etcd at %s slow or unreachable): %w",
+				s.timeout, s.eps, ErrUnavailable)
+		}
 	}
 }
 
