@@ -197,17 +197,26 @@ func (r *registry) addUser(user string, scopes ...string) {
 // stores it (for computing codes).
 func (r *registry) addToken(user, name string) (token.Token, string) {
 	r.t.Helper()
-	secret := make([]byte, 20)
-	if _, err := rand.Read(secret); err != nil {
+	tok, b32, err := r.tryAddToken(ctx(r.t), user, name)
+	if err != nil {
 		r.t.Fatal(err)
 	}
+	return tok, b32
+}
+
+// tryAddToken is addToken for other goroutines than the test's: it returns the error.
+func (r *registry) tryAddToken(ctx context.Context, user, name string) (token.Token, string, error) {
+	secret := make([]byte, 20)
+	if _, err := rand.Read(secret); err != nil {
+		return token.Token{}, "", err
+	}
 	b32 := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(secret)
-	added, err := r.admin.AddToken(ctx(r.t), user, adminclient.NewToken{Name: name, Secret: b32})
+	added, err := r.admin.AddToken(ctx, user, adminclient.NewToken{Name: name, Secret: b32})
 	if err != nil {
-		r.t.Fatalf("AddToken(%s): %v", user, err)
+		return token.Token{}, "", fmt.Errorf("AddToken(%s) at %s: %w", user, r.url, err)
 	}
 	return token.Token{User: user, ID: added.ID, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: secret, State: token.Active}, b32
+		Secret: secret, State: token.Active}, b32, nil
 }
 
 // node is one simulated login node: a store directory, a pam_totp.conf with a [sync] section,
