@@ -388,7 +388,7 @@ func TestEtcdLeaderKilled(t *testing.T) {
 		res.Want(t, fmt.Sprintf("%s login while the etcd leader is down", nodes[i%2].name), pamtest.Success, 1)
 	}
 	eventually(t, 30*time.Second, "40 adds after the kill", func() (bool, error) { return w.n.Load() >= before+40, nil })
-	t.Logf("etcd leader m%d killed: writes went on within %v", lead, time.Since(killed).Round(time.Millisecond))
+	t.Logf("etcd leader m%d killed: 40 more adds acknowledged within %v", lead, time.Since(killed).Round(time.Millisecond))
 	stopWriters()
 
 	for _, err := range w.fails {
