@@ -3,9 +3,12 @@
 package sync
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -19,6 +22,8 @@ import (
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/kv/etcdtest"
+	"github.com/pam-totp/pam-totp/pkg/mail/mailtest"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
@@ -489,4 +494,91 @@ func TestEtcdQuorumLost(t *testing.T) {
 	if got := nodes[1].tokenState(user, tok2.ID); got != string(token.Active) {
 		t.Errorf("%s: the token written after quorum returned is %q, want active", nodes[1].name, got)
 	}
+}
+
+// TestReplicasBootstrapCodeOnce: with bootstrap = "mail", a code mailed through replica A is good
+// once across the replicas: sent with the same code to begin through A and B at the same moment,
+// exactly one enrollment starts; the code is refused through either replica afterwards.
+func TestReplicasBootstrapCodeOnce(t *testing.T) {
+	needRoot(t)
+	sink := mailtest.Start(t) // skips without aiosmtpd
+	a := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: newEtcd(t), Extra: fmt.Sprintf(
+		"\n[mail]\nhost = %q\nfrom = \"totp@registry.test\"\ncontact = \"the test helpdesk\"\n"+
+			"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n\n[enroll]\nbootstrap = \"mail\"\n", sink.Addr)})
+	b := a.replica()
+	nn, err := a.admin.AddNode(ctx(t), "node-"+pamtest.RandName(6), scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := "hb" + pamtest.RandName(6)
+	addr := user + "@users.test"
+	if _, err := b.admin.AddUser(ctx(t), adminclient.NewUser{Name: user, Mail: addr, Scopes: []string{scope}}); err != nil {
+		t.Fatalf("AddUser(%s): %v", user, err)
+	}
+	if status, body := a.nodeCall(nn.Credential, registryapi.PathEnrollBootstrap, registryapi.BootstrapRequest{User: user}); status != http.StatusOK {
+		t.Fatalf("bootstrap through A = %d %s", status, body)
+	}
+	var msgs []string
+	eventually(t, 10*time.Second, "the bootstrap code reaches the sink", func() (bool, error) {
+		msgs = sink.MessagesTo(t, addr)
+		return len(msgs) > 0, nil
+	})
+	_, after, ok := strings.Cut(msgs[0], "your one-time code to enroll a first token is:")
+	if !ok || len(strings.Fields(after)) == 0 {
+		t.Fatalf("no bootstrap code in the mail:\n%s", msgs[0])
+	}
+	bootCode := strings.Fields(after)[0]
+
+	regs := []*registry{a, b}
+	statuses := make([]int, len(regs))
+	var wg sync.WaitGroup
+	for i, r := range regs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses[i], _ = r.nodeCall(nn.Credential, registryapi.PathEnrollBegin,
+				registryapi.BeginRequest{User: user, Name: fmt.Sprintf("phone%d", i), Proof: bootCode})
+		}()
+	}
+	wg.Wait()
+	wins := 0
+	for _, st := range statuses {
+		if st == http.StatusOK {
+			wins++
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("one bootstrap code sent to begin through A and B at once: statuses %v, want exactly one 200", statuses)
+	}
+	for _, r := range regs {
+		if status, body := r.nodeCall(nn.Credential, registryapi.PathEnrollBegin,
+			registryapi.BeginRequest{User: user, Name: "again", Proof: bootCode}); status == http.StatusOK {
+			t.Errorf("the used bootstrap code began another enrollment through %s: %s", r.url, body)
+		}
+	}
+}
+
+// nodeCall POSTs body as JSON to the registry's path with a node's credential and returns the
+// status and the body of the answer.
+func (r *registry) nodeCall(cred, path string, body any) (int, string) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		r.t.Error(err)
+		return 0, ""
+	}
+	req, err := http.NewRequest(http.MethodPost, r.url+path, bytes.NewReader(data))
+	if err != nil {
+		r.t.Error(err)
+		return 0, ""
+	}
+	req.Header.Set("Authorization", "Bearer "+cred)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := tlsClient(r.t, r.ca).Do(req)
+	if err != nil {
+		r.t.Errorf("POST %s at %s: %v", path, r.url, err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(out)
 }
