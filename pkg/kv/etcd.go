@@ -774,6 +774,8 @@ type etcdTxn struct {
 	ranges []string             // writable: prefixes ranged over
 	writes map[string][]byte    // writable: each written key's value now (nil: deleted)
 	wkeys  []string             // writable: keys of writes, sorted
+
+	whole map[string][]*KeyValue // prefixes read whole by prefetch: their keys at rev, sorted
 }
 
 // stored returns key's state at the snapshot's revision, and records the read.
@@ -875,6 +877,9 @@ func (t *etcdTxn) Range(prefix string, fn func(KeyValue) error) error {
 	}
 	from := t.s.data + prefix
 	snap := &snapshot{t: t, from: from, end: clientv3.GetPrefixRangeEnd(from), more: true}
+	if page, ok := t.whole[prefix]; ok {
+		snap.page, snap.more = slices.Clone(page), false
+	}
 	// Walk the snapshot and this transaction's writes together, in key order, finding the next
 	// key after the last one afresh each time, since fn may write.
 	after, first := "", true
@@ -913,6 +918,82 @@ func (t *etcdTxn) Range(prefix string, fn func(KeyValue) error) error {
 			return err
 		}
 	}
+}
+
+// prefetchOps is how many reads prefetch sends in one etcd request (etcd's --max-txn-ops is
+// 128 by default).
+const prefetchOps = 64
+
+// prefetch implements Prefetch: the keys not read yet and the prefixes go to etcd as read-only
+// transactions of prefetchOps reads at the snapshot's revision. A prefix whose keys do not fit in
+// one page of Range is left to Range.
+func (t *etcdTxn) prefetch(keys, prefixes []string) error {
+	if t.done {
+		return errTxDone
+	}
+	type read struct {
+		key    string
+		prefix bool
+	}
+	var reads []read
+	for _, k := range keys {
+		if _, ok := t.cache[k]; !ok {
+			reads = append(reads, read{k, false})
+		}
+	}
+	for _, p := range prefixes {
+		if _, ok := t.whole[p]; !ok {
+			reads = append(reads, read{p, true})
+		}
+	}
+	for len(reads) > 0 {
+		batch := reads[:min(len(reads), prefetchOps)]
+		reads = reads[len(batch):]
+		ops := make([]clientv3.Op, len(batch))
+		for i, r := range batch {
+			if r.prefix {
+				from := t.s.data + r.key
+				ops[i] = clientv3.OpGet(from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(from)),
+					clientv3.WithRev(t.rev), clientv3.WithLimit(int64(rangePage)))
+			} else {
+				ops[i] = clientv3.OpGet(t.s.data+r.key, clientv3.WithRev(t.rev))
+			}
+		}
+		rctx, cancel := t.s.rpc(t.ctx)
+		resp, err := t.s.cli.Txn(rctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return t.s.fail(t.ctx, fmt.Sprintf("prefetch %d reads at revision %d", len(batch), t.rev), err)
+		}
+		for i, r := range batch {
+			rr := resp.Responses[i].GetResponseRange()
+			if rr == nil {
+				return fmt.Errorf("kv: prefetch: etcd answered a read with %T", resp.Responses[i].Response)
+			}
+			var kvs []*KeyValue
+			for _, kv := range rr.Kvs {
+				kvs = append(kvs, &KeyValue{Key: strings.TrimPrefix(string(kv.Key), t.s.data),
+					Value: append([]byte{}, kv.Value...), ModRev: kv.ModRevision})
+			}
+			switch {
+			case !r.prefix && len(kvs) == 1:
+				t.cache[r.key] = kvs[0]
+			case !r.prefix:
+				t.cache[r.key] = nil
+			case !rr.More:
+				if t.whole == nil {
+					t.whole = map[string][]*KeyValue{}
+				}
+				t.whole[r.key] = kvs
+				for _, e := range kvs {
+					if _, ok := t.cache[e.Key]; !ok && t.writable {
+						t.cache[e.Key] = e // for Delete, as Range's pages: not a read to compare
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (t *etcdTxn) Put(key string, value []byte) error {

@@ -260,6 +260,56 @@ func TestEtcdOneWriterAtATime(t *testing.T) {
 	}
 }
 
+// Prefetch reads keys and whole prefixes in one request; Gets and Ranges after it return what
+// they would without it, and the Update still conflicts with a write under a prefetched prefix.
+func TestEtcdPrefetch(t *testing.T) {
+	prefix := newPrefix(t)
+	s, other := openEtcd(t, prefix, 5*time.Second), openEtcd(t, prefix, 5*time.Second)
+	for _, k := range []string{"u/a", "r/a/1", "r/a/2", "r/b/1", "r/c/1", "r/c/2", "r/c/3"} {
+		put(t, s, k, "v"+k)
+	}
+	old := rangePage
+	rangePage = 2 // r/c/ does not fit in a page: Range reads it itself
+	defer func() { rangePage = old }()
+	keys := func(tx Txn, p string) string {
+		var got []string
+		if err := tx.Range(p, func(kv KeyValue) error { got = append(got, kv.Key+"="+string(kv.Value)); return nil }); err != nil {
+			return err.Error()
+		}
+		return strings.Join(got, " ")
+	}
+	attempts := 0
+	_, err := s.Update(ctx, func(tx Txn) error {
+		attempts++
+		if err := Prefetch(tx, []string{"u/a", "u/none"}, []string{"r/a/", "r/b/", "r/none/", "r/c/"}); err != nil {
+			return err
+		}
+		if kv, err := tx.Get("u/a"); err != nil || string(kv.Value) != "vu/a" || kv.ModRev == 0 {
+			t.Errorf("attempt %d: Get(u/a) = %+v, %v after Prefetch", attempts, kv, err)
+		}
+		if _, err := tx.Get("u/none"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("attempt %d: Get(u/none) = %v after Prefetch, want ErrNotFound", attempts, err)
+		}
+		wantA := "r/a/1=vr/a/1 r/a/2=vr/a/2"
+		if attempts > 1 {
+			wantA += " r/a/3=x"
+		}
+		for p, want := range map[string]string{"r/a/": wantA, "r/b/": "r/b/1=vr/b/1", "r/none/": "",
+			"r/c/": "r/c/1=vr/c/1 r/c/2=vr/c/2 r/c/3=vr/c/3"} {
+			if got := keys(tx, p); got != want {
+				t.Errorf("attempt %d: Range(%s) = %q after Prefetch, want %q", attempts, p, got, want)
+			}
+		}
+		if attempts == 1 {
+			put(t, other, "r/a/3", "x") // under a prefetched prefix: this attempt must not commit
+		}
+		return tx.Put("done", []byte("1"))
+	})
+	if err != nil || attempts != 2 {
+		t.Errorf("Update = %v after %d attempts, want success on the second (a key added under a prefetched prefix)", err, attempts)
+	}
+}
+
 // Two registry replicas writing the same keys at once lose no update.
 func TestEtcdTwoReplicas(t *testing.T) {
 	t.Parallel()
