@@ -118,7 +118,7 @@ test: deps build build-testclock lint $(ETCD)
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags testclock $(GOTESTFLAGS) ./pkg/clock/
 
-bench: deps build
+bench: deps build $(ETCD)
 	contrib/scripts/bench.sh
 
 demo: deps build

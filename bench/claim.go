@@ -67,7 +67,7 @@ func (m *claimTotp) Prepare(ds *dataset) error {
 			return err
 		}
 	}
-	reg, err := startBenchRegistry(ctx, syncOptions{Registry: m.registry}, regDir)
+	reg, err := startBenchRegistry(ctx, syncOptions{Registry: m.registry}, "bbolt", regDir)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,9 @@ package main
 // costs. The registry and one totp-syncd are the real processes (build/); the many simulated
 // nodes are goroutines, each running the real pkg/nodesync Syncer with its own real bbolt
 // tokens.db (the first three on the temp dir's file system, the rest on /dev/shm when it exists,
-// so that a hundred nodes' fsyncs on one machine do not measure the one disk).
+// so that a hundred nodes' fsyncs on one machine do not measure the one disk). Each part runs once
+// per store backend: bbolt (the registry's own file) and etcd (a real 3-member cluster on
+// 127.0.0.1 from pkg/kv/etcdtest, build/tools/etcd; each registry on a prefix of its own).
 
 import (
 	"context"
@@ -31,6 +33,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/kv/etcdtest"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -45,15 +48,25 @@ type syncOptions struct {
 	Syncd    string
 	Idle     time.Duration // wait before reading a steady-state RSS
 	Log      io.Writer
+	// Backends are the registry stores to measure ("bbolt", "etcd"); none is bbolt alone.
+	Backends []string
+	// Etcd is the etcd server binary ("" is etcdtest's: $PAM_TOTP_ETCD or build/tools/etcd).
+	Etcd string
+	// Adders is how many token adds run at once per replica in the write rate run.
+	Adders int
+
+	cluster *etcdtest.Cluster // the etcd cluster of the etcd backend, while runSync runs
 }
 
 // syncResult is what the sync benchmark measured.
 type syncResult struct {
 	Latency []latencyRow
-	Full    fullSync
+	Rate    []rateRow
+	Full    []fullSync
 }
 
 type latencyRow struct {
+	Backend            string
 	Nodes, Writes      int
 	AllP50, AllP99     time.Duration // write to applied on every node
 	NodeP50, NodeP99   time.Duration // write to applied, each node on its own
@@ -61,7 +74,17 @@ type latencyRow struct {
 	WriteP50, WriteP99 time.Duration // the admin request alone
 }
 
+// rateRow is the token adds per second that Replicas registry replicas took together, Adders
+// at a time each.
+type rateRow struct {
+	Backend                  string
+	Replicas, Adders, Writes int
+	Took                     time.Duration
+	P50, P99                 time.Duration // one add
+}
+
 type fullSync struct {
+	Backend               string
 	Tokens                int
 	Import                time.Duration // CSV import at the registry
 	Sync                  time.Duration // totp-syncd start to tokens.db switched
@@ -106,6 +129,9 @@ func syncMain(args []string) int {
 	fs.StringVar(&o.Registry, "registry", "build/totp-registry", "totp-registry binary")
 	fs.StringVar(&o.Syncd, "syncd", "build/totp-syncd", "totp-syncd binary")
 	fs.DurationVar(&o.Idle, "idle", 10*time.Second, "idle time before a steady-state RSS is read")
+	backends := fs.String("backends", "bbolt,etcd", "registry stores to measure, comma-separated: bbolt, etcd")
+	fs.StringVar(&o.Etcd, "etcd", "build/tools/etcd", "etcd server binary (make etcd) for the etcd backend")
+	fs.IntVar(&o.Adders, "adders", 8, "token adds at once per replica in the write rate run")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -113,6 +139,13 @@ func syncMain(args []string) int {
 	if o.Nodes, err = ints(nodes); err != nil {
 		fmt.Fprintln(os.Stderr, "pambench sync:", err)
 		return 2
+	}
+	for _, b := range strings.Split(*backends, ",") {
+		if b != "bbolt" && b != "etcd" {
+			fmt.Fprintf(os.Stderr, "pambench sync: -backends: %q is not bbolt or etcd\n", b)
+			return 2
+		}
+		o.Backends = append(o.Backends, b)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -141,18 +174,63 @@ func runSync(ctx context.Context, o syncOptions) (syncResult, error) {
 		}
 		*f = p
 	}
-	for _, n := range o.Nodes {
-		fmt.Fprintf(o.Log, "sync bench: %d nodes, %d writes\n", n, o.Writes)
-		row, err := latencyRun(ctx, o, n)
-		if err != nil {
-			return res, fmt.Errorf("%d nodes: %w", n, err)
-		}
-		res.Latency = append(res.Latency, row)
+	if len(o.Backends) == 0 {
+		o.Backends = []string{"bbolt"}
 	}
-	fmt.Fprintf(o.Log, "sync bench: full sync of %d tokens\n", o.Tokens)
-	var err error
-	res.Full, err = fullSyncRun(ctx, o)
-	return res, err
+	if o.Adders <= 0 {
+		o.Adders = 8
+	}
+	if slices.Contains(o.Backends, "etcd") {
+		if o.Etcd != "" {
+			p, err := filepath.Abs(o.Etcd)
+			if err != nil {
+				return res, err
+			}
+			os.Setenv(etcdtest.EnvBinary, p)
+		}
+		dir, err := os.MkdirTemp("", "pambench-etcd-")
+		if err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+		if o.cluster, err = etcdtest.Start(etcdtest.Options{Dir: dir}); err != nil {
+			return res, fmt.Errorf("etcd for the etcd backend: %w", err)
+		}
+		defer o.cluster.Close()
+	}
+	for _, b := range o.Backends {
+		for _, n := range o.Nodes {
+			fmt.Fprintf(o.Log, "sync bench: %s, %d nodes, %d writes\n", b, n, o.Writes)
+			row, err := latencyRun(ctx, o, b, n)
+			if err != nil {
+				return res, fmt.Errorf("%s, %d nodes: %w", b, n, err)
+			}
+			res.Latency = append(res.Latency, row)
+		}
+	}
+	for _, b := range o.Backends {
+		replicas := []int{1}
+		if b == "etcd" {
+			replicas = append(replicas, 2) // bbolt is one process's file: no second replica
+		}
+		for _, n := range replicas {
+			fmt.Fprintf(o.Log, "sync bench: %s, token adds through %d replicas\n", b, n)
+			row, err := rateRun(ctx, o, b, n)
+			if err != nil {
+				return res, fmt.Errorf("%s, adds through %d replicas: %w", b, n, err)
+			}
+			res.Rate = append(res.Rate, row)
+		}
+	}
+	for _, b := range o.Backends {
+		fmt.Fprintf(o.Log, "sync bench: %s, full sync of %d tokens\n", b, o.Tokens)
+		full, err := fullSyncRun(ctx, o, b)
+		if err != nil {
+			return res, fmt.Errorf("%s, full sync: %w", b, err)
+		}
+		res.Full = append(res.Full, full)
+	}
+	return res, nil
 }
 
 // benchRegistry is a totp-registry process with TLS from a throwaway CA.
@@ -161,66 +239,90 @@ type benchRegistry struct {
 	cmd              *exec.Cmd
 	done             chan struct{}
 	admin            *adminclient.Client
+
+	o             syncOptions
+	backend       string
+	prefix, token string // the etcd prefix; the admin token
+	ca            *testCA
+	keyring       string // the keyring line
 }
 
-func startBenchRegistry(ctx context.Context, o syncOptions, dir string) (*benchRegistry, error) {
-	r := &benchRegistry{dir: dir}
-	ca, err := newTestCA()
-	if err != nil {
+// startBenchRegistry starts a registry on backend: bbolt in dir/data, or etcd on o.cluster under
+// a fresh prefix.
+func startBenchRegistry(ctx context.Context, o syncOptions, backend, dir string) (*benchRegistry, error) {
+	r := &benchRegistry{o: o, backend: backend, prefix: "/pambench-" + hex.EncodeToString(randBytes(6)) + "/",
+		token: hex.EncodeToString(randBytes(24))}
+	var err error
+	if r.ca, err = newTestCA(); err != nil {
 		return nil, err
 	}
+	if r.keyring, err = seal.GenerateKey(rand.Reader, "bench"); err != nil {
+		return nil, err
+	}
+	return r, r.launch(ctx, dir)
+}
+
+// replica starts another registry on r's etcd prefix, keyring, admin token and CA.
+func (r *benchRegistry) replica(ctx context.Context, dir string) (*benchRegistry, error) {
+	c := *r
+	c.cmd, c.done = nil, nil
+	return &c, c.launch(ctx, dir)
+}
+
+// launch writes r's files into dir and starts totp-registry there.
+func (r *benchRegistry) launch(ctx context.Context, dir string) error {
+	r.dir = dir
 	r.caFile = filepath.Join(dir, "ca.pem")
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := ca.write(r.caFile, certFile, keyFile); err != nil {
-		return nil, err
+	if err := r.ca.write(r.caFile, certFile, keyFile); err != nil {
+		return err
 	}
 	for _, d := range []string{"data", "keys"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	line, err := seal.GenerateKey(rand.Reader, "bench")
-	if err != nil {
-		return nil, err
-	}
-	token := hex.EncodeToString(randBytes(24))
-	sum := sha256.Sum256([]byte(token))
+	sum := sha256.Sum256([]byte(r.token))
 	port, err := freeLoopbackPort()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	storeConf := fmt.Sprintf("store = %q\n", filepath.Join(dir, "data", "registry.db"))
+	if r.backend == "etcd" {
+		eps := `"` + strings.Join(r.o.cluster.Endpoints(), `", "`) + `"`
+		storeConf = fmt.Sprintf("\n[store]\nbackend = \"etcd\"\nendpoints = [%s]\nprefix = %q\n", eps, r.prefix)
+	}
 	conf := filepath.Join(dir, "registry.conf")
 	files := []struct {
 		path, text string
 		mode       os.FileMode
 	}{
-		{filepath.Join(dir, "keys", "registry.keyring"), line, 0o600},
+		{filepath.Join(dir, "keys", "registry.keyring"), r.keyring, 0o600},
 		{filepath.Join(dir, "admins"), "bench " + hex.EncodeToString(sum[:]) + "\n", 0o600},
-		{conf, fmt.Sprintf("listen = \"127.0.0.1:%d\"\ntls_cert = %q\ntls_key = %q\nstore = %q\nkey_file = %q\n"+
-			"admin_tokens_file = %q\nissuer = \"pam-totp bench\"\n", port, certFile, keyFile,
-			filepath.Join(dir, "data", "registry.db"), filepath.Join(dir, "keys", "registry.keyring"),
-			filepath.Join(dir, "admins")), 0o644},
+		{conf, fmt.Sprintf("listen = \"127.0.0.1:%d\"\ntls_cert = %q\ntls_key = %q\nkey_file = %q\n"+
+			"admin_tokens_file = %q\nissuer = \"pam-totp bench\"\n%s", port, certFile, keyFile,
+			filepath.Join(dir, "keys", "registry.keyring"), filepath.Join(dir, "admins"), storeConf), 0o644},
 	}
 	for _, f := range files {
 		if err := writeExact(f.path, f.text, f.mode); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: token, CAFile: r.caFile,
+	if r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.token, CAFile: r.caFile,
 		Timeout: 10 * time.Minute}); err != nil {
-		return nil, err
+		return err
 	}
-	if r.cmd, r.done, err = startLogged(o.Registry, filepath.Join(dir, "registry.log"), "--config", conf); err != nil {
-		return nil, err
+	if r.cmd, r.done, err = startLogged(r.o.Registry, filepath.Join(dir, "registry.log"), "--config", conf); err != nil {
+		return err
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := r.status(ctx); err == nil {
-			return r, nil
+			return nil
 		} else if time.Now().After(deadline) {
 			r.stop()
-			return nil, fmt.Errorf("totp-registry did not answer within 15 s (log %s): %w", filepath.Join(dir, "registry.log"), err)
+			return fmt.Errorf("totp-registry did not answer within 15 s (log %s): %w", filepath.Join(dir, "registry.log"), err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -359,8 +461,8 @@ func (a *applied) waitAll(rev int64, d time.Duration) ([]time.Time, error) {
 }
 
 // latencyRun: one registry, n simulated nodes, o.Writes token state changes one after another.
-func latencyRun(ctx context.Context, o syncOptions, n int) (latencyRow, error) {
-	row := latencyRow{Nodes: n, Writes: o.Writes}
+func latencyRun(ctx context.Context, o syncOptions, backend string, n int) (latencyRow, error) {
+	row := latencyRow{Backend: backend, Nodes: n, Writes: o.Writes}
 	dir, err := os.MkdirTemp("", "pambench-sync-")
 	if err != nil {
 		return row, err
@@ -374,7 +476,7 @@ func latencyRun(ctx context.Context, o syncOptions, n int) (latencyRow, error) {
 			defer os.RemoveAll(shm)
 		}
 	}
-	r, err := startBenchRegistry(ctx, o, dir)
+	r, err := startBenchRegistry(ctx, o, backend, dir)
 	if err != nil {
 		return row, err
 	}
@@ -466,6 +568,89 @@ func latencyRun(ctx context.Context, o syncOptions, n int) (latencyRow, error) {
 	return row, nil
 }
 
+// rateRun: token adds through replicas registries on one store (replicas > 1: etcd only),
+// o.Adders at a time each, for the same users (so replicas contend); o.Writes adds per replica.
+func rateRun(ctx context.Context, o syncOptions, backend string, replicas int) (rateRow, error) {
+	row := rateRow{Backend: backend, Replicas: replicas, Adders: o.Adders, Writes: replicas * o.Writes}
+	dir, err := os.MkdirTemp("", "pambench-rate-")
+	if err != nil {
+		return row, err
+	}
+	defer os.RemoveAll(dir)
+	var regs []*benchRegistry
+	defer func() {
+		for _, r := range regs {
+			r.stop()
+		}
+	}()
+	for i := range replicas {
+		d := filepath.Join(dir, fmt.Sprintf("registry-%d", i))
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return row, err
+		}
+		var r *benchRegistry
+		if i == 0 {
+			r, err = startBenchRegistry(ctx, o, backend, d)
+		} else {
+			r, err = regs[0].replica(ctx, d)
+		}
+		if err != nil {
+			return row, err
+		}
+		regs = append(regs, r)
+	}
+	users := make([]string, 50)
+	for i := range users {
+		users[i] = "rate" + lettersN(i, 3)
+		if _, err := regs[0].admin.AddUser(ctx, adminclient.NewUser{Name: users[i], Scopes: []string{"bench"}}); err != nil {
+			return row, err
+		}
+	}
+	var (
+		mu    sync.Mutex
+		took  []time.Duration
+		first error
+		wg    sync.WaitGroup
+	)
+	start := time.Now()
+	for ri, r := range regs {
+		jobs := make(chan int)
+		for range o.Adders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range jobs {
+					t0 := time.Now()
+					_, err := r.admin.AddToken(ctx, users[i%len(users)], adminclient.NewToken{Name: fmt.Sprintf("r%d-%d", ri, i)})
+					mu.Lock()
+					if err != nil && first == nil {
+						first = err
+					}
+					took = append(took, time.Since(t0))
+					mu.Unlock()
+				}
+			}()
+		}
+		go func() {
+			defer close(jobs)
+			for i := range o.Writes {
+				select {
+				case jobs <- i:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	row.Took = time.Since(start)
+	if first != nil {
+		return row, fmt.Errorf("token add: %w", first)
+	}
+	row.P50, row.P99 = quantile(took, 0.5), quantile(took, 0.99)
+	return row, nil
+}
+
 func quantile(d []time.Duration, q float64) time.Duration {
 	if len(d) == 0 {
 		return 0
@@ -478,8 +663,8 @@ func quantile(d []time.Duration, q float64) time.Duration {
 
 // fullSyncRun: a totp-syncd process syncing an empty set (its idle RSS), then a fresh one
 // syncing o.Tokens tokens imported at the registry (time, peak RSS of both, idle RSS).
-func fullSyncRun(ctx context.Context, o syncOptions) (fullSync, error) {
-	res := fullSync{Tokens: o.Tokens}
+func fullSyncRun(ctx context.Context, o syncOptions, backend string) (fullSync, error) {
+	res := fullSync{Backend: backend, Tokens: o.Tokens}
 	dir, err := os.MkdirTemp("", "pambench-full-")
 	if err != nil {
 		return res, err
@@ -489,7 +674,7 @@ func fullSyncRun(ctx context.Context, o syncOptions) (fullSync, error) {
 	if err := os.Mkdir(regDir, 0o700); err != nil {
 		return res, err
 	}
-	r, err := startBenchRegistry(ctx, o, regDir)
+	r, err := startBenchRegistry(ctx, o, backend, regDir)
 	if err != nil {
 		return res, err
 	}
@@ -662,36 +847,48 @@ func reportSync(w io.Writer, o syncOptions, res syncResult) {
 		return "**missed**"
 	}
 	fmt.Fprintf(w, "### Admin write to applied on every node\n\n")
-	fmt.Fprintf(w, "| nodes | writes | all nodes p50 ms | all nodes p99 ms | max ms | per node p50 ms | per node p99 ms | admin request p50 / p99 ms |\n")
-	fmt.Fprintf(w, "|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| store | nodes | writes | all nodes p50 ms | all nodes p99 ms | max ms | per node p50 ms | per node p99 ms | admin request p50 / p99 ms |\n")
+	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range res.Latency {
-		fmt.Fprintf(w, "| %d | %d | %s | %s | %s | %s | %s | %s / %s |\n", r.Nodes, r.Writes, ms(r.AllP50), ms(r.AllP99),
+		fmt.Fprintf(w, "| %s | %d | %d | %s | %s | %s | %s | %s | %s / %s |\n", r.Backend, r.Nodes, r.Writes, ms(r.AllP50), ms(r.AllP99),
 			ms(r.Max), ms(r.NodeP50), ms(r.NodeP99), ms(r.WriteP50), ms(r.WriteP99))
 	}
-	f := res.Full
-	fmt.Fprintf(w, "\n### Full sync of %d tokens\n\n", f.Tokens)
-	fmt.Fprintf(w, "| measure | value |\n|---|---:|\n")
-	fmt.Fprintf(w, "| CSV import at the registry (`POST /v1/admin/import/csv`) | %s ms |\n", ms(f.Import))
-	fmt.Fprintf(w, "| totp-syncd start to tokens.db switched (fresh node) | %s ms |\n", ms(f.Sync))
-	fmt.Fprintf(w, "| totp-syncd peak RSS (VmHWM) during the sync | %s |\n", mb(f.SyncdHWM))
-	fmt.Fprintf(w, "| totp-syncd RSS idle, no tokens (after %v) | %s |\n", o.Idle, mb(f.SyncdIdleEmpty))
-	fmt.Fprintf(w, "| totp-syncd RSS idle, %d tokens (after %v) | %s |\n", f.Tokens, o.Idle, mb(f.SyncdIdleFull))
-	fmt.Fprintf(w, "| totp-registry peak RSS (VmHWM), import and one snapshot | %s |\n", mb(f.RegistryHWM))
-	fmt.Fprintf(w, "| totp-registry RSS after the sync | %s |\n", mb(f.RegistryRSS))
-	fmt.Fprintf(w, "| totp-registry peak anonymous memory (RssAnon: heap, stacks) | %s |\n", mb(f.RegistryAnonPeak))
-	fmt.Fprintf(w, "| totp-registry peak resident pages of its mmapped database (RssFile, reclaimable page cache) | %s |\n", mb(f.RegistryFilePeak))
+	fmt.Fprintf(w, "\n### Token adds per second\n\n")
+	fmt.Fprintf(w, "| store | replicas | adds at once per replica | adds | adds/s | one add p50 / p99 ms |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, r := range res.Rate {
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %.0f | %s / %s |\n", r.Backend, r.Replicas, r.Adders, r.Writes,
+			float64(r.Writes)/r.Took.Seconds(), ms(r.P50), ms(r.P99))
+	}
+	for _, f := range res.Full {
+		fmt.Fprintf(w, "\n### Full sync of %d tokens, %s store\n\n", f.Tokens, f.Backend)
+		fmt.Fprintf(w, "| measure | value |\n|---|---:|\n")
+		fmt.Fprintf(w, "| CSV import at the registry (`POST /v1/admin/import/csv`) | %s ms |\n", ms(f.Import))
+		fmt.Fprintf(w, "| totp-syncd start to tokens.db switched (fresh node) | %s ms |\n", ms(f.Sync))
+		fmt.Fprintf(w, "| totp-syncd peak RSS (VmHWM) during the sync | %s |\n", mb(f.SyncdHWM))
+		fmt.Fprintf(w, "| totp-syncd RSS idle, no tokens (after %v) | %s |\n", o.Idle, mb(f.SyncdIdleEmpty))
+		fmt.Fprintf(w, "| totp-syncd RSS idle, %d tokens (after %v) | %s |\n", f.Tokens, o.Idle, mb(f.SyncdIdleFull))
+		fmt.Fprintf(w, "| totp-registry peak RSS (VmHWM), import and one snapshot | %s |\n", mb(f.RegistryHWM))
+		fmt.Fprintf(w, "| totp-registry RSS after the sync | %s |\n", mb(f.RegistryRSS))
+		fmt.Fprintf(w, "| totp-registry peak anonymous memory (RssAnon: heap, stacks) | %s |\n", mb(f.RegistryAnonPeak))
+		fmt.Fprintf(w, "| totp-registry peak resident file pages (RssFile: bbolt's mmapped database, reclaimable page cache) | %s |\n", mb(f.RegistryFilePeak))
+	}
 
-	fmt.Fprintf(w, "\n### Against the targets (2 cores)\n\n| target | measured | |\n|---|---:|---|\n")
+	fmt.Fprintf(w, "\n### Against the targets (2 cores)\n\n| target | store | measured | |\n|---|---|---:|---|\n")
 	for _, r := range res.Latency {
 		if r.Nodes == 100 {
-			fmt.Fprintf(w, "| p99 write to applied on all 100 nodes ≤ 250 ms | %s ms | %s |\n", ms(r.AllP99), mark(r.AllP99 <= 250*time.Millisecond))
+			fmt.Fprintf(w, "| p99 write to applied on all 100 nodes ≤ 250 ms | %s | %s ms | %s |\n", r.Backend, ms(r.AllP99), mark(r.AllP99 <= 250*time.Millisecond))
 		}
 	}
-	if f.Tokens == 100000 {
-		fmt.Fprintf(w, "| full sync of 100,000 tokens ≤ 3 s | %s ms | %s |\n", ms(f.Sync), mark(f.Sync <= 3*time.Second))
-		fmt.Fprintf(w, "| totp-syncd ≤ 150 MB during a resync | %s | %s |\n", mb(f.SyncdHWM), mark(f.SyncdHWM <= 150*1024))
-		fmt.Fprintf(w, "| totp-registry ≤ 150 MB at 100,000 tokens | %s | %s |\n", mb(f.RegistryHWM), mark(f.RegistryHWM <= 150*1024))
+	for _, f := range res.Full {
+		if f.Tokens == 100000 {
+			fmt.Fprintf(w, "| full sync of 100,000 tokens ≤ 3 s | %s | %s ms | %s |\n", f.Backend, ms(f.Sync), mark(f.Sync <= 3*time.Second))
+			fmt.Fprintf(w, "| totp-syncd ≤ 150 MB during a resync | %s | %s | %s |\n", f.Backend, mb(f.SyncdHWM), mark(f.SyncdHWM <= 150*1024))
+			fmt.Fprintf(w, "| totp-registry ≤ 150 MB at 100,000 tokens | %s | %s | %s |\n", f.Backend, mb(f.RegistryHWM), mark(f.RegistryHWM <= 150*1024))
+		}
+		fmt.Fprintf(w, "| totp-syncd ≤ 30 MB steady | %s | %s (empty), %s (%d tokens) | %s |\n", f.Backend, mb(f.SyncdIdleEmpty),
+			mb(f.SyncdIdleFull), f.Tokens, mark(f.SyncdIdleFull <= 30*1024 && f.SyncdIdleEmpty <= 30*1024))
 	}
-	fmt.Fprintf(w, "| totp-syncd ≤ 30 MB steady | %s (empty), %s (%d tokens) | %s |\n", mb(f.SyncdIdleEmpty),
-		mb(f.SyncdIdleFull), f.Tokens, mark(f.SyncdIdleFull <= 30*1024 && f.SyncdIdleEmpty <= 30*1024))
+	// TODO(fail-over): measure a node's fail-over time after its replica is killed (target p99 ≤
+	// 2 s, no resync) once totp-syncd takes several registry URLs; this build follows one.
+	fmt.Fprintf(w, "| fail-over of a node after its replica is killed, p99 ≤ 2 s, no resync | etcd | not measured (TODO: totp-syncd follows one registry URL in this build) | |\n")
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/kv/etcdtest"
 )
 
 // TestSyncBenchSmoke runs the sync benchmark with two nodes, a few writes and a few hundred
@@ -23,7 +25,13 @@ func TestSyncBenchSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := syncOptions{Nodes: []int{2}, Writes: 5, Tokens: 300, Idle: 100 * time.Millisecond, Log: &testLog{t},
-		Registry: filepath.Join(root, "build/totp-registry"), Syncd: filepath.Join(root, "build/totp-syncd")}
+		Registry: filepath.Join(root, "build/totp-registry"), Syncd: filepath.Join(root, "build/totp-syncd"),
+		Backends: []string{"bbolt"}, Adders: 2}
+	if _, err := etcdtest.Binary(); err == nil {
+		o.Backends = append(o.Backends, "etcd")
+	} else {
+		t.Logf("the etcd backend left out: %v", err)
+	}
 	for _, f := range []string{o.Registry, o.Syncd} {
 		if _, err := os.Stat(f); err != nil {
 			t.Skipf("%s missing: run make build first", f)
@@ -35,15 +43,24 @@ func TestSyncBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatalf("runSync() = %v", err)
 	}
-	if len(res.Latency) != 1 || res.Latency[0].Nodes != 2 || res.Latency[0].AllP99 <= 0 {
-		t.Errorf("latency rows = %+v, want one row of 2 nodes with a time", res.Latency)
+	if len(res.Latency) != len(o.Backends) || res.Latency[0].Nodes != 2 || res.Latency[0].AllP99 <= 0 {
+		t.Errorf("latency rows = %+v, want one row of 2 nodes with a time per store", res.Latency)
 	}
-	if res.Full.Sync <= 0 || res.Full.SyncdHWM <= 0 || res.Full.RegistryHWM <= 0 {
-		t.Errorf("full sync = %+v, want a time and both peaks", res.Full)
+	if want := 2*len(o.Backends) - 1; len(res.Rate) != want || res.Rate[0].Took <= 0 {
+		t.Errorf("write rate rows = %+v, want %d with a time", res.Rate, want)
+	}
+	if len(res.Full) != len(o.Backends) {
+		t.Fatalf("full sync rows = %+v, want one per store", res.Full)
+	}
+	for _, f := range res.Full {
+		if f.Sync <= 0 || f.SyncdHWM <= 0 || f.RegistryHWM <= 0 {
+			t.Errorf("full sync = %+v, want a time and both peaks", f)
+		}
 	}
 	var b bytes.Buffer
 	reportSync(&b, o, res)
-	for _, want := range []string{"### Admin write to applied on every node", "| 2 | 5 |", "### Full sync of 300 tokens"} {
+	for _, want := range []string{"### Admin write to applied on every node", "| bbolt | 2 | 5 |", "### Full sync of 300 tokens, bbolt store",
+		"### Token adds per second", "| bbolt | 1 | 2 | 5 |"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("reportSync() lacks %q:\n%s", want, b.String())
 		}

@@ -5,7 +5,7 @@
 #
 # Environment:
 #   BENCH_QUICK=1   smoke run: 100 users, 200 logins per row, 128 pool users, short profile, and
-#                   a sync run with 1 and 10 nodes, 30 writes, 5,000 tokens (about 1 min);
+#                   a sync run with 1 and 10 nodes, 30 writes, 5,000 tokens, bbolt and etcd;
 #                   writes build/benchmarks-quick.md, not docs/benchmarks.md
 #   BENCH_ONLY      login or sync: run one part; sync replaces only the "Registry sync" section
 #                   of the existing Markdown (between its <!-- sync-bench --> markers)
@@ -46,6 +46,8 @@ for f in pam_totp.so pam-totp-helper totp-registry totp-syncd; do
 	[ -e "build/$f" ] || { make build; break; }
 done
 only=${BENCH_ONLY:-}
+# The sync part runs the registry on etcd too: a real cluster from the pinned etcd server.
+[ "$only" = login ] || [ -e build/tools/etcd ] || make etcd
 case $only in ""|login|sync) ;; *) echo "bench: BENCH_ONLY=$only: want login or sync" >&2; exit 2 ;; esac
 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
@@ -107,7 +109,10 @@ EOF
 
 How to read this:
 
-- **Admin write to applied**: a real totp-registry process (TLS, a throwaway CA, bbolt store) and
+- **Stores**: every part runs once per registry store: bbolt (the registry's own file) and etcd (a
+  real 3-member cluster on 127.0.0.1 from build/tools/etcd, `make etcd`; each registry on a key
+  prefix of its own). The etcd members share the machine's cores and disk with everything else.
+- **Admin write to applied**: a real totp-registry process (TLS, a throwaway CA, the store) and
   N simulated login nodes in the driver's process, each a goroutine running the real
   `pkg/nodesync` Syncer (what totp-syncd runs) with its own real bbolt tokens.db: the first three
   on the temp directory's file system, the others on /dev/shm, so that a hundred nodes' fsyncs on
@@ -116,6 +121,12 @@ How to read this:
   request and stops, per node, when the Syncer logs that the revision is committed to tokens.db.
   "All nodes" is the slowest node of each write; "per node" takes every node's time on its own.
   Registry, nodes and driver share the machine's cores, which a real site does not.
+- **Token adds per second**: 50 users, then token adds (`POST /v1/admin/users/NAME/tokens`, a
+  generated secret) for the same users through 1 registry or 2 replicas of one etcd store at once,
+  several at a time per replica (`-adders`), all acknowledged; one add's latency beside it. bbolt
+  has no second replica (one process owns the file).
+- **Fail-over** of a node after its replica is killed is not measured yet: totp-syncd follows
+  one registry URL in this build (the row says so).
 - **Full sync**: a fresh totp-syncd process (the real binary) with no tokens.db syncs a registry
   holding N users with one token each (imported through the admin CSV import, whose time is shown).
   The time runs from starting the process to tokens.db's meta holding the registry's revision.

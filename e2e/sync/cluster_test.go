@@ -55,6 +55,8 @@ type regOptions struct {
 	// under Prefix (default: a fresh one) instead of a bbolt file.
 	Etcd   *etcdtest.Cluster
 	Prefix string
+	// Extra is more registry.conf text, after the rest (e.g. a [mail] section).
+	Extra string
 }
 
 // storeConfig is the registry.conf lines that choose the store.
@@ -130,7 +132,7 @@ key_file = %q
 admin_tokens_file = %q
 issuer = "pam-totp test"
 %s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
-		filepath.Join(dir, "admins"), o.storeConfig(data)), 0o644)
+		filepath.Join(dir, "admins"), o.storeConfig(data)+o.Extra), 0o644)
 	var err error
 	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.pemFile,
 		Timeout: 2 * time.Minute})
@@ -197,17 +199,26 @@ func (r *registry) addUser(user string, scopes ...string) {
 // stores it (for computing codes).
 func (r *registry) addToken(user, name string) (token.Token, string) {
 	r.t.Helper()
-	secret := make([]byte, 20)
-	if _, err := rand.Read(secret); err != nil {
+	tok, b32, err := r.tryAddToken(ctx(r.t), user, name)
+	if err != nil {
 		r.t.Fatal(err)
 	}
+	return tok, b32
+}
+
+// tryAddToken is addToken for other goroutines than the test's: it returns the error.
+func (r *registry) tryAddToken(ctx context.Context, user, name string) (token.Token, string, error) {
+	secret := make([]byte, 20)
+	if _, err := rand.Read(secret); err != nil {
+		return token.Token{}, "", err
+	}
 	b32 := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(secret)
-	added, err := r.admin.AddToken(ctx(r.t), user, adminclient.NewToken{Name: name, Secret: b32})
+	added, err := r.admin.AddToken(ctx, user, adminclient.NewToken{Name: name, Secret: b32})
 	if err != nil {
-		r.t.Fatalf("AddToken(%s): %v", user, err)
+		return token.Token{}, "", fmt.Errorf("AddToken(%s) at %s: %w", user, r.url, err)
 	}
 	return token.Token{User: user, ID: added.ID, Name: name, Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: secret, State: token.Active}, b32
+		Secret: secret, State: token.Active}, b32, nil
 }
 
 // node is one simulated login node: a store directory, a pam_totp.conf with a [sync] section,

@@ -90,6 +90,11 @@
 // compares fail runs fn again on a newer revision, after a short random pause, at most
 // EtcdOptions.MaxAttempts times, then returns ErrConflict; fn must therefore not act outside tx.
 // Keys an Update writes have ModRev 0 inside it: their revision is known only at commit.
+// The Updates of one Etcd value run one at a time, as with bbolt (in the registry every change
+// writes the audit head, so writers of one process racing through the compares would only
+// overtake each other); only the writers of other processes race. An Update waits for those
+// before it while etcd answers them, and returns ErrUnavailable when it answered none of them
+// for RequestTimeout.
 //
 // etcd limits a transaction to --max-txn-ops compares and operations each (default 128) and a
 // request to --max-request-bytes (default 1.5 MiB); an Update beyond them fails with a message

@@ -56,6 +56,11 @@ type Etcd struct {
 	rev       atomic.Int64 // highest etcd revision seen
 	compacted atomic.Int64 // highest compaction seen or made
 
+	// writeSlot lets one Update of this store run at a time (see Update); answered counts the
+	// Updates that held it and ended otherwise than with ErrUnavailable.
+	writeSlot chan struct{}
+	answered  atomic.Int64
+
 	mu       sync.Mutex
 	closed   bool
 	running  sync.WaitGroup
@@ -121,6 +126,7 @@ func OpenEtcd(opts EtcdOptions) (*Etcd, error) {
 		cli: cli, eps: eps, data: opts.Prefix + "d/", guard: opts.Prefix + "g",
 		timeout: opts.RequestTimeout, attempts: opts.MaxAttempts,
 		changed: make(chan struct{}), watchDone: make(chan struct{}), advanced: make(chan struct{}),
+		writeSlot: make(chan struct{}, 1),
 	}
 	rev, err := s.currentRev(context.Background())
 	if err != nil {
@@ -315,11 +321,26 @@ func (s *Etcd) currentRev(ctx context.Context) (int64, error) {
 // must not act outside tx. An error other than ErrConflict from the commit itself (etcd lost
 // mid-request) leaves the outcome unknown, as with any networked database: the transaction was
 // applied whole or not at all.
-func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
+//
+// The Updates of one Etcd run one at a time, as bbolt's do: writers of one process that raced
+// through the compares would mostly overtake each other (every registry change writes the audit
+// head), each retry costing round trips, until some ran out of attempts. Only other processes'
+// writers race. An Update waits for the ones before it as long as etcd answers them; when none
+// has ended otherwise than with ErrUnavailable for a request timeout, it returns ErrUnavailable.
+func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (rev int64, err error) {
 	if err := s.begin(); err != nil {
 		return 0, err
 	}
 	defer s.running.Done()
+	if err := s.takeWriteSlot(ctx); err != nil {
+		return 0, err
+	}
+	defer func() {
+		if !errors.Is(err, ErrUnavailable) {
+			s.answered.Add(1)
+		}
+		<-s.writeSlot
+	}()
 	for attempt := 1; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -338,6 +359,36 @@ func (s *Etcd) Update(ctx context.Context, fn func(Txn) error) (int64, error) {
 		case <-time.After(d):
 		case <-ctx.Done():
 			return 0, ctx.Err()
+		}
+	}
+}
+
+// takeWriteSlot waits until no other Update of s runs. It gives up with ErrUnavailable when no
+// Update of s has ended otherwise than with ErrUnavailable for a whole request timeout while it
+// waited: those before it are held up by an etcd that is slow or gone. A queue that moves is
+// waited for.
+func (s *Etcd) takeWriteSlot(ctx context.Context) error {
+	select {
+	case s.writeSlot <- struct{}{}:
+		return nil
+	default:
+	}
+	tick := time.NewTicker(s.timeout)
+	defer tick.Stop()
+	seen := s.answered.Load()
+	for {
+		select {
+		case s.writeSlot <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if n := s.answered.Load(); n != seen {
+				seen = n
+				continue
+			}
+			return fmt.Errorf("kv: update: waited %v for an earlier update of this store (etcd at %s slow or unreachable): %w",
+				s.timeout, s.eps, ErrUnavailable)
 		}
 	}
 }
@@ -723,6 +774,8 @@ type etcdTxn struct {
 	ranges []string             // writable: prefixes ranged over
 	writes map[string][]byte    // writable: each written key's value now (nil: deleted)
 	wkeys  []string             // writable: keys of writes, sorted
+
+	whole map[string][]*KeyValue // prefixes read whole by prefetch: their keys at rev, sorted
 }
 
 // stored returns key's state at the snapshot's revision, and records the read.
@@ -824,6 +877,9 @@ func (t *etcdTxn) Range(prefix string, fn func(KeyValue) error) error {
 	}
 	from := t.s.data + prefix
 	snap := &snapshot{t: t, from: from, end: clientv3.GetPrefixRangeEnd(from), more: true}
+	if page, ok := t.whole[prefix]; ok {
+		snap.page, snap.more = slices.Clone(page), false
+	}
 	// Walk the snapshot and this transaction's writes together, in key order, finding the next
 	// key after the last one afresh each time, since fn may write.
 	after, first := "", true
@@ -862,6 +918,82 @@ func (t *etcdTxn) Range(prefix string, fn func(KeyValue) error) error {
 			return err
 		}
 	}
+}
+
+// prefetchOps is how many reads prefetch sends in one etcd request (etcd's --max-txn-ops is
+// 128 by default).
+const prefetchOps = 64
+
+// prefetch implements Prefetch: the keys not read yet and the prefixes go to etcd as read-only
+// transactions of prefetchOps reads at the snapshot's revision. A prefix whose keys do not fit in
+// one page of Range is left to Range.
+func (t *etcdTxn) prefetch(keys, prefixes []string) error {
+	if t.done {
+		return errTxDone
+	}
+	type read struct {
+		key    string
+		prefix bool
+	}
+	var reads []read
+	for _, k := range keys {
+		if _, ok := t.cache[k]; !ok {
+			reads = append(reads, read{k, false})
+		}
+	}
+	for _, p := range prefixes {
+		if _, ok := t.whole[p]; !ok {
+			reads = append(reads, read{p, true})
+		}
+	}
+	for len(reads) > 0 {
+		batch := reads[:min(len(reads), prefetchOps)]
+		reads = reads[len(batch):]
+		ops := make([]clientv3.Op, len(batch))
+		for i, r := range batch {
+			if r.prefix {
+				from := t.s.data + r.key
+				ops[i] = clientv3.OpGet(from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(from)),
+					clientv3.WithRev(t.rev), clientv3.WithLimit(int64(rangePage)))
+			} else {
+				ops[i] = clientv3.OpGet(t.s.data+r.key, clientv3.WithRev(t.rev))
+			}
+		}
+		rctx, cancel := t.s.rpc(t.ctx)
+		resp, err := t.s.cli.Txn(rctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			return t.s.fail(t.ctx, fmt.Sprintf("prefetch %d reads at revision %d", len(batch), t.rev), err)
+		}
+		for i, r := range batch {
+			rr := resp.Responses[i].GetResponseRange()
+			if rr == nil {
+				return fmt.Errorf("kv: prefetch: etcd answered a read with %T", resp.Responses[i].Response)
+			}
+			var kvs []*KeyValue
+			for _, kv := range rr.Kvs {
+				kvs = append(kvs, &KeyValue{Key: strings.TrimPrefix(string(kv.Key), t.s.data),
+					Value: append([]byte{}, kv.Value...), ModRev: kv.ModRevision})
+			}
+			switch {
+			case !r.prefix && len(kvs) == 1:
+				t.cache[r.key] = kvs[0]
+			case !r.prefix:
+				t.cache[r.key] = nil
+			case !rr.More:
+				if t.whole == nil {
+					t.whole = map[string][]*KeyValue{}
+				}
+				t.whole[r.key] = kvs
+				for _, e := range kvs {
+					if _, ok := t.cache[e.Key]; !ok && t.writable {
+						t.cache[e.Key] = e // for Delete, as Range's pages: not a read to compare
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (t *etcdTxn) Put(key string, value []byte) error {

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/pam-totp/pam-totp/pkg/kv/etcdtest"
 )
 
@@ -201,6 +199,117 @@ func TestEtcdRangeSerialisable(t *testing.T) {
 	}
 }
 
+// The Updates of one store take turns: 16 writers of one key through one store with a single
+// attempt each all commit (racing through the compares, most would be overtaken); a writer that
+// waits longer than the request timeout behind a stalled Update gets ErrUnavailable.
+func TestEtcdOneWriterAtATime(t *testing.T) {
+	prefix := newPrefix(t)
+	s, err := OpenEtcd(EtcdOptions{Endpoints: cluster(t).Endpoints(), Prefix: prefix,
+		RequestTimeout: time.Second, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const writers, each = 16, 10
+	incr := func(tx Txn) error {
+		n := 0
+		if kv, err := tx.Get("count"); err == nil {
+			fmt.Sscan(string(kv.Value), &n)
+		}
+		return tx.Put("count", []byte(fmt.Sprint(n+1)))
+	}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := s.Update(ctx, incr); err != nil {
+					failed.Add(1)
+					t.Errorf("Update: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var count string
+	s.View(ctx, func(_ int64, tx Txn) error {
+		if kv, err := tx.Get("count"); err == nil {
+			count = string(kv.Value)
+		}
+		return nil
+	})
+	if count != fmt.Sprint(writers*each) {
+		t.Errorf("count = %q after %d Updates (%d failed), want %d", count, writers*each, failed.Load(), writers*each)
+	}
+
+	held := make(chan struct{})
+	release := make(chan struct{})
+	go s.Update(ctx, func(tx Txn) error {
+		close(held)
+		<-release
+		return tx.Put("k", []byte("v"))
+	})
+	<-held
+	start := time.Now()
+	_, err = s.Update(ctx, incr)
+	close(release)
+	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 3*time.Second {
+		t.Errorf("Update behind a stalled one = %v after %v, want ErrUnavailable after about 1s", err, time.Since(start))
+	}
+}
+
+// Prefetch reads keys and whole prefixes in one request; Gets and Ranges after it return what
+// they would without it, and the Update still conflicts with a write under a prefetched prefix.
+func TestEtcdPrefetch(t *testing.T) {
+	prefix := newPrefix(t)
+	s, other := openEtcd(t, prefix, 5*time.Second), openEtcd(t, prefix, 5*time.Second)
+	for _, k := range []string{"u/a", "r/a/1", "r/a/2", "r/b/1", "r/c/1", "r/c/2", "r/c/3"} {
+		put(t, s, k, "v"+k)
+	}
+	old := rangePage
+	rangePage = 2 // r/c/ does not fit in a page: Range reads it itself
+	defer func() { rangePage = old }()
+	keys := func(tx Txn, p string) string {
+		var got []string
+		if err := tx.Range(p, func(kv KeyValue) error { got = append(got, kv.Key+"="+string(kv.Value)); return nil }); err != nil {
+			return err.Error()
+		}
+		return strings.Join(got, " ")
+	}
+	attempts := 0
+	_, err := s.Update(ctx, func(tx Txn) error {
+		attempts++
+		if err := Prefetch(tx, []string{"u/a", "u/none"}, []string{"r/a/", "r/b/", "r/none/", "r/c/"}); err != nil {
+			return err
+		}
+		if kv, err := tx.Get("u/a"); err != nil || string(kv.Value) != "vu/a" || kv.ModRev == 0 {
+			t.Errorf("attempt %d: Get(u/a) = %+v, %v after Prefetch", attempts, kv, err)
+		}
+		if _, err := tx.Get("u/none"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("attempt %d: Get(u/none) = %v after Prefetch, want ErrNotFound", attempts, err)
+		}
+		wantA := "r/a/1=vr/a/1 r/a/2=vr/a/2"
+		if attempts > 1 {
+			wantA += " r/a/3=x"
+		}
+		for p, want := range map[string]string{"r/a/": wantA, "r/b/": "r/b/1=vr/b/1", "r/none/": "",
+			"r/c/": "r/c/1=vr/c/1 r/c/2=vr/c/2 r/c/3=vr/c/3"} {
+			if got := keys(tx, p); got != want {
+				t.Errorf("attempt %d: Range(%s) = %q after Prefetch, want %q", attempts, p, got, want)
+			}
+		}
+		if attempts == 1 {
+			put(t, other, "r/a/3", "x") // under a prefetched prefix: this attempt must not commit
+		}
+		return tx.Put("done", []byte("1"))
+	})
+	if err != nil || attempts != 2 {
+		t.Errorf("Update = %v after %d attempts, want success on the second (a key added under a prefetched prefix)", err, attempts)
+	}
+}
+
 // Two registry replicas writing the same keys at once lose no update.
 func TestEtcdTwoReplicas(t *testing.T) {
 	t.Parallel()
@@ -302,21 +411,13 @@ func TestEtcdForeignCompaction(t *testing.T) {
 // leader returns the index of the member that leads the cluster.
 func leader(t *testing.T, c *etcdtest.Cluster) int {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	i, err := c.Leader(sctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
-	for i, ep := range c.Endpoints() {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := cli.Status(sctx, ep)
-		cancel()
-		if err == nil && st.Leader == st.Header.MemberId {
-			return i
-		}
-	}
-	t.Fatal("no member says it leads")
-	return -1
+	return i
 }
 
 func waitHealthy(t *testing.T, c *etcdtest.Cluster, members ...int) {

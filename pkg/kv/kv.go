@@ -93,6 +93,19 @@ type Txn interface {
 	Delete(key string) error
 }
 
+// Prefetch reads keys and the keys under prefixes into tx at once, so that the Gets and Ranges
+// of them that follow in tx cost no round trip each; what they return is the same either way.
+// On etcd it takes one request per 64 reads instead of one per read (a CSV import of 1000 new
+// users reads 2000 times); on Bolt, where reads are local, it does nothing.
+func Prefetch(tx Txn, keys, prefixes []string) error {
+	if p, ok := tx.(interface {
+		prefetch(keys, prefixes []string) error
+	}); ok {
+		return p.prefetch(keys, prefixes)
+	}
+	return nil
+}
+
 // Store is a revisioned key-value store, shaped like etcd's: every committed change gets a
 // revision greater than any before it, and a history of changes can be read from any revision
 // not yet compacted. The sync protocol uses its revisions as its own. On Bolt a revision is the

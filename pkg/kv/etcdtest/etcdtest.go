@@ -256,6 +256,54 @@ func (c *Cluster) WaitHealthy(ctx context.Context, i int) error {
 	}
 }
 
+// Leader returns the index of the member that leads the cluster, asking each running member
+// for its status (etcd's /v3/maintenance/status) until one says it is the leader.
+func (c *Cluster) Leader(ctx context.Context) (int, error) {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: c.tls}}
+	defer client.CloseIdleConnections()
+	var last error
+	for i, m := range c.members {
+		st, err := m.status(ctx, client)
+		if err != nil {
+			last = err
+			continue
+		}
+		if st.Leader != "" && st.Leader == st.Header.MemberID {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("etcd: no member says it leads (last error: %v)", last)
+}
+
+// memberStatus is the part of etcd's StatusResponse that Leader reads (JSON of the gRPC
+// gateway: 64-bit ids as decimal strings).
+type memberStatus struct {
+	Header struct {
+		MemberID string `json:"member_id"`
+	} `json:"header"`
+	Leader string `json:"leader"`
+}
+
+func (m *Member) status(ctx context.Context, client *http.Client) (memberStatus, error) {
+	var st memberStatus
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.ClientURL+"/v3/maintenance/status", strings.NewReader("{}"))
+	if err != nil {
+		return st, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("etcd member %s: /v3/maintenance/status: %s", m.Name, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("etcd member %s: /v3/maintenance/status: %w", m.Name, err)
+	}
+	return st, nil
+}
+
 // Close kills every member and removes the data when Start made the directory.
 func (c *Cluster) Close() {
 	for _, m := range c.members {

@@ -15,18 +15,25 @@ func TestClusterKillRestart(t *testing.T) {
 	if got := len(c.Endpoints()); got != 3 {
 		t.Fatalf("Endpoints() has %d members, want 3", got)
 	}
-	if err := c.Kill(1); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Restart(1); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.WaitHealthy(ctx, 1); err != nil {
+	lead, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatalf("Leader: %v", err)
+	}
+	if err := c.Kill(lead); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := c.Leader(ctx); err == nil && next == lead {
+		t.Errorf("Leader() = m%d, the member just killed", next)
+	}
+	if err := c.Restart(lead); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx, lead); err != nil {
 		t.Fatalf("WaitHealthy after Kill and Restart: %v", err)
 	}
-	if err := c.Restart(1); err == nil {
+	if err := c.Restart(lead); err == nil {
 		t.Error("Restart of a running member succeeded")
 	}
 	if err := c.Stop(2); err != nil {
