@@ -53,7 +53,7 @@ type Keyring struct {
 	keys    map[string]cipher.AEAD
 	macs    map[string][]byte // per key id: HKDF(key, "pam-totp seal mac"), the root of MAC keys
 	derived sync.Map          // key id + "\x00" + purpose -> MAC key ([]byte)
-	rand    io.Reader // nonces
+	rand    io.Reader         // nonces
 }
 
 // LoadKeyring reads the key file at path (see the package doc).
