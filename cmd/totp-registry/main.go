@@ -128,6 +128,9 @@ func rotateKey(cfg *registry.Config, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%d records, %d re-sealed under key %s in %d revisions\n", rep.Records, rep.Resealed, id, rep.Revisions)
+	if rep.Refused > 0 {
+		fmt.Fprintf(stdout, "%d records fail authentication (see the log): left as they are, still refused\n", rep.Refused)
+	}
 	fmt.Fprintf(stdout, "once no record needs them, older keys can be removed from %s\n", cfg.KeyFile)
 	return nil
 }

@@ -601,7 +601,9 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 func (s *Server) notify(ctx context.Context, user, subject, what, by string) {
 	var u User
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
-		return (&txn{Txn: tx}).getJSON(prefixUser+user, &u)
+		var err error
+		u, err = (&txn{Txn: tx, s: s}).getUser(user)
+		return err
 	})
 	if err != nil {
 		s.log.Warn("mail notice not sent: cannot read user", "user", user, "subject", subject, "err", err)

@@ -42,13 +42,14 @@ func (c *change) frame(scope string) (f syncframe.Frame, ok bool) {
 func (s *Server) decodeEvent(ev kv.Event) (change, error) {
 	c := change{rev: ev.Rev, key: strings.TrimPrefix(ev.Key, prefixRec)}
 	var err error
+	// A record that fails authentication is visible nowhere, as in the snapshot and the digests.
 	if ev.Type == kv.Put {
-		if c.scopes, c.value, err = openValue(s.sealer, c.key, ev.Value); err != nil {
+		if c.scopes, c.value, err = s.openValue(c.key, ev.Value); err != nil && !errors.Is(err, errBadRecord) {
 			return c, err
 		}
 	}
 	if ev.Prev != nil {
-		if c.prevScopes, c.prevValue, err = openValue(s.sealer, c.key, ev.Prev.Value); err != nil {
+		if c.prevScopes, c.prevValue, err = s.openValue(c.key, ev.Prev.Value); err != nil && !errors.Is(err, errBadRecord) {
 			return c, err
 		}
 	}
@@ -170,7 +171,10 @@ func (s *Server) buildIndex(ctx context.Context) (int64, map[string]*syncframe.D
 		rev = r
 		return tx.Range(prefixRec, func(kvp kv.KeyValue) error {
 			key := strings.TrimPrefix(kvp.Key, prefixRec)
-			scopes, value, err := openValue(s.sealer, key, kvp.Value)
+			scopes, value, err := s.openValue(key, kvp.Value)
+			if errors.Is(err, errBadRecord) {
+				return nil // refused and logged: visible nowhere
+			}
 			if err != nil {
 				return err
 			}

@@ -87,6 +87,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+	if err := s.authenticateLegacy(ctx); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	rev, digests, err := s.buildIndex(ctx)
 	if err != nil {
@@ -218,10 +221,12 @@ func (s *Server) authNode(w http.ResponseWriter, r *http.Request) (nodeRecord, b
 		return fail()
 	}
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
-		return (&txn{Txn: tx}).getJSON(prefixNode+name, &n)
+		var err error
+		n, err = s.getNode(tx, name)
+		return err
 	})
 	if err != nil {
-		if !errors.Is(err, kv.ErrNotFound) {
+		if !errors.Is(err, kv.ErrNotFound) && !errors.Is(err, errBadRecord) {
 			// The store did not answer: that says nothing about the credential, so the node
 			// must not take it for a refusal.
 			s.storeFailed(w, "node authentication", err, "node", name)

@@ -66,9 +66,12 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	err := s.store.View(r.Context(), func(rv int64, tx kv.Txn) error {
 		rev = rv
 		return tx.Range(prefixRec, func(kvp kv.KeyValue) error {
-			wr, err := decodeWrapper(kvp.Value)
+			wr, err := s.unwrap(recKey(kvp.Key), kvp.Value)
+			if errors.Is(err, errBadRecord) {
+				return nil // refused and logged: served to no node
+			}
 			if err != nil {
-				return fmt.Errorf("%s: %w", kvp.Key, err)
+				return err
 			}
 			if visible(wr.Scopes, scope) {
 				items = append(items, snapItem{key: kvp.Key[len(prefixRec):], sealed: wr.Sealed})
@@ -502,7 +505,7 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return err
 			}
-			scopes, value, err := openValue(s.sealer, u.Key, kvp.Value)
+			scopes, value, err := s.openValue(u.Key, kvp.Value)
 			if err != nil {
 				return err
 			}

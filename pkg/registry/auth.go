@@ -1,0 +1,329 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/pam-totp/pam-totp/pkg/kv"
+)
+
+// MAC purposes (seal's HKDF labels): one for records, one for the audit chain.
+const (
+	macRecord = "record"
+	macAudit  = "audit"
+)
+
+// errBadRecord: a record in the store fails authentication (no MAC, a wrong MAC, or one under a
+// key the keyring does not have). It is refused wherever it is read.
+var errBadRecord = errors.New("record fails authentication")
+
+// Record kinds, bound into a record's MAC with its key.
+const (
+	kindUser   = "user"
+	kindNode   = "node"
+	kindSealed = "sealed"
+)
+
+// storedUser is the kv value of user/NAME: the user and its MAC.
+type storedUser struct {
+	User
+	MAC []byte `json:"mac,omitempty"`
+}
+
+// storedNode is the kv value of node/NAME: the node and its MAC.
+type storedNode struct {
+	nodeRecord
+	MAC []byte `json:"mac,omitempty"`
+}
+
+// authInput is what a record's MAC covers: its full kv key, its kind and its decoded content
+// (for a sealed record: the scopes and the sealed bytes). The MAC is over the content as it is
+// used, re-encoded, so fields a writer adds are ignored, not trusted.
+func authInput(kind, key string, body any) ([]byte, error) {
+	return json.Marshal(struct {
+		Kind string `json:"kind"`
+		Key  string `json:"key"`
+		Body any    `json:"body"`
+	}{kind, key, body})
+}
+
+func recordMAC(k Sealer, kind, key string, body any) ([]byte, error) {
+	msg, err := authInput(kind, key, body)
+	if err != nil {
+		return nil, err
+	}
+	tag, err := k.MAC(macRecord, msg)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate %s: %w", key, err)
+	}
+	return tag, nil
+}
+
+func checkRecord(k Sealer, kind, key string, body any, tag []byte) error {
+	if len(tag) == 0 {
+		return fmt.Errorf("%s: %w: no MAC", key, errBadRecord)
+	}
+	msg, err := authInput(kind, key, body)
+	if err != nil {
+		return err
+	}
+	if err := k.CheckMAC(macRecord, msg, tag); err != nil {
+		return fmt.Errorf("%s: %w: %w", key, errBadRecord, err)
+	}
+	return nil
+}
+
+// refused logs a record that failed authentication (the key, never the value).
+func refused(log *slog.Logger, key string, err error) {
+	if errors.Is(err, errBadRecord) {
+		log.Error("record in the store fails authentication: refused (written by someone without the key file?)", "key", key, "err", err)
+	}
+}
+
+// encodeUser returns the authenticated kv value of a user.
+func encodeUser(k Sealer, u User) ([]byte, error) {
+	mac, err := recordMAC(k, kindUser, prefixUser+u.Name, u)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(storedUser{User: u, MAC: mac})
+}
+
+// decodeUser decodes and authenticates the kv value of user key.
+func (s *Server) decodeUser(key string, raw []byte) (User, error) {
+	var v storedUser
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return User{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	if err := checkRecord(s.sealer, kindUser, key, v.User, v.MAC); err != nil {
+		refused(s.log, key, err)
+		return User{}, err
+	}
+	if prefixUser+v.Name != key {
+		err := fmt.Errorf("%s: %w: names user %q", key, errBadRecord, clip(v.Name))
+		refused(s.log, key, err)
+		return User{}, err
+	}
+	return v.User, nil
+}
+
+// putUser writes a user, authenticated.
+func (x *txn) putUser(u User) error {
+	b, err := encodeUser(x.s.sealer, u)
+	if err != nil {
+		return err
+	}
+	return x.Put(prefixUser+u.Name, b)
+}
+
+// getUser reads and authenticates a user; kv.ErrNotFound if there is none.
+func (x *txn) getUser(name string) (User, error) {
+	kvp, err := x.Get(prefixUser + name)
+	if err != nil {
+		return User{}, err
+	}
+	return x.s.decodeUser(kvp.Key, kvp.Value)
+}
+
+// encodeNode returns the authenticated kv value of a node.
+func encodeNode(k Sealer, n nodeRecord) ([]byte, error) {
+	mac, err := recordMAC(k, kindNode, prefixNode+n.Name, n)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(storedNode{nodeRecord: n, MAC: mac})
+}
+
+// decodeNode decodes and authenticates the kv value of node key.
+func (s *Server) decodeNode(key string, raw []byte) (nodeRecord, error) {
+	var v storedNode
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nodeRecord{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	if err := checkRecord(s.sealer, kindNode, key, v.nodeRecord, v.MAC); err != nil {
+		refused(s.log, key, err)
+		return nodeRecord{}, err
+	}
+	if prefixNode+v.Name != key {
+		err := fmt.Errorf("%s: %w: names node %q", key, errBadRecord, clip(v.Name))
+		refused(s.log, key, err)
+		return nodeRecord{}, err
+	}
+	return v.nodeRecord, nil
+}
+
+// putNode writes a node, authenticated.
+func (x *txn) putNode(n nodeRecord) error {
+	b, err := encodeNode(x.s.sealer, n)
+	if err != nil {
+		return err
+	}
+	return x.Put(prefixNode+n.Name, b)
+}
+
+// getNode reads and authenticates a node; kv.ErrNotFound if there is none.
+func (s *Server) getNode(tx kv.Txn, name string) (nodeRecord, error) {
+	kvp, err := tx.Get(prefixNode + name)
+	if err != nil {
+		return nodeRecord{}, err
+	}
+	return s.decodeNode(kvp.Key, kvp.Value)
+}
+
+// wrap authenticates a sealed record's wrapper (its scopes and sealed bytes) under its sync key
+// and encodes it.
+func wrap(k Sealer, key string, w sealedRecord) ([]byte, error) {
+	w.MAC = nil
+	mac, err := recordMAC(k, kindSealed, prefixRec+key, w)
+	if err != nil {
+		return nil, err
+	}
+	w.MAC = mac
+	return json.Marshal(w)
+}
+
+// unwrap decodes a sealed record's wrapper stored under the sync key and authenticates it,
+// without opening the sealed value. A record that fails is logged and refused: it is served to
+// no node and counted in no digest.
+func (s *Server) unwrap(key string, raw []byte) (sealedRecord, error) {
+	w, err := decodeWrapper(raw)
+	if err != nil {
+		return w, fmt.Errorf("%s: %w", key, err)
+	}
+	mac := w.MAC
+	w.MAC = nil
+	if err := checkRecord(s.sealer, kindSealed, prefixRec+key, w, mac); err != nil {
+		refused(s.log, prefixRec+key, err)
+		return sealedRecord{}, err
+	}
+	w.MAC = mac
+	return w, nil
+}
+
+// isTag reports whether an audit hash is a MAC tag (keyed), not an unkeyed SHA-256.
+func isTag(h string) bool { return len(h) != 2*sha256.Size }
+
+// recKey is the sync key of a rec/ kv key.
+func recKey(k string) string { return strings.TrimPrefix(k, prefixRec) }
+
+// legacyChainHash is the unkeyed SHA-256 hash of the audit chain before it was keyed.
+func legacyChainHash(r AuditRecord) string {
+	sum := sha256.Sum256(chainInput(r))
+	return hex.EncodeToString(sum[:])
+}
+
+// authenticateLegacy authenticates, once, a store written before records carried MACs: its first
+// audit record has an unkeyed SHA-256 hash. Every record without a MAC gets one, then the whole
+// audit chain is recomputed keyed, ending in a store.authenticate record. A store whose chain is
+// keyed is never migrated again: from then on a record without a MAC is refused. docs/etcd.md
+// says why, and what this trusts.
+func (s *Server) authenticateLegacy(ctx context.Context) error {
+	legacy := false
+	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		kvp, err := tx.Get(auditKey(1))
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var r AuditRecord
+		if err := json.Unmarshal(kvp.Value, &r); err != nil {
+			return fmt.Errorf("decode %s: %w", kvp.Key, err)
+		}
+		legacy = !isTag(r.Hash)
+		return nil
+	})
+	if err != nil || !legacy {
+		return err
+	}
+	k, ok := s.sealer.(Resealer)
+	if !ok {
+		return errors.New("the store predates authenticated records, and this sealer cannot migrate it")
+	}
+	s.log.Warn("store written before records were authenticated: adding a MAC to every record and keying the audit chain, once")
+	rep, err := reauthenticate(ctx, s.store, k, "registry", s.now, s.log, true)
+	if err != nil {
+		return fmt.Errorf("authenticate legacy records: %w", err)
+	}
+	n, broken, err := s.rechain(ctx)
+	if err != nil {
+		return fmt.Errorf("key the audit chain: %w", err)
+	}
+	reason := fmt.Sprintf("%d records authenticated, %d refused; %d audit records keyed", rep.Resealed, rep.Refused, n)
+	if broken > 0 {
+		reason += fmt.Sprintf("; the unkeyed chain was already broken at record %d", broken)
+		s.log.Error("audit chain: the unkeyed chain did not verify before it was keyed", "seq", broken)
+	}
+	if _, err := s.store.Update(ctx, func(t kv.Txn) error {
+		return appendAudit(t, s.sealer, s.now(), "registry", "store.authenticate", "records", reason)
+	}); err != nil {
+		return err
+	}
+	s.log.Warn("store authenticated", "records", rep.Resealed, "refused", rep.Refused, "audit_records", n, "audit_broken_at", broken)
+	return nil
+}
+
+// rechain recomputes every audit record's prev and hash keyed, in order, resealChunk records a
+// revision. broken is the first record whose unkeyed hash did not verify (0: none).
+func (s *Server) rechain(ctx context.Context) (n, broken int64, err error) {
+	oldPrev, newPrev := genesis, genesis
+	for {
+		var recs []AuditRecord
+		var endOld string
+		_, err := s.store.Update(ctx, func(t kv.Txn) error {
+			recs = recs[:0]
+			for seq := n + 1; seq <= n+resealChunk; seq++ {
+				kvp, err := t.Get(auditKey(seq))
+				if errors.Is(err, kv.ErrNotFound) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				var r AuditRecord
+				if err := json.Unmarshal(kvp.Value, &r); err != nil {
+					return fmt.Errorf("decode %s: %w", kvp.Key, err)
+				}
+				recs = append(recs, r)
+			}
+			op, np := oldPrev, newPrev
+			for i := range recs {
+				r := &recs[i]
+				if broken == 0 && (r.Prev != op || legacyChainHash(*r) != r.Hash) && !isTag(r.Hash) {
+					broken = r.Seq
+				}
+				op, r.Prev = r.Hash, np
+				h, err := chainHash(s.sealer, *r)
+				if err != nil {
+					return err
+				}
+				r.Hash, np = h, h
+				if err := (&txn{Txn: t}).putJSON(auditKey(r.Seq), *r); err != nil {
+					return err
+				}
+			}
+			endOld = op
+			if len(recs) == 0 {
+				return nil
+			}
+			last := recs[len(recs)-1]
+			return (&txn{Txn: t}).putJSON(keyAuditHead, auditHead{Seq: last.Seq, Hash: last.Hash})
+		})
+		if err != nil {
+			return n, broken, err
+		}
+		if len(recs) == 0 {
+			return n, broken, nil
+		}
+		// The next chunk starts from the old hash this one read and the new one it wrote.
+		n += int64(len(recs))
+		newPrev, oldPrev = recs[len(recs)-1].Hash, endOld
+	}
+}
