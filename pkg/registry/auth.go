@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
 )
@@ -218,14 +219,15 @@ func legacyChainHash(r AuditRecord) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// authenticateLegacy authenticates, once, a store written before records carried MACs: its first
-// audit record has an unkeyed SHA-256 hash. Every record without a MAC gets one, then the whole
-// audit chain is recomputed keyed, ending in a store.authenticate record. A store whose chain is
-// keyed is never migrated again: from then on a record without a MAC is refused. docs/etcd.md
-// says why, and what this trusts.
-func (s *Server) authenticateLegacy(ctx context.Context) error {
+// errLegacyStore: the store predates authenticated records.
+var errLegacyStore = errors.New("the store was written before records were authenticated: " +
+	"stop every registry and run \"totp-registry authenticate-store\" once (docs/etcd.md)")
+
+// legacyStore reports whether st was written before records carried MACs: its first audit record
+// has an unkeyed SHA-256 hash.
+func legacyStore(ctx context.Context, st kv.Store) (bool, error) {
 	legacy := false
-	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+	err := st.View(ctx, func(_ int64, tx kv.Txn) error {
 		kvp, err := tx.Get(auditKey(1))
 		if errors.Is(err, kv.ErrNotFound) {
 			return nil
@@ -240,34 +242,44 @@ func (s *Server) authenticateLegacy(ctx context.Context) error {
 		legacy = !isTag(r.Hash)
 		return nil
 	})
-	if err != nil || !legacy {
-		return err
-	}
-	k, ok := s.sealer.(Resealer)
-	if !ok {
-		return errors.New("the store predates authenticated records, and this sealer cannot migrate it")
-	}
-	s.log.Warn("store written before records were authenticated: adding a MAC to every record and keying the audit chain, once")
-	rep, err := reauthenticate(ctx, s.store, k, "registry", s.now, s.log, true)
+	return legacy, err
+}
+
+// AuthenticateStore authenticates a store written before records carried MACs, once, by an
+// administrator with the key file (totp-registry authenticate-store, every registry stopped):
+// every record without a MAC gets one, then the whole audit chain is recomputed keyed, ending in
+// a store.authenticate record. It trusts the store as it is at that moment; a registry never
+// does this by itself, since a store writer could otherwise make a store look old and have
+// forged records blessed at the next start. It returns what it did, or says there was nothing
+// to do.
+func AuthenticateStore(ctx context.Context, st kv.Store, k Resealer, now func() time.Time, log *slog.Logger) (string, error) {
+	legacy, err := legacyStore(ctx, st)
 	if err != nil {
-		return fmt.Errorf("authenticate legacy records: %w", err)
+		return "", err
+	}
+	if !legacy {
+		return "the store's records are already authenticated: nothing to do", nil
+	}
+	s := &Server{store: st, sealer: k, log: log, now: now}
+	rep, err := reauthenticate(ctx, st, k, "root (authenticate-store)", "store.authenticate", now, log, true)
+	if err != nil {
+		return "", fmt.Errorf("authenticate records: %w", err)
 	}
 	n, broken, err := s.rechain(ctx)
 	if err != nil {
-		return fmt.Errorf("key the audit chain: %w", err)
+		return "", fmt.Errorf("key the audit chain: %w", err)
 	}
 	reason := fmt.Sprintf("%d records authenticated, %d refused; %d audit records keyed", rep.Resealed, rep.Refused, n)
 	if broken > 0 {
 		reason += fmt.Sprintf("; the unkeyed chain was already broken at record %d", broken)
-		s.log.Error("audit chain: the unkeyed chain did not verify before it was keyed", "seq", broken)
+		log.Error("audit chain: the unkeyed chain did not verify before it was keyed", "seq", broken)
 	}
-	if _, err := s.store.Update(ctx, func(t kv.Txn) error {
-		return appendAudit(t, s.sealer, s.now(), "registry", "store.authenticate", "records", reason)
+	if _, err := st.Update(ctx, func(t kv.Txn) error {
+		return appendAudit(t, k, now(), "root (authenticate-store)", "store.authenticate", "records", reason)
 	}); err != nil {
-		return err
+		return "", err
 	}
-	s.log.Warn("store authenticated", "records", rep.Resealed, "refused", rep.Refused, "audit_records", n, "audit_broken_at", broken)
-	return nil
+	return reason, nil
 }
 
 // rechain recomputes every audit record's prev and hash keyed, in order, resealChunk records a

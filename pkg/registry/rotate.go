@@ -37,12 +37,12 @@ type ResealReport struct {
 // that fails authentication is logged, counted and left alone: a rotation does not bless it.
 // Refusals are logged with slog.Default.
 func Reseal(ctx context.Context, st kv.Store, k Resealer, actor string, now func() time.Time) (ResealReport, error) {
-	return reauthenticate(ctx, st, k, actor, now, slog.Default(), false)
+	return reauthenticate(ctx, st, k, actor, "key.rotate", now, slog.Default(), false)
 }
 
-// reauthenticate is Reseal; with legacy, records without a MAC (written before records were
+// reauthenticate is Reseal, its audit records named action; with legacy, records without a MAC (written before records were
 // authenticated) are accepted and get one.
-func reauthenticate(ctx context.Context, st kv.Store, k Resealer, actor string, now func() time.Time, log *slog.Logger, legacy bool) (ResealReport, error) {
+func reauthenticate(ctx context.Context, st kv.Store, k Resealer, actor, action string, now func() time.Time, log *slog.Logger, legacy bool) (ResealReport, error) {
 	s := &Server{sealer: k, log: log} // for the record codecs of auth.go
 	var rep ResealReport
 	for _, prefix := range []string{prefixUser, prefixNode, prefixRec} {
@@ -76,7 +76,7 @@ func reauthenticate(ctx context.Context, st kv.Store, k Resealer, actor string, 
 				if n == 0 {
 					return nil
 				}
-				return appendAudit(t, k, now(), actor, "key.rotate", "records",
+				return appendAudit(t, k, now(), actor, action, "records",
 					fmt.Sprintf("%d records re-sealed and re-authenticated under the primary key", n))
 			})
 			if err != nil {

@@ -87,8 +87,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
-	if err := s.authenticateLegacy(ctx); err != nil {
-		return nil, err
+	if legacy, err := legacyStore(ctx, s.store); err != nil {
+		return nil, fmt.Errorf("read the audit chain: %w", err)
+	} else if legacy {
+		return nil, errLegacyStore
 	}
 	start := time.Now()
 	rev, digests, err := s.buildIndex(ctx)
