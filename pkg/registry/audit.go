@@ -125,6 +125,8 @@ func (s *Server) VerifyAudit(ctx context.Context) (registryapi.AuditCheck, error
 	var v registryapi.AuditCheck
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
 		prev, seq := genesis, int64(0)
+		anchors := s.nodeAnchors()
+		v.Anchors = anchors.count()
 		fail := func(at int64, format string, args ...any) error {
 			v.BadSeq, v.Error = at, fmt.Sprintf(format, args...)
 			return errStop
@@ -135,6 +137,7 @@ func (s *Server) VerifyAudit(ctx context.Context) (registryapi.AuditCheck, error
 			if err := json.Unmarshal(kvp.Value, &r); err != nil {
 				return fail(seq, "record %s does not decode", kvp.Key)
 			}
+			anchors.see(r)
 			switch {
 			case kvp.Key != auditKey(seq) || r.Seq != seq:
 				return fail(seq, "record %s: expected sequence number %d", kvp.Key, seq)
@@ -148,10 +151,14 @@ func (s *Server) VerifyAudit(ctx context.Context) (registryapi.AuditCheck, error
 			return nil
 		})
 		if errors.Is(err, errStop) {
+			anchors.report(&v, false)
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if anchors.report(&v, true) {
+			return nil
 		}
 		var head auditHead
 		if err := (&txn{Txn: tx}).getJSON(keyAuditHead, &head); err != nil && !errors.Is(err, kv.ErrNotFound) {

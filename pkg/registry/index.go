@@ -66,7 +66,8 @@ type index struct {
 	digests  map[string]*syncframe.Digest
 	log      []change // every record change with logStart < rev <= index rev, in order
 	logStart int64
-	notify   chan struct{} // closed and replaced whenever rev advances
+	notify   chan struct{}     // closed and replaced whenever rev advances
+	audit    *syncframe.Anchor // the latest authenticated audit head, for bookmarks (anchor.go)
 }
 
 func newIndex(rev int64, digests map[string]*syncframe.Digest) *index {
@@ -248,6 +249,8 @@ func (s *Server) tail(ctx context.Context) {
 					continue
 				}
 				cs = append(cs, c)
+			case strings.HasPrefix(ev.Key, prefixAudit) && ev.Type == kv.Put:
+				s.advanceAnchor(ev.Key, ev.Value)
 			case strings.HasPrefix(ev.Key, prefixNode) && ev.Prev != nil:
 				if ev.Type == kv.Delete || !bytes.Equal(ev.Value, ev.Prev.Value) {
 					gone = append(gone, strings.TrimPrefix(ev.Key, prefixNode))

@@ -98,6 +98,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("build scope index: %w", err)
 	}
 	s.idx = newIndex(rev, digests)
+	if err := s.readAnchor(ctx); err != nil {
+		return nil, fmt.Errorf("read the audit head: %w", err)
+	}
 	if err := s.initEnroll(o); err != nil {
 		return nil, err
 	}

@@ -228,7 +228,7 @@ func (ws *watchStream) run(poll bool, life time.Duration) error {
 			continue
 		}
 		if ws.pos == rev && (due || expired || (!poll && time.Since(lastMark) >= interval)) {
-			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest}); err != nil {
+			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest, Audit: ws.s.idx.anchor()}); err != nil {
 				return err
 			}
 			if err := ws.flush(); err != nil {
@@ -402,6 +402,11 @@ func parseAck(body []byte) (ack, error) {
 	}
 	if a.Rev < 0 || a.Count < 0 || a.LagMS < 0 || len(a.Version) > 64 || (a.Digest != "" && len(a.Digest) != 64) {
 		return a, badRequest("ack: rev, count and lag_ms must be >= 0, digest 64 hex digits, version at most 64 bytes")
+	}
+	if a.Audit != nil {
+		if err := a.Audit.Validate(); err != nil {
+			return a, badRequest("ack: %v", err)
+		}
 	}
 	a.Version = clip(cleanReason(a.Version))
 	return a, nil
