@@ -280,3 +280,65 @@ func TestLegacyStoreIsAuthenticatedOnlyOnRequest(t *testing.T) {
 		t.Errorf("VerifyAudit after authenticate-store = %+v, %v; want 7 records OK", v, err)
 	}
 }
+
+func TestTruncatedAuditChainNamesTheNode(t *testing.T) {
+	t.Parallel()
+	e, _ := etcdEnv(t)
+	e.addUser("ann", "alpha")
+	e.addToken("ann")
+	cred := e.addNode("n1", "alpha")
+	other := e.addNode("n2", "alpha")
+	// n1 follows, sees a bookmark with the audit head (record 4: n2's creation) and acks it.
+	n := e.follow(cred)
+	var bm *syncframe.Frame
+	for bm == nil {
+		_, bm = n.next()
+	}
+	if bm.Audit == nil || bm.Audit.Seq != 4 {
+		t.Fatalf("bookmark's audit head = %+v, want record 4", bm.Audit)
+	}
+	ack := map[string]any{"rev": bm.Rev, "count": bm.Count, "digest": bm.Digest, "lag_ms": 0, "version": "test", "audit": bm.Audit}
+	if code := e.do("POST", "/v1/sync/ack", cred, ack, nil); code != 204 {
+		t.Fatalf("ack = %d", code)
+	}
+	// n2 acks an older head (it has seen record 2 only): the chain has it too.
+	recs, err := e.srv.Audit(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack["audit"] = syncframe.Anchor{Seq: 2, Hash: recs[1].Hash}
+	if code := e.do("POST", "/v1/sync/ack", other, ack, nil); code != 204 {
+		t.Fatalf("ack = %d", code)
+	}
+	if v, err := e.srv.VerifyAudit(context.Background()); err != nil || !v.OK || v.Anchors != 2 {
+		t.Fatalf("VerifyAudit = %+v, %v; want OK with 2 anchors", v, err)
+	}
+
+	// A store writer drops the last two records and points the head at record 2: a chain that
+	// verifies on its own.
+	if _, err := e.store.Update(context.Background(), func(tx kv.Txn) error {
+		for _, seq := range []int64{3, 4} {
+			if err := tx.Delete(auditKey(seq)); err != nil {
+				return err
+			}
+		}
+		head, _ := json.Marshal(auditHead{Seq: 2, Hash: recs[1].Hash})
+		return tx.Put(keyAuditHead, head)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.srv.VerifyAudit(context.Background())
+	if err != nil || v.OK || len(v.Nodes) != 1 || v.Nodes[0] != "n1" || !strings.Contains(v.Error, "n1") {
+		t.Errorf("VerifyAudit after truncation = %+v, %v; want a failure naming n1 only", v, err)
+	}
+	var api map[string]any
+	e.mustAdmin(200, "GET", "/v1/admin/audit/verify", nil, &api)
+	if api["ok"] != false || !strings.Contains(api["error"].(string), "n1") {
+		t.Errorf("audit verify over the API = %v, want a failure naming n1", api)
+	}
+	// A malformed anchor in an ack is refused.
+	ack["audit"] = map[string]any{"seq": 0, "hash": "zz"}
+	if code := e.do("POST", "/v1/sync/ack", cred, ack, nil); code != 400 {
+		t.Errorf("ack with a malformed anchor = %d, want 400", code)
+	}
+}
