@@ -82,7 +82,7 @@ func checkRecord(k Sealer, kind, key string, body any, tag []byte) error {
 
 // refused logs a record that failed authentication (the key, never the value).
 func refused(log *slog.Logger, key string, err error) {
-	if errors.Is(err, errBadRecord) {
+	if err != nil && errors.Is(err, errBadRecord) {
 		log.Error("record in the store fails authentication: refused (written by someone without the key file?)", "key", key, "err", err)
 	}
 }
@@ -102,16 +102,21 @@ func (s *Server) decodeUser(key string, raw []byte) (User, error) {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return User{}, fmt.Errorf("decode %s: %w", key, err)
 	}
-	if err := checkRecord(s.sealer, kindUser, key, v.User, v.MAC); err != nil {
-		refused(s.log, key, err)
-		return User{}, err
-	}
-	if prefixUser+v.Name != key {
-		err := fmt.Errorf("%s: %w: names user %q", key, errBadRecord, clip(v.Name))
-		refused(s.log, key, err)
+	if err := s.checkNamed(kindUser, key, prefixUser+v.Name, v.User, v.MAC); err != nil {
 		return User{}, err
 	}
 	return v.User, nil
+}
+
+// checkNamed authenticates a user or node record read at key, which must be the key its
+// content names (want); a failure is logged.
+func (s *Server) checkNamed(kind, key, want string, body any, mac []byte) error {
+	err := checkRecord(s.sealer, kind, key, body, mac)
+	if err == nil && want != key {
+		err = fmt.Errorf("%s: %w: its content names %s", key, errBadRecord, clip(want))
+	}
+	refused(s.log, key, err)
+	return err
 }
 
 // putUser writes a user, authenticated.
@@ -147,13 +152,7 @@ func (s *Server) decodeNode(key string, raw []byte) (nodeRecord, error) {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return nodeRecord{}, fmt.Errorf("decode %s: %w", key, err)
 	}
-	if err := checkRecord(s.sealer, kindNode, key, v.nodeRecord, v.MAC); err != nil {
-		refused(s.log, key, err)
-		return nodeRecord{}, err
-	}
-	if prefixNode+v.Name != key {
-		err := fmt.Errorf("%s: %w: names node %q", key, errBadRecord, clip(v.Name))
-		refused(s.log, key, err)
+	if err := s.checkNamed(kindNode, key, prefixNode+v.Name, v.nodeRecord, v.MAC); err != nil {
 		return nodeRecord{}, err
 	}
 	return v.nodeRecord, nil

@@ -1,47 +1,43 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// etcdEnv is a registry on a real one-member etcd whose log the test reads.
-func etcdEnv(t *testing.T) (*env, *syncBuffer) {
+// etcdEnv is a registry on a real one-member etcd whose log the test reads (a file: the
+// handler serialises writes, and reading it races with none).
+func etcdEnv(t *testing.T) (*env, logFile) {
 	t.Helper()
 	_, _, st := etcdStore(t, "/untrusted/")
-	logs := &syncBuffer{}
+	logs := logFile(filepath.Join(t.TempDir(), "registry.log"))
+	f, err := os.Create(string(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
 	e := newEnv(t, envOptions{store: st, opts: func(o *Options) {
-		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		o.Logger = slog.New(slog.NewTextHandler(f, nil))
 	}})
 	return e, logs
+}
+
+// logFile is the path of a test registry's log.
+type logFile string
+
+func (l logFile) String() string {
+	b, _ := os.ReadFile(string(l))
+	return string(b)
 }
 
 // write puts raw bytes at key, straight into the store: what anyone with write access to etcd
@@ -66,7 +62,7 @@ func read(t *testing.T, st kv.Store, key string) []byte {
 	return out
 }
 
-func wantRefusalLogged(t *testing.T, logs *syncBuffer, key string) {
+func wantRefusalLogged(t *testing.T, logs logFile, key string) {
 	t.Helper()
 	if !strings.Contains(logs.String(), "fails authentication") || !strings.Contains(logs.String(), "key="+key) {
 		t.Errorf("log does not name the refused record %s:\n%s", key, logs.String())
