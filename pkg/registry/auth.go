@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
 // MAC purposes (seal's HKDF labels): one for records, one for the audit chain.
@@ -26,9 +27,10 @@ var errBadRecord = errors.New("record fails authentication")
 
 // Record kinds, bound into a record's MAC with its key.
 const (
-	kindUser   = "user"
-	kindNode   = "node"
-	kindSealed = "sealed"
+	kindUser      = "user"
+	kindNode      = "node"
+	kindSealed    = "sealed"
+	kindBootstrap = "bootstrap"
 )
 
 // storedUser is the kv value of user/NAME: the user and its MAC.
@@ -40,6 +42,13 @@ type storedUser struct {
 // storedNode is the kv value of node/NAME: the node and its MAC.
 type storedNode struct {
 	nodeRecord
+	MAC []byte `json:"mac,omitempty"`
+}
+
+// storedCode is the kv value of enroll/boot/USER: a bootstrap code (hashed) and its MAC, so a
+// store writer cannot plant a code of their choosing.
+type storedCode struct {
+	token.BackupCode
 	MAC []byte `json:"mac,omitempty"`
 }
 
@@ -208,6 +217,32 @@ func (s *Server) unwrap(key string, raw []byte) (sealedRecord, error) {
 
 // isTag reports whether an audit hash is a MAC tag (keyed), not an unkeyed SHA-256.
 func isTag(h string) bool { return len(h) != 2*sha256.Size }
+
+// putBootstrap writes a user's bootstrap code, authenticated.
+func (x *txn) putBootstrap(user string, c token.BackupCode) error {
+	mac, err := recordMAC(x.s.sealer, kindBootstrap, prefixBoot+user, c)
+	if err != nil {
+		return err
+	}
+	return x.putJSON(prefixBoot+user, storedCode{BackupCode: c, MAC: mac})
+}
+
+// bootstrap reads a user's bootstrap code; one that fails authentication is logged and taken
+// for none (the user asks for a new one).
+func (x *txn) bootstrap(user string) (token.BackupCode, bool, error) {
+	var v storedCode
+	err := x.getJSON(prefixBoot+user, &v)
+	if errors.Is(err, kv.ErrNotFound) {
+		return token.BackupCode{}, false, nil
+	}
+	if err != nil {
+		return token.BackupCode{}, false, err
+	}
+	if err := x.s.checkNamed(kindBootstrap, prefixBoot+user, prefixBoot+user, v.BackupCode, v.MAC); err != nil {
+		return token.BackupCode{}, false, nil
+	}
+	return v.BackupCode, true, nil
+}
 
 // recKey is the sync key of a rec/ kv key.
 func recKey(k string) string { return strings.TrimPrefix(k, prefixRec) }

@@ -408,16 +408,9 @@ func (e *enrollTx) ReplaceBackupCodes(recs []token.BackupCode) error {
 	return err
 }
 
-func (e *enrollTx) Bootstrap() (token.BackupCode, bool, error) {
-	var c token.BackupCode
-	err := e.getJSON(prefixBoot+e.u.Name, &c)
-	if errors.Is(err, kv.ErrNotFound) {
-		return c, false, nil
-	}
-	return c, err == nil, err
-}
+func (e *enrollTx) Bootstrap() (token.BackupCode, bool, error) { return e.bootstrap(e.u.Name) }
 
-func (e *enrollTx) PutBootstrap(c token.BackupCode) error { return e.putJSON(prefixBoot+e.u.Name, c) }
+func (e *enrollTx) PutBootstrap(c token.BackupCode) error { return e.putBootstrap(e.u.Name, c) }
 func (e *enrollTx) UseBootstrap() error                   { return e.Delete(prefixBoot + e.u.Name) }
 func (e *enrollTx) Mail() string                          { return e.u.Mail }
 

@@ -338,3 +338,29 @@ func TestTruncatedAuditChainNamesTheNode(t *testing.T) {
 		t.Errorf("ack with a malformed anchor = %d, want 400", code)
 	}
 }
+
+func TestStoreWriterCannotPlantABootstrapCode(t *testing.T) {
+	t.Parallel()
+	e := newEnrollEnv(t, func(c *Config) { c.Enroll.Bootstrap, c.Mail.Host = BootstrapMail, "127.0.0.1:1" })
+	if st, b := e.post(e.cred, "/v1/enroll/bootstrap", map[string]string{"user": "ann"}); st != 200 {
+		t.Fatalf("bootstrap = %d %v", st, b)
+	}
+	var code string
+	for _, l := range strings.Split(e.box.take()[0].Body, "\n") {
+		if strings.HasPrefix(l, "    ") {
+			code = strings.TrimSpace(l)
+		}
+	}
+	// What a writer without the key file can write: a code record with no MAC (here the genuine
+	// one, MAC removed, so the code it holds is known).
+	var m map[string]any
+	if err := json.Unmarshal(read(t, e.store, prefixBoot+"ann"), &m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "mac")
+	planted, _ := json.Marshal(m)
+	write(t, e.store, prefixBoot+"ann", planted)
+	if st, _ := e.post(e.cred, "/v1/enroll/begin", map[string]string{"user": "ann", "proof": code}); st != 403 {
+		t.Errorf("begin with a planted bootstrap code = %d, want 403", st)
+	}
+}
