@@ -25,10 +25,10 @@
 // # Authentication
 //
 // People who can write the store need not hold the key file (etcd's administrators), so every
-// record is authenticated (auth.go): users, nodes and sealed-record wrappers carry a MAC
-// (seal.Keyring.MAC, purpose "record") over their kind, full key and content — for a wrapper the
-// scopes and the sealed bytes; bootstrap codes carry one too. A record that fails is refused wherever it is read and logged by
-// key: served to no node, counted in no digest, never a node credential. The audit chain's hash
+// record is authenticated (auth.go): users, nodes, sealed-record wrappers and bootstrap codes
+// carry a MAC (seal.Keyring.MAC, purpose "record") over their kind, full key and content — for a
+// wrapper the scopes and the sealed bytes. A record that fails is refused wherever it is read and
+// logged by key: served to no node, counted in no digest, never a node credential. The audit chain's hash
 // is a MAC too (purpose "audit"). Bookmarks carry the audit head; nodes keep the highest in
 // tokens.db and report it in their acks, and VerifyAudit fails naming a node whose head the chain
 // lacks (anchor.go). A store written before records were authenticated is refused at start until
