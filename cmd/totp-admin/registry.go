@@ -710,6 +710,9 @@ func (reg *registry) auditVerify() error {
 	}
 	if r.OK {
 		fmt.Fprintf(e.stdout, "Audit log OK: %d records, the hash chain is intact.\n", r.Records)
+		if r.Anchors > 0 {
+			fmt.Fprintf(e.stdout, "The chain contains the audit heads that %d nodes reported.\n", r.Anchors)
+		}
 		return nil
 	}
 	msg := "the audit log's hash chain is broken"

@@ -92,7 +92,41 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			return nil
 		},
 	})
+	root.AddCommand(&cobra.Command{
+		Use:   "authenticate-store",
+		Short: "Add a MAC to every record of a store written before records were authenticated, and key its audit chain (stop every registry first; once)",
+		Args:  cmdline.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := load()
+			if err == nil {
+				err = authenticateStore(cfg, stdout, log)
+			}
+			if err != nil {
+				return fmt.Errorf("authenticate-store: %w", err)
+			}
+			return nil
+		},
+	})
 	return root
+}
+
+// authenticateStore authenticates a legacy store's records with the keyring.
+func authenticateStore(cfg *registry.Config, stdout io.Writer, log *slog.Logger) error {
+	st, err := registry.OpenStore(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys, err := seal.LoadKeyring(cfg.KeyFile)
+	if err != nil {
+		return err
+	}
+	did, err := registry.AuthenticateStore(context.Background(), st, keys, time.Now, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, did)
+	return nil
 }
 
 // checkFiles loads what the config names: the keyring, the admin tokens and the TLS material.
@@ -128,6 +162,9 @@ func rotateKey(cfg *registry.Config, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%d records, %d re-sealed under key %s in %d revisions\n", rep.Records, rep.Resealed, id, rep.Revisions)
+	if rep.Refused > 0 {
+		fmt.Fprintf(stdout, "%d records fail authentication (see the log): left as they are, still refused\n", rep.Refused)
+	}
 	fmt.Fprintf(stdout, "once no record needs them, older keys can be removed from %s\n", cfg.KeyFile)
 	return nil
 }

@@ -402,6 +402,9 @@ func (s *Syncer) bookmark(bm *syncframe.Frame) error {
 		}
 		s.lastTouch = now
 	}
+	if m, err = s.keepAnchor(bm, m); err != nil {
+		return err
+	}
 	s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
 	m.Revision = max(m.Revision, uint64(bm.Rev))
 	s.queueAck(m, 0)
@@ -411,7 +414,8 @@ func (s *Syncer) bookmark(bm *syncframe.Frame) error {
 
 // queueAck hands the newest state to the ack loop, replacing one not yet sent.
 func (s *Syncer) queueAck(m store.Meta, lag time.Duration) {
-	a := registryapi.Ack{Rev: int64(m.Revision), Count: m.Count, Digest: m.Digest, LagMS: lag.Milliseconds(), Version: s.o.Version}
+	a := registryapi.Ack{Rev: int64(m.Revision), Count: m.Count, Digest: m.Digest, LagMS: lag.Milliseconds(), Version: s.o.Version,
+		Audit: m.Audit}
 	for {
 		select {
 		case s.acks <- a:

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,9 +14,10 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 )
 
-// AuditRecord is one entry of the append-only audit log. Hash is the SHA-256 (hex) over the
-// previous record's hash and this record's JSON with Hash empty, so editing, removing or
-// reordering any record breaks the chain from there on.
+// AuditRecord is one entry of the append-only audit log. Hash is a MAC tag (seal.Keyring.MAC,
+// purpose "audit", hex) over the previous record's hash and this record's JSON with Hash empty,
+// so editing, removing or reordering any record breaks the chain from there on, and only a
+// holder of the key file can compute a chain that verifies.
 type AuditRecord struct {
 	Seq    int64     `json:"seq"`
 	Time   time.Time `json:"time"`
@@ -40,26 +40,49 @@ var genesis = hex.EncodeToString(make([]byte, 32))
 
 func auditKey(seq int64) string { return fmt.Sprintf("%s%020d", prefixAudit, seq) }
 
-// chainHash computes a record's hash from its fields (Hash ignored).
-func chainHash(r AuditRecord) string {
+// chainInput is what a record's hash covers: the previous hash and the record with Hash empty.
+func chainInput(r AuditRecord) []byte {
 	r.Hash = ""
 	b, _ := json.Marshal(r)
-	h := sha256.New()
-	h.Write([]byte(r.Prev))
-	h.Write([]byte{'\n'})
-	h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
+	return append(append([]byte(r.Prev), '\n'), b...)
+}
+
+// chainHash computes a record's hash under the primary key (Hash ignored).
+func chainHash(k Sealer, r AuditRecord) (string, error) {
+	tag, err := k.MAC(macAudit, chainInput(r))
+	if err != nil {
+		return "", fmt.Errorf("audit record %d: %w", r.Seq, err)
+	}
+	return hex.EncodeToString(tag), nil
+}
+
+// checkChainHash verifies a record's hash under the key it names.
+func checkChainHash(k Sealer, r AuditRecord) error {
+	tag, err := hex.DecodeString(r.Hash)
+	if err != nil {
+		return fmt.Errorf("hash is not hex")
+	}
+	return k.CheckMAC(macAudit, chainInput(r), tag)
 }
 
 // audit appends a record in the caller's transaction.
 func (x *txn) audit(now time.Time, actor, action, target, reason string) error {
+	return appendAudit(x.Txn, x.s.sealer, now, actor, action, target, reason)
+}
+
+// appendAudit appends a record in t, keyed with k.
+func appendAudit(t kv.Txn, k Sealer, now time.Time, actor, action, target, reason string) error {
+	x := &txn{Txn: t}
 	head := auditHead{Hash: genesis}
 	if err := x.getJSON(keyAuditHead, &head); err != nil && !errors.Is(err, kv.ErrNotFound) {
 		return fmt.Errorf("read audit head: %w", err)
 	}
 	r := AuditRecord{Seq: head.Seq + 1, Time: now.UTC(), Actor: actor, Action: action, Target: target,
 		Reason: cleanReason(reason), Prev: head.Hash}
-	r.Hash = chainHash(r)
+	var err error
+	if r.Hash, err = chainHash(k, r); err != nil {
+		return err
+	}
 	if err := x.putJSON(auditKey(r.Seq), r); err != nil {
 		return err
 	}
@@ -102,6 +125,8 @@ func (s *Server) VerifyAudit(ctx context.Context) (registryapi.AuditCheck, error
 	var v registryapi.AuditCheck
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
 		prev, seq := genesis, int64(0)
+		anchors := s.nodeAnchors()
+		v.Anchors = anchors.count()
 		fail := func(at int64, format string, args ...any) error {
 			v.BadSeq, v.Error = at, fmt.Sprintf(format, args...)
 			return errStop
@@ -112,23 +137,28 @@ func (s *Server) VerifyAudit(ctx context.Context) (registryapi.AuditCheck, error
 			if err := json.Unmarshal(kvp.Value, &r); err != nil {
 				return fail(seq, "record %s does not decode", kvp.Key)
 			}
+			anchors.see(r)
 			switch {
 			case kvp.Key != auditKey(seq) || r.Seq != seq:
 				return fail(seq, "record %s: expected sequence number %d", kvp.Key, seq)
 			case r.Prev != prev:
 				return fail(seq, "record %d: prev does not match the hash of record %d", seq, seq-1)
-			case chainHash(r) != r.Hash:
-				return fail(seq, "record %d: hash does not match its content", seq)
+			case checkChainHash(s.sealer, r) != nil:
+				return fail(seq, "record %d: hash does not match its content under the key file (%v)", seq, checkChainHash(s.sealer, r))
 			}
 			prev = r.Hash
 			v.Records = seq
 			return nil
 		})
 		if errors.Is(err, errStop) {
+			anchors.report(&v, false)
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if anchors.report(&v, true) {
+			return nil
 		}
 		var head auditHead
 		if err := (&txn{Txn: tx}).getJSON(keyAuditHead, &head); err != nil && !errors.Is(err, kv.ErrNotFound) {

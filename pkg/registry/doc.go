@@ -7,19 +7,32 @@
 // Everything lives in one revisioned key-value store (package kv). One admin change is one
 // kv.Update, hence one revision, and it writes its audit record in the same transaction. Keys:
 //
-//	user/NAME            User JSON: name, mail, scopes, created
+//	user/NAME            User JSON: name, mail, scopes, created; and mac
 //	rec/t/USER/ID        a token, as a sealed record (below); syncframe.TokenKey after "rec/"
 //	rec/b/USER/ID        a backup code or helpdesk passcode; syncframe.BackupKey after "rec/"
-//	node/NAME            nodeRecord JSON: name, scope, SHA-256 hex of the credential secret, created
+//	node/NAME            nodeRecord JSON: name, scope, SHA-256 hex of the credential secret, created; and mac
 //	audit/%020d          AuditRecord JSON: seq, time, actor, action, target, reason, prev, hash
 //	meta/audit-head      the last audit record's seq and hash (so appending needs no scan)
 //
-// A sealed record is JSON {"scopes":[…],"sealed":base64}: the scopes of its user in the clear, so
-// deciding which nodes see a record needs no decryption, and the value that nodes receive —
-// json.Marshal of token.Token or token.BackupCode, compact, TOTP secret included — sealed with
-// the keyring (AES-GCM, additional data = the record key without "rec/", so a sealed value cannot
-// be moved to another key). No secret is ever in the store file in any encoding. A user's scope
-// change rewrites the wrappers of all its records (same sealed bytes, new scopes) in one revision.
+// A sealed record is JSON {"scopes":[…],"sealed":base64,"mac":base64}: the scopes of its user in
+// the clear, so deciding which nodes see a record needs no decryption, and the value that nodes
+// receive — json.Marshal of token.Token or token.BackupCode, compact, TOTP secret included —
+// sealed with the keyring (AES-GCM, additional data = the record key without "rec/", so a sealed
+// value cannot be moved to another key). No secret is ever in the store file in any encoding. A
+// user's scope change rewrites the wrappers of all its records (same sealed bytes, new scopes,
+// new MACs) in one revision.
+//
+// # Authentication
+//
+// People who can write the store need not hold the key file (etcd's administrators), so every
+// record is authenticated (auth.go): users, nodes, sealed-record wrappers and bootstrap codes
+// carry a MAC (seal.Keyring.MAC, purpose "record") over their kind, full key and content — for a
+// wrapper the scopes and the sealed bytes. A record that fails is refused wherever it is read and
+// logged by key: served to no node, counted in no digest, never a node credential. The audit chain's hash
+// is a MAC too (purpose "audit"). Bookmarks carry the audit head; nodes keep the highest in
+// tokens.db and report it in their acks, and VerifyAudit fails naming a node whose head the chain
+// lacks (anchor.go). A store written before records were authenticated is refused at start until
+// AuthenticateStore (totp-registry authenticate-store) has run once. docs/etcd.md says why.
 //
 // # Index
 //
@@ -38,8 +51,8 @@
 //
 // # Not in the store
 //
-// Node acknowledgements (applied revision, count, digest agreement, last contact, lag) are kept in
-// memory: writing them would create revisions. Open streams are registered per node, so removing
+// Node acknowledgements (applied revision, count, digest agreement, last contact, lag, audit
+// anchor) are kept in memory: writing them would create revisions. Open streams are registered per node, so removing
 // a node ends them at once with an error frame node_removed.
 //
 // Nothing here logs a secret, a credential, a code, an otpauth URI or a request body.

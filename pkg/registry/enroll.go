@@ -408,16 +408,9 @@ func (e *enrollTx) ReplaceBackupCodes(recs []token.BackupCode) error {
 	return err
 }
 
-func (e *enrollTx) Bootstrap() (token.BackupCode, bool, error) {
-	var c token.BackupCode
-	err := e.getJSON(prefixBoot+e.u.Name, &c)
-	if errors.Is(err, kv.ErrNotFound) {
-		return c, false, nil
-	}
-	return c, err == nil, err
-}
+func (e *enrollTx) Bootstrap() (token.BackupCode, bool, error) { return e.bootstrap(e.u.Name) }
 
-func (e *enrollTx) PutBootstrap(c token.BackupCode) error { return e.putJSON(prefixBoot+e.u.Name, c) }
+func (e *enrollTx) PutBootstrap(c token.BackupCode) error { return e.putBootstrap(e.u.Name, c) }
 func (e *enrollTx) UseBootstrap() error                   { return e.Delete(prefixBoot + e.u.Name) }
 func (e *enrollTx) Mail() string                          { return e.u.Mail }
 
@@ -601,7 +594,9 @@ func (s *Server) enrollBootstrap(r *http.Request, n nodeRecord, body []byte) (in
 func (s *Server) notify(ctx context.Context, user, subject, what, by string) {
 	var u User
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
-		return (&txn{Txn: tx}).getJSON(prefixUser+user, &u)
+		var err error
+		u, err = (&txn{Txn: tx, s: s}).getUser(user)
+		return err
 	})
 	if err != nil {
 		s.log.Warn("mail notice not sent: cannot read user", "user", user, "subject", subject, "err", err)

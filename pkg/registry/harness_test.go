@@ -93,7 +93,7 @@ func (ca *testCA) issue(t testing.TB, cn string, server bool) (tls.Certificate, 
 type env struct {
 	t       testing.TB
 	srv     *Server
-	store   *kv.Bolt
+	store   kv.Store
 	keys    *seal.Keyring
 	ts      *httptest.Server
 	ca      *testCA
@@ -106,15 +106,20 @@ type envOptions struct {
 	mtls bool
 	cfg  func(*Config)
 	opts func(*Options) // last changes to the server's Options
+	// store, when set, is the registry's store instead of a bbolt file (an etcd store, say).
+	store kv.Store
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "store", "registry.db")
-	st, err := kv.OpenBolt(path, kv.BoltOptions{Timeout: time.Second, HistoryLimit: 100000})
-	if err != nil {
-		t.Fatal(err)
+	st := o.store
+	if st == nil {
+		var err error
+		if st, err = kv.OpenBolt(path, kv.BoltOptions{Timeout: time.Second, HistoryLimit: 100000}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	line, err := seal.GenerateKey(rand.Reader, "k1")
 	if err != nil {

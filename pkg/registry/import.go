@@ -114,7 +114,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 					u, err = x.user(c.User)
 					if isNotFound(err) {
 						u = User{Name: c.User, Scopes: append([]string{}, scopes...), Created: s.now().UTC()}
-						if err := x.putJSON(prefixUser+u.Name, u); err != nil {
+						if err := x.putUser(u); err != nil {
 							return err
 						}
 						created++
@@ -237,11 +237,11 @@ func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotice
 		users = users[:0]
 		x := &txn{Txn: tx, s: s}
 		for _, name := range n.users {
-			var u User
-			if err := x.getJSON(prefixUser+name, &u); err != nil {
-				if errors.Is(err, kv.ErrNotFound) {
-					continue // deleted since
-				}
+			u, err := x.getUser(name)
+			if errors.Is(err, kv.ErrNotFound) {
+				continue // deleted since
+			}
+			if err != nil {
 				return err
 			}
 			users = append(users, u)

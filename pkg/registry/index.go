@@ -42,13 +42,14 @@ func (c *change) frame(scope string) (f syncframe.Frame, ok bool) {
 func (s *Server) decodeEvent(ev kv.Event) (change, error) {
 	c := change{rev: ev.Rev, key: strings.TrimPrefix(ev.Key, prefixRec)}
 	var err error
+	// A record that fails authentication is visible nowhere, as in the snapshot and the digests.
 	if ev.Type == kv.Put {
-		if c.scopes, c.value, err = openValue(s.sealer, c.key, ev.Value); err != nil {
+		if c.scopes, c.value, err = s.openValue(c.key, ev.Value); err != nil && !errors.Is(err, errBadRecord) {
 			return c, err
 		}
 	}
 	if ev.Prev != nil {
-		if c.prevScopes, c.prevValue, err = openValue(s.sealer, c.key, ev.Prev.Value); err != nil {
+		if c.prevScopes, c.prevValue, err = s.openValue(c.key, ev.Prev.Value); err != nil && !errors.Is(err, errBadRecord) {
 			return c, err
 		}
 	}
@@ -65,7 +66,8 @@ type index struct {
 	digests  map[string]*syncframe.Digest
 	log      []change // every record change with logStart < rev <= index rev, in order
 	logStart int64
-	notify   chan struct{} // closed and replaced whenever rev advances
+	notify   chan struct{}     // closed and replaced whenever rev advances
+	audit    *syncframe.Anchor // the latest authenticated audit head, for bookmarks (anchor.go)
 }
 
 func newIndex(rev int64, digests map[string]*syncframe.Digest) *index {
@@ -170,7 +172,10 @@ func (s *Server) buildIndex(ctx context.Context) (int64, map[string]*syncframe.D
 		rev = r
 		return tx.Range(prefixRec, func(kvp kv.KeyValue) error {
 			key := strings.TrimPrefix(kvp.Key, prefixRec)
-			scopes, value, err := openValue(s.sealer, key, kvp.Value)
+			scopes, value, err := s.openValue(key, kvp.Value)
+			if errors.Is(err, errBadRecord) {
+				return nil // refused and logged: visible nowhere
+			}
 			if err != nil {
 				return err
 			}
@@ -244,6 +249,8 @@ func (s *Server) tail(ctx context.Context) {
 					continue
 				}
 				cs = append(cs, c)
+			case strings.HasPrefix(ev.Key, prefixAudit) && ev.Type == kv.Put:
+				s.advanceAnchor(ev.Key, ev.Value)
 			case strings.HasPrefix(ev.Key, prefixNode) && ev.Prev != nil:
 				if ev.Type == kv.Delete || !bytes.Equal(ev.Value, ev.Prev.Value) {
 					gone = append(gone, strings.TrimPrefix(ev.Key, prefixNode))

@@ -191,7 +191,7 @@ func (x *txn) sharedFailures(user string) (token.SharedFailures, error) {
 	if err != nil {
 		return f, err
 	}
-	_, value, err := openValue(x.s.sealer, syncframe.FailuresKey(user), raw.Value)
+	_, value, err := x.s.openValue(syncframe.FailuresKey(user), raw.Value)
 	if err != nil {
 		return f, err
 	}

@@ -1,8 +1,7 @@
 package registry
 
 import (
-	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
@@ -42,7 +41,7 @@ func (s *Server) createNode(r *http.Request, actor string, body []byte) (int, an
 		if _, err := x.Get(prefixNode + q.Name); err == nil {
 			return conflict("node %q exists; remove it first to issue a new credential", q.Name)
 		}
-		return x.putJSON(prefixNode+q.Name, nodeRecord{Name: q.Name, Scope: q.Scope, Hash: hash, Created: s.now().UTC()})
+		return x.putNode(nodeRecord{Name: q.Name, Scope: q.Scope, Hash: hash, Created: s.now().UTC()})
 	})
 	if err != nil {
 		return 0, nil, err
@@ -54,9 +53,12 @@ func (s *Server) listNodes(r *http.Request, _ string, _ []byte) (int, any, error
 	var recs []nodeRecord
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		return tx.Range(prefixNode, func(kvp kv.KeyValue) error {
-			var n nodeRecord
-			if err := json.Unmarshal(kvp.Value, &n); err != nil {
-				return fmt.Errorf("decode %s: %w", kvp.Key, err)
+			n, err := s.decodeNode(kvp.Key, kvp.Value)
+			if errors.Is(err, errBadRecord) {
+				return nil // refused and logged: listed nowhere, accepted nowhere
+			}
+			if err != nil {
+				return err
 			}
 			recs = append(recs, n)
 			return nil

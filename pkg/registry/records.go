@@ -30,10 +30,13 @@ const (
 	credentialTag = "ptn1"
 )
 
-// Sealer encrypts record values at rest; *seal.Keyring is one.
+// Sealer encrypts record values at rest and authenticates every record (auth.go);
+// *seal.Keyring is one.
 type Sealer interface {
 	Seal(plaintext, aad []byte) ([]byte, error)
 	Open(sealed, aad []byte) ([]byte, error)
+	MAC(purpose string, msg []byte) ([]byte, error)
+	CheckMAC(purpose string, msg, tag []byte) error
 }
 
 // User is a registry user: who may log in on the nodes of its scopes.
@@ -52,10 +55,12 @@ type nodeRecord struct {
 	Created time.Time `json:"created"`
 }
 
-// sealedRecord is the kv value of a node-visible record.
+// sealedRecord is the kv value of a node-visible record. MAC authenticates the key, the scopes
+// and the sealed bytes (auth.go).
 type sealedRecord struct {
 	Scopes []string `json:"scopes"`
 	Sealed []byte   `json:"sealed"`
+	MAC    []byte   `json:"mac,omitempty"`
 }
 
 // visible reports whether a record of a user with scopes is seen by nodes of scope.
@@ -67,7 +72,7 @@ func sealValue(s Sealer, key string, scopes []string, value []byte) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("seal %s: %w", key, err)
 	}
-	return json.Marshal(sealedRecord{Scopes: scopes, Sealed: sealed})
+	return wrap(s, key, sealedRecord{Scopes: scopes, Sealed: sealed})
 }
 
 // decodeWrapper reads a sealed record's wrapper without opening it.
@@ -79,13 +84,13 @@ func decodeWrapper(raw []byte) (sealedRecord, error) {
 	return w, nil
 }
 
-// openValue decodes and opens a sealed record stored under the sync key.
-func openValue(s Sealer, key string, raw []byte) (scopes []string, value []byte, err error) {
-	w, err := decodeWrapper(raw)
+// openValue decodes, authenticates and opens a sealed record stored under the sync key.
+func (s *Server) openValue(key string, raw []byte) (scopes []string, value []byte, err error) {
+	w, err := s.unwrap(key, raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", key, err)
+		return nil, nil, err
 	}
-	value, err = s.Open(w.Sealed, []byte(key))
+	value, err = s.sealer.Open(w.Sealed, []byte(key))
 	if err != nil {
 		return nil, nil, fmt.Errorf("open sealed record %s: %w", key, err)
 	}
@@ -181,8 +186,7 @@ func (x *txn) putJSON(key string, v any) error {
 
 // user returns a user or a 404.
 func (x *txn) user(name string) (User, error) {
-	var u User
-	err := x.getJSON(prefixUser+name, &u)
+	u, err := x.getUser(name)
 	if errors.Is(err, kv.ErrNotFound) {
 		return u, notFound("no user %q", clip(name))
 	}
@@ -208,7 +212,10 @@ func (x *txn) tokens(user string) ([]token.Token, error) {
 	var out []token.Token
 	err := x.Range(prefixRec+syncframe.TokenKey(user, ""), func(kvp kv.KeyValue) error {
 		key := strings.TrimPrefix(kvp.Key, prefixRec)
-		_, v, err := openValue(x.s.sealer, key, kvp.Value)
+		_, v, err := x.s.openValue(key, kvp.Value)
+		if errors.Is(err, errBadRecord) {
+			return nil // refused and logged
+		}
 		if err != nil {
 			return err
 		}
@@ -227,7 +234,10 @@ func (x *txn) backupCodes(user string) ([]token.BackupCode, error) {
 	var out []token.BackupCode
 	err := x.Range(prefixRec+syncframe.BackupKey(user, ""), func(kvp kv.KeyValue) error {
 		key := strings.TrimPrefix(kvp.Key, prefixRec)
-		_, v, err := openValue(x.s.sealer, key, kvp.Value)
+		_, v, err := x.s.openValue(key, kvp.Value)
+		if errors.Is(err, errBadRecord) {
+			return nil // refused and logged
+		}
 		if err != nil {
 			return err
 		}

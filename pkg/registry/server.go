@@ -87,12 +87,20 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+	if legacy, err := legacyStore(ctx, s.store); err != nil {
+		return nil, fmt.Errorf("read the audit chain: %w", err)
+	} else if legacy {
+		return nil, errLegacyStore
+	}
 	start := time.Now()
 	rev, digests, err := s.buildIndex(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("build scope index: %w", err)
 	}
 	s.idx = newIndex(rev, digests)
+	if err := s.readAnchor(ctx); err != nil {
+		return nil, fmt.Errorf("read the audit head: %w", err)
+	}
 	if err := s.initEnroll(o); err != nil {
 		return nil, err
 	}
@@ -218,10 +226,12 @@ func (s *Server) authNode(w http.ResponseWriter, r *http.Request) (nodeRecord, b
 		return fail()
 	}
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
-		return (&txn{Txn: tx}).getJSON(prefixNode+name, &n)
+		var err error
+		n, err = s.getNode(tx, name)
+		return err
 	})
 	if err != nil {
-		if !errors.Is(err, kv.ErrNotFound) {
+		if !errors.Is(err, kv.ErrNotFound) && !errors.Is(err, errBadRecord) {
 			// The store did not answer: that says nothing about the credential, so the node
 			// must not take it for a refusal.
 			s.storeFailed(w, "node authentication", err, "node", name)

@@ -66,9 +66,12 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	err := s.store.View(r.Context(), func(rv int64, tx kv.Txn) error {
 		rev = rv
 		return tx.Range(prefixRec, func(kvp kv.KeyValue) error {
-			wr, err := decodeWrapper(kvp.Value)
+			wr, err := s.unwrap(recKey(kvp.Key), kvp.Value)
+			if errors.Is(err, errBadRecord) {
+				return nil // refused and logged: served to no node
+			}
 			if err != nil {
-				return fmt.Errorf("%s: %w", kvp.Key, err)
+				return err
 			}
 			if visible(wr.Scopes, scope) {
 				items = append(items, snapItem{key: kvp.Key[len(prefixRec):], sealed: wr.Sealed})
@@ -225,7 +228,7 @@ func (ws *watchStream) run(poll bool, life time.Duration) error {
 			continue
 		}
 		if ws.pos == rev && (due || expired || (!poll && time.Since(lastMark) >= interval)) {
-			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest}); err != nil {
+			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest, Audit: ws.s.idx.anchor()}); err != nil {
 				return err
 			}
 			if err := ws.flush(); err != nil {
@@ -400,6 +403,11 @@ func parseAck(body []byte) (ack, error) {
 	if a.Rev < 0 || a.Count < 0 || a.LagMS < 0 || len(a.Version) > 64 || (a.Digest != "" && len(a.Digest) != 64) {
 		return a, badRequest("ack: rev, count and lag_ms must be >= 0, digest 64 hex digits, version at most 64 bytes")
 	}
+	if a.Audit != nil {
+		if err := a.Audit.Validate(); err != nil {
+			return a, badRequest("ack: %v", err)
+		}
+	}
 	a.Version = clip(cleanReason(a.Version))
 	return a, nil
 }
@@ -502,7 +510,7 @@ func (s *Server) handleUsed(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				return err
 			}
-			scopes, value, err := openValue(s.sealer, u.Key, kvp.Value)
+			scopes, value, err := s.openValue(u.Key, kvp.Value)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -241,7 +242,7 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 		if _, err := x.Get(prefixUser + u.Name); err == nil {
 			return conflict("user %q exists", u.Name)
 		}
-		return x.putJSON(prefixUser+u.Name, u)
+		return x.putUser(u)
 	})
 	return http.StatusCreated, userView(u, 0, 0), err
 }
@@ -254,9 +255,12 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 			return err
 		}
 		return tx.Range(prefixUser, func(kvp kv.KeyValue) error {
-			var u User
-			if err := json.Unmarshal(kvp.Value, &u); err != nil {
-				return fmt.Errorf("decode %s: %w", kvp.Key, err)
+			u, err := s.decodeUser(kvp.Key, kvp.Value)
+			if errors.Is(err, errBadRecord) {
+				return nil // refused and logged
+			}
+			if err != nil {
+				return err
 			}
 			out = append(out, userView(u, c[u.Name][0], c[u.Name][1]))
 			return nil
@@ -306,12 +310,19 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 				return err
 			}
 			for i, key := range keys {
-				w, err := decodeWrapper(raws[i])
+				w, err := x.s.unwrap(key, raws[i])
+				if errors.Is(err, errBadRecord) {
+					continue // refused and logged; it stays refused
+				}
 				if err != nil {
 					return err
 				}
 				w.Scopes = u.Scopes
-				if err := x.putJSON(prefixRec+key, w); err != nil {
+				b, err := wrap(x.s.sealer, key, w)
+				if err != nil {
+					return err
+				}
+				if err := x.Put(prefixRec+key, b); err != nil {
 					return err
 				}
 			}
@@ -321,7 +332,7 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 		if err != nil {
 			return err
 		}
-		return x.putJSON(prefixUser+name, u)
+		return x.putUser(u)
 	})
 	return http.StatusOK, v, err
 }
@@ -443,7 +454,7 @@ func (x *txn) token(user, id string) (User, token.Token, error) {
 	if err != nil {
 		return u, t, notFound("user %q has no token %q", clip(user), clip(id))
 	}
-	_, v, err := openValue(x.s.sealer, key, kvp.Value)
+	_, v, err := x.s.openValue(key, kvp.Value)
 	if err != nil {
 		return u, t, err
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
@@ -34,6 +35,8 @@ type Ack struct {
 	Digest  string `json:"digest"`
 	LagMS   int64  `json:"lag_ms"`
 	Version string `json:"version"`
+	// Audit is the highest audit head the node has seen in a bookmark, kept in its tokens.db.
+	Audit *syncframe.Anchor `json:"audit,omitempty"`
 }
 
 // UsedReport is POST /v1/sync/used's body: backup codes and passcodes the node accepted.
@@ -269,6 +272,11 @@ type AuditCheck struct {
 	// BadSeq is the first record that breaks the chain and Error says how, when OK is false.
 	BadSeq int64  `json:"bad_seq,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Nodes are the nodes that reported an audit head (an anchor) the chain does not contain:
+	// the chain was truncated or rewritten after they saw it.
+	Nodes []string `json:"nodes,omitempty"`
+	// Anchors is the number of node anchors checked (those this registry process has received).
+	Anchors int `json:"anchors"`
 }
 
 // CompactResult is the answer to Compact.

@@ -13,6 +13,18 @@
 // The GCM additional data is the header (version, length, key id) followed by the caller's aad.
 // Callers pass the record's kv key as aad, so a sealed value copied to another key does not open.
 //
+// # MACs
+//
+// Records that need no secrecy but must not be forged or edited by someone who can write the
+// store (the registry's users, nodes, sealed-record wrappers, the audit chain) carry a MAC tag:
+//
+//	version (1 byte, 1) | key id length (1 byte) | key id | HMAC-SHA256 (32 bytes)
+//
+// The HMAC key is derived from the named key with HKDF-SHA256: first a MAC root (label
+// "pam-totp seal mac"), then one key per purpose (label "pam-totp mac: PURPOSE"), so a MAC is
+// never made with the encryption key and a tag made for one purpose does not verify for another.
+// The HMAC covers the tag's header and the caller's message.
+//
 // # Key file
 //
 // Root-owned, mode 0600 at most, never a symlink (package securefile). One key per line:

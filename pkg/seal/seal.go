@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,7 +51,9 @@ var keyFileRule = securefile.Rule{Forbidden: 0o077, What: "key file"}
 type Keyring struct {
 	primary string
 	keys    map[string]cipher.AEAD
-	rand    io.Reader // nonces
+	macs    map[string][]byte // per key id: HKDF(key, "pam-totp seal mac"), the root of MAC keys
+	derived sync.Map          // key id + "\x00" + purpose -> MAC key ([]byte)
+	rand    io.Reader         // nonces
 }
 
 // LoadKeyring reads the key file at path (see the package doc).
@@ -90,7 +93,7 @@ func ParseKeyring(data []byte) (*Keyring, error) {
 
 // parse reads every key line; a file without keys gives an empty keyring.
 func parse(data []byte) (*Keyring, error) {
-	k := &Keyring{keys: map[string]cipher.AEAD{}, rand: rand.Reader}
+	k := &Keyring{keys: map[string]cipher.AEAD{}, macs: map[string][]byte{}, rand: rand.Reader}
 	first := map[string]int{}
 	key := make([]byte, base64.StdEncoding.DecodedLen(64))
 	defer clear(key)
@@ -127,6 +130,9 @@ func parse(data []byte) (*Keyring, error) {
 			return nil, fmt.Errorf("line %d: key %q: %w", n, id, err)
 		}
 		k.keys[id] = aead
+		if k.macs[id], err = macRoot(key[:keySize]); err != nil {
+			return nil, fmt.Errorf("line %d: key %q: %w", n, id, err)
+		}
 		k.primary = id
 	}
 	return k, nil

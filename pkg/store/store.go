@@ -51,6 +51,8 @@ type Meta struct {
 	LastContact time.Time `json:"last_contact,omitzero"`
 	Count       int64     `json:"count,omitempty"`
 	Digest      string    `json:"digest,omitempty"`
+	// Audit is the highest audit head the registry announced (anchor.go).
+	Audit *syncframe.Anchor `json:"audit,omitempty"`
 }
 
 var (

@@ -455,6 +455,7 @@ func (s *Staging) Finish(rev int64, count int64, digest string, source string, n
 	}
 	m := Meta{SchemaVersion: SchemaVersion, Revision: uint64(rev), Updated: now.UTC(), Source: source,
 		LastContact: now.UTC(), Count: s.digest.Count(), Digest: s.digest.String()}
+	m.Audit = s.t.keptAnchor() // a resync replaces the records, not what the node has seen
 	err := s.flush(&m)
 	if err == nil {
 		err = s.db.Sync()

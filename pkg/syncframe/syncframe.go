@@ -45,6 +45,8 @@ type Frame struct {
 	Digest  string          `json:"digest,omitempty"`
 	Code    string          `json:"code,omitempty"`
 	Message string          `json:"message,omitempty"`
+	// Audit is the registry's audit head, on bookmarks (anchor.go).
+	Audit *Anchor `json:"audit,omitempty"`
 }
 
 // Sentinel errors: every one means "stop, drop what this stream gave since the last complete
@@ -124,6 +126,11 @@ func (f *Frame) Validate() error {
 	case End, Bookmark:
 		if _, err := parseDigest(f.Digest); err != nil {
 			return bad("digest: " + err.Error())
+		}
+		if f.Audit != nil {
+			if err := f.Audit.Validate(); err != nil {
+				return err
+			}
 		}
 	case Error:
 		if f.Code == "" {

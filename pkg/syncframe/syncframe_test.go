@@ -155,13 +155,22 @@ func TestReaderRejects(t *testing.T) {
 		"control in key":  `{"type":"delete","rev":1,"key":"t/a\u0001/1"}` + "\n",
 		"negative rev":    `{"type":"commit","rev":-1}` + "\n",
 		"bad digest":      `{"type":"bookmark","rev":1,"digest":"xyz"}` + "\n",
+		"anchor seq 0":    `{"type":"bookmark","rev":1,"digest":"%[1]s","audit":{"seq":0,"hash":"ab"}}` + "\n",
+		"anchor not hex":  `{"type":"bookmark","rev":1,"digest":"%[1]s","audit":{"seq":1,"hash":"xyz"}}` + "\n",
+		"anchor no hash":  `{"type":"bookmark","rev":1,"digest":"%[1]s","audit":{"seq":1}}` + "\n",
+		"anchor too long": `{"type":"bookmark","rev":1,"digest":"%[1]s","audit":{"seq":1,"hash":"` + strings.Repeat("ab", 67) + `"}}` + "\n",
 		"unterminated":    `{"type":"commit","rev":1}`,
 		"huge line":       `{"type":"put","rev":1,"key":"t/a/1","value":{"x":"` + strings.Repeat("a", MaxLine) + `"}}` + "\n",
 	}
 	for name, in := range tests {
+		in = strings.ReplaceAll(in, "%[1]s", strings.Repeat("0", 64))
 		if _, err := NewReader(strings.NewReader(in)).Next(); err == nil || err == io.EOF {
 			t.Errorf("Next(%s) = %v, want an error", name, err)
 		}
+	}
+	good := `{"type":"bookmark","rev":1,"digest":"` + strings.Repeat("0", 64) + `","audit":{"seq":7,"hash":"0102ab"}}` + "\n"
+	if f, err := NewReader(strings.NewReader(good)).Next(); err != nil || f.Audit == nil || f.Audit.Seq != 7 {
+		t.Errorf("Next(bookmark with an anchor) = %+v, %v", f, err)
 	}
 }
 
