@@ -97,7 +97,7 @@ func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer)
 	if cfg == nil {
 		return code
 	}
-	if check && cfg.Sync.Registry == "" {
+	if check && len(cfg.Sync.Registry) == 0 {
 		fmt.Fprintf(stdout, "%s: OK (standalone: no [sync] registry; totp-syncd is the local enrollment authority)\n", path)
 		return 0
 	}
@@ -120,7 +120,7 @@ func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer)
 	if busAddr == "" {
 		busAddr = cfg.Sync.Bus
 	}
-	if cfg.Sync.Registry == "" {
+	if len(cfg.Sync.Registry) == 0 {
 		return standalone(ctx, cfg, busAddr, log)
 	}
 	return daemon(ctx, cfg, busAddr, log)
@@ -371,7 +371,7 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 			now.Sub(st.LastContact).Round(time.Second))
 	}
 	switch {
-	case cfg.Sync.Registry == "":
+	case len(cfg.Sync.Registry) == 0:
 		fmt.Fprintf(w, "stale:             no (standalone: no registry to hear from)\n")
 	case cfg.Sync.MaxOffline <= 0:
 		fmt.Fprintf(w, "stale:             no limit (max_offline 0)\n")
@@ -381,13 +381,13 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 	default:
 		fmt.Fprintf(w, "stale:             no (max_offline %s)\n", cfg.Sync.MaxOffline)
 	}
-	if cfg.Sync.Registry == "" {
+	if len(cfg.Sync.Registry) == 0 {
 		fmt.Fprintf(w, "records:           not kept in meta (standalone: no synced set; --verify counts them)\n")
 	} else {
 		fmt.Fprintf(w, "records:           %d\n", st.Count)
 		fmt.Fprintf(w, "digest:            %s\n", st.Digest)
 	}
-	if cfg.Sync.Registry != "" {
+	if len(cfg.Sync.Registry) > 0 {
 		fmt.Fprintf(w, "claims:            each accepted code claimed at the registry within %s; without an answer: %s\n",
 			cfg.Sync.ClaimTimeout, map[string]string{config.OfflineLocal: "accepted on this node's record (offline_claims local)",
 				config.OfflineDeny: "refused (offline_claims deny)"}[cfg.Sync.OfflineClaims])

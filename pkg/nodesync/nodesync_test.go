@@ -336,7 +336,7 @@ func newEnv(t *testing.T, f *fakeRegistry) *env {
 	cred := filepath.Join(root, "node.credential")
 	writeFile(t, ca, f.caPEM(), 0o644)
 	writeFile(t, cred, []byte(testCredential+"\n"), 0o600)
-	return &env{dir: dir, sync: config.Sync{Registry: f.srv.URL, CAFile: ca, CredentialFile: cred},
+	return &env{dir: dir, sync: config.Sync{Registry: config.URLs{f.srv.URL}, CAFile: ca, CredentialFile: cred},
 		clock: &fakeClock{t: time.Unix(1700000000, 0)}, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 }
 

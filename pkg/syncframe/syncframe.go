@@ -45,7 +45,18 @@ type Frame struct {
 	Digest  string          `json:"digest,omitempty"`
 	Code    string          `json:"code,omitempty"`
 	Message string          `json:"message,omitempty"`
+	// Epoch is the registry store's identity (begin, end, bookmark): revisions of one epoch mean
+	// nothing in another (docs/sync-protocol.md, "The store's epoch").
+	Epoch string `json:"epoch,omitempty"`
 }
+
+// Headers of the snapshot and watch answers, the stream's hello: EpochHeader carries the store's
+// epoch (before any frame, on errors too), BookmarkIntervalHeader how often a caught-up watch
+// stream sends a bookmark (a time.Duration string), from which a node tells a stalled stream.
+const (
+	EpochHeader            = "Pam-Totp-Epoch"
+	BookmarkIntervalHeader = "Pam-Totp-Bookmark-Interval"
+)
 
 // Sentinel errors: every one means "stop, drop what this stream gave since the last complete
 // unit, reconnect".
@@ -106,6 +117,9 @@ func (f *Frame) Validate() error {
 	bad := func(why string) error { return fmt.Errorf("%s frame: %s: %w", clip(string(f.Type)), why, ErrFrame) }
 	if f.Rev < 0 || f.Count < 0 {
 		return bad("negative revision or count")
+	}
+	if len(f.Epoch) > 64 {
+		return bad("epoch over 64 bytes")
 	}
 	switch f.Type {
 	case Put:
