@@ -279,7 +279,8 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 		go func() { done <- nodesync.ServeMetrics(ctx, ln, metrics, log) }()
 		log.Info("metrics", "listen", ln.Addr().String())
 	}
-	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Metrics: metrics, Kick: s.Kick, Log: log})
+	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Metrics: metrics, Kick: s.Kick, Log: log,
+		Enroll: s.EnrollClient()}) // enrollment calls go to the replica the syncer follows
 	switch {
 	case errors.Is(err, busapi.ErrNameTaken):
 		log.Error("no D-Bus service; syncing without it", "err", err)
@@ -362,7 +363,18 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 		reg = "(none: standalone)"
 	}
 	fmt.Fprintf(w, "registry:          %s\n", reg)
-	fmt.Fprintf(w, "tokens.db source:  %s\n", st.Source)
+	switch {
+	case st.Source == "" || st.Source == "standalone":
+		fmt.Fprintf(w, "tokens.db source:  %s\n", st.Source)
+	case st.SourceSince.IsZero():
+		fmt.Fprintf(w, "following:         %s\n", st.Source)
+	default:
+		fmt.Fprintf(w, "following:         %s since %s (%s ago)\n", st.Source, st.SourceSince.Local().Format(time.RFC3339),
+			now.Sub(st.SourceSince).Round(time.Second))
+	}
+	if st.Epoch != "" {
+		fmt.Fprintf(w, "store epoch:       %s\n", st.Epoch)
+	}
 	fmt.Fprintf(w, "applied revision:  %d\n", st.Revision)
 	if st.LastContact.IsZero() {
 		fmt.Fprintf(w, "last contact:      never\n")

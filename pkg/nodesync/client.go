@@ -119,7 +119,7 @@ type client struct {
 	http     *http.Client
 	agent    string
 	now      func() time.Time
-	onMove   func(from, to string) // called after each move (metrics, log); may be nil
+	onMove   func(from, to string, since time.Time) // called after each move (metrics, log); may be nil
 
 	mu    sync.Mutex
 	cur   int       // index of the followed replica
@@ -183,10 +183,10 @@ func (c *client) moveFrom(i int) int {
 		return c.cur
 	}
 	c.cur, c.since = (i+1)%len(c.bases), c.now()
-	from, to, cur := c.bases[i].String(), c.bases[c.cur].String(), c.cur
+	from, to, cur, since := c.bases[i].String(), c.bases[c.cur].String(), c.cur, c.since
 	c.mu.Unlock()
 	if c.onMove != nil {
-		c.onMove(from, to)
+		c.onMove(from, to, since)
 	}
 	return cur
 }

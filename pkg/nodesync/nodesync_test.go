@@ -136,6 +136,20 @@ type fakeRegistry struct {
 	events      chan string
 	// beforeWatch runs before the nth watch (from 1) is answered.
 	beforeWatch func(n int)
+	// epoch and interval, when set, are announced in the snapshot and watch answers' headers.
+	epoch, interval string
+}
+
+// hello sets the headers the registry sends before any frame.
+func (f *fakeRegistry) hello(w http.ResponseWriter) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.epoch != "" {
+		w.Header().Set(syncframe.EpochHeader, f.epoch)
+	}
+	if f.interval != "" {
+		w.Header().Set(syncframe.BookmarkIntervalHeader, f.interval)
+	}
 }
 
 func newFakeRegistry(t *testing.T) *fakeRegistry {
@@ -152,6 +166,7 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		f.nSnap++
 		n := f.nSnap
 		f.mu.Unlock()
+		f.hello(w)
 		f.serve(w, r, rep)
 		f.events <- "snapshot#" + strconv.Itoa(n)
 	})
@@ -170,6 +185,7 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 			f.beforeWatch(n)
 		}
 		f.events <- "watch#" + strconv.Itoa(n) + " since=" + r.URL.Query().Get("since")
+		f.hello(w)
 		f.serve(w, r, rep)
 	})
 	mux.HandleFunc("POST /v1/sync/ack", func(w http.ResponseWriter, r *http.Request) {

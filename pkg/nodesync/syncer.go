@@ -136,8 +136,9 @@ func New(o Options) (*Syncer, error) {
 				"registry", b.String())
 		}
 	}
-	c.onMove = func(from, to string) {
+	c.onMove = func(from, to string, since time.Time) {
 		s.m.failover()
+		s.m.setReplica(to, since)
 		s.log.Warn("moving to another registry replica", "from", from, "to", to)
 	}
 	_, u, since := c.current()
@@ -276,13 +277,12 @@ func (s *Syncer) cycle(ctx context.Context) (progress bool, err error) {
 // origin is the replica and the store epoch its answer announced.
 func (s *Syncer) stream(ctx context.Context, path string, q url.Values) (*http.Response, io.ReadCloser, store.Origin, context.CancelFunc, error) {
 	rctx, cancel := context.WithCancel(ctx)
-	i, u, since := s.client.current()
+	i, u, _ := s.client.current()
 	resp, err := s.client.doAt(rctx, i, http.MethodGet, path, q, nil)
 	if err != nil {
 		cancel()
 		return nil, nil, store.Origin{}, nil, err
 	}
-	s.m.setReplica(u, since)
 	interval := s.o.BookmarkInterval
 	if d, err := time.ParseDuration(resp.Header.Get(syncframe.BookmarkIntervalHeader)); err == nil && d >= time.Second && d <= 5*time.Minute {
 		interval = d
