@@ -38,6 +38,11 @@ func checkEpoch(v []byte) (string, error) {
 // the Update read the key, so only one creation commits and the others read it on their retry.
 func ensureEpoch(ctx context.Context, st kv.Store, rnd io.Reader) (epoch string, created bool, err error) {
 	_, err = st.Update(ctx, func(tx kv.Txn) error {
+		if _, err := tx.Get(keyMigrating); err == nil {
+			return errors.New("the store is an unfinished `totp-registry migrate`: empty it and migrate again")
+		} else if !errors.Is(err, kv.ErrNotFound) {
+			return err
+		}
 		kvp, err := tx.Get(keyEpoch)
 		if err == nil {
 			created = false
