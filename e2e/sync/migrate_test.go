@@ -18,13 +18,8 @@ import (
 // old token logs in, and so does a token added after the move; `totp-admin audit verify` passes.
 func TestMigrateBoltToEtcd(t *testing.T) {
 	needRoot(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
-	n := newNode(t, r, nodeOptions{})
-	user := pamtest.AddUser(t, userPrefix)
-	r.addUser(user)
+	r, n, user, tok := nodeWithToken(t)
 	step := nextStep(t)
-	tok, _ := r.addToken(user, "phone")
-	n.waitRev(r.rev(), 10*time.Second)
 	if res := n.login(user, code(tok, step)); res.Code != pamtest.Success {
 		t.Fatalf("login on bbolt: %s %s", pamtest.Name(res.Code), res.Fatal)
 	}

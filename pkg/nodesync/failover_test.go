@@ -126,11 +126,7 @@ func TestSyncFailoverOnStalledStream(t *testing.T) {
 	if took := time.Since(start); took < 2*time.Second || took > 8*time.Second {
 		t.Errorf("moved after %s, want about 3 s (three announced intervals)", took)
 	}
-	e.logMu.Lock()
-	defer e.logMu.Unlock()
-	if !strings.Contains(e.log.String(), "stream idle") {
-		t.Errorf("log does not say the stream stalled:\n%s", e.log.String())
-	}
+	e.wantLogged(t, "stream idle")
 }
 
 // TestClientMovesOnlyWhenNotTaken: a request moves to the next replica only when the followed

@@ -643,10 +643,16 @@ func TestSyncIdleStreamReconnects(t *testing.T) {
 	e.start(t, o)
 	f.waitEvent(t, "watch#1 since=5")
 	f.waitEvent(t, "watch#2 since=5")
+	e.wantLogged(t, "stream idle")
+}
+
+// wantLogged fails the test unless the syncer's log holds sub.
+func (e *env) wantLogged(t *testing.T, sub string) {
+	t.Helper()
 	e.logMu.Lock()
 	defer e.logMu.Unlock()
-	if !strings.Contains(e.log.String(), "stream idle") {
-		t.Errorf("log does not say the stream was idle:\n%s", e.log.String())
+	if !strings.Contains(e.log.String(), sub) {
+		t.Errorf("log does not say %q:\n%s", sub, e.log.String())
 	}
 }
 
