@@ -54,6 +54,27 @@ func TestSyncEpochChangeResyncsOnce(t *testing.T) {
 	}
 }
 
+// TestSyncErrorWithoutEpoch: an error answer that comes before the sync handlers (a 503 of the
+// credential check while the store is down) carries no epoch, and is no reason to resync.
+func TestSyncErrorWithoutEpoch(t *testing.T) {
+	t.Parallel()
+	f := newFakeRegistry(t)
+	f.epoch = epoch1
+	f.snapshots = []reply{{status: 200, body: snapshotBody(5, base)}}
+	f.watches = []reply{{status: http.StatusServiceUnavailable, body: `{"error":"store down"}`, bare: true}}
+	e := newEnv(t, f)
+	s := e.start(t, e.options())
+	f.waitEvent(t, "watch#2 since=5")
+	if n := s.Metrics().Resyncs(ReasonEpoch); n != 0 {
+		t.Errorf("resyncs{epoch} = %d after a 503 without an epoch, want 0", n)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nSnap != 1 {
+		t.Errorf("snapshots = %d, want 1", f.nSnap)
+	}
+}
+
 // twoReplicas starts two fake replicas of one store (same epoch and records) and a node
 // configured with both, A first.
 func twoReplicas(t *testing.T) (a, b *fakeRegistry, e *env) {

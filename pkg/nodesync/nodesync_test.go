@@ -107,11 +107,13 @@ func bookmark(rev int64, m model) syncframe.Frame {
 	return syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: d.Count(), Digest: d.String()}
 }
 
-// reply is one scripted answer; hold keeps the stream open (after body) until the client goes.
+// reply is one scripted answer; hold keeps the stream open (after body) until the client goes;
+// bare leaves out the epoch and interval headers (an answer from before the sync handlers).
 type reply struct {
 	status int
 	body   string
 	hold   bool
+	bare   bool
 }
 
 // fakeRegistry serves scripted snapshot and watch answers, in order; when a script runs out it
@@ -166,7 +168,9 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		f.nSnap++
 		n := f.nSnap
 		f.mu.Unlock()
-		f.hello(w)
+		if !rep.bare {
+			f.hello(w)
+		}
 		f.serve(w, r, rep)
 		f.events <- "snapshot#" + strconv.Itoa(n)
 	})
@@ -185,7 +189,9 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 			f.beforeWatch(n)
 		}
 		f.events <- "watch#" + strconv.Itoa(n) + " since=" + r.URL.Query().Get("since")
-		f.hello(w)
+		if !rep.bare {
+			f.hello(w)
+		}
 		f.serve(w, r, rep)
 	})
 	mux.HandleFunc("POST /v1/sync/ack", func(w http.ResponseWriter, r *http.Request) {

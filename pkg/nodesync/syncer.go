@@ -337,7 +337,8 @@ func (s *Syncer) watch(ctx context.Context, m store.Meta) (progress bool, err er
 	}
 	defer cancel()
 	defer body.Close()
-	if origin.Epoch != m.Epoch {
+	// Only the answers of the sync protocol carry the epoch (a 401 or a 503 may come before it).
+	if ok := resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusGone; ok && origin.Epoch != m.Epoch {
 		return false, &resyncError{reason: ReasonEpoch, err: fmt.Errorf("%s serves store epoch %q; tokens.db holds revision %d of epoch %q",
 			origin.Source, origin.Epoch, since, m.Epoch)}
 	}
