@@ -512,7 +512,7 @@ func latencyRun(ctx context.Context, o syncOptions, backend string, n int) (late
 			return row, err
 		}
 		s, err := nodesync.New(nodesync.Options{
-			Sync:  config.Sync{Registry: r.url, CAFile: r.caFile, CredentialFile: cred},
+			Sync:  config.Sync{Registry: config.URLs{r.url}, CAFile: r.caFile, CredentialFile: cred},
 			Store: store.Options{Dir: filepath.Join(ndir, "store"), Timeout: 5 * time.Second},
 			Log:   slog.New(applyLog{node: i, rec: rec}),
 		})

@@ -46,7 +46,8 @@ const longHelp = `totp-admin manages TOTP tokens: on a login node without a regi
 at the central totp-registry, which also knows users, login nodes and an audit log.
 
 With a registry:
-  --registry URL           the registry, https://HOST[:PORT]   (or $TOTP_REGISTRY)
+  --registry URL           the registry, https://HOST[:PORT]   (or $TOTP_REGISTRY); several
+                           replicas: repeat it or separate URLs with commas
   --admin-token-file FILE  the admin token, mode 0600          (or $TOTP_ADMIN_TOKEN_FILE)
   --ca-file FILE           the registry's CA, the only one trusted (or $TOTP_CA_FILE;
                            default: the system's CAs)
@@ -76,7 +77,8 @@ func (e *env) open(path string) (io.ReadCloser, error) {
 // registryFlags are --registry, --admin-token-file, --ca-file and --reason as given; the first
 // three fall back to the environment.
 type registryFlags struct {
-	url, tokenFile, caFile, reason string
+	urls                      []string // --registry, repeated or comma-separated: replicas of one registry
+	tokenFile, caFile, reason string
 }
 
 func main() {
@@ -107,7 +109,7 @@ func newRoot(e *env) *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&e.config, "config", config.DefaultPath, "config `FILE` of this node")
-	pf.StringVar(&e.reg.url, "registry", "", "`URL` of the registry (default $"+envRegistry+")")
+	pf.StringSliceVar(&e.reg.urls, "registry", nil, "`URL` of the registry; replicas of one registry repeated or separated by commas, tried in order (default $"+envRegistry+")")
 	pf.StringVar(&e.reg.tokenFile, "admin-token-file", "", "`FILE` with the registry's admin token, mode 0600 (default $"+envTokenFile+")")
 	pf.StringVar(&e.reg.caFile, "ca-file", "", "`FILE` with the registry's CA, the only one trusted (default $"+envCAFile+"; else the system's CAs)")
 	pf.StringVar(&e.reg.reason, "reason", "", "why (`TEXT`), for the registry's audit log")

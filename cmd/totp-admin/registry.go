@@ -43,7 +43,7 @@ func (e *env) registry(cmd *cobra.Command) (*registry, error) {
 		}
 		return e.getenv(env)
 	}
-	url := or(e.reg.url, envRegistry)
+	url := or(strings.Join(e.reg.urls, ","), envRegistry)
 	if url == "" {
 		return nil, nil
 	}

@@ -566,7 +566,7 @@ func TestRegistryFlags(t *testing.T) {
 	})
 }
 
-// The registry flags go anywhere on the line, the last one counts, and "--" ends the flags; doctor
+// The registry flags go anywhere on the line, --registry given twice names two replicas, and "--" ends the flags; doctor
 // takes them and runs locally all the same.
 func TestRegistryFlagsAnywhere(t *testing.T) {
 	t.Parallel()
@@ -579,7 +579,8 @@ func TestRegistryFlagsAnywhere(t *testing.T) {
 		{[]string{"user", "list"}, "user list", "", nil},
 		{[]string{"doctor", "--registry", "https://r", "--service", "sudo"}, "doctor", "https://r", nil},
 		{[]string{"doctor", "--registry=https://r", "--ca-file", "ca.pem", "--admin-token-file=t"}, "doctor", "https://r", nil},
-		{[]string{"--registry", "https://a", "doctor", "--registry", "https://b"}, "doctor", "https://b", nil},
+		{[]string{"--registry", "https://a", "doctor", "--registry", "https://b"}, "doctor", "https://a,https://b", nil},
+		{[]string{"--registry", "https://a,https://b", "user", "list"}, "user list", "https://a,https://b", nil},
 		{[]string{"token", "list", "--", "--registry", "https://r"}, "token list", "", []string{"--registry", "https://r"}},
 	}
 	for _, tc := range tests {
@@ -593,9 +594,9 @@ func TestRegistryFlagsAnywhere(t *testing.T) {
 		if err != nil {
 			t.Fatalf("totp-admin %q: %v", tc.args, err)
 		}
-		if got := cmdline.Name(cmd); got != tc.wantCmd || e.reg.url != tc.wantURL || !slices.Equal(cmd.Flags().Args(), tc.wantArgs) {
+		if got := cmdline.Name(cmd); got != tc.wantCmd || strings.Join(e.reg.urls, ",") != tc.wantURL || !slices.Equal(cmd.Flags().Args(), tc.wantArgs) {
 			t.Errorf("totp-admin %q: command %q, --registry %q, arguments %q; want %q, %q, %q",
-				tc.args, got, e.reg.url, cmd.Flags().Args(), tc.wantCmd, tc.wantURL, tc.wantArgs)
+				tc.args, got, e.reg.urls, cmd.Flags().Args(), tc.wantCmd, tc.wantURL, tc.wantArgs)
 		}
 	}
 }

@@ -27,10 +27,10 @@ func (s *standalone) admin(writes bool) (*admin.Admin, error) {
 	if err != nil {
 		return nil, err
 	}
-	if writes && cfg.Sync.Registry != "" {
+	if writes && len(cfg.Sync.Registry) > 0 {
 		return nil, fmt.Errorf("this node follows the registry %s: change tokens there "+
 			"(totp-admin --registry %s ...); a local change would be undone at the next sync",
-			token.Clean(cfg.Sync.Registry), token.Clean(cfg.Sync.Registry))
+			token.Clean(cfg.Sync.Registry.String()), token.Clean(cfg.Sync.Registry.String()))
 	}
 	return admin.New(cfg), nil
 }
@@ -158,9 +158,9 @@ func (s *standalone) unlock(u string) error {
 		shared, err = x.SharedFailures(u)
 		return err
 	})
-	if a.Config.Sync.Registry != "" && shared.Count > 0 {
+	if len(a.Config.Sync.Registry) > 0 && shared.Count > 0 {
 		fmt.Fprintf(e.stdout, "The registry still counts %d failed codes of %s on the whole cluster; unlock there: totp-admin --registry %s unlock %s\n",
-			shared.Count, token.Clean(u), token.Clean(a.Config.Sync.Registry), token.Clean(u))
+			shared.Count, token.Clean(u), token.Clean(a.Config.Sync.Registry.String()), token.Clean(u))
 	}
 	return nil
 }

@@ -12,8 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -107,6 +110,37 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			return nil
 		},
 	})
+	migrate := &cobra.Command{
+		Use:   "migrate --config FROM.conf --to TO.conf",
+		Short: "Copy every key of a stopped registry's store into an empty one (bbolt to etcd, or back), under a new epoch",
+		Long: "migrate copies every key of the store that --config names into the empty store that --to names,\n" +
+			"as they are (records, nodes, the audit chain), and gives the target a new epoch, so every node\n" +
+			"resyncs once from it. Stop every registry on the source first; both configs must name the same\n" +
+			"key_file keyring.",
+		Args: cmdline.NoArgs,
+	}
+	to := migrate.Flags().String("to", "", "config `FILE` of the target registry (its store must be empty)")
+	migrate.RunE = func(*cobra.Command, []string) error {
+		if *to == "" {
+			return cmdline.Usagef("migrate: --to FILE is required")
+		}
+		from, err := load()
+		if err != nil {
+			return err
+		}
+		target, warnings, err := registry.LoadConfig(*to)
+		for _, w := range warnings {
+			log.Warn("config", "file", *to, "warning", w)
+		}
+		if err == nil {
+			err = migrateStore(from, target, stdout)
+		}
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		return nil
+	}
+	root.AddCommand(migrate)
 	return root
 }
 
@@ -126,6 +160,53 @@ func authenticateStore(cfg *registry.Config, stdout io.Writer, log *slog.Logger)
 		return err
 	}
 	fmt.Fprintln(stdout, did)
+	return nil
+}
+
+// migrateStore copies from's store into target's (registry.Migrate) and prints what it copied.
+func migrateStore(from, target *registry.Config, stdout io.Writer) error {
+	fk, err := seal.LoadKeyring(from.KeyFile)
+	if err != nil {
+		return fmt.Errorf("key_file: %w", err)
+	}
+	tk, err := seal.LoadKeyring(target.KeyFile)
+	if err != nil {
+		return fmt.Errorf("--to key_file: %w", err)
+	}
+	if fk.PrimaryID() != tk.PrimaryID() {
+		return fmt.Errorf("the target's key_file %s has primary key %s, the source's %s: the records are copied sealed, so both need the same keyring",
+			target.KeyFile, tk.PrimaryID(), fk.PrimaryID())
+	}
+	if from.Store.String() == target.Store.String() {
+		return fmt.Errorf("source and target are the same store (%s)", from.Store)
+	}
+	src, err := registry.OpenStore(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := registry.OpenStore(target)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	start := time.Now()
+	rep, err := registry.Migrate(context.Background(), src, dst, rand.Reader)
+	if err != nil {
+		return err
+	}
+	kinds := slices.Sorted(maps.Keys(rep.ByKind))
+	parts := make([]string, len(kinds))
+	for i, k := range kinds {
+		parts[i] = fmt.Sprintf("%s %d", k, rep.ByKind[k])
+	}
+	fmt.Fprintf(stdout, "copied %d keys (%s) from %s to %s in %d revisions, %s\n", rep.Keys, strings.Join(parts, ", "),
+		from.Store, target.Store, rep.Revisions, time.Since(start).Round(time.Millisecond))
+	was := rep.FromEpoch
+	if was == "" {
+		was = "none"
+	}
+	fmt.Fprintf(stdout, "new store epoch %s (the source's: %s): every node resyncs once from the new store\n", rep.Epoch, was)
 	return nil
 }
 

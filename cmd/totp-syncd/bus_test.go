@@ -58,7 +58,7 @@ func TestDaemonWithoutBus(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir
-	cfg.Sync.Registry = srv.URL
+	cfg.Sync.Registry = config.URLs{srv.URL}
 	cfg.Sync.CredentialFile = cred
 	cfg.Sync.VerifySocket = filepath.Join(dir, "run", "verify.sock") // not the system's default path
 

@@ -97,7 +97,7 @@ func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer)
 	if cfg == nil {
 		return code
 	}
-	if check && cfg.Sync.Registry == "" {
+	if check && len(cfg.Sync.Registry) == 0 {
 		fmt.Fprintf(stdout, "%s: OK (standalone: no [sync] registry; totp-syncd is the local enrollment authority)\n", path)
 		return 0
 	}
@@ -120,7 +120,7 @@ func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer)
 	if busAddr == "" {
 		busAddr = cfg.Sync.Bus
 	}
-	if cfg.Sync.Registry == "" {
+	if len(cfg.Sync.Registry) == 0 {
 		return standalone(ctx, cfg, busAddr, log)
 	}
 	return daemon(ctx, cfg, busAddr, log)
@@ -279,7 +279,8 @@ func daemon(ctx context.Context, cfg *config.Config, busAddr string, log *slog.L
 		go func() { done <- nodesync.ServeMetrics(ctx, ln, metrics, log) }()
 		log.Info("metrics", "listen", ln.Addr().String())
 	}
-	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Metrics: metrics, Kick: s.Kick, Log: log})
+	svc, err := busapi.Open(ctx, busAddr, busapi.Options{Config: cfg, Metrics: metrics, Kick: s.Kick, Log: log,
+		Enroll: s.EnrollClient()}) // enrollment calls go to the replica the syncer follows
 	switch {
 	case errors.Is(err, busapi.ErrNameTaken):
 		log.Error("no D-Bus service; syncing without it", "err", err)
@@ -362,7 +363,18 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 		reg = "(none: standalone)"
 	}
 	fmt.Fprintf(w, "registry:          %s\n", reg)
-	fmt.Fprintf(w, "tokens.db source:  %s\n", st.Source)
+	switch {
+	case st.Source == "" || st.Source == "standalone":
+		fmt.Fprintf(w, "tokens.db source:  %s\n", st.Source)
+	case st.SourceSince.IsZero():
+		fmt.Fprintf(w, "following:         %s\n", st.Source)
+	default:
+		fmt.Fprintf(w, "following:         %s since %s (%s ago)\n", st.Source, st.SourceSince.Local().Format(time.RFC3339),
+			now.Sub(st.SourceSince).Round(time.Second))
+	}
+	if st.Epoch != "" {
+		fmt.Fprintf(w, "store epoch:       %s\n", st.Epoch)
+	}
 	fmt.Fprintf(w, "applied revision:  %d\n", st.Revision)
 	if st.LastContact.IsZero() {
 		fmt.Fprintf(w, "last contact:      never\n")
@@ -371,7 +383,7 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 			now.Sub(st.LastContact).Round(time.Second))
 	}
 	switch {
-	case cfg.Sync.Registry == "":
+	case len(cfg.Sync.Registry) == 0:
 		fmt.Fprintf(w, "stale:             no (standalone: no registry to hear from)\n")
 	case cfg.Sync.MaxOffline <= 0:
 		fmt.Fprintf(w, "stale:             no limit (max_offline 0)\n")
@@ -381,13 +393,13 @@ func printStatus(w io.Writer, st nodesync.Status, cfg *config.Config, now time.T
 	default:
 		fmt.Fprintf(w, "stale:             no (max_offline %s)\n", cfg.Sync.MaxOffline)
 	}
-	if cfg.Sync.Registry == "" {
+	if len(cfg.Sync.Registry) == 0 {
 		fmt.Fprintf(w, "records:           not kept in meta (standalone: no synced set; --verify counts them)\n")
 	} else {
 		fmt.Fprintf(w, "records:           %d\n", st.Count)
 		fmt.Fprintf(w, "digest:            %s\n", st.Digest)
 	}
-	if cfg.Sync.Registry != "" {
+	if len(cfg.Sync.Registry) > 0 {
 		fmt.Fprintf(w, "claims:            each accepted code claimed at the registry within %s; without an answer: %s\n",
 			cfg.Sync.ClaimTimeout, map[string]string{config.OfflineLocal: "accepted on this node's record (offline_claims local)",
 				config.OfflineDeny: "refused (offline_claims deny)"}[cfg.Sync.OfflineClaims])

@@ -48,6 +48,11 @@ func TestStatusVerify(t *testing.T) {
 	standalone := node("standalone", nil, "")
 	synced := node("synced", &store.Meta{SchemaVersion: store.SchemaVersion, Revision: 5, Source: registry},
 		"[sync]\nregistry = \""+registry+"\"\n")
+	const replicaB = "https://registry-b.example:8443"
+	movedAt := time.Now().Add(-90 * time.Second).UTC().Truncate(time.Second)
+	moved := node("moved", &store.Meta{SchemaVersion: store.SchemaVersion, Revision: 5, Source: replicaB,
+		SourceSince: movedAt, Epoch: "00112233445566778899aabbccddeeff"},
+		"[sync]\nregistry = [\""+registry+"\", \""+replicaB+"\"]\n")
 	// A wrong code the registry has not heard of yet.
 	if err := store.NewState(store.Options{Dir: filepath.Join(dir, "synced"), Timeout: time.Second}).Update(func(x *store.StateTx) error {
 		return x.AddEvent(token.LoginEvent{Kind: token.EventFailure, User: "carol", At: time.Unix(1700000000, 0).UTC()})
@@ -66,6 +71,10 @@ func TestStatusVerify(t *testing.T) {
 			wantOut: "verify:            MISMATCH: the records give 1", wantStderr: "restart totp-syncd to resync"},
 		{name: "registry node: claims and the outbox", conf: synced, wantCode: 1,
 			wantOut: "unreported logins: 1 (claims made offline and wrong codes, for the registry)", wantStderr: "resync"},
+		{name: "replicas: the one followed and since when", conf: moved, wantCode: 1,
+			wantOut: "following:         " + replicaB + " since " + movedAt.Local().Format(time.RFC3339) + " (1m3", wantStderr: "resync"},
+		{name: "replicas: the store's epoch", conf: moved, wantCode: 1,
+			wantOut: "\nstore epoch:       00112233445566778899aabbccddeeff\n", wantStderr: "resync"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,6 +57,8 @@ type regOptions struct {
 	Prefix string
 	// Extra is more registry.conf text, after the rest (e.g. a [mail] section).
 	Extra string
+	// BookmarkInterval, if set, is the registry's bookmark_interval (default 10 s).
+	BookmarkInterval time.Duration
 }
 
 // storeConfig is the registry.conf lines that choose the store.
@@ -67,6 +69,14 @@ func (o regOptions) storeConfig(data string) string {
 	eps, _ := json.Marshal(o.Etcd.Endpoints())
 	return fmt.Sprintf("\n[store]\nbackend = \"etcd\"\nendpoints = %s\nprefix = %q\nrequest_timeout = \"2s\"\n",
 		eps, o.Prefix)
+}
+
+// bookmarkConfig is the registry.conf line of BookmarkInterval, if set.
+func (o regOptions) bookmarkConfig() string {
+	if o.BookmarkInterval == 0 {
+		return ""
+	}
+	return fmt.Sprintf("bookmark_interval = %q\n", o.BookmarkInterval)
 }
 
 // startRegistry writes a registry config (TLS with a certificate of c for 127.0.0.1), starts
@@ -131,8 +141,8 @@ tls_key = %q
 key_file = %q
 admin_tokens_file = %q
 issuer = "pam-totp test"
-%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
-		filepath.Join(dir, "admins"), o.storeConfig(data)+o.Extra), 0o644)
+%s%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
+		filepath.Join(dir, "admins"), o.bookmarkConfig(), o.storeConfig(data)+o.Extra), 0o644)
 	var err error
 	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.pemFile,
 		Timeout: 2 * time.Minute})
@@ -249,6 +259,8 @@ type nodeOptions struct {
 	RateLimit  string // the [rate_limit] section's lines; "" is fastRate
 	Sync       string // more [sync] lines (with a registry)
 	ConnectMS  int    // the module's connect_ms=; 0 is 300
+	// Replicas are more replicas of the registry, listed after it in [sync] registry.
+	Replicas []*registry
 }
 
 // fastRate keeps the rate limit out of the way of tests that do not test it.
@@ -292,8 +304,13 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 		}
 		mport := freePort(t)
 		n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
-		sync = fmt.Sprintf("registry = %q\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\nverify_socket = %q\n%s\n",
-			r.url, o.CAFile, n.credFile, mport, o.Bus, n.verifySock, o.Sync)
+		urls := []string{r.url}
+		for _, rr := range o.Replicas {
+			urls = append(urls, rr.url)
+		}
+		list, _ := json.Marshal(urls)
+		sync = fmt.Sprintf("registry = %s\nca_file = %q\ncredential_file = %q\nmetrics_listen = \"127.0.0.1:%d\"\nbus = %q\nverify_socket = %q\n%s\n",
+			list, o.CAFile, n.credFile, mport, o.Bus, n.verifySock, o.Sync)
 	}
 	if o.RateLimit == "" {
 		o.RateLimit = fastRate

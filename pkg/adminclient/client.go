@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -52,7 +53,9 @@ const (
 
 // Options configure a Client.
 type Options struct {
-	// URL is the registry's base URL, https://HOST[:PORT] (a path prefix is kept).
+	// URL is the registry's base URL, https://HOST[:PORT] (a path prefix is kept), or the URLs
+	// of several replicas of one registry separated by commas, tried in that order (Client.call
+	// says when a call moves on to the next).
 	URL string
 	// Token is the admin bearer token (see ReadTokenFile).
 	Token string
@@ -69,9 +72,12 @@ type Options struct {
 	Transport http.RoundTripper
 }
 
-// Client talks to one registry's admin API. It is safe for concurrent use.
+// Client talks to one registry's admin API, through one of its replicas. It is safe for
+// concurrent use.
 type Client struct {
-	base    *url.URL
+	bases   []*url.URL
+	mu      sync.Mutex
+	cur     int // the replica calls go to first: the last one that answered
 	token   string
 	reason  string
 	agent   string
@@ -81,9 +87,19 @@ type Client struct {
 
 // New checks o and returns a Client. It does not contact the registry.
 func New(o Options) (*Client, error) {
-	base, err := parseURL(o.URL)
-	if err != nil {
-		return nil, err
+	var bases []*url.URL
+	for _, s := range strings.Split(o.URL, ",") {
+		if s = strings.TrimSpace(s); s == "" && strings.Contains(o.URL, ",") {
+			continue
+		}
+		base, err := parseURL(s)
+		if err != nil {
+			return nil, err
+		}
+		bases = append(bases, base)
+	}
+	if len(bases) == 0 {
+		return nil, errors.New("no registry URL")
 	}
 	if o.Token == "" {
 		return nil, errors.New("no admin token")
@@ -125,7 +141,7 @@ func New(o Options) (*Client, error) {
 		agent = "pam-totp-adminclient"
 	}
 	return &Client{
-		base: base, token: o.Token, reason: o.Reason, agent: agent, timeout: timeout,
+		bases: bases, token: o.Token, reason: o.Reason, agent: agent, timeout: timeout,
 		http: &http.Client{
 			Transport: rt,
 			// A redirect would take the admin token somewhere the admin did not name.
@@ -134,8 +150,12 @@ func New(o Options) (*Client, error) {
 	}, nil
 }
 
-// URL returns the registry's base URL (without any credential).
-func (c *Client) URL() string { return c.base.String() }
+// URL returns the base URL of the replica calls go to first (without any credential).
+func (c *Client) URL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bases[c.cur].String()
+}
 
 // parseURL accepts https://HOST[:PORT][/PREFIX], and http:// only for a loopback host.
 func parseURL(s string) (*url.URL, error) {
@@ -293,7 +313,11 @@ type request struct {
 	long   bool // import: longer deadline
 }
 
-// call sends r and decodes a 2xx JSON answer into out (nil: the body is discarded).
+// call sends r and decodes a 2xx JSON answer into out (nil: the body is discarded). With several
+// replicas it starts at the one that answered last and moves on to the next when the replica
+// certainly did not act on the call: the connection could not be made (the request never left),
+// or a read (GET) was answered 503. A change answered 503 is not repeated: its replica's store
+// may have committed it without saying so (an etcd timeout), and a repeat could apply it twice.
 func (c *Client) call(ctx context.Context, r request, out any) error {
 	timeout := c.timeout
 	if r.long && timeout < ImportTimeout {
@@ -301,7 +325,33 @@ func (c *Client) call(ctx context.Context, r request, out any) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	u := *c.base
+	c.mu.Lock()
+	first := c.cur
+	c.mu.Unlock()
+	seeker, _ := r.body.(io.Seeker)
+	for i := 0; ; i++ {
+		at := (first + i) % len(c.bases)
+		last := i == len(c.bases)-1 || r.body != nil && seeker == nil
+		if i > 0 && seeker != nil {
+			if _, err := seeker.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+		}
+		retry, err := c.callAt(ctx, c.bases[at], r, out, timeout)
+		if !retry || last || ctx.Err() != nil {
+			if !retry {
+				c.mu.Lock()
+				c.cur = at
+				c.mu.Unlock()
+			}
+			return err
+		}
+	}
+}
+
+// callAt makes call's request to one replica. retry says that the replica did not act on it.
+func (c *Client) callAt(ctx context.Context, base *url.URL, r request, out any, timeout time.Duration) (retry bool, err error) {
+	u := *base
 	for _, seg := range r.path {
 		u.Path += "/" + seg
 		u.RawPath += "/" + url.PathEscape(seg)
@@ -312,7 +362,10 @@ func (c *Client) call(ctx context.Context, r request, out any) error {
 	u.RawQuery = r.query.Encode()
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), r.body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", r.method, u.Path, err)
+		return false, fmt.Errorf("%s %s: %w", r.method, u.Path, err)
+	}
+	if r.body != nil {
+		req.Body = io.NopCloser(r.body) // kept open, so a retry can read it again
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
@@ -325,31 +378,36 @@ func (c *Client) call(ctx context.Context, r request, out any) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return transportError(u.Path, err, timeout)
+		var op *net.OpError
+		notSent := errors.As(err, &op) && op.Op == "dial"
+		if len(c.bases) > 1 {
+			return notSent, fmt.Errorf("%s: %w", base.Host, transportError(u.Path, err, timeout))
+		}
+		return notSent, transportError(u.Path, err, timeout)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return apiError(resp)
+		return resp.StatusCode == http.StatusServiceUnavailable && r.method == http.MethodGet, apiError(resp)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
-		return nil
+		return false, nil
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
-		return transportError(u.Path, err, timeout)
+		return false, transportError(u.Path, err, timeout)
 	}
 	if len(data) > maxAnswer {
-		return fmt.Errorf("%s %s: answer larger than %d bytes: %w", r.method, u.Path, maxAnswer, ErrBadAnswer)
+		return false, fmt.Errorf("%s %s: answer larger than %d bytes: %w", r.method, u.Path, maxAnswer, ErrBadAnswer)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil // 200 without a body: nothing to decode (callers check what they need)
+		return false, nil // 200 without a body: nothing to decode (callers check what they need)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		// json's errors may quote the answer, which can hold a secret: keep only the kind.
-		return fmt.Errorf("%s %s: the answer is not the JSON expected: %w", r.method, u.Path, ErrBadAnswer)
+		return false, fmt.Errorf("%s %s: the answer is not the JSON expected: %w", r.method, u.Path, ErrBadAnswer)
 	}
-	return nil
+	return false, nil
 }
 
 // transportError says what failed, without url.Error's repetition of the URL, and names the usual

@@ -434,7 +434,7 @@ func TestPathPrefix(t *testing.T) {
 	ca := newTestCA(t)
 	var got seen
 	c := serve(t, ca, fake(t, 200, `[]`, &got), Options{})
-	c.base.Path = "/registry"
+	c.bases[0].Path = "/registry"
 	if _, err := c.Users(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -164,7 +164,7 @@ func TestService(t *testing.T) {
 
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir
-	cfg.Sync.Registry = "https://registry.example:8443"
+	cfg.Sync.Registry = config.URLs{"https://registry.example:8443"}
 	var kicks atomic.Int32
 	svc, err := busapi.Open(context.Background(), b.Addr, busapi.Options{
 		Config:   &cfg,

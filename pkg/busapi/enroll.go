@@ -68,7 +68,7 @@ func (s *Service) registryError(method string, c caller, err error) *dbus.Error 
 		s.o.Log.Info("D-Bus "+method+": refused", "user", c.name, "uid", c.uid, "kind", string(ref.Kind), "reason", ref.Message)
 		return busError(syncbus.ErrorName(ref.Kind), ref.Message)
 	}
-	if s.o.Config.Sync.Registry == "" {
+	if len(s.o.Config.Sync.Registry) == 0 {
 		s.o.Log.Error("D-Bus "+method+": local enrollment failed", "user", c.name, "uid", c.uid, "err", err)
 		return errLocal
 	}

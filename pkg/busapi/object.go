@@ -42,7 +42,7 @@ func (o *object) Status(sender dbus.Sender) (map[string]dbus.Variant, *dbus.Erro
 		}
 		connected := s.o.Metrics != nil && s.o.Metrics.Connected()
 		return map[string]dbus.Variant{
-			"registry":           dbus.MakeVariant(s.o.Config.Sync.Registry),
+			"registry":           dbus.MakeVariant(s.o.Config.Sync.Registry.String()),
 			"applied_revision":   dbus.MakeVariant(int64(m.Revision)),
 			"last_contact":       dbus.MakeVariant(last),
 			"staleness_s":        dbus.MakeVariant(staleness),
@@ -81,7 +81,7 @@ func (o *object) SyncNow(sender dbus.Sender) (int64, *dbus.Error) {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		// A standalone node has nothing to catch up with: its tokens.db is the authority.
-		for s.o.Config.Sync.Registry != "" && !s.caughtUp() && wait.Err() == nil {
+		for len(s.o.Config.Sync.Registry) > 0 && !s.caughtUp() && wait.Err() == nil {
 			select {
 			case <-wait.Done():
 			case <-tick.C:

@@ -81,7 +81,7 @@ func Open(ctx context.Context, address string, o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Enroll == nil && o.Config.Sync.Registry != "" {
+	if o.Enroll == nil && len(o.Config.Sync.Registry) > 0 {
 		ec, err := nodesync.NewEnrollClient(o.Config.Sync, o.CallTimeout, version.Version)
 		if err != nil {
 			o.Log.Warn("D-Bus enrollment methods unavailable: no registry client", "err", err)

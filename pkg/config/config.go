@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -98,7 +97,9 @@ func (r RateLimit) Limits() token.Limits {
 // Sync connects the node to a registry (totp-syncd). An empty Registry means standalone: the
 // node's authority is totp-admin.
 type Sync struct {
-	Registry       string `toml:"registry"`        // https://registry.example.org:8443
+	// Registry is the registry's URL, or the URLs of several replicas of one registry store
+	// (docs/sync-protocol.md, "Fail-over"): "https://registry.example.org:8443" or a list.
+	Registry       URLs   `toml:"registry"`
 	CAFile         string `toml:"ca_file"`         // the registry's CA, pinned
 	CredentialFile string `toml:"credential_file"` // the node's bearer credential, root 0600
 	ClientCert     string `toml:"client_cert"`     // mTLS instead of the bearer credential
@@ -325,12 +326,11 @@ func (s *Sync) validate() error {
 	if s.ClaimTimeout < 10*time.Millisecond || s.ClaimTimeout > 5*time.Second {
 		return fmt.Errorf("sync.claim_timeout %s: must be between 10ms and 5s", s.ClaimTimeout)
 	}
-	if s.Registry == "" {
+	if len(s.Registry) == 0 {
 		return nil
 	}
-	u, err := url.Parse(s.Registry)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" && u.Path != "/" {
-		return fmt.Errorf("sync.registry %q: want https://HOST[:PORT]", s.Registry)
+	if err := s.Registry.Validate(); err != nil {
+		return fmt.Errorf("sync.registry: %w", err)
 	}
 	if (s.ClientCert == "") != (s.ClientKey == "") {
 		return fmt.Errorf("sync: client_cert and client_key go together")

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestExampleParses(t *testing.T) {
 		c.SkewHintSteps != want.SkewHintSteps || c.SSHGrace != want.SSHGrace ||
 		c.SudoFreshness != want.SudoFreshness || c.PasswordAndCode != want.PasswordAndCode ||
 		c.EnrollAtLogin != want.EnrollAtLogin ||
-		c.Sync != want.Sync {
+		!reflect.DeepEqual(c.Sync, want.Sync) {
 		t.Errorf("example = %+v\nwant defaults %+v", c, want)
 	}
 	// Every key of the defaults is named in the example, so it cannot fall behind the code.
@@ -82,7 +83,19 @@ func TestParse(t *testing.T) {
 		{name: "registry with path", in: "[sync]\nregistry = \"https://r.example/x\"\n", wantErr: "sync.registry"},
 		{name: "half mTLS", in: "[sync]\nregistry = \"https://r.example\"\nclient_cert = \"/c.pem\"\n", wantErr: "go together"},
 		{name: "relative ca", in: "[sync]\nregistry = \"https://r.example\"\nca_file = \"ca.pem\"\n", wantErr: "absolute"},
-		{name: "registry ok", in: "[sync]\nregistry = \"https://r.example:8443\"\nmax_offline = \"24h\"\noffline = \"deny\"\n"},
+		{name: "registry ok", in: "[sync]\nregistry = \"https://r.example:8443\"\nmax_offline = \"24h\"\noffline = \"deny\"\n", check: func(t *testing.T, c *Config) {
+			if want := (URLs{"https://r.example:8443"}); !reflect.DeepEqual(c.Sync.Registry, want) {
+				t.Errorf("sync.registry = %q, want %q", c.Sync.Registry, want)
+			}
+		}},
+		{name: "registry list", in: "[sync]\nregistry = [\"https://a.example:8443/\", \"https://b.example:8443\"]\n", check: func(t *testing.T, c *Config) {
+			if want := (URLs{"https://a.example:8443", "https://b.example:8443"}); !reflect.DeepEqual(c.Sync.Registry, want) {
+				t.Errorf("sync.registry = %q, want %q", c.Sync.Registry, want)
+			}
+		}},
+		{name: "registry list with a bad URL", in: "[sync]\nregistry = [\"https://a.example\", \"b.example:8443\"]\n", wantErr: "sync.registry"},
+		{name: "registry listed twice", in: "[sync]\nregistry = [\"https://a.example\", \"https://a.example/\"]\n", wantErr: "listed twice"},
+		{name: "registry not a string", in: "[sync]\nregistry = 8443\n", wantErr: "want a URL"},
 		{name: "section overrides only what it names", in: `
 exempt_networks = ["10.0.0.0/8"]
 ssh_grace = "1h"
@@ -266,5 +279,22 @@ func TestCache(t *testing.T) {
 	c.Clear()
 	if d, _, _ := c.Load(path); d == b {
 		t.Error("Clear kept the config")
+	}
+}
+
+func TestParseURLs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in   string
+		want URLs
+	}{
+		{in: "", want: nil},
+		{in: "https://a:1", want: URLs{"https://a:1"}},
+		{in: " https://a:1/, ,https://b:2 ", want: URLs{"https://a:1", "https://b:2"}},
+	}
+	for _, tt := range tests {
+		if got := ParseURLs(tt.in); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseURLs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

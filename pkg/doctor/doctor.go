@@ -519,7 +519,7 @@ func checkVerifier(r *Report, socket string) {
 // when login events pile up for a registry that does not take them. socket is pam_totp.so's
 // socket= ("none": no resident verifier).
 func checkClaims(r *Report, cfg *config.Config, socket string) {
-	if cfg.Sync.Registry == "" {
+	if len(cfg.Sync.Registry) == 0 {
 		return
 	}
 	if socket == "none" || cfg.VerifySocketPath() == "" {
@@ -552,7 +552,7 @@ func checkClaims(r *Report, cfg *config.Config, socket string) {
 func checkSync(r *Report, status func() error, cfg *config.Config) {
 	if err := status(); err != nil {
 		st, why := Warn, "users cannot enroll with `totp enroll`"
-		if cfg != nil && cfg.Sync.Registry != "" {
+		if cfg != nil && len(cfg.Sync.Registry) > 0 {
 			st, why = Fail, "this node gets no new or revoked tokens from the registry and users cannot enroll"
 		}
 		r.add(st, "%s: %s; start the system bus and the daemon: systemctl enable --now dbus totp-syncd",

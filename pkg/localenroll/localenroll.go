@@ -63,7 +63,7 @@ func New(o Options) (*Authority, error) {
 	if o.Config == nil {
 		return nil, errors.New("localenroll: no config")
 	}
-	if o.Config.Sync.Registry != "" {
+	if len(o.Config.Sync.Registry) > 0 {
 		return nil, errors.New("localenroll: this node follows a registry, which is the enrollment authority")
 	}
 	if o.Log == nil {

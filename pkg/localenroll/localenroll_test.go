@@ -289,7 +289,7 @@ func TestProofFailuresShareTheLoginBackoff(t *testing.T) {
 
 func TestRefusesRegistryNode(t *testing.T) {
 	cfg := config.Default()
-	cfg.Sync.Registry = "https://registry.example:8443"
+	cfg.Sync.Registry = config.URLs{"https://registry.example:8443"}
 	if _, err := New(Options{Config: &cfg}); err == nil {
 		t.Fatal("New on a node that follows a registry: nil error")
 	}

@@ -76,7 +76,7 @@ func (s *Syncer) postLogins(ctx context.Context, events []token.LoginEvent) ([]r
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.client.do(ctx, http.MethodPost, registryapi.PathSyncLogins, nil, body)
+	resp, err := s.client.doMoving(ctx, http.MethodPost, registryapi.PathSyncLogins, nil, body)
 	if err != nil {
 		return nil, err
 	}

@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,11 +92,10 @@ func TLSConfig(s config.Sync) (*tls.Config, error) {
 // CheckFiles checks what a node with a registry needs before it starts: the CA file (https), and
 // the credential file or the client certificate and key.
 func CheckFiles(s config.Sync) error {
-	u, err := url.Parse(s.Registry)
-	if err != nil {
+	if err := s.Registry.Validate(); err != nil {
 		return fmt.Errorf("sync.registry: %w", err)
 	}
-	if u.Scheme == "https" {
+	if slices.ContainsFunc(s.Registry, func(u string) bool { return strings.HasPrefix(u, "https:") }) {
 		if _, err := TLSConfig(s); err != nil {
 			return err
 		}
@@ -107,18 +108,37 @@ func CheckFiles(s config.Sync) error {
 	return nil
 }
 
-// client talks HTTP to one registry.
+// client talks HTTP to the replicas of one registry store, following one at a time
+// (docs/sync-protocol.md, "Fail-over"): the sync stream, acks, used marks, claims and enrollment
+// calls all go to the followed replica, and a failure moves every caller on to the next one in the
+// configured order. It does not go back to an earlier replica while the one it follows works:
+// replicas of one store are equal, and moving only on failure keeps a node from flapping.
 type client struct {
-	base     *url.URL
+	bases    []*url.URL
 	credFile string // "" with mTLS
 	http     *http.Client
 	agent    string
+	now      func() time.Time
+	onMove   func(from, to string, since time.Time) // called after each move (metrics, log); may be nil
+
+	mu    sync.Mutex
+	cur   int       // index of the followed replica
+	since time.Time // when cur was chosen
 }
 
-func newClient(s config.Sync, headerTimeout time.Duration, agent string) (*client, error) {
-	base, err := url.Parse(strings.TrimSuffix(s.Registry, "/"))
-	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
-		return nil, fmt.Errorf("sync.registry %q: want https://HOST[:PORT]", s.Registry)
+func newClient(s config.Sync, headerTimeout time.Duration, agent string, now func() time.Time) (*client, error) {
+	if len(s.Registry) == 0 {
+		return nil, errors.New("sync.registry is not set: this node is standalone")
+	}
+	c := &client{agent: agent, now: now}
+	https := false
+	for _, r := range s.Registry {
+		base, err := url.Parse(strings.TrimSuffix(r, "/"))
+		if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" {
+			return nil, fmt.Errorf("sync.registry %q: want https://HOST[:PORT]", r)
+		}
+		https = https || base.Scheme == "https"
+		c.bases = append(c.bases, base)
 	}
 	tr := &http.Transport{
 		Proxy:                 nil, // a login node talks to its registry directly
@@ -128,27 +148,89 @@ func newClient(s config.Sync, headerTimeout time.Duration, agent string) (*clien
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   2,
 	}
-	if base.Scheme == "https" {
+	if https {
+		var err error
 		if tr.TLSClientConfig, err = TLSConfig(s); err != nil {
 			return nil, err
 		}
 	}
-	c := &client{base: base, http: &http.Client{Transport: tr}, agent: agent}
+	c.http = &http.Client{Transport: tr}
 	if s.ClientCert == "" {
 		c.credFile = s.CredentialFile
 		if _, err := ReadCredential(c.credFile); err != nil {
 			return nil, err
 		}
 	}
+	c.since = now()
 	return c, nil
 }
 
 func (c *client) close() { c.http.CloseIdleConnections() }
 
-// do sends one request. The credential is read from its file each time, so a rotated one is
-// picked up at the next connection.
+// current returns the followed replica's index and URL, and since when it is followed.
+func (c *client) current() (int, string, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur, c.bases[c.cur].String(), c.since
+}
+
+// moveFrom moves on from replica i to the next one in the list (after the last, the first),
+// unless another caller already moved away from i. It returns the followed replica's index.
+func (c *client) moveFrom(i int) int {
+	c.mu.Lock()
+	if c.cur != i || len(c.bases) == 1 {
+		defer c.mu.Unlock()
+		return c.cur
+	}
+	c.cur, c.since = (i+1)%len(c.bases), c.now()
+	from, to, cur, since := c.bases[i].String(), c.bases[c.cur].String(), c.cur, c.since
+	c.mu.Unlock()
+	if c.onMove != nil {
+		c.onMove(from, to, since)
+	}
+	return cur
+}
+
+// do sends one request to the followed replica.
 func (c *client) do(ctx context.Context, method, path string, query url.Values, body []byte) (*http.Response, error) {
-	u := *c.base
+	i, _, _ := c.current()
+	return c.doAt(ctx, i, method, path, query, body)
+}
+
+// doMoving sends one request to the followed replica and, when that replica cannot have taken it
+// (notTaken), moves on and sends it to the next, each replica once at most. So a request that
+// is not idempotent (a claim, an enrollment step) is never sent twice to a store that may have
+// applied it; the rare 503 of an etcd commit whose outcome is unknown fails closed at the next
+// replica (the claim is seen as used, the pending token as gone).
+func (c *client) doMoving(ctx context.Context, method, path string, query url.Values, body []byte) (*http.Response, error) {
+	for tries := 1; ; tries++ {
+		i, _, _ := c.current()
+		resp, err := c.doAt(ctx, i, method, path, query, body)
+		if tries >= len(c.bases) || ctx.Err() != nil || !notTaken(resp, err) {
+			return resp, err
+		}
+		if resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+		}
+		c.moveFrom(i)
+	}
+}
+
+// notTaken reports whether a replica certainly did not act on a request: the connection could not
+// be made, or it answered 503 (shutting down, or its store is unreachable and nothing was written).
+func notTaken(resp *http.Response, err error) bool {
+	if err != nil {
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial"
+	}
+	return resp.StatusCode == http.StatusServiceUnavailable
+}
+
+// doAt sends one request to replica i. The credential is read from its file each time, so a
+// rotated one is picked up at the next connection.
+func (c *client) doAt(ctx context.Context, i int, method, path string, query url.Values, body []byte) (*http.Response, error) {
+	u := *c.bases[i]
 	u.Path += path
 	u.RawQuery = query.Encode()
 	var rd io.Reader
@@ -172,7 +254,7 @@ func (c *client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s%s: %w", method, c.bases[i].Host, path, err)
 	}
 	return resp, nil
 }

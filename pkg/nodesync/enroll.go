@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
@@ -41,15 +42,15 @@ type EnrollClient struct{ c *client }
 // NewEnrollClient checks the [sync] files and returns a client; timeout bounds waiting for an
 // answer's headers (the caller's context bounds the whole call).
 func NewEnrollClient(s config.Sync, timeout time.Duration, version string) (*EnrollClient, error) {
-	if s.Registry == "" {
-		return nil, errors.New("sync.registry is not set: this node is standalone")
-	}
-	c, err := newClient(s, timeout, "totp-syncd/"+version)
+	c, err := newClient(s, timeout, "totp-syncd/"+version, clock.Now)
 	if err != nil {
 		return nil, err
 	}
 	return &EnrollClient{c: c}, nil
 }
+
+// EnrollClient returns an enrollment client that calls the replica the syncer follows.
+func (s *Syncer) EnrollClient() *EnrollClient { return &EnrollClient{c: s.client} }
 
 // Close drops idle connections.
 func (e *EnrollClient) Close() { e.c.close() }
@@ -100,7 +101,7 @@ func (e *EnrollClient) post(ctx context.Context, path string, body any, out any)
 	if err != nil {
 		return err
 	}
-	resp, err := e.c.do(ctx, http.MethodPost, path, nil, b)
+	resp, err := e.c.doMoving(ctx, http.MethodPost, path, nil, b)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,8 @@ const (
 	ReasonNoStore        = "no_store"        // tokens.db missing
 	ReasonSchema         = "schema"          // tokens.db of an unknown schema
 	ReasonNoRevision     = "no_revision"     // never synced (standalone file, revision 0)
-	ReasonSource         = "source"          // tokens.db came from another registry
+	ReasonSource         = "source"          // tokens.db came from another registry (written before epochs)
+	ReasonEpoch          = "epoch"           // the registry serves another store epoch than tokens.db's
 	ReasonStoreCheck     = "store_check"     // tokens.db failed its checks (unsafe, corrupt, bad meta)
 	ReasonCompacted      = "compacted"       // 410 Gone, or a compacted error frame
 	ReasonDigestMismatch = "digest_mismatch" // a bookmark disagreed with meta
@@ -81,6 +82,9 @@ type Metrics struct {
 	claims      map[string]uint64 // by result (ClaimGranted, ...)
 	replays     uint64
 	reported    uint64
+	replica     string    // the registry replica followed
+	since       time.Time // since when
+	failovers   uint64
 }
 
 // NewMetrics returns empty metrics; now gives the staleness.
@@ -99,6 +103,32 @@ func (m *Metrics) setStore(rev, tokens int64, lastContact time.Time) {
 	if lastContact.After(m.lastContact) {
 		m.lastContact = lastContact
 	}
+}
+
+func (m *Metrics) setReplica(url string, since time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.replica, m.since = url, since
+}
+
+func (m *Metrics) failover() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failovers++
+}
+
+// Replica returns the registry replica followed, and since when.
+func (m *Metrics) Replica() (string, time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.replica, m.since
+}
+
+// Failovers counts the moves to another replica.
+func (m *Metrics) Failovers() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.failovers
 }
 
 func (m *Metrics) seenRevision(rev int64) {
@@ -229,9 +259,17 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	metric("pam_totp_sync_connected", "gauge", "1 while a watch stream to the registry is open.")
 	value("pam_totp_sync_connected", "", b2f(m.connected))
 	metric("pam_totp_sync_resyncs_total", "counter", "Full resyncs from a snapshot, by reason.")
-	for _, r := range []string{ReasonNoStore, ReasonSchema, ReasonNoRevision, ReasonSource, ReasonStoreCheck, ReasonCompacted, ReasonDigestMismatch} {
+	for _, r := range []string{ReasonNoStore, ReasonSchema, ReasonNoRevision, ReasonSource, ReasonEpoch, ReasonStoreCheck, ReasonCompacted, ReasonDigestMismatch} {
 		value("pam_totp_sync_resyncs_total", `{reason="`+r+`"}`, float64(m.resyncs[r]))
 	}
+	metric("pam_totp_sync_replica_info", "gauge", "The registry replica this node follows (1, labelled with its URL).")
+	if m.replica != "" {
+		value("pam_totp_sync_replica_info", `{url="`+escapeLabel(m.replica)+`"}`, 1)
+	}
+	metric("pam_totp_sync_replica_since_timestamp_seconds", "gauge", "Since when the node follows that replica (Unix time).")
+	value("pam_totp_sync_replica_since_timestamp_seconds", "", float64(m.since.UnixNano())/1e9)
+	metric("pam_totp_sync_failovers_total", "counter", "Moves to another registry replica after a failure (no connection, 503, a stalled stream).")
+	value("pam_totp_sync_failovers_total", "", float64(m.failovers))
 	metric("pam_totp_sync_digest_mismatches_total", "counter", "Bookmarks whose count or digest disagreed with tokens.db.")
 	value("pam_totp_sync_digest_mismatches_total", "", float64(m.mismatches))
 	metric("pam_totp_sync_used_reported_total", "counter", "Used backup codes and passcodes reported to the registry, which deletes them on every node.")

@@ -107,11 +107,13 @@ func bookmark(rev int64, m model) syncframe.Frame {
 	return syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: d.Count(), Digest: d.String()}
 }
 
-// reply is one scripted answer; hold keeps the stream open (after body) until the client goes.
+// reply is one scripted answer; hold keeps the stream open (after body) until the client goes;
+// bare leaves out the epoch and interval headers (an answer from before the sync handlers).
 type reply struct {
 	status int
 	body   string
 	hold   bool
+	bare   bool
 }
 
 // fakeRegistry serves scripted snapshot and watch answers, in order; when a script runs out it
@@ -136,6 +138,20 @@ type fakeRegistry struct {
 	events      chan string
 	// beforeWatch runs before the nth watch (from 1) is answered.
 	beforeWatch func(n int)
+	// epoch and interval, when set, are announced in the snapshot and watch answers' headers.
+	epoch, interval string
+}
+
+// hello sets the headers the registry sends before any frame.
+func (f *fakeRegistry) hello(w http.ResponseWriter) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.epoch != "" {
+		w.Header().Set(syncframe.EpochHeader, f.epoch)
+	}
+	if f.interval != "" {
+		w.Header().Set(syncframe.BookmarkIntervalHeader, f.interval)
+	}
 }
 
 func newFakeRegistry(t *testing.T) *fakeRegistry {
@@ -152,6 +168,9 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 		f.nSnap++
 		n := f.nSnap
 		f.mu.Unlock()
+		if !rep.bare {
+			f.hello(w)
+		}
 		f.serve(w, r, rep)
 		f.events <- "snapshot#" + strconv.Itoa(n)
 	})
@@ -170,6 +189,9 @@ func newFakeRegistry(t *testing.T) *fakeRegistry {
 			f.beforeWatch(n)
 		}
 		f.events <- "watch#" + strconv.Itoa(n) + " since=" + r.URL.Query().Get("since")
+		if !rep.bare {
+			f.hello(w)
+		}
 		f.serve(w, r, rep)
 	})
 	mux.HandleFunc("POST /v1/sync/ack", func(w http.ResponseWriter, r *http.Request) {
@@ -336,7 +358,7 @@ func newEnv(t *testing.T, f *fakeRegistry) *env {
 	cred := filepath.Join(root, "node.credential")
 	writeFile(t, ca, f.caPEM(), 0o644)
 	writeFile(t, cred, []byte(testCredential+"\n"), 0o600)
-	return &env{dir: dir, sync: config.Sync{Registry: f.srv.URL, CAFile: ca, CredentialFile: cred},
+	return &env{dir: dir, sync: config.Sync{Registry: config.URLs{f.srv.URL}, CAFile: ca, CredentialFile: cred},
 		clock: &fakeClock{t: time.Unix(1700000000, 0)}, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 }
 
@@ -627,10 +649,16 @@ func TestSyncIdleStreamReconnects(t *testing.T) {
 	e.start(t, o)
 	f.waitEvent(t, "watch#1 since=5")
 	f.waitEvent(t, "watch#2 since=5")
+	e.wantLogged(t, "stream idle")
+}
+
+// wantLogged fails the test unless the syncer's log holds sub.
+func (e *env) wantLogged(t *testing.T, sub string) {
+	t.Helper()
 	e.logMu.Lock()
 	defer e.logMu.Unlock()
-	if !strings.Contains(e.log.String(), "stream idle") {
-		t.Errorf("log does not say the stream was idle:\n%s", e.log.String())
+	if !strings.Contains(e.log.String(), sub) {
+		t.Errorf("log does not say %q:\n%s", sub, e.log.String())
 	}
 }
 

@@ -11,8 +11,10 @@ import (
 
 // Status is what `totp-syncd status` reports, read from tokens.db's meta.
 type Status struct {
-	Registry    string    `json:"registry"`          // from the config
-	Source      string    `json:"source"`            // from meta: who wrote tokens.db
+	Registry    string    `json:"registry"`          // from the config: the replicas' URLs, ", " between
+	Source      string    `json:"source"`            // from meta: the replica that last wrote tokens.db or was heard from
+	SourceSince time.Time `json:"source_since"`      // from meta: since when the node follows Source
+	Epoch       string    `json:"epoch"`             // from meta: the registry store's epoch
 	Revision    uint64    `json:"applied_revision"`  // registry revision applied
 	LastContact time.Time `json:"last_contact"`      // zero: never
 	Staleness   float64   `json:"staleness_seconds"` // -1: never heard from
@@ -48,7 +50,7 @@ func Unreported(cfg *config.Config) (int, error) {
 // on a node following a registry, compares it with meta's.
 func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) {
 	db := store.NewTokens(store.Options{Dir: cfg.Store.Dir, Timeout: cfg.Store.OpenTimeout})
-	st := Status{Registry: cfg.Sync.Registry, Staleness: -1}
+	st := Status{Registry: cfg.Sync.Registry.String(), Staleness: -1}
 	var m store.Meta
 	var err error
 	if verify {
@@ -56,7 +58,7 @@ func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) 
 		d, m, err = db.Digest()
 		if err == nil {
 			st.Verified, st.VerifiedCount, st.VerifiedDigest = true, d.Count(), d.String()
-			st.Compared = cfg.Sync.Registry != ""
+			st.Compared = len(cfg.Sync.Registry) > 0
 			st.VerifyOK = !st.Compared || d.Matches(m.Count, m.Digest)
 		}
 	} else {
@@ -65,7 +67,8 @@ func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) 
 	if err != nil {
 		return st, fmt.Errorf("read %s: %w", db.Path(), err)
 	}
-	st.Source, st.Revision, st.LastContact = m.Source, m.Revision, m.LastContact
+	st.Source, st.SourceSince, st.Epoch = m.Source, m.SourceSince, m.Epoch
+	st.Revision, st.LastContact = m.Revision, m.LastContact
 	st.Count, st.Digest, st.Updated = m.Count, m.Digest, m.Updated
 	if !m.LastContact.IsZero() {
 		st.Staleness = now.Sub(m.LastContact).Seconds()
@@ -73,7 +76,7 @@ func ReadStatus(cfg *config.Config, verify bool, now time.Time) (Status, error) 
 	if st.Unreported, err = Unreported(cfg); err != nil {
 		st.Unreported = -1
 	}
-	if cfg.Sync.Registry != "" && cfg.Sync.MaxOffline > 0 { // as the helper: a standalone node is never stale
+	if len(cfg.Sync.Registry) > 0 && cfg.Sync.MaxOffline > 0 { // as the helper: a standalone node is never stale
 		st.Stale = m.LastContact.IsZero() || now.Sub(m.LastContact) > cfg.Sync.MaxOffline
 	}
 	return st, nil

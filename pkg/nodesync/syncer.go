@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +26,9 @@ import (
 type Options struct {
 	Sync  config.Sync   // registry, ca_file, credential_file or client_cert/client_key
 	Store store.Options // the node's store directory and lock timeout
-	// BookmarkInterval is the registry's (10 s): a stream that sends nothing for three of them is
-	// dropped and reconnected.
+	// BookmarkInterval is the registry's (10 s) when its watch answer does not announce it: a
+	// stream that sends nothing for three of them is stalled, dropped, and the node moves on to
+	// the next replica.
 	BookmarkInterval time.Duration
 	// MinBackoff and MaxBackoff bound the reconnect delay (0.5 s, 30 s); it carries ±20 % jitter.
 	MinBackoff, MaxBackoff time.Duration
@@ -87,7 +89,6 @@ type Syncer struct {
 	o       Options
 	tokens  *store.Tokens
 	client  *client
-	source  string // the registry URL, as stored in meta.Source
 	backoff Backoff
 	log     *slog.Logger
 	m       *Metrics
@@ -112,10 +113,7 @@ func (e *resyncError) Unwrap() error { return e.err }
 // New checks the options (CA, credential, registry URL) and returns a Syncer.
 func New(o Options) (*Syncer, error) {
 	o.defaults()
-	if o.Sync.Registry == "" {
-		return nil, errors.New("sync.registry is not set: this node is standalone")
-	}
-	c, err := newClient(o.Sync, o.RequestTimeout, "totp-syncd/"+o.Version)
+	c, err := newClient(o.Sync, o.RequestTimeout, "totp-syncd/"+o.Version, o.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +121,6 @@ func New(o Options) (*Syncer, error) {
 		o:      o,
 		tokens: store.NewTokens(o.Store),
 		client: c,
-		source: strings.TrimSuffix(o.Sync.Registry, "/"),
 		log:    o.Log,
 		m:      o.Metrics,
 		acks:   make(chan registryapi.Ack, 1),
@@ -133,10 +130,19 @@ func New(o Options) (*Syncer, error) {
 		kick:       make(chan struct{}),
 	}
 	s.backoff = Backoff{Min: o.MinBackoff, Max: o.MaxBackoff, Jitter: 0.2, Rand: o.Rand}
-	if c.base.Scheme == "http" {
-		s.log.Warn("registry over plain HTTP: the node credential and the tokens cross the network unencrypted; use https outside tests",
-			"registry", s.source)
+	for _, b := range c.bases {
+		if b.Scheme == "http" {
+			s.log.Warn("registry over plain HTTP: the node credential and the tokens cross the network unencrypted; use https outside tests",
+				"registry", b.String())
+		}
 	}
+	c.onMove = func(from, to string, since time.Time) {
+		s.m.failover()
+		s.m.setReplica(to, since)
+		s.log.Warn("moving to another registry replica", "from", from, "to", to)
+	}
+	_, u, since := c.current()
+	s.m.setReplica(u, since)
 	return s, nil
 }
 
@@ -175,13 +181,16 @@ func (s *Syncer) Run(ctx context.Context) error {
 	defer func() { stopAcks(); <-usedDone; <-outboxDone }() // no state.db or tokens.db read outlives Run
 
 	prevResync := false
+	failed := 0 // replicas that failed in a row without progress
 	for {
+		replica, _, _ := s.client.current()
 		progress, err := s.cycle(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if progress {
 			s.backoff.Reset()
+			failed = 0
 		}
 		var rs *resyncError
 		isResync := errors.As(err, &rs)
@@ -202,6 +211,16 @@ func (s *Syncer) Run(ctx context.Context) error {
 			continue
 		}
 		prevResync = isResync
+		if !isResync && !errors.Is(err, ErrRefused) && !store.IsLockTimeout(err) && len(s.client.bases) > 1 {
+			// The replica failed (no connection, 503, a stalled or broken stream): try the next
+			// one now, and wait only once every replica failed in a row.
+			s.client.moveFrom(replica)
+			if failed++; failed < len(s.client.bases) {
+				s.log.Warn("sync interrupted; trying the next replica", "err", err)
+				continue
+			}
+			failed = 0
+		}
 		wait := s.backoff.Next()
 		if !isResync {
 			s.log.Warn("sync interrupted; tokens.db keeps serving logins", "err", err, "retry_in", wait.Round(time.Millisecond))
@@ -235,7 +254,8 @@ func (s *Syncer) cycle(ctx context.Context) (progress bool, err error) {
 		reason = ReasonStoreCheck
 	case m.Revision == 0:
 		reason = ReasonNoRevision
-	case m.Source != s.source:
+	case m.Epoch == "" && !slices.Contains(s.o.Sync.Registry, m.Source):
+		// Written before epochs, by a registry not in the list: its revisions mean nothing here.
 		reason = ReasonSource
 	}
 	if reason != "" {
@@ -252,21 +272,29 @@ func (s *Syncer) cycle(ctx context.Context) (progress bool, err error) {
 	return s.watch(ctx, m)
 }
 
-// stream opens a GET stream whose body is dropped after idle without data.
-func (s *Syncer) stream(ctx context.Context, path string, q url.Values) (*http.Response, io.ReadCloser, context.CancelFunc, error) {
+// stream opens a GET stream on the followed replica whose body is dropped when it stalls: no
+// data for three bookmark intervals (the one the registry announces, else BookmarkInterval).
+// origin is the replica and the store epoch its answer announced.
+func (s *Syncer) stream(ctx context.Context, path string, q url.Values) (*http.Response, io.ReadCloser, store.Origin, context.CancelFunc, error) {
 	rctx, cancel := context.WithCancel(ctx)
-	resp, err := s.client.do(rctx, http.MethodGet, path, q, nil)
+	i, u, _ := s.client.current()
+	resp, err := s.client.doAt(rctx, i, http.MethodGet, path, q, nil)
 	if err != nil {
 		cancel()
-		return nil, nil, nil, err
+		return nil, nil, store.Origin{}, nil, err
 	}
-	return resp, newIdleBody(resp.Body, 3*s.o.BookmarkInterval, cancel), cancel, nil
+	interval := s.o.BookmarkInterval
+	if d, err := time.ParseDuration(resp.Header.Get(syncframe.BookmarkIntervalHeader)); err == nil && d >= time.Second && d <= 5*time.Minute {
+		interval = d
+	}
+	o := store.Origin{Source: u, Epoch: resp.Header.Get(syncframe.EpochHeader)}
+	return resp, newIdleBody(resp.Body, 3*interval, cancel), o, cancel, nil
 }
 
 // snapshot fetches the node's whole set into a staging file and switches tokens.db to it.
 func (s *Syncer) snapshot(ctx context.Context) (store.Meta, error) {
 	start := time.Now()
-	resp, body, cancel, err := s.stream(ctx, "/v1/sync/snapshot", nil)
+	resp, body, origin, cancel, err := s.stream(ctx, "/v1/sync/snapshot", nil)
 	if err != nil {
 		return store.Meta{}, fmt.Errorf("snapshot: %w", err)
 	}
@@ -287,14 +315,14 @@ func (s *Syncer) snapshot(ctx context.Context) (store.Meta, error) {
 		return store.Meta{}, fmt.Errorf("snapshot (nothing switched): %w", err)
 	}
 	s.m.seenRevision(rev)
-	m, err := st.Finish(rev, d.Count(), d.String(), s.source, s.o.Now())
+	m, err := st.Finish(rev, d.Count(), d.String(), origin, s.o.Now())
 	if err != nil {
 		return store.Meta{}, err
 	}
 	s.lastTouch = s.o.Now()
 	s.m.setStore(int64(m.Revision), m.Count, m.LastContact)
 	s.log.Info("tokens.db switched to a snapshot", "revision", m.Revision, "records", m.Count,
-		"digest", m.Digest, "took", time.Since(start).Round(time.Millisecond))
+		"digest", m.Digest, "registry", origin.Source, "epoch", origin.Epoch, "took", time.Since(start).Round(time.Millisecond))
 	s.queueAck(m, 0)
 	return m, nil
 }
@@ -303,12 +331,17 @@ func (s *Syncer) snapshot(ctx context.Context) (store.Meta, error) {
 func (s *Syncer) watch(ctx context.Context, m store.Meta) (progress bool, err error) {
 	since := int64(m.Revision)
 	q := url.Values{"since": {strconv.FormatInt(since, 10)}}
-	resp, body, cancel, err := s.stream(ctx, "/v1/sync/watch", q)
+	resp, body, origin, cancel, err := s.stream(ctx, "/v1/sync/watch", q)
 	if err != nil {
 		return false, fmt.Errorf("watch: %w", err)
 	}
 	defer cancel()
 	defer body.Close()
+	// Only the answers of the sync protocol carry the epoch (a 401 or a 503 may come before it).
+	if ok := resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusGone; ok && origin.Epoch != m.Epoch {
+		return false, &resyncError{reason: ReasonEpoch, err: fmt.Errorf("%s serves store epoch %q; tokens.db holds revision %d of epoch %q",
+			origin.Source, origin.Epoch, since, m.Epoch)}
+	}
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusGone:
@@ -334,11 +367,11 @@ func (s *Syncer) watch(ctx context.Context, m store.Meta) (progress bool, err er
 			}
 			return progress, fmt.Errorf("watch stream from revision %d (nothing partial applied): %w", since, err)
 		case batch != nil:
-			if err := s.apply(batch); err != nil {
+			if err := s.apply(batch, origin); err != nil {
 				return progress, err
 			}
 		default:
-			if err := s.bookmark(bm); err != nil {
+			if err := s.bookmark(bm, origin); err != nil {
 				return progress, err
 			}
 		}
@@ -347,7 +380,7 @@ func (s *Syncer) watch(ctx context.Context, m store.Meta) (progress bool, err er
 }
 
 // apply writes one complete batch.
-func (s *Syncer) apply(b *syncframe.Batch) error {
+func (s *Syncer) apply(b *syncframe.Batch, origin store.Origin) error {
 	s.m.seenRevision(b.Rev)
 	changes := make([]store.Change, len(b.Frames))
 	for i, f := range b.Frames {
@@ -357,7 +390,7 @@ func (s *Syncer) apply(b *syncframe.Batch) error {
 		}
 	}
 	start := time.Now()
-	m, applied, err := s.tokens.Apply(b.Rev, changes, s.source, s.o.Now())
+	m, applied, err := s.tokens.Apply(b.Rev, changes, origin, s.o.Now())
 	took := time.Since(start)
 	switch {
 	case errors.Is(err, store.ErrStoreCheck), errors.Is(err, store.ErrSchema), errors.Is(err, store.ErrNoStore):
@@ -378,7 +411,11 @@ func (s *Syncer) apply(b *syncframe.Batch) error {
 
 // bookmark checks the registry's count and digest against tokens.db's meta and refreshes the
 // last contact when it is due.
-func (s *Syncer) bookmark(bm *syncframe.Frame) error {
+func (s *Syncer) bookmark(bm *syncframe.Frame, origin store.Origin) error {
+	if bm.Epoch != origin.Epoch {
+		return &resyncError{reason: ReasonEpoch, err: fmt.Errorf("bookmark at %d of store epoch %q in a stream of epoch %q",
+			bm.Rev, bm.Epoch, origin.Epoch)}
+	}
 	s.m.seenRevision(bm.Rev)
 	m, err := s.tokens.Meta()
 	if err != nil {
@@ -394,7 +431,7 @@ func (s *Syncer) bookmark(bm *syncframe.Frame) error {
 	}
 	now := s.o.Now()
 	if now.Sub(s.lastTouch) >= s.o.TouchEvery || now.Before(s.lastTouch) {
-		if m, err = s.tokens.Touch(bm.Rev, now); err != nil {
+		if m, err = s.tokens.Touch(bm.Rev, origin.Source, now); err != nil {
 			if store.IsLockTimeout(err) {
 				return err
 			}

@@ -58,6 +58,7 @@ type Server struct {
 	rand   io.Reader
 
 	idx      *index
+	epoch    string // the store's (epoch.go)
 	snapSem  chan struct{}
 	cancel   context.CancelFunc
 	tailDone chan struct{}
@@ -92,6 +93,12 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	} else if legacy {
 		return nil, errLegacyStore
 	}
+	epoch, created, err := ensureEpoch(ctx, s.store, s.rand)
+	if err != nil {
+		return nil, err
+	}
+	s.epoch = epoch
+	s.log.Info("store epoch", "epoch", epoch, "created", created)
 	start := time.Now()
 	rev, digests, err := s.buildIndex(ctx)
 	if err != nil {

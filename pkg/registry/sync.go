@@ -49,6 +49,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	w.Header().Set(syncframe.EpochHeader, s.epoch)
 	wait, cancel := context.WithTimeout(r.Context(), snapshotWait)
 	defer cancel()
 	select {
@@ -90,7 +91,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	fw := syncframe.NewWriter(bw)
-	werr := fw.Write(syncframe.Frame{Type: syncframe.Begin, Rev: rev, Count: int64(len(items))})
+	werr := fw.Write(syncframe.Frame{Type: syncframe.Begin, Rev: rev, Count: int64(len(items)), Epoch: s.epoch})
 	var d syncframe.Digest
 	for i := range items {
 		if werr != nil {
@@ -108,7 +109,7 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		items[i] = snapItem{}
 	}
 	if werr == nil {
-		werr = fw.Write(syncframe.Frame{Type: syncframe.End, Rev: rev, Count: d.Count(), Digest: d.String()})
+		werr = fw.Write(syncframe.Frame{Type: syncframe.End, Rev: rev, Count: d.Count(), Digest: d.String(), Epoch: s.epoch})
 	}
 	if werr == nil {
 		werr = bw.Flush()
@@ -131,6 +132,8 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	w.Header().Set(syncframe.EpochHeader, s.epoch)
+	w.Header().Set(syncframe.BookmarkIntervalHeader, s.cfg.BookmarkInterval.String())
 	q := r.URL.Query()
 	since, err := strconv.ParseInt(q.Get("since"), 10, 64)
 	if err != nil || since < 0 {
@@ -228,7 +231,7 @@ func (ws *watchStream) run(poll bool, life time.Duration) error {
 			continue
 		}
 		if ws.pos == rev && (due || expired || (!poll && time.Since(lastMark) >= interval)) {
-			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest, Audit: ws.s.idx.anchor()}); err != nil {
+			if err := ws.write(syncframe.Frame{Type: syncframe.Bookmark, Rev: rev, Count: count, Digest: digest, Audit: ws.s.idx.anchor(), Epoch: ws.s.epoch}); err != nil {
 				return err
 			}
 			if err := ws.flush(); err != nil {

@@ -46,7 +46,12 @@ type Meta struct {
 	SchemaVersion int       `json:"schema_version"`
 	Revision      uint64    `json:"revision"` // registry revision applied (0 standalone)
 	Updated       time.Time `json:"updated"`  // last write by the authority
-	Source        string    `json:"source"`   // "standalone" or the registry URL
+	Source        string    `json:"source"`   // "standalone" or the URL of the registry replica followed
+	// Epoch is the identity of the registry store the revisions come from (docs/sync-protocol.md,
+	// "The store's epoch"); "" standalone or from a registry that announces none.
+	Epoch string `json:"epoch,omitempty"`
+	// SourceSince is when Source last changed (a fail-over to another replica).
+	SourceSince time.Time `json:"source_since,omitzero"`
 	// Filled by totp-syncd: when the registry last answered, and the node's set as of Revision.
 	LastContact time.Time `json:"last_contact,omitzero"`
 	Count       int64     `json:"count,omitempty"`

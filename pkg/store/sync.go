@@ -43,6 +43,21 @@ var (
 	ErrWriterBusy = errors.New("another writer holds the token store")
 )
 
+// Origin is where synced data comes from: the registry replica's URL, informational (replicas of
+// one store are one source), and the store's epoch, which revisions are only meaningful within.
+type Origin struct {
+	Source string
+	Epoch  string
+}
+
+// setOrigin records o in m, noting when the source changed.
+func (m *Meta) setOrigin(o Origin, now time.Time) {
+	if m.Source != o.Source || m.SourceSince.IsZero() {
+		m.SourceSince = now.UTC()
+	}
+	m.Source, m.Epoch = o.Source, o.Epoch
+}
+
 // Change is one record change of a sync batch: a put when Value is non-nil, else a delete.
 type Change struct {
 	Key   string // "t/USER/ID" or "b/USER/ID"
@@ -174,8 +189,10 @@ func (t *Tokens) Meta() (Meta, error) {
 // Apply applies one complete batch of revision rev in one transaction, together with the meta
 // record: the revision, count and digest (updated per change), last contact, update time and
 // source. A batch at or below the applied revision is dropped (applied false): delivery is
-// idempotent by revision. Any invalid change fails the whole batch and leaves the file as it was.
-func (t *Tokens) Apply(rev int64, changes []Change, source string, now time.Time) (m Meta, applied bool, err error) {
+// idempotent by revision. A batch of another epoch than the file's is refused (ErrStoreCheck):
+// its revision means nothing here. Any invalid change fails the whole batch and leaves the file
+// as it was.
+func (t *Tokens) Apply(rev int64, changes []Change, o Origin, now time.Time) (m Meta, applied bool, err error) {
 	if rev <= 0 {
 		return m, false, fmt.Errorf("apply revision %d: %w", rev, ErrInvalid)
 	}
@@ -206,8 +223,8 @@ func (t *Tokens) Apply(rev int64, changes []Change, source string, now time.Time
 		if uint64(rev) <= m.Revision {
 			return nil
 		}
-		if m.Revision == 0 || m.Source != source {
-			return fmt.Errorf("revision %d from %q, batch from %q: %w", m.Revision, m.Source, source, ErrStoreCheck)
+		if m.Revision == 0 || m.Epoch != o.Epoch {
+			return fmt.Errorf("revision %d of epoch %q, batch of epoch %q: %w", m.Revision, m.Epoch, o.Epoch, ErrStoreCheck)
 		}
 		d, err := metaDigest(m)
 		if err != nil {
@@ -233,7 +250,8 @@ func (t *Tokens) Apply(rev int64, changes []Change, source string, now time.Time
 			d.Add(w.change.Key, w.change.Value)
 		}
 		m.Revision, m.Count, m.Digest = uint64(rev), d.Count(), d.String()
-		m.LastContact, m.Updated, m.Source = now.UTC(), now.UTC(), source
+		m.LastContact, m.Updated = now.UTC(), now.UTC()
+		m.setOrigin(o, now)
 		applied = true
 		return x.SetMeta(m)
 	})
@@ -245,8 +263,9 @@ func (t *Tokens) Apply(rev int64, changes []Change, source string, now time.Time
 
 // Touch records that the registry was heard from at lastContact, and that the set is unchanged up
 // to revision rev (a bookmark the caller checked against meta); rev never moves backwards. It is
-// one small write: callers rate-limit it (every few seconds at most).
-func (t *Tokens) Touch(rev int64, lastContact time.Time) (Meta, error) {
+// one small write: callers rate-limit it (every few seconds at most). A non-empty source is the
+// replica heard from (of the file's epoch, which the caller checked).
+func (t *Tokens) Touch(rev int64, source string, lastContact time.Time) (Meta, error) {
 	var m Meta
 	err := t.writeTx(func(x *TokensTx) error {
 		var err error
@@ -258,6 +277,9 @@ func (t *Tokens) Touch(rev int64, lastContact time.Time) (Meta, error) {
 		}
 		if lastContact.After(m.LastContact) {
 			m.LastContact = lastContact.UTC()
+		}
+		if source != "" {
+			m.setOrigin(Origin{Source: source, Epoch: m.Epoch}, lastContact)
 		}
 		return x.SetMeta(m)
 	})
@@ -440,7 +462,7 @@ func (s *Staging) flush(m *Meta) error {
 
 // Finish checks that what was put has count and digest, writes meta (revision rev, source, last
 // contact now), syncs the file and renames it over tokens.db.
-func (s *Staging) Finish(rev int64, count int64, digest string, source string, now time.Time) (Meta, error) {
+func (s *Staging) Finish(rev int64, count int64, digest string, o Origin, now time.Time) (Meta, error) {
 	if s.done {
 		return Meta{}, errors.New("staging: finish after finish or abort")
 	}
@@ -453,9 +475,10 @@ func (s *Staging) Finish(rev int64, count int64, digest string, source string, n
 		return Meta{}, fmt.Errorf("staging: have %d records, digest %s; want %d, %s: %w",
 			s.digest.Count(), s.digest.String(), count, digest, ErrInvalid)
 	}
-	m := Meta{SchemaVersion: SchemaVersion, Revision: uint64(rev), Updated: now.UTC(), Source: source,
+	m := Meta{SchemaVersion: SchemaVersion, Revision: uint64(rev), Updated: now.UTC(),
 		LastContact: now.UTC(), Count: s.digest.Count(), Digest: s.digest.String()}
 	m.Audit = s.t.keptAnchor() // a resync replaces the records, not what the node has seen
+	m.setOrigin(o, now)
 	err := s.flush(&m)
 	if err == nil {
 		err = s.db.Sync()

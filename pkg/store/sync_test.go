@@ -17,7 +17,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
-const testSource = "https://registry.test:8443"
+var testSource = Origin{Source: "https://registry.test:8443", Epoch: "0123456789abcdef"}
 
 var syncNow = time.Unix(1700000500, 0).UTC()
 
@@ -171,14 +171,15 @@ func TestApplyNeedsSnapshot(t *testing.T) {
 	tests := []struct {
 		name    string
 		setup   func(*Tokens)
-		source  string
+		source  Origin
 		wantErr error
 	}{
 		{name: "no tokens.db", setup: func(*Tokens) {}, source: testSource, wantErr: ErrNoStore},
 		{name: "standalone tokens.db", setup: func(db *Tokens) {
 			db.Update(func(x *TokensTx) error { return x.PutToken(tok("bob", "b")) })
 		}, source: testSource, wantErr: ErrStoreCheck},
-		{name: "another registry", setup: func(db *Tokens) { stage(t, db, 3, nil) }, source: "https://other:1", wantErr: ErrStoreCheck},
+		{name: "another store", setup: func(db *Tokens) { stage(t, db, 3, nil) }, source: Origin{Source: testSource.Source, Epoch: "fedcba9876543210"}, wantErr: ErrStoreCheck},
+		{name: "another replica of the store", setup: func(db *Tokens) { stage(t, db, 3, nil) }, source: Origin{Source: "https://other:1", Epoch: testSource.Epoch}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,7 +210,7 @@ func TestTouch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m, err := db.Touch(tt.rev, tt.at)
+			m, err := db.Touch(tt.rev, "", tt.at)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -23,7 +23,7 @@ func Snapshot(r *Reader, fn func(Frame) error) (rev int64, d *Digest, err error)
 	if f.Type != Begin {
 		return 0, nil, fmt.Errorf("snapshot starts with %q: %w", f.Type, ErrOrder)
 	}
-	rev, want := f.Rev, f.Count
+	rev, want, epoch := f.Rev, f.Count, f.Epoch
 	d = &Digest{}
 	last := ""
 	for {
@@ -51,8 +51,8 @@ func Snapshot(r *Reader, fn func(Frame) error) (rev int64, d *Digest, err error)
 				return 0, nil, err
 			}
 		case End:
-			if f.Rev != rev {
-				return 0, nil, fmt.Errorf("snapshot began at %d and ends at %d: %w", rev, f.Rev, ErrOrder)
+			if f.Rev != rev || f.Epoch != epoch {
+				return 0, nil, fmt.Errorf("snapshot began at %d of epoch %q and ends at %d of epoch %q: %w", rev, clip(epoch), f.Rev, clip(f.Epoch), ErrOrder)
 			}
 			if !d.Matches(f.Count, f.Digest) || f.Count != want {
 				return 0, nil, fmt.Errorf("snapshot at %d: got %d records, digest %s; end says %d, %s: %w",

@@ -47,7 +47,18 @@ type Frame struct {
 	Message string          `json:"message,omitempty"`
 	// Audit is the registry's audit head, on bookmarks (anchor.go).
 	Audit *Anchor `json:"audit,omitempty"`
+	// Epoch is the registry store's identity (begin, end, bookmark): revisions of one epoch mean
+	// nothing in another (docs/sync-protocol.md, "The store's epoch").
+	Epoch string `json:"epoch,omitempty"`
 }
+
+// Headers of the snapshot and watch answers, the stream's hello: EpochHeader carries the store's
+// epoch (before any frame, on errors too), BookmarkIntervalHeader how often a caught-up watch
+// stream sends a bookmark (a time.Duration string), from which a node tells a stalled stream.
+const (
+	EpochHeader            = "Pam-Totp-Epoch"
+	BookmarkIntervalHeader = "Pam-Totp-Bookmark-Interval"
+)
 
 // Sentinel errors: every one means "stop, drop what this stream gave since the last complete
 // unit, reconnect".
@@ -108,6 +119,9 @@ func (f *Frame) Validate() error {
 	bad := func(why string) error { return fmt.Errorf("%s frame: %s: %w", clip(string(f.Type)), why, ErrFrame) }
 	if f.Rev < 0 || f.Count < 0 {
 		return bad("negative revision or count")
+	}
+	if len(f.Epoch) > 64 {
+		return bad("epoch over 64 bytes")
 	}
 	switch f.Type {
 	case Put:

@@ -42,7 +42,7 @@ type claimOutcome struct {
 func (c claimOutcome) offline() bool { return c.id != "" && !c.granted && c.by == "" }
 
 // claims says whether this node's logins claim at a registry.
-func (a *attempt) claims() bool { return a.v.Config.Sync.Registry != "" }
+func (a *attempt) claims() bool { return len(a.v.Config.Sync.Registry) > 0 }
 
 // failures is the user's failure record as a login judges it: this node's, joined with the
 // registry's (token.Failures.Merge).

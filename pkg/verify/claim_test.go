@@ -169,7 +169,7 @@ func TestClaimsFailuresAndBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, _, err := store.NewTokens(n.opts()).Apply(2, []store.Change{{Key: syncframe.TokenKey("carol", "t1"), Value: tok},
-		{Key: syncframe.FailuresKey("carol"), Value: rec}}, src, n.now); err != nil {
+		{Key: syncframe.FailuresKey("carol"), Value: rec}}, store.Origin{Source: src}, n.now); err != nil {
 		t.Fatal(err)
 	}
 	got, cv := n.auth(req("carol"), code(step0+1))

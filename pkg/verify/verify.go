@@ -408,7 +408,7 @@ func (a *attempt) check(state *store.State, data store.UserData, answer, sshKey,
 // and a reason when policy says to deny; serving from a stale copy is logged loudly here.
 func (a *attempt) stale(m store.Meta) (string, bool) {
 	s := a.v.Config.Sync
-	if s.Registry == "" || s.MaxOffline <= 0 {
+	if len(s.Registry) == 0 || s.MaxOffline <= 0 {
 		return "", false
 	}
 	age := a.now.Sub(m.LastContact)

@@ -326,7 +326,7 @@ func StartNode(t testing.TB, b *Bus, r *Registry) *Node {
 	}
 	cfg := config.Default()
 	cfg.Store.Dir = storeDir
-	cfg.Sync = config.Sync{Registry: r.URL, CAFile: ca, CredentialFile: cred}
+	cfg.Sync = config.Sync{Registry: config.URLs{r.URL}, CAFile: ca, CredentialFile: cred}
 	logBuf := &SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	syncer, err := nodesync.New(nodesync.Options{Sync: cfg.Sync, Store: store.Options{Dir: storeDir, Timeout: time.Second},
