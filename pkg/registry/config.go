@@ -1,11 +1,9 @@
 package registry
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -393,55 +391,6 @@ func (s *StoreConfig) String() string {
 		}
 	}
 	return fmt.Sprintf("etcd %s prefix %s (%s)", strings.Join(s.Endpoints, ","), s.Prefix, tlsInfo)
-}
-
-// AdminToken is one accepted admin bearer token: the admin's name (the audit actor) and the
-// SHA-256 of the token.
-type AdminToken struct {
-	Name string
-	Hash [32]byte
-}
-
-// LoadAdminTokens reads the admin tokens file (root 0600): "NAME SHA256HEX" per line, blank lines
-// and '#' comments skipped.
-func LoadAdminTokens(path string) ([]AdminToken, error) {
-	data, err := readSafe(path, securefile.Secret)
-	if err != nil {
-		return nil, err
-	}
-	toks, err := ParseAdminTokens(data)
-	if err != nil {
-		return nil, fmt.Errorf("admin tokens file %s: %w", path, err)
-	}
-	return toks, nil
-}
-
-// ParseAdminTokens parses the admin tokens file's content.
-func ParseAdminTokens(data []byte) ([]AdminToken, error) {
-	var toks []AdminToken
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 || !validName(f[0], 64) {
-			return nil, fmt.Errorf("line %d: want NAME SHA256HEX", n)
-		}
-		b, err := hex.DecodeString(f[1])
-		if err != nil || len(b) != 32 {
-			return nil, fmt.Errorf("line %d: the hash must be 64 hex digits (SHA-256 of the token)", n)
-		}
-		var t AdminToken
-		t.Name = f[0]
-		copy(t.Hash[:], b)
-		toks = append(toks, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return toks, nil
 }
 
 // readSafe reads a small root-owned file through securefile.

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
@@ -67,6 +70,12 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(addr net
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go srv.watchAdmins(wctx, cfg.AdminTokens, hup)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		srv.Shutdown()

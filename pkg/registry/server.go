@@ -52,7 +52,7 @@ type Server struct {
 	cfg    Config
 	store  kv.Store
 	sealer Sealer
-	admins []AdminToken
+	admins admins
 	log    *slog.Logger
 	now    func() time.Time
 	rand   io.Reader
@@ -75,9 +75,10 @@ type stream struct{ cancel context.CancelCauseFunc }
 
 // New builds the index from the store and starts following it. Call Shutdown when done.
 func New(ctx context.Context, o Options) (*Server, error) {
-	s := &Server{cfg: o.Config, store: o.Store, sealer: o.Sealer, admins: o.Admins, log: o.Logger,
+	s := &Server{cfg: o.Config, store: o.Store, sealer: o.Sealer, log: o.Logger,
 		now: o.Now, rand: o.Rand, streams: map[string]map[*stream]struct{}{}, acks: map[string]ack{},
 		snapSem: make(chan struct{}, max(1, o.Config.SnapshotConcurrency)), tailDone: make(chan struct{})}
+	s.admins.set(o.Admins)
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -237,22 +238,6 @@ func (s *Server) authNode(w http.ResponseWriter, r *http.Request) (nodeRecord, b
 		}
 	}
 	return n, true
-}
-
-// authAdmin returns the admin's name for a valid admin bearer token.
-func (s *Server) authAdmin(r *http.Request) (string, bool) {
-	tok, ok := bearer(r)
-	if !ok {
-		return "", false
-	}
-	sum := sha256.Sum256([]byte(tok))
-	name := ""
-	for _, a := range s.admins {
-		if subtle.ConstantTimeCompare(sum[:], a.Hash[:]) == 1 {
-			name = a.Name
-		}
-	}
-	return name, name != ""
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -236,6 +236,9 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := allowScopes(r.Context(), "the new user", q.Scopes); err != nil {
+		return 0, nil, err
+	}
 	u := User{Name: q.Name, Mail: q.Mail, Scopes: q.Scopes, Created: s.now().UTC()}
 	_, err = s.change(r.Context(), actor, "user.create", "user/"+u.Name, reasonOf(r, q.Reason), func(x *txn) error {
 		if _, err := x.Get(prefixUser + u.Name); err == nil {
@@ -247,7 +250,7 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 }
 
 func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error) {
-	out := []registryapi.User{}
+	out, admin := []registryapi.User{}, adminOf(r.Context())
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		c, err := counts(tx, "")
 		if err != nil {
@@ -257,6 +260,9 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 			var u User
 			if err := json.Unmarshal(kvp.Value, &u); err != nil {
 				return fmt.Errorf("decode %s: %w", kvp.Key, err)
+			}
+			if !admin.allowsScopes(u.Scopes) {
+				return nil
 			}
 			out = append(out, userView(u, c[u.Name][0], c[u.Name][1]))
 			return nil
@@ -283,6 +289,11 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 	q, err := parseUserPatch(body)
 	if err != nil {
 		return 0, nil, err
+	}
+	if q.Scopes != nil {
+		if err := allowScopes(r.Context(), "the user's new scope list", *q.Scopes); err != nil {
+			return 0, nil, err
+		}
 	}
 	name := r.PathValue("name")
 	var v registryapi.User
