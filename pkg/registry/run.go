@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 )
@@ -81,14 +83,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(addr net
 		srv.Shutdown()
 		return fmt.Errorf("listen: %w", err)
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		TLSConfig:         tc,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	ln = netutil.LimitListener(ln, cfg.HTTP.MaxConns)
+	hs := newHTTPServer(cfg.HTTP, srv.Handler(), tc, log)
 	errc := make(chan error, 1)
 	go func() {
 		if tc != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -138,6 +139,20 @@ func (s *Server) Handler() http.Handler {
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
 	return mux
+}
+
+// newHTTPServer is the registry's http.Server with the limits of c (tc nil: plain HTTP). The
+// sync handlers set their own write deadlines (a snapshot's, each flushed watch batch's), so
+// write_timeout does not cut a node's long-lived stream.
+func newHTTPServer(c HTTPConfig, h http.Handler, tc *tls.Config, log *slog.Logger) *http.Server {
+	hs := &http.Server{Handler: h, TLSConfig: tc, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	applyLimits(hs, c)
+	return hs
+}
+
+func applyLimits(hs *http.Server, c HTTPConfig) {
+	hs.ReadHeaderTimeout, hs.ReadTimeout, hs.WriteTimeout = c.ReadHeaderTimeout, c.ReadTimeout, c.WriteTimeout
+	hs.IdleTimeout, hs.MaxHeaderBytes = c.IdleTimeout, c.MaxHeaderBytes
 }
 
 // registerStream adds a stream of node; it fails when the server is stopping.
