@@ -390,9 +390,12 @@ func (n *node) login(user, code string) pamtest.Result {
 
 // metric reads one sample of the node's metrics ("" labels: the unlabelled sample); -1 when the
 // metrics endpoint does not answer or has no such sample.
-func (n *node) metric(name, labels string) float64 {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(n.metrics)
+func (n *node) metric(name, labels string) float64 { return scrapeMetric(n.metrics, name, labels) }
+
+// scrapeMetric is the value of one sample at a metrics URL, -1 if absent or unreachable.
+func scrapeMetric(url, name, labels string) float64 {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
 	if err != nil {
 		return -1
 	}

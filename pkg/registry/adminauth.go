@@ -23,7 +23,7 @@ import (
 // docs/registry-admin.md has the table of endpoints by role.
 type Role int
 
-// Admin roles. The zero Role allows nothing.
+// Admin roles. A Server takes the zero Role for RoleFull (Options.Admins).
 const (
 	// RoleReadOnly reads users, tokens, nodes and the audit log, and verifies the audit chain.
 	RoleReadOnly Role = iota + 1
@@ -168,7 +168,16 @@ func (t *AdminToken) parseFields(fields []string) error {
 // admins holds the accepted admin tokens, swapped whole when the file is reloaded.
 type admins struct{ p atomic.Pointer[[]AdminToken] }
 
-func (a *admins) set(toks []AdminToken) { a.p.Store(&toks) }
+// set takes toks; a token without a Role is full, as a line without role= is.
+func (a *admins) set(toks []AdminToken) {
+	toks = slices.Clone(toks)
+	for i := range toks {
+		if toks[i].Role == 0 {
+			toks[i].Role = RoleFull
+		}
+	}
+	a.p.Store(&toks)
+}
 
 // lookup finds the admin of a bearer token in constant time over the list.
 func (a *admins) lookup(tok string) (AdminToken, bool) {

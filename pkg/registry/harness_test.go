@@ -135,7 +135,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	sum := sha256.Sum256([]byte(testAdminToken))
 	so := Options{Config: cfg, Store: st, Sealer: keys,
-		Admins: []AdminToken{{Name: "alice-admin", Hash: sum, Role: RoleFull}},
+		Admins: []AdminToken{{Name: "alice-admin", Hash: sum}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if o.opts != nil {
 		o.opts(&so)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/promtext"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 )
 
@@ -82,6 +83,20 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(addr net
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("listen: %w", err)
+	}
+	if cfg.MetricsListen != "" {
+		mln, err := promtext.Listen("metrics_listen", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			srv.Shutdown()
+			return err
+		}
+		go func() {
+			if err := promtext.Serve(wctx, mln, srv.MetricsHandler(), log); err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+		log.Info("metrics served", "listen", mln.Addr().String())
 	}
 	ln = netutil.LimitListener(ln, cfg.HTTP.MaxConns)
 	hs := newHTTPServer(cfg.HTTP, srv.Handler(), tc, log)

@@ -39,6 +39,7 @@ type Options struct {
 	Config Config
 	Store  kv.Store
 	Sealer Sealer
+	// Admins are the accepted admin tokens (a token without a Role is full).
 	Admins []AdminToken
 	Logger *slog.Logger
 	// Now and Rand default to the real clock (clock.Now) and crypto/rand.
@@ -69,6 +70,8 @@ type Server struct {
 	stopping bool
 
 	enroll *enrollState // enroll.go
+
+	metrics *metrics // metrics.go
 }
 
 // stream is one open watch or long poll.
@@ -80,6 +83,8 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		now: o.Now, rand: o.Rand, streams: map[string]map[*stream]struct{}{}, acks: map[string]ack{},
 		snapSem: make(chan struct{}, max(1, o.Config.SnapshotConcurrency)), tailDone: make(chan struct{})}
 	s.admins.set(o.Admins)
+	s.metrics = newMetrics()
+	s.store = timedStore{Store: o.Store, m: s.metrics}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -138,7 +143,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+registryapi.PathSyncLogins, s.handleLogins)
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
-	return mux
+	return s.metrics.counted(mux)
 }
 
 // newHTTPServer is the registry's http.Server with the limits of c (tc nil: plain HTTP). The
