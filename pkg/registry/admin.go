@@ -65,6 +65,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	h("GET /v1/admin/audit", RoleReadOnly, targetAll, maxBody, s.listAudit)
 	h("GET /v1/admin/audit/verify", RoleReadOnly, targetAny, maxBody, s.verifyAudit)
 	h("POST /v1/admin/compact", RoleFull, targetAll, maxBody, s.compact)
+	h("GET /v1/admin/whoami", RoleReadOnly, targetAny, maxBody, s.whoami)
 	mux.Handle("/v1/admin/", s.admin(RoleReadOnly, targetAny, maxBody, func(*http.Request, string, []byte) (int, any, error) {
 		return 0, nil, notFound("no such admin endpoint")
 	}))

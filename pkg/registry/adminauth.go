@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
 
@@ -257,6 +258,17 @@ func scopeList(scopes []string) string {
 		return "no scope"
 	}
 	return "scopes " + strings.Join(scopes, ",")
+}
+
+// whoami answers GET /v1/admin/whoami: the request's admin, role, scopes and expiry.
+func (s *Server) whoami(r *http.Request, _ string, _ []byte) (int, any, error) {
+	a := adminOf(r.Context())
+	v := registryapi.AdminIdentity{Name: a.Name, Role: a.Role.String(), Scopes: a.Scopes}
+	if !a.Expires.IsZero() {
+		e := a.Expires.UTC()
+		v.Expires = &e
+	}
+	return http.StatusOK, v, nil
 }
 
 // adminFileState is what a reload compares to see that the admin tokens file changed.

@@ -149,6 +149,11 @@ func TestAdminRolesAndScopes(t *testing.T) {
 		}
 	}
 
+	var me registryapi.AdminIdentity
+	if got := e.do("GET", "/v1/admin/whoami", "tok-desk1", nil, &me); got != 200 || me.Name != "desk1" ||
+		me.Role != "helpdesk" || !slices.Equal(me.Scopes, []string{"c1"}) || me.Expires != nil {
+		t.Errorf("GET /v1/admin/whoami = %d %+v, want desk1 helpdesk [c1] never expiring", got, me)
+	}
 	var users []registryapi.User
 	e.do("GET", "/v1/admin/users", "tok-desk1", nil, &users)
 	var names []string
