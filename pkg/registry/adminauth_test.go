@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,22 +58,25 @@ func TestParseAdminTokenFields(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// testLog is a log file the server's goroutines write to (a file's writes are safe for them)
+// and the test reads.
+type testLog struct{ f *os.File }
+
+func newTestLog(t *testing.T) testLog {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return testLog{f}
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+func (l testLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l.f, nil)) }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (l testLog) String() string {
+	b, _ := os.ReadFile(l.f.Name())
+	return string(b)
 }
 
 func adminLine(name, tok, fields string) string {
@@ -86,7 +87,7 @@ func adminLine(name, tok, fields string) string {
 func TestAdminRolesAndScopes(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
-	logs := &syncBuffer{}
+	logs := newTestLog(t)
 	toks, err := ParseAdminTokens([]byte(adminLine("alice-admin", testAdminToken, "") +
 		adminLine("reader", "tok-reader", "role=read-only") +
 		adminLine("desk1", "tok-desk1", "role=helpdesk scopes=c1") +
@@ -97,7 +98,7 @@ func TestAdminRolesAndScopes(t *testing.T) {
 	}
 	e := newEnv(t, envOptions{opts: func(o *Options) {
 		o.Admins, o.Now = toks, func() time.Time { return now }
-		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		o.Logger = logs.logger()
 	}})
 	e.addUser("u1", "c1")
 	e.addUser("u12", "c1", "c2")
@@ -206,8 +207,8 @@ func TestAdminTokensReload(t *testing.T) {
 		}
 	}
 	write(adminLine("alice-admin", testAdminToken, ""))
-	logs := &syncBuffer{}
-	e := newEnv(t, envOptions{opts: func(o *Options) { o.Logger = slog.New(slog.NewTextHandler(logs, nil)) }})
+	logs := newTestLog(t)
+	e := newEnv(t, envOptions{opts: func(o *Options) { o.Logger = logs.logger() }})
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
