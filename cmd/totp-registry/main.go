@@ -43,7 +43,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "totp-registry [--config FILE] [--check-config]",
 		Short: "Serve the central registry of users, tokens and login nodes",
 		Long: "totp-registry serves the login nodes their records over the sync protocol and takes changes\n" +
-			"from totp-admin --registry over its admin API.",
+			"from totp-admin --registry over its admin API. SIGHUP (or a change of the file) reloads\n" +
+			"admin_tokens_file; a file that does not load keeps the tokens in force.",
 		Version: version.Version,
 		Args:    cmdline.NoArgs,
 	}
