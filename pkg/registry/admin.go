@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
@@ -177,16 +178,58 @@ func (s *Server) authorize(r *http.Request, a AdminToken, need Role, on adminTar
 	return scopeRefusal(a, what, scopes)
 }
 
-// change runs fn in one kv.Update with its audit record: one admin change, one revision.
+// change runs fn in one kv.Update with its audit record: one admin change, one revision. For a
+// scoped admin the target's scopes are checked in the same transaction, before and after fn (a
+// user moved or created out of the admin's scopes is refused, and a concurrent move is seen).
 func (s *Server) change(ctx context.Context, actor, action, target, reason string, fn func(x *txn) error) (int64, error) {
-	now := s.now()
+	now, a := s.now(), adminOf(ctx)
 	return s.store.Update(ctx, func(t kv.Txn) error {
 		x := &txn{Txn: t, s: s}
+		if err := x.targetInScope(a, target); err != nil {
+			return err
+		}
 		if err := fn(x); err != nil {
+			return err
+		}
+		if err := x.targetInScope(a, target); err != nil {
 			return err
 		}
 		return x.audit(now, actor, action, target, reason)
 	})
+}
+
+// targetInScope refuses a change of a scoped admin to a user ("user/NAME", "token/NAME/ID") or
+// node ("node/NAME") outside its scopes; one that does not exist (yet, or any more) passes.
+func (x *txn) targetInScope(a AdminToken, target string) error {
+	if a.Scopes == nil {
+		return nil
+	}
+	kind, rest, _ := strings.Cut(target, "/")
+	name, _, _ := strings.Cut(rest, "/")
+	var scopes []string
+	var err error
+	switch kind {
+	case "user", "token":
+		var u User
+		u, err = x.user(name)
+		scopes = u.Scopes
+	case "node":
+		var n nodeRecord
+		err = x.getJSON(prefixNode+name, &n)
+		scopes = []string{n.Scope}
+	default:
+		return nil // targetAll endpoints: unscoped admins only (authorize)
+	}
+	switch {
+	case errors.Is(err, kv.ErrNotFound) || isNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	if r := scopeRefusal(a, kind+" "+name, scopes); r != nil {
+		return r
+	}
+	return nil
 }
 
 // reasonOf is the X-Reason header, or the body's reason field.

@@ -235,15 +235,6 @@ func adminOf(ctx context.Context) AdminToken {
 	return a
 }
 
-// allowScopes refuses (403) a change or a read of something visible in scopes that the
-// request's admin may not see.
-func allowScopes(ctx context.Context, what string, scopes []string) error {
-	if r := scopeRefusal(adminOf(ctx), what, scopes); r != nil {
-		return r
-	}
-	return nil
-}
-
 // scopeRefusal is the refusal of admin a for something visible in scopes, or nil.
 func scopeRefusal(a AdminToken, what string, scopes []string) *adminRefusal {
 	if a.allowsScopes(scopes) {
