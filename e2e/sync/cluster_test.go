@@ -55,9 +55,8 @@ type regOptions struct {
 	// under Prefix (default: a fresh one) instead of a bbolt file.
 	Etcd   *etcdtest.Cluster
 	Prefix string
-	// Extra is appended to registry.conf after the store (top-level keys then sections, with a
-	// bbolt store).
-	Extra string
+	// Keys are more top-level registry.conf lines; Sections more sections, written last.
+	Keys, Sections string
 }
 
 // storeConfig is the registry.conf lines that choose the store.
@@ -132,8 +131,8 @@ tls_key = %q
 key_file = %q
 admin_tokens_file = %q
 issuer = "pam-totp test"
-%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
-		filepath.Join(dir, "admins"), o.storeConfig(data)+o.Extra), 0o644)
+%s%s%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
+		filepath.Join(dir, "admins"), o.Keys, o.storeConfig(data), o.Sections), 0o644)
 	var err error
 	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.pemFile,
 		Timeout: 2 * time.Minute})

@@ -19,7 +19,7 @@ import (
 func TestSlowClientsCutOff(t *testing.T) {
 	needRoot(t)
 	c := newCA(t, privateDir(t), "ca")
-	r := startRegistry(t, c, regOptions{Extra: "[http]\nread_header_timeout = \"1s\"\nidle_timeout = \"1s\"\nmax_conns = 3\n"})
+	r := startRegistry(t, c, regOptions{Sections: "\n[http]\nread_header_timeout = \"1s\"\nidle_timeout = \"1s\"\nmax_conns = 3\n"})
 	time.Sleep(1500 * time.Millisecond) // the harness's idle keep-alive connection times out
 	addr := strings.TrimPrefix(r.url, "https://")
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/adminclient"
 )
 
 // TestRegistryMetrics scrapes a real registry with a node following it: requests by endpoint and
@@ -22,7 +23,7 @@ func TestRegistryMetrics(t *testing.T) {
 	needRoot(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Extra: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
+	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Keys: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
 	n := newNode(t, r, nodeOptions{})
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
@@ -58,6 +59,47 @@ func TestRegistryMetrics(t *testing.T) {
 			t.Errorf("%s%s = %v, want %s", c.name, c.labels, v, c.want)
 		}
 	}
+}
+
+// TestRegistryStoreHealthMetric: with etcd's quorum lost the registry's metrics say the store is
+// down and count the refused write; with the members back, up again.
+func TestRegistryStoreHealthMetric(t *testing.T) {
+	needRoot(t)
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	etcd := newEtcd(t)
+	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: etcd, Keys: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
+	if v := scrapeMetric(url, "pam_totp_registry_store_up", ""); v != 1 {
+		t.Fatalf("pam_totp_registry_store_up = %v with etcd healthy, want 1", v)
+	}
+	for _, i := range []int{1, 2} {
+		if err := etcd.Stop(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "store_up 0 without quorum", func() (bool, error) {
+		v := scrapeMetric(url, "pam_totp_registry_store_up", "")
+		return v == 0, fmt.Errorf("store_up = %v", v)
+	})
+	user := pamtest.AddUser(t, userPrefix)
+	if _, err := r.admin.AddUser(ctx(t), adminclient.NewUser{Name: user, Scopes: []string{scope}}); err == nil {
+		t.Fatal("a user was added without etcd's quorum")
+	}
+	if v := scrapeMetric(url, "pam_totp_registry_store_errors_total", `{op="update",kind="unavailable"}`); v < 1 {
+		t.Errorf("store_errors_total{update,unavailable} = %v after a refused write, want >= 1", v)
+	}
+	if v := scrapeMetric(url, "pam_totp_registry_store_last_unavailable_timestamp_seconds", ""); v <= 0 {
+		t.Errorf("store_last_unavailable_timestamp_seconds = %v, want a time", v)
+	}
+	for _, i := range []int{1, 2} {
+		if err := etcd.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "store_up 1 with quorum back", func() (bool, error) {
+		v := scrapeMetric(url, "pam_totp_registry_store_up", "")
+		return v == 1, fmt.Errorf("store_up = %v", v)
+	})
 }
 
 // TestAdminTokensRotateOnSIGHUP: a new admin token written to the file works after SIGHUP, the
