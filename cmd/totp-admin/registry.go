@@ -156,7 +156,9 @@ func registryOnlyCommands(e *env) []*cobra.Command {
 		}
 		return r.compact(*keep)
 	})
-	return []*cobra.Command{passcode, compact}
+	whoami := &cobra.Command{Use: "whoami", Short: "Show the admin token's name, role, scopes and expiry (with a registry)", Args: cmdline.NoArgs,
+		RunE: registryOnly(e, func(r *registry, _ []string) error { return r.whoami() })}
+	return []*cobra.Command{passcode, compact, whoami}
 }
 
 // strList is a repeatable string flag.
@@ -723,6 +725,23 @@ func (reg *registry) auditVerify() error {
 		msg += ": " + r.Error
 	}
 	return errors.New(msg)
+}
+
+func (reg *registry) whoami() error {
+	e, cl := reg.e, reg.cl
+	a, err := cl.Whoami(e.ctx)
+	if err != nil {
+		return err
+	}
+	sc, expires := "all", "never"
+	if len(a.Scopes) > 0 {
+		sc = scopes(a.Scopes)
+	}
+	if a.Expires != nil {
+		expires = a.Expires.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(e.stdout, "admin:   %s\nrole:    %s\nscopes:  %s\nexpires: %s\n", token.Clean(a.Name), token.Clean(a.Role), sc, expires)
+	return nil
 }
 
 func (reg *registry) compact(keep int64) error {

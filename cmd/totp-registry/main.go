@@ -46,7 +46,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "totp-registry [--config FILE] [--check-config]",
 		Short: "Serve the central registry of users, tokens and login nodes",
 		Long: "totp-registry serves the login nodes their records over the sync protocol and takes changes\n" +
-			"from totp-admin --registry over its admin API.",
+			"from totp-admin --registry over its admin API. SIGHUP (or a change of the file) reloads\n" +
+			"admin_tokens_file; a file that does not load keeps the tokens in force.",
 		Version: version.Version,
 		Args:    cmdline.NoArgs,
 	}
@@ -66,7 +67,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			return err
 		}
 		if *check {
-			if err := checkFiles(cfg); err != nil {
+			if err := checkFiles(cfg, log); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "%s: OK\n", *cfgPath)
@@ -210,15 +211,22 @@ func migrateStore(from, target *registry.Config, stdout io.Writer) error {
 	return nil
 }
 
-// checkFiles loads what the config names: the keyring, the admin tokens and the TLS material.
-func checkFiles(cfg *registry.Config) error {
+// checkFiles loads what the config names: the keyring, the admin tokens (warning of expired
+// ones) and the TLS material.
+func checkFiles(cfg *registry.Config, log *slog.Logger) error {
 	if _, err := seal.LoadKeyring(cfg.KeyFile); err != nil {
 		return fmt.Errorf("key_file: %w", err)
 	}
-	if _, err := registry.LoadAdminTokens(cfg.AdminTokens); err != nil {
+	admins, err := registry.LoadAdminTokens(cfg.AdminTokens)
+	if err != nil {
 		return err
 	}
-	_, err := cfg.TLSConfig()
+	for _, a := range admins {
+		if !a.Expires.IsZero() && !time.Now().Before(a.Expires) {
+			log.Warn("admin token expired", "file", cfg.AdminTokens, "admin", a.Name, "expired", a.Expires.UTC().Format(time.RFC3339))
+		}
+	}
+	_, err = cfg.TLSConfig()
 	return err
 }
 

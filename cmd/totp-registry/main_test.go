@@ -102,18 +102,34 @@ func TestBinaryServes(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// withAdmins is a config like cfgPath's whose admin tokens file holds lines.
+	withAdmins := func(name, lines string) string {
+		admins := filepath.Join(etc, name)
+		write(t, admins, []byte(lines))
+		p := filepath.Join(etc, name+".conf")
+		if err := os.WriteFile(p, []byte(strings.Replace(conf, filepath.Join(etc, "admins"), admins, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	h := hex.EncodeToString(sum[:])
 	for _, tt := range []struct {
-		name string
-		args []string
-		want string
+		name    string
+		args    []string
+		want    string
+		wantErr bool
 	}{
-		{"version", []string{"--version"}, "totp-registry"},
-		{"check-config", []string{"--config", cfgPath, "--check-config"}, "OK"},
+		{"version", []string{"--version"}, "totp-registry", false},
+		{"check-config", []string{"--config", cfgPath, "--check-config"}, "OK", false},
+		{"check-config misspelt admin field", []string{"--config", withAdmins("admins-bad", "desk "+h+" scope=c1\n"), "--check-config"},
+			`line 1 (desk): unknown field "scope"`, true},
+		{"check-config expired admin", []string{"--config", withAdmins("admins-old", "old "+h+" role=helpdesk expires=2020-01-31\n"), "--check-config"},
+			`msg="admin token expired"`, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			out, err := exec.Command(bin, tt.args...).CombinedOutput()
-			if err != nil || !strings.Contains(string(out), tt.want) {
-				t.Errorf("totp-registry %v = %v %q, want %q", tt.args, err, out, tt.want)
+			if (err != nil) != tt.wantErr || !strings.Contains(string(out), tt.want) {
+				t.Errorf("totp-registry %v = %v %q, want %q (error %v)", tt.args, err, out, tt.want, tt.wantErr)
 			}
 		})
 	}

@@ -55,10 +55,10 @@ type regOptions struct {
 	// under Prefix (default: a fresh one) instead of a bbolt file.
 	Etcd   *etcdtest.Cluster
 	Prefix string
-	// Extra is more registry.conf text, after the rest (e.g. a [mail] section).
-	Extra string
 	// BookmarkInterval, if set, is the registry's bookmark_interval (default 10 s).
 	BookmarkInterval time.Duration
+	// Keys are more top-level registry.conf lines; Sections more sections (e.g. [mail]), written last.
+	Keys, Sections string
 }
 
 // storeConfig is the registry.conf lines that choose the store.
@@ -141,8 +141,8 @@ tls_key = %q
 key_file = %q
 admin_tokens_file = %q
 issuer = "pam-totp test"
-%s%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
-		filepath.Join(dir, "admins"), o.bookmarkConfig(), o.storeConfig(data)+o.Extra), 0o644)
+%s%s%s%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
+		filepath.Join(dir, "admins"), o.Keys, o.bookmarkConfig(), o.storeConfig(data), o.Sections), 0o644)
 	var err error
 	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.pemFile,
 		Timeout: 2 * time.Minute})
@@ -415,9 +415,12 @@ func (n *node) login(user, code string) pamtest.Result {
 
 // metric reads one sample of the node's metrics ("" labels: the unlabelled sample); -1 when the
 // metrics endpoint does not answer or has no such sample.
-func (n *node) metric(name, labels string) float64 {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(n.metrics)
+func (n *node) metric(name, labels string) float64 { return scrapeMetric(n.metrics, name, labels) }
+
+// scrapeMetric is the value of one sample at a metrics URL, -1 if absent or unreachable.
+func scrapeMetric(url, name, labels string) float64 {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
 	if err != nil {
 		return -1
 	}

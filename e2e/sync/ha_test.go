@@ -502,7 +502,7 @@ func TestEtcdQuorumLost(t *testing.T) {
 func TestReplicasBootstrapCodeOnce(t *testing.T) {
 	needRoot(t)
 	sink := mailtest.Start(t) // skips without aiosmtpd
-	a := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: newEtcd(t), Extra: fmt.Sprintf(
+	a := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: newEtcd(t), Sections: fmt.Sprintf(
 		"\n[mail]\nhost = %q\nfrom = \"totp@registry.test\"\ncontact = \"the test helpdesk\"\n"+
 			"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n\n[enroll]\nbootstrap = \"mail\"\n", sink.Addr)})
 	b := a.replica()

@@ -26,6 +26,7 @@ type (
 	AuditCheck    = registryapi.AuditCheck
 	CompactResult = registryapi.CompactResult
 	Status        = registryapi.Status
+	AdminIdentity = registryapi.AdminIdentity
 )
 
 // NewUser is the body of POST /v1/admin/users.
@@ -347,6 +348,13 @@ func (c *Client) Compact(ctx context.Context, keep int64) (CompactResult, error)
 	var r CompactResult
 	err := c.send(ctx, http.MethodPost, in, &r, admin("compact")...)
 	return r, err
+}
+
+// Whoami returns the admin of the client's token: name, role, scopes and expiry.
+func (c *Client) Whoami(ctx context.Context) (AdminIdentity, error) {
+	var a AdminIdentity
+	err := c.get(ctx, &a, admin("whoami")...)
+	return a, err
 }
 
 // Status returns the registry's revision, compacted revision and version.

@@ -1,19 +1,16 @@
 package nodesync
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
-	"sort"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/promtext"
 )
 
 // Resync reasons, the values of pam_totp_sync_resyncs_total's reason label.
@@ -27,38 +24,6 @@ const (
 	ReasonCompacted      = "compacted"       // 410 Gone, or a compacted error frame
 	ReasonDigestMismatch = "digest_mismatch" // a bookmark disagreed with meta
 )
-
-// secondsBuckets are the upper bounds, in seconds, of the duration histograms.
-var secondsBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
-
-// histogram is a Prometheus histogram over secondsBuckets.
-type histogram struct {
-	counts []uint64 // per bucket, not cumulative; the last is +Inf
-	sum    float64
-	n      uint64
-}
-
-func newHistogram() histogram { return histogram{counts: make([]uint64, len(secondsBuckets)+1)} }
-
-func (h *histogram) observe(d time.Duration) {
-	s := d.Seconds()
-	h.counts[sort.SearchFloat64s(secondsBuckets, s)]++
-	h.sum += s
-	h.n++
-}
-
-// write writes the buckets, sum and count of name through value.
-func (h *histogram) write(value func(name, labels string, v float64), name string) {
-	var cum uint64
-	for i, le := range secondsBuckets {
-		cum += h.counts[i]
-		value(name+"_bucket", `{le="`+formatFloat(le)+`"}`, float64(cum))
-	}
-	cum += h.counts[len(secondsBuckets)]
-	value(name+"_bucket", `{le="+Inf"}`, float64(cum))
-	value(name+"_sum", "", h.sum)
-	value(name+"_count", "", float64(h.n))
-}
 
 // Verdicts of the resident verifier, the values of pam_totp_verifier_logins_total's label.
 var verdicts = []string{"success", "auth_err", "user_unknown", "maxtries", "authinfo_unavail", "system_err"}
@@ -75,10 +40,10 @@ type Metrics struct {
 	connected   bool
 	resyncs     map[string]uint64
 	mismatches  uint64
-	apply       histogram
+	apply       promtext.Histogram
 	usedCodes   uint64
 	logins      map[string]uint64 // by verdict, answered by the resident verifier
-	exchange    histogram
+	exchange    promtext.Histogram
 	claims      map[string]uint64 // by result (ClaimGranted, ...)
 	replays     uint64
 	reported    uint64
@@ -92,8 +57,8 @@ func NewMetrics(now func() time.Time, version string) *Metrics {
 	if now == nil {
 		now = time.Now
 	}
-	return &Metrics{now: now, version: version, resyncs: map[string]uint64{}, apply: newHistogram(),
-		logins: map[string]uint64{}, exchange: newHistogram(), claims: map[string]uint64{}}
+	return &Metrics{now: now, version: version, resyncs: map[string]uint64{}, apply: promtext.NewHistogram(),
+		logins: map[string]uint64{}, exchange: promtext.NewHistogram(), claims: map[string]uint64{}}
 }
 
 func (m *Metrics) setStore(rev, tokens int64, lastContact time.Time) {
@@ -155,7 +120,7 @@ func (m *Metrics) resync(reason string) {
 func (m *Metrics) observeApply(d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.apply.observe(d)
+	m.apply.Observe(d)
 }
 
 // ObserveLogin counts a login the resident verifier answered, with its verdict and how long the
@@ -164,7 +129,7 @@ func (m *Metrics) ObserveLogin(verdict string, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.logins[verdict]++
-	m.exchange.observe(d)
+	m.exchange.Observe(d)
 }
 
 func (m *Metrics) claimed(result string) {
@@ -230,16 +195,10 @@ func (m *Metrics) Connected() bool {
 func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	bw := bufio.NewWriter(w)
-	cw := &countWriter{w: bw}
-	metric := func(name, typ, help string) {
-		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	}
-	value := func(name, labels string, v float64) {
-		fmt.Fprintf(cw, "%s%s %s\n", name, labels, formatFloat(v))
-	}
+	pw := promtext.NewWriter(w)
+	metric, value := pw.Metric, pw.Value
 	metric("pam_totp_sync_build_info", "gauge", "The running totp-syncd's version.")
-	value("pam_totp_sync_build_info", `{version="`+escapeLabel(m.version)+`"}`, 1)
+	value("pam_totp_sync_build_info", `{version="`+promtext.Label(m.version)+`"}`, 1)
 	metric("pam_totp_sync_applied_revision", "gauge", "Registry revision applied to tokens.db.")
 	value("pam_totp_sync_applied_revision", "", float64(m.appliedRev))
 	metric("pam_totp_sync_registry_revision", "gauge", "Highest registry revision seen in a stream.")
@@ -257,14 +216,14 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	metric("pam_totp_sync_tokens", "gauge", "Records (tokens and backup codes) in tokens.db.")
 	value("pam_totp_sync_tokens", "", float64(m.tokens))
 	metric("pam_totp_sync_connected", "gauge", "1 while a watch stream to the registry is open.")
-	value("pam_totp_sync_connected", "", b2f(m.connected))
+	value("pam_totp_sync_connected", "", promtext.Bool(m.connected))
 	metric("pam_totp_sync_resyncs_total", "counter", "Full resyncs from a snapshot, by reason.")
 	for _, r := range []string{ReasonNoStore, ReasonSchema, ReasonNoRevision, ReasonSource, ReasonEpoch, ReasonStoreCheck, ReasonCompacted, ReasonDigestMismatch} {
 		value("pam_totp_sync_resyncs_total", `{reason="`+r+`"}`, float64(m.resyncs[r]))
 	}
 	metric("pam_totp_sync_replica_info", "gauge", "The registry replica this node follows (1, labelled with its URL).")
 	if m.replica != "" {
-		value("pam_totp_sync_replica_info", `{url="`+escapeLabel(m.replica)+`"}`, 1)
+		value("pam_totp_sync_replica_info", `{url="`+promtext.Label(m.replica)+`"}`, 1)
 	}
 	metric("pam_totp_sync_replica_since_timestamp_seconds", "gauge", "Since when the node follows that replica (Unix time).")
 	value("pam_totp_sync_replica_since_timestamp_seconds", "", float64(m.since.UnixNano())/1e9)
@@ -283,105 +242,25 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	metric("pam_totp_sync_possible_replays_total", "counter", "Codes accepted here without the registry that the registry had granted elsewhere first.")
 	value("pam_totp_sync_possible_replays_total", "", float64(m.replays))
 	metric("pam_totp_sync_apply_seconds", "histogram", "Time to apply one watch batch to tokens.db.")
-	m.apply.write(value, "pam_totp_sync_apply_seconds")
+	m.apply.Write(pw, "pam_totp_sync_apply_seconds", "")
 	metric("pam_totp_verifier_logins_total", "counter", "Logins answered by the resident verifier, by verdict (logins that pam_totp.so sent to the helper are not counted here).")
 	for _, v := range verdicts {
 		value("pam_totp_verifier_logins_total", `{verdict="`+v+`"}`, float64(m.logins[v]))
 	}
 	metric("pam_totp_verifier_exchange_seconds", "histogram", "Time from a login's connection to its verdict at the resident verifier, the user's typing included.")
-	m.exchange.write(value, "pam_totp_verifier_exchange_seconds")
-	if err := bw.Flush(); err != nil {
-		return cw.n, err
-	}
-	return cw.n, cw.err
-}
-
-type countWriter struct {
-	w   io.Writer
-	n   int64
-	err error
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	if err != nil && c.err == nil {
-		c.err = err
-	}
-	return n, err
-}
-
-func formatFloat(v float64) string {
-	switch {
-	case math.IsInf(v, 1):
-		return "+Inf"
-	case math.IsInf(v, -1):
-		return "-Inf"
-	case math.IsNaN(v):
-		return "NaN"
-	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
-}
-
-func escapeLabel(s string) string {
-	out := make([]rune, 0, len(s))
-	for _, r := range s {
-		switch r {
-		case '\\', '"':
-			out = append(out, '\\', r)
-		case '\n':
-			out = append(out, '\\', 'n')
-		default:
-			out = append(out, r)
-		}
-	}
-	return string(out)
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
+	m.exchange.Write(pw, "pam_totp_verifier_exchange_seconds", "")
+	return pw.Flush()
 }
 
 // Handler serves GET /metrics.
 func (m *Metrics) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		m.WriteTo(w)
-	})
-	return mux
+	return promtext.Handler(func(w io.Writer) { m.WriteTo(w) })
 }
 
 // ListenMetrics binds addr (so that a taken port fails at start, not later).
-func ListenMetrics(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics_listen %s: %w", addr, err)
-	}
-	return ln, nil
-}
+func ListenMetrics(addr string) (net.Listener, error) { return promtext.Listen("metrics_listen", addr) }
 
 // ServeMetrics serves m on ln until ctx ends.
 func ServeMetrics(ctx context.Context, ln net.Listener, m *Metrics, log *slog.Logger) error {
-	srv := &http.Server{
-		Handler:           m.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	return nil
+	return promtext.Serve(ctx, ln, m.Handler(), log)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/kv"
@@ -24,50 +25,82 @@ const (
 // of a success, or an error (a *refusal.Error for the client, anything else a 500).
 type adminFunc func(r *http.Request, actor string, body []byte) (int, any, error)
 
+// Which part of the store an admin endpoint touches, for scoped admin tokens.
+type adminTarget int
+
+const (
+	// targetAny: the handler checks or filters by scope itself (lists, creations).
+	targetAny adminTarget = iota
+	// targetUser: the user {name}, whose scopes the admin must hold.
+	targetUser
+	// targetNode: the node {name}, whose scope the admin must hold.
+	targetNode
+	// targetAll: every scope at once (the audit log, imports, compaction): unscoped admins only.
+	targetAll
+)
+
+// adminRoutes is the one table of admin endpoints with the role each needs
+// (docs/registry-admin.md shows it).
 func (s *Server) adminRoutes(mux *http.ServeMux) {
-	h := func(pattern string, limit int64, f adminFunc) { mux.Handle(pattern, s.admin(limit, f)) }
-	h("POST /v1/admin/users", maxBody, s.createUser)
-	h("GET /v1/admin/users", maxBody, s.listUsers)
-	h("GET /v1/admin/users/{name}", maxBody, s.getUser)
-	h("PATCH /v1/admin/users/{name}", maxBody, s.patchUser)
-	h("DELETE /v1/admin/users/{name}", maxBody, s.deleteUser)
-	h("GET /v1/admin/users/{name}/tokens", maxBody, s.listTokens)
-	h("POST /v1/admin/users/{name}/tokens", maxBody, s.createToken)
-	h("PATCH /v1/admin/users/{name}/tokens/{id}", maxBody, s.patchToken)
-	h("DELETE /v1/admin/users/{name}/tokens/{id}", maxBody, s.deleteToken)
-	h("POST /v1/admin/users/{name}/reset", maxBody, s.resetUser)
-	h("POST /v1/admin/users/{name}/unlock", maxBody, s.unlockUser)
-	h("POST /v1/admin/users/{name}/backup-codes", maxBody, s.newBackupCodes)
-	h("POST /v1/admin/users/{name}/passcode", maxBody, s.newPasscode)
-	h("POST /v1/admin/nodes", maxBody, s.createNode)
-	h("GET /v1/admin/nodes", maxBody, s.listNodes)
-	h("DELETE /v1/admin/nodes/{name}", maxBody, s.deleteNode)
-	h("POST /v1/admin/import/csv", maxImportBody, s.importCSV)
-	h("POST /v1/admin/import/google-authenticator", maxBody, s.importGA)
-	h("GET /v1/admin/audit", maxBody, s.listAudit)
-	h("GET /v1/admin/audit/verify", maxBody, s.verifyAudit)
-	h("POST /v1/admin/compact", maxBody, s.compact)
-	mux.Handle("/v1/admin/", s.admin(maxBody, func(*http.Request, string, []byte) (int, any, error) {
+	h := func(pattern string, need Role, on adminTarget, limit int64, f adminFunc) {
+		mux.Handle(pattern, s.admin(need, on, limit, f))
+	}
+	h("POST /v1/admin/users", RoleFull, targetAny, maxBody, s.createUser)
+	h("GET /v1/admin/users", RoleReadOnly, targetAny, maxBody, s.listUsers)
+	h("GET /v1/admin/users/{name}", RoleReadOnly, targetUser, maxBody, s.getUser)
+	h("PATCH /v1/admin/users/{name}", RoleFull, targetUser, maxBody, s.patchUser)
+	h("DELETE /v1/admin/users/{name}", RoleFull, targetUser, maxBody, s.deleteUser)
+	h("GET /v1/admin/users/{name}/tokens", RoleReadOnly, targetUser, maxBody, s.listTokens)
+	h("POST /v1/admin/users/{name}/tokens", RoleFull, targetUser, maxBody, s.createToken)
+	h("PATCH /v1/admin/users/{name}/tokens/{id}", RoleHelpdesk, targetUser, maxBody, s.patchToken)
+	h("DELETE /v1/admin/users/{name}/tokens/{id}", RoleHelpdesk, targetUser, maxBody, s.deleteToken)
+	h("POST /v1/admin/users/{name}/reset", RoleHelpdesk, targetUser, maxBody, s.resetUser)
+	h("POST /v1/admin/users/{name}/unlock", RoleHelpdesk, targetUser, maxBody, s.unlockUser)
+	h("POST /v1/admin/users/{name}/backup-codes", RoleFull, targetUser, maxBody, s.newBackupCodes)
+	h("POST /v1/admin/users/{name}/passcode", RoleHelpdesk, targetUser, maxBody, s.newPasscode)
+	h("POST /v1/admin/nodes", RoleFull, targetAny, maxBody, s.createNode)
+	h("GET /v1/admin/nodes", RoleReadOnly, targetAny, maxBody, s.listNodes)
+	h("DELETE /v1/admin/nodes/{name}", RoleFull, targetNode, maxBody, s.deleteNode)
+	h("POST /v1/admin/import/csv", RoleFull, targetAll, maxImportBody, s.importCSV)
+	h("POST /v1/admin/import/google-authenticator", RoleFull, targetAll, maxBody, s.importGA)
+	h("GET /v1/admin/audit", RoleReadOnly, targetAll, maxBody, s.listAudit)
+	h("GET /v1/admin/audit/verify", RoleReadOnly, targetAny, maxBody, s.verifyAudit)
+	h("POST /v1/admin/compact", RoleFull, targetAll, maxBody, s.compact)
+	h("GET /v1/admin/whoami", RoleReadOnly, targetAny, maxBody, s.whoami)
+	mux.Handle("/v1/admin/", s.admin(RoleReadOnly, targetAny, maxBody, func(*http.Request, string, []byte) (int, any, error) {
 		return 0, nil, notFound("no such admin endpoint")
 	}))
 }
 
-// admin wraps an adminFunc: admin authentication, a bounded body, JSON errors, one log line.
-func (s *Server) admin(limit int64, f adminFunc) http.Handler {
+// admin wraps an adminFunc: admin authentication, the role and scope of the endpoint, a bounded
+// body, JSON errors, one log line (a warning with the reason for a refusal; never the token).
+func (s *Server) admin(need Role, on adminTarget, limit int64, f adminFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		status, actor := 0, ""
+		status, actor, reason := 0, "", ""
 		defer func() {
-			s.log.Info("admin request", "actor", actor, "method", r.Method, "path", r.URL.Path,
-				"status", status, "remote", r.RemoteAddr, "took", time.Since(start).Round(time.Microsecond))
+			attrs := []any{"actor", actor, "method", r.Method, "path", r.URL.Path,
+				"status", status, "remote", r.RemoteAddr, "took", time.Since(start).Round(time.Microsecond)}
+			if reason != "" {
+				s.log.Warn("admin request refused", append(attrs, "reason", reason)...)
+				return
+			}
+			s.log.Info("admin request", attrs...)
 		}()
-		var ok bool
-		if actor, ok = s.authAdmin(r); !ok {
-			status = http.StatusUnauthorized
-			w.Header().Set("WWW-Authenticate", `Bearer realm="totp-registry admin"`)
-			writeError(w, status, "admin authentication required")
+		a, ref := s.authAdmin(r)
+		actor = a.Name
+		if ref == nil {
+			ref = s.authorize(r, a, need, on)
+		}
+		if ref != nil {
+			status, reason = ref.status, ref.reason
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="totp-registry admin"`)
+			}
+			writeError(w, status, ref.msg)
 			return
 		}
+		r = r.WithContext(context.WithValue(r.Context(), adminKey{}, a))
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 		if err != nil {
 			status = http.StatusRequestEntityTooLarge
@@ -82,7 +115,11 @@ func (s *Server) admin(limit int64, f adminFunc) http.Handler {
 		status, v, err = f(r, actor, body)
 		if err != nil {
 			var re *refusal.Error
+			var ar *adminRefusal
 			switch {
+			case errors.As(err, &ar):
+				status, reason = ar.status, ar.reason
+				writeError(w, status, ar.msg)
 			case errors.As(err, &re):
 				status = writeRefusal(w, re)
 			case errors.Is(err, kv.ErrNotFound):
@@ -99,16 +136,100 @@ func (s *Server) admin(limit int64, f adminFunc) http.Handler {
 	})
 }
 
-// change runs fn in one kv.Update with its audit record: one admin change, one revision.
+// authorize checks an authenticated admin's role and, for a scoped admin, the scopes of the
+// endpoint's target. A target that does not exist passes, for the handler's 404.
+func (s *Server) authorize(r *http.Request, a AdminToken, need Role, on adminTarget) *adminRefusal {
+	if a.Role < need {
+		return adminForbidden("role "+a.Role.String(), "this admin token's role %s does not allow %s %s (it needs %s)",
+			a.Role, r.Method, r.URL.Path, need)
+	}
+	if a.Scopes == nil || on == targetAny {
+		return nil
+	}
+	if on == targetAll {
+		return adminForbidden("scope", "%s %s spans every scope: it needs an admin token without scopes", r.Method, r.URL.Path)
+	}
+	var scopes []string
+	name := r.PathValue("name")
+	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
+		x := &txn{Txn: tx, s: s}
+		if on == targetNode {
+			var n nodeRecord
+			err := x.getJSON(prefixNode+name, &n)
+			scopes = []string{n.Scope}
+			return err
+		}
+		u, err := x.user(name)
+		scopes = u.Scopes
+		return err
+	})
+	switch {
+	case errors.Is(err, kv.ErrNotFound) || isNotFound(err):
+		return nil
+	case err != nil:
+		// The store did not answer: refuse without guessing; the client may retry.
+		return &adminRefusal{status: http.StatusServiceUnavailable, reason: "scope check: " + err.Error(),
+			msg: "the registry's store does not answer; try again shortly"}
+	}
+	what := "user " + name
+	if on == targetNode {
+		what = "node " + name
+	}
+	return scopeRefusal(a, what, scopes)
+}
+
+// change runs fn in one kv.Update with its audit record: one admin change, one revision. For a
+// scoped admin the target's scopes are checked in the same transaction, before and after fn (a
+// user moved or created out of the admin's scopes is refused, and a concurrent move is seen).
 func (s *Server) change(ctx context.Context, actor, action, target, reason string, fn func(x *txn) error) (int64, error) {
-	now := s.now()
+	now, a := s.now(), adminOf(ctx)
 	return s.store.Update(ctx, func(t kv.Txn) error {
 		x := &txn{Txn: t, s: s}
+		if err := x.targetInScope(a, target); err != nil {
+			return err
+		}
 		if err := fn(x); err != nil {
+			return err
+		}
+		if err := x.targetInScope(a, target); err != nil {
 			return err
 		}
 		return x.audit(now, actor, action, target, reason)
 	})
+}
+
+// targetInScope refuses a change of a scoped admin to a user ("user/NAME", "token/NAME/ID") or
+// node ("node/NAME") outside its scopes; one that does not exist (yet, or any more) passes.
+func (x *txn) targetInScope(a AdminToken, target string) error {
+	if a.Scopes == nil {
+		return nil
+	}
+	kind, rest, _ := strings.Cut(target, "/")
+	name, _, _ := strings.Cut(rest, "/")
+	var scopes []string
+	var err error
+	switch kind {
+	case "user", "token":
+		var u User
+		u, err = x.user(name)
+		scopes = u.Scopes
+	case "node":
+		var n nodeRecord
+		err = x.getJSON(prefixNode+name, &n)
+		scopes = []string{n.Scope}
+	default:
+		return nil // targetAll endpoints: unscoped admins only (authorize)
+	}
+	switch {
+	case errors.Is(err, kv.ErrNotFound) || isNotFound(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	if r := scopeRefusal(a, kind+" "+name, scopes); r != nil {
+		return r
+	}
+	return nil
 }
 
 // reasonOf is the X-Reason header, or the body's reason field.

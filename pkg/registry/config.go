@@ -1,11 +1,9 @@
 package registry
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -45,6 +43,10 @@ type Config struct {
 	BookmarkInterval    time.Duration `toml:"bookmark_interval"`
 	StreamMax           time.Duration `toml:"stream_max"`
 	SnapshotConcurrency int           `toml:"snapshot_concurrency"`
+	// MetricsListen is the local address of the Prometheus metrics (empty: off).
+	MetricsListen string `toml:"metrics_listen"`
+	// HTTP is the [http] section: the server's timeouts and connection limit.
+	HTTP HTTPConfig `toml:"http"`
 	// Enroll and Mail are the [enroll] and [mail] sections (enroll_config.go, package mail).
 	Enroll EnrollConfig `toml:"enroll"`
 	Mail   mail.Config  `toml:"mail"`
@@ -65,8 +67,10 @@ func DefaultConfig() Config {
 		BookmarkInterval:    10 * time.Second,
 		StreamMax:           5 * time.Minute,
 		SnapshotConcurrency: 4,
-		Enroll:              defaultEnrollConfig(),
-		Mail:                mail.DefaultConfig(),
+		HTTP: HTTPConfig{ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, MaxConns: 1000},
+		Enroll: defaultEnrollConfig(),
+		Mail:   mail.DefaultConfig(),
 	}
 }
 
@@ -154,7 +158,50 @@ func (c *Config) Validate() error {
 	case c.SnapshotConcurrency < 1 || c.SnapshotConcurrency > 64:
 		return fmt.Errorf("snapshot_concurrency %d: must be between 1 and 64", c.SnapshotConcurrency)
 	}
+	if c.MetricsListen != "" {
+		host, _, err := net.SplitHostPort(c.MetricsListen)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("metrics_listen %q: want a loopback address with a port (127.0.0.1:9xxx); the metrics have no authentication", c.MetricsListen)
+		}
+	}
+	if err := c.HTTP.validate(); err != nil {
+		return err
+	}
 	return c.validateEnroll()
+}
+
+// HTTPConfig bounds what a client can hold of the server: slow or silent clients are cut off
+// after the timeouts, and at most MaxConns connections are open (more wait in the kernel's
+// accept queue until one closes). The node sync streams (snapshot and watch) outlive
+// WriteTimeout: their handlers set their own write deadlines.
+type HTTPConfig struct {
+	ReadHeaderTimeout time.Duration `toml:"read_header_timeout"`
+	ReadTimeout       time.Duration `toml:"read_timeout"`
+	WriteTimeout      time.Duration `toml:"write_timeout"`
+	IdleTimeout       time.Duration `toml:"idle_timeout"`
+	MaxHeaderBytes    int           `toml:"max_header_bytes"`
+	MaxConns          int           `toml:"max_conns"`
+}
+
+func (h *HTTPConfig) validate() error {
+	for _, d := range []struct {
+		key    string
+		v, min time.Duration
+	}{{"read_header_timeout", h.ReadHeaderTimeout, 100 * time.Millisecond}, {"read_timeout", h.ReadTimeout, time.Second},
+		{"write_timeout", h.WriteTimeout, time.Second}, {"idle_timeout", h.IdleTimeout, time.Second}} {
+		if d.v < d.min || d.v > time.Hour {
+			return fmt.Errorf("http.%s %s: must be between %s and 1h", d.key, d.v, d.min)
+		}
+	}
+	switch {
+	case h.ReadTimeout < h.ReadHeaderTimeout:
+		return fmt.Errorf("http.read_timeout %s: must be at least read_header_timeout %s", h.ReadTimeout, h.ReadHeaderTimeout)
+	case h.MaxHeaderBytes < 4<<10 || h.MaxHeaderBytes > 1<<20:
+		return fmt.Errorf("http.max_header_bytes %d: must be between 4096 and 1048576", h.MaxHeaderBytes)
+	case h.MaxConns < 2 || h.MaxConns > 1000000:
+		return fmt.Errorf("http.max_conns %d: must be between 2 and 1000000", h.MaxConns)
+	}
+	return nil
 }
 
 // TLSConfig returns the server's TLS config: the certificate, TLS 1.2 or later, and, with
@@ -393,55 +440,6 @@ func (s *StoreConfig) String() string {
 		}
 	}
 	return fmt.Sprintf("etcd %s prefix %s (%s)", strings.Join(s.Endpoints, ","), s.Prefix, tlsInfo)
-}
-
-// AdminToken is one accepted admin bearer token: the admin's name (the audit actor) and the
-// SHA-256 of the token.
-type AdminToken struct {
-	Name string
-	Hash [32]byte
-}
-
-// LoadAdminTokens reads the admin tokens file (root 0600): "NAME SHA256HEX" per line, blank lines
-// and '#' comments skipped.
-func LoadAdminTokens(path string) ([]AdminToken, error) {
-	data, err := readSafe(path, securefile.Secret)
-	if err != nil {
-		return nil, err
-	}
-	toks, err := ParseAdminTokens(data)
-	if err != nil {
-		return nil, fmt.Errorf("admin tokens file %s: %w", path, err)
-	}
-	return toks, nil
-}
-
-// ParseAdminTokens parses the admin tokens file's content.
-func ParseAdminTokens(data []byte) ([]AdminToken, error) {
-	var toks []AdminToken
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 || !validName(f[0], 64) {
-			return nil, fmt.Errorf("line %d: want NAME SHA256HEX", n)
-		}
-		b, err := hex.DecodeString(f[1])
-		if err != nil || len(b) != 32 {
-			return nil, fmt.Errorf("line %d: the hash must be 64 hex digits (SHA-256 of the token)", n)
-		}
-		var t AdminToken
-		t.Name = f[0]
-		copy(t.Hash[:], b)
-		toks = append(toks, t)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return toks, nil
 }
 
 // readSafe reads a small root-owned file through securefile.

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -158,6 +159,33 @@ func FuzzLoginReport(f *testing.F) {
 			}
 			if !ok {
 				t.Errorf("parseLogins(%q) accepted %+v", b, e)
+			}
+		}
+	})
+}
+
+func FuzzParseAdminTokens(f *testing.F) {
+	h := strings.Repeat("ab", 32)
+	for _, s := range []string{"alice " + h + "\n", "# c\nbob " + h + " role=helpdesk scopes=c1,c2 expires=2027-06-30\n",
+		"x " + h + " role=\n", "x " + h + " scopes=,\n", "x " + h + " expires=2027-06-30T12:00:00+02:00 role=read-only\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		toks, err := ParseAdminTokens(b)
+		if err != nil {
+			return
+		}
+		for _, a := range toks {
+			if !validName(a.Name, 64) || a.Role < RoleReadOnly || a.Role > RoleFull {
+				t.Errorf("ParseAdminTokens(%q) accepted %+v", b, a)
+			}
+			if a.Scopes != nil && len(a.Scopes) == 0 {
+				t.Errorf("ParseAdminTokens(%q) gave an empty, non-nil scope list: no scope at all", b)
+			}
+			for _, s := range a.Scopes {
+				if !validScope(s) {
+					t.Errorf("ParseAdminTokens(%q) accepted scope %q", b, s)
+				}
 			}
 		}
 	})

@@ -150,6 +150,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	ts := httptest.NewUnstartedServer(srv.Handler())
+	applyLimits(ts.Config, cfg.HTTP)
 	pair, _, _ := ca.issue(t, "registry", true)
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 	if o.mtls {

@@ -71,7 +71,11 @@ func (s *Server) listNodes(r *http.Request, _ string, _ []byte) (int, any, error
 	out := make([]registryapi.Node, 0, len(recs))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	admin := adminOf(r.Context())
 	for _, n := range recs {
+		if !admin.allowsScopes([]string{n.Scope}) {
+			continue
+		}
 		v := registryapi.Node{Name: n.Name, Scope: n.Scope, Created: n.Created, Streams: len(s.streams[n.Name])}
 		if a, ok := s.acks[n.Name]; ok {
 			v.AppliedRev, v.Count, v.DigestOK, v.LastContact, v.LagMS, v.Version = a.Rev, a.Count, a.DigestOK, a.At, a.LagMS, a.Version

@@ -7,9 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/promtext"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 )
 
@@ -67,19 +73,33 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, ready func(addr net
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go srv.watchAdmins(wctx, cfg.AdminTokens, hup)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("listen: %w", err)
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		TLSConfig:         tc,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	if cfg.MetricsListen != "" {
+		mln, err := promtext.Listen("metrics_listen", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			srv.Shutdown()
+			return err
+		}
+		go func() {
+			if err := promtext.Serve(wctx, mln, srv.MetricsHandler(), log); err != nil {
+				log.Error("metrics server stopped", "err", err)
+			}
+		}()
+		log.Info("metrics served", "listen", mln.Addr().String())
 	}
+	ln = netutil.LimitListener(ln, cfg.HTTP.MaxConns)
+	hs := newHTTPServer(cfg.HTTP, srv.Handler(), tc, log)
 	errc := make(chan error, 1)
 	go func() {
 		if tc != nil {

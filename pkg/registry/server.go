@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -38,6 +39,7 @@ type Options struct {
 	Config Config
 	Store  kv.Store
 	Sealer Sealer
+	// Admins are the accepted admin tokens (a token without a Role is full).
 	Admins []AdminToken
 	Logger *slog.Logger
 	// Now and Rand default to the real clock (clock.Now) and crypto/rand.
@@ -52,7 +54,7 @@ type Server struct {
 	cfg    Config
 	store  kv.Store
 	sealer Sealer
-	admins []AdminToken
+	admins admins
 	log    *slog.Logger
 	now    func() time.Time
 	rand   io.Reader
@@ -69,6 +71,8 @@ type Server struct {
 	stopping bool
 
 	enroll *enrollState // enroll.go
+
+	metrics *metrics // metrics.go
 }
 
 // stream is one open watch or long poll.
@@ -76,9 +80,12 @@ type stream struct{ cancel context.CancelCauseFunc }
 
 // New builds the index from the store and starts following it. Call Shutdown when done.
 func New(ctx context.Context, o Options) (*Server, error) {
-	s := &Server{cfg: o.Config, store: o.Store, sealer: o.Sealer, admins: o.Admins, log: o.Logger,
+	s := &Server{cfg: o.Config, store: o.Store, sealer: o.Sealer, log: o.Logger,
 		now: o.Now, rand: o.Rand, streams: map[string]map[*stream]struct{}{}, acks: map[string]ack{},
 		snapSem: make(chan struct{}, max(1, o.Config.SnapshotConcurrency)), tailDone: make(chan struct{})}
+	s.admins.set(o.Admins)
+	s.metrics = newMetrics()
+	s.store = timedStore{Store: o.Store, m: s.metrics}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -151,7 +158,21 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+registryapi.PathSyncLogins, s.handleLogins)
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
-	return mux
+	return s.metrics.counted(mux)
+}
+
+// newHTTPServer is the registry's http.Server with the limits of c (tc nil: plain HTTP). The
+// sync handlers set their own write deadlines (a snapshot's, each flushed watch batch's), so
+// write_timeout does not cut a node's long-lived stream.
+func newHTTPServer(c HTTPConfig, h http.Handler, tc *tls.Config, log *slog.Logger) *http.Server {
+	hs := &http.Server{Handler: h, TLSConfig: tc, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	applyLimits(hs, c)
+	return hs
+}
+
+func applyLimits(hs *http.Server, c HTTPConfig) {
+	hs.ReadHeaderTimeout, hs.ReadTimeout, hs.WriteTimeout = c.ReadHeaderTimeout, c.ReadTimeout, c.WriteTimeout
+	hs.IdleTimeout, hs.MaxHeaderBytes = c.IdleTimeout, c.MaxHeaderBytes
 }
 
 // registerStream adds a stream of node; it fails when the server is stopping.
@@ -254,22 +275,6 @@ func (s *Server) authNode(w http.ResponseWriter, r *http.Request) (nodeRecord, b
 		}
 	}
 	return n, true
-}
-
-// authAdmin returns the admin's name for a valid admin bearer token.
-func (s *Server) authAdmin(r *http.Request) (string, bool) {
-	tok, ok := bearer(r)
-	if !ok {
-		return "", false
-	}
-	sum := sha256.Sum256([]byte(tok))
-	name := ""
-	for _, a := range s.admins {
-		if subtle.ConstantTimeCompare(sum[:], a.Hash[:]) == 1 {
-			name = a.Name
-		}
-	}
-	return name, name != ""
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -248,7 +248,7 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 }
 
 func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error) {
-	out := []registryapi.User{}
+	out, admin := []registryapi.User{}, adminOf(r.Context())
 	err := s.store.View(r.Context(), func(_ int64, tx kv.Txn) error {
 		c, err := counts(tx, "")
 		if err != nil {
@@ -261,6 +261,9 @@ func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error
 			}
 			if err != nil {
 				return err
+			}
+			if !admin.allowsScopes(u.Scopes) {
+				return nil
 			}
 			out = append(out, userView(u, c[u.Name][0], c[u.Name][1]))
 			return nil

@@ -285,6 +285,15 @@ type CompactResult struct {
 	Revision  int64 `json:"revision"`
 }
 
+// AdminIdentity is the answer of GET /v1/admin/whoami: the admin of the token, its role
+// (read-only, helpdesk or full), its scopes (none: every scope) and its expiry (none: never).
+type AdminIdentity struct {
+	Name    string     `json:"name"`
+	Role    string     `json:"role"`
+	Scopes  []string   `json:"scopes,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
 // Status is the answer of the unauthenticated GET /v1/status.
 type Status struct {
 	Revision  int64  `json:"revision"`
