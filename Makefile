@@ -65,7 +65,7 @@ GOLANGCI_LINT := $(BUILD)/tools/golangci-lint
 # go.etcd.io/etcd/server/v3) into build/tools; the registry never embeds it.
 ETCD := $(BUILD)/tools/etcd
 
-.PHONY: all build build-testclock test lint etcd bench demo install deb deps clean fmt vet
+.PHONY: all build build-testclock test lint etcd bench demo demo-ha install deb deps clean fmt vet
 
 all: build
 
@@ -123,6 +123,10 @@ bench: deps build $(ETCD)
 
 demo: deps build
 	DEMO_AUTO=$(DEMO_AUTO) contrib/demo/demo.sh
+
+# The same story with the registry highly available: 3 etcd members, 2 replicas, one killed.
+demo-ha: deps build $(ETCD)
+	DEMO_AUTO=$(DEMO_AUTO) DEMO_HA=1 contrib/demo/demo.sh
 
 install: build
 	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/pam-totp

@@ -14,12 +14,19 @@
 # the code typed to active on this node); then it proves that the code typed to enroll does not
 # log in, and, with the next time step's code, a login, the refusal of a wrong code and of a
 # replayed code; exit 0 only if all behaved.
+#
+# DEMO_HA=1 (make demo-ha) runs the registry highly available instead: a 3-member etcd cluster on
+# 127.0.0.1 (build/tools/etcd, from make etcd), two totp-registry replicas on it, and a node that
+# knows both. Replica A is killed with SIGKILL just before the user enrolls: the enrollment, the
+# logins' cluster-wide claims and the node's sync all go on through replica B (docs/ha.md).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=$repo/build
 policy=$repo/contrib/dbus/io.github.pamtotp.Sync1.conf
 auto=${DEMO_AUTO:-0}
+ha=${DEMO_HA:-0}
+etcd_bin=$build/tools/etcd
 say() { printf '  %s\n' "$*"; }
 heading() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { printf '\033[1mdemo: %s\033[0m\n' "$*" >&2; exit 1; }
@@ -32,6 +39,7 @@ for t in openssl curl oathtool ssh-keygen expect dbus-daemon runuser useradd use
 	command -v "$t" >/dev/null || die "missing $t (contrib/scripts/deps.sh installs it)"
 done
 [ -f "$policy" ] || die "missing $policy"
+[ "$ha" != 1 ] || [ -x "$etcd_bin" ] || die "missing $etcd_bin: run 'make etcd' first (make demo-ha does)"
 if [ "$auto" != 1 ] && ! [ -t 0 ]; then
 	die "the interactive demo needs a terminal for the code you type; DEMO_AUTO=1 runs without one"
 fi
@@ -40,7 +48,8 @@ tmp=$(mktemp -d /tmp/pam-totp-demo.XXXXXX)
 chmod 0711 "$tmp" # the demo user reaches bin/, bus/ and authorized_keys/; the rest stays 0700
 user=ptdemo$$
 service=pam-totp-demo-$$
-sshd_pid= registry_pid= syncd_pid= bus_pid= enroll_pid=
+sshd_pid= registry_pid= registry2_pid= syncd_pid= bus_pid= enroll_pid=
+etcd_pids=()
 stop() { # stop PID [TENTHS]: SIGTERM, then SIGKILL after TENTHS/10 s (default 5 s)
 	[ -n "$1" ] || return 0
 	kill "$1" 2>/dev/null || return 0
@@ -63,6 +72,8 @@ cleanup() {
 	stop "$syncd_pid"
 	stop "$bus_pid"
 	stop "$registry_pid"
+	stop "$registry2_pid"
+	for p in "${etcd_pids[@]}"; do stop "$p"; done
 	rm -f "/etc/pam.d/$service"
 	if id "$user" >/dev/null 2>&1; then
 		# userdel refuses while a process of the user lives: end what the demo started as the user
@@ -103,30 +114,78 @@ admin_token=$(head -c 24 /dev/urandom | base64 -w0 | tr -d '/+=')
 (umask 077
 	printf '%s\n' "$admin_token" >"$reg/admin-token"
 	printf 'demo %s\n' "$(printf %s "$admin_token" | sha256sum | cut -d' ' -f1)" >"$reg/admins")
-rport=$(freeport)
+store_conf="store = \"$reg/data/registry.db\""
+if [ "$ha" = 1 ]; then
+	# Three etcd members on 127.0.0.1 (plain http: loopback only), each with its own data dir.
+	mkdir -m 0700 "$tmp/etcd"
+	cluster= endpoints=()
+	for i in 0 1 2; do
+		cport[$i]=$(freeport) pport[$i]=$(freeport)
+		cluster+="${cluster:+,}m$i=http://127.0.0.1:${pport[$i]}"
+		endpoints+=("\"http://127.0.0.1:${cport[$i]}\"")
+	done
+	for i in 0 1 2; do
+		"$etcd_bin" --name "m$i" --data-dir "$tmp/etcd/m$i" \
+			--listen-client-urls "http://127.0.0.1:${cport[$i]}" --advertise-client-urls "http://127.0.0.1:${cport[$i]}" \
+			--listen-peer-urls "http://127.0.0.1:${pport[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${pport[$i]}" \
+			--initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "demo-$$" \
+			--max-txn-ops 10000 --listen-metrics-urls "" --log-level warn 2>"$tmp/etcd/m$i.log" &
+		etcd_pids+=($!)
+	done
+	healthy() { curl -sf --max-time 1 "http://127.0.0.1:${cport[$1]}/health" | grep -q '"health":"true"'; }
+	for i in 0 1 2; do
+		for _ in $(seq 150); do healthy "$i" && break; sleep 0.1; done
+		healthy "$i" || { cat "$tmp/etcd/m$i.log" >&2; die "etcd member m$i did not become healthy"; }
+	done
+	say "etcd: 3 members on 127.0.0.1:${cport[0]}, :${cport[1]}, :${cport[2]} (build/tools/etcd)"
+	store_conf=$(printf '[store]\nbackend = "etcd"\nendpoints = [%s]\nprefix = "/pam-totp-demo/"\n' \
+		"$(IFS=,; echo "${endpoints[*]}")")
+fi
 # [enroll] bootstrap "none": a user's first token needs no proof; [mail] host "": the notices to
 # the user are only logged (registry.log).
-cat >"$reg/registry.conf" <<CONF
-listen = "127.0.0.1:$rport"
+registry_conf() { # registry_conf PORT: a registry's config; replicas differ only in the port
+	cat <<CONF
+listen = "127.0.0.1:$1"
 tls_cert = "$reg/registry.crt"
 tls_key = "$reg/registry-tls.key"
-store = "$reg/data/registry.db"
 key_file = "$reg/keys/registry.keyring"
 admin_tokens_file = "$reg/admins"
 issuer = "pam-totp demo"
+$store_conf
 [enroll]
 bootstrap = "none"
 CONF
-chmod 0644 "$reg/registry.conf"
+}
+start_registry() { # start_registry PORT NAME: starts it in the background (its pid in $!)
+	registry_conf "$1" >"$reg/$2.conf"
+	chmod 0644 "$reg/$2.conf"
+	"$build/totp-registry" --config "$reg/$2.conf" 2>"$tmp/$2.log" &
+}
+status() { curl -sf --max-time 2 --cacert "$reg/ca.pem" "$1/v1/status"; }
+wait_registry() { # wait_registry URL NAME
+	for _ in $(seq 100); do status "$1" >/dev/null && return 0; sleep 0.1; done
+	cat "$tmp/$2.log" >&2; die "totp-registry ($2) did not start"
+}
+rport=$(freeport)
 registry_url=https://127.0.0.1:$rport
-"$build/totp-registry" --config "$reg/registry.conf" 2>"$tmp/registry.log" &
+start_registry "$rport" registry
 registry_pid=$!
-status() { curl -sf --max-time 2 --cacert "$reg/ca.pem" "$registry_url/v1/status"; }
-for _ in $(seq 100); do status >/dev/null && break; sleep 0.1; done
-status >/dev/null || { cat "$tmp/registry.log" >&2; die "totp-registry did not start"; }
-say "totp-registry serves $registry_url (TLS, throwaway CA)"
+wait_registry "$registry_url" registry
+registry_urls=$registry_url
+if [ "$ha" = 1 ]; then
+	rport2=$(freeport)
+	registry2_url=https://127.0.0.1:$rport2
+	start_registry "$rport2" registry2
+	registry2_pid=$!
+	wait_registry "$registry2_url" registry2
+	registry_urls=$registry_url,$registry2_url
+	say "totp-registry replica A serves $registry_url, replica B $registry2_url"
+	say "  one store: etcd prefix /pam-totp-demo/, the same keyring and admin tokens (TLS, throwaway CA)"
+else
+	say "totp-registry serves $registry_url (TLS, throwaway CA)"
+fi
 radmin() {
-	"$build/totp-admin" --registry "$registry_url" --admin-token-file "$reg/admin-token" \
+	"$build/totp-admin" --registry "$registry_urls" --admin-token-file "$reg/admin-token" \
 		--ca-file "$reg/ca.pem" "$@"
 }
 
@@ -159,7 +218,7 @@ issuer = "pam-totp demo"
 [store]
 dir = "$tmp/store"
 [sync]
-registry = "$registry_url"
+registry = $(if [ "$ha" = 1 ]; then echo "[\"$registry_url\", \"$registry2_url\"]"; else echo "\"$registry_url\""; fi)
 ca_file = "$tmp/node/registry-ca.pem"
 credential_file = "$tmp/node/node.credential"
 metrics_listen = ""
@@ -240,7 +299,18 @@ next_step() { # wait for the next 30 s time step: a code is for one use, the one
 	while [ $(( $(date +%s) / 30 )) -le "$step" ]; do sleep 0.2; done
 }
 
+kill_replica_a() { # DEMO_HA: replica A dies just before the user enrolls
+	[ "$ha" = 1 ] || return 0
+	heading "replica A killed"
+	kill -9 "$registry_pid"
+	wait "$registry_pid" 2>/dev/null || true
+	registry_pid=
+	say "kill -9 of totp-registry replica A ($registry_url): enrollment, logins and sync go on"
+	say "through replica B ($registry2_url), on the same etcd store"
+}
+
 if [ "$auto" != 1 ]; then
+	kill_replica_a
 	heading "4/5 totp enroll, as $user"
 	say "scan the QR code with your authenticator app, then type the code it shows"
 	say "\$ totp enroll --name phone"
@@ -257,12 +327,13 @@ if [ "$auto" != 1 ]; then
 fi
 
 # --- unattended: the same story, enroll.exp playing the person ------------------------------------
+kill_replica_a
 heading "4/5 totp enroll, as $user (the demo plays the phone: oathtool)"
 say "\$ totp enroll --name phone"
 echo
 log=$tmp/node/enroll.txt # 0700: it holds the key
 run_waited "$repo/contrib/demo/enroll.exp" "$log" "${as_user[@]}" "$tmp/bin/totp" enroll --name phone ||
-	{ tail -n 20 "$tmp/syncd.log" "$tmp/registry.log" >&2; die "totp enroll did not reach active on this node"; }
+	{ tail -n 20 "$tmp/syncd.log" "$tmp"/registry*.log >&2; die "totp enroll did not reach active on this node"; }
 secret=$(grep -Eo 'secret \(base32\): [A-Z2-7]+' "$log" | head -n1 | awk '{print $3}')
 [ -n "$secret" ] || die "no secret in the enrollment output"
 read -r alg digits period < <(sed -nE 's/.*parameters: +([A-Z0-9]+), ([0-9]+) digits, every ([0-9]+) seconds.*/\1 \2 \3/p' "$log" | head -n1)
@@ -304,10 +375,18 @@ if [ "$answered" -ge 4 ]; then
 else
 	say "FAIL  only $answered logins went through the resident verifier; the others started the helper"; bad=$((bad + 1))
 fi
+if [ "$ha" = 1 ]; then
+	follows=$("$build/totp-syncd" status --config "$tmp/pam_totp.conf" 2>&1 || true)
+	if grep -qF "$registry2_url" <<<"$follows" && ! status "$registry_url" >/dev/null; then
+		say "PASS  with replica A dead, the node follows replica B ($registry2_url)"; ok=$((ok + 1))
+	else
+		say "FAIL  the node does not say it follows replica B:"; printf '%s\n' "$follows"; bad=$((bad + 1))
+	fi
+fi
 heading "$ok passed, $bad failed"
 if [ "$bad" != 0 ]; then
 	say "sshd's log:"; tail -n 30 "$tmp/sshd.log" >&2
 	say "totp-syncd's log:"; tail -n 20 "$tmp/syncd.log" >&2
-	say "totp-registry's log:"; tail -n 20 "$tmp/registry.log" >&2
+	say "totp-registry's log:"; tail -n 20 "$tmp"/registry*.log >&2
 fi
 [ "$bad" = 0 ]
