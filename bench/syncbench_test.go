@@ -7,6 +7,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestSyncBenchSmoke(t *testing.T) {
 	}
 	o := syncOptions{Nodes: []int{2}, Writes: 5, Tokens: 300, Idle: 100 * time.Millisecond, Log: &testLog{t},
 		Registry: filepath.Join(root, "build/totp-registry"), Syncd: filepath.Join(root, "build/totp-syncd"),
-		Backends: []string{"bbolt"}, Adders: 2}
+		Backends: []string{"bbolt"}, Adders: 2, Failovers: 2}
 	if _, err := etcdtest.Binary(); err == nil {
 		o.Backends = append(o.Backends, "etcd")
 	} else {
@@ -56,6 +57,11 @@ func TestSyncBenchSmoke(t *testing.T) {
 		if f.Sync <= 0 || f.SyncdHWM <= 0 || f.RegistryHWM <= 0 {
 			t.Errorf("full sync = %+v, want a time and both peaks", f)
 		}
+	}
+	if etcd := slices.Contains(o.Backends, "etcd"); etcd != (res.Failover != nil) {
+		t.Errorf("fail-over row = %+v with backends %v, want one exactly when etcd is measured", res.Failover, o.Backends)
+	} else if etcd && (res.Failover.Kills != 2 || res.Failover.P50 <= 0 || res.Failover.Resyncs != 0) {
+		t.Errorf("fail-over row = %+v, want 2 kills, a time and no resync", *res.Failover)
 	}
 	var b bytes.Buffer
 	reportSync(&b, o, res)

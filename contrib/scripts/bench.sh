@@ -5,7 +5,7 @@
 #
 # Environment:
 #   BENCH_QUICK=1   smoke run: 100 users, 200 logins per row, 128 pool users, short profile, and
-#                   a sync run with 1 and 10 nodes, 30 writes, 5,000 tokens, bbolt and etcd;
+#                   a sync run with 1 and 10 nodes, 30 writes, 5,000 tokens, bbolt and etcd, 3 fail-overs;
 #                   writes build/benchmarks-quick.md, not docs/benchmarks.md
 #   BENCH_ONLY      login or sync: run one part; sync replaces only the "Registry sync" section
 #                   of the existing Markdown (between its <!-- sync-bench --> markers)
@@ -53,7 +53,7 @@ case $only in ""|login|sync) ;; *) echo "bench: BENCH_ONLY=$only: want login or 
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	mode="quick (BENCH_QUICK=1)"
 	args="-sizes 100 -logins 200 -pool 128 -procs 1,8 -profile-n 100"
-	sync_args="-nodes 1,10 -writes 30 -tokens 5000 -idle 2s"
+	sync_args="-nodes 1,10 -writes 30 -tokens 5000 -idle 2s -failovers 3"
 	out=${BENCH_OUT:-build/benchmarks-quick.md}
 else
 	mode="full"

@@ -55,6 +55,8 @@ type regOptions struct {
 	// under Prefix (default: a fresh one) instead of a bbolt file.
 	Etcd   *etcdtest.Cluster
 	Prefix string
+	// RequestTimeout is [store] request_timeout on etcd (default 2 s, so a lost quorum shows soon).
+	RequestTimeout time.Duration
 	// BookmarkInterval, if set, is the registry's bookmark_interval (default 10 s).
 	BookmarkInterval time.Duration
 	// Keys are more top-level registry.conf lines; Sections more sections (e.g. [mail]), written last.
@@ -67,8 +69,12 @@ func (o regOptions) storeConfig(data string) string {
 		return fmt.Sprintf("store = %q\nhistory_keep = %d\n", filepath.Join(data, "registry.db"), o.HistoryKeep)
 	}
 	eps, _ := json.Marshal(o.Etcd.Endpoints())
-	return fmt.Sprintf("\n[store]\nbackend = \"etcd\"\nendpoints = %s\nprefix = %q\nrequest_timeout = \"2s\"\n",
-		eps, o.Prefix)
+	timeout := o.RequestTimeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	return fmt.Sprintf("\n[store]\nbackend = \"etcd\"\nendpoints = %s\nprefix = %q\nrequest_timeout = %q\n",
+		eps, o.Prefix, timeout.String())
 }
 
 // bookmarkConfig is the registry.conf line of BookmarkInterval, if set.

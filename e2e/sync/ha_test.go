@@ -75,10 +75,11 @@ func (r *registry) readLog() string {
 
 // replicaPair is two registry replicas on a fresh etcd cluster and a node following each, after
 // their first sync; nodeOptions apply to both nodes.
-func replicaPair(t *testing.T, o nodeOptions) (c *etcdtest.Cluster, regs []*registry, nodes []*node) {
+func replicaPair(t *testing.T, o nodeOptions, ro regOptions) (c *etcdtest.Cluster, regs []*registry, nodes []*node) {
 	t.Helper()
 	c = newEtcd(t)
-	a := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: c})
+	ro.Etcd = c
+	a := startRegistry(t, newCA(t, privateDir(t), "ca"), ro)
 	regs = []*registry{a, a.replica()}
 	for _, r := range regs {
 		nodes = append(nodes, newNode(t, r, o))
@@ -162,7 +163,7 @@ func apiStatus(err error) int {
 func TestReplicasConcurrentAdds(t *testing.T) {
 	needRoot(t)
 	const users, perReplica, workers = 50, 500, 8
-	_, regs, nodes := replicaPair(t, nodeOptions{})
+	_, regs, nodes := replicaPair(t, nodeOptions{}, regOptions{RequestTimeout: 10 * time.Second})
 	// Registry users only: nobody logs in, so no local accounts are needed.
 	names := make([]string, users)
 	for i := range names {
@@ -173,6 +174,7 @@ func TestReplicasConcurrentAdds(t *testing.T) {
 
 	start := time.Now()
 	var wg sync.WaitGroup
+	var retried atomic.Int64
 	errs := make(chan error, 2*perReplica)
 	for ri, r := range regs {
 		jobs := make(chan int)
@@ -181,8 +183,19 @@ func TestReplicasConcurrentAdds(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := range jobs {
-					if _, _, err := r.tryAddToken(ctx(t), names[i%users], fmt.Sprintf("r%d-%03d", ri, i)); err != nil {
-						errs <- err
+					// A 503 "busy with concurrent changes" is ErrConflict: the change's compares
+					// failed, nothing was written, and the answer says to try again, as a client does.
+					for try := 1; ; try++ {
+						_, _, err := r.tryAddToken(ctx(t), names[i%users], fmt.Sprintf("r%d-%03d", ri, i))
+						if err != nil && try < 5 && apiStatus(err) == http.StatusServiceUnavailable &&
+							strings.Contains(err.Error(), "busy with concurrent changes") {
+							retried.Add(1)
+							continue
+						}
+						if err != nil {
+							errs <- err
+						}
+						break
 					}
 				}
 			}()
@@ -200,8 +213,8 @@ func TestReplicasConcurrentAdds(t *testing.T) {
 	for err := range errs {
 		t.Errorf("concurrent add: %v", err)
 	}
-	t.Logf("%d token adds through 2 replicas, %d at a time each: %v (%.0f/s)", 2*perReplica, workers,
-		took.Round(time.Millisecond), float64(2*perReplica)/took.Seconds())
+	t.Logf("%d token adds through 2 replicas, %d at a time each: %v (%.0f/s); %d answered busy and sent again",
+		2*perReplica, workers, took.Round(time.Millisecond), float64(2*perReplica)/took.Seconds(), retried.Load())
 
 	for _, r := range regs {
 		total := 0
@@ -282,7 +295,7 @@ func auditCount(t *testing.T, r *registry) int { return len(auditRecords(t, r)) 
 func TestReplicasOneCodeTwoNodes(t *testing.T) {
 	needRoot(t)
 	// connect_ms at its most: a login must reach the resident verifier, which claims.
-	_, regs, nodes := replicaPair(t, nodeOptions{RateLimit: budgetRate, ConnectMS: 5000})
+	_, regs, nodes := replicaPair(t, nodeOptions{RateLimit: budgetRate, ConnectMS: 5000}, regOptions{})
 	user, tok := loginUser(t, regs[1], nodes)
 	step := nextStep(t)
 	for round, c := range []string{code(tok, step), code(tok, step+1)} {
@@ -345,7 +358,7 @@ func (w *writer) run(stop <-chan struct{}, regs []*registry, users []string, id 
 // a refused one was refused with 503, the nodes end in step, and every login succeeds.
 func TestEtcdLeaderKilled(t *testing.T) {
 	needRoot(t)
-	c, regs, nodes := replicaPair(t, nodeOptions{})
+	c, regs, nodes := replicaPair(t, nodeOptions{}, regOptions{})
 	var logins []string
 	var toks []token.Token
 	for range 4 {
@@ -442,7 +455,7 @@ func TestEtcdLeaderKilled(t *testing.T) {
 // by themselves and the nodes get them.
 func TestEtcdQuorumLost(t *testing.T) {
 	needRoot(t)
-	c, regs, nodes := replicaPair(t, nodeOptions{})
+	c, regs, nodes := replicaPair(t, nodeOptions{}, regOptions{})
 	user, tok := loginUser(t, regs[0], nodes)
 	step := nextStep(t)
 	// SIGKILL: SIGTERM ends the same, but etcd takes about 7 s to close its clients' streams.
