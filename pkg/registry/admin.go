@@ -61,15 +61,31 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	h("POST /v1/admin/nodes", RoleFull, targetAny, maxBody, s.createNode)
 	h("GET /v1/admin/nodes", RoleReadOnly, targetAny, maxBody, s.listNodes)
 	h("DELETE /v1/admin/nodes/{name}", RoleFull, targetNode, maxBody, s.deleteNode)
-	h("POST /v1/admin/import/csv", RoleFull, targetAll, maxImportBody, s.importCSV)
-	h("POST /v1/admin/import/google-authenticator", RoleFull, targetAll, maxBody, s.importGA)
+	long := func(pattern string, need Role, on adminTarget, limit int64, f adminFunc) {
+		mux.Handle(pattern, longWork(s.admin(need, on, limit, f)))
+	}
+	long("POST /v1/admin/import/csv", RoleFull, targetAll, maxImportBody, s.importCSV)
+	long("POST /v1/admin/import/google-authenticator", RoleFull, targetAll, maxBody, s.importGA)
 	h("GET /v1/admin/audit", RoleReadOnly, targetAll, maxBody, s.listAudit)
 	h("GET /v1/admin/audit/verify", RoleReadOnly, targetAny, maxBody, s.verifyAudit)
-	h("POST /v1/admin/compact", RoleFull, targetAll, maxBody, s.compact)
+	long("POST /v1/admin/compact", RoleFull, targetAll, maxBody, s.compact)
 	h("GET /v1/admin/whoami", RoleReadOnly, targetAny, maxBody, s.whoami)
 	mux.Handle("/v1/admin/", s.admin(RoleReadOnly, targetAny, maxBody, func(*http.Request, string, []byte) (int, any, error) {
 		return 0, nil, notFound("no such admin endpoint")
 	}))
+}
+
+// longWorkTimeout is the write deadline of the admin requests that may work for minutes: an
+// import of a whole site (100,000 tokens into etcd take about two minutes) or a compaction.
+const longWorkTimeout = 30 * time.Minute
+
+// longWork lets h answer after [http] write_timeout, which bounds every other request: the
+// request's body is still bounded by read_timeout, and the work by longWorkTimeout.
+func longWork(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(longWorkTimeout))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // admin wraps an adminFunc: admin authentication, the role and scope of the endpoint, a bounded
