@@ -1,15 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/promtext"
 )
 
 // failoverRow is how fast a node moved to the other registry replica after the one it followed
@@ -76,7 +74,9 @@ func failoverRun(ctx context.Context, o syncOptions, kills int) (failoverRow, er
 	}
 	defer stopCmd(cmd, done)
 	following := func(r *benchRegistry) bool {
-		return scrape(metrics, "pam_totp_sync_replica_info", fmt.Sprintf("{url=%q}", r.url)) == 1
+		s, err := promtext.Scrape(metrics)
+		v, ok := s.Get("pam_totp_sync_replica_info", fmt.Sprintf("{url=%q}", r.url))
+		return err == nil && ok && v == 1
 	}
 	waitFor := func(what string, d time.Duration, cond func() bool) error {
 		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
@@ -89,7 +89,13 @@ func failoverRun(ctx context.Context, o syncOptions, kills int) (failoverRow, er
 	if err := waitFor("the node follows replica A", 30*time.Second, func() bool { return following(regs[0]) }); err != nil {
 		return row, err
 	}
-	resyncs := func() float64 { return scrape(metrics, "pam_totp_sync_resyncs_total", "") }
+	resyncs := func() float64 {
+		s, err := promtext.Scrape(metrics)
+		if err != nil {
+			return -1
+		}
+		return s.Sum("pam_totp_sync_resyncs_total")
+	}
 	before := resyncs()
 	var took []time.Duration
 	for k := 0; k < kills; k++ {
@@ -125,35 +131,4 @@ func (r *benchRegistry) restart(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("restarted totp-registry did not answer within 15 s: %w", err)
-}
-
-// scrape is the sum of a metric's samples whose labels begin with labels ("" for every sample),
-// from a Prometheus text page; -1 when the page cannot be read.
-func scrape(url, name, labels string) float64 {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return -1
-	}
-	sum, found := 0.0, false
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') || !strings.HasPrefix(rest, labels) {
-			continue
-		}
-		f := strings.Fields(rest)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum, found = sum+v, true
-		}
-	}
-	if !found {
-		return 0
-	}
-	return sum
 }

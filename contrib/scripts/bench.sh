@@ -125,8 +125,12 @@ How to read this:
   generated secret) for the same users through 1 registry or 2 replicas of one etcd store at once,
   several at a time per replica (`-adders`), all acknowledged; one add's latency beside it. bbolt
   has no second replica (one process owns the file).
-- **Fail-over** of a node after its replica is killed is not measured yet: totp-syncd follows
-  one registry URL in this build (the row says so).
+- **Fail-over** (etcd): two registry replicas of one store and a real totp-syncd that lists both;
+  the replica the node follows is killed with SIGKILL (`-failovers` times, the replicas taking
+  turns, each restarted after the move), and the time runs from the kill to the node's metric
+  `pam_totp_sync_replica_info` naming the other replica; the node's full resyncs over the run
+  are counted (there must be none). A killed process's connections break at once; a replica
+  that hangs instead is left after three bookmark intervals (docs/sync-protocol.md).
 - **Full sync**: a fresh totp-syncd process (the real binary) with no tokens.db syncs a registry
   holding N users with one token each (imported through the admin CSV import, whose time is shown).
   The time runs from starting the process to tokens.db's meta holding the registry's revision.

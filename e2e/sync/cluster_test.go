@@ -3,7 +3,6 @@
 package sync
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/kv/etcdtest"
+	"github.com/pam-totp/pam-totp/pkg/promtext"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
@@ -425,21 +424,12 @@ func (n *node) metric(name, labels string) float64 { return scrapeMetric(n.metri
 
 // scrapeMetric is the value of one sample at a metrics URL, -1 if absent or unreachable.
 func scrapeMetric(url, name, labels string) float64 {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
+	s, err := promtext.Scrape(url)
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	want := name + labels + " "
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return f
-			}
-		}
+	if v, ok := s.Get(name, labels); ok {
+		return v
 	}
 	return -1
 }
@@ -499,25 +489,11 @@ func base32NoPad(b []byte) string {
 
 // metricSum is the sum of every sample of a metric (all label sets); -1 when unreachable.
 func (n *node) metricSum(name string) float64 {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(n.metrics)
+	s, err := promtext.Scrape(n.metrics)
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return s.Sum(name)
 }
 
 // logCount counts the lines of the node's totp-syncd log that contain sub.
