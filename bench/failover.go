@@ -109,26 +109,11 @@ func failoverRun(ctx context.Context, o syncOptions, kills int) (failoverRow, er
 			return row, err
 		}
 		took = append(took, time.Since(start))
-		if err := dead.restart(ctx); err != nil {
+		if err := dead.start(ctx); err != nil {
 			return row, err
 		}
 	}
 	row.P50, row.P99, row.Max = quantile(took, 0.5), quantile(took, 0.99), quantile(took, 1)
 	row.Resyncs = resyncs() - before
 	return row, nil
-}
-
-// restart starts a stopped registry again on its config, URL and store.
-func (r *benchRegistry) restart(ctx context.Context) error {
-	var err error
-	if r.cmd, r.done, err = startLogged(r.o.Registry, filepath.Join(r.dir, "registry.log"), "--config",
-		filepath.Join(r.dir, "registry.conf")); err != nil {
-		return err
-	}
-	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		if _, err = r.status(ctx); err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("restarted totp-registry did not answer within 15 s: %w", err)
 }

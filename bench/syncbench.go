@@ -325,7 +325,15 @@ func (r *benchRegistry) launch(ctx context.Context, dir string) error {
 		Timeout: 10 * time.Minute}); err != nil {
 		return err
 	}
-	if r.cmd, r.done, err = startLogged(r.o.Registry, filepath.Join(dir, "registry.log"), "--config", conf); err != nil {
+	return r.start(ctx)
+}
+
+// start runs totp-registry on the config in r.dir (written by launch; again after a kill) and
+// waits until it answers.
+func (r *benchRegistry) start(ctx context.Context) error {
+	log := filepath.Join(r.dir, "registry.log")
+	var err error
+	if r.cmd, r.done, err = startLogged(r.o.Registry, log, "--config", filepath.Join(r.dir, "registry.conf")); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -334,7 +342,7 @@ func (r *benchRegistry) launch(ctx context.Context, dir string) error {
 			return nil
 		} else if time.Now().After(deadline) {
 			r.stop()
-			return fmt.Errorf("totp-registry did not answer within 15 s (log %s): %w", filepath.Join(dir, "registry.log"), err)
+			return fmt.Errorf("totp-registry did not answer within 15 s (log %s): %w", log, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
