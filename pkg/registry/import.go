@@ -72,18 +72,20 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 		scopes = []string{sc}
 	}
 	skip := r.URL.Query().Get("skip_invalid")
-	recs, bad, err := tokenimport.ParseCSV(bytes.NewReader(body))
+	// Two passes over the body: the first checks every line and keeps only the invalid ones, the
+	// second writes a chunk at a time, so an import of 100k tokens never holds all its records.
+	valid := func(c tokenimport.CSVRecord) bool { return validName(c.User, maxNameLen) }
+	var badNames []tokenimport.LineError
+	bad, err := tokenimport.ScanCSV(bytes.NewReader(body), func(c tokenimport.CSVRecord) error {
+		if !valid(c) {
+			badNames = append(badNames, tokenimport.LineError{Line: c.Line, Msg: "user name is not valid (no '/')"})
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, nil, badRequest("%v", err)
 	}
-	rep := ImportReport{Invalid: bad}
-	recs = slices.DeleteFunc(recs, func(c tokenimport.CSVRecord) bool {
-		if !validName(c.User, maxNameLen) {
-			rep.Invalid = append(rep.Invalid, tokenimport.LineError{Line: c.Line, Msg: "user name is not valid (no '/')"})
-			return true
-		}
-		return false
-	})
+	rep := ImportReport{Invalid: append(bad, badNames...)}
 	if rep.Invalid == nil {
 		rep.Invalid = []tokenimport.LineError{}
 	}
@@ -96,12 +98,12 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 	// committed chunks added to their account.
 	imported := &importNotices{}
 	defer func() { s.notifyImport(r.Context(), actor, imported) }()
-	for start := 0; start < len(recs); start += tokenimport.DefaultChunk {
-		chunk := recs[start:min(start+tokenimport.DefaultChunk, len(recs))]
+	write := func(chunk []tokenimport.CSVRecord) error {
 		var added, dups, created int
 		var newToks []token.Token
+		var mailed []bool // of newToks: the user has a mail address
 		_, err := s.change(r.Context(), actor, "import.csv", fmt.Sprintf("lines %d-%d", chunk[0].Line, chunk[len(chunk)-1].Line), reason, func(x *txn) error {
-			added, dups, created, newToks = 0, 0, 0, nil
+			added, dups, created, newToks, mailed = 0, 0, 0, nil, nil
 			users := map[string]User{}
 			toks := map[string][]token.Token{}
 			if err := prefetchUsers(x, chunk); err != nil {
@@ -144,6 +146,7 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 				}
 				toks[c.User] = append(toks[c.User], t)
 				newToks = append(newToks, t)
+				mailed = append(mailed, u.Mail != "")
 				added++
 			}
 			if added == 0 && created == 0 {
@@ -152,13 +155,32 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 			return nil
 		})
 		if err != nil && !errors.Is(err, errNothing) {
-			return 0, nil, fmt.Errorf("import chunk from line %d: %w (%d tokens imported before it)", chunk[0].Line, err, rep.Added)
+			return fmt.Errorf("import chunk from line %d: %w (%d tokens imported before it)", chunk[0].Line, err, rep.Added)
 		}
 		if err == nil {
 			rep.Revisions++
-			imported.add(newToks)
+			imported.add(newToks, mailed)
 		}
 		rep.Added, rep.Duplicates, rep.UsersCreated = rep.Added+added, rep.Duplicates+dups, rep.UsersCreated+created
+		return nil
+	}
+	chunk := make([]tokenimport.CSVRecord, 0, tokenimport.DefaultChunk)
+	_, err = tokenimport.ScanCSV(bytes.NewReader(body), func(c tokenimport.CSVRecord) error {
+		if !valid(c) {
+			return nil // skip_invalid: counted in the first pass
+		}
+		if chunk = append(chunk, c); len(chunk) < tokenimport.DefaultChunk {
+			return nil
+		}
+		err := write(chunk)
+		chunk = chunk[:0]
+		return err
+	})
+	if err == nil && len(chunk) > 0 {
+		err = write(chunk)
+	}
+	if err != nil {
+		return 0, nil, err
 	}
 	return http.StatusOK, rep, nil
 }
@@ -182,11 +204,20 @@ func prefetchUsers(x *txn, chunk []tokenimport.CSVRecord) error {
 // errNothing rolls back a chunk that would only write its audit record.
 var errNothing = errors.New("nothing to import")
 
-// importNotices collects the tokens an import added (without their secrets), by user in the
-// order users first appear.
+// importNotices collects what an import added for the users who have a mail address, by user
+// in the order users first appear: the count, and the first maxListed tokens (without their
+// secrets), so that its size is bounded by the users to notify, not by the file. Tokens of users
+// without an address are only counted.
 type importNotices struct {
-	users []string
-	toks  map[string][]importedToken
+	users  []string
+	toks   map[string]*userImport
+	noMail int // tokens added for users without a mail address
+}
+
+// userImport is what one user's notice says: how many tokens, and the first maxListed.
+type userImport struct {
+	n     int
+	first []importedToken
 }
 
 // importedToken is what a notice says of a token.
@@ -195,15 +226,27 @@ type importedToken struct {
 	State    token.State
 }
 
-func (n *importNotices) add(toks []token.Token) {
+// add records the tokens of one committed chunk; mailed[i] says whether toks[i]'s user had a
+// mail address in that chunk's transaction.
+func (n *importNotices) add(toks []token.Token, mailed []bool) {
 	if n.toks == nil {
-		n.toks = map[string][]importedToken{}
+		n.toks = map[string]*userImport{}
 	}
-	for _, t := range toks {
-		if _, ok := n.toks[t.User]; !ok {
+	for i, t := range toks {
+		if !mailed[i] {
+			n.noMail++
+			continue
+		}
+		ui, ok := n.toks[t.User]
+		if !ok {
+			ui = &userImport{}
+			n.toks[t.User] = ui
 			n.users = append(n.users, t.User)
 		}
-		n.toks[t.User] = append(n.toks[t.User], importedToken{ID: t.ID, Name: t.Name, State: t.State})
+		ui.n++
+		if len(ui.first) < maxListed {
+			ui.first = append(ui.first, importedToken{ID: t.ID, Name: t.Name, State: t.State})
+		}
 	}
 }
 
@@ -211,24 +254,32 @@ func (n *importNotices) add(toks []token.Token) {
 const maxListed = 10
 
 // importWhat is the notice of an import for one user: how many tokens, and which.
-func importWhat(toks []importedToken) string {
-	if len(toks) == 1 {
-		return fmt.Sprintf("A token %q (id %s, %s) was added to your account by an import.", toks[0].Name, toks[0].ID, toks[0].State)
+func importWhat(ui *userImport) string {
+	if ui.n == 1 {
+		t := ui.first[0]
+		return fmt.Sprintf("A token %q (id %s, %s) was added to your account by an import.", t.Name, t.ID, t.State)
 	}
-	names := make([]string, 0, min(len(toks), maxListed))
-	for _, t := range toks[:min(len(toks), maxListed)] {
+	names := make([]string, 0, len(ui.first))
+	for _, t := range ui.first {
 		names = append(names, fmt.Sprintf("%q (id %s, %s)", t.Name, t.ID, t.State))
 	}
 	list := strings.Join(names, ", ")
-	if len(toks) > maxListed {
-		list += fmt.Sprintf(" and %d more", len(toks)-maxListed)
+	if ui.n > len(ui.first) {
+		list += fmt.Sprintf(" and %d more", ui.n-len(ui.first))
 	}
-	return fmt.Sprintf("%d tokens were added to your account by an import: %s.", len(toks), list)
+	return fmt.Sprintf("%d tokens were added to your account by an import: %s.", ui.n, list)
 }
 
-// notifyImport mails each user of n one notice. The users are read in one transaction; users
-// without a mail address (those the import created have none) are counted in one log line.
+// notifyImport mails each user of n one notice, at the address the user has now. The users are
+// read in one transaction; tokens of users without a mail address (those the import created
+// have none) are counted in one log line.
 func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotices) {
+	noMail, notified := n.noMail, 0
+	defer func() {
+		if noMail > 0 {
+			s.log.Info("import mail notices not sent: users have no mail address", "tokens", noMail, "notified", notified)
+		}
+	}()
 	if len(n.users) == 0 {
 		return
 	}
@@ -252,20 +303,18 @@ func (s *Server) notifyImport(ctx context.Context, actor string, n *importNotice
 		s.log.Warn("import mail notices not sent: cannot read users", "users", len(n.users), "err", err)
 		return
 	}
-	noMail := 0
 	for _, u := range users {
+		ui := n.toks[u.Name]
 		if u.Mail == "" {
-			noMail++
+			noMail += ui.n // removed since the import
 			continue
 		}
 		subject := "new token added"
-		if len(n.toks[u.Name]) > 1 {
+		if ui.n > 1 {
 			subject = "new tokens added"
 		}
-		s.notifyUser(u, subject, importWhat(n.toks[u.Name]), "administrator "+actor)
-	}
-	if noMail > 0 {
-		s.log.Info("import mail notices not sent: users have no mail address", "users", noMail, "notified", len(users)-noMail)
+		s.notifyUser(u, subject, importWhat(ui), "administrator "+actor)
+		notified++
 	}
 }
 

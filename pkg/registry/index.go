@@ -85,6 +85,39 @@ func (x *index) view(scope string) (rev, count int64, digest string, notify <-ch
 	return x.rev, d.Count(), d.String(), x.notify
 }
 
+// countAt's answers besides a count.
+const (
+	countOK     = iota
+	countTooNew // the index has not reached the revision yet: wait for notify
+	countTooOld // the revision is before the log: the index cannot take its changes back
+)
+
+// countAt returns the number of records of scope at revision rev: the count at the index's
+// revision with the logged changes after rev taken back.
+func (x *index) countAt(scope string, rev int64) (count int64, state int, notify <-chan struct{}) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	switch {
+	case rev > x.rev:
+		return 0, countTooNew, x.notify
+	case rev < x.logStart:
+		return 0, countTooOld, nil
+	}
+	if d := x.digests[scope]; d != nil {
+		count = d.Count()
+	}
+	for i := len(x.log) - 1; i >= 0 && x.log[i].rev > rev; i-- {
+		c := &x.log[i]
+		if c.value != nil && visible(c.scopes, scope) {
+			count--
+		}
+		if c.prevValue != nil && visible(c.prevScopes, scope) {
+			count++
+		}
+	}
+	return count, countOK, nil
+}
+
 func (x *index) revision() int64 {
 	x.mu.Lock()
 	defer x.mu.Unlock()

@@ -33,13 +33,16 @@ const (
 	pollMax         = 60 * time.Second
 )
 
-// snapItem is one record of a snapshot, still sealed.
-type snapItem struct {
-	key    string
-	sealed []byte
-}
+// snapshotCountWait bounds how long a snapshot waits for the index to reach its revision.
+const snapshotCountWait = 5 * time.Second
 
-// handleSnapshot answers GET /v1/sync/snapshot: the scope's records at one revision.
+// handleSnapshot answers GET /v1/sync/snapshot: the scope's records at one revision, streamed
+// from one read of the store as they are read, so a snapshot of 100k tokens costs the registry a
+// page of records, not a copy of the set. The begin frame's count comes from the index at that
+// revision (a counting pass over the records when the index cannot say). A node that reads
+// slowly keeps the read open up to snapshotTimeout: on bbolt that delays the reuse of the pages
+// freed meanwhile (the mmap is sized so that it never blocks writers), on etcd the reads are of
+// a pinned revision, and a compaction past it ends the snapshot (the node retries).
 func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 	n, ok := s.authNode(w, r)
 	if !ok {
@@ -61,65 +64,106 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	// Copy the scope's sealed records out at one revision, then write without holding the store.
-	var items []snapItem
-	var rev int64
-	err := s.store.View(r.Context(), func(rv int64, tx kv.Txn) error {
-		rev = rv
+	var (
+		rev     int64
+		d       syncframe.Digest
+		started bool  // the status line is out: failures from here on truncate the stream
+		werr    error // the node's connection failed
+	)
+	// each calls fn with every record of the scope (key without prefixRec, sealed wrapper).
+	each := func(tx kv.Txn, fn func(key string, wr sealedRecord) error) error {
 		return tx.Range(prefixRec, func(kvp kv.KeyValue) error {
-			wr, err := s.unwrap(recKey(kvp.Key), kvp.Value)
+			key := recKey(kvp.Key)
+			wr, err := s.unwrap(key, kvp.Value)
 			if errors.Is(err, errBadRecord) {
 				return nil // refused and logged: served to no node
 			}
 			if err != nil {
 				return err
 			}
-			if visible(wr.Scopes, scope) {
-				items = append(items, snapItem{key: kvp.Key[len(prefixRec):], sealed: wr.Sealed})
+			if !visible(wr.Scopes, scope) {
+				return nil
 			}
-			return nil
+			return fn(key, wr)
 		})
-	})
-	if err != nil {
-		s.storeFailed(w, "snapshot read", err, "node", n.Name)
-		return
 	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Now().Add(snapshotTimeout))
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	fw := syncframe.NewWriter(bw)
-	werr := fw.Write(syncframe.Frame{Type: syncframe.Begin, Rev: rev, Count: int64(len(items)), Epoch: s.epoch})
-	var d syncframe.Digest
-	for i := range items {
-		if werr != nil {
-			break
-		}
-		it := &items[i]
-		value, err := s.sealer.Open(it.sealed, []byte(it.key))
+	err := s.store.View(r.Context(), func(rv int64, tx kv.Txn) error {
+		rev = rv
+		count, err := s.snapshotCount(r.Context(), scope, rev)
 		if err != nil {
-			// The node sees a truncated snapshot and retries; nothing it has is replaced.
-			s.log.Error("snapshot: cannot open a record", "key", it.key, "err", err)
-			return
+			s.log.Debug("snapshot: the index cannot count the scope at the revision; counting", "revision", rev, "err", err)
+			count = 0
+			if err := each(tx, func(string, sealedRecord) error { count++; return nil }); err != nil {
+				return err
+			}
 		}
-		d.Add(it.key, value)
-		werr = fw.Write(syncframe.Frame{Type: syncframe.Put, Rev: rev, Key: it.key, Value: value})
-		items[i] = snapItem{}
-	}
-	if werr == nil {
-		werr = fw.Write(syncframe.Frame{Type: syncframe.End, Rev: rev, Count: d.Count(), Digest: d.String(), Epoch: s.epoch})
-	}
-	if werr == nil {
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Now().Add(snapshotTimeout))
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		started = true
+		bw := bufio.NewWriterSize(w, 64<<10)
+		fw := syncframe.NewWriter(bw)
+		if werr = fw.Write(syncframe.Frame{Type: syncframe.Begin, Rev: rev, Count: count, Epoch: s.epoch}); werr != nil {
+			return werr
+		}
+		err = each(tx, func(key string, wr sealedRecord) error {
+			value, err := s.sealer.Open(wr.Sealed, []byte(key))
+			if err != nil {
+				return fmt.Errorf("open record %s: %w", key, err)
+			}
+			d.Add(key, value)
+			werr = fw.Write(syncframe.Frame{Type: syncframe.Put, Rev: rev, Key: key, Value: value})
+			return werr
+		})
+		if err != nil {
+			return err
+		}
+		if d.Count() != count {
+			// The node refuses a snapshot whose records do not match its begin frame.
+			s.log.Error("snapshot: the index counted another number of records than were read; the node will retry",
+				"scope", scope, "revision", rev, "counted", count, "read", d.Count())
+		}
+		if werr = fw.Write(syncframe.Frame{Type: syncframe.End, Rev: rev, Count: d.Count(), Digest: d.String(), Epoch: s.epoch}); werr != nil {
+			return werr
+		}
 		werr = bw.Flush()
-	}
-	if werr != nil {
+		return werr
+	})
+	switch {
+	case err == nil:
+		s.log.Info("snapshot", "node", n.Name, "scope", scope, "revision", rev, "count", d.Count(),
+			"took", time.Since(start).Round(time.Millisecond))
+	case werr != nil:
 		s.log.Warn("snapshot not delivered", "node", n.Name, "revision", rev, "err", werr)
-		return
+	case !started:
+		s.storeFailed(w, "snapshot read", err, "node", n.Name)
+	default:
+		// The node sees a truncated snapshot and retries; nothing it has is replaced.
+		s.log.Error("snapshot cut short: cannot read the store", "node", n.Name, "revision", rev, "err", err)
 	}
-	s.log.Info("snapshot", "node", n.Name, "scope", scope, "revision", rev, "count", d.Count(),
-		"took", time.Since(start).Round(time.Millisecond))
+}
+
+// snapshotCount is the number of records of scope at revision rev, from the index: it waits a
+// moment for the index to reach rev, then takes back the logged changes after rev.
+func (s *Server) snapshotCount(ctx context.Context, scope string, rev int64) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, snapshotCountWait)
+	defer cancel()
+	for {
+		count, at, notify := s.idx.countAt(scope, rev)
+		switch {
+		case at == countOK:
+			return count, nil
+		case at == countTooOld:
+			return 0, fmt.Errorf("revision %d is older than the index's log", rev)
+		}
+		select {
+		case <-notify:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("the index has not reached revision %d: %w", rev, ctx.Err())
+		}
+	}
 }
 
 // handleWatch answers GET /v1/sync/watch?since=R[&mode=poll&timeout=D].

@@ -34,13 +34,28 @@ type CSVRecord struct {
 	Name   string
 }
 
-// ParseCSV reads lines "user,base32secret[,name]". Blank lines and lines starting with '#' are
-// skipped, CRLF line ends are fine, spaces around fields are trimmed, and the name is the rest of
-// the line (it may hold commas). A first line "user,secret[,name]" is taken as a header. Every
-// invalid line is reported; the error is only for a failed read.
+// ParseCSV reads lines "user,base32secret[,name]" (ScanCSV) and returns every valid record and
+// every invalid line; the error is only for a failed read.
 func ParseCSV(r io.Reader) ([]CSVRecord, []LineError, error) {
+	var recs []CSVRecord
+	bad, err := ScanCSV(r, func(rec CSVRecord) error {
+		recs = append(recs, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return recs, bad, nil
+}
+
+// ScanCSV reads lines "user,base32secret[,name]" and calls fn with each valid record in file
+// order, so that a large import never holds all of its records. Blank lines and lines starting
+// with '#' are skipped, CRLF line ends are fine, spaces around fields are trimmed, and the name is
+// the rest of the line (it may hold commas). A first line "user,secret[,name]" is taken as a
+// header. Every invalid line is reported; the error is a failed read, or fn's error (returned as
+// it is) that stopped the scan.
+func ScanCSV(r io.Reader, fn func(CSVRecord) error) ([]LineError, error) {
 	var (
-		recs []CSVRecord
 		bad  []LineError
 		n    int
 		seen bool // a data line (or header) was seen
@@ -69,15 +84,17 @@ func ParseCSV(r io.Reader) ([]CSVRecord, []LineError, error) {
 			continue
 		}
 		rec.Line = n
-		recs = append(recs, rec)
+		if err := fn(rec); err != nil {
+			return bad, err
+		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, nil, fmt.Errorf("line %d: longer than %d bytes", n+1, maxCSVLine)
+			return nil, fmt.Errorf("line %d: longer than %d bytes", n+1, maxCSVLine)
 		}
-		return nil, nil, fmt.Errorf("read after line %d: %w", n, err)
+		return nil, fmt.Errorf("read after line %d: %w", n, err)
 	}
-	return recs, bad, nil
+	return bad, nil
 }
 
 // csvRecord validates one line's fields; the message never repeats a field's text.
