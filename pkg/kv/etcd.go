@@ -824,14 +824,32 @@ func (t *etcdTxn) Get(key string) (KeyValue, error) {
 	return KeyValue{Key: key, Value: bytes.Clone(kv.Value), ModRev: kv.ModRev}, nil
 }
 
-// snapshot walks the keys under a prefix at the snapshot's revision, a page at a time.
+// snapshot walks the keys under a prefix at the snapshot's revision, a page at a time. In a
+// read-only transaction it asks etcd for the next page while the caller works through the
+// current one (a snapshot of 100k records is 100 pages: their round trips overlap the work).
 type snapshot struct {
-	t    *etcdTxn
-	from string // where the next page starts
-	end  string
-	page []*KeyValue
-	i    int
-	more bool
+	t     *etcdTxn
+	from  string // where the next page starts
+	end   string
+	page  []*KeyValue
+	i     int
+	more  bool
+	ahead chan pageRead // the next page, asked for already; nil when not
+}
+
+// pageRead is one page's answer from etcd.
+type pageRead struct {
+	resp *clientv3.GetResponse
+	err  error
+}
+
+// get reads the page that starts at from.
+func (it *snapshot) get(from string) pageRead {
+	t := it.t
+	rctx, cancel := t.s.rpc(t.ctx)
+	defer cancel()
+	resp, err := t.s.cli.Get(rctx, from, clientv3.WithRange(it.end), clientv3.WithRev(t.rev), clientv3.WithLimit(int64(rangePage)))
+	return pageRead{resp, err}
 }
 
 // next returns the first key after after (from the start if first), or nil at the end.
@@ -847,13 +865,24 @@ func (it *snapshot) next(after string, first bool) (*KeyValue, error) {
 			return nil, nil
 		}
 		t := it.t
-		rctx, cancel := t.s.rpc(t.ctx)
-		resp, err := t.s.cli.Get(rctx, it.from, clientv3.WithRange(it.end), clientv3.WithRev(t.rev), clientv3.WithLimit(int64(rangePage)))
-		cancel()
-		if err != nil {
-			return nil, t.s.fail(t.ctx, fmt.Sprintf("range at revision %d", t.rev), err)
+		var pr pageRead
+		if it.ahead != nil {
+			pr, it.ahead = <-it.ahead, nil
+		} else {
+			pr = it.get(it.from)
 		}
+		if pr.err != nil {
+			return nil, t.s.fail(t.ctx, fmt.Sprintf("range at revision %d", t.rev), pr.err)
+		}
+		resp := pr.resp
 		it.page, it.i, it.more = it.page[:0], 0, resp.More && len(resp.Kvs) > 0
+		if n := len(resp.Kvs); n > 0 {
+			it.from = string(resp.Kvs[n-1].Key) + "\x00"
+		}
+		if it.more && !t.writable {
+			it.ahead = make(chan pageRead, 1)
+			go func(ch chan<- pageRead, from string) { ch <- it.get(from) }(it.ahead, it.from)
+		}
 		for _, kv := range resp.Kvs {
 			e := &KeyValue{Key: strings.TrimPrefix(string(kv.Key), t.s.data),
 				Value: append([]byte{}, kv.Value...), ModRev: kv.ModRevision}
@@ -861,9 +890,6 @@ func (it *snapshot) next(after string, first bool) (*KeyValue, error) {
 			if _, ok := t.cache[e.Key]; !ok && t.writable {
 				t.cache[e.Key] = e // for Delete; not a read to compare: the range's compare covers it
 			}
-		}
-		if n := len(resp.Kvs); n > 0 {
-			it.from = string(resp.Kvs[n-1].Key) + "\x00"
 		}
 	}
 }
