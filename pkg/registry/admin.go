@@ -201,6 +201,9 @@ func (s *Server) change(ctx context.Context, actor, action, target, reason strin
 	now, a := s.now(), adminOf(ctx)
 	return s.store.Update(ctx, func(t kv.Txn) error {
 		x := &txn{Txn: t, s: s}
+		if err := x.prefetchTarget(target); err != nil {
+			return err
+		}
 		if err := x.targetInScope(a, target); err != nil {
 			return err
 		}
@@ -212,6 +215,23 @@ func (s *Server) change(ctx context.Context, actor, action, target, reason strin
 		}
 		return x.audit(now, actor, action, target, reason)
 	})
+}
+
+// prefetchTarget reads in one request what a change of target reads of it and the audit head
+// that every change writes (on etcd: one round trip instead of one per key).
+func (x *txn) prefetchTarget(target string) error {
+	keys := []string{keyAuditHead}
+	var prefixes []string
+	kind, rest, _ := strings.Cut(target, "/")
+	name, _, _ := strings.Cut(rest, "/")
+	switch {
+	case name == "" || !validName(name, maxNameLen):
+	case kind == "user" || kind == "token":
+		keys, prefixes = userReads(keys, prefixes, name)
+	case kind == "node":
+		keys = append(keys, prefixNode+name)
+	}
+	return kv.Prefetch(x.Txn, keys, prefixes)
 }
 
 // targetInScope refuses a change of a scoped admin to a user ("user/NAME", "token/NAME/ID") or

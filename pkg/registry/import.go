@@ -185,20 +185,25 @@ func (s *Server) importCSV(r *http.Request, actor string, body []byte) (int, any
 	return http.StatusOK, rep, nil
 }
 
-// prefetchUsers reads what a chunk reads of each user (the user, its tokens, its enrolled mark,
-// which an active token clears) in a few requests: on etcd each read is a round trip otherwise,
-// 3000 for a chunk of new users.
+// prefetchUsers reads what a chunk reads of each user in a few requests: on etcd each read is a
+// round trip otherwise, 3000 for a chunk of new users.
 func prefetchUsers(x *txn, chunk []tokenimport.CSVRecord) error {
 	var keys, prefixes []string
 	seen := map[string]bool{}
 	for _, c := range chunk {
 		if !seen[c.User] {
 			seen[c.User] = true
-			keys = append(keys, prefixUser+c.User, prefixRec+syncframe.EnrolledKey(c.User))
-			prefixes = append(prefixes, prefixRec+syncframe.TokenKey(c.User, ""))
+			keys, prefixes = userReads(keys, prefixes, c.User)
 		}
 	}
 	return kv.Prefetch(x.Txn, keys, prefixes)
+}
+
+// userReads appends what a change of a user reads of it: the user, its enrolled mark (which an
+// active token clears) and its tokens.
+func userReads(keys, prefixes []string, user string) ([]string, []string) {
+	return append(keys, prefixUser+user, prefixRec+syncframe.EnrolledKey(user)),
+		append(prefixes, prefixRec+syncframe.TokenKey(user, ""))
 }
 
 // errNothing rolls back a chunk that would only write its audit record.
