@@ -4,7 +4,9 @@
 #                     into build/
 #   make build-testclock  build/testclock/: the binaries that link pkg/clock, built with -tags
 #                     testclock so that the end-to-end suites set their clock; never install these
-#   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test
+#   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test;
+#                     last, alone: e2e/packages (-tags packaging) installs the built .deb with dpkg,
+#                     logs in over sshd with the pam-auth-update profile, and purges it again
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make etcd         build/tools/etcd: the etcd server the tests start as a 3-member cluster
 #                     (pkg/kv/etcdtest), built from tools/etcd at the version pinned there
@@ -120,9 +122,12 @@ $(TESTCLOCK)/%: $(GO_SOURCES)
 deps:
 	contrib/scripts/deps.sh
 
-test: deps build build-testclock lint $(ETCD)
+test: deps build build-testclock lint $(ETCD) deb
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags testclock $(GOTESTFLAGS) ./pkg/clock/
+	# Installs the .deb on this machine and changes /etc/pam.d: alone, after everything else.
+	CGO_ENABLED=1 PAM_TOTP_DEB=$(CURDIR)/$(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb \
+		$(GO) test -count=1 -p 1 -tags packaging -timeout 10m $(GOTESTFLAGS) ./e2e/packages/
 
 bench: deps build $(ETCD)
 	contrib/scripts/bench.sh
@@ -189,6 +194,7 @@ lint: $(GOLANGCI_LINT)
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
 	$(GOLANGCI_LINT) run --build-tags testclock ./pkg/clock/
+	$(GOLANGCI_LINT) run --build-tags packaging ./e2e/packages/
 
 clean:
 	rm -rf $(BUILD)

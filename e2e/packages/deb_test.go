@@ -1,0 +1,516 @@
+//go:build packaging && linux
+
+package packages
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/busapi/busapitest"
+	"github.com/pam-totp/pam-totp/pkg/doctor"
+	"github.com/pam-totp/pam-totp/pkg/totp"
+)
+
+const (
+	pkgName    = "pam-totp"
+	moduleFile = "/lib/x86_64-linux-gnu/security/pam_totp.so"
+	stateDir   = "/var/lib/pam-totp"
+	confDir    = "/etc/pam-totp"
+	userPrefix = "ptk-"
+	codePrompt = "Verification code: "
+)
+
+// snapshot is every regular file below a directory: its bytes and mode, by path.
+type snapshot map[string]fileState
+
+type fileState struct {
+	data []byte
+	mode fs.FileMode
+}
+
+func takeSnapshot(t *testing.T, dir string) snapshot {
+	t.Helper()
+	s := snapshot{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			target, err := os.Readlink(path)
+			s[path] = fileState{data: []byte(target), mode: fi.Mode()}
+			return err
+		}
+		data, err := os.ReadFile(path)
+		s[path] = fileState{data: data, mode: fi.Mode()}
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("snapshot %s: %v", dir, err)
+	}
+	return s
+}
+
+// diff says how dir differs from s now, one line per file, "" when it does not.
+func (s snapshot) diff(t *testing.T, dir string) string {
+	t.Helper()
+	now := takeSnapshot(t, dir)
+	var out []string
+	for path, was := range s {
+		is, ok := now[path]
+		switch {
+		case !ok:
+			out = append(out, path+": gone")
+		case is.mode != was.mode:
+			out = append(out, fmt.Sprintf("%s: mode %v, was %v", path, is.mode, was.mode))
+		case !bytes.Equal(is.data, was.data):
+			out = append(out, fmt.Sprintf("%s: now\n%s\nwas\n%s", path, is.data, was.data))
+		}
+	}
+	for path := range now {
+		if _, ok := s[path]; !ok {
+			out = append(out, path+": new")
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, "\n")
+}
+
+// restore writes every file of s back and removes files that were not there.
+func (s snapshot) restore(dir string) error {
+	var errs []error
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if _, ok := s[path]; !ok {
+				errs = append(errs, os.Remove(path))
+			}
+		}
+		return nil
+	})
+	for path, f := range s {
+		_ = os.Remove(path)
+		if f.mode&fs.ModeSymlink != 0 {
+			errs = append(errs, os.Symlink(string(f.data), path))
+			continue
+		}
+		errs = append(errs, os.MkdirAll(filepath.Dir(path), 0o755), os.WriteFile(path, f.data, f.mode.Perm()),
+			os.Chmod(path, f.mode.Perm()))
+	}
+	return errors.Join(errs...)
+}
+
+// run runs a command and returns its combined output; dpkg is retried while another dpkg or
+// apt holds its lock.
+func run(name string, args ...string) (string, error) {
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+		out, err := cmd.CombinedOutput()
+		if err != nil && name == "dpkg" && strings.Contains(string(out), "lock") && time.Now().Before(deadline) {
+			continue
+		}
+		if err != nil {
+			err = fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+		}
+		return string(out), err
+	}
+}
+
+func mustRun(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := run(name, args...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return out
+}
+
+// status is dpkg's status of pkg ("install ok installed"), "" when dpkg does not know it.
+func status(pkg string) string {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", pkg).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// installed says whether pkg's files are installed and configured, whatever its selection: after
+// a refused `dpkg -r` it is "deinstall ok installed".
+func installed(pkg string) bool { return strings.HasSuffix(status(pkg), " ok installed") }
+
+// debFile is the package to install: $PAM_TOTP_DEB, else the newest build/pam-totp_*.deb.
+func debFile(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PAM_TOTP_DEB"); p != "" {
+		return p
+	}
+	root, err := pamtest.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	matches, _ := filepath.Glob(filepath.Join(root, "build", pkgName+"_*.deb"))
+	var newest string
+	var when time.Time
+	for _, m := range matches {
+		if fi, err := os.Stat(m); err == nil && fi.ModTime().After(when) {
+			newest, when = m, fi.ModTime()
+		}
+	}
+	if newest == "" {
+		t.Fatal("no build/pam-totp_*.deb: run `make deb` (make test does) or set PAM_TOTP_DEB")
+	}
+	return newest
+}
+
+// machine guards this machine for one test: it refuses to start when pam-totp is there in any
+// form, snapshots /etc/pam.d and /var/lib/pam, and on cleanup purges the package and puts both
+// back.
+type machine struct {
+	deb   string
+	pamd  snapshot
+	state snapshot // /var/lib/pam: pam-auth-update's record of profiles seen and enabled
+}
+
+func guard(t *testing.T) *machine {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("installs a package with dpkg and changes /etc/pam.d: run as root (make test does)")
+	}
+	for _, tool := range []string{"dpkg", "pam-auth-update", "/usr/sbin/sshd", "ssh-keygen"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed: %v (contrib/scripts/deps.sh installs it)", tool, err)
+		}
+	}
+	m := &machine{deb: debFile(t)}
+	for _, p := range []string{pkgName, "pam-totp-registry"} {
+		if s := status(p); s != "" && !strings.Contains(s, "not-installed") {
+			t.Fatalf("%s is on this machine already (%s): this test installs and purges it, so it leaves "+
+				"a machine where someone else installed it alone", p, s)
+		}
+	}
+	list := mustRun(t, "dpkg-deb", "-c", m.deb)
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		f := strings.Fields(line)
+		path := strings.TrimPrefix(f[len(f)-1], ".")
+		if strings.HasSuffix(path, "/") && path != stateDir+"/" && path != confDir+"/" {
+			continue
+		}
+		if _, err := os.Lstat(strings.TrimSuffix(path, "/")); err == nil {
+			t.Fatalf("%s exists (from make install or another test?): the package would take it over and purge it", path)
+		}
+	}
+	r, err := doctor.CheckRemoval(doctor.RemovalOptions{PAMDir: doctor.DefaultPAMDir, Strict: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Lines) > 0 {
+		t.Fatalf("/etc/pam.d names pam_totp.so already (another test running?): %+v", r.Lines)
+	}
+	m.pamd = takeSnapshot(t, doctor.DefaultPAMDir)
+	m.state = takeSnapshot(t, "/var/lib/pam")
+	t.Cleanup(func() {
+		// The snapshot has no pam_totp line, so removal goes through once it is back.
+		if err := m.pamd.restore(doctor.DefaultPAMDir); err != nil {
+			t.Errorf("restore /etc/pam.d: %v", err)
+		}
+		for _, p := range []string{pkgName, "pam-totp-registry"} {
+			if s := status(p); s != "" && !strings.Contains(s, "not-installed") {
+				if out, err := run("dpkg", "--purge", p); err != nil {
+					t.Errorf("cleanup: %v\n%s", err, out)
+				}
+			}
+		}
+		for _, dir := range []string{stateDir, confDir} {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+		if err := m.pamd.restore(doctor.DefaultPAMDir); err != nil {
+			t.Errorf("restore /etc/pam.d: %v", err)
+		}
+		if err := m.state.restore("/var/lib/pam"); err != nil {
+			t.Errorf("restore /var/lib/pam: %v", err)
+		}
+	})
+	return m
+}
+
+// install runs dpkg -i and checks that the package is installed and the PAM files are as
+// before (the profile is off until an admin enables it).
+func (m *machine) install(t *testing.T) {
+	t.Helper()
+	mustRun(t, "dpkg", "-i", m.deb)
+	if !installed(pkgName) {
+		t.Fatalf("after dpkg -i: %s is %q", pkgName, status(pkgName))
+	}
+	if d := m.pamd.diff(t, doctor.DefaultPAMDir); d != "" {
+		t.Fatalf("dpkg -i changed /etc/pam.d (the profile must stay off until enabled):\n%s", d)
+	}
+}
+
+// enable turns the profile on and checks that common-auth loads pam_totp.so.
+func (m *machine) enable(t *testing.T) {
+	t.Helper()
+	mustRun(t, "pam-auth-update", "--enable", pkgName)
+	b, err := os.ReadFile("/etc/pam.d/common-auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "pam_totp.so") {
+		t.Fatalf("pam-auth-update --enable %s: common-auth has no pam_totp.so line:\n%s", pkgName, b)
+	}
+}
+
+// purged checks what purge leaves: no module, /etc/pam.d as before, the tokens kept and said so.
+func (m *machine) purged(t *testing.T, out string) {
+	t.Helper()
+	t.Logf("dpkg --purge:\n%s", out)
+	if s := status(pkgName); s != "" && !strings.Contains(s, "not-installed") {
+		t.Errorf("after dpkg --purge: %s is %q", pkgName, s)
+	}
+	if _, err := os.Stat(moduleFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after dpkg --purge: %s: %v, want it gone", moduleFile, err)
+	}
+	if d := m.pamd.diff(t, doctor.DefaultPAMDir); d != "" {
+		t.Errorf("after dpkg --purge, /etc/pam.d differs from before the install:\n%s", d)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "tokens.db")); err != nil {
+		t.Errorf("purge removed the token database: %v", err)
+	}
+	if !strings.Contains(out, "kept "+stateDir) || !strings.Contains(out, "rm -rf "+stateDir) {
+		t.Errorf("dpkg --purge did not say that it kept %s and how to delete it:\n%s", stateDir, out)
+	}
+}
+
+// enroll gives user a token with a new secret through the installed totp-admin and returns the
+// secret.
+func enroll(t *testing.T, user string) []byte {
+	t.Helper()
+	secret, err := totp.NewSecret(nil, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte(totp.EncodeSecret(secret)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "/usr/bin/totp-admin", "token", "add", user, "--name", "phone", "--secret-file", f, "--no-verify", "--no-qr")
+	return secret
+}
+
+// TestDebInstallLoginRemovePurge is the life of the package on a Debian node, as an admin goes
+// through it.
+func TestDebInstallLoginRemovePurge(t *testing.T) {
+	m := guard(t)
+	m.install(t)
+	m.enable(t)
+
+	user, other := pamtest.AddUser(t, userPrefix), pamtest.AddUser(t, userPrefix)
+	const password = "correct horse battery"
+	pamtest.SetPassword(t, user, password)
+	pamtest.SetPassword(t, other, password)
+	secret := enroll(t, user)
+	otherSecret := enroll(t, other)
+
+	// An upgrade (here: the same version again) leaves the enabled stack alone.
+	enabled := takeSnapshot(t, doctor.DefaultPAMDir)
+	mustRun(t, "dpkg", "-i", m.deb)
+	if d := enabled.diff(t, doctor.DefaultPAMDir); d != "" {
+		t.Errorf("reinstalling the package changed /etc/pam.d:\n%s", d)
+	}
+
+	d := startSSHD(t)
+	code := func(s []byte) string {
+		return totp.Code(s, totp.DefaultParams, totp.Step(time.Now(), totp.DefaultParams.Period))
+	}
+	qs, err := d.login(user, password, code(secret))
+	if err != nil {
+		t.Fatalf("login of %s with password and code: %v (asked %q)\nsshd log:\n%s", user, err, qs, d.log.String())
+	}
+	if !slices.Contains(qs, codePrompt) {
+		t.Errorf("login of %s: asked %q, want %q among them", user, qs, codePrompt)
+	}
+	wrong := code(otherSecret)
+	wrong = strconv.Itoa((int(wrong[0]-'0')+1)%10) + wrong[1:]
+	if qs, err := d.login(other, password, wrong); err == nil {
+		t.Errorf("login of %s with a wrong code succeeded (asked %q)", other, qs)
+	}
+
+	// A line by hand: removal refuses, names it, and the module stays.
+	byHand := filepath.Join(doctor.DefaultPAMDir, "pamtotp-pkgtest-"+pamtest.RandName(8))
+	if err := os.WriteFile(byHand, []byte("# for sudo\nauth required pam_totp.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("dpkg", "-r", pkgName)
+	if err == nil {
+		t.Fatalf("dpkg -r with %s naming pam_totp.so succeeded:\n%s", byHand, out)
+	}
+	t.Logf("dpkg -r refused:\n%s", out)
+	if !strings.Contains(out, byHand+":2: auth required pam_totp.so") || !strings.Contains(out, "comment them out") {
+		t.Errorf("dpkg -r refused without naming %s:2 and what to do:\n%s", byHand, out)
+	}
+	if !installed(pkgName) {
+		t.Errorf("after a refused removal: %s is %q", pkgName, status(pkgName))
+	}
+	if _, err := os.Stat(moduleFile); err != nil {
+		t.Errorf("after a refused removal: %v", err)
+	}
+	// Without that line, removal goes through: the enabled profile comes off the stack first.
+	if err := os.Remove(byHand); err != nil {
+		t.Fatal(err)
+	}
+	out = mustRun(t, "dpkg", "-r", pkgName)
+	if d := m.pamd.diff(t, doctor.DefaultPAMDir); d != "" {
+		t.Errorf("after dpkg -r with the profile enabled, /etc/pam.d differs from before the install:\n%s\n%s", d, out)
+	}
+	out = mustRun(t, "dpkg", "--purge", pkgName)
+	m.purged(t, out)
+
+	// Again, as the docs say: disable the profile, then purge.
+	m.install(t)
+	m.enable(t)
+	mustRun(t, "pam-auth-update", "--disable", pkgName)
+	out = mustRun(t, "dpkg", "--purge", pkgName)
+	m.purged(t, out)
+}
+
+// sshdServer is /usr/sbin/sshd on a loopback port: its PAM service is sshd, i.e. Debian's
+// /etc/pam.d/sshd with @include common-auth.
+type sshdServer struct {
+	addr    string
+	hostKey ssh.PublicKey
+	log     *busapitest.SyncBuffer
+}
+
+func startSSHD(t *testing.T) *sshdServer {
+	t.Helper()
+	dir := t.TempDir()
+	hostKey := filepath.Join(dir, "ssh_host_ed25519_key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", hostKey).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	pub, err := os.ReadFile(hostKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Debian's sshd needs its privilege separation directory; it stays (another sshd may use it).
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	d := &sshdServer{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), hostKey: key, log: &busapitest.SyncBuffer{}}
+	cfg := filepath.Join(dir, "sshd_config")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %s
+PidFile %s
+UsePAM yes
+KbdInteractiveAuthentication yes
+PasswordAuthentication no
+PubkeyAuthentication no
+AuthenticationMethods keyboard-interactive
+PermitRootLogin no
+UseDNS no
+StrictModes no
+LogLevel VERBOSE
+`, port, hostKey, filepath.Join(dir, "sshd.pid"))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfg)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			t.Fatalf("sshd exited:\n%s", d.log.String())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", d.addr, time.Second); err == nil {
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			b := make([]byte, 4)
+			_, err = c.Read(b)
+			c.Close()
+			if err == nil && string(b) == "SSH-" {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sshd did not answer on %s:\n%s", d.addr, d.log.String())
+		}
+	}
+}
+
+// login authenticates with keyboard-interactive only, answering the password prompt with
+// password and the code prompt with code, and returns the questions sshd asked.
+func (d *sshdServer) login(user, password, code string) ([]string, error) {
+	var (
+		mu        sync.Mutex
+		questions []string
+	)
+	cfg := &ssh.ClientConfig{
+		User: user,
+		Auth: []ssh.AuthMethod{ssh.KeyboardInteractive(func(_, _ string, qs []string, _ []bool) ([]string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			questions = append(questions, qs...)
+			answers := make([]string, len(qs))
+			for i, q := range qs {
+				answers[i] = password
+				if q == codePrompt {
+					answers[i] = code
+				}
+			}
+			return answers, nil
+		})},
+		HostKeyCallback: ssh.FixedHostKey(d.hostKey),
+		Timeout:         20 * time.Second,
+	}
+	c, err := ssh.Dial("tcp", d.addr, cfg)
+	mu.Lock()
+	defer mu.Unlock()
+	if err == nil {
+		c.Close()
+	}
+	return append([]string(nil), questions...), err
+}
