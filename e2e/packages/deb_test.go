@@ -514,3 +514,24 @@ func (d *sshdServer) login(user, password, code string) ([]string, error) {
 	}
 	return append([]string(nil), questions...), err
 }
+
+// TestDebLintian: lintian finds no error and no warning in either package; each override in
+// packaging/debian/PACKAGE/lintian-overrides says why it is there.
+func TestDebLintian(t *testing.T) {
+	if _, err := exec.LookPath("lintian"); err != nil {
+		t.Fatalf("lintian is needed: %v (contrib/scripts/deps.sh installs it)", err)
+	}
+	node := debFile(t)
+	dir, base := filepath.Split(node)
+	registry := filepath.Join(dir, strings.Replace(base, pkgName+"_", pkgName+"-registry_", 1))
+	for _, deb := range []string{node, registry} {
+		if _, err := os.Stat(deb); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("lintian", "--pedantic", "--display-info", "--fail-on", "error,warning", deb).CombinedOutput()
+		t.Logf("lintian %s:\n%s", filepath.Base(deb), out)
+		if err != nil {
+			t.Errorf("lintian %s: %v (want no error and no warning):\n%s", filepath.Base(deb), err, out)
+		}
+	}
+}
