@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -405,19 +404,9 @@ func startSSHD(t *testing.T) *sshdServer {
 	t.Helper()
 	dir := t.TempDir()
 	hostKey := filepath.Join(dir, "ssh_host_ed25519_key")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", hostKey).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	pub, err := os.ReadFile(hostKey + ".pub")
+	pub := pamtest.Keygen(t, hostKey)
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(pub))
 	if err != nil {
-		t.Fatal(err)
-	}
-	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Debian's sshd needs its privilege separation directory; it stays (another sshd may use it).
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -444,41 +433,8 @@ LogLevel VERBOSE
 `, port, hostKey, filepath.Join(dir, "sshd.pid"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = d.log, d.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited:\n%s", d.log.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", d.addr, time.Second); err == nil {
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			b := make([]byte, 4)
-			_, err = c.Read(b)
-			c.Close()
-			if err == nil && string(b) == "SSH-" {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not answer on %s:\n%s", d.addr, d.log.String())
-		}
-	}
+	pamtest.StartSSHD(t, "/usr/sbin/sshd", cfg, d.addr, d.log)
+	return d
 }
 
 // login authenticates with keyboard-interactive only, answering the password prompt with
