@@ -73,6 +73,9 @@ func CheckRemoval(o RemovalOptions) (*Removal, error) {
 	for _, e := range entries {
 		path := filepath.Join(o.PAMDir, e.Name())
 		fi, err := os.Stat(path) // a symlink counts as the file it names, as for PAM
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // a dangling symlink: PAM cannot read it either
+		}
 		if err != nil {
 			return nil, fmt.Errorf("PAM file: %w", err)
 		}
