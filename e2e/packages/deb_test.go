@@ -33,6 +33,9 @@ const (
 	confDir    = "/etc/pam-totp"
 	userPrefix = "ptk-"
 	codePrompt = "Verification code: "
+
+	registryPkg   = "pam-totp-registry"
+	registryStore = "/var/lib/pam-totp-registry"
 )
 
 // snapshot is every regular file below a directory: its bytes and mode, by path.
@@ -180,6 +183,12 @@ func debFile(t *testing.T) string {
 	return newest
 }
 
+// registryDeb is the registry package built beside the node package deb.
+func registryDeb(deb string) string {
+	dir, base := filepath.Split(deb)
+	return filepath.Join(dir, strings.Replace(base, pkgName+"_", registryPkg+"_", 1))
+}
+
 // machine guards this machine for one test: it refuses to start when pam-totp is there in any
 // form, snapshots /etc/pam.d and /var/lib/pam, and on cleanup purges the package and puts both
 // back.
@@ -200,22 +209,27 @@ func guard(t *testing.T) *machine {
 		}
 	}
 	m := &machine{deb: debFile(t)}
-	for _, p := range []string{pkgName, "pam-totp-registry"} {
+	for _, p := range []string{pkgName, registryPkg} {
 		if s := status(p); s != "" && !strings.Contains(s, "not-installed") {
 			t.Fatalf("%s is on this machine already (%s): this test installs and purges it, so it leaves "+
 				"a machine where someone else installed it alone", p, s)
 		}
 	}
-	list := mustRun(t, "dpkg-deb", "-c", m.deb)
-	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
-		f := strings.Fields(line)
-		path := strings.TrimPrefix(f[len(f)-1], ".")
-		if strings.HasSuffix(path, "/") && path != stateDir+"/" && path != confDir+"/" {
-			continue
+	for _, deb := range []string{m.deb, registryDeb(m.deb)} {
+		list := mustRun(t, "dpkg-deb", "-c", deb)
+		for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+			f := strings.Fields(line)
+			path := strings.TrimPrefix(f[len(f)-1], ".")
+			if strings.HasSuffix(path, "/") && path != stateDir+"/" && path != confDir+"/" {
+				continue
+			}
+			if _, err := os.Lstat(strings.TrimSuffix(path, "/")); err == nil {
+				t.Fatalf("%s exists (from make install or another test?): the package would take it over and purge it", path)
+			}
 		}
-		if _, err := os.Lstat(strings.TrimSuffix(path, "/")); err == nil {
-			t.Fatalf("%s exists (from make install or another test?): the package would take it over and purge it", path)
-		}
+	}
+	if _, err := os.Lstat(registryStore); err == nil {
+		t.Fatalf("%s exists: a registry's store is on this machine", registryStore)
 	}
 	r, err := doctor.CheckRemoval(doctor.RemovalOptions{PAMDir: doctor.DefaultPAMDir, Strict: true})
 	if err != nil {
@@ -231,14 +245,14 @@ func guard(t *testing.T) *machine {
 		if err := m.pamd.restore(doctor.DefaultPAMDir); err != nil {
 			t.Errorf("restore /etc/pam.d: %v", err)
 		}
-		for _, p := range []string{pkgName, "pam-totp-registry"} {
+		for _, p := range []string{pkgName, registryPkg} {
 			if s := status(p); s != "" && !strings.Contains(s, "not-installed") {
 				if out, err := run("dpkg", "--purge", p); err != nil {
 					t.Errorf("cleanup: %v\n%s", err, out)
 				}
 			}
 		}
-		for _, dir := range []string{stateDir, confDir} {
+		for _, dir := range []string{stateDir, confDir, registryStore} {
 			if err := os.RemoveAll(dir); err != nil {
 				t.Errorf("cleanup: %v", err)
 			}
@@ -392,6 +406,46 @@ func TestDebInstallLoginRemovePurge(t *testing.T) {
 	m.purged(t, out)
 }
 
+// TestDebRegistry: the registry package installs alone (no PAM module, no PAM file changed), its
+// totp-registry runs, and purge keeps the store and says where it is.
+func TestDebRegistry(t *testing.T) {
+	m := guard(t)
+	mustRun(t, "dpkg", "-i", registryDeb(m.deb))
+	if !installed(registryPkg) {
+		t.Fatalf("after dpkg -i: %s is %q", registryPkg, status(registryPkg))
+	}
+	if installed(pkgName) {
+		t.Errorf("%s came with %s", pkgName, registryPkg)
+	}
+	if out := mustRun(t, "/usr/sbin/totp-registry", "--help"); !strings.Contains(out, "totp-registry") {
+		t.Errorf("totp-registry --help:\n%s", out)
+	}
+	// What systemd's StateDirectory= and a running registry would have made.
+	if err := os.Mkdir(registryStore, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(registryStore, "registry.db"), []byte("store"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, "dpkg", "--purge", registryPkg)
+	t.Logf("dpkg --purge:\n%s", out)
+	if s := status(registryPkg); s != "" && !strings.Contains(s, "not-installed") {
+		t.Errorf("after dpkg --purge: %s is %q", registryPkg, s)
+	}
+	if _, err := os.Stat("/usr/sbin/totp-registry"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after dpkg --purge: /usr/sbin/totp-registry: %v, want it gone", err)
+	}
+	if _, err := os.Stat(filepath.Join(registryStore, "registry.db")); err != nil {
+		t.Errorf("purge removed the registry's store: %v", err)
+	}
+	if !strings.Contains(out, "kept "+registryStore) {
+		t.Errorf("dpkg --purge did not say that it kept %s:\n%s", registryStore, out)
+	}
+	if d := m.pamd.diff(t, doctor.DefaultPAMDir); d != "" {
+		t.Errorf("the registry package changed /etc/pam.d:\n%s", d)
+	}
+}
+
 // sshdServer is /usr/sbin/sshd on a loopback port: its PAM service is sshd, i.e. Debian's
 // /etc/pam.d/sshd with @include common-auth.
 type sshdServer struct {
@@ -478,8 +532,7 @@ func TestDebLintian(t *testing.T) {
 		t.Fatalf("lintian is needed: %v (contrib/scripts/deps.sh installs it)", err)
 	}
 	node := debFile(t)
-	dir, base := filepath.Split(node)
-	registry := filepath.Join(dir, strings.Replace(base, pkgName+"_", pkgName+"-registry_", 1))
+	registry := registryDeb(node)
 	for _, deb := range []string{node, registry} {
 		if _, err := os.Stat(deb); err != nil {
 			t.Fatal(err)

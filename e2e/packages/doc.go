@@ -5,8 +5,9 @@
 // `pam-auth-update --enable pam-totp`, a token enrolled with the installed totp-admin, a login
 // over a real sshd on 127.0.0.1 (service sshd, Debian's /etc/pam.d/sshd with @include
 // common-auth) with a password and a code, removal refused while a PAM file names pam_totp.so
-// by hand, and a purge that leaves /etc/pam.d byte for byte as it was; and lintian, which must
-// find no error and no warning in either package.
+// by hand, and a purge that leaves /etc/pam.d byte for byte as it was; the registry package
+// installed and purged alone; and lintian, which must find no error and no warning in either
+// package.
 //
 // The package has only tests, behind the build tag packaging: they change the real /etc/pam.d
 // and install into /usr, so they must not run beside the other test packages. `make test` runs
