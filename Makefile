@@ -163,9 +163,10 @@ install: build
 	$(BUILD)/totp __man 1 $(DESTDIR)$(PREFIX)/share/man/man1
 	for b in totp-admin totp-syncd totp-registry; do $(BUILD)/$$b __man 8 $(DESTDIR)$(PREFIX)/share/man/man8 || exit 1; done
 
-# Debian version: the git describe of a tag without its "v", else 0.0.0+DESCRIBE; "-1" is the
-# packaging revision (a non-native package: changelog.Debian.gz).
-DEB_VERSION = $(shell v=$$(echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g'); echo $$v | grep -q '^[0-9]' || v=0.0.0+$$v; echo $$v)-1
+# Debian version: the git describe of a tag (N.N...) without its "v", else 0.0.0+DESCRIBE (a bare
+# commit id may start with a digit); "-1" is the packaging revision (a non-native package:
+# changelog.Debian.gz).
+DEB_VERSION = $(shell v=$$(echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g'); echo $$v | grep -q '^[0-9][0-9]*\.' || v=0.0.0+$$v; echo $$v)-1
 DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEBS        = $(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb $(BUILD)/pam-totp-registry_$(DEB_VERSION)_$(DEB_ARCH).deb
 deb: build
