@@ -446,6 +446,97 @@ func TestDebRegistry(t *testing.T) {
 	}
 }
 
+// TestMaintainerScripts runs pam-totp's postinst and prerm with the commands they call replaced by
+// recorders, in a private mount namespace whose /run has systemd's mark or not: a first install
+// registers the profile and restarts nothing; an upgrade never calls pam-auth-update and restarts
+// totp-syncd (try-restart: only if it runs) only under systemd; removal stops at a failed
+// check-removal, else takes the profile off, checks again and stops totp-syncd.
+func TestMaintainerScripts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runs the scripts in a private mount namespace (unshare -m): run as root (make test does)")
+	}
+	root, err := pamtest.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scripts := filepath.Join(root, "packaging", "debian", pkgName)
+	var (
+		install  = []string{"pam-auth-update --package"}
+		reload   = []string{"systemctl --system daemon-reload"}
+		state    = []string{"deb-systemd-helper update-state totp-syncd.service"}
+		restart  = []string{"deb-systemd-invoke try-restart totp-syncd.service"}
+		check    = []string{"totp-admin check-removal"}
+		takeOff  = []string{"pam-auth-update --package --remove pam-totp", "totp-admin check-removal --strict"}
+		stop     = []string{"deb-systemd-invoke stop totp-syncd.service"}
+		joinAll  = func(parts ...[]string) []string { return slices.Concat(parts...) }
+		commands = []string{"pam-auth-update", "systemctl", "deb-systemd-helper", "deb-systemd-invoke", "totp-admin"}
+	)
+	tests := []struct {
+		name     string
+		script   string
+		args     []string
+		systemd  bool
+		check    int // exit status of the recorded totp-admin
+		wantExit int
+		want     []string
+	}{
+		{"first install", "postinst", []string{"configure"}, true, 0, 0, joinAll(install, reload, state)},
+		{"upgrade", "postinst", []string{"configure", "0.9-1"}, true, 0, 0, joinAll(reload, state, restart)},
+		{"upgrade without systemd", "postinst", []string{"configure", "0.9-1"}, false, 0, 0, state},
+		{"remove under a line by hand", "prerm", []string{"remove"}, true, 1, 1, check},
+		{"remove", "prerm", []string{"remove"}, true, 0, 0, joinAll(check, takeOff, stop)},
+		{"remove without systemd", "prerm", []string{"remove"}, false, 0, 0, joinAll(check, takeOff)},
+		{"upgrade, old prerm", "prerm", []string{"upgrade", "1.0-1"}, true, 0, 0, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			calls := filepath.Join(dir, "calls")
+			bin := filepath.Join(dir, "bin")
+			if err := os.Mkdir(bin, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range commands {
+				body := fmt.Sprintf("#!/bin/sh\necho \"%s $*\" >>%s\n", c, calls)
+				if c == "totp-admin" {
+					body += fmt.Sprintf("exit %d\n", tc.check)
+				}
+				if err := os.WriteFile(filepath.Join(bin, c), []byte(body), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mark := ":"
+			if tc.systemd {
+				mark = "mkdir -p /run/systemd/system"
+			}
+			args := append([]string{"-m", "sh", "-c", "mount -t tmpfs none /run && " + mark + ` && exec sh "$0" "$@"`,
+				filepath.Join(scripts, tc.script)}, tc.args...)
+			cmd := exec.Command("unshare", args...)
+			cmd.Env = []string{"PATH=" + bin + ":/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+			out, err := cmd.CombinedOutput()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(calls)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatal(err)
+			}
+			var got []string
+			if s := strings.TrimSpace(string(b)); s != "" {
+				got = strings.Split(s, "\n")
+			}
+			if code != tc.wantExit || !slices.Equal(got, tc.want) {
+				t.Errorf("%s %v: exit %d, calls %q; want exit %d, calls %q\n%s", tc.script, tc.args, code, got,
+					tc.wantExit, tc.want, out)
+			}
+		})
+	}
+}
+
 // sshdServer is /usr/sbin/sshd on a loopback port: its PAM service is sshd, i.e. Debian's
 // /etc/pam.d/sshd with @include common-auth.
 type sshdServer struct {

@@ -6,7 +6,8 @@
 // over a real sshd on 127.0.0.1 (service sshd, Debian's /etc/pam.d/sshd with @include
 // common-auth) with a password and a code, removal refused while a PAM file names pam_totp.so
 // by hand, and a purge that leaves /etc/pam.d byte for byte as it was; the registry package
-// installed and purged alone; and lintian, which must find no error and no warning in either
+// installed and purged alone; pam-totp's postinst and prerm with the commands they call
+// recorded (upgrade, first install, removal; with and without systemd); and lintian, which must find no error and no warning in either
 // package.
 //
 // The package has only tests, behind the build tag packaging: they change the real /etc/pam.d
