@@ -7,8 +7,8 @@
 // common-auth) with a password and a code, removal refused while a PAM file names pam_totp.so
 // by hand, and a purge that leaves /etc/pam.d byte for byte as it was; the registry package
 // installed and purged alone; pam-totp's postinst and prerm with the commands they call
-// recorded (upgrade, first install, removal; with and without systemd); and lintian, which must find no error and no warning in either
-// package.
+// recorded (first install, upgrade, removal; with and without systemd); and lintian, which must
+// find no error and no warning in either package.
 //
 // The package has only tests, behind the build tag packaging: they change the real /etc/pam.d
 // and install into /usr, so they must not run beside the other test packages. `make test` runs
