@@ -4,14 +4,17 @@
 #                     into build/
 #   make build-testclock  build/testclock/: the binaries that link pkg/clock, built with -tags
 #                     testclock so that the end-to-end suites set their clock; never install these
-#   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test
+#   make test         install test dependencies (apt-get, Go modules), run `make lint` and every test;
+#                     last, alone: e2e/packages (-tags packaging) installs the built .deb with dpkg,
+#                     logs in over sshd with the pam-auth-update profile, and purges it again
 #   make lint         gofmt, go vet and golangci-lint (.golangci.yml: staticcheck, unused, dupl, ...)
 #   make etcd         build/tools/etcd: the etcd server the tests start as a 3-member cluster
 #                     (pkg/kv/etcdtest), built from tools/etcd at the version pinned there
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
 #   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR), with bash completions and man pages
-#   make deb          build/pam-totp_VERSION_ARCH.deb (packaging/debian)
+#   make deb          build/pam-totp_VERSION_ARCH.deb (login nodes) and
+#                     build/pam-totp-registry_VERSION_ARCH.deb (the registry host); packaging/debian
 #   make deps         apt-get the build and test dependencies (Debian 12) and download Go modules
 #
 # Variables
@@ -46,7 +49,12 @@ DEMO_AUTO  ?= 0
 BUILD      := build
 # Debian's golang package is older than go.mod wants; the Go toolchain lives in /usr/local/go.
 export PATH := $(PATH):/usr/local/go/bin
-GOFLAGS_COMMON := -trimpath -ldflags "-s -w -X github.com/pam-totp/pam-totp/pkg/version.Version=$(VERSION)"
+GO_LDFLAGS     := -s -w -X github.com/pam-totp/pam-totp/pkg/version.Version=$(VERSION)
+GOFLAGS_COMMON := -trimpath -ldflags "$(GO_LDFLAGS)"
+# The binaries that link libc (totp-admin, totp-syncd) are hardened as Debian's are: PIE, full
+# RELRO and bind-now through the external linker, fortified and stack-protected cgo C.
+GOFLAGS_CGO    := -trimpath -buildmode=pie -ldflags "$(GO_LDFLAGS) -linkmode=external -extldflags '-Wl,-z,relro -Wl,-z,now'"
+CGO_HARDENING  := CGO_CFLAGS="-O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
 
 PAM_CFLAGS := -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -Wformat=2 -Wshadow \
 	-fstack-protector-strong -D_FORTIFY_SOURCE=2 -fvisibility=hidden \
@@ -88,13 +96,13 @@ $(BUILD)/totp: $(GO_SOURCES)
 # totp-admin links libpam (msteinert/pam) for `doctor`.
 $(BUILD)/totp-admin: $(GO_SOURCES)
 	@mkdir -p $(@D)
-	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-admin
+	CGO_ENABLED=1 $(CGO_HARDENING) $(GO) build $(GOFLAGS_CGO) -o $@ ./cmd/totp-admin
 
 # totp-syncd links libc: it names its D-Bus callers through NSS (getpwuid_r), so users from LDAP
 # or SSSD can enroll; Go's pure os/user would read /etc/passwd only.
 $(BUILD)/totp-syncd: $(GO_SOURCES)
 	@mkdir -p $(@D)
-	CGO_ENABLED=1 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-syncd
+	CGO_ENABLED=1 $(CGO_HARDENING) $(GO) build $(GOFLAGS_CGO) -o $@ ./cmd/totp-syncd
 
 # The registry is static too; it runs on a central host, not on login nodes.
 $(BUILD)/totp-registry: $(GO_SOURCES)
@@ -114,9 +122,12 @@ $(TESTCLOCK)/%: $(GO_SOURCES)
 deps:
 	contrib/scripts/deps.sh
 
-test: deps build build-testclock lint $(ETCD)
+test: deps build build-testclock lint $(ETCD) deb
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m $(GOTESTFLAGS) ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -tags testclock $(GOTESTFLAGS) ./pkg/clock/
+	# Installs the .deb on this machine and changes /etc/pam.d: alone, after everything else.
+	CGO_ENABLED=1 PAM_TOTP_DEB=$(CURDIR)/$(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb \
+		$(GO) test -count=1 -p 1 -tags packaging -timeout 10m $(GOTESTFLAGS) ./e2e/packages/
 
 bench: deps build $(ETCD)
 	contrib/scripts/bench.sh
@@ -152,15 +163,16 @@ install: build
 	$(BUILD)/totp __man 1 $(DESTDIR)$(PREFIX)/share/man/man1
 	for b in totp-admin totp-syncd totp-registry; do $(BUILD)/$$b __man 8 $(DESTDIR)$(PREFIX)/share/man/man8 || exit 1; done
 
-DEB_VERSION = $(shell echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' | grep -q '^[0-9]' && echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g' || echo 0.0.0+$(VERSION))
+# Debian version: the git describe of a tag (N.N...) without its "v", else 0.0.0+DESCRIBE (a bare
+# commit id may start with a digit); "-1" is the packaging revision (a non-native package:
+# changelog.Debian.gz).
+DEB_VERSION = $(shell v=$$(echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g'); echo $$v | grep -q '^[0-9][0-9]*\.' || v=0.0.0+$$v; echo $$v)-1
 DEB_ARCH    = $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEBS        = $(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb $(BUILD)/pam-totp-registry_$(DEB_VERSION)_$(DEB_ARCH).deb
 deb: build
 	rm -rf $(BUILD)/deb
 	$(MAKE) install DESTDIR=$(CURDIR)/$(BUILD)/deb PREFIX=/usr
-	install -d $(BUILD)/deb/DEBIAN
-	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' packaging/debian/control.in > $(BUILD)/deb/DEBIAN/control
-	install -m 0644 packaging/debian/conffiles $(BUILD)/deb/DEBIAN/conffiles
-	dpkg-deb --root-owner-group --build $(BUILD)/deb $(BUILD)/pam-totp_$(DEB_VERSION)_$(DEB_ARCH).deb
+	packaging/debian/build-deb.sh $(BUILD)/deb $(BUILD) $(DEB_VERSION) $(DEB_ARCH)
 
 fmt:
 	gofmt -l -w cmd pkg pam e2e bench
@@ -183,6 +195,7 @@ lint: $(GOLANGCI_LINT)
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
 	$(GOLANGCI_LINT) run --build-tags testclock ./pkg/clock/
+	$(GOLANGCI_LINT) run --build-tags packaging ./e2e/packages/
 
 clean:
 	rm -rf $(BUILD)

@@ -2,7 +2,7 @@
 # Installs what building and testing pam-totp needs on Debian 12, then downloads the Go modules.
 # Idempotent: packages already present are not fetched again.
 set -eu
-pkgs="gcc make libc6-dev libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux iproute2 \
+pkgs="gcc make dpkg-dev lintian libc6-dev libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux iproute2 \
 libpam-google-authenticator libpam-oath zbar-tools passwd openssl curl ca-certificates dbus python3-aiosmtpd libnss-extrausers bash-completion"
 missing=""
 for p in $pkgs; do

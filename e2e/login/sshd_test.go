@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +49,7 @@ func startSSHD(t *testing.T, f *fixture) *sshdServer {
 		t.Fatal(err)
 	}
 	hostKey := filepath.Join(f.dir, "ssh_host_ed25519_key")
-	d.hostKey = parsePublicKey(t, keygen(t, hostKey))
+	d.hostKey = parsePublicKey(t, pamtest.Keygen(t, hostKey))
 
 	writeSystemFile(t, "/etc/pam.d/"+name, strings.Join([]string{
 		f.moduleLine("maxtries_as_autherr"), // as contrib/pam.d/sshd.* ship it
@@ -58,12 +57,6 @@ func startSSHD(t *testing.T, f *fixture) *sshdServer {
 		"session required pam_permit.so",
 		"password required pam_deny.so",
 	}, "\n")+"\n", 0o644)
-
-	// Debian's sshd needs its privilege separation directory (systemd's RuntimeDirectory when
-	// the ssh service runs). It stays: another sshd on this machine may be using it by now.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
 
 	d.port = freePort(t)
 	d.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(d.port))
@@ -91,45 +84,7 @@ LogLevel VERBOSE
 	if out, err := exec.Command(bin, "-t", "-f", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("%s -t: %v\n%s", name, err, out)
 	}
-	cmd := exec.Command(bin, "-D", "-e", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = d.log, d.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", d.log.String())
-		}
-	})
-	// Ready when it sends its banner.
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			t.Fatalf("sshd exited:\n%s", d.log.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", d.addr, time.Second); err == nil {
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			b := make([]byte, 4)
-			_, err = c.Read(b)
-			c.Close()
-			if err == nil && string(b) == "SSH-" {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not answer on %s:\n%s", d.addr, d.log.String())
-		}
-	}
+	pamtest.StartSSHD(t, bin, cfg, d.addr, d.log)
 	return d
 }
 
@@ -142,19 +97,6 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// keygen makes an ed25519 key pair with ssh-keygen and returns the public key line.
-func keygen(t *testing.T, path string) string {
-	t.Helper()
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", path).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	b, err := os.ReadFile(path + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func parsePublicKey(t *testing.T, line string) ssh.PublicKey {
@@ -170,7 +112,7 @@ func parsePublicKey(t *testing.T, line string) ssh.PublicKey {
 func (d *sshdServer) clientKey(t *testing.T, user, name string) (string, ssh.Signer) {
 	t.Helper()
 	path := filepath.Join(d.dir, "id_"+user+"_"+name)
-	line := keygen(t, path)
+	line := pamtest.Keygen(t, path)
 	f, err := os.OpenFile(filepath.Join(d.keysDir, user), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
