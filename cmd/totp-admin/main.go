@@ -53,7 +53,7 @@ With a registry:
                            default: the system's CAs)
   --reason TEXT            why, for the registry's audit log (every command that changes)
 The flags go anywhere on the line. user, node, passcode, audit and compact exist only with a
-registry; doctor and check-config always look at this node.`
+registry; doctor, check-config and check-removal always look at this node.`
 
 // env is what a command may touch, so tests can run it in-process.
 type env struct {
@@ -123,7 +123,7 @@ func newRoot(e *env) *cobra.Command {
 		}
 		return checkConfig(e)
 	}
-	root.AddCommand(tokenCommand(e), importCommand(e), userCommand(e), nodeCommand(e), auditCommand(e), doctorCommand(e),
+	root.AddCommand(tokenCommand(e), importCommand(e), userCommand(e), nodeCommand(e), auditCommand(e), doctorCommand(e), checkRemovalCommand(e),
 		&cobra.Command{Use: "backup-codes USER", Short: "Issue new backup codes (the old ones stop working)",
 			Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.backupCodes(args[0]) })},
 		&cobra.Command{Use: "unlock USER", Short: "Forget a user's failed codes (at the registry: failed proofs)",
@@ -264,6 +264,43 @@ func doctorCommand(e *env) *cobra.Command {
 			return err
 		}
 		if r.Failed() {
+			return cmdline.ExitCode(1)
+		}
+		return nil
+	}
+	return cmd
+}
+
+// checkRemovalCommand says whether the package may be removed without locking the site out: the
+// packages' removal scripts (deb prerm, rpm %preun) run it and refuse when it fails.
+func checkRemovalCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "check-removal", Short: "Check that no PAM file names pam_totp.so by hand, before the package is removed",
+		Long: "check-removal reads every file of the PAM directory. A line that loads pam_totp.so is fine only inside\n" +
+			"the block pam-auth-update writes in common-* files while the pam-totp profile exists; any other line\n" +
+			"would deny every login through it once the module is gone. Exit status 0: the package may be removed;\n" +
+			"1: the lines are listed with what to do.", Args: cmdline.NoArgs}
+	fs := cmd.Flags()
+	pamdir := fs.String("pam-dir", doctor.DefaultPAMDir, "directory of PAM service files")
+	profile := fs.String("profile", doctor.DefaultProfile, "the pam-auth-update profile of the package")
+	strict := fs.Bool("strict", false, "count lines in pam-auth-update's block too (after pam-auth-update --package --remove pam-totp, none may remain)")
+	asJSON := jsonFlag(cmd)
+	cmd.RunE = func(*cobra.Command, []string) error {
+		r, err := doctor.CheckRemoval(doctor.RemovalOptions{PAMDir: *pamdir, Profile: *profile, Strict: *strict})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			err = writeJSON(e.stdout, struct {
+				*doctor.Removal
+				Safe bool `json:"safe"`
+			}{r, r.Safe()})
+		} else {
+			err = r.Write(e.stdout)
+		}
+		if err != nil {
+			return err
+		}
+		if !r.Safe() {
 			return cmdline.ExitCode(1)
 		}
 		return nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -869,4 +870,46 @@ func TestDoctorSync(t *testing.T) {
 			t.Errorf("doctor line %q, want OK", got)
 		}
 	})
+}
+
+// TestCheckRemoval: check-removal exits 0 with one line when only pam-auth-update's block names
+// pam_totp.so, 1 with the lines by hand otherwise; --json says the same.
+func TestCheckRemoval(t *testing.T) {
+	t.Parallel()
+	fixtures := filepath.Join("..", "..", "pkg", "doctor", "testdata", "removal")
+	profile := filepath.Join(fixtures, "pam-configs", "pam-totp")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"managed", []string{"--pam-dir", filepath.Join(fixtures, "managed")}, 0, "OK: no file in "},
+		{"strict", []string{"--pam-dir", filepath.Join(fixtures, "managed"), "--strict"}, 1, "managed/common-auth:10: auth required pam_totp.so\n"},
+		{"by hand", []string{"--pam-dir", filepath.Join(fixtures, "byhand")}, 1, "byhand/sshd:2: auth required /lib/x86_64-linux-gnu/security/pam_totp.so\n"},
+		{"json", []string{"--pam-dir", filepath.Join(fixtures, "byhand"), "--json"}, 1, `"safe": false`},
+		{"json managed", []string{"--pam-dir", filepath.Join(fixtures, "managed"), "--json"}, 0, `"managed": true`},
+		{"argument", []string{"sshd"}, 2, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runWith(t, nil, "", append([]string{"check-removal", "--profile", profile}, tc.args...)...)
+			if r.code != tc.code || !strings.Contains(r.stdout, tc.want) {
+				t.Errorf("check-removal %v: want exit %d and %q\n%s", tc.args, tc.code, tc.want, r)
+			}
+			if strings.HasPrefix(tc.name, "json") {
+				var v struct {
+					Safe  bool `json:"safe"`
+					Lines []struct {
+						File string `json:"file"`
+						Line int    `json:"line"`
+					} `json:"lines"`
+				}
+				if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || v.Safe != (tc.code == 0) || len(v.Lines) == 0 {
+					t.Errorf("check-removal %v: JSON %q (%v)", tc.args, r.stdout, err)
+				}
+			}
+		})
+	}
 }
