@@ -183,8 +183,9 @@ deb: build
 
 # The RPMs (packaging/rpm/pam-totp.spec): rpmbuild -ba in build/rpm on a tarball that `git archive`
 # makes of HEAD, with uncommitted changes to tracked files (git stash create), and vendor/ when
-# RPM_VENDOR=1. The version follows the deb's rule. Where rpm has no systemd macros (Debian: no
-# systemd-rpm-macros), packaging/rpm/macros.debian stands in for them.
+# RPM_VENDOR=1; its copy of the spec (build/rpm/SPECS) carries the version, which follows the
+# deb's rule. Where rpm has no systemd macros (Debian: no systemd-rpm-macros),
+# packaging/rpm/macros.debian stands in for them.
 RPM_VERSION = $(DEB_VERSION)
 RPM_TOPDIR  = $(CURDIR)/$(BUILD)/rpm
 RPM_TAR     = $(RPM_TOPDIR)/SOURCES/pam-totp-$(RPM_VERSION).tar
@@ -197,11 +198,14 @@ rpm:
 		$(GO) mod vendor -o $(RPM_TOPDIR)/vendor/pam-totp-$(RPM_VERSION)/vendor && \
 		tar -rf $(RPM_TAR) -C $(RPM_TOPDIR)/vendor pam-totp-$(RPM_VERSION)/vendor || exit 1; fi
 	gzip -n $(RPM_TAR)
+	mkdir -p $(RPM_TOPDIR)/SPECS
+	sed -e 's/^%global pamtotp_version .*/%global pamtotp_version $(RPM_VERSION)/' \
+		-e 's/^%global pamtotp_gitversion .*/%global pamtotp_gitversion $(VERSION)/' \
+		packaging/rpm/pam-totp.spec > $(RPM_TOPDIR)/SPECS/pam-totp.spec
 	rpmbuild -ba $(RPMBUILD_FLAGS) $(RPM_MACROS) --define '_topdir $(RPM_TOPDIR)' \
-		--define 'pamtotp_version $(RPM_VERSION)' --define 'pamtotp_gitversion $(VERSION)' \
-		packaging/rpm/pam-totp.spec
+		$(RPM_TOPDIR)/SPECS/pam-totp.spec
 	if command -v rpmlint >/dev/null; then rpmlint -r packaging/rpm/pam-totp.rpmlintrc \
-		$(RPM_TOPDIR)/RPMS/*/*.rpm $(RPM_TOPDIR)/SRPMS/*.rpm packaging/rpm/pam-totp.spec; fi
+		$(RPM_TOPDIR)/RPMS/*/*.rpm $(RPM_TOPDIR)/SRPMS/*.rpm $(RPM_TOPDIR)/SPECS/pam-totp.spec; fi
 
 fmt:
 	gofmt -l -w cmd pkg pam e2e bench
