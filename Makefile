@@ -34,6 +34,8 @@
 #   CC          cc
 #   VERSION     from `git describe`
 #   GO_LDFLAGS_EXTRA extra Go linker flags (the RPM passes -B gobuildid: a GNU build id in each)
+#   RPM_RELEASE the RPMs' release (default 1); raise it to rebuild the same version
+#   RPM_TOPDIR  rpmbuild's top directory (default build/rpm)
 #   RPM_VENDOR  1 puts vendor/ (go mod vendor) into the RPM's source tarball, for a build host
 #               that cannot reach the Go module proxy
 #   RPMBUILD_FLAGS extra rpmbuild flags (default --nodeps where rpm has no package database,
@@ -59,6 +61,7 @@ VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo d
 GOTESTFLAGS ?=
 GO_LDFLAGS_EXTRA ?=
 RPM_VENDOR ?= 0
+RPM_RELEASE ?= 1
 RPMBUILD_FLAGS ?= $(shell rpm -q --quiet rpm 2>/dev/null || echo --nodeps)
 DEMO_AUTO  ?= 0
 
@@ -184,10 +187,10 @@ deb: build
 # The RPMs (packaging/rpm/pam-totp.spec): rpmbuild -ba in build/rpm on a tarball that `git archive`
 # makes of HEAD, with uncommitted changes to tracked files (git stash create), and vendor/ when
 # RPM_VENDOR=1; its copy of the spec (build/rpm/SPECS) carries the version, which follows the
-# deb's rule. Where rpm has no systemd macros (Debian: no systemd-rpm-macros),
+# deb's rule, and RPM_RELEASE. Where rpm has no systemd macros (Debian: no systemd-rpm-macros),
 # packaging/rpm/macros.debian stands in for them.
 RPM_VERSION = $(DEB_VERSION)
-RPM_TOPDIR  = $(CURDIR)/$(BUILD)/rpm
+RPM_TOPDIR ?= $(CURDIR)/$(BUILD)/rpm
 RPM_TAR     = $(RPM_TOPDIR)/SOURCES/pam-totp-$(RPM_VERSION).tar
 RPM_MACROS  = $(if $(shell rpm --eval '%{?_unitdir}' 2>/dev/null),,--load=$(CURDIR)/packaging/rpm/macros.debian)
 rpm:
@@ -201,6 +204,7 @@ rpm:
 	mkdir -p $(RPM_TOPDIR)/SPECS
 	sed -e 's/^%global pamtotp_version .*/%global pamtotp_version $(RPM_VERSION)/' \
 		-e 's/^%global pamtotp_gitversion .*/%global pamtotp_gitversion $(VERSION)/' \
+		-e 's/^Release: .*/Release:        $(RPM_RELEASE)%{?dist}/' \
 		packaging/rpm/pam-totp.spec > $(RPM_TOPDIR)/SPECS/pam-totp.spec
 	rpmbuild -ba $(RPMBUILD_FLAGS) $(RPM_MACROS) --define '_topdir $(RPM_TOPDIR)' \
 		$(RPM_TOPDIR)/SPECS/pam-totp.spec

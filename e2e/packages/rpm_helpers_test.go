@@ -87,6 +87,23 @@ func findOrBuildRPMs() (rpmSet, error) {
 	return s, nil
 }
 
+// rpmUpgrade builds pam-totp again with `make rpm RPM_RELEASE=2` into a temporary directory: the
+// same version, one release later, to upgrade to.
+func rpmUpgrade(t *testing.T, s rpmSet) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("make", "rpm", "RPM_RELEASE=2", "RPM_TOPDIR="+dir)
+	cmd.Dir = s.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make rpm RPM_RELEASE=2: %v\n%s", err, out)
+	}
+	pkgs, err := filepath.Glob(filepath.Join(dir, "RPMS", "*", "pam-totp-[0-9]*.rpm"))
+	if err != nil || len(pkgs) != 1 {
+		t.Fatalf("make rpm RPM_RELEASE=2 built %q (%v), want one pam-totp", pkgs, err)
+	}
+	return pkgs[0]
+}
+
 // rpmRun runs a command and returns its stdout, failing the test with stderr on error.
 func rpmRun(t *testing.T, name string, args ...string) string {
 	t.Helper()

@@ -235,27 +235,61 @@ func TestRPMRemovalCheck(t *testing.T) {
 	}
 }
 
-// TestRPMInstallErase installs both packages with rpm --root into a temporary root (rpm chroots
-// there to run the scriptlets, with /bin/sh and totp-admin's libraries copied in), checks the
-// installed owners and modes and rpm -V, then erases: refused while the root's /etc/pam.d/sshd
-// names pam_totp.so by hand, done after the line is gone, keeping the token store and the
-// edited config (.rpmsave).
-func TestRPMInstallErase(t *testing.T) {
+// TestRPMInstallUpgradeErase installs both packages with rpm --root into a temporary root (rpm
+// chroots there to run the scriptlets, with /bin/sh and totp-admin's libraries copied in, and a
+// systemctl that records its arguments), checks the installed owners and modes and rpm -V, then
+// upgrades pam-totp to a later release (a line by hand in /etc/pam.d/sshd stays as it was, and
+// totp-syncd is only try-restarted) and erases it: refused while the line is there, done once it
+// is gone, keeping the token store and the edited config (.rpmsave).
+func TestRPMInstallUpgradeErase(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("rpm --root chroots to run the scriptlets: run as root")
 	}
 	s := rpms(t)
+	upgrade := rpmUpgrade(t, s)
 	root := t.TempDir()
+	write := func(path, data string, mode os.FileMode) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, path)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, path), []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
 	rpmRun(t, "rpm", "--root", root, "--initdb")
 	rpmChrootLibs(t, root, "/bin/sh")
 	if err := os.MkdirAll(filepath.Join(root, "dev"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := syscall.Mknod(filepath.Join(root, "dev/null"), syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
-		t.Logf("no /dev/null in the root (%v): the scriptlets' systemctl lines print an error", err)
+		write("/dev/null", "", 0o666) // the scriptlets only write to it
 	}
-	rpmRun(t, "rpm", "--root", root, "--nodeps", "-i", s.main, s.registry)
+	write("/usr/bin/systemctl", "#!/bin/sh\necho \"$*\" >> /systemctl.log\n", 0o755)
+	systemctl := func(what string, want ...string) {
+		t.Helper()
+		got := strings.Split(strings.TrimSpace(read("/systemctl.log")), "\n")
+		if len(want) == 0 {
+			want = []string{""}
+		}
+		slices.Sort(got) // the order of the two packages' scriptlets is rpm's
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s ran systemctl %q, want %q", what, got, want)
+		}
+		write("/systemctl.log", "", 0o644)
+	}
 
+	rpmRun(t, "rpm", "--root", root, "--nodeps", "-i", s.main, s.registry)
+	systemctl("rpm -i", "--no-reload preset totp-syncd.service", "--no-reload preset totp-registry.service")
 	for _, tt := range []struct {
 		path string
 		mode os.FileMode
@@ -282,22 +316,23 @@ func TestRPMInstallErase(t *testing.T) {
 
 	// A node in use: a line by hand in sshd's stack, a token store, an edited config.
 	rpmChrootLibs(t, root, filepath.Join(root, "usr/bin/totp-admin"))
-	write := func(path, data string, mode os.FileMode) {
-		t.Helper()
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, path)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, path), []byte(data), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("/etc/pam.d/sshd", "auth required pam_unix.so\nauth required pam_totp.so\n", 0o644)
+	sshd := "auth required pam_unix.so\nauth required pam_totp.so\n"
+	write("/etc/pam.d/sshd", sshd, 0o644)
 	write("/var/lib/pam-totp/tokens.db", "stand-in for the token store", 0o600)
-	conf, err := os.ReadFile(filepath.Join(root, "etc/pam-totp/pam_totp.conf"))
-	if err != nil {
-		t.Fatal(err)
+	conf := read("/etc/pam-totp/pam_totp.conf") + "# edited by the admin\n"
+	write("/etc/pam-totp/pam_totp.conf", conf, 0o644)
+
+	rpmRun(t, "rpm", "--root", root, "--nodeps", "-U", upgrade)
+	if got := rpmRun(t, "rpm", "--root", root, "-q", "--qf", "%{RELEASE}", "pam-totp"); got != "2" {
+		t.Errorf("after rpm -U: pam-totp release %q, want 2", got)
 	}
-	write("/etc/pam-totp/pam_totp.conf", string(conf)+"# edited by the admin\n", 0o644)
+	systemctl("rpm -U", "try-restart totp-syncd.service")
+	if got := read("/etc/pam.d/sshd"); got != sshd {
+		t.Errorf("rpm -U changed /etc/pam.d/sshd to %q", got)
+	}
+	if got := read("/etc/pam-totp/pam_totp.conf"); got != conf {
+		t.Error("rpm -U replaced the edited pam_totp.conf")
+	}
 
 	out, err := exec.Command("rpm", "--root", root, "--nodeps", "-e", "pam-totp").CombinedOutput()
 	if err == nil {
@@ -308,6 +343,7 @@ func TestRPMInstallErase(t *testing.T) {
 			t.Errorf("refused rpm -e output lacks %q:\n%s", w, out)
 		}
 	}
+	systemctl("refused rpm -e")
 	rpmRun(t, "rpm", "--root", root, "-q", "pam-totp")
 	if _, err := os.Stat(filepath.Join(root, "usr/lib64/security/pam_totp.so")); err != nil {
 		t.Errorf("after a refused erase: %v", err)
@@ -315,6 +351,7 @@ func TestRPMInstallErase(t *testing.T) {
 
 	write("/etc/pam.d/sshd", "auth required pam_unix.so\n", 0o644)
 	rpmRun(t, "rpm", "--root", root, "--nodeps", "-e", "pam-totp", "pam-totp-registry")
+	systemctl("rpm -e", "--no-reload disable --now totp-syncd.service", "--no-reload disable --now totp-registry.service")
 	if err := exec.Command("rpm", "--root", root, "-q", "pam-totp").Run(); err == nil {
 		t.Error("pam-totp is still installed after rpm -e")
 	}
