@@ -10,7 +10,8 @@
 #                     (pkg/kv/etcdtest), built from tools/etcd at the version pinned there
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
-#   make install      install into DESTDIR (honours PREFIX, PAMDIR, LIBEXECDIR, SYSCONFDIR), with bash completions and man pages
+#   make install      install into DESTDIR (honours the directory variables below), with bash
+#                     completions and man pages
 #   make deb          build/pam-totp_VERSION_ARCH.deb (packaging/debian)
 #   make rpm          build/rpm/RPMS/ARCH/pam-totp{,-registry}-VERSION-1.ARCH.rpm and the SRPM in
 #                     build/rpm/SRPMS (packaging/rpm/pam-totp.spec), from a `git archive` tarball
