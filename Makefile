@@ -187,10 +187,14 @@ deb: build
 
 # The RPMs (packaging/rpm/pam-totp.spec): rpmbuild -ba in build/rpm on a tarball that `git archive`
 # makes of HEAD, with uncommitted changes to tracked files (git stash create), and vendor/ when
-# RPM_VENDOR=1; its copy of the spec (build/rpm/SPECS) carries the version, which follows the
-# deb's rule, and RPM_RELEASE. Where rpm has no systemd macros (Debian: no systemd-rpm-macros),
-# packaging/rpm/macros.debian stands in for them.
-RPM_VERSION = $(DEB_VERSION)
+# RPM_VENDOR=1; its copy of the spec (build/rpm/SPECS) carries PKG_VERSION and RPM_RELEASE.
+# Where rpm has no systemd macros (Debian: no systemd-rpm-macros), packaging/rpm/macros.debian
+# stands in for them.
+# The packages' upstream version: a tag's (v1.2-3-gabc -> 1.2+3+gabc), or 0.0.0+COMMIT without a
+# tag (a commit id may start with a digit), so that any release sorts after a snapshot; no '-',
+# which separates dpkg's and rpm's release.
+PKG_VERSION = $(shell v=$$(echo $(VERSION) | sed -e 's/^v//' -e 's/-/+/g'); case $$v in ([0-9]*.*) echo $$v;; (*) echo 0.0.0+$$v;; esac)
+RPM_VERSION = $(PKG_VERSION)
 RPM_TOPDIR ?= $(CURDIR)/$(BUILD)/rpm
 RPM_TAR     = $(RPM_TOPDIR)/SOURCES/pam-totp-$(RPM_VERSION).tar
 RPM_MACROS  = $(if $(shell rpm --eval '%{?_unitdir}' 2>/dev/null),,--load=$(CURDIR)/packaging/rpm/macros.debian)
