@@ -280,8 +280,9 @@ func load(e *env) (*config.Config, error) {
 	return cfg, err
 }
 
+// checkConfig is --check-config: load's checks, and an unknown key is an error too.
 func checkConfig(e *env) error {
-	if _, err := load(e); err != nil {
+	if _, err := config.Check(e.config); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s: OK\n", token.Clean(e.config))

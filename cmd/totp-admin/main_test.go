@@ -169,6 +169,27 @@ func TestUsageAndVersion(t *testing.T) {
 			}
 		})
 	}
+	t.Run("unknown key", func(t *testing.T) {
+		// A typo fails --check-config with its place and the nearest key; other verbs warn and go on.
+		s := newSite(t)
+		f, err := os.OpenFile(s.conf, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("[rate_limit]\nlockout_afer = 5\n")
+		f.Close()
+		want := `unknown key "rate_limit.lockout_afer" at ` + s.conf + `:5:1`
+		for _, args := range [][]string{{"--check-config"}, {"check-config"}} {
+			r := s.run(t, "", args...)
+			if r.code != 1 || r.stdout != "" || r.stderr != "totp-admin: config "+s.conf+": "+want+`; did you mean "lockout_after"?`+"\n" {
+				t.Errorf("totp-admin %v with a typo: %s\nwant exit 1 and %q", args, r, want)
+			}
+		}
+		r := s.run(t, "", "token", "list")
+		if r.code != 0 || r.stderr != "totp-admin: warning: "+want+` ignored; did you mean "lockout_after"?`+"\n" {
+			t.Errorf("totp-admin token list with a typo: %s\nwant exit 0 and a warning", r)
+		}
+	})
 	t.Run("unsafe config", func(t *testing.T) {
 		s := newSite(t)
 		if err := os.Chmod(s.conf, 0o666); err != nil {
