@@ -45,7 +45,7 @@ func TestRun(t *testing.T) {
 			wantCode: 1, wantStderr: "no D-Bus service and no resident verifier: a standalone totp-syncd has nothing else to do"},
 		{name: "check-config", args: []string{"--check-config", "--config", synced}, wantOut: "OK"},
 		{name: "check-config with a typo", args: []string{"--check-config", "--config", typo}, wantCode: exitConfig,
-			wantStderr: `error: config ` + typo + `: unknown key "sync.max_ofline" at ` + typo + `:7:1; did you mean "max_offline"?`},
+			wantStderr: `error: unknown key "sync.max_ofline" at ` + typo + `:7:1; did you mean "max_offline"?`},
 		{name: "check-config without credential", args: []string{"--check-config", "--config", missingCred}, wantCode: 1, wantStderr: "credential_file"},
 		{name: "status before the first sync", args: []string{"status", "--config", synced}, wantCode: 1, wantStderr: "never synced"},
 		{name: "bad flag", args: []string{"--nope"}, wantCode: 2},

@@ -236,9 +236,12 @@ func Check(path string) (*Config, error) {
 		return nil, err
 	}
 	c, unknown, err := parse(data)
-	unknown.InFile(path)
+	unknown.InFile(path) // each key names the file
+	if err != nil {
+		err = fmt.Errorf("config %s: %w", path, err)
+	}
 	if err = errors.Join(unknown.Err(), err); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
 	}
 	return c, nil
 }
