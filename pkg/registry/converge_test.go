@@ -13,7 +13,18 @@ import (
 // refused, unchanged too.
 func TestConverge(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{})
+	t.Run("bbolt", func(t *testing.T) {
+		t.Parallel()
+		testConverge(t, newEnv(t, envOptions{}))
+	})
+	t.Run("etcd", func(t *testing.T) {
+		t.Parallel()
+		_, _, st := etcdStore(t, "/converge/")
+		testConverge(t, newEnv(t, envOptions{store: st}))
+	})
+}
+
+func testConverge(t *testing.T, e *env) {
 	e.addUser("bob", "c1")
 	tok := e.addToken("bob")
 	records := func() int {
