@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,13 +37,11 @@ func TestCheckConfig(t *testing.T) {
 			cmd := exec.Command(bin, "--check-config", "--config", path)
 			var out, errb strings.Builder
 			cmd.Stdout, cmd.Stderr = &out, &errb
-			err := cmd.Run()
-			code := 0
-			if ee, ok := err.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			} else if err != nil {
+			var exit *exec.ExitError
+			if err := cmd.Run(); err != nil && !errors.As(err, &exit) {
 				t.Fatal(err)
 			}
+			code := cmd.ProcessState.ExitCode()
 			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) || !strings.Contains(errb.String(), tt.wantErr) {
 				t.Errorf("pam-totp-helper --check-config (%q) = %d, stdout %q, stderr %q; want %d, %q, %q",
 					tt.text, code, out.String(), errb.String(), tt.wantCode, tt.wantOut, tt.wantErr)
