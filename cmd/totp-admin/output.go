@@ -90,12 +90,6 @@ func absent(w io.Writer, o *changeOptions, err error, answer any, what string) e
 	return writeChange(w, o, answer, func(w io.Writer) { fmt.Fprintf(w, "%s unchanged: absent.\n", what) })
 }
 
-// tokenAnswer is the --json answer of token remove, disable and enable.
-type tokenAnswer struct {
-	token.Info
-	registryapi.Outcome
-}
-
 // writeTokenChanged says what token remove, disable or enable did; noneActive: the user has no
 // active token left.
 func writeTokenChanged(w io.Writer, o *changeOptions, verb string, t token.Info, u string, changed, noneActive bool) error {
@@ -104,7 +98,7 @@ func writeTokenChanged(w io.Writer, o *changeOptions, verb string, t token.Info,
 	}
 	t = cleanToken(t)
 	if o.asJSON {
-		return writeJSON(w, tokenAnswer{t, registryapi.Outcome{Changed: changed}})
+		return writeJSON(w, registryapi.TokenResult{Info: t, Outcome: registryapi.Outcome{Changed: changed}})
 	}
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
 	if !changed {

@@ -442,7 +442,7 @@ func enrollment(t registryapi.AddedToken) (*admin.Enrollment, error) {
 func (reg *registry) tokenChange(verb, u, id string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
 	notFound := func(err error) error {
-		return absent(e.stdout, o, err, tokenAnswer{token.Info{User: token.Clean(u), ID: token.Clean(id)}, registryapi.Outcome{}},
+		return absent(e.stdout, o, err, registryapi.TokenResult{Info: token.Info{User: token.Clean(u), ID: token.Clean(id)}},
 			fmt.Sprintf("Token %s of %s", token.Clean(id), token.Clean(u)))
 	}
 	toks, err := cl.Tokens(e.ctx, u)

@@ -115,7 +115,7 @@ func (s *standalone) tokenChange(verb, u, id string, o *changeOptions) error {
 		t, changed, err = a.SetState(u, id, token.Active)
 	}
 	if err != nil {
-		return absent(e.stdout, o, err, tokenAnswer{token.Info{User: token.Clean(u), ID: token.Clean(id)}, registryapi.Outcome{}},
+		return absent(e.stdout, o, err, registryapi.TokenResult{Info: token.Info{User: token.Clean(u), ID: token.Clean(id)}},
 			fmt.Sprintf("Token %s of %s", token.Clean(id), token.Clean(u)))
 	}
 	noneActive := false
