@@ -68,11 +68,7 @@ func admin(args []string) int {
 		fmt.Println("pam-totp-helper", version.Version)
 		return 0
 	case *check:
-		_, warnings, err := config.Load(*path)
-		for _, w := range warnings {
-			fmt.Fprintln(os.Stderr, "warning:", w)
-		}
-		if err != nil {
+		if _, err := config.Check(*path); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			return 1
 		}

@@ -121,23 +121,15 @@ func newRoot(e *env) *cobra.Command {
 		if len(args) > 0 {
 			return usagef("--check-config takes no command")
 		}
-		return checkConfig(e)
+		return checkConfig(e, false)
 	}
 	root.AddCommand(tokenCommand(e), importCommand(e), userCommand(e), nodeCommand(e), auditCommand(e), doctorCommand(e), checkRemovalCommand(e),
 		&cobra.Command{Use: "backup-codes USER", Short: "Issue new backup codes (the old ones stop working)",
 			Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.backupCodes(args[0]) })},
-		&cobra.Command{Use: "unlock USER", Short: "Forget a user's failed codes (at the registry: failed proofs)",
-			Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.unlock(args[0]) })},
+		unlockCommand(e),
 		&cobra.Command{Use: "reset USER", Short: "Remove all of a user's tokens and backup codes",
 			Args: cmdline.ExactArgs(1), RunE: both(e, func(b backend, args []string) error { return b.reset(args[0]) })},
-		&cobra.Command{Use: "check-config", Short: "Load and validate the config (the same checks as the helper), then exit",
-			Args: func(_ *cobra.Command, args []string) error {
-				if len(args) > 0 {
-					return usagef("check-config takes no arguments (the file comes from --config)")
-				}
-				return nil
-			},
-			RunE: func(*cobra.Command, []string) error { return checkConfig(e) }},
+		checkConfigCommand(e),
 	)
 	for _, c := range registryOnlyCommands(e) {
 		root.AddCommand(c)
@@ -150,9 +142,9 @@ func newRoot(e *env) *cobra.Command {
 type backend interface {
 	tokenAdd(user string, o tokenOptions) error
 	tokenList(user string, asJSON bool) error
-	tokenChange(verb, user, id string) error
+	tokenChange(verb, user, id string, o *changeOptions) error
 	backupCodes(user string) error
-	unlock(user string) error
+	unlock(user string, o *changeOptions) error
 	reset(user string) error
 	importCSV(path string, o csvOptions) error
 	importGA(user, path string) error
@@ -202,11 +194,21 @@ func tokenCommand(e *env) *cobra.Command {
 	list.RunE = both(e, func(b backend, args []string) error { return b.tokenList(strings.Join(args, ""), *asJSON) })
 	tok.AddCommand(add, list)
 	for _, verb := range []string{"remove", "disable", "enable"} {
-		tok.AddCommand(&cobra.Command{Use: verb + " USER ID", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a token",
-			Args: cmdline.ExactArgs(2),
-			RunE: both(e, func(b backend, args []string) error { return b.tokenChange(verb, args[0], args[1]) })})
+		c := &cobra.Command{Use: verb + " USER ID", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a token",
+			Args: cmdline.ExactArgs(2)}
+		o := changeFlags(c, verb == "remove")
+		c.RunE = both(e, func(b backend, args []string) error { return b.tokenChange(verb, args[0], args[1], o) })
+		tok.AddCommand(c)
 	}
 	return tok
+}
+
+func unlockCommand(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "unlock USER", Short: "Forget a user's failed codes (at the registry: failed proofs)",
+		Args: cmdline.ExactArgs(1)}
+	o := changeFlags(c, false)
+	c.RunE = both(e, func(b backend, args []string) error { return b.unlock(args[0], o) })
+	return c
 }
 
 func jsonFlag(cmd *cobra.Command) *bool { return cmd.Flags().Bool("json", false, "JSON output") }
@@ -250,6 +252,7 @@ func doctorCommand(e *env) *cobra.Command {
 	helper := fs.String("helper", doctor.DefaultHelper, "helper (unless the pam_totp.so line has helper=)")
 	noTx := fs.Bool("no-transaction", false, "skip the PAM transaction")
 	bus := fs.String("bus", "", "D-Bus address to look for totp-syncd on (default: $DBUS_SYSTEM_BUS_ADDRESS or the system bus)")
+	asJSON := jsonFlag(cmd)
 	cmd.RunE = func(*cobra.Command, []string) error {
 		o := doctor.DoctorOptions{
 			PAMDir: *pamdir, Service: *service, User: *u, RHost: *rhost,
@@ -260,7 +263,11 @@ func doctorCommand(e *env) *cobra.Command {
 			o.Transact = transact
 		}
 		r := doctor.Doctor(o)
-		if err := r.Write(e.stdout); err != nil {
+		write := r.Write
+		if *asJSON {
+			write = r.WriteJSON
+		}
+		if err := write(e.stdout); err != nil {
 			return err
 		}
 		if r.Failed() {
@@ -317,8 +324,40 @@ func load(e *env) (*config.Config, error) {
 	return cfg, err
 }
 
-func checkConfig(e *env) error {
-	if _, err := load(e); err != nil {
+func checkConfigCommand(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "check-config", Short: "Load and validate the config (the same checks as the helper), then exit",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("check-config takes no arguments (the file comes from --config)")
+			}
+			return nil
+		}}
+	asJSON := jsonFlag(c)
+	c.RunE = func(*cobra.Command, []string) error { return checkConfig(e, *asJSON) }
+	return c
+}
+
+// configCheck is check-config --json's answer: errors holds one sentence per problem.
+type configCheck struct {
+	File   string   `json:"file"`
+	OK     bool     `json:"ok"`
+	Errors []string `json:"errors"`
+}
+
+// checkConfig is --check-config: load's checks, and an unknown key is an error too.
+func checkConfig(e *env, asJSON bool) error {
+	_, err := config.Check(e.config)
+	if asJSON {
+		r := configCheck{File: token.Clean(e.config), OK: err == nil, Errors: []string{}}
+		if err != nil {
+			r.Errors = cleanAll(strings.Split(err.Error(), "\n"))
+		}
+		if werr := writeJSON(e.stdout, r); werr != nil || err == nil {
+			return werr
+		}
+		return cmdline.ExitCode(1)
+	}
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s: OK\n", token.Clean(e.config))

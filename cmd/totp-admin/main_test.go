@@ -170,6 +170,27 @@ func TestUsageAndVersion(t *testing.T) {
 			}
 		})
 	}
+	t.Run("unknown key", func(t *testing.T) {
+		// A typo fails --check-config with its place and the nearest key; other verbs warn and go on.
+		s := newSite(t)
+		f, err := os.OpenFile(s.conf, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("[rate_limit]\nlockout_afer = 5\n")
+		f.Close()
+		want := `unknown key "rate_limit.lockout_afer" at ` + s.conf + `:5:1`
+		for _, args := range [][]string{{"--check-config"}, {"check-config"}} {
+			r := s.run(t, "", args...)
+			if r.code != 1 || r.stdout != "" || r.stderr != "totp-admin: "+want+`; did you mean "lockout_after"?`+"\n" {
+				t.Errorf("totp-admin %v with a typo: %s\nwant exit 1 and %q", args, r, want)
+			}
+		}
+		r := s.run(t, "", "token", "list")
+		if r.code != 0 || r.stderr != "totp-admin: warning: "+want+` ignored; did you mean "lockout_after"?`+"\n" {
+			t.Errorf("totp-admin token list with a typo: %s\nwant exit 0 and a warning", r)
+		}
+	})
 	t.Run("unsafe config", func(t *testing.T) {
 		s := newSite(t)
 		if err := os.Chmod(s.conf, 0o666); err != nil {
@@ -911,5 +932,103 @@ func TestCheckRemoval(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStandaloneTwice runs every verb of the node's store that changes state twice in a row, as
+// configuration management does: the second run exits 0 and says "unchanged", and its --json
+// answer says "changed": false (and the first's true).
+func TestStandaloneTwice(t *testing.T) {
+	s := newSite(t)
+	if r := s.run(t, "", "token", "add", "alice", "--no-verify", "--secret-file", secretFile(t, secret), "--name", "phone"); r.code != 0 {
+		t.Fatal(r)
+	}
+	id := s.tokens(t, "alice")[0].ID
+	jsonOf := func(r result) map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, r)
+		}
+		return m
+	}
+	steps := []struct {
+		args        []string
+		first, then string
+	}{
+		{[]string{"token", "disable", "alice", id}, "(\"phone\") of alice disabled.", "Token " + id + " (\"phone\") of alice unchanged: already disabled.\n"},
+		{[]string{"token", "enable", "alice", id}, "(\"phone\") of alice enabled.", "Token " + id + " (\"phone\") of alice unchanged: already enabled.\n"},
+		{[]string{"unlock", "alice"}, "alice unchanged: no failed codes, nothing to unlock.", "alice unchanged: no failed codes, nothing to unlock.\n"},
+		{[]string{"token", "remove", "alice", id, "--if-exists"}, "(\"phone\") of alice removed.", "Token " + id + " of alice unchanged: absent.\n"},
+	}
+	for _, st := range steps {
+		if r := s.run(t, "", st.args...); r.code != 0 || !strings.Contains(r.stdout, st.first) {
+			t.Errorf("totp-admin %v: %s\nwant exit 0 and %q", st.args, r, st.first)
+		}
+		if r := s.run(t, "", st.args...); r.code != 0 || r.stdout != st.then {
+			t.Errorf("totp-admin %v again: %s\nwant exit 0 and %q", st.args, r, st.then)
+		}
+		r := s.run(t, "", append(st.args, "--json")...)
+		if m := jsonOf(r); r.code != 0 || m["changed"] != false {
+			t.Errorf("totp-admin %v --json again: %s\nwant \"changed\": false", st.args, r)
+		}
+	}
+	// Without --if-exists the removal of a token that is not there fails, as before.
+	if r := s.run(t, "", "token", "remove", "alice", id); r.code != 1 || !strings.Contains(r.stderr, "no such token") {
+		t.Errorf("token remove of an absent token: %s, want exit 1", r)
+	}
+
+	if r := s.run(t, "", "token", "add", "bob", "--no-verify", "--no-qr"); r.code != 0 {
+		t.Fatal(r)
+	}
+	bob := s.tokens(t, "bob")[0].ID
+	r := s.run(t, "", "token", "disable", "bob", bob, "--json")
+	if m := jsonOf(r); m["changed"] != true || m["id"] != bob || m["user"] != "bob" || m["state"] != "disabled" {
+		t.Errorf("token disable --json = %v, want changed, bob's token, disabled", m)
+	}
+}
+
+// TestLocalReadsJSON: the reads of a node without a registry answer JSON with --json, and
+// check-config's answer says what is wrong with the exit status 1.
+func TestLocalReadsJSON(t *testing.T) {
+	s := newSite(t)
+	for _, args := range [][]string{
+		{"token", "list", "--json"},
+		{"check-config", "--json"},
+		{"doctor", "--json", "--no-transaction", "--pamdir", s.dir, "--bus", "unix:path=" + filepath.Join(s.dir, "no-bus")},
+	} {
+		r := s.run(t, "", args...)
+		var v any
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+			t.Errorf("totp-admin %v: not JSON: %v\n%s", args, err, r)
+		}
+	}
+	r := s.run(t, "", "check-config", "--json")
+	if r.code != 0 || r.stdout != "{\n  \"file\": \""+s.conf+"\",\n  \"ok\": true,\n  \"errors\": []\n}\n" {
+		t.Errorf("check-config --json of a good file: %s", r)
+	}
+	os.WriteFile(s.conf, []byte("windoww = 2\n"), 0o644)
+	r = s.run(t, "", "check-config", "--json")
+	var c struct {
+		File   string
+		OK     bool
+		Errors []string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &c); err != nil || r.code != 1 || c.OK ||
+		len(c.Errors) != 1 || c.Errors[0] != `unknown key "windoww" at `+s.conf+`:1:1; did you mean "window"?` {
+		t.Errorf("check-config --json of a file with a typo: %s\nwant exit 1 and the key in errors", r)
+	}
+	r = s.run(t, "", "doctor", "--json", "--no-transaction", "--pamdir", s.dir, "--bus", "unix:path="+filepath.Join(s.dir, "no-bus"))
+	var d struct {
+		OK       bool `json:"ok"`
+		Findings []struct{ Status, Message string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || r.code != 1 || d.OK || len(d.Findings) == 0 {
+		t.Errorf("doctor --json without a PAM stack: %s\nwant exit 1, ok false and findings", r)
+	}
+	for _, f := range d.Findings {
+		if f.Status != "ok" && f.Status != "warn" && f.Status != "fail" {
+			t.Errorf("doctor --json finding status %q, want ok, warn or fail", f.Status)
+		}
 	}
 }

@@ -3,12 +3,18 @@ package main
 // What both backends print the same way.
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
+	"github.com/pam-totp/pam-totp/pkg/adminclient"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/tokenimport"
 )
@@ -47,15 +53,64 @@ func writeListing[T any](w io.Writer, items []T, asJSON bool, none string) (bool
 	return false, nil
 }
 
+// changeOptions are the flags of every verb that changes state: --json, and --if-exists for
+// the removals.
+type changeOptions struct {
+	asJSON, ifExists bool
+}
+
+// changeFlags adds --json (and with removal, --if-exists) to a verb that changes state.
+func changeFlags(cmd *cobra.Command, removal bool) *changeOptions {
+	o := &changeOptions{}
+	cmd.Flags().BoolVar(&o.asJSON, "json", false, `JSON output, with "changed": true or false`)
+	if removal {
+		cmd.Flags().BoolVar(&o.ifExists, "if-exists", false, "succeed, unchanged, when there is nothing to remove")
+	}
+	return o
+}
+
+// writeChange writes what a verb that changes state did; the one convention of them all
+// (docs/registry-admin.md, "Running a command twice"): when the desired state already held, the
+// verb changed nothing, says "unchanged" and exits 0 all the same; with --json it writes answer,
+// which carries "changed": true or false (registryapi.Outcome), instead of the sentences say
+// writes.
+func writeChange(w io.Writer, o *changeOptions, answer any, say func(w io.Writer)) error {
+	if o.asJSON {
+		return writeJSON(w, answer)
+	}
+	say(w)
+	return nil
+}
+
+// absent is the answer of a removal --if-exists of something that is not there.
+func absent(w io.Writer, o *changeOptions, err error, answer any, what string) error {
+	if !o.ifExists || !(errors.Is(err, store.ErrNotFound) || errors.Is(err, adminclient.ErrNotFound)) {
+		return err
+	}
+	return writeChange(w, o, answer, func(w io.Writer) { fmt.Fprintf(w, "%s unchanged: absent.\n", what) })
+}
+
 // writeTokenChanged says what token remove, disable or enable did; noneActive: the user has no
 // active token left.
-func writeTokenChanged(w io.Writer, verb string, t token.Info, u string, noneActive bool) {
+func writeTokenChanged(w io.Writer, o *changeOptions, verb string, t token.Info, u string, changed, noneActive bool) error {
+	if t.User == "" {
+		t.User = u
+	}
+	t = cleanToken(t)
+	if o.asJSON {
+		return writeJSON(w, registryapi.TokenResult{Info: t, Outcome: registryapi.Outcome{Changed: changed}})
+	}
 	past := map[string]string{"remove": "removed", "disable": "disabled", "enable": "enabled"}[verb]
-	fmt.Fprintf(w, "Token %s (%q) of %s %s.\n", token.Clean(t.ID), token.Clean(t.Name), token.Clean(u), past)
+	if !changed {
+		fmt.Fprintf(w, "Token %s (%q) of %s unchanged: already %s.\n", t.ID, t.Name, token.Clean(u), past)
+		return nil
+	}
+	fmt.Fprintf(w, "Token %s (%q) of %s %s.\n", t.ID, t.Name, token.Clean(u), past)
 	if verb != "enable" && noneActive {
 		fmt.Fprintf(w, "%s has no active token left: logins that need a code are denied, also during enrollment grace (backup codes\nstill work), and the user cannot enroll a new first token until you enable a token or reset them.\n",
 			token.Clean(u))
 	}
+	return nil
 }
 
 func writeBackupCodes(w io.Writer, u string, codes []string) error {

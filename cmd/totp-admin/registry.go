@@ -85,7 +85,8 @@ func userCommand(e *env) *cobra.Command {
 	mail := add.Flags().String("mail", "", "mail address for notices")
 	var sc strList
 	add.Flags().Var(&sc, "scope", "scope (cluster) the user may log in to; repeat for several")
-	add.RunE = registryOnly(e, func(r *registry, args []string) error { return r.userAdd(args[0], *mail, sc.vals) })
+	addOpts := changeFlags(add, false)
+	add.RunE = registryOnly(e, func(r *registry, args []string) error { return r.userAdd(args[0], *mail, sc.vals, addOpts) })
 	list := &cobra.Command{Use: "list", Short: "List the users", Args: cmdline.NoArgs}
 	listJSON := jsonFlag(list)
 	list.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.userList(*listJSON) })
@@ -96,6 +97,7 @@ func userCommand(e *env) *cobra.Command {
 	setMail := set.Flags().String("mail", "", "mail address (\"\" removes it)")
 	var setScopes strList
 	set.Flags().Var(&setScopes, "scope", "scope; repeat for several; replaces the user's scopes (--scope '' for none)")
+	setOpts := changeFlags(set, false)
 	set.RunE = registryOnly(e, func(r *registry, args []string) error {
 		var ch adminclient.UserChange
 		if set.Flags().Changed("mail") {
@@ -108,26 +110,32 @@ func userCommand(e *env) *cobra.Command {
 			}
 			ch.Scopes = &v
 		}
-		return r.userSet(args[0], ch)
+		return r.userSet(args[0], ch, setOpts)
 	})
-	remove := &cobra.Command{Use: "remove NAME", Short: "Remove a user with their tokens and backup codes", Args: cmdline.ExactArgs(1),
-		RunE: registryOnly(e, func(r *registry, args []string) error { return r.userRemove(args[0]) })}
+	remove := &cobra.Command{Use: "remove NAME", Short: "Remove a user with their tokens and backup codes", Args: cmdline.ExactArgs(1)}
+	removeOpts := changeFlags(remove, true)
+	remove.RunE = registryOnly(e, func(r *registry, args []string) error { return r.userRemove(args[0], removeOpts) })
 	user.AddCommand(add, list, show, set, remove)
 	return user
 }
 
-// nodeCommand is node add|list|remove.
+// nodeCommand is node add|list|show|remove.
 func nodeCommand(e *env) *cobra.Command {
 	node := &cobra.Command{Use: "node", Short: "Manage the registry's login nodes (with a registry)"}
 	add := &cobra.Command{Use: "add NAME --scope S", Short: "Add a login node; prints its credential", Args: cmdline.ExactArgs(1)}
 	scope := add.Flags().String("scope", "", "the node's scope (cluster): it gets the users of this scope")
-	add.RunE = registryOnly(e, func(r *registry, args []string) error { return r.nodeAdd(args[0], *scope) })
+	addOpts := changeFlags(add, false)
+	add.RunE = registryOnly(e, func(r *registry, args []string) error { return r.nodeAdd(args[0], *scope, addOpts) })
 	list := &cobra.Command{Use: "list", Short: "List the nodes and how far they have synced", Args: cmdline.NoArgs}
 	asJSON := jsonFlag(list)
 	list.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.nodeList(*asJSON) })
-	remove := &cobra.Command{Use: "remove NAME", Short: "Remove a node: its credential stops working", Args: cmdline.ExactArgs(1),
-		RunE: registryOnly(e, func(r *registry, args []string) error { return r.nodeRemove(args[0]) })}
-	node.AddCommand(add, list, remove)
+	show := &cobra.Command{Use: "show NAME", Short: "Show a node and how far it has synced", Args: cmdline.ExactArgs(1)}
+	showJSON := jsonFlag(show)
+	show.RunE = registryOnly(e, func(r *registry, args []string) error { return r.nodeShow(args[0], *showJSON) })
+	remove := &cobra.Command{Use: "remove NAME", Short: "Remove a node: its credential stops working", Args: cmdline.ExactArgs(1)}
+	removeOpts := changeFlags(remove, true)
+	remove.RunE = registryOnly(e, func(r *registry, args []string) error { return r.nodeRemove(args[0], removeOpts) })
+	node.AddCommand(add, list, show, remove)
 	return node
 }
 
@@ -138,8 +146,10 @@ func auditCommand(e *env) *cobra.Command {
 	limit := audit.Flags().Int("limit", 100, "show at most this many records")
 	asJSON := audit.Flags().Bool("json", false, "JSON output (with the hash chain)")
 	audit.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.audit(*after, *limit, *asJSON) })
-	audit.AddCommand(&cobra.Command{Use: "verify", Short: "Check the audit log's hash chain", Args: cmdline.NoArgs,
-		RunE: registryOnly(e, func(r *registry, _ []string) error { return r.auditVerify() })})
+	verify := &cobra.Command{Use: "verify", Short: "Check the audit log's hash chain", Args: cmdline.NoArgs}
+	verifyJSON := jsonFlag(verify)
+	verify.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.auditVerify(*verifyJSON) })
+	audit.AddCommand(verify)
 	return audit
 }
 
@@ -156,8 +166,9 @@ func registryOnlyCommands(e *env) []*cobra.Command {
 		}
 		return r.compact(*keep)
 	})
-	whoami := &cobra.Command{Use: "whoami", Short: "Show the admin token's name, role, scopes and expiry (with a registry)", Args: cmdline.NoArgs,
-		RunE: registryOnly(e, func(r *registry, _ []string) error { return r.whoami() })}
+	whoami := &cobra.Command{Use: "whoami", Short: "Show the admin token's name, role, scopes and expiry (with a registry)", Args: cmdline.NoArgs}
+	whoamiJSON := jsonFlag(whoami)
+	whoami.RunE = registryOnly(e, func(r *registry, _ []string) error { return r.whoami(*whoamiJSON) })
 	return []*cobra.Command{passcode, compact, whoami}
 }
 
@@ -213,21 +224,27 @@ func cleanUser(u adminclient.User) adminclient.User {
 	return u
 }
 
-func (reg *registry) userAdd(name, mail string, scopeList []string) error {
+func (reg *registry) userAdd(name, mail string, scopeList []string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
-	u, err := cl.AddUser(e.ctx, adminclient.NewUser{Name: name, Mail: mail, Scopes: scopeList})
+	res, err := cl.AddUser(e.ctx, adminclient.NewUser{Name: name, Mail: mail, Scopes: scopeList})
 	if err != nil {
 		return err
 	}
-	u = cleanUser(u)
+	res.User = cleanUser(res.User)
+	u := &res.User
 	if u.Name == "" {
 		u.Name, u.Mail, u.Scopes = token.Clean(name), token.Clean(mail), cleanAll(scopeList)
 	}
-	fmt.Fprintf(e.stdout, "User %s added (scopes %s, mail %s).\n", u.Name, scopes(u.Scopes), dash(u.Mail))
-	if len(u.Scopes) == 0 {
-		fmt.Fprintf(e.stdout, "%s has no scope yet, so no login node gets their tokens: `totp-admin user set %s --scope CLUSTER`.\n", u.Name, u.Name)
-	}
-	return nil
+	return writeChange(e.stdout, o, res, func(w io.Writer) {
+		if !res.Changed {
+			fmt.Fprintf(w, "User %s unchanged: exists with scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
+			return
+		}
+		fmt.Fprintf(w, "User %s added (scopes %s, mail %s).\n", u.Name, scopes(u.Scopes), dash(u.Mail))
+		if len(u.Scopes) == 0 {
+			fmt.Fprintf(w, "%s has no scope yet, so no login node gets their tokens: `totp-admin user set %s --scope CLUSTER`.\n", u.Name, u.Name)
+		}
+	})
 }
 
 func (reg *registry) userList(asJSON bool) error {
@@ -290,32 +307,39 @@ func (reg *registry) userShow(name string, asJSON bool) error {
 	return nil
 }
 
-func (reg *registry) userSet(name string, ch adminclient.UserChange) error {
+func (reg *registry) userSet(name string, ch adminclient.UserChange, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
 	if ch.Mail == nil && ch.Scopes == nil {
 		return usagef("user set: nothing to change: give --mail or --scope")
 	}
-	u, err := cl.UpdateUser(e.ctx, name, ch)
+	res, err := cl.UpdateUser(e.ctx, name, ch)
 	if err != nil {
 		return err
 	}
-	u = cleanUser(u)
-	if u.Name == "" {
-		fmt.Fprintf(e.stdout, "User %s changed.\n", token.Clean(name))
-		return nil
-	}
-	fmt.Fprintf(e.stdout, "User %s changed: scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
-	return nil
+	res.User = cleanUser(res.User)
+	u := &res.User
+	return writeChange(e.stdout, o, res, func(w io.Writer) {
+		switch {
+		case u.Name == "":
+			fmt.Fprintf(w, "User %s changed.\n", token.Clean(name))
+		case !res.Changed:
+			fmt.Fprintf(w, "User %s unchanged: scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
+		default:
+			fmt.Fprintf(w, "User %s changed: scopes %s, mail %s.\n", u.Name, scopes(u.Scopes), dash(u.Mail))
+		}
+	})
 }
 
-func (reg *registry) userRemove(name string) error {
+func (reg *registry) userRemove(name string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
 	r, err := cl.RemoveUser(e.ctx, name)
 	if err != nil {
-		return err
+		return absent(e.stdout, o, err, adminclient.Removed{Name: token.Clean(name)}, "User "+token.Clean(name))
 	}
-	fmt.Fprintf(e.stdout, "User %s removed, with %d tokens and %d backup codes.\n", token.Clean(name), r.Tokens, r.BackupCodes)
-	return nil
+	r.Name = token.Clean(name)
+	return writeChange(e.stdout, o, r, func(w io.Writer) {
+		fmt.Fprintf(w, "User %s removed, with %d tokens and %d backup codes.\n", r.Name, r.Tokens, r.BackupCodes)
+	})
 }
 
 // Tokens.
@@ -415,37 +439,41 @@ func enrollment(t registryapi.AddedToken) (*admin.Enrollment, error) {
 	return &admin.Enrollment{Token: tok, Key: key}, nil
 }
 
-func (reg *registry) tokenChange(verb, u, id string) error {
+func (reg *registry) tokenChange(verb, u, id string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
+	notFound := func(err error) error {
+		return absent(e.stdout, o, err, registryapi.TokenResult{Info: token.Info{User: token.Clean(u), ID: token.Clean(id)}},
+			fmt.Sprintf("Token %s of %s", token.Clean(id), token.Clean(u)))
+	}
 	toks, err := cl.Tokens(e.ctx, u)
 	if err != nil {
-		return err
+		return notFound(err)
 	}
 	i := slices.IndexFunc(toks, func(t token.Info) bool { return t.ID == id })
 	if i < 0 {
-		return fmt.Errorf("token %s of %s: %w", id, u, store.ErrNotFound)
+		return notFound(fmt.Errorf("token %s of %s: %w", id, u, store.ErrNotFound))
 	}
 	t := toks[i]
+	var res adminclient.TokenResult
 	switch verb {
 	case "remove":
-		_, err = cl.RemoveToken(e.ctx, u, id)
+		res, err = cl.RemoveToken(e.ctx, u, id)
 	case "disable", "enable":
 		state := adminclient.Disabled
 		if verb == "enable" {
 			state = adminclient.Active
 		}
-		_, err = cl.UpdateToken(e.ctx, u, id, adminclient.TokenChange{State: &state})
+		res, err = cl.UpdateToken(e.ctx, u, id, adminclient.TokenChange{State: &state})
 		t.State = token.State(state)
 	}
 	if err != nil {
-		return err
+		return notFound(err)
 	}
 	noneActive := true
 	for _, o := range toks {
 		noneActive = noneActive && (o.ID == id || o.State != adminclient.Active)
 	}
-	writeTokenChanged(e.stdout, verb, t, u, noneActive)
-	return nil
+	return writeTokenChanged(e.stdout, o, verb, t, u, res.Changed, noneActive)
 }
 
 func (reg *registry) reset(u string) error {
@@ -464,17 +492,23 @@ func (reg *registry) reset(u string) error {
 
 // unlock clears the user's failed proofs at the registry (self-service changes locked after too
 // many); failed login codes are counted on each node and unlocked there.
-func (reg *registry) unlock(u string) error {
+func (reg *registry) unlock(u string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
 	r, err := cl.Unlock(e.ctx, u)
 	if err != nil {
 		return err
 	}
 	u = token.Clean(u)
-	fmt.Fprintf(e.stdout, "%s unlocked at the registry: %d failed proofs cleared.\n"+
-		"Failed login codes are counted on each login node: if %s is locked out there, run\n"+
-		"`totp-admin unlock %s` on the node.\n", u, r.Failures, u, u)
-	return nil
+	r.Name = u
+	return writeChange(e.stdout, o, r, func(w io.Writer) {
+		if !r.Changed {
+			fmt.Fprintf(w, "%s unchanged at the registry: no failed codes or proofs, nothing to unlock.\n", u)
+		} else {
+			fmt.Fprintf(w, "%s unlocked at the registry: %d failed proofs cleared.\n", u, r.Failures)
+		}
+		fmt.Fprintf(w, "Failed login codes are counted on each login node: if %s is locked out there, run\n"+
+			"`totp-admin unlock %s` on the node.\n", u, u)
+	})
 }
 
 func (reg *registry) backupCodes(u string) error {
@@ -516,7 +550,7 @@ func stampSeconds(t time.Time) string {
 
 // Nodes.
 
-func (reg *registry) nodeAdd(name, scope string) error {
+func (reg *registry) nodeAdd(name, scope string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
 	if scope == "" {
 		return usagef("node add: --scope is required")
@@ -528,31 +562,62 @@ func (reg *registry) nodeAdd(name, scope string) error {
 	if n.Name == "" {
 		n.Name, n.Scope = name, scope
 	}
+	n.Name, n.Scope, n.Credential = token.Clean(n.Name), token.Clean(n.Scope), token.Clean(n.Credential)
 	path := config.Default().Sync.CredentialFile
-	var b strings.Builder
-	fmt.Fprintf(&b, "Node %s added to scope %s. Its credential, shown only this once:\n\n", token.Clean(n.Name), token.Clean(n.Scope))
-	fmt.Fprintf(&b, "    %s\n\n", token.Clean(n.Credential))
-	fmt.Fprintf(&b, "Put it on the node in %s, owned by root, mode 0600\n", path)
-	b.WriteString("([sync] credential_file in pam_totp.conf), then start totp-syncd.\n")
-	_, err = io.WriteString(e.stdout, b.String())
-	return err
+	return writeChange(e.stdout, o, n, func(w io.Writer) {
+		if !n.Changed {
+			fmt.Fprintf(w, "Node %s unchanged: exists in scope %s. Its credential is not shown again; to issue a new one,\n"+
+				"remove the node and add it again.\n", n.Name, n.Scope)
+			return
+		}
+		fmt.Fprintf(w, "Node %s added to scope %s. Its credential, shown only this once:\n\n", n.Name, n.Scope)
+		fmt.Fprintf(w, "    %s\n\n", n.Credential)
+		fmt.Fprintf(w, "Put it on the node in %s, owned by root, mode 0600\n", path)
+		fmt.Fprint(w, "([sync] credential_file in pam_totp.conf), then start totp-syncd.\n")
+	})
 }
 
-func (reg *registry) nodeList(asJSON bool) error {
-	e, cl := reg.e, reg.cl
-	nodes, err := cl.Nodes(e.ctx)
-	if err != nil {
-		return err
-	}
+// nodes lists the nodes, cleaned for a terminal.
+func (reg *registry) nodes() ([]adminclient.Node, error) {
+	nodes, err := reg.cl.Nodes(reg.e.ctx)
 	for i := range nodes {
 		n := &nodes[i]
 		n.Name, n.Scope, n.Version = token.Clean(n.Name), token.Clean(n.Scope), token.Clean(n.Version)
 	}
-	if done, err := writeListing(e.stdout, nodes, asJSON, "No nodes."); done {
+	return nodes, err
+}
+
+func (reg *registry) nodeList(asJSON bool) error {
+	nodes, err := reg.nodes()
+	if err != nil {
 		return err
 	}
+	if done, err := writeListing(reg.e.stdout, nodes, asJSON, "No nodes."); done {
+		return err
+	}
+	return nodeTable(reg.e.stdout, nodes)
+}
+
+// nodeShow shows one node as node list does (the admin API lists nodes, with their acks, at once).
+func (reg *registry) nodeShow(name string, asJSON bool) error {
+	nodes, err := reg.nodes()
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(nodes, func(n adminclient.Node) bool { return n.Name == token.Clean(name) })
+	if i < 0 {
+		return fmt.Errorf("no node %q: %w", token.Clean(name), adminclient.ErrNotFound)
+	}
+	if asJSON {
+		return writeJSON(reg.e.stdout, nodes[i])
+	}
+	return nodeTable(reg.e.stdout, nodes[i:i+1])
+}
+
+// nodeTable prints nodes as node list does.
+func nodeTable(w io.Writer, nodes []adminclient.Node) error {
 	now := time.Now()
-	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSCOPE\tAPPLIED\tBEHIND\tDIGEST\tSTREAMS\tLAST CONTACT")
 	for _, n := range nodes {
 		applied, behind, digest := "-", "-", "-"
@@ -588,13 +653,19 @@ func contact(t, now time.Time) string {
 	return fmt.Sprintf("%s (%s ago)", stampSeconds(t), s)
 }
 
-func (reg *registry) nodeRemove(name string) error {
+func (reg *registry) nodeRemove(name string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
+	answer := struct {
+		Name string `json:"name"`
+		registryapi.Outcome
+	}{Name: token.Clean(name)}
 	if err := cl.RemoveNode(e.ctx, name); err != nil {
-		return err
+		return absent(e.stdout, o, err, answer, "Node "+answer.Name)
 	}
-	fmt.Fprintf(e.stdout, "Node %s removed: its streams are closed and its credential no longer works.\n", token.Clean(name))
-	return nil
+	answer.Changed = true
+	return writeChange(e.stdout, o, answer, func(w io.Writer) {
+		fmt.Fprintf(w, "Node %s removed: its streams are closed and its credential no longer works.\n", answer.Name)
+	})
 }
 
 // Imports.
@@ -704,11 +775,18 @@ func (reg *registry) audit(after int64, limit int, asJSON bool) error {
 	return nil
 }
 
-func (reg *registry) auditVerify() error {
+func (reg *registry) auditVerify(asJSON bool) error {
 	e, cl := reg.e, reg.cl
 	r, err := cl.VerifyAudit(e.ctx)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		r.Head, r.Error, r.Nodes = token.Clean(r.Head), token.Clean(r.Error), cleanAll(r.Nodes)
+		if err := writeJSON(e.stdout, r); err != nil || r.OK {
+			return err
+		}
+		return cmdline.ExitCode(1)
 	}
 	if r.OK {
 		fmt.Fprintf(e.stdout, "Audit log OK: %d records, the hash chain is intact.\n", r.Records)
@@ -727,11 +805,20 @@ func (reg *registry) auditVerify() error {
 	return errors.New(msg)
 }
 
-func (reg *registry) whoami() error {
+func (reg *registry) whoami(asJSON bool) error {
 	e, cl := reg.e, reg.cl
 	a, err := cl.Whoami(e.ctx)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		// Every field always, for parsers: scopes [] is every scope, expires null never.
+		return writeJSON(e.stdout, struct {
+			Name    string     `json:"name"`
+			Role    string     `json:"role"`
+			Scopes  []string   `json:"scopes"`
+			Expires *time.Time `json:"expires"`
+		}{token.Clean(a.Name), token.Clean(a.Role), cleanAll(a.Scopes), a.Expires})
 	}
 	sc, expires := "all", "never"
 	if len(a.Scopes) > 0 {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -218,10 +219,41 @@ func TestRealRegistry(t *testing.T) {
 	// Nodes.
 	r = reg.admin(t, 0, "", "node", "add", "login1", "--scope", "c1", "--reason", "new node")
 	contains(t, r, "Node login1 added to scope c1", "    ptn1.login1.", "/etc/pam-totp/node.credential, owned by root, mode 0600")
-	r = reg.admin(t, 1, "", "node", "add", "login1", "--scope", "c1")
-	contains(t, r, `totp-admin: node "login1" exists`)
+	r = reg.admin(t, 0, "", "node", "add", "login1", "--scope", "c1")
+	contains(t, r, "Node login1 unchanged: exists in scope c1. Its credential is not shown again")
+	r = reg.admin(t, 1, "", "node", "add", "login1", "--scope", "c2")
+	contains(t, r, `totp-admin: node "login1" exists in scope "c1", not "c2"`)
 	r = reg.admin(t, 0, "", "node", "list")
 	contains(t, r, "NAME    SCOPE  APPLIED  BEHIND  DIGEST  STREAMS  LAST CONTACT\n", "login1  c1     -        -       -       0        never\n")
+
+	// Every read answers JSON with --json.
+	for _, read := range []struct {
+		args []string
+		want string // a field of the answer (of its first element, for a list)
+	}{
+		{[]string{"token", "list", "alice"}, "state"},
+		{[]string{"user", "list"}, "backup_codes"},
+		{[]string{"user", "show", "alice"}, "token_list"},
+		{[]string{"node", "list"}, "applied_rev"},
+		{[]string{"node", "show", "login1"}, "behind"},
+		{[]string{"audit", "--limit", "2"}, "hash"},
+		{[]string{"audit", "verify"}, "records"},
+		{[]string{"whoami"}, "expires"},
+	} {
+		r := reg.admin(t, 0, "", append(read.args, "--json")...)
+		var v any
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+			t.Errorf("totp-admin %v --json: not JSON: %v\n%s", read.args, err, r)
+			continue
+		}
+		if l, ok := v.([]any); ok && len(l) > 0 {
+			v = l[0]
+		}
+		m, _ := v.(map[string]any)
+		if _, has := m[read.want]; !has {
+			t.Errorf("totp-admin %v --json = %s, want a %q field", read.args, r.stdout, read.want)
+		}
+	}
 
 	// Imports.
 	csvPath := filepath.Join(dir, "tokens.csv")
@@ -276,5 +308,100 @@ func TestRealRegistry(t *testing.T) {
 	r = runWith(t, nil, "", "user", "list", "--registry", reg.url, "--admin-token-file", reg.tokFile, "--ca-file", other.caFile)
 	if r.code != 1 || !strings.Contains(r.stderr, "not signed by a trusted CA") {
 		t.Errorf("another CA: %s", r)
+	}
+}
+
+// TestRealRegistryTwice runs every verb that changes state twice in a row against a real
+// totp-registry, as configuration management does: the second run exits 0 and says
+// "unchanged", and its --json answer says "changed": false.
+func TestRealRegistryTwice(t *testing.T) {
+	reg := startRegistry(t)
+	changed := func(t *testing.T, r result, want bool) map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
+			t.Fatalf("not JSON: %v\n%s", err, r)
+		}
+		if m["changed"] != want {
+			t.Errorf("changed = %v, want %v\n%s", m["changed"], want, r)
+		}
+		return m
+	}
+	steps := []struct {
+		name        string
+		args        []string
+		first, then string
+	}{
+		{"user add", []string{"user", "add", "alice", "--scope", "c1", "--mail", "alice@example.org"},
+			"User alice added", "User alice unchanged: exists with scopes c1, mail alice@example.org.\n"},
+		{"user set", []string{"user", "set", "alice", "--scope", "c1", "--scope", "c2"},
+			"User alice changed: scopes c1,c2", "User alice unchanged: scopes c1,c2, mail alice@example.org.\n"},
+		{"node add", []string{"node", "add", "login1", "--scope", "c1"},
+			"Its credential, shown only this once", "Node login1 unchanged: exists in scope c1."},
+		{"unlock", []string{"unlock", "alice"},
+			"alice unchanged at the registry: no failed codes or proofs, nothing to unlock.", "alice unchanged at the registry"},
+		{"node remove --if-exists", []string{"node", "remove", "login1", "--if-exists"},
+			"Node login1 removed", "Node login1 unchanged: absent.\n"},
+	}
+	for _, st := range steps {
+		r := reg.admin(t, 0, "", st.args...)
+		contains(t, r, st.first)
+		r = reg.admin(t, 0, "", st.args...)
+		if !strings.HasPrefix(r.stdout, st.then) {
+			t.Errorf("%s again: %s\nwant it to begin %q", st.name, r, st.then)
+		}
+		changed(t, reg.admin(t, 0, "", append(st.args, "--json")...), false)
+	}
+	r := reg.admin(t, 0, "", "user", "add", "bob", "--json")
+	if m := changed(t, r, true); m["name"] != "bob" {
+		t.Errorf("user add --json = %v, want bob", m)
+	}
+
+	r = reg.admin(t, 0, laptopSecret+"\n", "token", "add", "alice", "--name", "laptop", "--secret-file", "-")
+	id := regexp.MustCompile(`Token ([0-9a-f]{8}) `).FindStringSubmatch(r.stdout)
+	if id == nil {
+		t.Fatalf("no token id in\n%s", r)
+	}
+	for _, verb := range []string{"disable", "enable"} {
+		past := verb + "d"
+		r = reg.admin(t, 0, "", "token", verb, "alice", id[1])
+		contains(t, r, fmt.Sprintf("Token %s (\"laptop\") of alice %s.\n", id[1], past))
+		r = reg.admin(t, 0, "", "token", verb, "alice", id[1])
+		contains(t, r, fmt.Sprintf("Token %s (\"laptop\") of alice unchanged: already %s.\n", id[1], past))
+		if m := changed(t, reg.admin(t, 0, "", "token", verb, "alice", id[1], "--json"), false); m["id"] != id[1] {
+			t.Errorf("token %s --json = %v, want id %s", verb, m, id[1])
+		}
+	}
+	r = reg.admin(t, 0, "", "token", "remove", "alice", id[1], "--json")
+	changed(t, r, true)
+	r = reg.admin(t, 1, "", "token", "remove", "alice", id[1])
+	contains(t, r, "no such token")
+	r = reg.admin(t, 0, "", "token", "remove", "alice", id[1], "--if-exists")
+	contains(t, r, fmt.Sprintf("Token %s of alice unchanged: absent.\n", id[1]))
+	changed(t, reg.admin(t, 0, "", "token", "remove", "alice", id[1], "--if-exists", "--json"), false)
+
+	// A user who exists otherwise is refused, with what differs.
+	r = reg.admin(t, 1, "", "user", "add", "alice", "--scope", "c3")
+	contains(t, r, `totp-admin: user "alice" exists with other attributes (mail alice@example.org, not none; scopes c1,c2, not c3); change them with user set`)
+	r = reg.admin(t, 0, "", "user", "remove", "alice", "--if-exists")
+	contains(t, r, "User alice removed")
+	r = reg.admin(t, 0, "", "user", "remove", "alice", "--if-exists")
+	contains(t, r, "User alice unchanged: absent.\n")
+	r = reg.admin(t, 1, "", "user", "remove", "alice")
+	contains(t, r, `totp-admin: no user "alice"`)
+
+	// Nothing the second runs did is in the audit log: only the changes are.
+	r = reg.admin(t, 0, "", "audit", "--json", "--limit", "1000")
+	var recs []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &recs); err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, rec := range recs {
+		actions = append(actions, rec["action"].(string))
+	}
+	want := "user.create user.update node.create node.delete user.create token.create token.update token.update token.delete user.delete"
+	if got := strings.Join(actions, " "); got != want {
+		t.Errorf("audit actions = %s\nwant %s", got, want)
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"os/user"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/tokenimport"
@@ -96,31 +98,32 @@ func (s *standalone) tokenList(u string, asJSON bool) error {
 	return tokenTable(e.stdout, toks)
 }
 
-func (s *standalone) tokenChange(verb, u, id string) error {
+func (s *standalone) tokenChange(verb, u, id string, o *changeOptions) error {
 	e := s.e
 	a, err := s.admin(true)
 	if err != nil {
 		return err
 	}
 	var t token.Info
+	changed := true
 	switch verb {
 	case "remove":
 		t, err = a.RemoveToken(u, id)
 	case "disable":
-		t, err = a.SetState(u, id, token.Disabled)
+		t, changed, err = a.SetState(u, id, token.Disabled)
 	case "enable":
-		t, err = a.SetState(u, id, token.Active)
+		t, changed, err = a.SetState(u, id, token.Active)
 	}
 	if err != nil {
-		return err
+		return absent(e.stdout, o, err, registryapi.TokenResult{Info: token.Info{User: token.Clean(u), ID: token.Clean(id)}},
+			fmt.Sprintf("Token %s of %s", token.Clean(id), token.Clean(u)))
 	}
 	noneActive := false
 	if verb != "enable" {
 		active, err := a.HasActiveToken(u)
 		noneActive = err == nil && !active
 	}
-	writeTokenChanged(e.stdout, verb, t, u, noneActive)
-	return nil
+	return writeTokenChanged(e.stdout, o, verb, t, u, changed, noneActive)
 }
 
 func (s *standalone) backupCodes(u string) error {
@@ -136,7 +139,7 @@ func (s *standalone) backupCodes(u string) error {
 	return writeBackupCodes(e.stdout, u, codes)
 }
 
-func (s *standalone) unlock(u string) error {
+func (s *standalone) unlock(u string, o *changeOptions) error {
 	e := s.e
 	a, err := s.admin(false)
 	if err != nil {
@@ -146,10 +149,16 @@ func (s *standalone) unlock(u string) error {
 	if err != nil {
 		return err
 	}
-	if before.Count == 0 && before.Until.IsZero() {
-		fmt.Fprintf(e.stdout, "%s had no failed codes; nothing to unlock.\n", token.Clean(u))
-	} else {
-		fmt.Fprintf(e.stdout, "%s unlocked: %d failed codes and any back-off forgotten.\n", token.Clean(u), before.Count)
+	changed := before.Count != 0 || !before.Until.IsZero()
+	answer := registryapi.Unlocked{Name: token.Clean(u), Failures: before.Count, Outcome: registryapi.Outcome{Changed: changed}}
+	if err := writeChange(e.stdout, o, answer, func(w io.Writer) {
+		if !changed {
+			fmt.Fprintf(w, "%s unchanged: no failed codes, nothing to unlock.\n", token.Clean(u))
+		} else {
+			fmt.Fprintf(w, "%s unlocked: %d failed codes and any back-off forgotten.\n", token.Clean(u), before.Count)
+		}
+	}); err != nil || o.asJSON {
+		return err
 	}
 	// A node that follows a registry also counts the cluster's failures, which only the
 	// registry can forget.

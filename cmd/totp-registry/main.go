@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pam-totp/pam-totp/pkg/cmdline"
+	"github.com/pam-totp/pam-totp/pkg/confkey"
 	"github.com/pam-totp/pam-totp/pkg/registry"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/version"
@@ -56,6 +57,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	load := func() (*registry.Config, error) {
 		cfg, warnings, err := registry.LoadConfig(*cfgPath)
+		if err == nil && *check {
+			// --check-config: an unknown key is an error too.
+			warnings, err = confkey.Strict(warnings, cfg.Unknown)
+		}
 		for _, w := range warnings {
 			log.Warn("config", "file", *cfgPath, "warning", w)
 		}

@@ -112,6 +112,14 @@ func TestBinaryServes(t *testing.T) {
 		}
 		return p
 	}
+	// withExtra is a config like cfgPath's with text at its end.
+	withExtra := func(name, text string) string {
+		p := filepath.Join(etc, name+".conf")
+		if err := os.WriteFile(p, []byte(conf+text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	h := hex.EncodeToString(sum[:])
 	for _, tt := range []struct {
 		name    string
@@ -121,6 +129,8 @@ func TestBinaryServes(t *testing.T) {
 	}{
 		{"version", []string{"--version"}, "totp-registry", false},
 		{"check-config", []string{"--config", cfgPath, "--check-config"}, "OK", false},
+		{"check-config unknown key", []string{"--config", withExtra("typo", "[http]\nmax_con = 5\n"), "--check-config"},
+			`unknown key "http.max_con" at ` + filepath.Join(etc, "typo.conf") + `:8:1; did you mean "max_conns"?`, true},
 		{"check-config misspelt admin field", []string{"--config", withAdmins("admins-bad", "desk "+h+" scope=c1\n"), "--check-config"},
 			`line 1 (desk): unknown field "scope"`, true},
 		{"check-config expired admin", []string{"--config", withAdmins("admins-old", "old "+h+" role=helpdesk expires=2020-01-31\n"), "--check-config"},

@@ -93,7 +93,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 
 // serve runs the daemon, or with check only checks its config; it returns the exit status.
 func serve(path string, check, debug bool, bus string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig(path, stderr)
+	load := loadConfig
+	if check {
+		load = checkConfig
+	}
+	cfg, code := load(path, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -242,6 +246,16 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+		return nil, exitConfig
+	}
+	return cfg, 0
+}
+
+// checkConfig is loadConfig for --check-config: an unknown key is an error too.
+func checkConfig(path string, stderr io.Writer) (*config.Config, int) {
+	cfg, err := config.Check(path)
 	if err != nil {
 		fmt.Fprintln(stderr, "error:", err)
 		return nil, exitConfig

@@ -29,6 +29,8 @@ func TestRun(t *testing.T) {
 	cred := write("node.credential", "ptn1.n.secret\n", 0o600)
 	synced := write("synced.conf", "[store]\ndir = \""+dir+"\"\n[sync]\nregistry = \"http://127.0.0.1:1\"\n"+
 		"ca_file = \""+dir+"/ca.pem\"\ncredential_file = \""+cred+"\"\n", 0o644)
+	typo := write("typo.conf", "[store]\ndir = \""+dir+"\"\n[sync]\nregistry = \"http://127.0.0.1:1\"\n"+
+		"ca_file = \""+dir+"/ca.pem\"\ncredential_file = \""+cred+"\"\nmax_ofline = \"1h\"\n", 0o644)
 	missingCred := write("nocred.conf", "[sync]\nregistry = \"http://127.0.0.1:1\"\ncredential_file = \""+dir+"/nope\"\n", 0o644)
 	tests := []struct {
 		name       string
@@ -42,6 +44,8 @@ func TestRun(t *testing.T) {
 		{name: "standalone without a bus", args: []string{"--config", standalone, "--bus", "unix:path=" + dir + "/no-bus"},
 			wantCode: 1, wantStderr: "no D-Bus service and no resident verifier: a standalone totp-syncd has nothing else to do"},
 		{name: "check-config", args: []string{"--check-config", "--config", synced}, wantOut: "OK"},
+		{name: "check-config with a typo", args: []string{"--check-config", "--config", typo}, wantCode: exitConfig,
+			wantStderr: `error: unknown key "sync.max_ofline" at ` + typo + `:7:1; did you mean "max_offline"?`},
 		{name: "check-config without credential", args: []string{"--check-config", "--config", missingCred}, wantCode: 1, wantStderr: "credential_file"},
 		{name: "status before the first sync", args: []string{"status", "--config", synced}, wantCode: 1, wantStderr: "never synced"},
 		{name: "bad flag", args: []string{"--nope"}, wantCode: 2},

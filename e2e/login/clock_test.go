@@ -38,3 +38,17 @@ func TestProductionHelperIgnoresTestClock(t *testing.T) {
 		r.Want(t, tt.name, tt.want, 1)
 	}
 }
+
+// TestConfigTypoOnlyWarns: an unknown key in pam_totp.conf, which --check-config refuses, is only
+// a warning for a login, which goes on as if the key were absent: a typo must not lock everyone
+// out. The right code gets in and a wrong one does not, through the helper and the verifier.
+func TestConfigTypoOnlyWarns(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	for _, verifier := range []bool{false, true} {
+		f := newFixture(t, pamtest.AddUser(t, userPrefix), conf{Top: "windoww = 2", Verifier: verifier})
+		tok := f.token()
+		f.auth(wrongCode(tok)).Want(t, "wrong code with a typo in the config", pam.ErrAuth, 1)
+		f.auth(code(tok, f.nowStep(tok))).Want(t, "right code with a typo in the config", pamtest.Success, 1)
+	}
+}

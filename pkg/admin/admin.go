@@ -134,14 +134,16 @@ func (a *Admin) RenameToken(user, id, name string) (token.Info, error) {
 	return before, err
 }
 
-// SetState disables or enables a token. A pending token can be neither: it was never verified,
+// SetState disables or enables a token and reports whether it changed: a token already in that
+// state is left as it is (not written). A pending token can be neither: it was never verified,
 // so enabling it would skip the proof that the user has the device, and a disabled record would
 // forget that.
-func (a *Admin) SetState(user, id string, to token.State) (token.Info, error) {
+func (a *Admin) SetState(user, id string, to token.State) (token.Info, bool, error) {
 	if to != token.Active && to != token.Disabled {
-		return token.Info{}, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
+		return token.Info{}, false, fmt.Errorf("token state %q: %w", to, store.ErrInvalid)
 	}
-	var changed token.Info
+	var info token.Info
+	changed := false
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
 		t, err := x.Token(user, id)
 		if err != nil {
@@ -150,11 +152,15 @@ func (a *Admin) SetState(user, id string, to token.State) (token.Info, error) {
 		if t.State == token.Pending {
 			return ErrPending
 		}
-		t.State = to
-		changed = t.Info()
+		info = t.Info()
+		if t.State == to {
+			return nil
+		}
+		t.State, changed = to, true
+		info = t.Info()
 		return x.PutToken(t)
 	})
-	return changed, err
+	return info, changed, err
 }
 
 // HasActiveToken reports whether user has an active token (for hints after a removal).

@@ -385,6 +385,8 @@ func TestTokenLifecycle(t *testing.T) {
 		}
 	}
 
+	// state drops SetState's report of a change (TestSetStateTwice checks it).
+	state := func(i token.Info, _ bool, err error) (token.Info, error) { return i, err }
 	steps := []struct {
 		name    string
 		op      func() (token.Info, error)
@@ -392,11 +394,11 @@ func TestTokenLifecycle(t *testing.T) {
 		want    token.State
 		id      string
 	}{
-		{"enable pending refused", func() (token.Info, error) { return a.SetState("alice", pending.Token.ID, token.Active) }, ErrPending, token.Pending, pending.Token.ID},
-		{"disable pending refused", func() (token.Info, error) { return a.SetState("alice", pending.Token.ID, token.Disabled) }, ErrPending, token.Pending, pending.Token.ID},
-		{"disable active", func() (token.Info, error) { return a.SetState("alice", active.Token.ID, token.Disabled) }, nil, token.Disabled, active.Token.ID},
-		{"enable disabled", func() (token.Info, error) { return a.SetState("alice", active.Token.ID, token.Active) }, nil, token.Active, active.Token.ID},
-		{"enable unknown", func() (token.Info, error) { return a.SetState("alice", "nope", token.Active) }, store.ErrNotFound, "", ""},
+		{"enable pending refused", func() (token.Info, error) { return state(a.SetState("alice", pending.Token.ID, token.Active)) }, ErrPending, token.Pending, pending.Token.ID},
+		{"disable pending refused", func() (token.Info, error) { return state(a.SetState("alice", pending.Token.ID, token.Disabled)) }, ErrPending, token.Pending, pending.Token.ID},
+		{"disable active", func() (token.Info, error) { return state(a.SetState("alice", active.Token.ID, token.Disabled)) }, nil, token.Disabled, active.Token.ID},
+		{"enable disabled", func() (token.Info, error) { return state(a.SetState("alice", active.Token.ID, token.Active)) }, nil, token.Active, active.Token.ID},
+		{"enable unknown", func() (token.Info, error) { return state(a.SetState("alice", "nope", token.Active)) }, store.ErrNotFound, "", ""},
 		{"remove other user's id", func() (token.Info, error) { return a.RemoveToken("bob", active.Token.ID) }, store.ErrNotFound, token.Active, active.Token.ID},
 		{"remove pending", func() (token.Info, error) { return a.RemoveToken("alice", pending.Token.ID) }, nil, "", pending.Token.ID},
 	}
@@ -590,5 +592,24 @@ func symlink(t *testing.T, path, target string) {
 func fifo(t *testing.T, path, _ string) {
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSetStateTwice: disabling a disabled token (or enabling an active one) changes nothing and
+// says so, so that configuration management can run it again and again.
+func TestSetStateTwice(t *testing.T) {
+	a := newAdmin(t)
+	en, err := a.AddToken("alice", AddOptions{Name: "laptop", Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		to          token.State
+		wantChanged bool
+	}{{token.Disabled, true}, {token.Disabled, false}, {token.Active, true}, {token.Active, false}} {
+		info, changed, err := a.SetState("alice", en.Token.ID, step.to)
+		if err != nil || changed != step.wantChanged || info.State != step.to {
+			t.Errorf("SetState(%s) = %s, %v, %v; want %s, %v, nil", step.to, info.State, changed, err, step.to, step.wantChanged)
+		}
 	}
 }

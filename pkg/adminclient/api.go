@@ -27,7 +27,15 @@ type (
 	CompactResult = registryapi.CompactResult
 	Status        = registryapi.Status
 	AdminIdentity = registryapi.AdminIdentity
+	Outcome       = registryapi.Outcome
+	UserResult    = registryapi.UserResult
+	TokenResult   = registryapi.TokenResult
+	Unlocked      = registryapi.Unlocked
 )
+
+// changed is the Outcome a change's answer starts from before it is decoded: an answer without
+// "changed" (from a registry before it said so) changed something.
+var changed = Outcome{Changed: true}
 
 // NewUser is the body of POST /v1/admin/users.
 type NewUser struct {
@@ -158,26 +166,27 @@ func (c *Client) User(ctx context.Context, name string) (User, error) {
 	return u, err
 }
 
-// AddUser creates a user.
-func (c *Client) AddUser(ctx context.Context, n NewUser) (User, error) {
+// AddUser creates a user. A user who exists as asked is unchanged (Changed false); one who
+// exists otherwise is a conflict.
+func (c *Client) AddUser(ctx context.Context, n NewUser) (UserResult, error) {
 	if n.Scopes == nil {
 		n.Scopes = []string{}
 	}
-	var u User
+	u := UserResult{Outcome: changed}
 	err := c.send(ctx, http.MethodPost, n, &u, admin(pUsers)...)
 	return u, err
 }
 
-// UpdateUser changes a user's mail address or scopes.
-func (c *Client) UpdateUser(ctx context.Context, name string, ch UserChange) (User, error) {
-	var u User
+// UpdateUser changes a user's mail address or scopes (unchanged when they are as asked).
+func (c *Client) UpdateUser(ctx context.Context, name string, ch UserChange) (UserResult, error) {
+	u := UserResult{Outcome: changed}
 	err := c.send(ctx, http.MethodPatch, ch, &u, admin(pUsers, name)...)
 	return u, err
 }
 
 // RemoveUser removes a user with its tokens and codes.
 func (c *Client) RemoveUser(ctx context.Context, name string) (Removed, error) {
-	var r Removed
+	r := Removed{Outcome: changed}
 	err := c.send(ctx, http.MethodDelete, nil, &r, admin(pUsers, name)...)
 	return r, err
 }
@@ -196,17 +205,17 @@ func (c *Client) AddToken(ctx context.Context, user string, n NewToken) (registr
 	return t, err
 }
 
-// UpdateToken changes a token's state or name. The answer's token is zero if the registry
-// answered without a body.
-func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (token.Info, error) {
-	var t token.Info
+// UpdateToken changes a token's state or name (unchanged when they are as asked). The answer's
+// token is zero if the registry answered without a body.
+func (c *Client) UpdateToken(ctx context.Context, user, id string, ch TokenChange) (TokenResult, error) {
+	t := TokenResult{Outcome: changed}
 	err := c.send(ctx, http.MethodPatch, ch, &t, admin(pUsers, user, pTokens, id)...)
 	return t, err
 }
 
 // RemoveToken removes one token and returns it as it was (zero if the registry does not say).
-func (c *Client) RemoveToken(ctx context.Context, user, id string) (token.Info, error) {
-	var t token.Info
+func (c *Client) RemoveToken(ctx context.Context, user, id string) (TokenResult, error) {
+	t := TokenResult{Outcome: changed}
 	err := c.send(ctx, http.MethodDelete, nil, &t, admin(pUsers, user, pTokens, id)...)
 	return t, err
 }
@@ -218,9 +227,10 @@ func (c *Client) Reset(ctx context.Context, user string) (Removed, error) {
 	return r, err
 }
 
-// Unlock clears a user's failed proofs at the registry and says how many there were.
-func (c *Client) Unlock(ctx context.Context, user string) (registryapi.Unlocked, error) {
-	var r registryapi.Unlocked
+// Unlock clears a user's failed proofs at the registry and says how many there were (unchanged
+// when the user was not locked).
+func (c *Client) Unlock(ctx context.Context, user string) (Unlocked, error) {
+	r := Unlocked{Outcome: changed}
 	err := c.send(ctx, http.MethodPost, struct{}{}, &r, admin(pUsers, user, "unlock")...)
 	return r, err
 }
@@ -257,17 +267,18 @@ func (c *Client) Passcode(ctx context.Context, user string, ttl time.Duration) (
 	return p, nil
 }
 
-// AddNode registers a login node and returns its credential, once.
+// AddNode registers a login node and returns its credential, once. A node that exists in scope
+// is unchanged, and its credential is not shown again (empty).
 func (c *Client) AddNode(ctx context.Context, name, scope string) (NewNode, error) {
 	in := struct {
 		Name  string `json:"name"`
 		Scope string `json:"scope"`
 	}{name, scope}
-	var n NewNode
+	n := NewNode{Outcome: changed}
 	if err := c.send(ctx, http.MethodPost, in, &n, admin(pNodes)...); err != nil {
 		return n, err
 	}
-	if n.Credential == "" {
+	if n.Changed && n.Credential == "" {
 		return n, fmt.Errorf("node add: the answer has no credential: %w", ErrBadAnswer)
 	}
 	return n, nil

@@ -3,7 +3,9 @@
 // The file is TOML. Top-level keys set the default policy; a [policy.NAME] section overrides any
 // of them for the PAM service NAME (or for the name given with the module's policy= argument).
 // [store] and [rate_limit] are node-wide. Defaults live in one literal (Default) and every check in
-// one method (Validate): unknown keys are warnings, values that weaken security are errors.
+// one method (Validate): values that weaken security are errors; unknown keys are warnings where
+// the file is loaded to work with (a typo must not lock everyone out) and errors for
+// --check-config (Check), named with their line, column and the nearest valid key (package confkey).
 package config
 
 import (
@@ -18,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pam-totp/pam-totp/pkg/confkey"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -171,6 +174,9 @@ type Config struct {
 	Issuer string `toml:"issuer"`
 	// Policies holds the per-service overrides, by section name.
 	Policies map[string]Policy `toml:"-"`
+	// Unknown are the keys the file sets that mean nothing here: warnings at load (the login
+	// path goes on without them), errors for --check-config (confkey.Strict).
+	Unknown confkey.Keys `toml:"-"`
 }
 
 // Default is the one defaults literal.
@@ -209,19 +215,65 @@ var ErrUnknownPolicy = errors.New("unknown policy section")
 // Load opens path safely (root-owned, not writable by others, no symlink) and parses it.
 // Warnings (unknown keys) are returned beside a nil error.
 func Load(path string) (*Config, []string, error) {
-	data, err := securefile.ReadFile(path, securefile.Rule{Forbidden: 0o022, What: "config"}, maxSize)
+	data, err := read(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open config: %w", err)
+		return nil, nil, err
 	}
-	c, warnings, err := Parse(data)
+	c, unknown, err := parse(data)
+	unknown.InFile(path)
 	if err != nil {
-		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
+		return nil, unknown.Warnings(), fmt.Errorf("config %s: %w", path, err)
 	}
-	return c, warnings, nil
+	c.Unknown = unknown
+	return c, unknown.Warnings(), nil
 }
 
-// Parse parses and validates a config from memory.
+// Check is Load for --check-config: an unknown key is an error too, with its position and the
+// nearest valid name (pam_totp.conf has no warnings but unknown keys).
+func Check(path string) (*Config, error) {
+	data, err := read(path)
+	if err != nil {
+		return nil, err
+	}
+	c, unknown, err := parse(data)
+	unknown.InFile(path) // each key names the file
+	if err != nil {
+		err = fmt.Errorf("config %s: %w", path, err)
+	}
+	if err = errors.Join(unknown.Err(), err); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// read reads the config at path safely (root-owned, not writable by others, no symlink).
+func read(path string) ([]byte, error) {
+	data, err := securefile.ReadFile(path, securefile.Rule{Forbidden: 0o022, What: "config"}, maxSize)
+	if err != nil {
+		return nil, fmt.Errorf("open config: %w", err)
+	}
+	return data, nil
+}
+
+// keyNames are the valid keys of each table; a [policy.NAME] section takes the top level's policy keys.
+var keyNames = confkey.NamesOf(struct {
+	Config
+	Policy Policy `toml:"policy"`
+}{})
+
+// Parse parses and validates a config from memory. Warnings (unknown keys) are returned beside a
+// nil error.
 func Parse(data []byte) (*Config, []string, error) {
+	c, unknown, err := parse(data)
+	if err != nil {
+		return nil, unknown.Warnings(), err
+	}
+	c.Unknown = unknown
+	return c, unknown.Warnings(), nil
+}
+
+// parse parses and validates a config from memory and finds its unknown keys.
+func parse(data []byte) (*Config, confkey.Keys, error) {
 	// One decode: the node-wide keys into Config, the [policy.*] sections kept raw so that each
 	// can start from the finished top-level policy and override only what it names.
 	file := struct {
@@ -249,17 +301,23 @@ func Parse(data []byte) (*Config, []string, error) {
 		}
 		c.Policies[name] = p
 	}
-	var warnings []string
+	var undecoded []toml.Key
 	for _, k := range md.Undecoded() {
 		if len(k) == 2 && k[0] == "policy" {
 			continue // a section header: its keys are checked one by one
 		}
-		warnings = append(warnings, fmt.Sprintf("unknown key %q ignored", k.String()))
+		undecoded = append(undecoded, k)
 	}
+	unknown := confkey.Find(data, undecoded, keyNames, func(parent toml.Key) string {
+		if len(parent) == 2 && parent[0] == "policy" {
+			return "policy"
+		}
+		return strings.Join(parent, ".")
+	})
 	if err := c.Validate(); err != nil {
-		return nil, warnings, err
+		return nil, unknown, err
 	}
-	return &c, warnings, nil
+	return &c, unknown, nil
 }
 
 // Validate checks every value; it also prepares parsed forms (exempt networks).

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -296,5 +297,51 @@ func TestParseURLs(t *testing.T) {
 		if got := ParseURLs(tt.in); !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("ParseURLs(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestCheck: a typo is a warning at load (the login path goes on with the defaults) and an error
+// for --check-config, with its position and the nearest valid key; a value that weakens security
+// is an error for both.
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tests := []struct {
+		name, text string
+		wantWarn   string // Load's warning
+		wantErr    string // Check's error ("" passes)
+		wantLoad   bool   // Load fails too
+	}{
+		{name: "clean", text: "window = 1\n"},
+		{name: "typo", text: "# policy\nmode = \"enforce\"\n\nwindoww = 2\n",
+			wantWarn: `unknown key "windoww" at ` + dir + `/typo.conf:4:1 ignored; did you mean "window"?`,
+			wantErr:  `unknown key "windoww" at ` + dir + `/typo.conf:4:1; did you mean "window"?`},
+		{name: "typo in a policy section", text: "[policy.sudo]\n  sudo_freshnes = \"5m\"\n",
+			wantWarn: `unknown key "policy.sudo.sudo_freshnes" at ` + dir + `/typo in a policy section.conf:2:3 ignored; did you mean "sudo_freshness"?`,
+			wantErr:  `did you mean "sudo_freshness"?`},
+		{name: "unknown section", text: "[rate_limits]\nlockout_after = 5\n",
+			wantWarn: `unknown key "rate_limits" at ` + dir + `/unknown section.conf:1:1 ignored; did you mean "rate_limit"?`,
+			wantErr:  `unknown key "rate_limits"`},
+		{name: "weak value", text: "window = 50\nwindoww = 1\n", wantErr: "window", wantLoad: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(dir, tt.name+".conf")
+			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, warnings, err := Load(path)
+			if (err != nil) != tt.wantLoad || (tt.wantWarn != "" && !slices.Contains(warnings, tt.wantWarn)) {
+				t.Errorf("Load(%q) = %q, %v; want warning %q, error %v", tt.text, warnings, err, tt.wantWarn, tt.wantLoad)
+			}
+			c, err := Check(path)
+			switch {
+			case tt.wantErr == "" && (err != nil || c == nil):
+				t.Errorf("Check(%q) = %v, want OK", tt.text, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("Check(%q) = %v, want an error with %q", tt.text, err, tt.wantErr)
+			}
+		})
 	}
 }

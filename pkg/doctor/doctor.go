@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,34 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// reportJSON is the JSON form of a Report (totp-admin doctor --json): ok is false when any finding
+// failed; each finding's status is "ok", "warn" or "fail".
+type reportJSON struct {
+	OK       bool          `json:"ok"`
+	Service  string        `json:"service,omitempty"`
+	Findings []findingJSON `json:"findings"`
+}
+
+type findingJSON struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+// WriteJSON writes the findings as one indented JSON object (the stack is in the messages that
+// concern it).
+func (r *Report) WriteJSON(w io.Writer) error {
+	out := reportJSON{OK: !r.Failed(), Findings: []findingJSON{}}
+	if r.Stack != nil {
+		out.Service = token.Clean(r.Stack.Service)
+	}
+	for _, f := range r.Findings {
+		out.Findings = append(out.Findings, findingJSON{Status: strings.ToLower(string(f.Status)), Message: token.Clean(f.Msg)})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
 
 func writeLines(b *strings.Builder, lines []*PAMLine, indent string) {

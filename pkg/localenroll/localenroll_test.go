@@ -360,7 +360,7 @@ func TestDisabledNoFirstToken(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 0)
 	id, _, _ := f.enroll("ann", "phone", "")
-	if _, err := f.adm.SetState("ann", id, token.Disabled); err != nil {
+	if _, _, err := f.adm.SetState("ann", id, token.Disabled); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.a.Begin(ctx, "ann", "new", "")

@@ -234,6 +234,20 @@ func (x *txn) prefetchTarget(target string) error {
 	return kv.Prefetch(x.Txn, keys, prefixes)
 }
 
+// errUnchanged, returned by the fn of change, says that the desired state already holds: nothing
+// is written then, not even the audit record, so the store gets no revision (converge).
+var errUnchanged = errors.New("unchanged")
+
+// converge is change for a request whose desired state may already hold, the one place of that
+// rule (registryapi.Outcome): fn returns errUnchanged then, and converge reports no change.
+func (s *Server) converge(ctx context.Context, actor, action, target, reason string, fn func(x *txn) error) (registryapi.Outcome, error) {
+	_, err := s.change(ctx, actor, action, target, reason, fn)
+	if errors.Is(err, errUnchanged) {
+		return registryapi.Outcome{}, nil
+	}
+	return registryapi.Outcome{Changed: err == nil}, err
+}
+
 // targetInScope refuses a change of a scoped admin to a user ("user/NAME", "token/NAME/ID") or
 // node ("node/NAME") outside its scopes; one that does not exist (yet, or any more) passes.
 func (x *txn) targetInScope(a AdminToken, target string) error {

@@ -127,13 +127,21 @@ func TestAdminFlows(t *testing.T) {
 		{name: "node with bad name", method: "POST", path: "/v1/admin/nodes", body: map[string]any{"name": "a/b", "scope": "x"}, want: 400},
 		{name: "node", method: "POST", path: "/v1/admin/nodes", body: map[string]any{"name": "login1.hpc", "scope": "a"}, want: 201,
 			check: func(t *testing.T, raw json.RawMessage) {
-				var n map[string]string
+				var n registryapi.NewNode
 				json.Unmarshal(raw, &n)
-				if !strings.HasPrefix(n["credential"], "ptn1.login1.hpc.") || len(n["credential"]) != len("ptn1.login1.hpc.")+43 {
+				if !strings.HasPrefix(n.Credential, "ptn1.login1.hpc.") || len(n.Credential) != len("ptn1.login1.hpc.")+43 || !n.Changed {
 					t.Errorf("node = %s, want a ptn1 credential", raw)
 				}
 			}},
-		{name: "node again", method: "POST", path: "/v1/admin/nodes", body: map[string]any{"name": "login1.hpc", "scope": "a"}, want: 409},
+		// Adding a node that exists as asked changes nothing and shows no credential; in
+		// another scope it is a conflict.
+		{name: "node again", method: "POST", path: "/v1/admin/nodes", body: map[string]any{"name": "login1.hpc", "scope": "a"}, want: 200,
+			check: func(t *testing.T, raw json.RawMessage) {
+				if string(raw) != `{"name":"login1.hpc","scope":"a","changed":false}` {
+					t.Errorf("node again = %s, want it unchanged, without a credential", raw)
+				}
+			}},
+		{name: "node in another scope", method: "POST", path: "/v1/admin/nodes", body: map[string]any{"name": "login1.hpc", "scope": "b"}, want: 409},
 		{name: "delete user", method: "DELETE", path: "/v1/admin/users/ann", want: 200},
 		{name: "unknown endpoint", method: "GET", path: "/v1/admin/nothing", want: 404},
 		{name: "body too large", method: "POST", path: "/v1/admin/users", body: strings.Repeat(" ", maxBody+1), want: 413},

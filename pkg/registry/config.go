@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pam-totp/pam-totp/pkg/confkey"
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
@@ -50,6 +51,10 @@ type Config struct {
 	// Enroll and Mail are the [enroll] and [mail] sections (enroll_config.go, package mail).
 	Enroll EnrollConfig `toml:"enroll"`
 	Mail   mail.Config  `toml:"mail"`
+
+	// Unknown are the keys the file sets that mean nothing here: warnings at load, errors for
+	// --check-config (confkey.Strict).
+	Unknown confkey.Keys `toml:"-"`
 }
 
 // DefaultConfig is the one defaults literal.
@@ -81,7 +86,7 @@ func LoadConfig(path string) (*Config, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, warnings, err := ParseConfig(data)
+	c, warnings, err := parseConfig(data, path)
 	if err != nil {
 		return nil, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -91,20 +96,30 @@ func LoadConfig(path string) (*Config, []string, error) {
 	return c, warnings, nil
 }
 
+// configKeys are the valid keys of each table; [store] decodes itself (StoreConfig.UnmarshalTOML).
+var configKeys = func() confkey.Names {
+	n := confkey.NamesOf(Config{})
+	n["store"] = storeKeys
+	return n
+}()
+
 // ParseConfig parses and validates a config from memory.
-func ParseConfig(data []byte) (*Config, []string, error) {
+func ParseConfig(data []byte) (*Config, []string, error) { return parseConfig(data, "") }
+
+// parseConfig is ParseConfig of the file named file ("" in memory), for the unknown keys' positions.
+func parseConfig(data []byte, file string) (*Config, []string, error) {
 	c := DefaultConfig()
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
 	if err != nil {
 		return nil, nil, err
 	}
-	var warnings []string
-	for _, k := range md.Undecoded() {
-		warnings = append(warnings, fmt.Sprintf("unknown key %q ignored", k.String()))
-	}
+	undecoded := md.Undecoded()
 	for _, k := range c.Store.unknown {
-		warnings = append(warnings, fmt.Sprintf("unknown key %q ignored", "store."+k))
+		undecoded = append(undecoded, toml.Key{"store", k})
 	}
+	c.Unknown = confkey.Find(data, undecoded, configKeys, nil)
+	c.Unknown.InFile(file)
+	warnings := c.Unknown.Warnings()
 	if err := c.Validate(); err != nil {
 		return nil, warnings, err
 	}
@@ -263,6 +278,9 @@ type StoreConfig struct {
 	unknown []string // keys of the [store] section that mean nothing
 }
 
+// storeKeys are the keys of a [store] section.
+var storeKeys = []string{"backend", "path", "prefix", "ca", "cert", "key", "dial_timeout", "request_timeout", "endpoints"}
+
 // UnmarshalTOML takes a path (bbolt) or a [store] section.
 func (s *StoreConfig) UnmarshalTOML(v any) error {
 	switch v := v.(type) {
@@ -303,7 +321,7 @@ func (s *StoreConfig) UnmarshalTOML(v any) error {
 					s.Endpoints = append(s.Endpoints, ep)
 				}
 			default:
-				s.unknown = append(s.unknown, k)
+				s.unknown = append(s.unknown, k) // storeKeys lists the names above
 			}
 			if err != nil {
 				return err

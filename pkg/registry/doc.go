@@ -5,7 +5,9 @@
 // # Data
 //
 // Everything lives in one revisioned key-value store (package kv). One admin change is one
-// kv.Update, hence one revision, and it writes its audit record in the same transaction. Keys:
+// kv.Update, hence one revision, and it writes its audit record in the same transaction. A
+// request whose desired state already holds (converge, errUnchanged) writes nothing at all: no
+// revision, no audit record, and its answer says "changed": false (registryapi.Outcome). Keys:
 //
 //	user/NAME            User JSON: name, mail, scopes, created; and mac
 //	rec/t/USER/ID        a token, as a sealed record (below); syncframe.TokenKey after "rec/"

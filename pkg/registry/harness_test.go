@@ -252,9 +252,9 @@ func (e *env) addToken(user string) registryapi.AddedToken {
 
 func (e *env) addNode(name, scope string) string {
 	e.t.Helper()
-	var out map[string]string
+	var out registryapi.NewNode
 	e.mustAdmin(201, "POST", "/v1/admin/nodes", map[string]string{"name": name, "scope": scope}, &out)
-	return out["credential"]
+	return out.Credential
 }
 
 // nodeGet makes a node request with a bearer credential.

@@ -37,16 +37,27 @@ func (s *Server) createNode(r *http.Request, actor string, body []byte) (int, an
 	if err != nil {
 		return 0, nil, err
 	}
-	_, err = s.change(r.Context(), actor, "node.create", "node/"+q.Name, reasonOf(r, q.Reason), func(x *txn) error {
-		if _, err := x.Get(prefixNode + q.Name); err == nil {
-			return conflict("node %q exists; remove it first to issue a new credential", q.Name)
+	out, err := s.converge(r.Context(), actor, "node.create", "node/"+q.Name, reasonOf(r, q.Reason), func(x *txn) error {
+		var n nodeRecord
+		err := x.getJSON(prefixNode+q.Name, &n)
+		switch {
+		case errors.Is(err, kv.ErrNotFound) || isNotFound(err):
+			return x.putNode(nodeRecord{Name: q.Name, Scope: q.Scope, Hash: hash, Created: s.now().UTC()})
+		case err != nil:
+			return err
+		case n.Scope != q.Scope:
+			return conflict("node %q exists in scope %q, not %q; remove it first to add it anew", q.Name, n.Scope, q.Scope)
 		}
-		return x.putNode(nodeRecord{Name: q.Name, Scope: q.Scope, Hash: hash, Created: s.now().UTC()})
+		// It exists as asked: its credential stays as it is (and is not shown again).
+		return errUnchanged
 	})
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusCreated, registryapi.NewNode{Name: q.Name, Scope: q.Scope, Credential: cred}, nil
+	if !out.Changed {
+		return http.StatusOK, registryapi.NewNode{Name: q.Name, Scope: q.Scope, Outcome: out}, nil
+	}
+	return http.StatusCreated, registryapi.NewNode{Name: q.Name, Scope: q.Scope, Credential: cred, Outcome: out}, nil
 }
 
 func (s *Server) listNodes(r *http.Request, _ string, _ []byte) (int, any, error) {
@@ -107,5 +118,5 @@ func (s *Server) deleteNode(r *http.Request, actor string, body []byte) (int, an
 	// The tailer does this too (for other registry processes), maybe first; here it is at once.
 	// Either way the streams open before the delete are the ones it closed.
 	n := max(open, s.closeStreams(name, errNodeRemoved))
-	return http.StatusOK, map[string]any{"name": name, "streams_closed": n}, nil
+	return http.StatusOK, registryapi.RemovedNode{Name: name, StreamsClosed: n, Outcome: registryapi.Outcome{Changed: true}}, nil
 }

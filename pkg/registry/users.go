@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -238,13 +239,42 @@ func (s *Server) createUser(r *http.Request, actor string, body []byte) (int, an
 		return 0, nil, err
 	}
 	u := User{Name: q.Name, Mail: q.Mail, Scopes: q.Scopes, Created: s.now().UTC()}
-	_, err = s.change(r.Context(), actor, "user.create", "user/"+u.Name, reasonOf(r, q.Reason), func(x *txn) error {
-		if _, err := x.Get(prefixUser + u.Name); err == nil {
-			return conflict("user %q exists", u.Name)
+	v := userView(u, 0, 0)
+	out, err := s.converge(r.Context(), actor, "user.create", "user/"+u.Name, reasonOf(r, q.Reason), func(x *txn) error {
+		old, err := x.user(u.Name)
+		switch {
+		case isNotFound(err):
+			return x.putUser(u)
+		case err != nil:
+			return err
 		}
-		return x.putUser(u)
+		// Adding a user who exists as asked changes nothing; one who differs is refused, so a
+		// typo in a playbook does not rewrite a user: user set changes one on purpose.
+		if diff := userDiff(old, u); diff != "" {
+			return conflict("user %q exists with other attributes (%s); change them with user set", u.Name, diff)
+		}
+		c, err := counts(x, u.Name)
+		v = userView(old, c[u.Name][0], c[u.Name][1])
+		return cmp.Or(err, errUnchanged)
 	})
-	return http.StatusCreated, userView(u, 0, 0), err
+	status := http.StatusCreated
+	if !out.Changed {
+		status = http.StatusOK
+	}
+	return status, registryapi.UserResult{User: v, Outcome: out}, err
+}
+
+// userDiff says how the user has differs from want in mail and scopes ("" when not at all).
+func userDiff(has, want User) string {
+	var d []string
+	show := func(ss []string) string { return cmp.Or(strings.Join(ss, ","), "none") }
+	if has.Mail != want.Mail {
+		d = append(d, fmt.Sprintf("mail %s, not %s", cmp.Or(has.Mail, "none"), cmp.Or(want.Mail, "none")))
+	}
+	if !slices.Equal(has.Scopes, want.Scopes) {
+		d = append(d, fmt.Sprintf("scopes %s, not %s", show(has.Scopes), show(want.Scopes)))
+	}
+	return strings.Join(d, "; ")
 }
 
 func (s *Server) listUsers(r *http.Request, _ string, _ []byte) (int, any, error) {
@@ -293,10 +323,15 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 	}
 	name := r.PathValue("name")
 	var v registryapi.User
-	_, err = s.change(r.Context(), actor, "user.update", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+	out, err := s.converge(r.Context(), actor, "user.update", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		u, err := x.user(name)
 		if err != nil {
 			return err
+		}
+		if (q.Mail == nil || *q.Mail == u.Mail) && (q.Scopes == nil || slices.Equal(u.Scopes, *q.Scopes)) {
+			c, err := counts(x, name)
+			v = userView(u, c[name][0], c[name][1])
+			return cmp.Or(err, errUnchanged)
 		}
 		if q.Mail != nil {
 			u.Mail = *q.Mail
@@ -337,7 +372,7 @@ func (s *Server) patchUser(r *http.Request, actor string, body []byte) (int, any
 		}
 		return x.putUser(u)
 	})
-	return http.StatusOK, v, err
+	return http.StatusOK, registryapi.UserResult{User: v, Outcome: out}, err
 }
 
 func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -370,7 +405,7 @@ func (s *Server) deleteUser(r *http.Request, actor string, body []byte) (int, an
 		s.notifyUser(u, "second factor removed", fmt.Sprintf("Your account was removed from the second factor registry, "+
 			"with its tokens (%d) and backup codes (%d); they no longer work.", nt, nc), "administrator "+actor)
 	}
-	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, nil
+	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc, Outcome: registryapi.Outcome{Changed: true}}, nil
 }
 
 func (s *Server) listTokens(r *http.Request, _ string, _ []byte) (int, any, error) {
@@ -471,12 +506,15 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 	}
 	name, id := r.PathValue("name"), r.PathValue("id")
 	var t, before token.Token
-	_, err = s.change(r.Context(), actor, "token.update", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
+	out, err := s.converge(r.Context(), actor, "token.update", "token/"+name+"/"+id, reasonOf(r, q.Reason), func(x *txn) error {
 		u, tok, err := x.token(name, id)
 		if err != nil {
 			return err
 		}
-		before = tok
+		before, t = tok, tok
+		if (q.State == nil || token.State(*q.State) == tok.State) && (q.Name == nil || *q.Name == tok.Name) {
+			return errUnchanged // disabling a disabled token, say
+		}
 		if q.State != nil {
 			to := token.State(*q.State)
 			// A pending token was never verified: disabling it and enabling it again would
@@ -498,7 +536,7 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 	if subject, what := tokenChange(before, t); subject != "" {
 		s.notify(r.Context(), name, subject, what, "administrator "+actor)
 	}
-	return http.StatusOK, t.Info(), nil
+	return http.StatusOK, registryapi.TokenResult{Info: t.Info(), Outcome: out}, nil
 }
 
 // tokenChange describes an admin's change of a token's state or name for the user's notice; an
@@ -541,7 +579,7 @@ func (s *Server) deleteToken(r *http.Request, actor string, body []byte) (int, a
 	if err == nil {
 		s.notify(r.Context(), name, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", t.Name, t.ID), "administrator "+actor)
 	}
-	return http.StatusOK, t.Info(), err
+	return http.StatusOK, registryapi.TokenResult{Info: t.Info(), Outcome: registryapi.Outcome{Changed: err == nil}}, err
 }
 
 func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any, error) {
@@ -564,7 +602,7 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 	if err == nil {
 		s.notify(r.Context(), name, "second factor reset", fmt.Sprintf("All tokens (%d) and backup codes (%d) of your account were removed; you can enroll a new token.", nt, nc), "administrator "+actor)
 	}
-	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc}, err
+	return http.StatusOK, registryapi.Removed{Name: name, Tokens: nt, BackupCodes: nc, Outcome: registryapi.Outcome{Changed: err == nil}}, err
 }
 
 // unlockUser answers POST /v1/admin/users/{name}/unlock: it clears the user's failures, the
@@ -577,15 +615,19 @@ func (s *Server) unlockUser(r *http.Request, actor string, body []byte) (int, an
 	}
 	name := r.PathValue("name")
 	var f token.Failures
-	_, err := s.change(r.Context(), actor, "user.unlock", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+	out, err := s.converge(r.Context(), actor, "user.unlock", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
 		u, err := x.user(name)
 		if err != nil {
 			return err
 		}
+		// A user without failures and without a back-off is not locked: nothing to unlock.
+		if sf, err := x.sharedFailures(name); err != nil || (sf.Count == 0 && sf.Until.IsZero()) {
+			return cmp.Or(err, errUnchanged)
+		}
 		f, err = x.clearFailures(u, s.now(), true)
 		return err
 	})
-	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count}, err
+	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count, Outcome: out}, err
 }
 
 // replaceCodes removes a user's codes for which drop is true, then writes recs.

@@ -189,6 +189,30 @@ func (a *AddedToken) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// Outcome is part of the answer of every admin request that may find its desired state already
+// holding (adding a user or node that exists as asked, setting what is already set, unlocking a
+// user who is not locked): Changed is false then, and the registry wrote nothing (no revision, no
+// audit record, no notice to the user). totp-admin says "unchanged" and exits 0, and its --json
+// answers carry the same "changed" (docs/registry-admin.md, "Running a command twice").
+// A client reading an answer sets Changed true before decoding, so that an answer without it
+// (from an older registry) counts as a change.
+type Outcome struct {
+	Changed bool `json:"changed"`
+}
+
+// UserResult is the answer to adding or changing a user.
+type UserResult struct {
+	User
+	Outcome
+}
+
+// TokenResult is the answer to changing or removing a token: the token as it is now (removed: as
+// it was).
+type TokenResult struct {
+	token.Info
+	Outcome
+}
+
 // User is a registry user as the admin API shows it.
 type User struct {
 	Name   string   `json:"name"`
@@ -206,12 +230,14 @@ type Removed struct {
 	Name        string `json:"name"`
 	Tokens      int    `json:"tokens"`
 	BackupCodes int    `json:"backup_codes"`
+	Outcome
 }
 
 // Unlocked is the answer of an admin unlock: the failed proofs that were cleared.
 type Unlocked struct {
 	Name     string `json:"name"`
 	Failures int    `json:"failures"`
+	Outcome
 }
 
 // Passcode is a helpdesk one-time passcode, shown once.
@@ -243,11 +269,20 @@ type Node struct {
 	Streams int    `json:"streams"`
 }
 
-// NewNode is the answer to AddNode: the credential is shown once and never again.
+// NewNode is the answer to AddNode: the credential is shown once and never again. A node that
+// exists in the scope asked for is unchanged, and its credential is not shown again (empty).
 type NewNode struct {
 	Name       string `json:"name"`
 	Scope      string `json:"scope"`
-	Credential string `json:"credential"`
+	Credential string `json:"credential,omitempty"`
+	Outcome
+}
+
+// RemovedNode is the answer to removing a node.
+type RemovedNode struct {
+	Name          string `json:"name"`
+	StreamsClosed int    `json:"streams_closed"`
+	Outcome
 }
 
 // GAResult is the answer to ImportGA.

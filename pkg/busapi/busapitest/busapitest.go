@@ -310,7 +310,9 @@ type Node struct {
 // StartNode registers a node with r and runs its syncer and D-Bus service on b.
 func StartNode(t testing.TB, b *Bus, r *Registry) *Node {
 	t.Helper()
-	var out map[string]string
+	var out struct {
+		Credential string `json:"credential"`
+	}
 	r.Admin(201, "POST", "/v1/admin/nodes", map[string]string{"name": "node1", "scope": "test"}, &out)
 	root := t.TempDir()
 	storeDir := filepath.Join(root, "store")
@@ -321,7 +323,7 @@ func StartNode(t testing.TB, b *Bus, r *Registry) *Node {
 	if err := os.WriteFile(ca, r.CAPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cred, []byte(out["credential"]+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cred, []byte(out.Credential+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
