@@ -88,12 +88,12 @@ type PSKCFile struct {
 // The XML of RFC 6030 §4-6, as far as a TOTP token needs it. Elements are matched by local name,
 // so a file may put the pskc namespace on a prefix or as the default.
 type pskcContainer struct {
-	XMLName       xml.Name        `xml:"KeyContainer"`
-	Version       string          `xml:"Version,attr"`
-	EncryptionKey *pskcEncKey     `xml:"EncryptionKey"`
-	MACMethod     *pskcMACMethod  `xml:"MACMethod"`
-	Packages      []pskcPackage   `xml:"KeyPackage"`
-	Signature     *struct{}       `xml:"Signature"`
+	XMLName       xml.Name       `xml:"KeyContainer"`
+	Version       string         `xml:"Version,attr"`
+	EncryptionKey *pskcEncKey    `xml:"EncryptionKey"`
+	MACMethod     *pskcMACMethod `xml:"MACMethod"`
+	Packages      []pskcPackage  `xml:"KeyPackage"`
+	Signature     *struct{}      `xml:"Signature"`
 }
 
 type pskcEncKey struct {
