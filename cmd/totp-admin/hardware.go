@@ -18,7 +18,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pam-totp/pam-totp/pkg/admin"
+	"github.com/pam-totp/pam-totp/pkg/adminclient"
 	"github.com/pam-totp/pam-totp/pkg/cmdline"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/token"
 	"github.com/pam-totp/pam-totp/pkg/tokenimport"
@@ -276,18 +278,100 @@ func readCode(e *env, prompt string) (string, error) {
 
 // Registry.
 
+// importPSKC reads and decrypts the file here (the pre-shared key never leaves this host) and
+// sends its tokens to the registry, which checks them against its own and keeps them unassigned.
 func (reg *registry) importPSKC(path string, o pskcOptions) error {
-	return errors.New("import pskc: not implemented with a registry yet")
+	e, cl := reg.e, reg.cl
+	f, err := readPSKC(e, path, o.keyFile)
+	if err != nil {
+		return err
+	}
+	defer wipePSKC(&f)
+	if len(f.Invalid) > 0 {
+		writeInvalidPackages(e.stderr, path, f.Invalid)
+		return fmt.Errorf("%d %w", len(f.Invalid), admin.ErrInvalidPackages)
+	}
+	toks := make([]token.Hardware, len(f.Tokens))
+	for i, t := range f.Tokens {
+		toks[i] = token.Hardware{Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model, Algorithm: t.Params.Algorithm,
+			Digits: t.Params.Digits, Period: t.Params.Period, Secret: t.Secret, User: t.User}
+	}
+	rep, err := cl.ImportHardware(e.ctx, toks, o.dryRun)
+	var ae *adminclient.APIError
+	if errors.As(err, &ae) && len(ae.Invalid) > 0 {
+		bad := make([]tokenimport.PackageError, 0, len(ae.Invalid))
+		for _, le := range ae.Invalid {
+			pe := tokenimport.PackageError{Position: le.Line, Msg: le.Msg}
+			if le.Line >= 1 && le.Line <= len(f.Tokens) {
+				pe.Position, pe.Serial = f.Tokens[le.Line-1].Position, f.Tokens[le.Line-1].Serial
+			}
+			bad = append(bad, pe)
+		}
+		writeInvalidPackages(e.stderr, path, bad)
+	}
+	if err != nil {
+		return err
+	}
+	writePSKCImport(e.stdout, o.dryRun, rep.Imported, nil, rep.Already, "totp-admin --registry URL")
+	for _, h := range rep.Imported {
+		if h.User != "" {
+			fmt.Fprintf(e.stdout, "The file names user %s for %s: `totp-admin --registry URL token assign %s %s` with a code from the device.\n",
+				token.Clean(h.User), token.Clean(h.Serial), token.Clean(h.Serial), token.Clean(h.User))
+		}
+	}
+	return nil
 }
 
+// tokenAssign asks for the code the device shows and sends it with the assignment: the registry
+// makes the token the user's only if the code verifies. Up to admin.Attempts codes are asked for.
 func (reg *registry) tokenAssign(serial, u string) error {
-	return errors.New("token assign: not implemented with a registry yet")
+	e, cl := reg.e, reg.cl
+	for left := admin.Attempts; left > 0; left-- {
+		c, err := readCode(e, "Code shown on hardware token "+token.Clean(serial)+": ")
+		if err != nil {
+			return fmt.Errorf("hardware token %s not assigned to %s: %w", token.Clean(serial), token.Clean(u), err)
+		}
+		if c == "" {
+			left++
+			continue
+		}
+		res, err := cl.AssignHardware(e.ctx, u, serial, c)
+		if err != nil {
+			return err
+		}
+		switch res.Status {
+		case registryapi.StatusActive:
+			fmt.Fprintf(e.stdout, "Code verified: hardware token %s is %s's token %s (%q), active.\n", token.Clean(serial),
+				token.Clean(u), token.Clean(res.Token.ID), token.Clean(res.Token.Name))
+			return nil
+		case registryapi.StatusClockSkew:
+			fmt.Fprintf(e.stdout, "That code is from the wrong time: the device clock seems about %d seconds off.\n", res.SkewSeconds)
+		default:
+			fmt.Fprintln(e.stdout, "That code is not valid: type the code the device shows now.")
+		}
+	}
+	return fmt.Errorf("hardware token %s not assigned to %s: %w", token.Clean(serial), token.Clean(u), admin.ErrNotVerified)
 }
 
 func (reg *registry) tokenUnassign(u, id string) error {
-	return errors.New("token unassign: not implemented with a registry yet")
+	e, cl := reg.e, reg.cl
+	t, err := cl.UnassignHardware(e.ctx, u, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Hardware token %s taken from %s (token %s): unassigned, ready for `totp-admin --registry URL token assign %s USER`.\n",
+		token.Clean(t.Serial), token.Clean(u), token.Clean(t.ID), token.Clean(t.Serial))
+	return nil
 }
 
 func (reg *registry) hardwareList(asJSON bool) error {
-	return errors.New("token list --unassigned: not implemented with a registry yet")
+	e, cl := reg.e, reg.cl
+	hs, err := cl.Hardware(e.ctx)
+	if err != nil {
+		return err
+	}
+	if done, err := writeListing(e.stdout, hs, asJSON, "No unassigned hardware tokens."); done {
+		return err
+	}
+	return hardwareTable(e.stdout, hs)
 }

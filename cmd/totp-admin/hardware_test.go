@@ -238,3 +238,73 @@ func TestImportPSKCUser(t *testing.T) {
 		t.Fatalf("root's tokens = %+v", toks)
 	}
 }
+
+// TestRealRegistryHardware imports, lists, assigns and unassigns hardware tokens at a real
+// totp-registry.
+func TestRealRegistryHardware(t *testing.T) {
+	reg := startRegistry(t)
+	key := figure6Key(t, 0o600)
+	reg.admin(t, 0, "", "user", "add", "alice", "--scope", "c1")
+
+	r := reg.admin(t, 0, "", "import", "pskc", "--dry-run", "--key-file", key, pskcFile("totp-figure6.pskcxml"))
+	contains(t, r, "Dry run, nothing written: would import 1 hardware tokens, unassigned: 987654321.")
+	r = reg.admin(t, 0, "", "token", "list", "--unassigned")
+	contains(t, r, "No unassigned hardware tokens.")
+	r = reg.admin(t, 0, "", "import", "pskc", "--key-file", key, pskcFile("totp-figure6.pskcxml"), "--reason", "vendor batch 1")
+	contains(t, r, "Imported 1 hardware tokens, unassigned: 987654321.", "token assign SERIAL USER")
+	r = reg.admin(t, 0, "", "import", "pskc", "--key-file", key, pskcFile("totp-figure6.pskcxml"))
+	contains(t, r, "Imported 0 hardware tokens, unassigned.", "1 already imported with the same seed, skipped: 987654321.")
+	r = reg.admin(t, 1, "", "import", "pskc", pskcFile("rfc6030-figure10.pskcxml"))
+	contains(t, r, "KeyPackage 4 (serial 9999999): HOTP", "4 key packages cannot be imported; nothing was imported")
+	// The same serial with another seed: refused by the registry, by the package's place and serial.
+	plain, err := os.ReadFile(pskcFile("totp-plain.pskcxml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clash := strings.Replace(strings.Replace(string(plain), "HW0002", "987654321", 1),
+		"MTIzNDU2Nzg5MDEyMzQ1Njc4OTA=", "MDk4NzY1NDMyMTA5ODc2NTQzMjE=", 1)
+	r = reg.admin(t, 1, clash, "import", "pskc", "-")
+	contains(t, r, "totp-admin: -: KeyPackage 2 (serial 987654321): this serial was imported before with another seed")
+	r = reg.admin(t, 0, "", "token", "list", "--unassigned", "--json")
+	var list []token.HardwareInfo // HW0001 of the refused file is not there: nothing was imported
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 1 || list[0].Serial != "987654321" || list[0].Digits != 8 {
+		t.Fatalf("token list --unassigned --json: %v\n%s", err, r)
+	}
+
+	// A wrong code three times: nothing assigned.
+	r = reg.admin(t, 1, "00000000\n11111111\n22222222\n", "token", "assign", "987654321", "alice")
+	contains(t, r, "That code is not valid", "hardware token 987654321 not assigned to alice: no valid code was entered")
+	r = reg.admin(t, 0, "", "token", "list", "alice")
+	contains(t, r, "alice has no tokens.")
+	r = reg.admin(t, 0, figure6Code(0)+"\n", "token", "assign", "987654321", "alice", "--reason", "desk handover")
+	contains(t, r, "Code verified: hardware token 987654321 is alice's token ", `("hardware 987654321"), active.`)
+	r = reg.admin(t, 0, "", "token", "list", "alice")
+	contains(t, r, "hardware 987654321", "SHA1       8       30      active")
+	r = reg.admin(t, 0, "", "token", "list", "--unassigned")
+	contains(t, r, "No unassigned hardware tokens.")
+	r = reg.admin(t, 1, figure6Code(0)+"\n", "token", "assign", "987654321", "bob")
+	contains(t, r, `totp-admin: no user "bob"`)
+	reg.admin(t, 0, "", "user", "add", "bob", "--scope", "c1")
+	r = reg.admin(t, 1, figure6Code(0)+"\n", "token", "assign", "987654321", "bob")
+	contains(t, r, `hardware token "987654321" is assigned to "alice" already`)
+	r = reg.admin(t, 0, "", "audit", "--json")
+	contains(t, r, `"action": "import.hardware"`, `"action": "token.assign"`, `"target": "user/alice/hardware/987654321"`, "desk handover")
+
+	var tok []token.Info
+	r = reg.admin(t, 0, "", "token", "list", "alice", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &tok); err != nil || len(tok) != 1 || tok[0].Serial != "987654321" {
+		t.Fatalf("token list --json: %v\n%s", err, r)
+	}
+	r = reg.admin(t, 0, "", "token", "unassign", "alice", tok[0].ID)
+	contains(t, r, "Hardware token 987654321 taken from alice")
+	r = reg.admin(t, 0, "", "token", "list", "--unassigned")
+	contains(t, r, "987654321")
+	// Assigned again, to bob: the code alice used is used up, a fresh one works.
+	r = reg.admin(t, 0, figure6Code(1)+"\n", "token", "assign", "987654321", "bob")
+	contains(t, r, "Code verified")
+	for _, out := range []string{r.stdout, r.stderr, reg.logText()} {
+		if strings.Contains(out, "12345678901234567890") || strings.Contains(out, "GEZDGNBVGY3TQOJQ") {
+			t.Fatalf("a seed was printed or logged")
+		}
+	}
+}
