@@ -8,10 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -157,8 +154,12 @@ func writePSKCImport(w io.Writer, dryRun bool, imported []token.HardwareInfo, as
 	}
 }
 
-// hardwareTable prints unassigned hardware tokens as token list --unassigned does.
-func hardwareTable(w io.Writer, hs []token.HardwareInfo) error {
+// writeHardware prints unassigned hardware tokens as token list --unassigned does: a table, or
+// JSON with asJSON.
+func writeHardware(w io.Writer, hs []token.HardwareInfo, asJSON bool) error {
+	if done, err := writeListing(w, hs, asJSON, "No unassigned hardware tokens."); done {
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERIAL\tMANUFACTURER\tMODEL\tALGORITHM\tDIGITS\tPERIOD\tIMPORTED\tFILE'S USER")
 	dash := func(s string) string {
@@ -204,15 +205,11 @@ func wipePSKC(f *tokenimport.PSKCFile) {
 
 func (s *standalone) tokenAssign(serial, u string) error {
 	e := s.e
-	a, err := s.admin(true)
+	// A signal gives the token back to the unassigned ones (admin.Cancel).
+	a, ctx, stop, err := s.giving(u)
 	if err != nil {
 		return err
 	}
-	if !knownUser(u) {
-		fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
-	}
-	// From here a signal must not leave the token assigned but unverified: it gives it back.
-	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	en, err := a.AssignHardware(serial, u)
 	if err != nil {
@@ -254,10 +251,7 @@ func (s *standalone) hardwareList(asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	if done, err := writeListing(e.stdout, hs, asJSON, "No unassigned hardware tokens."); done {
-		return err
-	}
-	return hardwareTable(e.stdout, hs)
+	return writeHardware(e.stdout, hs, asJSON)
 }
 
 // readCode asks for the code a device shows, on the prompt, and reads it from standard input (a
@@ -292,9 +286,8 @@ func (reg *registry) importPSKC(path string, o pskcOptions) error {
 		return fmt.Errorf("%d %w", len(f.Invalid), admin.ErrInvalidPackages)
 	}
 	toks := make([]token.Hardware, len(f.Tokens))
-	for i, t := range f.Tokens {
-		toks[i] = token.Hardware{Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model, Algorithm: t.Params.Algorithm,
-			Digits: t.Params.Digits, Period: t.Params.Period, Secret: t.Secret, User: t.User}
+	for i := range f.Tokens {
+		toks[i] = f.Tokens[i].Hardware(time.Time{}) // the registry sets the time of the import
 	}
 	rep, err := cl.ImportHardware(e.ctx, toks, o.dryRun)
 	var ae *adminclient.APIError
@@ -370,8 +363,5 @@ func (reg *registry) hardwareList(asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	if done, err := writeListing(e.stdout, hs, asJSON, "No unassigned hardware tokens."); done {
-		return err
-	}
-	return hardwareTable(e.stdout, hs)
+	return writeHardware(e.stdout, hs, asJSON)
 }

@@ -30,8 +30,8 @@ func TestHardwareTokenAssigned(t *testing.T) {
 	if _, err := rand.Read(secret); err != nil {
 		t.Fatal(err)
 	}
-	hw := token.Hardware{Serial: "HW-" + pamtest.RandName(6), Manufacturer: "TokenVendorAcme", Algorithm: totp.SHA256,
-		Digits: 8, Period: 30, Secret: secret, User: user}
+	hw := token.Hardware{HardwareInfo: token.HardwareInfo{Serial: "HW-" + pamtest.RandName(6), Manufacturer: "TokenVendorAcme",
+		Algorithm: totp.SHA256, Digits: 8, Period: 30, User: user}, Secret: secret}
 	dev := token.Token{Secret: secret, Algorithm: hw.Algorithm, Digits: hw.Digits, Period: hw.Period}
 	if _, err := r.admin.ImportHardware(ctx(t), []token.Hardware{hw}, false); err != nil {
 		t.Fatalf("ImportHardware: %v", err)

@@ -63,9 +63,7 @@ func (a *Admin) ImportPSKC(f tokenimport.PSKCFile, o PSKCOptions) (PSKCReport, e
 			}
 			switch {
 			case have == nil:
-				add = append(add, token.Hardware{Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model,
-					Algorithm: t.Params.Algorithm, Digits: t.Params.Digits, Period: t.Params.Period,
-					Secret: t.Secret, Imported: now, User: t.User})
+				add = append(add, t.Hardware(now))
 			case len(have) == len(t.Secret) && subtle.ConstantTimeCompare(have, t.Secret) == 1:
 				rep.Already = append(rep.Already, t.Serial)
 			default:
@@ -85,8 +83,7 @@ func (a *Admin) ImportPSKC(f tokenimport.PSKCFile, o PSKCOptions) (PSKCReport, e
 		if errors.Is(err, store.ErrNoStore) { // nothing imported yet: every token is new
 			add, err = nil, nil
 			for _, t := range f.Tokens {
-				add = append(add, token.Hardware{Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model,
-					Algorithm: t.Params.Algorithm, Digits: t.Params.Digits, Period: t.Params.Period, Imported: now, User: t.User})
+				add = append(add, t.Hardware(now))
 			}
 		}
 	} else {

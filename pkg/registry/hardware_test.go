@@ -25,9 +25,11 @@ func TestHardwareTokens(t *testing.T) {
 	e.addUser("ann", "alpha")
 	cred := e.addNode("n1", "alpha")
 	secret := bytes.Repeat([]byte("0123456789"), 2)
-	hw := token.Hardware{Serial: "SN1", Model: "Acme 6", Algorithm: totp.SHA1, Digits: 6, Period: 30, Secret: secret}
-	imp := registryapi.HardwareImport{Tokens: []token.Hardware{hw, {Serial: "SN2", Algorithm: totp.SHA1, Digits: 6, Period: 30,
-		Secret: bytes.Repeat([]byte("x"), 20)}}}
+	hw := token.Hardware{HardwareInfo: token.HardwareInfo{Serial: "SN1", Model: "Acme 6", Algorithm: totp.SHA1, Digits: 6, Period: 30},
+		Secret: secret}
+	hw2 := token.Hardware{HardwareInfo: token.HardwareInfo{Serial: "SN2", Algorithm: totp.SHA1, Digits: 6, Period: 30},
+		Secret: bytes.Repeat([]byte("x"), 20)}
+	imp := registryapi.HardwareImport{Tokens: []token.Hardware{hw, hw2}}
 
 	var rep registryapi.HardwareReport
 	bad := imp

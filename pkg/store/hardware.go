@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,16 +71,8 @@ func (x *TokensTx) ForEachHardware(fn func(token.Hardware) error) error {
 // AssignedSerials returns the users' tokens that were assigned from hardware tokens, by serial.
 // Only records that mention a serial are decoded.
 func (x *TokensTx) AssignedSerials() (map[string]token.Token, error) {
-	mark := []byte(`"serial":`)
 	out := map[string]token.Token{}
-	err := x.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
-		if !bytes.Contains(v, mark) {
-			return nil
-		}
-		var t token.Token
-		if err := json.Unmarshal(v, &t); err != nil {
-			return fmt.Errorf("token record %q: %w", k, err)
-		}
+	err := x.forEachMarked([]byte(`"serial":`), func(t token.Token) error {
 		if t.Serial != "" {
 			out[t.Serial] = t
 		}

@@ -8,23 +8,8 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/totp"
 )
 
-// Hardware is the seed of a hardware token that no user holds yet: imported from its vendor's
-// PSKC file for its serial, and kept apart from users' tokens (no login reads it) until an
-// administrator assigns it to a user (Assign).
-type Hardware struct {
-	Serial       string         `json:"serial"`
-	Manufacturer string         `json:"manufacturer,omitempty"`
-	Model        string         `json:"model,omitempty"`
-	Algorithm    totp.Algorithm `json:"algorithm"`
-	Digits       int            `json:"digits"`
-	Period       int            `json:"period"`
-	Secret       []byte         `json:"secret"`
-	Imported     time.Time      `json:"imported"`
-	// User is the user the vendor's file names, if any: a hint for the assignment, nothing more.
-	User string `json:"user,omitempty"`
-}
-
-// HardwareInfo is what listings show of an unassigned hardware token: everything but its secret.
+// HardwareInfo is what listings show of a hardware token that no user holds yet: everything but
+// its secret.
 type HardwareInfo struct {
 	Serial       string         `json:"serial"`
 	Manufacturer string         `json:"manufacturer,omitempty"`
@@ -33,14 +18,20 @@ type HardwareInfo struct {
 	Digits       int            `json:"digits"`
 	Period       int            `json:"period"`
 	Imported     time.Time      `json:"imported"`
-	User         string         `json:"user,omitempty"`
+	// User is the user the vendor's file names, if any: a hint for the assignment, nothing more.
+	User string `json:"user,omitempty"`
+}
+
+// Hardware is the seed of a hardware token that no user holds yet: imported from its vendor's
+// PSKC file for its serial, and kept apart from users' tokens (no login reads it) until an
+// administrator assigns it to a user (Assign).
+type Hardware struct {
+	HardwareInfo
+	Secret []byte `json:"secret"`
 }
 
 // Info returns what listings show of h.
-func (h *Hardware) Info() HardwareInfo {
-	return HardwareInfo{Serial: h.Serial, Manufacturer: h.Manufacturer, Model: h.Model, Algorithm: h.Algorithm,
-		Digits: h.Digits, Period: h.Period, Imported: h.Imported, User: h.User}
-}
+func (h *Hardware) Info() HardwareInfo { return h.HardwareInfo }
 
 // Params returns the token's TOTP parameters.
 func (h *Hardware) Params() totp.Params {
@@ -96,6 +87,6 @@ func (h *Hardware) Assign(user, id string, now time.Time) Token {
 // Unassign returns the unassigned hardware token that t, a token assigned from one (t.Serial is
 // set), goes back to.
 func (t *Token) Unassign(now time.Time) Hardware {
-	return Hardware{Serial: t.Serial, Algorithm: t.Algorithm, Digits: t.Digits, Period: t.Period,
-		Secret: t.Secret, Imported: now.UTC().Truncate(time.Second)}
+	return Hardware{HardwareInfo: HardwareInfo{Serial: t.Serial, Algorithm: t.Algorithm, Digits: t.Digits,
+		Period: t.Period, Imported: now.UTC().Truncate(time.Second)}, Secret: t.Secret}
 }

@@ -61,6 +61,13 @@ type PSKCToken struct {
 	Params totp.Params
 }
 
+// Hardware returns the unassigned hardware token t becomes, imported at now.
+func (t *PSKCToken) Hardware(now time.Time) token.Hardware {
+	return token.Hardware{HardwareInfo: token.HardwareInfo{Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model,
+		Algorithm: t.Params.Algorithm, Digits: t.Params.Digits, Period: t.Params.Period, Imported: now, User: t.User},
+		Secret: t.Secret}
+}
+
 // PackageError is one invalid KeyPackage of a PSKC file. Msg names the element, never a secret.
 type PackageError struct {
 	Position int
