@@ -178,7 +178,7 @@ func both(e *env, f func(b backend, args []string) error) func(*cobra.Command, [
 }
 
 func tokenCommand(e *env) *cobra.Command {
-	tok := &cobra.Command{Use: "token", Short: "Add, list, disable, enable and remove tokens"}
+	tok := &cobra.Command{Use: "token", Short: "Add, list, disable, enable, remove, assign and unassign tokens"}
 	add := &cobra.Command{Use: "add USER", Short: "Add a token: shows its QR code, then (standalone) asks for a code",
 		Args: cmdline.ExactArgs(1)}
 	opts := tokenFlags(add.Flags(), e)
@@ -191,8 +191,18 @@ func tokenCommand(e *env) *cobra.Command {
 	})
 	list := &cobra.Command{Use: "list [USER]", Short: "List tokens (with a registry: one user's)", Args: cmdline.RangeArgs(0, 1)}
 	asJSON := jsonFlag(list)
-	list.RunE = both(e, func(b backend, args []string) error { return b.tokenList(strings.Join(args, ""), *asJSON) })
+	unassigned := list.Flags().Bool("unassigned", false, "list the hardware tokens no user holds yet (import pskc)")
+	list.RunE = both(e, func(b backend, args []string) error {
+		if *unassigned {
+			if len(args) > 0 {
+				return usagef("token list --unassigned takes no USER")
+			}
+			return b.(hardwareBackend).hardwareList(*asJSON)
+		}
+		return b.tokenList(strings.Join(args, ""), *asJSON)
+	})
 	tok.AddCommand(add, list)
+	tok.AddCommand(hardwareCommands(e)...)
 	for _, verb := range []string{"remove", "disable", "enable"} {
 		c := &cobra.Command{Use: verb + " USER ID", Short: strings.ToUpper(verb[:1]) + verb[1:] + " a token",
 			Args: cmdline.ExactArgs(2)}
@@ -221,7 +231,7 @@ type csvOptions struct {
 }
 
 func importCommand(e *env) *cobra.Command {
-	imp := &cobra.Command{Use: "import", Short: "Import tokens from CSV or a google-authenticator file"}
+	imp := &cobra.Command{Use: "import", Short: "Import tokens from CSV, a google-authenticator file or a PSKC file of hardware tokens"}
 	csv := &cobra.Command{Use: "csv FILE|-", Short: "Import user,secret[,name] lines (active at once)", Args: cmdline.ExactArgs(1)}
 	scope := csv.Flags().String("scope", "", "scope for the users the import creates (with a registry)")
 	skip := csv.Flags().Bool("skip-invalid", false, "import the valid lines even if some are invalid")
@@ -235,7 +245,7 @@ func importCommand(e *env) *cobra.Command {
 	})
 	ga := &cobra.Command{Use: "google-authenticator USER FILE", Short: "Import a user's ~/.google_authenticator",
 		Args: cmdline.ExactArgs(2), RunE: both(e, func(b backend, args []string) error { return b.importGA(args[0], args[1]) })}
-	imp.AddCommand(csv, ga)
+	imp.AddCommand(csv, ga, pskcCommand(e))
 	return imp
 }
 

@@ -3,6 +3,7 @@ package main
 // The standalone backend: the node's own store (package admin), for sites without a registry.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -37,17 +38,27 @@ func (s *standalone) admin(writes bool) (*admin.Admin, error) {
 	return admin.New(cfg), nil
 }
 
+// giving opens the admin API for a verb that gives user a pending token and asks for its first
+// code (token add, token assign), warning when the host does not know the user. From then on a
+// signal cancels ctx: the verb must not leave a pending token behind.
+func (s *standalone) giving(u string) (*admin.Admin, context.Context, context.CancelFunc, error) {
+	a, err := s.admin(true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if !knownUser(u) {
+		fmt.Fprintf(s.e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
+	}
+	ctx, stop := signal.NotifyContext(s.e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	return a, ctx, stop, nil
+}
+
 func (s *standalone) tokenAdd(u string, o tokenOptions) error {
 	e := s.e
-	a, err := s.admin(true)
+	a, ctx, stop, err := s.giving(u)
 	if err != nil {
 		return err
 	}
-	if !knownUser(u) {
-		fmt.Fprintf(e.stderr, "totp-admin: warning: user %s is not known to this host\n", token.Clean(u))
-	}
-	// From here a signal must not leave a pending token behind: it cancels the enrollment.
-	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	en, err := a.AddToken(u, admin.AddOptions{Name: o.name, Secret: o.secret, Params: o.params, Active: o.noVerify})
 	if err != nil {

@@ -27,6 +27,10 @@ var (
 	ErrNotVerified = errors.New("no valid code was entered")
 	// ErrInvalidLines: an import file has invalid lines and nothing was written.
 	ErrInvalidLines = errors.New("invalid lines; nothing was imported")
+	// ErrInvalidPackages: a PSKC file has key packages that cannot be imported, and nothing was.
+	ErrInvalidPackages = errors.New("key packages cannot be imported; nothing was imported")
+	// ErrNotHardware: the token was not assigned from a hardware token.
+	ErrNotHardware = errors.New("not a hardware token (it has no serial)")
 )
 
 // Admin changes one node's store. Its zero value is not usable; see New.

@@ -182,7 +182,8 @@ func (a *Admin) Confirm(user, id, answer string) (CodeCheck, error) {
 	return CodeCheck{Outcome: Verified}, nil
 }
 
-// Cancel removes user/id if it is still pending. It reports whether it removed it.
+// Cancel removes user/id if it is still pending. It reports whether it removed it. A pending
+// hardware token goes back to the unassigned ones instead of being lost with its seed.
 func (a *Admin) Cancel(user, id string) (bool, error) {
 	removed := false
 	err := a.Tokens.Update(func(x *store.TokensTx) error {
@@ -197,7 +198,13 @@ func (a *Admin) Cancel(user, id string) (bool, error) {
 			return nil
 		}
 		removed = true
-		return x.DeleteToken(user, id)
+		if err := x.DeleteToken(user, id); err != nil {
+			return err
+		}
+		if t.Serial != "" {
+			return x.PutHardware(t.Unassign(a.Now()))
+		}
+		return nil
 	})
 	return removed, err
 }
@@ -282,13 +289,20 @@ func (a *Admin) VerifyInteractive(ctx context.Context, e *Enrollment, in io.Read
 			}
 		}
 	}()
-	fmt.Fprintf(out, "\nEnter the %d-digit code the app shows now to activate the token.\n", t.Digits)
+	shows := "the app shows"
+	if t.Serial != "" {
+		shows = "the device " + token.Clean(t.Serial) + " shows"
+	}
+	fmt.Fprintf(out, "\nEnter the %d-digit code %s now to activate the token.\n", t.Digits, shows)
 	giveUp := func(cause error, why string) error {
 		removed, err := a.Cancel(t.User, t.ID)
 		if err != nil {
 			return fmt.Errorf("%s; removing pending token %s failed: %w", why, t.ID, err)
 		}
-		if removed {
+		switch {
+		case removed && t.Serial != "":
+			fmt.Fprintf(out, "\n%s; hardware token %s is unassigned again.\n", why, token.Clean(t.Serial))
+		case removed:
 			fmt.Fprintf(out, "\n%s; the pending token %s of %s was removed.\n", why, t.ID, token.Clean(t.User))
 		}
 		return cause

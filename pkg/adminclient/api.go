@@ -374,3 +374,40 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	err := c.get(ctx, &s, "v1", "status")
 	return s, err
 }
+
+// ImportHardware sends hardware tokens read from a PSKC file, to be kept unassigned (dryRun:
+// only checked). A refusal is an *APIError whose Invalid lists the refused tokens by their place
+// in toks (LineError.Line, from 1); nothing was imported then.
+func (c *Client) ImportHardware(ctx context.Context, toks []token.Hardware, dryRun bool) (registryapi.HardwareReport, error) {
+	var r registryapi.HardwareReport
+	body, err := json.Marshal(registryapi.HardwareImport{Tokens: toks, DryRun: dryRun})
+	if err != nil {
+		return r, err
+	}
+	defer clear(body)
+	err = c.call(ctx, request{method: http.MethodPost, path: admin("import", "hardware"), body: bytes.NewReader(body),
+		ctype: "application/json", change: true, long: true}, &r)
+	return r, err
+}
+
+// Hardware returns the unassigned hardware tokens.
+func (c *Client) Hardware(ctx context.Context) ([]token.HardwareInfo, error) {
+	var out []token.HardwareInfo
+	err := c.get(ctx, &out, admin("hardware")...)
+	return out, err
+}
+
+// AssignHardware gives the unassigned hardware token serial to user, if code (from the device)
+// verifies; the answer's Status says whether it did.
+func (c *Client) AssignHardware(ctx context.Context, user, serial, code string) (registryapi.HardwareAssigned, error) {
+	var r registryapi.HardwareAssigned
+	err := c.send(ctx, http.MethodPost, registryapi.HardwareAssign{Serial: serial, Code: code}, &r, admin(pUsers, user, "hardware")...)
+	return r, err
+}
+
+// UnassignHardware takes user's hardware token id back: it is unassigned again.
+func (c *Client) UnassignHardware(ctx context.Context, user, id string) (token.Info, error) {
+	var t token.Info
+	err := c.send(ctx, http.MethodPost, struct{}{}, &t, admin(pUsers, user, pTokens, id, "unassign")...)
+	return t, err
+}

@@ -58,6 +58,9 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	h("POST /v1/admin/users/{name}/unlock", RoleHelpdesk, targetUser, maxBody, s.unlockUser)
 	h("POST /v1/admin/users/{name}/backup-codes", RoleFull, targetUser, maxBody, s.newBackupCodes)
 	h("POST /v1/admin/users/{name}/passcode", RoleHelpdesk, targetUser, maxBody, s.newPasscode)
+	h("POST /v1/admin/users/{name}/hardware", RoleFull, targetUser, maxBody, s.assignHardware)
+	h("POST /v1/admin/users/{name}/tokens/{id}/unassign", RoleFull, targetUser, maxBody, s.unassignHardware)
+	h("GET /v1/admin/hardware", RoleReadOnly, targetAll, maxBody, s.listHardware)
 	h("POST /v1/admin/nodes", RoleFull, targetAny, maxBody, s.createNode)
 	h("GET /v1/admin/nodes", RoleReadOnly, targetAny, maxBody, s.listNodes)
 	h("DELETE /v1/admin/nodes/{name}", RoleFull, targetNode, maxBody, s.deleteNode)
@@ -66,6 +69,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	}
 	long("POST /v1/admin/import/csv", RoleFull, targetAll, maxImportBody, s.importCSV)
 	long("POST /v1/admin/import/google-authenticator", RoleFull, targetAll, maxBody, s.importGA)
+	long("POST /v1/admin/import/hardware", RoleFull, targetAll, maxImportBody, s.importHardware)
 	h("GET /v1/admin/audit", RoleReadOnly, targetAll, maxBody, s.listAudit)
 	h("GET /v1/admin/audit/verify", RoleReadOnly, targetAny, maxBody, s.verifyAudit)
 	long("POST /v1/admin/compact", RoleFull, targetAll, maxBody, s.compact)

@@ -15,6 +15,8 @@
 //	node/NAME            nodeRecord JSON: name, scope, SHA-256 hex of the credential secret, created; and mac
 //	audit/%020d          AuditRecord JSON: seq, time, actor, action, target, reason, prev, hash
 //	meta/audit-head      the last audit record's seq and hash (so appending needs no scan)
+//	hw/SERIAL            an unassigned hardware token (token.Hardware JSON sealed, additional data the key)
+//	hwa/SERIAL           "USER/ID" of the token a hardware token was assigned as: a hint, checked against the token
 //
 // A sealed record is JSON {"scopes":[…],"sealed":base64,"mac":base64}: the scopes of its user in
 // the clear, so deciding which nodes see a record needs no decryption, and the value that nodes

@@ -31,7 +31,7 @@ type ResealReport struct {
 	Revisions int
 }
 
-// Reseal walks every user, node and sealed record and re-seals and re-authenticates those not
+// Reseal walks every user, node, sealed record and unassigned hardware token and re-seals and re-authenticates those not
 // under k's primary key, in chunks of resealChunk records, each one kv.Update (one revision) with
 // an audit record by actor. Nodes see nothing: the values they receive do not change. A record
 // that fails authentication is logged, counted and left alone: a rotation does not bless it.
@@ -45,7 +45,7 @@ func Reseal(ctx context.Context, st kv.Store, k Resealer, actor string, now func
 func reauthenticate(ctx context.Context, st kv.Store, k Resealer, actor, action string, now func() time.Time, log *slog.Logger, legacy bool) (ResealReport, error) {
 	s := &Server{sealer: k, log: log} // for the record codecs of auth.go
 	var rep ResealReport
-	for _, prefix := range []string{prefixUser, prefixNode, prefixRec} {
+	for _, prefix := range []string{prefixUser, prefixNode, prefixRec, prefixHardware} {
 		after := prefix
 		for {
 			n, seen, bad, last := 0, 0, 0, after
@@ -130,6 +130,8 @@ func (s *Server) reauthRecord(k Resealer, prefix string, kvp kv.KeyValue, legacy
 			return nil, err
 		}
 		return encodeNode(k, v.nodeRecord)
+	case prefixHardware:
+		return resealHardware(k, kvp)
 	}
 	w, err := decodeWrapper(kvp.Value)
 	if err != nil {

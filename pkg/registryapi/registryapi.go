@@ -335,3 +335,46 @@ type Status struct {
 	Compacted int64  `json:"compacted"`
 	Version   string `json:"version"`
 }
+
+// HardwareImport is the body of POST /v1/admin/import/hardware: hardware tokens read from a
+// vendor's PSKC file (totp-admin parses and decrypts it; the pre-shared key never leaves the
+// admin's host), to be kept unassigned by serial. With DryRun nothing is written.
+type HardwareImport struct {
+	Tokens []token.Hardware `json:"tokens"`
+	DryRun bool             `json:"dry_run,omitempty"`
+	Reason string           `json:"reason,omitempty"`
+}
+
+// HardwareProblem is a token of a HardwareImport that cannot be imported. Line is its place in
+// Tokens, from 1 (named as an import's invalid line is, so that one error shape serves both).
+type HardwareProblem struct {
+	Line   int    `json:"line"`
+	Serial string `json:"serial"`
+	Msg    string `json:"msg"`
+}
+
+// HardwareReport is the answer to a HardwareImport. With any Invalid token nothing was written
+// (status 400, Error set).
+type HardwareReport struct {
+	Imported []token.HardwareInfo `json:"imported"`
+	Already  []string             `json:"already"`
+	Invalid  []HardwareProblem    `json:"invalid"`
+	Error    string               `json:"error,omitempty"`
+}
+
+// HardwareAssign is the body of POST /v1/admin/users/{name}/hardware: the serial of an
+// unassigned hardware token and the code its device shows, which must verify before the token
+// becomes the user's (active; the code is used up).
+type HardwareAssign struct {
+	Serial string `json:"serial"`
+	Code   string `json:"code"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// HardwareAssigned is the answer to a HardwareAssign: the user's new token, or why the code was
+// not accepted (Status: StatusActive, StatusWrongCode or StatusClockSkew with SkewSeconds).
+type HardwareAssigned struct {
+	Status      string     `json:"status"`
+	Token       token.Info `json:"token,omitzero"`
+	SkewSeconds int        `json:"skew_seconds,omitempty"`
+}

@@ -300,17 +300,9 @@ func (x *TokensTx) ForEachToken(fn func(token.Token) error) error {
 // mention the pending state are decoded, so a sweep of a large store costs a read of it, not a
 // decode of every token.
 func (x *TokensTx) PendingUsers() ([]string, error) {
-	mark := []byte(`"state":"` + string(token.Pending) + `"`)
 	seen := map[string]bool{}
 	var out []string
-	err := x.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
-		if !bytes.Contains(v, mark) {
-			return nil
-		}
-		var t token.Token
-		if err := json.Unmarshal(v, &t); err != nil {
-			return fmt.Errorf("token record %q: %w", k, err)
-		}
+	err := x.forEachMarked([]byte(`"state":"`+string(token.Pending)+`"`), func(t token.Token) error {
 		if t.State == token.Pending && !seen[t.User] {
 			seen[t.User] = true
 			out = append(out, t.User)
@@ -318,6 +310,20 @@ func (x *TokensTx) PendingUsers() ([]string, error) {
 		return nil
 	})
 	return out, err
+}
+
+// forEachMarked calls fn for every token whose record contains mark; only those are decoded.
+func (x *TokensTx) forEachMarked(mark []byte, fn func(token.Token) error) error {
+	return x.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		if !bytes.Contains(v, mark) {
+			return nil
+		}
+		var t token.Token
+		if err := json.Unmarshal(v, &t); err != nil {
+			return fmt.Errorf("token record %q: %w", k, err)
+		}
+		return fn(t)
+	})
 }
 
 // Users returns the names of all users that have tokens or backup codes, sorted.

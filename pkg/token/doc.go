@@ -1,5 +1,6 @@
 // Package token is the domain of pam-totp: a user's token and its states, backup codes, the
 // checks on user and token names, token ids and default names, the one terminal-safe Clean, and
+// hardware tokens not yet assigned to a user (Hardware) and how they become a user's token,
 // the one code-window and replay rule (Match) that the login helper, the registry, the standalone
 // node authority and totp-admin all call.
 //

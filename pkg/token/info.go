@@ -19,10 +19,11 @@ type Info struct {
 	State     State          `json:"state"` // pending, active, disabled
 	Created   time.Time      `json:"created"`
 	LastUsed  time.Time      `json:"last_used,omitzero"`
+	Serial    string         `json:"serial,omitempty"` // a hardware token's
 }
 
 // Info returns what listings show of t.
 func (t *Token) Info() Info {
 	return Info{User: t.User, ID: t.ID, Name: t.Name, Algorithm: t.Algorithm, Digits: t.Digits,
-		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed}
+		Period: t.Period, State: t.State, Created: t.Created, LastUsed: t.LastUsed, Serial: t.Serial}
 }

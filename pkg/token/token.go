@@ -37,6 +37,8 @@ type Token struct {
 	// not record it: at the registry, by the code that finished enrollment or served as a proof.
 	// Logins accept only later steps, as if state.db held it (the replay rule across nodes).
 	UsedStep uint64 `json:"used_step,omitempty"`
+	// Serial is the serial of a hardware token assigned to the user (Hardware.Assign).
+	Serial string `json:"serial,omitempty"`
 }
 
 // Params returns the token's TOTP parameters.
@@ -60,6 +62,11 @@ func (t *Token) Validate() error {
 	}
 	if len(t.Secret) < 10 || len(t.Secret) > 128 {
 		return fmt.Errorf("token %s: secret of %d bytes, want 10 to 128: %w", t.ID, len(t.Secret), ErrInvalid)
+	}
+	if t.Serial != "" {
+		if err := ValidSerial(t.Serial); err != nil {
+			return err
+		}
 	}
 	switch t.State {
 	case Pending, Active, Disabled:
