@@ -12,72 +12,112 @@
 #                     (pkg/kv/etcdtest), built from tools/etcd at the version pinned there
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
 #   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
-#   make install      install into DESTDIR (honours the directory variables below), with bash
-#                     completions and man pages
+#   make man          build/man/man{1,5,8}: every man page (the command trees' and docs/man/*.md)
+#   make install      install into DESTDIR under the directories below, with bash completions and
+#                     man pages; the defaults give the layout the packages ship
 #   make deb          build/pam-totp_VERSION_ARCH.deb (login nodes) and
 #                     build/pam-totp-registry_VERSION_ARCH.deb (the registry host); packaging/debian
 #   make rpm          build/rpm/RPMS/ARCH/pam-totp{,-registry}-VERSION-1.ARCH.rpm and the SRPM in
 #                     build/rpm/SRPMS (packaging/rpm/pam-totp.spec), from a `git archive` tarball
 #   make deps         apt-get the build and test dependencies (Debian 12) and download Go modules
 #
-# Variables
-#   DESTDIR     staging root for install (default: empty)
-#   PREFIX      /usr
-#   BINDIR      $(PREFIX)/bin            totp-admin, totp
-#   SBINDIR     $(PREFIX)/sbin           totp-registry, totp-syncd
-#   LIBEXECDIR  $(PREFIX)/libexec        pam-totp/pam-totp-helper goes below it
-#   PAMDIR      /lib/x86_64-linux-gnu/security (Debian multiarch; /usr/lib64/security on RHEL)
-#   SYSCONFDIR  /etc                     pam-totp/pam_totp.conf
-#   LOCALSTATEDIR /var                   lib/pam-totp: the node store (root 0700)
-#   UNITDIR     /lib/systemd/system      totp-syncd.service, totp-registry.service
-#   DATADIR     $(PREFIX)/share          dbus-1/system.d, bash-completion
-#   MANDIR      $(DATADIR)/man
-#   RUNDIR      /run                     pam-totp/verify.sock: the resident verifier's socket that
-#                                        pam_totp.so tries first (module argument socket=)
-#   GO          go
-#   CC          cc
-#   VERSION     from `git describe`
+# Variables (every path a binary, unit, config or page names comes from these; `make install`
+# with the defaults gives the layout of the Debian package)
+#   DESTDIR       staging root for install (default: empty)
+#   PREFIX        /usr
+#   BINDIR        $(PREFIX)/bin                  totp-admin, totp
+#   SBINDIR       $(PREFIX)/sbin                 totp-registry, totp-syncd
+#   LIBEXECDIR    $(PREFIX)/libexec              pam-totp/pam-totp-helper goes below it
+#   DATADIR       $(PREFIX)/share
+#   MANDIR        $(DATADIR)/man                 man1, man5, man8 (plain roff, not gzip'd; MANGZ=1 gzips)
+#   COMPLETIONDIR $(DATADIR)/bash-completion/completions
+#   DBUSPOLICYDIR $(DATADIR)/dbus-1/system.d     io.github.pamtotp.Sync1.conf (the bus reads
+#                                                /usr/share/dbus-1/system.d and /etc/dbus-1/system.d)
+#   PAMDIR        /lib/x86_64-linux-gnu/security (Debian multiarch; /usr/lib64/security on RHEL)
+#   SYSCONFDIR    /etc                           pam-totp/pam_totp.conf, pam-totp/registry.conf
+#   LOCALSTATEDIR /var                           lib/pam-totp (node store), lib/pam-totp-registry
+#   RUNDIR        /run                           pam-totp/verify.sock: the resident verifier's socket that
+#                                                pam_totp.so tries first (module argument socket=)
+#   UNITDIR       /lib/systemd/system            totp-syncd.service, totp-registry.service
+#   MANGZ         0; 1 installs the man pages gzip'd (gzip -9n)
+#   BUILD         build                          where everything is built (a relative or absolute path)
+#   GO            go
+#   CC            cc
+#   VERSION       from `git describe`
 #   GO_LDFLAGS_EXTRA extra Go linker flags (the RPM passes -B gobuildid: a GNU build id in each)
-#   RPM_RELEASE the RPMs' release (default 1); raise it to rebuild the same version
-#   RPM_TOPDIR  rpmbuild's top directory (default build/rpm)
-#   RPM_VENDOR  1 puts vendor/ (go mod vendor) into the RPM's source tarball, for a build host
-#               that cannot reach the Go module proxy
+#   RPM_RELEASE   the RPMs' release (default 1); raise it to rebuild the same version
+#   RPM_TOPDIR    rpmbuild's top directory (default build/rpm)
+#   RPM_VENDOR    1 puts vendor/ (go mod vendor) into the RPM's source tarball, for a build host
+#                 that cannot reach the Go module proxy
 #   RPMBUILD_FLAGS extra rpmbuild flags (default --nodeps where rpm has no package database,
-#               as on Debian)
-#   GOTESTFLAGS extra flags for `go test` (e.g. -run TestSSHD -v)
-#   DEMO_AUTO   1 runs `make demo` without a person
-#   BENCH_QUICK 1 runs a short `make bench`; BENCH_ONLY=login|sync runs one part
+#                 as on Debian)
+#   GOTESTFLAGS   extra flags for `go test` (e.g. -run TestSSHD -v)
+#   DEMO_AUTO     1 runs `make demo` without a person
+#   BENCH_QUICK   1 runs a short `make bench`; BENCH_ONLY=login|sync runs one part
+#
+# LIBEXECDIR, SYSCONFDIR, LOCALSTATEDIR and RUNDIR are compiled into pam_totp.so (-D) and into the
+# Go binaries (pkg/paths, -ldflags -X; the testclock builds keep pkg/paths' defaults); the units,
+# the installed pam_totp.conf, the D-Bus policy and the man pages written in markdown
+# (docs/man/*.md) are rewritten from their default paths by $(SUBST_PATHS) at build time.
 
-PREFIX     ?= /usr
-BINDIR     ?= $(PREFIX)/bin
-LIBEXECDIR ?= $(PREFIX)/libexec
-PAMDIR     ?= /lib/$(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/security
-SBINDIR    ?= $(PREFIX)/sbin
-SYSCONFDIR ?= /etc
+PREFIX        ?= /usr
+BINDIR        ?= $(PREFIX)/bin
+SBINDIR       ?= $(PREFIX)/sbin
+LIBEXECDIR    ?= $(PREFIX)/libexec
+DATADIR       ?= $(PREFIX)/share
+MANDIR        ?= $(DATADIR)/man
+COMPLETIONDIR ?= $(DATADIR)/bash-completion/completions
+DBUSPOLICYDIR ?= $(DATADIR)/dbus-1/system.d
+PAMDIR        ?= /lib/$(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)/security
+SYSCONFDIR    ?= /etc
 LOCALSTATEDIR ?= /var
-UNITDIR    ?= /lib/systemd/system
-DATADIR    ?= $(PREFIX)/share
-MANDIR     ?= $(DATADIR)/man
-RUNDIR     ?= /run
-GO         ?= go
-CC         ?= cc
-VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-GOTESTFLAGS ?=
+RUNDIR        ?= /run
+UNITDIR       ?= /lib/systemd/system
+MANGZ         ?= 0
+GO            ?= go
+CC            ?= cc
+VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GOTESTFLAGS   ?=
+DEMO_AUTO     ?= 0
 GO_LDFLAGS_EXTRA ?=
-RPM_VENDOR ?= 0
-RPM_RELEASE ?= 1
+RPM_VENDOR    ?= 0
+RPM_RELEASE   ?= 1
 RPMBUILD_FLAGS ?= $(shell rpm -q --quiet rpm 2>/dev/null || echo --nodeps)
-DEMO_AUTO  ?= 0
 
-BUILD      := build
+BUILD      ?= build
 # Debian's golang package is older than go.mod wants; the Go toolchain lives in /usr/local/go.
 export PATH := $(PATH):/usr/local/go/bin
-GO_LDFLAGS     := -s -w -X github.com/pam-totp/pam-totp/pkg/version.Version=$(VERSION) $(GO_LDFLAGS_EXTRA)
-GOFLAGS_COMMON := -trimpath -ldflags "$(GO_LDFLAGS)"
+GO_LDFLAGS := -s -w -X github.com/pam-totp/pam-totp/pkg/version.Version=$(VERSION) $(GO_LDFLAGS_EXTRA)
+# The directories every Go binary takes its default paths from (pkg/paths).
+PATHS_PKG  := github.com/pam-totp/pam-totp/pkg/paths
+GO_PATHS_LDFLAGS := -X $(PATHS_PKG).LibexecDir=$(LIBEXECDIR) -X $(PATHS_PKG).SysconfDir=$(SYSCONFDIR) \
+	-X $(PATHS_PKG).LocalstateDir=$(LOCALSTATEDIR) -X $(PATHS_PKG).RunDir=$(RUNDIR)
+GOFLAGS_COMMON := -trimpath -ldflags "$(GO_LDFLAGS) $(GO_PATHS_LDFLAGS)"
+GOFLAGS_TESTCLOCK := -trimpath -ldflags "$(GO_LDFLAGS)"
 # The binaries that link libc (totp-admin, totp-syncd) are hardened as Debian's are: PIE, full
 # RELRO and bind-now through the external linker, fortified and stack-protected cgo C.
-GOFLAGS_CGO    := -trimpath -buildmode=pie -ldflags "$(GO_LDFLAGS) -linkmode=external -extldflags '-Wl,-z,relro -Wl,-z,now'"
+GOFLAGS_CGO    := -trimpath -buildmode=pie -ldflags "$(GO_LDFLAGS) $(GO_PATHS_LDFLAGS) -linkmode=external -extldflags '-Wl,-z,relro -Wl,-z,now'"
 CGO_HARDENING  := CGO_CFLAGS="-O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong"
+
+# The compiled-in directories as last built: a change (make install PREFIX=...) relinks the
+# binaries instead of installing ones that name other paths.
+PATHS_STAMP := $(BUILD)/paths.stamp
+PATHS_LINE := $(LIBEXECDIR) $(SYSCONFDIR) $(LOCALSTATEDIR) $(RUNDIR)
+
+# Rewrites the default paths in a text file to the ones asked for (and @VERSION@), in one sed,
+# through markers, so that no replacement is rewritten again. Used for the config, the units, the
+# D-Bus policy and the markdown man pages.
+SUBST_PATHS = sed -e 's|/usr/libexec/pam-totp|@LIBEXECDIR@/pam-totp|g' \
+	-e 's|/etc/pam-totp|@SYSCONFDIR@/pam-totp|g' \
+	-e 's|/var/lib/pam-totp|@LOCALSTATEDIR@/lib/pam-totp|g' \
+	-e 's|/run/pam-totp|@RUNDIR@/pam-totp|g' \
+	-e 's|/usr/sbin/totp-|@SBINDIR@/totp-|g' \
+	-e 's|/usr/bin/totp|@BINDIR@/totp|g' \
+	-e 's|/usr/share/dbus-1/system.d|@DBUSPOLICYDIR@|g' \
+	-e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@LOCALSTATEDIR@|$(LOCALSTATEDIR)|g' -e 's|@RUNDIR@|$(RUNDIR)|g' \
+	-e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@DBUSPOLICYDIR@|$(DBUSPOLICYDIR)|g' \
+	-e 's|@VERSION@|$(VERSION)|g'
 
 PAM_CFLAGS := -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -Wformat=2 -Wshadow \
 	-fstack-protector-strong -D_FORTIFY_SOURCE=2 -fvisibility=hidden \
@@ -96,39 +136,43 @@ GOLANGCI_LINT := $(BUILD)/tools/golangci-lint
 # go.etcd.io/etcd/server/v3) into build/tools; the registry never embeds it.
 ETCD := $(BUILD)/tools/etcd
 
-.PHONY: all build build-testclock test lint etcd bench demo demo-ha install deb rpm deps clean fmt vet
+.PHONY: all build build-testclock man subst test lint etcd bench demo demo-ha install deb rpm deps clean fmt vet FORCE
 
 all: build
 
+$(PATHS_STAMP): FORCE
+	@mkdir -p $(@D)
+	@echo '$(PATHS_LINE)' | cmp -s - $@ || echo '$(PATHS_LINE)' > $@
+
 build: $(BUILD)/pam_totp.so $(BUILD)/pam-totp-helper $(BUILD)/totp-admin $(BUILD)/totp-syncd $(BUILD)/totp-registry $(BUILD)/totp
 
-$(BUILD)/pam_totp.so: pam/pam_totp.c
+$(BUILD)/pam_totp.so: pam/pam_totp.c $(PATHS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(PAM_CFLAGS) $(CPPFLAGS) -o $@ $< $(PAM_LDFLAGS) $(LDFLAGS) -lpam
+	$(CC) $(PAM_CFLAGS) $(CPPFLAGS) -o $@ pam/pam_totp.c $(PAM_LDFLAGS) $(LDFLAGS) -lpam
 
 # The helper is static (no libc, no NSS: the module resolves users and groups).
-$(BUILD)/pam-totp-helper: $(GO_SOURCES)
+$(BUILD)/pam-totp-helper: $(GO_SOURCES) $(PATHS_STAMP)
 	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/pam-totp-helper
 
 # totp: the user's enrollment command, talks to totp-syncd over the system bus.
-$(BUILD)/totp: $(GO_SOURCES)
+$(BUILD)/totp: $(GO_SOURCES) $(PATHS_STAMP)
 	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp
 
 # totp-admin links libpam (msteinert/pam) for `doctor`.
-$(BUILD)/totp-admin: $(GO_SOURCES)
+$(BUILD)/totp-admin: $(GO_SOURCES) $(PATHS_STAMP)
 	@mkdir -p $(@D)
 	CGO_ENABLED=1 $(CGO_HARDENING) $(GO) build $(GOFLAGS_CGO) -o $@ ./cmd/totp-admin
 
 # totp-syncd links libc: it names its D-Bus callers through NSS (getpwuid_r), so users from LDAP
 # or SSSD can enroll; Go's pure os/user would read /etc/passwd only.
-$(BUILD)/totp-syncd: $(GO_SOURCES)
+$(BUILD)/totp-syncd: $(GO_SOURCES) $(PATHS_STAMP)
 	@mkdir -p $(@D)
 	CGO_ENABLED=1 $(CGO_HARDENING) $(GO) build $(GOFLAGS_CGO) -o $@ ./cmd/totp-syncd
 
 # The registry is static too; it runs on a central host, not on login nodes.
-$(BUILD)/totp-registry: $(GO_SOURCES)
+$(BUILD)/totp-registry: $(GO_SOURCES) $(PATHS_STAMP)
 	@mkdir -p $(@D)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_COMMON) -o $@ ./cmd/totp-registry
 
@@ -140,7 +184,7 @@ build-testclock: $(addprefix $(TESTCLOCK)/,$(TESTCLOCK_BINS))
 
 $(TESTCLOCK)/%: $(GO_SOURCES)
 	@mkdir -p $(@D)
-	CGO_ENABLED=$(if $(filter totp-admin totp-syncd,$*),1,0) $(GO) build -tags testclock $(GOFLAGS_COMMON) -o $@ ./cmd/$*
+	CGO_ENABLED=$(if $(filter totp-admin totp-syncd,$*),1,0) $(GO) build -tags testclock $(GOFLAGS_TESTCLOCK) -o $@ ./cmd/$*
 
 deps:
 	contrib/scripts/deps.sh
@@ -162,29 +206,60 @@ demo: deps build
 demo-ha: deps build $(ETCD)
 	DEMO_AUTO=$(DEMO_AUTO) DEMO_HA=1 contrib/demo/demo.sh
 
-install: build
-	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBEXECDIR)/pam-totp
+# The man pages: those of the command trees from the binaries (hidden `__man` verb, pkg/cmdline),
+# and those written in markdown under docs/man (NAME.SECTION.md: pam_totp(8), pam_totp.conf(5),
+# pam-totp-helper(8), totp-registry.conf(5)) through go-md2man (a tool in go.mod).
+MAN_MD := $(wildcard docs/man/*.md)
+MD2MAN := $(BUILD)/tools/go-md2man
+
+$(MD2MAN): go.mod go.sum
+	@mkdir -p $(@D)
+	$(GO) build -o $@ github.com/cpuguy83/go-md2man/v2
+
+man: build $(MD2MAN)
+	rm -rf $(BUILD)/man
+	mkdir -p $(BUILD)/man/man1 $(BUILD)/man/man5 $(BUILD)/man/man8
+	for f in $(MAN_MD); do p=$$(basename $$f .md); \
+		$(SUBST_PATHS) $$f | $(MD2MAN) > $(BUILD)/man/man$${p##*.}/$$p || exit 1; done
+	$(BUILD)/totp __man 1 $(BUILD)/man/man1
+	for b in totp-admin totp-syncd totp-registry; do $(BUILD)/$$b __man 8 $(BUILD)/man/man8 || exit 1; done
+	if [ "$(MANGZ)" = 1 ]; then gzip -9n $(BUILD)/man/man*/*; fi
+
+# The text files installed with paths in them, rewritten to the directories asked for. With
+# LOCALSTATEDIR other than /var, the registry's unit names its store directory (which install
+# creates) instead of systemd's StateDirectory, which is always below /var/lib.
+SUBST_DIR := $(BUILD)/subst
+UNIT_SED := $(if $(filter /var,$(LOCALSTATEDIR)),,-e 's|^StateDirectory=pam-totp-registry$$|ReadWritePaths=$(LOCALSTATEDIR)/lib/pam-totp-registry|' -e '/^StateDirectoryMode=/d')
+subst: FORCE
+	rm -rf $(SUBST_DIR)
+	mkdir -p $(SUBST_DIR)
+	$(SUBST_PATHS) pam_totp.conf.example > $(SUBST_DIR)/pam_totp.conf
+	$(SUBST_PATHS) contrib/dbus/io.github.pamtotp.Sync1.conf > $(SUBST_DIR)/io.github.pamtotp.Sync1.conf
+	for u in totp-syncd totp-registry; do \
+		$(SUBST_PATHS) $(UNIT_SED) packaging/systemd/$$u.service > $(SUBST_DIR)/$$u.service || exit 1; done
+
+install: build man subst
+	install -d -m 0755 $(DESTDIR)$(PAMDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBEXECDIR)/pam-totp
 	install -m 0644 $(BUILD)/pam_totp.so $(DESTDIR)$(PAMDIR)/pam_totp.so
 	install -m 0755 $(BUILD)/pam-totp-helper $(DESTDIR)$(LIBEXECDIR)/pam-totp/pam-totp-helper
 	install -m 0755 $(BUILD)/totp-admin $(DESTDIR)$(BINDIR)/totp-admin
 	install -m 0755 $(BUILD)/totp $(DESTDIR)$(BINDIR)/totp
-	install -d -m 0755 $(DESTDIR)$(SBINDIR)
 	install -m 0755 $(BUILD)/totp-registry $(DESTDIR)$(SBINDIR)/totp-registry
+	install -m 0755 $(BUILD)/totp-syncd $(DESTDIR)$(SBINDIR)/totp-syncd
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/pam-totp
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf || \
-		install -m 0644 pam_totp.conf.example $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf
+		install -m 0644 $(SUBST_DIR)/pam_totp.conf $(DESTDIR)$(SYSCONFDIR)/pam-totp/pam_totp.conf
 	install -d -m 0700 $(DESTDIR)$(LOCALSTATEDIR)/lib/pam-totp
+	$(if $(filter /var,$(LOCALSTATEDIR)),,install -d -m 0700 $(DESTDIR)$(LOCALSTATEDIR)/lib/pam-totp-registry)
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
-	install -m 0755 $(BUILD)/totp-syncd $(DESTDIR)$(SBINDIR)/totp-syncd
-	install -m 0644 packaging/systemd/totp-syncd.service packaging/systemd/totp-registry.service $(DESTDIR)$(UNITDIR)/
-	install -d -m 0755 $(DESTDIR)$(DATADIR)/dbus-1/system.d
-	install -m 0644 contrib/dbus/io.github.pamtotp.Sync1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/
-	install -d -m 0755 $(DESTDIR)$(DATADIR)/bash-completion/completions
+	install -m 0644 $(SUBST_DIR)/totp-syncd.service $(SUBST_DIR)/totp-registry.service $(DESTDIR)$(UNITDIR)/
+	install -d -m 0755 $(DESTDIR)$(DBUSPOLICYDIR)
+	install -m 0644 $(SUBST_DIR)/io.github.pamtotp.Sync1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
+	install -d -m 0755 $(DESTDIR)$(COMPLETIONDIR)
 	for b in totp-admin totp totp-syncd totp-registry; do \
-		$(BUILD)/$$b completion bash > $(DESTDIR)$(DATADIR)/bash-completion/completions/$$b || exit 1; done
-	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8
-	$(BUILD)/totp __man 1 $(DESTDIR)$(MANDIR)/man1
-	for b in totp-admin totp-syncd totp-registry; do $(BUILD)/$$b __man 8 $(DESTDIR)$(MANDIR)/man8 || exit 1; done
+		$(BUILD)/$$b completion bash > $(DESTDIR)$(COMPLETIONDIR)/$$b || exit 1; done
+	install -d -m 0755 $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	for s in 1 5 8; do install -m 0644 $(BUILD)/man/man$$s/* $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
 
 # The packages' upstream version: a tag's (v1.2-3-gabc -> 1.2+3+gabc), or 0.0.0+COMMIT without a
 # tag (a commit id may start with a digit), so that any release sorts after a snapshot; no '-',

@@ -17,6 +17,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/authlog"
 	"github.com/pam-totp/pam-totp/pkg/clock"
 	"github.com/pam-totp/pam-totp/pkg/config"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/verify"
 	"github.com/pam-totp/pam-totp/pkg/version"
 )
@@ -58,7 +59,7 @@ func servePAM() int {
 func admin(args []string) int {
 	fs := flag.NewFlagSet("pam-totp-helper", flag.ContinueOnError)
 	check := fs.Bool("check-config", false, "parse and validate the config, then exit")
-	path := fs.String("config", config.DefaultPath, "config file")
+	path := fs.String("config", paths.NodeConfig(), "config file")
 	showVersion := fs.Bool("version", false, "print the version")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -26,6 +26,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/doctor"
 	"github.com/pam-totp/pam-totp/pkg/enrollcli"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -41,8 +42,8 @@ const (
 	envCAFile    = "TOTP_CA_FILE"
 )
 
-const longHelp = `totp-admin manages TOTP tokens: on a login node without a registry, in the node's own store
-(--config FILE, default ` + config.DefaultPath + `); with --registry URL (or $TOTP_REGISTRY),
+var longHelp = `totp-admin manages TOTP tokens: on a login node without a registry, in the node's own store
+(--config FILE, default ` + paths.NodeConfig() + `); with --registry URL (or $TOTP_REGISTRY),
 at the central totp-registry, which also knows users, login nodes and an audit log.
 
 With a registry:
@@ -108,7 +109,7 @@ func newRoot(e *env) *cobra.Command {
 		Args:    cobra.ArbitraryArgs,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&e.config, "config", config.DefaultPath, "config `FILE` of this node")
+	pf.StringVar(&e.config, "config", paths.NodeConfig(), "config `FILE` of this node")
 	pf.StringSliceVar(&e.reg.urls, "registry", nil, "`URL` of the registry; replicas of one registry repeated or separated by commas, tried in order (default $"+envRegistry+")")
 	pf.StringVar(&e.reg.tokenFile, "admin-token-file", "", "`FILE` with the registry's admin token, mode 0600 (default $"+envTokenFile+")")
 	pf.StringVar(&e.reg.caFile, "ca-file", "", "`FILE` with the registry's CA, the only one trusted (default $"+envCAFile+"; else the system's CAs)")
@@ -259,7 +260,7 @@ func doctorCommand(e *env) *cobra.Command {
 	u := fs.String("user", "", "user of the PAM transaction (default: a user with an active token, or root)")
 	rhost := fs.String("rhost", "", "client address to set as PAM_RHOST")
 	pamdir := fs.String("pamdir", doctor.DefaultPAMDir, "directory of PAM service files")
-	helper := fs.String("helper", doctor.DefaultHelper, "helper (unless the pam_totp.so line has helper=)")
+	helper := fs.String("helper", paths.Helper(), "helper (unless the pam_totp.so line has helper=)")
 	noTx := fs.Bool("no-transaction", false, "skip the PAM transaction")
 	bus := fs.String("bus", "", "D-Bus address to look for totp-syncd on (default: $DBUS_SYSTEM_BUS_ADDRESS or the system bus)")
 	asJSON := jsonFlag(cmd)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/cmdline"
 	"github.com/pam-totp/pam-totp/pkg/confkey"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/registry"
 	"github.com/pam-totp/pam-totp/pkg/seal"
 	"github.com/pam-totp/pam-totp/pkg/version"
@@ -52,7 +53,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Version: version.Version,
 		Args:    cmdline.NoArgs,
 	}
-	cfgPath := root.PersistentFlags().String("config", registry.DefaultConfigPath, "config `FILE`")
+	cfgPath := root.PersistentFlags().String("config", paths.RegistryConfig(), "config `FILE`")
 	check := root.Flags().Bool("check-config", false, "load and validate the config and the files it names, then exit")
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	load := func() (*registry.Config, error) {

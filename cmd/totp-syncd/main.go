@@ -35,6 +35,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/localenroll"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
@@ -78,7 +79,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Version: version.Version,
 		Args:    cmdline.NoArgs,
 	}
-	path := root.PersistentFlags().String("config", config.DefaultPath, "config `FILE`")
+	path := root.PersistentFlags().String("config", paths.NodeConfig(), "config `FILE`")
 	check := root.Flags().Bool("check-config", false, "validate the config and the sync files, then exit")
 	debug := root.Flags().Bool("debug", false, "log every batch and reconnect")
 	bus := root.Flags().String("bus", "", "D-Bus `ADDRESS` to serve "+syncbus.Name+" on (default: [sync] bus, else the system bus)")

@@ -21,13 +21,11 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/pam-totp/pam-totp/pkg/confkey"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
-
-// DefaultPath is where the module and the tools look when not told otherwise.
-const DefaultPath = "/etc/pam-totp/pam_totp.conf"
 
 // maxSize bounds the config file; anything larger is not a config.
 const maxSize = 1 << 20
@@ -134,15 +132,11 @@ type Sync struct {
 	OfflineClaims string `toml:"offline_claims"`
 }
 
-// DefaultVerifySocket is the resident verifier's socket when [sync] verify_socket is not set;
-// pam_totp.so's socket= has the same default.
-const DefaultVerifySocket = "/run/pam-totp/verify.sock"
-
 // VerifySocketPath is [sync] verify_socket or its default; "" when it is "none".
 func (c *Config) VerifySocketPath() string {
 	switch c.Sync.VerifySocket {
 	case "":
-		return DefaultVerifySocket
+		return paths.VerifySocket()
 	case "none":
 		return ""
 	}
@@ -188,14 +182,14 @@ func Default() Config {
 			SkewHintSteps: 10,
 			Prompt:        "Verification code: ",
 		},
-		Store:  Store{Dir: "/var/lib/pam-totp", OpenTimeout: 3 * time.Second},
+		Store:  Store{Dir: paths.StateDir(), OpenTimeout: 3 * time.Second},
 		Issuer: "pam-totp",
 		Sync: Sync{
-			CAFile:         "/etc/pam-totp/registry-ca.pem",
-			CredentialFile: "/etc/pam-totp/node.credential",
+			CAFile:         paths.Conf("registry-ca.pem"),
+			CredentialFile: paths.Conf("node.credential"),
 			MetricsListen:  "127.0.0.1:9464",
 			Offline:        OfflineServe,
-			VerifySocket:   DefaultVerifySocket,
+			VerifySocket:   paths.VerifySocket(),
 			ClaimTimeout:   300 * time.Millisecond,
 			OfflineClaims:  OfflineLocal,
 		},

@@ -15,14 +15,12 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/config"
 	"github.com/pam-totp/pam-totp/pkg/nodesync"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/rootsock"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 	"github.com/pam-totp/pam-totp/pkg/store"
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
-
-// DefaultHelper is where pam_totp.so looks for its helper unless told otherwise.
-const DefaultHelper = "/usr/libexec/pam-totp/pam-totp-helper"
 
 // Status grades one finding of the doctor.
 type Status string
@@ -334,14 +332,14 @@ func Doctor(o DoctorOptions) *Report {
 		policyArg, _ = totpLine.Arg("policy")
 	}
 	if cfgPath == "" {
-		cfgPath = config.DefaultPath
+		cfgPath = paths.NodeConfig()
 	}
 	if helper == "" {
-		helper = DefaultHelper
+		helper = paths.Helper()
 	}
 	cfg := checkConfig(r, cfgPath)
 	checkHelper(r, helper)
-	socket := config.DefaultVerifySocket
+	socket := paths.VerifySocket()
 	if totpLine != nil {
 		if v, ok := totpLine.Arg("socket"); ok {
 			socket = v

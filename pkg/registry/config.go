@@ -17,11 +17,9 @@ import (
 
 	"github.com/pam-totp/pam-totp/pkg/confkey"
 	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/paths"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
-
-// DefaultConfigPath is where totp-registry reads its config unless told otherwise.
-const DefaultConfigPath = "/etc/pam-totp/registry.conf"
 
 // maxConfigSize bounds the config and admin token files.
 const maxConfigSize = 1 << 20
@@ -61,12 +59,12 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Listen:  "127.0.0.1:8443",
-		TLSCert: "/etc/pam-totp/registry.crt",
-		TLSKey:  "/etc/pam-totp/registry-tls.key",
-		Store: &StoreConfig{Backend: BackendBbolt, Path: "/var/lib/pam-totp-registry/registry.db",
+		TLSCert: paths.Conf("registry.crt"),
+		TLSKey:  paths.Conf("registry-tls.key"),
+		Store: &StoreConfig{Backend: BackendBbolt, Path: filepath.Join(paths.RegistryStateDir(), "registry.db"),
 			Prefix: "/pam-totp/registry/", DialTimeout: 5 * time.Second, RequestTimeout: 5 * time.Second},
-		KeyFile:             "/etc/pam-totp/registry.keyring",
-		AdminTokens:         "/etc/pam-totp/registry-admins",
+		KeyFile:             paths.Conf("registry.keyring"),
+		AdminTokens:         paths.Conf("registry-admins"),
 		Issuer:              "pam-totp",
 		HistoryKeep:         100000,
 		BookmarkInterval:    10 * time.Second,

@@ -5,6 +5,8 @@ package cmdlinetest
 import (
 	"bytes"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -52,4 +54,39 @@ func Run(t *testing.T, run func(args []string, stdout, stderr io.Writer) int, ca
 			}
 		})
 	}
+}
+
+// BashCompletionFramework is Debian's bash-completion (make deps), which completion scripts
+// expect loaded.
+const BashCompletionFramework = "/usr/share/bash-completion/bash_completion"
+
+// Complete asks a real bash for the completions of line, a command line typed so far (ending in a
+// space to complete a new word), with the completion script at script loaded as bash-completion
+// loads it; the program (line's first word) is called back for its candidates, found on path
+// (prepended to $PATH) with env added. It returns the candidates, sorted, separated by spaces.
+func Complete(t testing.TB, script, path string, env []string, line string) string {
+	t.Helper()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal("no bash: ", err)
+	}
+	if _, err := os.Stat(BashCompletionFramework); err != nil {
+		t.Fatal(err)
+	}
+	prog, _, _ := strings.Cut(line, " ")
+	sh := `source ` + BashCompletionFramework + ` && source "$2" || exit 3
+COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -r -a COMP_WORDS <<< "$1"
+[[ "$1" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+__start_` + prog + ` ` + prog + `
+printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' '`
+	cmd := exec.Command(bash, "--norc", "-c", sh, "bash", line, script)
+	cmd.Env = append(append(os.Environ(), "PATH="+path+":"+os.Getenv("PATH")), env...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr // outside a real completion, bash-completion's compopt complains here
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bash completion of %q: %v\n%s", line, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
 }
