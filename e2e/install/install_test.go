@@ -297,8 +297,8 @@ func TestCompletion(t *testing.T) {
 	path := staged(bin)
 	for _, tt := range []struct{ line, want string }{
 		{"totp-admin tok", "token"},
-		{"totp-admin token ", "add disable enable list remove"},
-		{"totp-admin import ", "csv google-authenticator"},
+		{"totp-admin token ", "add assign disable enable list remove unassign"},
+		{"totp-admin import ", "csv google-authenticator pskc"},
 		{"totp en", "enroll"},
 		{"totp-admin token add --no-", "--no-qr --no-verify"},
 	} {
