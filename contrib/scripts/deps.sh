@@ -4,8 +4,9 @@
 set -eu
 pkgs="gcc make dpkg-dev lintian libc6-dev libpam0g-dev openssh-server openssh-client sudo oathtool expect tmux iproute2 \
 libpam-google-authenticator libpam-oath zbar-tools passwd openssl curl ca-certificates dbus python3-aiosmtpd libnss-extrausers bash-completion"
-# make rpm and its test (e2e/packages): rpmbuild, rpmlint, rpm2cpio and cpio, file for brp-strip
-pkgs="$pkgs rpm rpm2cpio rpmlint cpio file"
+# make rpm and its test (e2e/packages): rpmbuild, rpmlint, rpm2cpio and cpio, file for brp-strip;
+# man-db (and groff) for e2e/install: `man -w` finds the installed pages, groff renders them
+pkgs="$pkgs rpm rpm2cpio rpmlint cpio file man-db"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
