@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -249,11 +250,14 @@ func read(path string) ([]byte, error) {
 	return data, nil
 }
 
-// keyNames are the valid keys of each table; a [policy.NAME] section takes the top level's policy keys.
-var keyNames = confkey.NamesOf(struct {
-	Config
-	Policy Policy `toml:"policy"`
-}{})
+// keyNames are the valid keys of each table; a [policy.NAME] section takes the top level's policy
+// keys. Made on first use: only a file with an unknown key needs them, not every login's helper.
+var keyNames = sync.OnceValue(func() confkey.Names {
+	return confkey.NamesOf(struct {
+		Config
+		Policy Policy `toml:"policy"`
+	}{})
+})
 
 // Parse parses and validates a config from memory. Warnings (unknown keys) are returned beside a
 // nil error.
@@ -302,12 +306,15 @@ func parse(data []byte) (*Config, confkey.Keys, error) {
 		}
 		undecoded = append(undecoded, k)
 	}
-	unknown := confkey.Find(data, undecoded, keyNames, func(parent toml.Key) string {
-		if len(parent) == 2 && parent[0] == "policy" {
-			return "policy"
-		}
-		return strings.Join(parent, ".")
-	})
+	var unknown confkey.Keys
+	if len(undecoded) > 0 {
+		unknown = confkey.Find(data, undecoded, keyNames(), func(parent toml.Key) string {
+			if len(parent) == 2 && parent[0] == "policy" {
+				return "policy"
+			}
+			return strings.Join(parent, ".")
+		})
+	}
 	if err := c.Validate(); err != nil {
 		return nil, unknown, err
 	}
