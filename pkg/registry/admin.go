@@ -221,13 +221,20 @@ func (s *Server) change(ctx context.Context, actor, action, target, reason strin
 	})
 }
 
+// targetOf splits an audit target ("user/NAME", "token/NAME/ID", "node/NAME") into its kind and
+// the name of the user or node.
+func targetOf(target string) (kind, name string) {
+	kind, rest, _ := strings.Cut(target, "/")
+	name, _, _ = strings.Cut(rest, "/")
+	return kind, name
+}
+
 // prefetchTarget reads in one request what a change of target reads of it and the audit head
 // that every change writes (on etcd: one round trip instead of one per key).
 func (x *txn) prefetchTarget(target string) error {
 	keys := []string{keyAuditHead}
 	var prefixes []string
-	kind, rest, _ := strings.Cut(target, "/")
-	name, _, _ := strings.Cut(rest, "/")
+	kind, name := targetOf(target)
 	switch {
 	case name == "" || !validName(name, maxNameLen):
 	case kind == "user" || kind == "token":
@@ -258,8 +265,7 @@ func (x *txn) targetInScope(a AdminToken, target string) error {
 	if a.Scopes == nil {
 		return nil
 	}
-	kind, rest, _ := strings.Cut(target, "/")
-	name, _, _ := strings.Cut(rest, "/")
+	kind, name := targetOf(target)
 	var scopes []string
 	var err error
 	switch kind {
