@@ -433,8 +433,24 @@ func request(r *Report, key string) []string {
 // this test, and removes both afterwards.
 func testUser(t *testing.T) (*user.User, string) {
 	t.Helper()
-	suffix := strconv.Itoa(os.Getpid() % 100000)
-	group, name := "ptgrp"+suffix, "ptusr"+suffix
+	u, groups := testUserGroups(t, "", 1)
+	return u, groups[0]
+}
+
+// testUserGroups creates a user (name ptusr<tag><pid>) in n supplementary groups that exist
+// only for this test, and removes them all afterwards.
+func testUserGroups(t *testing.T, tag string, n int) (*user.User, []string) {
+	t.Helper()
+	suffix := tag + strconv.Itoa(os.Getpid()%100000)
+	name := "ptusr" + suffix
+	var groups []string
+	for i := range n {
+		g := "ptgrp" + suffix
+		if i > 0 {
+			g += "-" + strconv.Itoa(i)
+		}
+		groups = append(groups, g)
+	}
 	run := func(args ...string) {
 		t.Helper()
 		var out []byte
@@ -453,16 +469,39 @@ func testUser(t *testing.T) (*user.User, string) {
 		}
 	}
 	exec.Command("userdel", name).Run() // left over from a killed run
-	exec.Command("groupdel", group).Run()
-	run("groupadd", group)
-	t.Cleanup(func() { exec.Command("groupdel", group).Run() })
-	run("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", group, name)
+	for _, group := range groups {
+		exec.Command("groupdel", group).Run()
+		run("groupadd", group)
+		t.Cleanup(func() { exec.Command("groupdel", group).Run() })
+	}
+	run("useradd", "-M", "-N", "-s", "/usr/sbin/nologin", "-G", strings.Join(groups, ","), name)
 	t.Cleanup(func() { exec.Command("userdel", name).Run() })
 	u, err := user.Lookup(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return u, group
+	return u, groups
+}
+
+// TestRequestManyGroups: a user in more groups than the module's first getgrouplist call takes
+// (FEW_GROUPS, 64) still has every one of them in the request.
+func TestRequestManyGroups(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	u, groups := testUserGroups(t, "m", 100)
+	s := newStack(t, "fake=verdict")
+	if err := s.start(u.Username, &conv{}).Authenticate(0); err != nil {
+		t.Fatalf("Authenticate(%s) = %v, want success", u.Username, err)
+	}
+	got := request(s.mustReport(), "group")
+	for _, g := range groups {
+		if !slices.Contains(got, g) {
+			t.Errorf("request of a user in %d groups lacks group %s (has %d)", len(groups), g, len(got))
+		}
+	}
+	if len(got) != len(groups)+1 { // and the primary group
+		t.Errorf("request has %d groups %q, want %d", len(got), got, len(groups)+1)
+	}
 }
 
 func TestRequest(t *testing.T) {

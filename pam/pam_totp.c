@@ -62,6 +62,7 @@
 #define DEFAULT_CONNECT_MS 300 /* the resident verifier's bound to connect and to send a first frame */
 #define MAX_CONNECT_MS 5000
 #define MAX_GROUPS 65536       /* NGROUPS_MAX on Linux */
+#define FEW_GROUPS 64          /* groups a first getgrouplist call takes, on the stack */
 #define NSS_BUF_MAX (16 << 20) /* an LDAP group with many members needs a big buffer */
 #define HELPER_FD 3
 #define NSEC 1000000000LL
@@ -293,16 +294,30 @@ static int grow(char **buf, size_t *len)
  * read as two. */
 static int add_groups(pam_handle_t *pamh, struct request *r, const struct passwd *pw)
 {
-	gid_t *gids = malloc(MAX_GROUPS * sizeof *gids); /* 256 KiB: one call, no retry loop */
+	/* Most users are in a few groups: the first call uses the stack. (A
+	 * 256 KiB array for every login was mmap'ed and unmapped each time: page
+	 * faults and, in a threaded host, a TLB shootdown on every core.) */
+	gid_t few[FEW_GROUPS], *gids = few;
 	char *buf = NULL, num[16];
 	size_t blen = 0;
-	int n = MAX_GROUPS, rc = PAM_SYSTEM_ERR;
+	int n = FEW_GROUPS, rc = PAM_SYSTEM_ERR;
 
-	if (gids == NULL || grow(&buf, &blen) != 0)
+	if (grow(&buf, &blen) != 0)
 		goto out;
 	if (getgrouplist(pw->pw_name, pw->pw_gid, gids, &n) < 0) {
-		pam_syslog(pamh, LOG_ERR, "user %s: more than %d groups", pw->pw_name, MAX_GROUPS);
-		goto out;
+		/* n is now how many there are: once more with room for them and a
+		 * few more (groups added meanwhile); a list still growing denies. */
+		if (n > MAX_GROUPS) {
+			pam_syslog(pamh, LOG_ERR, "user %s: more than %d groups", pw->pw_name, MAX_GROUPS);
+			goto out;
+		}
+		n += 16;
+		if ((gids = malloc((size_t)n * sizeof *gids)) == NULL)
+			goto out;
+		if (getgrouplist(pw->pw_name, pw->pw_gid, gids, &n) < 0) {
+			pam_syslog(pamh, LOG_ERR, "user %s: the list of groups changed during the login", pw->pw_name);
+			goto out;
+		}
 	}
 	for (int i = 0; i < n; i++) {
 		struct group gr, *grp = NULL;
@@ -319,7 +334,8 @@ static int add_groups(pam_handle_t *pamh, struct request *r, const struct passwd
 	rc = PAM_SUCCESS;
 out:
 	free(buf);
-	free(gids);
+	if (gids != few)
+		free(gids);
 	return rc;
 }
 
