@@ -166,6 +166,29 @@ func profileSocket(ctx context.Context, po options, m *pamTotp, confDir string, 
 	out = append(out, profileRow{What: "pam_totp.so via the resident verifier with mode = \"off\": socket checks, connect, request, config (cached), verdict, auth log; no store",
 		P50: r.P50, P99: r.P99})
 
+	// The module against a verifier that does nothing: its own share of every socket login.
+	null, err := startNullVerifier(filepath.Join(m.root, "null-verifier"))
+	if err != nil {
+		return nil, err
+	}
+	defer null.Close()
+	if err := writeService(confDir, "bench-totp-socket-null",
+		fmt.Sprintf("%s helper=%s config=%s socket=%s", m.so, m.helper, offConf, null.Path)); err != nil {
+		return nil, err
+	}
+	for _, procs := range po.Procs { // as the results table's rows
+		r, err := measure(ctx, po, confDir, "bench-totp-socket-null", ds.Pool, procs, true)
+		if err != nil {
+			return nil, fmt.Errorf("pam_totp with a null verifier: %w", err)
+		}
+		if r.WrongResults > 0 {
+			return nil, fmt.Errorf("pam_totp with a null verifier: %d failed transactions: %v", r.WrongResults, r.Unexpected)
+		}
+		out = append(out, profileRow{What: fmt.Sprintf("pam_totp.so with a verifier that does nothing (answers success at once), %d process%s, %.0f logins/s: "+
+			"the module's own part of any socket login (NSS, checks, connect, frames)", procs, map[bool]string{true: "es"}[procs > 1], r.Throughput),
+			P50: r.P50, P99: r.P99})
+	}
+
 	opts := store.Options{Dir: storeDir, Timeout: 10 * time.Second}
 	res := store.NewResident()
 	defer res.Close()

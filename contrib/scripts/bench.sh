@@ -224,10 +224,17 @@ EOF
   PAM floor, the machine's fork+exec floor (and what posix_spawn would cost instead), the
   helper's start, the module and helper without the store (policy `mode = "off"`), and the
   store operations the helper does (run in the driver with the same package and files); then
-  the socket login's parts: the module and the resident verifier without the store, and the
-  store operations through kept handles (store.Resident, in the driver, on the socket row's
-  files while totp-syncd has them open too). The parts do not add up exactly: they run in
-  different processes at different times.
+  the socket login's parts: the module and the resident verifier without the store, the
+  module against a verifier that does nothing (a server in the idle driver process that reads
+  the request and answers `success` at once: what pam_totp.so itself costs on the socket path,
+  with 1 and 8 processes), and the store operations through kept handles (store.Resident, in
+  the driver, on the socket row's files while totp-syncd has them open too). The parts do not
+  add up exactly: they run in different processes at different times.
+- **The floor of the targets.** The "verifier that does nothing" rows bound what any resident
+  verifier can reach through pam_totp.so on this machine. Where their p50 is above half of
+  GA's p50, or their logins/s with 8 processes below twice GA's, no work in the daemon can meet
+  that target: the rest of the gap is the module's own NSS lookups, path checks and socket
+  round trip over the pam_permit floor.
 - **Against the targets** compares, at each size, pam_totp (socket) with
   pam_google_authenticator measured in the same run: p50 with 1 process at most half of GA's,
   logins/s with 8 processes at least twice GA's, no wrong result or lost record, and
@@ -301,7 +308,13 @@ EOF
     retries every 50 ms, which shows in the p99 with 8 processes and makes those rows vary
     from run to run (p99 between about 80 and 210 ms on this machine).
 EOF
-} >"$out"
+} >"$tmp/login.md"
+# BENCH_ONLY=login keeps the "Registry sync" section that the last sync run wrote.
+if [ "$only" = login ] && [ -f "$out" ] && grep -q '^<!-- sync-bench:begin -->$' "$out"; then
+	{ echo; sed -n '/^<!-- sync-bench:begin -->$/,/^<!-- sync-bench:end -->$/p' "$out"; } >>"$tmp/login.md"
+fi
+mkdir -p "$(dirname "$out")"
+cat "$tmp/login.md" >"$out"
 echo "bench: wrote $out ($((secs / 60)) min $((secs % 60)) s)"
 if [ "$only" != login ]; then
 	sync_section
