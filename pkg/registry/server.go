@@ -71,6 +71,7 @@ type Server struct {
 	stopping bool
 
 	enroll *enrollState // enroll.go
+	portal http.Handler // portal.go; nil when [portal] is off
 
 	metrics *metrics // metrics.go
 }
@@ -118,6 +119,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err := s.initEnroll(o); err != nil {
 		return nil, err
 	}
+	if err := s.initPortal(); err != nil {
+		return nil, err
+	}
 	var n int64
 	for _, d := range digests {
 		n += d.Count()
@@ -158,6 +162,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+registryapi.PathSyncLogins, s.handleLogins)
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
+	s.portalRoutes(mux)
 	return s.metrics.counted(mux)
 }
 
