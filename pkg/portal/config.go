@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/portal/oidclogin"
 )
 
 // Sign-in methods of Config.SignIn.
@@ -24,12 +26,14 @@ type Config struct {
 	SessionIdle time.Duration `toml:"session_idle"`
 	SessionMax  time.Duration `toml:"session_max"`
 	PublicURL   string        `toml:"public_url"`
+	// OIDC is [portal.oidc], needed when SignIn has SignInOIDC.
+	OIDC oidclogin.Config `toml:"oidc"`
 }
 
 // DefaultConfig is the one defaults literal of [portal].
 func DefaultConfig() Config {
 	return Config{SiteName: "pam-totp", SignIn: []string{SignInMail, SignInCode},
-		SessionIdle: 15 * time.Minute, SessionMax: 8 * time.Hour}
+		SessionIdle: 15 * time.Minute, SessionMax: 8 * time.Hour, OIDC: oidclogin.DefaultConfig()}
 }
 
 // Validate checks every value (also when the portal is off, so a mistake shows before it is
@@ -57,6 +61,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("portal session_idle %s: must be between 1m and 24h", c.SessionIdle)
 	case c.SessionMax < c.SessionIdle || c.SessionMax > 7*24*time.Hour:
 		return fmt.Errorf("portal session_max %s: must be between session_idle (%s) and 168h", c.SessionMax, c.SessionIdle)
+	}
+	if c.Has(SignInOIDC) {
+		if err := c.OIDC.Validate(); err != nil {
+			return err
+		}
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)

@@ -35,6 +35,9 @@ func TestConfigExampleParses(t *testing.T) {
 				continue // not a key (Unknown: what the file got wrong)
 			}
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+				if section != "" {
+					key = section + "." + key // a table in a table: [portal.oidc]
+				}
 				_, rest, ok := strings.Cut(text, "\n["+key+"]\n")
 				if !ok {
 					t.Errorf("registry.conf.example has no [%s] section", key)
@@ -86,6 +89,9 @@ func TestParseConfig(t *testing.T) {
 		{name: "portal max below idle", in: "[portal]\nsession_idle = \"1h\"\nsession_max = \"30m\"\n", wantErr: "session_max"},
 		{name: "portal site name", in: "[portal]\nsite_name = \"\"\n", wantErr: "site_name"},
 		{name: "portal public_url http", in: "[portal]\npublic_url = \"http://r.example.org\"\n", wantErr: "public_url"},
+		{name: "portal oidc", in: "[portal]\nsign_in = [\"oidc\"]\n[portal.oidc]\nissuer = \"https://idp.example.org/realms/hpc\"\nclient_id = \"pam-totp\"\n"},
+		{name: "portal oidc needs an issuer", in: "[portal]\nsign_in = [\"oidc\"]\n", wantErr: "issuer"},
+		{name: "portal oidc unknown key", in: "[portal.oidc]\nissuer_url = \"x\"\n", warn: "portal.oidc.issuer_url"},
 		{name: "portal public_url", in: "[portal]\npublic_url = \"https://r.example.org:8443\"\n"},
 	})
 }

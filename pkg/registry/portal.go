@@ -2,15 +2,21 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/enroll"
 	"github.com/pam-totp/pam-totp/pkg/kv"
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/portal"
+	"github.com/pam-totp/pam-totp/pkg/portal/oidclogin"
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
 	"github.com/pam-totp/pam-totp/pkg/syncframe"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -21,21 +27,24 @@ import (
 // the portal serves every user the registry knows), and its sessions in the kv store:
 //
 //	portal/session/HEX  a session: HEX is the SHA-256 of the id in the cookie (portal.Session)
+//	portal/oidc/HEX     an OpenID Connect sign-in between start and callback (oidclogin.Flow),
+//	                    HEX the SHA-256 of its state
 //
 // so any replica serves a session and signing out ends it on all of them; the sweep removes
-// expired ones every minute.
+// expired sessions and flows every minute.
 const (
 	prefixSession = "portal/session/"
+	prefixFlow    = "portal/oidc/"
 	actorPortal   = "portal"
 )
 
 // initPortal builds the portal when [portal] enabled.
-func (s *Server) initPortal() error {
+func (s *Server) initPortal(o Options) error {
 	if !s.cfg.Portal.Enabled {
 		return nil
 	}
 	p, err := portal.New(portal.Options{Config: s.cfg.Portal, Backend: &portalBackend{s: s}, Now: s.now, Rand: s.rand,
-		Log: s.log.With("component", "portal"), OIDC: s.portalOIDC()})
+		Log: s.log.With("component", "portal"), OIDC: s.portalOIDC(o.OIDCClient)})
 	if err != nil {
 		return fmt.Errorf("portal: %w", err)
 	}
@@ -43,8 +52,99 @@ func (s *Server) initPortal() error {
 	return nil
 }
 
-// portalOIDC is the OpenID Connect sign-in of [portal.oidc], or nil.
-func (s *Server) portalOIDC() portal.OIDC { return nil }
+// portalOIDC is the OpenID Connect sign-in of [portal.oidc], or nil without "oidc" in sign_in.
+// It asks the provider for its discovery document at the first sign-in (and again after a
+// failure), so a provider that is down does not keep the registry from starting.
+func (s *Server) portalOIDC(client *http.Client) portal.OIDC {
+	if !s.cfg.Portal.Has(portal.SignInOIDC) {
+		return nil
+	}
+	return &lazyOIDC{s: s, client: client}
+}
+
+// lazyOIDC is oidclogin.Login made at first need.
+type lazyOIDC struct {
+	s      *Server
+	client *http.Client
+	mu     sync.Mutex
+	l      *oidclogin.Login
+}
+
+func (o *lazyOIDC) login(ctx context.Context) (*oidclogin.Login, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.l != nil {
+		return o.l, nil
+	}
+	c := o.s.cfg.Portal
+	redirect := "/portal/oidc/callback"
+	if c.PublicURL != "" {
+		redirect = strings.TrimRight(c.PublicURL, "/") + redirect
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	l, err := oidclogin.New(ctx, c.OIDC, oidclogin.Options{Store: &flowStore{s: o.s}, RedirectURL: redirect,
+		Now: o.s.now, HTTPClient: o.client, Log: o.s.log.With("component", "portal.oidc")})
+	if err != nil {
+		return nil, err
+	}
+	o.l = l
+	return l, nil
+}
+
+func (o *lazyOIDC) Start(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	l, err := o.login(r.Context())
+	if err != nil {
+		return err
+	}
+	return l.Start(w, r, returnTo)
+}
+
+func (o *lazyOIDC) Finish(r *http.Request) (string, []string, string, error) {
+	l, err := o.login(r.Context())
+	if err != nil {
+		o.s.log.Error("portal: OpenID Connect provider", "err", err)
+		return "", nil, "", oidclogin.ErrUnavailable
+	}
+	id, ret, err := l.Finish(r)
+	return id.User, id.Groups, ret, err
+}
+
+// flowStore keeps OpenID Connect sign-in flows in the kv store (portal/oidc/STATE), so any
+// replica finishes a sign-in another started.
+type flowStore struct{ s *Server }
+
+func (f *flowStore) Put(ctx context.Context, fl oidclogin.Flow) error {
+	_, err := f.s.store.Update(ctx, func(t kv.Txn) error {
+		return (&txn{Txn: t, s: f.s}).putJSON(prefixFlow+hashKey(fl.State), fl)
+	})
+	return err
+}
+
+func (f *flowStore) Take(ctx context.Context, state string) (oidclogin.Flow, bool, error) {
+	var fl oidclogin.Flow
+	found := false
+	_, err := f.s.store.Update(ctx, func(t kv.Txn) error {
+		found = false
+		key := prefixFlow + hashKey(state)
+		err := (&txn{Txn: t, s: f.s}).getJSON(key, &fl)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return t.Delete(key)
+	})
+	return fl, found, err
+}
+
+// hashKey is the hex SHA-256 of a value the store keys by but must not hold.
+func hashKey(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return hex.EncodeToString(sum[:])
+}
 
 // portalBackend is portal.Backend on the server.
 type portalBackend struct{ s *Server }
@@ -310,9 +410,18 @@ func (s *Server) sweepSessions(ctx context.Context) (int, error) {
 	c := s.cfg.Portal
 	var expired []string
 	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
-		return tx.Range(prefixSession, func(kvp kv.KeyValue) error {
+		if err := tx.Range(prefixSession, func(kvp kv.KeyValue) error {
 			var ps portal.Session
 			if err := json.Unmarshal(kvp.Value, &ps); err != nil || ps.Expired(now, c.SessionIdle, c.SessionMax) {
+				expired = append(expired, kvp.Key)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Range(prefixFlow, func(kvp kv.KeyValue) error {
+			var fl oidclogin.Flow
+			if err := json.Unmarshal(kvp.Value, &fl); err != nil || now.Sub(fl.Created) > oidclogin.FlowLifetime {
 				expired = append(expired, kvp.Key)
 			}
 			return nil
@@ -330,7 +439,7 @@ func (s *Server) sweepSessions(ctx context.Context) (int, error) {
 		return nil
 	})
 	if err == nil {
-		s.log.Info("expired portal sessions removed", "count", len(expired))
+		s.log.Info("expired portal sessions and sign-in flows removed", "count", len(expired))
 	}
 	return len(expired), err
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/mail/mailtest"
 	"github.com/pam-totp/pam-totp/pkg/portal"
+	"github.com/pam-totp/pam-totp/pkg/portal/oidclogin/oidctest"
 )
 
 // portalEnv is a registry with the portal on: users ann (alpha, with a mail address) and bob
@@ -105,6 +106,9 @@ func checkHeaders(t *testing.T, r *http.Response) {
 		}
 	}
 	for _, c := range r.Cookies() {
+		if c.Name == "__Host-pamtotp-oidc" && c.SameSite == http.SameSiteLaxMode && c.HttpOnly && c.Secure {
+			continue // the sign-in flow's cookie comes back on the provider's cross-site redirect
+		}
 		if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" {
 			t.Errorf("%s %s: cookie %s: HttpOnly %v Secure %v SameSite %v Path %q, want HttpOnly, Secure, Strict, /",
 				r.Request.Method, r.Request.URL.Path, c.Name, c.HttpOnly, c.Secure, c.SameSite, c.Path)
@@ -125,8 +129,11 @@ func (b *browser) do(req *http.Request) page {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	base, _ := url.Parse(b.base)
 	for _, h := range append(hops, resp) {
-		checkHeaders(b.t, h)
+		if h.Request.URL.Host == base.Host { // not the identity provider's
+			checkHeaders(b.t, h)
+		}
 	}
 	return page{status: resp.StatusCode, url: resp.Request.URL.Path, body: string(data)}
 }
@@ -620,5 +627,106 @@ func TestPortalMailSignInRelay(t *testing.T) {
 	p = b.get("/portal/signin")
 	if r := b.post("/portal/signin/mailcode", "csrf", p.csrf(), "user", "ann", "code", m[1]); r.url != "/portal/tokens" {
 		t.Fatalf("sign-in with the relayed code: at %s:\n%s", r.url, r.body)
+	}
+}
+
+// TestPortalOIDC: sign-in through an OpenID provider started here; the identity must be a user
+// the registry knows and in the required group; a wrong state and a stale code are refused; the
+// first token needs no further proof.
+func TestPortalOIDC(t *testing.T) {
+	t.Parallel()
+	idp, err := oidctest.Start(oidctest.Options{TLS: true, CodeLifetime: time.Minute, Users: []oidctest.User{
+		{Name: "ann", Password: "ann-pw", Groups: []string{"hpc"}},
+		{Name: "bob", Password: "bob-pw"},
+		{Name: "zed", Password: "zed-pw", Groups: []string{"hpc"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	clock := &fakeClock{t: time.Now().UTC()} // ID tokens carry the provider's wall-clock times
+	box := &mailbox{}
+	e := newEnv(t, envOptions{cfg: func(c *Config) {
+		portalConfig(c)
+		c.Portal.SignIn = []string{portal.SignInOIDC, portal.SignInMail}
+		c.Portal.OIDC.Issuer, c.Portal.OIDC.ClientID, c.Portal.OIDC.RequiredGroup = idp.Issuer(), "portal", "hpc"
+	}, opts: func(o *Options) { o.Now, o.Notifier, o.OIDCClient = clock.now, box, idp.HTTPClient() }})
+	idp.AddClient(oidctest.Client{ID: "portal", RedirectURIs: []string{e.ts.URL + "/portal/oidc/callback"}})
+	for _, u := range []string{"ann", "bob"} {
+		e.mustAdmin(201, "POST", "/v1/admin/users", map[string]any{"name": u, "mail": u + "@example.org", "scopes": []string{"alpha"}}, nil)
+	}
+	pe := &portalEnv{enrollEnv: &enrollEnv{env: e, clock: clock, box: box}}
+	roots := idp.HTTPClient().Transport.(*http.Transport).TLSClientConfig.RootCAs.Clone()
+	roots.AddCert(e.ca.cert)
+	loginRE := regexp.MustCompile(`name="id" value="([^"]+)"`)
+	// signIn runs the provider's login page as user; it returns the answer of the callback.
+	signIn := func(b *browser, user string) page {
+		t.Helper()
+		b.c.Transport.(*http.Transport).TLSClientConfig.RootCAs = roots
+		p := b.get("/portal/signin")
+		if !strings.Contains(p.body, `<a id="signin-oidc" class="button" href="/portal/oidc/start">`) || strings.Contains(p.body, `id="signin-code"`) {
+			t.Fatalf("sign-in page:\n%s", p.body)
+		}
+		p = b.get("/portal/oidc/start")
+		m := loginRE.FindStringSubmatch(p.body)
+		if m == nil {
+			t.Fatalf("no login form at the provider (%d at %s):\n%s", p.status, p.url, p.body)
+		}
+		req, _ := http.NewRequest("POST", idp.Issuer()+"/login", strings.NewReader(url.Values{"id": {m[1]}, "username": {user}, "password": {user + "-pw"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return b.do(req)
+	}
+	b := pe.browser()
+	p := signIn(b, "ann")
+	if p.url != "/portal/oidc/callback" || !strings.Contains(p.body, `<meta http-equiv="refresh" content="0; url=/portal/tokens">`) {
+		t.Fatalf("callback = %d at %s:\n%s", p.status, p.url, p.body)
+	}
+	tl := b.get("/portal/tokens")
+	if tl.url != "/portal/tokens" || !strings.Contains(tl.body, "Signed in as <strong>ann</strong>") {
+		t.Fatalf("after the OIDC sign-in: at %s:\n%s", tl.url, tl.body)
+	}
+	if _, _, a := pe.addFirstToken(b, tl, ""); !strings.Contains(a.body, `id="backup-codes"`) {
+		t.Errorf("first token after an OIDC sign-in: no backup codes")
+	}
+	// Not in the required group; unknown to the registry: refused, no session.
+	for _, u := range []string{"bob", "zed"} {
+		c := pe.browser()
+		if p := signIn(c, u); p.status != 403 || p.text("error") == "" {
+			t.Errorf("OIDC sign-in of %s = %d %q, want 403 with a reason", u, p.status, p.text("error"))
+		}
+		if l := c.get("/portal/tokens"); l.url != "/portal/signin" {
+			t.Errorf("%s is signed in after a refused OIDC sign-in", u)
+		}
+	}
+	// A callback with a state that was never started is refused.
+	c := pe.browser()
+	c.c.Transport.(*http.Transport).TLSClientConfig.RootCAs = roots
+	if p := c.get("/portal/oidc/callback?state=forged&code=x"); p.status != 403 {
+		t.Errorf("callback with a forged state = %d, want 403", p.status)
+	}
+	// An authorization code used after its lifetime is refused.
+	c = pe.browser()
+	c.c.CheckRedirect = nil
+	c.c.Transport.(*http.Transport).TLSClientConfig.RootCAs = roots
+	p = c.get("/portal/oidc/start")
+	m := loginRE.FindStringSubmatch(p.body)
+	c.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, _ := http.NewRequest("POST", idp.Issuer()+"/login", strings.NewReader(url.Values{"id": {m[1]}, "username": {"ann"}, "password": {"ann-pw"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r, err := c.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	r, err = c.c.Get(r.Header.Get("Location")) // the provider's callback: on to ours
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	callback := r.Header.Get("Location")
+	idp.Advance(2 * time.Minute)
+	c.c.CheckRedirect = nil
+	if p := c.get(strings.TrimPrefix(callback, e.ts.URL)); p.status != 403 {
+		t.Errorf("callback with an expired code = %d, want 403:\n%s", p.status, p.body)
 	}
 }

@@ -47,6 +47,8 @@ type Options struct {
 	Rand io.Reader
 	// Notifier takes mail notices; nil builds a mail.Sender from Config.Mail.
 	Notifier Notifier
+	// OIDCClient talks to the portal's OpenID Connect provider; nil is a client with a timeout.
+	OIDCClient *http.Client
 }
 
 // Server serves the sync and admin endpoints.
@@ -119,7 +121,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err := s.initEnroll(o); err != nil {
 		return nil, err
 	}
-	if err := s.initPortal(); err != nil {
+	if err := s.initPortal(o); err != nil {
 		return nil, err
 	}
 	var n int64
