@@ -75,23 +75,11 @@ func userMessage(err error) (string, bool) {
 	return sentence(re.Message), true
 }
 
-// statusOf is the HTTP status of a refusal.
+// statusOf is the HTTP status of a refusal (500 for any other error).
 func statusOf(err error) int {
 	re, ok := refusal.As(err)
 	if !ok {
 		return http.StatusInternalServerError
 	}
-	switch re.Kind {
-	case refusal.NotFound:
-		return http.StatusNotFound
-	case refusal.Invalid:
-		return http.StatusBadRequest
-	case refusal.Conflict:
-		return http.StatusConflict
-	case refusal.TooMany:
-		return http.StatusTooManyRequests
-	case refusal.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusForbidden
+	return re.Kind.HTTPStatus()
 }

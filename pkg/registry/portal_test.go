@@ -225,19 +225,7 @@ func (e *portalEnv) ack(cred string) {
 // portalNotice is checkNotice for a change made on the portal.
 func portalNotice(t *testing.T, msgs []mail.Message, addr, subject string, want, secrets []string) {
 	t.Helper()
-	if len(msgs) != 1 {
-		t.Fatalf("notices = %+v, want exactly one %q to %s", msgs, subject, addr)
-	}
-	m := msgs[0]
-	if m.To != addr || !strings.Contains(m.Subject, subject) {
-		t.Errorf("notice to %s about %q, want to %s about %q", m.To, m.Subject, addr, subject)
-	}
-	for _, w := range append([]string{"By:   the web portal, from 127.0.0.1"}, want...) {
-		if !strings.Contains(m.Body, w) {
-			t.Errorf("notice %q has no %q:\n%s", m.Subject, w, m.Body)
-		}
-	}
-	noSecret(t, m, secrets...)
+	checkNoticeBy(t, msgs, addr, subject, "the web portal, from 127.0.0.1", want, secrets)
 }
 
 var backupRE = regexp.MustCompile(`<li><code>([^<]+)</code></li>`)
