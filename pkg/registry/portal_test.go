@@ -371,6 +371,9 @@ func TestPortalProofs(t *testing.T) {
 	if !strings.HasPrefix(r.url, "/portal/tokens/pending/") {
 		t.Fatalf("second token with a proof = %d at %s:\n%s", r.status, r.url, r.body)
 	}
+	if l := b.get("/portal/tokens"); !strings.Contains(l.body, `<td class="state">pending`) || !strings.Contains(l.body, `<td class="name">laptop</td>`) {
+		t.Errorf("token list has no pending laptop:\n%s", l.body)
+	}
 	e.clock.add(30 * time.Second)
 	// Removal: without a proof refused and nothing changed; with a backup code done.
 	r = b.post("/portal/tokens/"+id+"/remove", "csrf", tl.csrf(), "proof", "")
