@@ -127,6 +127,7 @@ func (p *Portal) routes() {
 	m.Handle("POST /portal/tokens/{id}/rename", p.authed(p.rename))
 	m.Handle("POST /portal/tokens/{id}/remove", p.authed(p.remove))
 	m.Handle("POST /portal/backup-codes", p.authed(p.backupCodes))
+	m.Handle("GET /portal/admin", p.authed(p.adminPage))
 	p.mux = m
 }
 

@@ -120,6 +120,9 @@ func TestPagesLabelled(t *testing.T) {
 			data = activeData{ID: "t1", Active: 1, Total: 2, Backup: backupOf([]string{"aaaa-bbbb"}, "tok")}
 		case "backup":
 			data = backupOf([]string{"aaaa-bbbb"}, "tok")
+		case "admin":
+			data = Overview{Users: []registryapi.User{{Name: "ann", Scopes: []string{"a", "b"}}}, Nodes: []registryapi.Node{{Name: "n1", LagMS: 12}},
+				Audit: []AuditEntry{{Seq: 1, Action: "user.create"}}}
 		case "continue":
 			data = "/portal/tokens"
 		}

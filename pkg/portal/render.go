@@ -20,7 +20,7 @@ type view struct {
 	Data          any
 }
 
-var pageNames = []string{"signin", "mailcode", "continue", "tokens", "new", "pending", "active", "backup", "error"}
+var pageNames = []string{"signin", "mailcode", "continue", "tokens", "new", "pending", "active", "backup", "error", "admin"}
 
 func (p *Portal) parseTemplates() error {
 	funcs := template.FuncMap{
@@ -31,7 +31,7 @@ func (p *Portal) parseTemplates() error {
 			return t.UTC().Format("2006-01-02 15:04 UTC")
 		},
 		"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"inc": func(i int) int { return i + 1 },
+		"ms": func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 	}
 	p.pages = map[string]*template.Template{}
 	for _, name := range pageNames {

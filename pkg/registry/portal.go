@@ -454,3 +454,40 @@ func (s *Server) portalRoutes(mux *http.ServeMux) {
 	mux.Handle("/portal/", s.portal)
 	mux.Handle("GET /portal", http.RedirectHandler("/portal/", http.StatusSeeOther))
 }
+
+// overviewRecent is how many audit records the admin overview shows.
+const overviewRecent = 50
+
+// Overview is the read-only admin overview: what a read-only admin token of every scope sees of
+// the users and nodes (the same code as GET /v1/admin/users and /v1/admin/nodes), and the last
+// audit records.
+func (b *portalBackend) Overview(ctx context.Context, viewer string) (portal.Overview, error) {
+	var o portal.Overview
+	ctx = context.WithValue(ctx, adminKey{}, AdminToken{Name: actorPortal + ":" + viewer, Role: RoleReadOnly})
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	if err != nil {
+		return o, err
+	}
+	_, users, err := b.s.listUsers(r, "", nil)
+	if err != nil {
+		return o, err
+	}
+	_, nodes, err := b.s.listNodes(r, "", nil)
+	if err != nil {
+		return o, err
+	}
+	o.Users, o.Nodes = users.([]registryapi.User), nodes.([]registryapi.Node)
+	var head auditHead
+	err = b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		return ignoreNotFound((&txn{Txn: tx, s: b.s}).getJSON(keyAuditHead, &head))
+	})
+	if err != nil {
+		return o, err
+	}
+	recs, err := b.s.Audit(ctx, max(0, head.Seq-overviewRecent), overviewRecent)
+	for _, a := range recs {
+		o.Audit = append(o.Audit, portal.AuditEntry{Seq: a.Seq, Time: a.Time, Actor: a.Actor, Action: a.Action, Target: a.Target, Reason: a.Reason})
+	}
+	b.s.log.Info("portal admin overview read", "viewer", viewer)
+	return o, err
+}

@@ -627,7 +627,7 @@ func TestPortalMailSignInRelay(t *testing.T) {
 func TestPortalOIDC(t *testing.T) {
 	t.Parallel()
 	idp, err := oidctest.Start(oidctest.Options{TLS: true, CodeLifetime: time.Minute, Users: []oidctest.User{
-		{Name: "ann", Password: "ann-pw", Groups: []string{"hpc"}},
+		{Name: "ann", Password: "ann-pw", Groups: []string{"hpc", "hpc-admin"}},
 		{Name: "bob", Password: "bob-pw"},
 		{Name: "zed", Password: "zed-pw", Groups: []string{"hpc"}},
 	}})
@@ -641,6 +641,7 @@ func TestPortalOIDC(t *testing.T) {
 		portalConfig(c)
 		c.Portal.SignIn = []string{portal.SignInOIDC, portal.SignInMail}
 		c.Portal.OIDC.Issuer, c.Portal.OIDC.ClientID, c.Portal.OIDC.RequiredGroup = idp.Issuer(), "portal", "hpc"
+		c.Portal.AdminGroup = "hpc-admin"
 	}, opts: func(o *Options) { o.Now, o.Notifier, o.OIDCClient = clock.now, box, idp.HTTPClient() }})
 	idp.AddClient(oidctest.Client{ID: "portal", RedirectURIs: []string{e.ts.URL + "/portal/oidc/callback"}})
 	for _, u := range []string{"ann", "bob"} {
@@ -678,6 +679,18 @@ func TestPortalOIDC(t *testing.T) {
 	}
 	if _, _, a := pe.addFirstToken(b, tl, ""); !strings.Contains(a.body, `id="backup-codes"`) {
 		t.Errorf("first token after an OIDC sign-in: no backup codes")
+	}
+	// ann is in the admin group: the read-only overview.
+	e.addNode("n9", "alpha")
+	if a := b.get("/portal/admin"); a.status != 200 || !strings.Contains(a.body, `<tr class="node"><td>n9</td><td>alpha</td>`) ||
+		!strings.Contains(a.body, `<tr class="user"><td>bob</td>`) || !strings.Contains(a.body, "<td>enroll.finish</td>") {
+		t.Errorf("admin overview = %d:\n%s", a.status, a.body)
+	}
+	// Signed in by mail, ann is no admin here.
+	mb := pe.browser()
+	pe.signInMail(mb, "ann", "ann@example.org")
+	if a := mb.get("/portal/admin"); a.status != 404 || strings.Contains(a.body, "admin-users") {
+		t.Errorf("admin overview of a mail session = %d, want 404", a.status)
 	}
 	// Not in the required group; unknown to the registry: refused, no session.
 	for _, u := range []string{"bob", "zed"} {
