@@ -31,7 +31,7 @@ func (p *Portal) parseTemplates() error {
 			return t.UTC().Format("2006-01-02 15:04 UTC")
 		},
 		"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"ms": func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
+		"ms":  func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 	}
 	p.pages = map[string]*template.Template{}
 	for _, name := range pageNames {
