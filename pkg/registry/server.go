@@ -47,6 +47,8 @@ type Options struct {
 	Rand io.Reader
 	// Notifier takes mail notices; nil builds a mail.Sender from Config.Mail.
 	Notifier Notifier
+	// OIDCClient talks to the portal's OpenID Connect provider; nil is a client with a timeout.
+	OIDCClient *http.Client
 }
 
 // Server serves the sync and admin endpoints.
@@ -71,6 +73,7 @@ type Server struct {
 	stopping bool
 
 	enroll *enrollState // enroll.go
+	portal http.Handler // portal.go; nil when [portal] is off
 
 	metrics *metrics // metrics.go
 }
@@ -118,6 +121,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err := s.initEnroll(o); err != nil {
 		return nil, err
 	}
+	if err := s.initPortal(o); err != nil {
+		return nil, err
+	}
 	var n int64
 	for _, d := range digests {
 		n += d.Count()
@@ -158,6 +164,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+registryapi.PathSyncLogins, s.handleLogins)
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
+	s.portalRoutes(mux)
 	return s.metrics.counted(mux)
 }
 
@@ -300,28 +307,10 @@ func conflict(format string, args ...any) error {
 	return refusal.New(refusal.Conflict, format, args...)
 }
 
-// httpStatus is the HTTP status of a refusal of kind k.
-func httpStatus(k refusal.Kind) int {
-	switch k {
-	case refusal.Invalid:
-		return http.StatusBadRequest
-	case refusal.Refused:
-		return http.StatusForbidden
-	case refusal.NotFound:
-		return http.StatusNotFound
-	case refusal.Conflict:
-		return http.StatusConflict
-	case refusal.TooMany:
-		return http.StatusTooManyRequests
-	default:
-		return http.StatusServiceUnavailable
-	}
-}
-
 // writeRefusal answers r: its status, Retry-After when set, and its sentence. It returns the
 // status.
 func writeRefusal(w http.ResponseWriter, r *refusal.Error) int {
-	status := httpStatus(r.Kind)
+	status := r.Kind.HTTPStatus()
 	if r.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.RetryAfter.Seconds()+0.999)))
 	}
