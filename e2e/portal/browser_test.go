@@ -59,7 +59,7 @@ type tab struct {
 	base string // the registry's https://127.0.0.1:PORT
 	dl   string // the download directory
 
-	mu   sync.Mutex
+	mu      sync.Mutex
 	seen    []*network.Response // responses of the portal not yet checked
 	dialogs int                 // JavaScript dialogs seen (beforeunload), each accepted
 }
