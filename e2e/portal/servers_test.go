@@ -207,9 +207,9 @@ type registry struct {
 	proc  *daemon
 }
 
-// startRegistry starts totp-registry with TLS, a bbolt store, mail to mailHost, and the portal
-// configured by portal (the [portal] section and its subsections), and waits until it answers.
-func startRegistry(t *testing.T, mailHost, portal string) *registry {
+// startRegistry starts totp-registry on port with TLS, a bbolt store, mail to mailHost, and the
+// portal configured by portal (the [portal] section and its subsections), and waits until it answers.
+func startRegistry(t *testing.T, port int, mailHost, portal string) *registry {
 	t.Helper()
 	dir := tempDir(t)
 	r := &registry{tls: newTLS(t, dir)}
@@ -222,7 +222,6 @@ func startRegistry(t *testing.T, mailHost, portal string) *registry {
 	adminToken := "adm-" + pamtest.RandName(32)
 	sum := sha256.Sum256([]byte(adminToken))
 	put(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
-	port := freePort(t)
 	r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 	conf := filepath.Join(dir, "registry.conf")
 	put(t, conf, fmt.Sprintf(`listen = "127.0.0.1:%d"
