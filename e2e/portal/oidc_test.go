@@ -2,16 +2,159 @@
 
 package portal
 
-import "testing"
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
 
-// startProvider starts the OpenID provider for the portal's OIDC sign-in and returns the
-// [portal.oidc] lines and the SPKI pins Chromium needs for it.
+	"github.com/chromedp/chromedp"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
+	"github.com/pam-totp/pam-totp/pkg/portal/oidclogin/oidctest"
+)
+
+// oidcClient is the portal's client id at the test provider.
+const oidcClient = "pam-totp-portal"
+
+// idp is the test OpenID provider of the package (one per TestPortal).
+var idp *oidctest.Provider
+
+// startProvider starts the OpenID provider (pkg/portal/oidclogin/oidctest, plain http on the
+// loopback) with the portal as a confidential client, and returns the [portal.oidc] lines (its
+// secret in a root 0600 file) and the SPKI pins Chromium needs for it (none: it is http).
 func startProvider(t *testing.T, redirect string) (conf string, spkis []string) {
 	t.Helper()
-	_ = redirect
-	return "", nil
+	secret := pamtest.RandName(32)
+	var err error
+	idp, err = oidctest.Start(oidctest.Options{
+		Clients:      []oidctest.Client{{ID: oidcClient, Secret: secret, RedirectURIs: []string{redirect}}},
+		CodeLifetime: time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("start the test OpenID provider: %v", err)
+	}
+	t.Cleanup(idp.Close)
+	file := filepath.Join(tempDir(t), "oidc-client-secret")
+	put(t, file, secret+"\n", 0o600)
+	return fmt.Sprintf("issuer = %q\nclient_id = %q\nclient_secret_file = %q\nscopes = [\"openid\", \"profile\"]\n"+
+		"username_claim = \"preferred_username\"\ngroups_claim = \"groups\"\nrequired_group = \"hpc-users\"\n",
+		idp.Issuer(), oidcClient, file), nil
 }
 
+// oidcUser adds a user known to the registry and to the provider (in the required group) and
+// returns the name and password.
+func (f *fixture) oidcUser(t *testing.T, groups ...string) (name, password string) {
+	t.Helper()
+	name, _ = f.user(t)
+	password = pamtest.RandName(16)
+	idp.AddUser(oidctest.User{Name: name, Password: password, Groups: groups})
+	return name, password
+}
+
+// callbackURL runs a sign-in at the provider as a script: GET the portal's start URL, sign in
+// at the provider's login form, and return the URL the provider sends the browser back to
+// (the portal's callback with code and state), without following it.
+func (f *fixture) callbackURL(t *testing.T, user, password string) *url.URL {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: f.http.Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	next := f.r.url + "/portal/oidc/start"
+	for range 10 {
+		var resp *http.Response
+		var err error
+		u, _ := url.Parse(next)
+		switch {
+		case strings.HasPrefix(next, f.r.url+"/portal/oidc/callback"):
+			return u
+		case u.Path == "/login":
+			resp, err = c.PostForm(next, url.Values{"id": {u.Query().Get("id")}, "username": {user}, "password": {password}})
+		default:
+			resp, err = c.Get(next)
+		}
+		if err != nil {
+			t.Fatalf("sign-in at the provider: %v", err)
+		}
+		resp.Body.Close()
+		loc, err := resp.Location()
+		if err != nil {
+			t.Fatalf("sign-in at the provider: %s answered %d without a redirect", next, resp.StatusCode)
+		}
+		next = loc.String()
+	}
+	t.Fatalf("sign-in at the provider: no redirect to the portal's callback")
+	return nil
+}
+
+// testOIDC: sign-in through the provider's login form in the browser; a callback with a wrong
+// state and one with an expired code are refused, with no session and nothing changed.
 func (f *fixture) testOIDC(t *testing.T) {
-	t.Skip("the test OpenID provider (pkg/portal/oidclogin/oidctest) is not in this tree yet")
+	user, password := f.oidcUser(t, "hpc-users")
+	b := newTab(t, f.chrome, f.r.url)
+	b.open("/portal/signin")
+	if got := b.attr("a#signin-oidc", "href"); got != "/portal/oidc/start" {
+		t.Errorf("a#signin-oidc href = %q, want /portal/oidc/start", got)
+	}
+	b.click("follow the OpenID Connect sign-in", "a#signin-oidc")
+	if !strings.HasPrefix(b.location(), idp.Issuer()+"/login") {
+		t.Fatalf("the OIDC sign-in led to %s, not the provider's login page", b.location())
+	}
+	b.submit("sign in at the provider", "#username", user, "#password", password)
+	// The callback answers with a page that moves on (meta refresh) to /portal/tokens.
+	waitFor(t, 10*time.Second, "the portal's token page after the provider's sign-in", func() (bool, error) {
+		return b.location() == f.r.url+"/portal/tokens", nil
+	})
+	b.checkHeaders()
+	if b.session() == "" {
+		t.Fatal("signed in through the provider, but no session cookie")
+	}
+	if !b.has("a#add-token") {
+		t.Errorf("signed in through the provider: no a#add-token on %s", b.location())
+	}
+
+	// Another user who is known to the provider but not in the required group gets no session.
+	t.Run("not_in_required_group", func(t *testing.T) {
+		other, pw := f.oidcUser(t, "students")
+		cb := f.callbackURL(t, other, pw)
+		r := newTab(t, f.chrome, f.r.url)
+		r.load("callback for a user outside the group", chromedp.Navigate(cb.String()))
+		if r.session() != "" || r.text("p#error") == "" {
+			t.Errorf("a user outside required_group signed in (page %s, error %q)", r.location(), r.text("p#error"))
+		}
+	})
+
+	t.Run("wrong_state", func(t *testing.T) {
+		before := f.r.state(t, user)
+		cb := f.callbackURL(t, user, password)
+		q := cb.Query()
+		q.Set("state", "x"+q.Get("state"))
+		cb.RawQuery = q.Encode()
+		r := newTab(t, f.chrome, f.r.url)
+		r.load("callback with a wrong state", chromedp.Navigate(cb.String()))
+		if r.session() != "" {
+			t.Errorf("a callback with a wrong state signed in (page %s)", r.location())
+		}
+		if r.text("p#error") == "" {
+			t.Errorf("a callback with a wrong state: no p#error on %s", r.location())
+		}
+		wantUnchanged(t, f, "a callback with a wrong state", before, user)
+	})
+
+	t.Run("expired_code", func(t *testing.T) {
+		before := f.r.state(t, user)
+		cb := f.callbackURL(t, user, password)
+		idp.Advance(2 * time.Minute) // the code lives one minute
+		r := newTab(t, f.chrome, f.r.url)
+		r.load("callback with an expired code", chromedp.Navigate(cb.String()))
+		if r.session() != "" {
+			t.Errorf("a callback with an expired code signed in (page %s)", r.location())
+		}
+		if r.text("p#error") == "" {
+			t.Errorf("a callback with an expired code: no p#error on %s", r.location())
+		}
+		wantUnchanged(t, f, "a callback with an expired code", before, user)
+	})
 }
