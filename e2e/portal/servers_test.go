@@ -218,6 +218,10 @@ func startRegistry(t *testing.T, port int, mailHost, portal string) *registry {
 		t.Fatal(err)
 	}
 	keyring := filepath.Join(dir, "registry.keyring")
+	data := filepath.Join(dir, "data") // the store's directory: the keyring lives outside it
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	put(t, keyring, line, 0o600)
 	adminToken := "adm-" + pamtest.RandName(32)
 	sum := sha256.Sum256([]byte(adminToken))
@@ -241,7 +245,7 @@ starttls = "never"
 timeout = "5s"
 retries = 0
 
-%s`, port, r.tls.certFile, r.tls.keyFile, keyring, filepath.Join(dir, "admins"), filepath.Join(dir, "registry.db"),
+%s`, port, r.tls.certFile, r.tls.keyFile, keyring, filepath.Join(dir, "admins"), filepath.Join(data, "registry.db"),
 		mailHost, portal), 0o644)
 	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: adminToken, CAFile: r.tls.caFile, Timeout: time.Minute})
 	if err != nil {
