@@ -3,10 +3,8 @@
 package portal
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
@@ -34,46 +32,22 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	skip := func(reason string) int {
-		skipReason = reason
+	s, cleanup, err := pamtest.Prepare("e2e/portal needs root: it adds local users for libpam logins, and "+
+		"pam_totp.so wants a root-owned helper (run `make test` as root, as CI does)", binaries...)
+	defer cleanup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/portal: %v\n", err)
+		return 1
+	}
+	skipReason = s.Skip
+	if _, err := os.Stat(chromiumPath); err != nil && skipReason == "" {
+		skipReason = fmt.Sprintf("no %s (apt-get install chromium, as contrib/scripts/deps.sh does): %v", chromiumPath, err)
+	}
+	if skipReason != "" {
 		fmt.Fprintf(os.Stderr, "e2e/portal: skipping every test: %s\n", skipReason)
 		return m.Run()
 	}
-	if reason := pamtest.SkipReason("e2e/portal needs root: it adds local users for libpam logins, and " +
-		"pam_totp.so wants a root-owned helper (run `make test` as root, as CI does)"); reason != "" {
-		return skip(reason)
-	}
-	if _, err := os.Stat(chromiumPath); err != nil {
-		return skip(fmt.Sprintf("no %s (apt-get install chromium, as contrib/scripts/deps.sh does): %v", chromiumPath, err))
-	}
-	var err error
-	repoRoot, err = pamtest.Root()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/portal: %v\n", err)
-		return 1
-	}
-	var cleanup func()
-	bin, cleanup, err = pamtest.Build(repoRoot, binaries...)
-	if errors.Is(err, pamtest.ErrNotBuilt) {
-		return skip(err.Error())
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/portal: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	for _, name := range binaries {
-		bin[strings.TrimPrefix(name, "testclock/")] = bin[name]
-	}
-	dir, err := os.MkdirTemp("", "pamtotp-clock-")
-	if err == nil {
-		defer os.RemoveAll(dir)
-		clk, err = pamtest.NewClock(dir)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/portal: %v\n", err)
-		return 1
-	}
+	repoRoot, bin, clk = s.Root, s.Bin, s.Clock
 	return m.Run()
 }
 

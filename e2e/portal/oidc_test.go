@@ -126,35 +126,28 @@ func (f *fixture) testOIDC(t *testing.T) {
 		}
 	})
 
-	t.Run("wrong_state", func(t *testing.T) {
-		before := f.r.state(t, user)
-		cb := f.callbackURL(t, user, password)
-		q := cb.Query()
-		q.Set("state", "x"+q.Get("state"))
-		cb.RawQuery = q.Encode()
-		r := newTab(t, f.chrome, f.r.url)
-		r.load("callback with a wrong state", chromedp.Navigate(cb.String()))
-		if r.session() != "" {
-			t.Errorf("a callback with a wrong state signed in (page %s)", r.location())
-		}
-		if r.text("p#error") == "" {
-			t.Errorf("a callback with a wrong state: no p#error on %s", r.location())
-		}
-		wantUnchanged(t, f, "a callback with a wrong state", before, user)
-	})
-
-	t.Run("expired_code", func(t *testing.T) {
-		before := f.r.state(t, user)
-		cb := f.callbackURL(t, user, password)
-		idp.Advance(2 * time.Minute) // the code lives one minute
-		r := newTab(t, f.chrome, f.r.url)
-		r.load("callback with an expired code", chromedp.Navigate(cb.String()))
-		if r.session() != "" {
-			t.Errorf("a callback with an expired code signed in (page %s)", r.location())
-		}
-		if r.text("p#error") == "" {
-			t.Errorf("a callback with an expired code: no p#error on %s", r.location())
-		}
-		wantUnchanged(t, f, "a callback with an expired code", before, user)
-	})
+	for _, c := range []struct {
+		name  string
+		spoil func(cb *url.URL) // makes the callback one the portal must refuse
+	}{
+		{"wrong_state", func(cb *url.URL) {
+			q := cb.Query()
+			q.Set("state", "x"+q.Get("state"))
+			cb.RawQuery = q.Encode()
+		}},
+		{"expired_code", func(*url.URL) { idp.Advance(2 * time.Minute) }}, // a code lives one minute
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := f.r.state(t, user)
+			cb := f.callbackURL(t, user, password)
+			c.spoil(cb)
+			r := newTab(t, f.chrome, f.r.url)
+			r.load("callback with a "+c.name, chromedp.Navigate(cb.String()))
+			if r.session() != "" || r.text("p#error") == "" {
+				t.Errorf("a callback with a %s: page %s, p#error %q, session cookie %v; want a refusal",
+					c.name, r.location(), r.text("p#error"), r.session() != "")
+			}
+			wantUnchanged(t, f, "a callback with a "+c.name, before, user)
+		})
+	}
 }

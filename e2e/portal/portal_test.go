@@ -71,7 +71,7 @@ session_max = "8h"
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{sink: mailtest.Start(t)}
-	port := freePort(t)
+	port := pamtest.FreePort(t)
 	oidc, spkis := startProvider(t, fmt.Sprintf("https://127.0.0.1:%d/portal/oidc/callback", port))
 	f.r = startRegistry(t, port, f.sink.Addr, portalConf(oidc))
 	f.n = startNode(t, f.r)

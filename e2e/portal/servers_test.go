@@ -162,35 +162,10 @@ func (d *daemon) exited() bool {
 	}
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// waitFor polls cond every 10 ms until it holds or d passed, and returns how long it took.
+// waitFor is pamtest.Eventually.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() (bool, error)) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v (last error: %v)", what, d, last)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return pamtest.Eventually(t, d, what, cond)
 }
 
 func bg(t *testing.T) context.Context {
