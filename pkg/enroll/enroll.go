@@ -343,6 +343,19 @@ func (s *Service) Sweep(ctx context.Context, user string) (int, error) {
 // ""). proof is what the rules ask for: a code or backup code when the user has an active
 // token, the bootstrap code for a first token where the site uses them, else nothing.
 func (s *Service) Begin(ctx context.Context, user, name, proof string) (registryapi.Enrollment, error) {
+	return s.begin(ctx, user, name, proof, false)
+}
+
+// BeginSignedIn is Begin for a user whose identity a sign-in proved (a mailed sign-in code or
+// the site's identity provider, at the web portal): the sign-in stands for the bootstrap code a
+// first token would need, so a first token needs no further proof; every further token needs
+// one as with Begin.
+func (s *Service) BeginSignedIn(ctx context.Context, user, name, proof string) (registryapi.Enrollment, error) {
+	return s.begin(ctx, user, name, proof, true)
+}
+
+// begin is Begin; identified says a sign-in proved the user's identity (BeginSignedIn).
+func (s *Service) begin(ctx context.Context, user, name, proof string, identified bool) (registryapi.Enrollment, error) {
 	var ans registryapi.Enrollment
 	if name != "" && token.CheckName(name) != nil {
 		return ans, refusal.New(refusal.Invalid, "name: 1 to 64 printable characters")
@@ -375,7 +388,7 @@ func (s *Service) Begin(ctx context.Context, user, name, proof string) (registry
 			}
 		}
 		first := active == 0
-		if first && (disabled > 0 || enrolled) && !s.Rules.Bootstrap {
+		if first && (disabled > 0 || enrolled) && !s.Rules.Bootstrap && !identified {
 			// An administrator disabled the user's tokens, or the user removed their last one:
 			// a new first token without a proof would undo that. A bootstrap code (where the
 			// site uses them) or an administrator's reset does.
@@ -397,7 +410,7 @@ func (s *Service) Begin(ctx context.Context, user, name, proof string) (registry
 		}
 		kinds := proofKinds{codes: true}
 		if first {
-			kinds = proofKinds{bootstrap: s.Rules.Bootstrap}
+			kinds = proofKinds{bootstrap: s.Rules.Bootstrap && !identified}
 		}
 		if kinds.codes || kinds.bootstrap {
 			if ok, err := s.proof(tx, user, proof, kinds, "enroll.begin", now, refused); !ok || err != nil {
@@ -426,15 +439,42 @@ func (s *Service) Begin(ctx context.Context, user, name, proof string) (registry
 		if err := t.Validate(); err != nil {
 			return refusal.New(refusal.Invalid, "%v", err)
 		}
-		k := totp.Key{Issuer: s.Rules.Issuer, Account: user, Secret: secret, Params: t.Params()}
-		if err := k.Validate(); err != nil {
-			return refusal.New(refusal.Invalid, "no otpauth URI can be made for this user name; ask your administrators")
+		if ans, err = s.enrollment(t, created.Add(PendingTTL)); err != nil {
+			return err
 		}
-		ans = registryapi.Enrollment{ID: id, URI: k.URI(), Secret: totp.EncodeSecret(secret), Expires: created.Add(PendingTTL)}
 		if err := tx.PutPending(Pending{Token: t, Expires: ans.Expires, Proved: !first}); err != nil {
 			return err
 		}
 		return tx.Audit("enroll.begin", "token/"+user+"/"+id, "name "+t.Name)
+	})
+	return ans, err
+}
+
+// enrollment is the answer to a Begin of pending token t: its otpauth URI and secret.
+func (s *Service) enrollment(t token.Token, expires time.Time) (registryapi.Enrollment, error) {
+	k := totp.Key{Issuer: s.Rules.Issuer, Account: t.User, Secret: t.Secret, Params: t.Params()}
+	if err := k.Validate(); err != nil {
+		return registryapi.Enrollment{}, refusal.New(refusal.Invalid, "no otpauth URI can be made for this user name; ask your administrators")
+	}
+	return registryapi.Enrollment{ID: t.ID, URI: k.URI(), Secret: totp.EncodeSecret(t.Secret), Expires: expires}, nil
+}
+
+// Enrollment is Begin's answer again for user's pending token id while it waits for its first
+// code (a web page shown anew); it changes nothing. An expired or unknown one is NotFound.
+func (s *Service) Enrollment(ctx context.Context, user, id string) (registryapi.Enrollment, error) {
+	var ans registryapi.Enrollment
+	err := s.change(ctx, user, func(tx Tx, now time.Time, _ *error) error {
+		pend, err := tx.Pending()
+		if err != nil {
+			return err
+		}
+		for _, p := range pend {
+			if p.Token.ID == id && !Expired(p.Expires, now) {
+				ans, err = s.enrollment(p.Token, p.Expires)
+				return err
+			}
+		}
+		return refusal.New(refusal.NotFound, "no pending enrollment %q: it expired or was never started; begin again", clip(id))
 	})
 	return ans, err
 }
@@ -653,6 +693,30 @@ func (s *Service) Bootstrap(ctx context.Context, user string) (code, to string, 
 	if !s.Rules.Bootstrap {
 		return "", "", time.Time{}, errNoBootstrap
 	}
+	return s.mailCode(ctx, user, true)
+}
+
+// SignInCode makes a one-time sign-in code (the bootstrap code's mechanism, whatever
+// Rules.Bootstrap says; it replaces a bootstrap code not yet used), valid BootstrapTTL, at most
+// one per user every BootstrapEvery, and returns it with the address to mail it to; the caller
+// mails it and shows it nowhere else. SignIn with mailed set checks it.
+func (s *Service) SignInCode(ctx context.Context, user string) (code, to string, expires time.Time, err error) {
+	return s.mailCode(ctx, user, false)
+}
+
+// SignIn checks a sign-in answer of user and uses it up: the mailed sign-in code when mailed,
+// else a current code of an active token or an unused backup code (the proof rules: window,
+// replay, and the failure budget that also counts failed proofs).
+func (s *Service) SignIn(ctx context.Context, user, answer string, mailed bool) error {
+	kinds := proofKinds{codes: !mailed, bootstrap: mailed}
+	return s.change(ctx, user, func(tx Tx, now time.Time, refused *error) error {
+		_, err := s.proof(tx, user, answer, kinds, "portal.signin", now, refused)
+		return err
+	})
+}
+
+// mailCode is Bootstrap (first: only for a user without an active token) and SignInCode.
+func (s *Service) mailCode(ctx context.Context, user string, first bool) (code, to string, expires time.Time, err error) {
 	plain, recs, err := backupcode.New(s.Rand, user, 1, s.now())
 	if err != nil {
 		return "", "", time.Time{}, err
@@ -667,7 +731,7 @@ func (s *Service) Bootstrap(ctx context.Context, user string) (code, to string, 
 			return err
 		}
 		for _, t := range toks {
-			if t.State == token.Active {
+			if first && t.State == token.Active {
 				return refusal.New(refusal.Conflict, "you already have a token: adding another needs a code from it or a backup code")
 			}
 		}
@@ -680,6 +744,9 @@ func (s *Service) Bootstrap(ctx context.Context, user string) (code, to string, 
 		c.Created, c.Expires = now.UTC(), now.Add(BootstrapTTL).UTC()
 		if err := tx.PutBootstrap(c); err != nil {
 			return err
+		}
+		if !first {
+			return tx.Audit("portal.signin_code", "user/"+user, "code mailed")
 		}
 		return tx.Audit("enroll.bootstrap", "user/"+user, "code mailed")
 	})
@@ -709,6 +776,27 @@ func FinishCode(t *token.Token, answer string, now time.Time, window int, last u
 		return token.Result{Status: token.NoMatch}
 	}
 	return token.Match(t, c, now, window, SkewHint, last)
+}
+
+// Answers to a finishing code that did not finish, worded once for every front end.
+const WrongCodeAdvice = "That code is not right. Type the code the app shows now, not the first one it showed."
+
+// SkewAdvice is the answer to a finishing code skew seconds off (registryapi.StatusClockSkew).
+func SkewAdvice(skew int) string {
+	dir, n := "behind", skew
+	if skew > 0 {
+		dir = "ahead"
+	}
+	if n < 0 {
+		n = -n
+	}
+	when := " now"
+	if skew > 0 {
+		// A code from ahead of time used up its step and every step before it.
+		when = fmt.Sprintf(" in about %d seconds (the early code used up the codes before its time)", skew+30)
+	}
+	return fmt.Sprintf("That code belongs to another time: your phone's clock seems about %d seconds %s. "+
+		"Let the phone set its time automatically, then type the code it shows%s.", n, dir, when)
 }
 
 // Expired says whether a pending token that expires at expires has expired at now.

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pam-totp/pam-totp/pkg/enroll"
 	"github.com/pam-totp/pam-totp/pkg/qrterm"
 	"github.com/pam-totp/pam-totp/pkg/refusal"
 	"github.com/pam-totp/pam-totp/pkg/token"
@@ -174,18 +175,9 @@ func (c *CLI) Enroll(ctx context.Context, name string) error {
 		case "active":
 			verified, codes = true, cs
 		case "wrong_code":
-			c.printf("That code is not right. Type the code the app shows now, not the first one it showed.\n")
+			c.printf("%s\n", enroll.WrongCodeAdvice)
 		case "clock_skew":
-			dir := "behind"
-			if skew > 0 {
-				dir = "ahead"
-			}
-			n := skew
-			if n < 0 {
-				n = -n
-			}
-			c.printf("That code belongs to another time: your phone's clock seems about %d seconds %s. "+
-				"Let the phone set its time automatically, then type the code it shows%s.\n", n, dir, wait(int(skew)))
+			c.printf("%s\n", enroll.SkewAdvice(int(skew)))
 		case "expired":
 			return &refusal.Error{Kind: refusal.Refused, Message: "the enrollment expired (10 minutes); run totp enroll again"}
 		default:
@@ -332,13 +324,4 @@ func (c *CLI) BackupCodes(ctx context.Context) error {
 		c.printf("  %s\n", token.Clean(bc))
 	}
 	return nil
-}
-
-// wait says when, after a code skew seconds off, a right code can finish: a code from ahead of
-// time used up its step and every step before it.
-func wait(skew int) string {
-	if skew <= 0 {
-		return " now"
-	}
-	return fmt.Sprintf(" in about %d seconds (the early code used up the codes before its time)", skew+30)
 }

@@ -158,13 +158,3 @@ func TestEnrollBootstrap(t *testing.T) {
 		})
 	}
 }
-
-// TestWait: after a code from ahead of time, the user is told how long the used-up codes last.
-func TestWait(t *testing.T) {
-	t.Parallel()
-	for skew, want := range map[int]string{-90: " now", 60: " in about 90 seconds (the early code used up the codes before its time)"} {
-		if got := wait(skew); got != want {
-			t.Errorf("wait(%d) = %q, want %q", skew, got, want)
-		}
-	}
-}

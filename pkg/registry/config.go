@@ -18,6 +18,7 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/confkey"
 	"github.com/pam-totp/pam-totp/pkg/mail"
 	"github.com/pam-totp/pam-totp/pkg/paths"
+	"github.com/pam-totp/pam-totp/pkg/portal"
 	"github.com/pam-totp/pam-totp/pkg/securefile"
 )
 
@@ -49,6 +50,8 @@ type Config struct {
 	// Enroll and Mail are the [enroll] and [mail] sections (enroll_config.go, package mail).
 	Enroll EnrollConfig `toml:"enroll"`
 	Mail   mail.Config  `toml:"mail"`
+	// Portal is the [portal] section: the web self-service portal (package portal).
+	Portal portal.Config `toml:"portal"`
 
 	// Unknown are the keys the file sets that mean nothing here: warnings at load, errors for
 	// --check-config (confkey.Strict).
@@ -74,6 +77,7 @@ func DefaultConfig() Config {
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, MaxConns: 1000},
 		Enroll: defaultEnrollConfig(),
 		Mail:   mail.DefaultConfig(),
+		Portal: portal.DefaultConfig(),
 	}
 }
 
@@ -179,6 +183,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.HTTP.validate(); err != nil {
 		return err
+	}
+	if err := c.Portal.Validate(); err != nil {
+		return err
+	}
+	if c.Portal.Enabled && c.InsecureHTTP {
+		return fmt.Errorf("portal enabled needs TLS (its cookies are Secure): set tls_cert and tls_key, not insecure_http")
+	}
+	if c.Portal.Enabled && c.Portal.Has(portal.SignInMail) && c.Mail.Host == "" {
+		return fmt.Errorf("portal sign_in \"mail\" needs [mail] host: sign-in codes travel by mail")
 	}
 	return c.validateEnroll()
 }

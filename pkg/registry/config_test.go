@@ -35,6 +35,9 @@ func TestConfigExampleParses(t *testing.T) {
 				continue // not a key (Unknown: what the file got wrong)
 			}
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+				if section != "" {
+					key = section + "." + key // a table in a table: [portal.oidc]
+				}
 				_, rest, ok := strings.Cut(text, "\n["+key+"]\n")
 				if !ok {
 					t.Errorf("registry.conf.example has no [%s] section", key)
@@ -76,6 +79,20 @@ func TestParseConfig(t *testing.T) {
 		{name: "stream shorter than bookmarks", in: "stream_max = \"15s\"\n", wantErr: "twice"},
 		{name: "snapshot concurrency", in: "snapshot_concurrency = 0\n", wantErr: "snapshot_concurrency"},
 		{name: "not toml", in: "listen = \n", wantErr: "expected"},
+		{name: "portal on", in: "[mail]\nhost = \"127.0.0.1:25\"\n[portal]\nenabled = true\nsign_in = [\"code\", \"mail\"]\n"},
+		{name: "portal needs TLS", in: "insecure_http = true\n[portal]\nenabled = true\nsign_in = [\"code\"]\n", wantErr: "needs TLS"},
+		{name: "portal mail sign-in needs a relay", in: "[portal]\nenabled = true\n", wantErr: "needs [mail] host"},
+		{name: "portal unknown sign-in", in: "[portal]\nsign_in = [\"password\"]\n", wantErr: "sign_in \"password\""},
+		{name: "portal no sign-in", in: "[portal]\nsign_in = []\n", wantErr: "at least one"},
+		{name: "portal sign-in twice", in: "[portal]\nsign_in = [\"code\", \"code\"]\n", wantErr: "twice"},
+		{name: "portal idle too short", in: "[portal]\nsession_idle = \"10s\"\n", wantErr: "session_idle"},
+		{name: "portal max below idle", in: "[portal]\nsession_idle = \"1h\"\nsession_max = \"30m\"\n", wantErr: "session_max"},
+		{name: "portal site name", in: "[portal]\nsite_name = \"\"\n", wantErr: "site_name"},
+		{name: "portal public_url http", in: "[portal]\npublic_url = \"http://r.example.org\"\n", wantErr: "public_url"},
+		{name: "portal oidc", in: "[portal]\nsign_in = [\"oidc\"]\n[portal.oidc]\nissuer = \"https://idp.example.org/realms/hpc\"\nclient_id = \"pam-totp\"\n"},
+		{name: "portal oidc needs an issuer", in: "[portal]\nsign_in = [\"oidc\"]\n", wantErr: "issuer"},
+		{name: "portal oidc unknown key", in: "[portal.oidc]\nissuer_url = \"x\"\n", warn: "portal.oidc.issuer_url"},
+		{name: "portal public_url", in: "[portal]\npublic_url = \"https://r.example.org:8443\"\n"},
 	})
 }
 

@@ -121,6 +121,11 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			if _, err := s.sweepPending(ctx, ""); err != nil && ctx.Err() == nil {
 				s.log.Error("sweep pending tokens", "err", err)
 			}
+			if s.portal != nil {
+				if _, err := s.sweepSessions(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error("sweep portal sessions", "err", err)
+				}
+			}
 		}
 	}
 }
@@ -285,12 +290,19 @@ func (s *Server) enrollHandler(f enrollFunc) http.Handler {
 type enrollStore struct {
 	s    *Server
 	node nodeRecord
+	// web binds the store to the web portal: every user the registry knows, no node scope.
+	web bool
 }
 
 // service is the enrollment rules on the registry's store, for node n.
 func (s *Server) service(n nodeRecord) *enroll.Service {
+	return s.enrollService(&enrollStore{s: s, node: n})
+}
+
+// enrollService is the enrollment rules on st.
+func (s *Server) enrollService(st *enrollStore) *enroll.Service {
 	c := s.cfg.Enroll
-	return &enroll.Service{Store: &enrollStore{s: s, node: n}, Rand: s.rand, Now: s.now, Log: s.log,
+	return &enroll.Service{Store: st, Rand: s.rand, Now: s.now, Log: s.log,
 		Rules: enroll.Rules{MaxTokens: c.MaxTokens, Window: proofWindow, Limits: c.proofLimits(),
 			Bootstrap: c.Bootstrap == BootstrapMail, Issuer: s.cfg.Issuer}}
 }
@@ -299,13 +311,17 @@ func (st *enrollStore) Change(ctx context.Context, user string, now time.Time, f
 	_, err := st.s.store.Update(ctx, func(t kv.Txn) error {
 		x := &txn{Txn: t, s: st.s}
 		u, err := x.user(user)
-		if isNotFound(err) || err == nil && !visible(u.Scopes, st.node.Scope) {
+		if isNotFound(err) || err == nil && !st.web && !visible(u.Scopes, st.node.Scope) {
 			return errNotInScope
 		}
 		if err != nil {
 			return err
 		}
-		return fn(&enrollTx{txn: x, u: u, node: st.node, now: now})
+		actor := "node:" + st.node.Name
+		if st.web {
+			actor = actorPortal
+		}
+		return fn(&enrollTx{txn: x, u: u, node: st.node, actor: actor, now: now})
 	})
 	return err
 }
@@ -313,9 +329,10 @@ func (st *enrollStore) Change(ctx context.Context, user string, now time.Time, f
 // enrollTx is one user's enrollment records in a kv transaction.
 type enrollTx struct {
 	*txn
-	u    User
-	node nodeRecord
-	now  time.Time
+	u     User
+	node  nodeRecord
+	actor string // of the audit records
+	now   time.Time
 }
 
 func (e *enrollTx) Tokens() ([]token.Token, error) { return e.tokens(e.u.Name) }
@@ -417,7 +434,7 @@ func (e *enrollTx) Mail() string                          { return e.u.Mail }
 func (e *enrollTx) Enrolled() (bool, error) { return e.enrolled(e.u.Name) }
 
 func (e *enrollTx) Audit(action, target, detail string) error {
-	return e.txn.audit(e.now, "node:"+e.node.Name, action, target, detail)
+	return e.txn.audit(e.now, e.actor, action, target, detail)
 }
 
 func ignoreNotFound(err error) error {
@@ -516,14 +533,38 @@ func (s *Server) enrollFinish(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	if f.Token.ID != "" {
-		what := fmt.Sprintf("A new token %q (id %s) was added to your account and is now active.", f.Token.Name, f.Token.ID)
-		if f.BackupCodes != nil {
-			what += "\nA new set of backup codes was created with it."
-		}
-		s.notify(r.Context(), q.User, "new token added", what, "node "+n.Name)
-	}
+	s.noticeFinished(r.Context(), q.User, f, "node "+n.Name)
 	return http.StatusOK, f.FinishResult, nil
+}
+
+// The notices of the user's own changes, for every way of making them (the nodes' /v1/enroll
+// endpoints, the web portal); by says which.
+
+// noticeFinished mails user when f activated a token.
+func (s *Server) noticeFinished(ctx context.Context, user string, f enroll.Finished, by string) {
+	if f.Token.ID == "" {
+		return
+	}
+	what := fmt.Sprintf("A new token %q (id %s) was added to your account and is now active.", f.Token.Name, f.Token.ID)
+	if f.BackupCodes != nil {
+		what += "\nA new set of backup codes was created with it."
+	}
+	s.notify(ctx, user, "new token added", what, by)
+}
+
+func (s *Server) noticeRenamed(ctx context.Context, user, id, old, name, by string) {
+	s.notify(ctx, user, "token renamed", fmt.Sprintf("Your token %q (id %s) was renamed to %q.", old, id, name), by)
+}
+
+// noticeRemoved mails user when rm removed a token that could log in.
+func (s *Server) noticeRemoved(ctx context.Context, user, id string, rm enroll.Removed, by string) {
+	if !rm.Pending {
+		s.notify(ctx, user, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", rm.Name, id), by)
+	}
+}
+
+func (s *Server) noticeBackupCodes(ctx context.Context, user, by string) {
+	s.notify(ctx, user, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", by)
 }
 
 // enrollRename answers POST /v1/enroll/rename.
@@ -536,7 +577,7 @@ func (s *Server) enrollRename(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	s.notify(r.Context(), q.User, "token renamed", fmt.Sprintf("Your token %q (id %s) was renamed to %q.", old, q.ID, q.Name), "node "+n.Name)
+	s.noticeRenamed(r.Context(), q.User, q.ID, old, q.Name, "node "+n.Name)
 	return http.StatusOK, map[string]string{"id": q.ID, "name": q.Name}, nil
 }
 
@@ -550,9 +591,7 @@ func (s *Server) enrollRemove(r *http.Request, n nodeRecord, body []byte) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	if !rm.Pending {
-		s.notify(r.Context(), q.User, "token removed", fmt.Sprintf("Your token %q (id %s) was removed; its codes no longer work.", rm.Name, q.ID), "node "+n.Name)
-	}
+	s.noticeRemoved(r.Context(), q.User, q.ID, rm, "node "+n.Name)
 	return http.StatusOK, map[string]string{"id": q.ID, "removed": "true"}, nil
 }
 
@@ -566,7 +605,7 @@ func (s *Server) enrollBackupCodes(r *http.Request, n nodeRecord, body []byte) (
 	if err != nil {
 		return 0, nil, err
 	}
-	s.notify(r.Context(), q.User, "new backup codes", "A new set of backup codes was created for your account; the previous ones no longer work.", "node "+n.Name)
+	s.noticeBackupCodes(r.Context(), q.User, "node "+n.Name)
 	return http.StatusOK, registryapi.BackupCodes{Codes: plain}, nil
 }
 

@@ -47,6 +47,8 @@ type Options struct {
 	Rand io.Reader
 	// Notifier takes mail notices; nil builds a mail.Sender from Config.Mail.
 	Notifier Notifier
+	// OIDCClient talks to the portal's OpenID Connect provider; nil is a client with a timeout.
+	OIDCClient *http.Client
 }
 
 // Server serves the sync and admin endpoints.
@@ -71,6 +73,7 @@ type Server struct {
 	stopping bool
 
 	enroll *enrollState // enroll.go
+	portal http.Handler // portal.go; nil when [portal] is off
 
 	metrics *metrics // metrics.go
 }
@@ -118,6 +121,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err := s.initEnroll(o); err != nil {
 		return nil, err
 	}
+	if err := s.initPortal(o); err != nil {
+		return nil, err
+	}
 	var n int64
 	for _, d := range digests {
 		n += d.Count()
@@ -158,6 +164,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+registryapi.PathSyncLogins, s.handleLogins)
 	s.adminRoutes(mux)
 	s.enrollRoutes(mux)
+	s.portalRoutes(mux)
 	return s.metrics.counted(mux)
 }
 

@@ -121,7 +121,7 @@ func Start(o Options) (*Provider, error) {
 	if !o.TLS {
 		opts = append(opts, op.WithAllowInsecure())
 	}
-	p.op, err = op.NewOpenIDProvider(issuer, cfg, st, opts...)
+	p.op, err = op.NewProvider(cfg, st, op.StaticIssuer(issuer), opts...)
 	if err != nil {
 		p.srv.Close()
 		return nil, fmt.Errorf("oidctest: %w", err)
@@ -198,7 +198,7 @@ func (s *storage) readdress(body []byte) ([]byte, error) {
 		return nil, err
 	}
 	raw, _ := resp["id_token"].(string)
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return nil, err
 	}

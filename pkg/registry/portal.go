@@ -1,0 +1,454 @@
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pam-totp/pam-totp/pkg/enroll"
+	"github.com/pam-totp/pam-totp/pkg/kv"
+	"github.com/pam-totp/pam-totp/pkg/mail"
+	"github.com/pam-totp/pam-totp/pkg/portal"
+	"github.com/pam-totp/pam-totp/pkg/portal/oidclogin"
+	"github.com/pam-totp/pam-totp/pkg/registryapi"
+	"github.com/pam-totp/pam-totp/pkg/syncframe"
+	"github.com/pam-totp/pam-totp/pkg/token"
+)
+
+// The web portal's side in the registry (package portal serves the pages): its Backend on the
+// same enrollment rules as /v1/enroll (enroll.Service on the kv store, bound to no node scope:
+// the portal serves every user the registry knows), and its sessions in the kv store:
+//
+//	portal/session/HEX  a session: HEX is the SHA-256 of the id in the cookie (portal.Session)
+//	portal/oidc/HEX     an OpenID Connect sign-in between start and callback (oidclogin.Flow),
+//	                    HEX the SHA-256 of its state
+//
+// so any replica serves a session and signing out ends it on all of them; the sweep removes
+// expired sessions and flows every minute.
+const (
+	prefixSession = "portal/session/"
+	prefixFlow    = "portal/oidc/"
+	actorPortal   = "portal"
+)
+
+// initPortal builds the portal when [portal] enabled.
+func (s *Server) initPortal(o Options) error {
+	if !s.cfg.Portal.Enabled {
+		return nil
+	}
+	p, err := portal.New(portal.Options{Config: s.cfg.Portal, Backend: &portalBackend{s: s}, Now: s.now, Rand: s.rand,
+		Log: s.log.With("component", "portal"), OIDC: s.portalOIDC(o.OIDCClient)})
+	if err != nil {
+		return fmt.Errorf("portal: %w", err)
+	}
+	s.portal = p
+	return nil
+}
+
+// portalOIDC is the OpenID Connect sign-in of [portal.oidc], or nil without "oidc" in sign_in.
+// It asks the provider for its discovery document at the first sign-in (and again after a
+// failure), so a provider that is down does not keep the registry from starting.
+func (s *Server) portalOIDC(client *http.Client) portal.OIDC {
+	if !s.cfg.Portal.Has(portal.SignInOIDC) {
+		return nil
+	}
+	return &lazyOIDC{s: s, client: client}
+}
+
+// lazyOIDC is oidclogin.Login made at first need.
+type lazyOIDC struct {
+	s      *Server
+	client *http.Client
+	mu     sync.Mutex
+	l      *oidclogin.Login
+}
+
+func (o *lazyOIDC) login(ctx context.Context) (*oidclogin.Login, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.l != nil {
+		return o.l, nil
+	}
+	c := o.s.cfg.Portal
+	redirect := "/portal/oidc/callback"
+	if c.PublicURL != "" {
+		redirect = strings.TrimRight(c.PublicURL, "/") + redirect
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	l, err := oidclogin.New(ctx, c.OIDC, oidclogin.Options{Store: &flowStore{s: o.s}, RedirectURL: redirect,
+		Now: o.s.now, HTTPClient: o.client, Log: o.s.log.With("component", "portal.oidc")})
+	if err != nil {
+		return nil, err
+	}
+	o.l = l
+	return l, nil
+}
+
+func (o *lazyOIDC) Start(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	l, err := o.login(r.Context())
+	if err != nil {
+		return err
+	}
+	return l.Start(w, r, returnTo)
+}
+
+func (o *lazyOIDC) Finish(r *http.Request) (string, []string, string, error) {
+	l, err := o.login(r.Context())
+	if err != nil {
+		o.s.log.Error("portal: OpenID Connect provider", "err", err)
+		return "", nil, "", oidclogin.ErrUnavailable
+	}
+	id, ret, err := l.Finish(r)
+	return id.User, id.Groups, ret, err
+}
+
+// flowStore keeps OpenID Connect sign-in flows in the kv store (portal/oidc/STATE), so any
+// replica finishes a sign-in another started.
+type flowStore struct{ s *Server }
+
+func (f *flowStore) Put(ctx context.Context, fl oidclogin.Flow) error {
+	_, err := f.s.store.Update(ctx, func(t kv.Txn) error {
+		return (&txn{Txn: t, s: f.s}).putJSON(prefixFlow+hashKey(fl.State), fl)
+	})
+	return err
+}
+
+func (f *flowStore) Take(ctx context.Context, state string) (oidclogin.Flow, bool, error) {
+	var fl oidclogin.Flow
+	found := false
+	_, err := f.s.store.Update(ctx, func(t kv.Txn) error {
+		found = false
+		key := prefixFlow + hashKey(state)
+		err := (&txn{Txn: t, s: f.s}).getJSON(key, &fl)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return t.Delete(key)
+	})
+	return fl, found, err
+}
+
+// hashKey is the hex SHA-256 of a value the store keys by but must not hold.
+func hashKey(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return hex.EncodeToString(sum[:])
+}
+
+// portalBackend is portal.Backend on the server.
+type portalBackend struct{ s *Server }
+
+// svc is the enrollment rules for the portal: every user the registry knows.
+func (b *portalBackend) svc() *enroll.Service {
+	return b.s.enrollService(&enrollStore{s: b.s, node: nodeRecord{Name: actorPortal}, web: true})
+}
+
+func (b *portalBackend) Known(ctx context.Context, user string) (bool, error) {
+	if token.ValidUser(user) != nil {
+		return false, nil
+	}
+	found := false
+	err := b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		_, err := (&txn{Txn: tx, s: b.s}).getUser(user)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return found, err
+}
+
+func (b *portalBackend) MailSignInCode(ctx context.Context, user, from string) error {
+	code, to, expires, err := b.svc().SignInCode(ctx, user)
+	if err != nil {
+		return err
+	}
+	c := b.s.cfg.Portal
+	contact := c.Contact
+	if contact == "" {
+		contact = b.s.cfg.Mail.Contact
+	}
+	// The one portal mail that carries a code: the sign-in code itself, valid 30 minutes, once.
+	b.s.enroll.mail.Send(mail.Message{To: to, Subject: "[" + c.SiteName + "] your sign-in code",
+		Body: fmt.Sprintf("Hello %s,\n\nyour one-time code to sign in to the %s token portal is:\n\n    %s\n\n"+
+			"It works once, until %s. It was requested from the address %s.\n\nIf this was not you, contact %s.\n",
+			user, c.SiteName, code, expires.Format("2006-01-02 15:04 MST"), from, contact)})
+	return nil
+}
+
+func (b *portalBackend) SignIn(ctx context.Context, user, answer string, mailed bool) error {
+	if checkAnswer("code", answer) != nil {
+		return forbidden("the code was not accepted")
+	}
+	return b.svc().SignIn(ctx, user, answer, mailed)
+}
+
+func (b *portalBackend) Begin(ctx context.Context, user, name, proof string, identified bool) (registryapi.Enrollment, error) {
+	if err := checkAnswer("proof", proof); err != nil {
+		return registryapi.Enrollment{}, err
+	}
+	if identified {
+		return b.svc().BeginSignedIn(ctx, user, name, proof)
+	}
+	return b.svc().Begin(ctx, user, name, proof)
+}
+
+func (b *portalBackend) Enrollment(ctx context.Context, user, id string) (registryapi.Enrollment, error) {
+	if err := checkID(id); err != nil {
+		return registryapi.Enrollment{}, notFound("you have no token %q", clip(id))
+	}
+	return b.svc().Enrollment(ctx, user, id)
+}
+
+func (b *portalBackend) Finish(ctx context.Context, user, id, code, by string) (registryapi.FinishResult, error) {
+	if err := firstErr(checkID(id), checkAnswer("code", code)); err != nil {
+		return registryapi.FinishResult{}, err
+	}
+	f, err := b.svc().Finish(ctx, user, id, code)
+	if err != nil {
+		return registryapi.FinishResult{}, err
+	}
+	b.s.noticeFinished(ctx, user, f, by)
+	return f.FinishResult, nil
+}
+
+func (b *portalBackend) Rename(ctx context.Context, user, id, name, by string) error {
+	if err := checkID(id); err != nil {
+		return notFound("you have no token %q", clip(id))
+	}
+	old, err := b.svc().Rename(ctx, user, id, name)
+	if err != nil {
+		return err
+	}
+	b.s.noticeRenamed(ctx, user, id, old, name, by)
+	return nil
+}
+
+func (b *portalBackend) Remove(ctx context.Context, user, id, proof, by string) error {
+	if err := checkID(id); err != nil {
+		return notFound("you have no token %q", clip(id))
+	}
+	if err := checkAnswer("proof", proof); err != nil {
+		return err
+	}
+	rm, err := b.svc().Remove(ctx, user, id, proof)
+	if err != nil {
+		return err
+	}
+	b.s.noticeRemoved(ctx, user, id, rm, by)
+	return nil
+}
+
+func (b *portalBackend) BackupCodes(ctx context.Context, user, proof, by string) ([]string, error) {
+	if err := checkAnswer("proof", proof); err != nil {
+		return nil, err
+	}
+	codes, err := b.svc().BackupCodes(ctx, user, proof)
+	if err != nil {
+		return nil, err
+	}
+	b.s.noticeBackupCodes(ctx, user, by)
+	return codes, nil
+}
+
+// Tokens lists user's tokens and pending tokens, with how many of the user's login nodes
+// applied each.
+func (b *portalBackend) Tokens(ctx context.Context, user string) ([]portal.Token, error) {
+	var out []portal.Token
+	err := b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		out = nil
+		x := &txn{Txn: tx, s: b.s}
+		u, err := x.user(user)
+		if err != nil {
+			return err
+		}
+		toks, err := x.tokens(user)
+		if err != nil {
+			return err
+		}
+		revs, total := b.s.nodeRevs(x, u)
+		now := b.s.now()
+		for _, t := range toks {
+			kvp, err := x.Get(prefixRec + syncframe.TokenKey(user, t.ID))
+			if err != nil {
+				return err
+			}
+			c, err := x.claim(user, t.ID)
+			if err != nil {
+				return err
+			}
+			last := t.LastUsed
+			if c.Node != "registry" && c.At.After(last) {
+				last = c.At // a login's claim; the registry's are proofs
+			}
+			out = append(out, portal.Token{ID: t.ID, Name: t.Name, Created: t.Created, LastUsed: last,
+				State: string(t.State), Active: applied(revs, kvp.ModRev), Total: total})
+		}
+		return x.Range(prefixPending+user+"/", func(kvp kv.KeyValue) error {
+			var p pendingRecord
+			if err := json.Unmarshal(kvp.Value, &p); err != nil || !now.Before(p.Expires) {
+				return nil // expired: the sweep removes it
+			}
+			v, err := b.s.sealer.Open(p.Sealed, []byte(kvp.Key))
+			if err != nil {
+				return fmt.Errorf("open %s: %w", kvp.Key, err)
+			}
+			var t token.Token
+			if err := json.Unmarshal(v, &t); err != nil {
+				return fmt.Errorf("decode %s: %w", kvp.Key, err)
+			}
+			out = append(out, portal.Token{ID: t.ID, Name: t.Name, Created: t.Created, State: "pending", Total: total})
+			return nil
+		})
+	})
+	if isNotFound(err) {
+		return nil, nil // a user deleted during the session has nothing
+	}
+	return out, err
+}
+
+// Nodes counts the login nodes serving user that applied token id.
+func (b *portalBackend) Nodes(ctx context.Context, user, id string) (active, total int, err error) {
+	if checkID(id) != nil {
+		return 0, 0, notFound("you have no token %q", clip(id))
+	}
+	err = b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		x := &txn{Txn: tx, s: b.s}
+		u, err := x.user(user)
+		if err != nil {
+			return err
+		}
+		kvp, err := x.Get(prefixRec + syncframe.TokenKey(user, id))
+		if errors.Is(err, kv.ErrNotFound) {
+			return notFound("you have no token %q", clip(id))
+		}
+		if err != nil {
+			return err
+		}
+		var revs []int64
+		revs, total = b.s.nodeRevs(x, u)
+		active = applied(revs, kvp.ModRev)
+		return nil
+	})
+	return active, total, err
+}
+
+// nodeRevs are the applied revisions (from their last acks; 0 before any) of the nodes whose
+// scope serves u, and how many there are.
+func (s *Server) nodeRevs(x *txn, u User) ([]int64, int) {
+	var names []string
+	_ = x.Range(prefixNode, func(kvp kv.KeyValue) error {
+		n, err := s.decodeNode(kvp.Key, kvp.Value)
+		if err == nil && visible(u.Scopes, n.Scope) {
+			names = append(names, n.Name)
+		}
+		return nil
+	})
+	revs := make([]int64, len(names))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, n := range names {
+		revs[i] = s.acks[n].Rev
+	}
+	return revs, len(names)
+}
+
+// applied counts the revisions at or past rev.
+func applied(revs []int64, rev int64) int {
+	n := 0
+	for _, r := range revs {
+		if r >= rev {
+			n++
+		}
+	}
+	return n
+}
+
+func (b *portalBackend) PutSession(ctx context.Context, key string, ps portal.Session) error {
+	_, err := b.s.store.Update(ctx, func(t kv.Txn) error {
+		return (&txn{Txn: t, s: b.s}).putJSON(prefixSession+key, ps)
+	})
+	return err
+}
+
+func (b *portalBackend) GetSession(ctx context.Context, key string) (portal.Session, bool, error) {
+	var ps portal.Session
+	found := false
+	err := b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		err := (&txn{Txn: tx, s: b.s}).getJSON(prefixSession+key, &ps)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return ps, found, err
+}
+
+func (b *portalBackend) DeleteSession(ctx context.Context, key string) error {
+	_, err := b.s.store.Update(ctx, func(t kv.Txn) error {
+		return ignoreNotFound(t.Delete(prefixSession + key))
+	})
+	return err
+}
+
+// sweepSessions removes expired portal sessions, in one revision if any expired.
+func (s *Server) sweepSessions(ctx context.Context) (int, error) {
+	now := s.now()
+	c := s.cfg.Portal
+	var expired []string
+	err := s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		if err := tx.Range(prefixSession, func(kvp kv.KeyValue) error {
+			var ps portal.Session
+			if err := json.Unmarshal(kvp.Value, &ps); err != nil || ps.Expired(now, c.SessionIdle, c.SessionMax) {
+				expired = append(expired, kvp.Key)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Range(prefixFlow, func(kvp kv.KeyValue) error {
+			var fl oidclogin.Flow
+			if err := json.Unmarshal(kvp.Value, &fl); err != nil || now.Sub(fl.Created) > oidclogin.FlowLifetime {
+				expired = append(expired, kvp.Key)
+			}
+			return nil
+		})
+	})
+	if err != nil || len(expired) == 0 {
+		return 0, err
+	}
+	_, err = s.store.Update(ctx, func(t kv.Txn) error {
+		for _, k := range expired {
+			if err := ignoreNotFound(t.Delete(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.log.Info("expired portal sessions and sign-in flows removed", "count", len(expired))
+	}
+	return len(expired), err
+}
+
+// portalRoutes serves /portal/ when the portal is on.
+func (s *Server) portalRoutes(mux *http.ServeMux) {
+	if s.portal == nil {
+		return
+	}
+	mux.Handle("/portal/", s.portal)
+	mux.Handle("GET /portal", http.RedirectHandler("/portal/", http.StatusSeeOther))
+}
