@@ -209,13 +209,19 @@ func (b *tab) location() string {
 	return s
 }
 
-// wantPath fails the test unless the page shown is at path (query left off).
-func (b *tab) wantPath(what, path string) {
+// wantPath fails the test unless the page shown is at one of paths (query left off). The
+// message names the page by its headings and its error only: the pages may hold secrets.
+func (b *tab) wantPath(what string, paths ...string) {
 	b.t.Helper()
 	loc := strings.TrimPrefix(b.location(), b.base)
-	if p, _, _ := strings.Cut(loc, "?"); p != path {
-		b.t.Fatalf("%s: the browser shows %s, want %s (error: %q)", what, loc, path, b.text("#error"))
+	p, _, _ := strings.Cut(loc, "?")
+	for _, want := range paths {
+		if p == want {
+			return
+		}
 	}
+	b.t.Fatalf("%s: the browser shows %s, want %s (headings %q, error %q)", what, loc, strings.Join(paths, " or "),
+		b.texts("h1, h2"), b.text("#error"))
 }
 
 // checkHeaders asserts the security headers on every portal response seen since the last check.
@@ -244,7 +250,15 @@ func (b *tab) checkHeaders() {
 	b.checkCookie()
 }
 
-// checkCookie asserts the flags of the session cookie, when the browser holds one.
+// cookieSameSite is the SameSite each of the portal's cookies must have: the session and the
+// sign-in forms' CSRF cookie Strict; the OpenID Connect flow's Lax (it comes back from the IdP).
+var cookieSameSite = map[string]network.CookieSameSite{
+	sessionCookie:             network.CookieSameSiteStrict,
+	sessionCookie + "-signin": network.CookieSameSiteStrict,
+	sessionCookie + "-oidc":   network.CookieSameSiteLax,
+}
+
+// checkCookie asserts the flags of the portal's cookies the browser holds.
 func (b *tab) checkCookie() {
 	b.t.Helper()
 	res, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base + "/portal/"}})
@@ -252,13 +266,14 @@ func (b *tab) checkCookie() {
 		b.t.Fatalf("cookies: %v", err)
 	}
 	for _, c := range res.Cookies {
-		if c.Name != sessionCookie {
-			b.t.Errorf("the browser holds a cookie %q of the portal; want only %s", c.Name, sessionCookie)
+		same, ok := cookieSameSite[c.Name]
+		if !ok {
+			b.t.Errorf("the browser holds a cookie %q of the portal; want only %v", c.Name, cookieSameSite)
 			continue
 		}
-		if !c.HTTPOnly || !c.Secure || c.SameSite != network.CookieSameSiteStrict || c.Path != "/" || c.Domain != "127.0.0.1" {
-			b.t.Errorf("cookie %s: HttpOnly %v, Secure %v, SameSite %q, Path %q, Domain %q; want HttpOnly, Secure, Strict, /, host-only",
-				c.Name, c.HTTPOnly, c.Secure, c.SameSite, c.Path, c.Domain)
+		if !c.HTTPOnly || !c.Secure || c.SameSite != same || c.Path != "/" || c.Domain != "127.0.0.1" {
+			b.t.Errorf("cookie %s: HttpOnly %v, Secure %v, SameSite %q, Path %q, Domain %q; want HttpOnly, Secure, %s, /, host-only",
+				c.Name, c.HTTPOnly, c.Secure, c.SameSite, c.Path, c.Domain, same)
 		}
 	}
 }

@@ -55,24 +55,29 @@ func (f *fixture) oidcUser(t *testing.T, groups ...string) (name, password strin
 	return name, password
 }
 
-// callbackURL runs a sign-in at the provider as a script: GET the portal's start URL, sign in
-// at the provider's login form, and return the URL the provider sends the browser back to
-// (the portal's callback with code and state), without following it.
-func (f *fixture) callbackURL(t *testing.T, user, password string) *url.URL {
+// callbackURL starts a sign-in in the tab (a#signin-oidc: the portal keeps the flow and binds it
+// to the browser with its state cookie), signs in at the provider's login form as a script, and
+// returns the URL the provider sends the browser back to (the portal's callback with code and
+// state), without following it.
+func (f *fixture) callbackURL(t *testing.T, b *tab, user, password string) *url.URL {
 	t.Helper()
-	c := &http.Client{Timeout: 10 * time.Second, Transport: f.http.Transport,
+	b.open("/portal/signin")
+	b.click("follow the OpenID Connect sign-in", "a#signin-oidc")
+	next := b.location()
+	c := &http.Client{Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	next := f.r.url + "/portal/oidc/start"
 	for range 10 {
-		var resp *http.Response
-		var err error
-		u, _ := url.Parse(next)
-		switch {
-		case strings.HasPrefix(next, f.r.url+"/portal/oidc/callback"):
+		u, err := url.Parse(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(next, f.r.url+"/portal/oidc/callback") {
 			return u
-		case u.Path == "/login":
+		}
+		var resp *http.Response
+		if u.Path == "/login" {
 			resp, err = c.PostForm(next, url.Values{"id": {u.Query().Get("id")}, "username": {user}, "password": {password}})
-		default:
+		} else {
 			resp, err = c.Get(next)
 		}
 		if err != nil {
@@ -118,8 +123,8 @@ func (f *fixture) testOIDC(t *testing.T) {
 	// Another user who is known to the provider but not in the required group gets no session.
 	t.Run("not_in_required_group", func(t *testing.T) {
 		other, pw := f.oidcUser(t, "students")
-		cb := f.callbackURL(t, other, pw)
 		r := newTab(t, f.chrome, f.r.url)
+		cb := f.callbackURL(t, r, other, pw)
 		r.load("callback for a user outside the group", chromedp.Navigate(cb.String()))
 		if r.session() != "" || r.text("p#error") == "" {
 			t.Errorf("a user outside required_group signed in (page %s, error %q)", r.location(), r.text("p#error"))
@@ -139,9 +144,9 @@ func (f *fixture) testOIDC(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := f.r.state(t, user)
-			cb := f.callbackURL(t, user, password)
-			c.spoil(cb)
 			r := newTab(t, f.chrome, f.r.url)
+			cb := f.callbackURL(t, r, user, password)
+			c.spoil(cb)
 			r.load("callback with a "+c.name, chromedp.Navigate(cb.String()))
 			if r.session() != "" || r.text("p#error") == "" {
 				t.Errorf("a callback with a %s: page %s, p#error %q, session cookie %v; want a refusal",

@@ -36,6 +36,7 @@ type fixture struct {
 	sink   *mailtest.Relay
 	chrome context.Context
 	http   *http.Client // trusts the registry's CA, follows no redirect
+	top    *testing.T   // TestPortal's: a tab that outlives one subtest lives as long
 
 	// firstUser is the user FirstEnrollment enrolled, signed in in its tab; later tests use it.
 	firstUser enrolled
@@ -94,6 +95,7 @@ func TestPortal(t *testing.T) {
 	needRoot(t)
 	start := time.Now()
 	f := newFixture(t)
+	f.top = t
 	t.Logf("registry, node, mail sink and Chromium up in %v", time.Since(start).Round(time.Millisecond))
 	t.Run("FirstEnrollment", f.testFirstEnrollment)
 	t.Run("Proofs", f.testProofs)
@@ -246,7 +248,9 @@ func waitActive(t *testing.T, b *tab, since time.Time) time.Duration {
 // count, backup codes downloaded, a login on the node.
 func (f *fixture) testFirstEnrollment(t *testing.T) {
 	user, addr := f.user(t)
-	b := newTab(t, f.chrome, f.r.url)
+	// The tab stays signed in for the later tests (each sets b.t to its own t).
+	b := newTab(f.top, f.chrome, f.r.url)
+	b.t = t
 	b.open("/portal/")
 	b.wantPath("/portal/ signed out", "/portal/signin")
 	for _, sel := range []string{"main#content", "h1", "footer#contact", "form#signin-mail", "form#signin-code"} {
@@ -272,19 +276,21 @@ func (f *fixture) testFirstEnrollment(t *testing.T) {
 	t.Run("QRDecodes", func(t *testing.T) { checkQR(t, b, p.uri) })
 
 	// Wrong codes, at the start of a step so that the step does not change under the test.
-	nextStep(t)
-	now := clk.Now()
+	now := freshStep(t)
 	state := f.r.state(t, user)
 	wrong := wrongCode(t, p, now)
 	verify(b, wrong)
-	b.wantPath("a wrong code", "/portal/tokens/pending/"+p.id)
+	// The answer to the POST is the enrollment page again, with the reason.
+	b.wantPath("a wrong code", "/portal/tokens/pending/"+p.id, "/portal/tokens/pending/"+p.id+"/verify")
 	if e := b.text("p#error"); e == "" || !strings.Contains(strings.ToLower(e), "not right") {
 		t.Errorf("a wrong code: p#error = %q, want the CLI's \"That code is not right\"", e)
 	}
-	ahead := p.code(t, now.Add(4*time.Duration(p.key.Period())*time.Second))
-	verify(b, ahead)
-	if e := b.text("p#error"); !strings.Contains(e, "another time") || !strings.Contains(e, "ahead") {
-		t.Errorf("a code of 2 minutes ahead: p#error = %q, want the clock hint (\"belongs to another time ... ahead\")", e)
+	// A code of 2 minutes ago (a phone clock behind; one ahead would burn the steps up to its
+	// own, and the right code would have to wait for them to pass).
+	behind := p.code(t, now.Add(-4*time.Duration(p.key.Period())*time.Second))
+	verify(b, behind)
+	if e := b.text("p#error"); !strings.Contains(e, "another time") || !strings.Contains(e, "behind") {
+		t.Errorf("a code of 2 minutes ago: p#error = %q, want the clock hint (\"belongs to another time ... behind\")", e)
 	}
 	if b.attr("p#error", "role") != "alert" {
 		t.Error(`p#error has no role="alert"`)
@@ -297,7 +303,7 @@ func (f *fixture) testFirstEnrollment(t *testing.T) {
 	right := p.code(t, now)
 	submitted := time.Now()
 	verify(b, right)
-	b.wantPath("the right code", "/portal/tokens/"+p.id+"/active")
+	wantVerified(b, "the right code", p.id)
 	if v := b.text("p#verified"); !strings.Contains(v, "Security code successfully verified") {
 		t.Errorf("p#verified = %q", v)
 	}
@@ -348,6 +354,17 @@ func (f *fixture) testFirstEnrollment(t *testing.T) {
 	}
 }
 
+// wantVerified fails the test unless the tab shows the verified page of token id: at
+// /portal/tokens/ID/active, or as the answer to the code's POST (which may show the backup
+// codes that no later GET shows again).
+func wantVerified(b *tab, what, id string) {
+	b.t.Helper()
+	b.wantPath(what, "/portal/tokens/"+id+"/active", "/portal/tokens/pending/"+id+"/verify")
+	if !b.has("p#verified") {
+		b.t.Fatalf("%s: no p#verified (error %q)", what, b.text("#error"))
+	}
+}
+
 // stripAudit leaves the audit count out of a state (a refused code is audited).
 func stripAudit(s string) string {
 	i := strings.Index(s, "audit records:")
@@ -370,14 +387,6 @@ func wrongCode(t *testing.T, p pending, now time.Time) string {
 			return c
 		}
 	}
-}
-
-// nextStep moves the clock of the registry, node and helper to the start of the next 30 s step;
-// it keeps the wall clock again when the test ends.
-func nextStep(t *testing.T) uint64 {
-	t.Helper()
-	t.Cleanup(func() { clk.Set(t, time.Now()) })
-	return clk.NextStep(t, 30)
 }
 
 // checkQR decodes img#qr with zbarimg and compares it with the link's URI.

@@ -15,12 +15,18 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/adminclient"
 )
 
-// freshStep moves the clock three steps on, to the start of a step no code of the tests has
-// used yet (each proof and login uses one step of a token).
+// reserved is the last time step a test may have used a code of (freshStep's step and the
+// one after it, for "the next code").
+var reserved uint64
+
+// freshStep moves the clock of the registry, node and helper forward to the start of a time
+// step no test has used a code of, and returns that instant: each proof, sign-in and login uses
+// up one step of a token. The clock only moves forward (it stays ahead of the wall clock when the
+// test ends), so that no later step is one used before.
 func freshStep(t *testing.T) time.Time {
 	t.Helper()
-	t.Cleanup(func() { clk.Set(t, time.Now()) })
-	next := clk.Step(30) + 3
+	next := max(clk.Step(30)+1, reserved+1)
+	reserved = next + 1
 	clk.Set(t, time.Unix(int64(next)*30, 0))
 	return clk.Now()
 }
@@ -31,6 +37,7 @@ func (f *fixture) needFirst(t *testing.T) enrolled {
 	if f.firstUser.name == "" {
 		t.Skip("FirstEnrollment did not enroll its user")
 	}
+	f.firstUser.tab.t = t
 	return f.firstUser
 }
 
@@ -63,7 +70,7 @@ func (f *fixture) testProofs(t *testing.T) {
 	p2 := f.addToken(t, b, "laptop", u.backup[0])
 	submitted := time.Now()
 	verify(b, p2.code(t, now))
-	b.wantPath("the second token's code", "/portal/tokens/"+p2.id+"/active")
+	wantVerified(b, "the second token's code", p2.id)
 	t.Logf("second token: verified code submitted -> active on 1 of 1: %v", waitActive(t, b, submitted).Round(time.Millisecond))
 	if b.has("section#backup-codes") {
 		t.Error("the second token's page shows new backup codes; they come only with the first token")
@@ -148,7 +155,7 @@ func (f *fixture) testKeyboardOnly(t *testing.T) {
 	now := freshStep(t)
 	b.keyboardTo("verify-code")
 	b.keyboardSubmit("keyboard: the first code", p.code(t, now))
-	b.wantPath("keyboard: verified", "/portal/tokens/"+p.id+"/active")
+	wantVerified(b, "keyboard: verified", p.id)
 }
 
 // testRefused: requests a browser of the user would not send are refused, and change nothing.
@@ -198,6 +205,24 @@ func (f *fixture) testRefused(t *testing.T) {
 		})
 	}
 
+	// The control: the same request with the user's own cookie and CSRF token renames the token,
+	// so the refusals above are the portal's checks and not a malformed request.
+	if status, _ := f.post(t, aCookie, aRename, url.Values{"name": {"renamed"}, "csrf": {aCSRF}}); status != http.StatusSeeOther && status != http.StatusOK {
+		t.Errorf("POST %s with the user's cookie and CSRF token: status %d, want 303", aRename, status)
+	}
+	toks, err := f.r.admin.Tokens(bg(t), a.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := false
+	for _, tk := range toks {
+		renamed = renamed || tk.ID == a.tok.id && tk.Name == "renamed"
+	}
+	if !renamed {
+		t.Errorf("the user's own rename did not rename token %s: %+v", a.tok.id, toks)
+	}
+	before = f.r.state(t, a.name, bName)
+
 	// A replayed sign-in code: the code A signed in with, typed again.
 	t.Run("replayed_sign-in_code", func(t *testing.T) {
 		r := newTab(t, f.chrome, f.r.url)
@@ -221,8 +246,7 @@ func (f *fixture) testExpiredSession(t *testing.T) {
 	a.tab.open("/portal/tokens")
 	cookie, token := a.tab.session(), csrf(t, a.tab)
 	before := f.r.state(t, a.name)
-	t.Cleanup(func() { clk.Set(t, time.Now()) })
-	clk.Set(t, clk.Now().Add(16*time.Minute))
+	clk.Set(t, clk.Now().Add(16*time.Minute)) // the clock moves only forward (freshStep)
 	status, _ := f.post(t, cookie, "/portal/tokens/"+a.tok.id+"/rename", url.Values{"name": {"x"}, "csrf": {token}})
 	if status != http.StatusForbidden && status != http.StatusSeeOther {
 		t.Errorf("POST with a session idle for 16 minutes: status %d, want 403 or 303 to sign in", status)

@@ -261,7 +261,7 @@ func (r *registry) state(t *testing.T, users ...string) string {
 		j, _ := json.Marshal(toks)
 		fmt.Fprintf(&b, "%s: %s\n", u, j)
 	}
-	recs, err := r.admin.Audit(bg(t), 0, 100000)
+	recs, err := r.admin.Audit(bg(t), 0, 10000)
 	if err != nil {
 		t.Fatalf("audit: %v", err)
 	}
