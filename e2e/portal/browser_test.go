@@ -99,6 +99,13 @@ func newTab(t *testing.T, browserCtx context.Context, base string) *tab {
 	return tb
 }
 
+// dialogCount is how many JavaScript dialogs the tab has seen (and accepted).
+func (b *tab) dialogCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dialogs
+}
+
 // do runs actions and fails the test on an error.
 func (b *tab) do(what string, acts ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
@@ -378,26 +385,53 @@ func shootAs(b *tab, name string) {
 	b.do("viewport back", chromedp.EmulateViewport(1280, 800))
 }
 
-// shoot is shootAs with a name made of the page's path: /portal/tokens/pending/ID -> "pending".
+// shoot is shootAs with a name made of the page's path without its ids, and "-error" when
+// the page shows one: /portal/tokens/pending/ID/verify with an error is "enroll-verify-error".
+// Pages of other sites (the OpenID provider's) and the verified page (taken once its node count
+// is complete, as "verified") are left out.
 func shoot(b *tab, _ string) {
 	if !screenshots {
 		return
 	}
-	loc := strings.TrimPrefix(b.location(), b.base+"/portal/")
-	loc, _, _ = strings.Cut(loc, "?")
-	parts := strings.Split(loc, "/")
-	name := "signin"
-	switch {
-	case loc == "" || parts[0] == "signin" && len(parts) == 1:
-	case parts[0] == "tokens" && len(parts) == 3 && parts[1] == "pending":
-		name = "enroll"
-	case parts[0] == "tokens" && len(parts) == 3:
-		name = "token-" + parts[2]
-	default:
-		name = strings.Join(parts, "-")
+	loc, ok := strings.CutPrefix(b.location(), b.base+"/portal/")
+	if !ok || b.has("p#verified") {
+		return
 	}
+	loc, _, _ = strings.Cut(loc, "?")
+	var parts []string
+	for i, p := range strings.Split(loc, "/") {
+		switch {
+		case p == "":
+		case i == 0 && p == "tokens" && strings.HasPrefix(loc, "tokens/pending/"):
+			parts = append(parts, "enroll")
+		case p == "pending":
+		case isID(p):
+			if parts[0] == "tokens" {
+				parts[0] = "token" // tokens/ID/active: token-active
+			}
+		default:
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		parts = []string{"signin"}
+	}
+	name := strings.Join(parts, "-")
 	if b.has("#error") {
 		name += "-error"
 	}
 	shootAs(b, name)
+}
+
+// isID reports whether a path segment is a token id (hex).
+func isID(s string) bool {
+	if len(s) < 6 {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
 }

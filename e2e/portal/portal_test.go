@@ -307,9 +307,17 @@ func (f *fixture) testFirstEnrollment(t *testing.T) {
 	if v := b.text("p#verified"); !strings.Contains(v, "Security code successfully verified") {
 		t.Errorf("p#verified = %q", v)
 	}
+	onNode := time.Since(submitted) // an upper bound: the node is looked at from here on
+	if st := f.n.tokenState(user, p.id); st != "active" {
+		onNode = time.Since(submitted) + waitFor(t, 10*time.Second, "the token active on the node", func() (bool, error) {
+			return f.n.tokenState(user, p.id) == "active", nil
+		})
+	}
 	took := waitActive(t, b, submitted)
-	t.Logf("verified code submitted -> \"active on 1 of 1 login nodes\" shown: %v", took.Round(time.Millisecond))
-	shootAs(b, "token-active-done")
+	t.Logf("verified code submitted -> token active in the node's tokens.db: within %v; "+
+		"\"active on 1 of 1 login nodes\" shown: %v (portal.js asks for the count 1 s after the page loads)",
+		onNode.Round(time.Millisecond), took.Round(time.Millisecond))
+	shootAs(b, "verified")
 
 	// Backup codes: shown once, downloaded as a file with the same codes.
 	codes := b.texts("section#backup-codes ol#backup-code-list li")
@@ -327,8 +335,12 @@ func (f *fixture) testFirstEnrollment(t *testing.T) {
 		t.Errorf("the downloaded file holds %d codes that are not the page's %d", len(file), len(codes))
 	}
 	b.do("tick I have saved these codes", chromedp.Click(chromedp.CSS("#backup-saved-check")))
+	asked := b.dialogCount()
 	b.load("confirm the backup codes", chromedp.Click(chromedp.CSS(`form#backup-saved [type=submit], form#backup-saved button`)))
 	b.wantPath("after confirming the backup codes", "/portal/tokens")
+	if b.dialogCount() != asked {
+		t.Error("leaving the backup codes through \"I have saved these codes\" asked for a confirmation")
+	}
 	rows := b.texts("tr.token td.state")
 	if len(rows) != 1 {
 		t.Fatalf("the token list has %d rows after the first token, want 1", len(rows))

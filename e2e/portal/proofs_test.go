@@ -156,6 +156,13 @@ func (f *fixture) testKeyboardOnly(t *testing.T) {
 	b.keyboardTo("verify-code")
 	b.keyboardSubmit("keyboard: the first code", p.code(t, now))
 	wantVerified(b, "keyboard: verified", p.id)
+
+	// Leaving the backup codes unconfirmed asks first (beforeunload; the tab answers "leave").
+	asked := b.dialogCount()
+	b.open("/portal/tokens")
+	if b.dialogCount() != asked+1 {
+		t.Errorf("leaving the backup codes without \"I have saved these codes\" asked %d times, want once", b.dialogCount()-asked)
+	}
 }
 
 // testRefused: requests a browser of the user would not send are refused, and change nothing.

@@ -333,6 +333,18 @@ func (n *node) waitRev(t *testing.T, rev int64) {
 	})
 }
 
+// tokenState is the state of a user's token in the node's tokens.db ("" when absent).
+func (n *node) tokenState(user, id string) string {
+	var state string
+	_ = store.NewTokens(store.Options{Dir: n.storeDir, Timeout: 5 * time.Second}).View(func(x *store.TokensTx) error {
+		if tok, err := x.Token(user, id); err == nil {
+			state = string(tok.State)
+		}
+		return nil
+	})
+	return state
+}
+
 // login runs one libpam transaction on the node answering code.
 func (n *node) login(user, code string) pamtest.Result {
 	return pamtest.Run(pamtest.TxSpec{Service: n.service, User: user, ConfDir: n.pamDir,
