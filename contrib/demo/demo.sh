@@ -47,7 +47,7 @@ for t in openssl curl oathtool ssh-keygen expect dbus-daemon runuser useradd use
 	command -v "$t" >/dev/null || die "missing $t (contrib/scripts/deps.sh installs it)"
 done
 [ -f "$policy" ] || die "missing $policy"
-python3 -c 'import aiosmtpd' 2>/dev/null || die "missing python3-aiosmtpd (contrib/scripts/deps.sh installs it)"
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || die "missing python3-aiosmtpd (contrib/scripts/deps.sh installs it)"
 if [ "$auto" = 1 ] && [ "$enroll_via" = portal ]; then
 	[ -x "$build/demo-portal" ] || die "missing $build/demo-portal: run 'make demo' (it builds it)"
 	command -v chromium >/dev/null || die "missing chromium (contrib/scripts/deps.sh installs it)"
@@ -114,7 +114,7 @@ freeport() { # a TCP port nobody listens on at 127.0.0.1
 mkdir -m 0700 "$tmp/mail"
 mport=$(freeport)
 mkfifo -m 0600 "$tmp/mail.in"
-python3 "$repo/pkg/mail/testdata/smtpd.py" "$mport" "$tmp/mail" <"$tmp/mail.in" >"$tmp/mail.ready" 2>"$tmp/mail.log" &
+/usr/bin/python3 "$repo/pkg/mail/testdata/smtpd.py" "$mport" "$tmp/mail" <"$tmp/mail.in" >"$tmp/mail.ready" 2>"$tmp/mail.log" &
 mail_pid=$!
 sleep 100000 >"$tmp/mail.in" &
 mail_feed_pid=$!

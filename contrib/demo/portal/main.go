@@ -76,6 +76,11 @@ func run(ctx context.Context, o options) error {
 	defer cancelAlloc()
 	b, cancelTab := chromedp.NewContext(actx)
 	defer cancelTab()
+	// The first run starts the browser, on the tab's own context: a context derived from it with
+	// a timeout would end the browser with it.
+	if err := chromedp.Do(b); err != nil {
+		return fmt.Errorf("start %s: %w", o.chromium, err)
+	}
 	p := page{ctx: b}
 
 	say("browser: open %s/portal/", o.url)
