@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/registryapi"
@@ -34,6 +35,10 @@ type Backend interface {
 	// Nodes is how many of the login nodes that serve user have applied token id (active)
 	// of how many serve user (total).
 	Nodes(ctx context.Context, user, id string) (active, total int, err error)
+
+	// Overview is the read-only admin overview: users, nodes, recent audit records; viewer
+	// names who looks (for the log).
+	Overview(ctx context.Context, viewer string) (Overview, error)
 
 	// Sessions are keyed by the hex SHA-256 of the session id.
 	PutSession(ctx context.Context, key string, s Session) error
@@ -70,3 +75,22 @@ func (s Session) Expired(now time.Time, idle, maxAge time.Duration) bool {
 
 // identified says whether the sign-in proved the user's identity (not a token's code).
 func (s Session) identified() bool { return s.Method == SignInMail || s.Method == SignInOIDC }
+
+// Overview is what the admin overview shows.
+type Overview struct {
+	Users []registryapi.User
+	Nodes []registryapi.Node
+	Audit []AuditEntry // the most recent last
+}
+
+// AuditEntry is one audit record.
+type AuditEntry struct {
+	Seq                           int64
+	Time                          time.Time
+	Actor, Action, Target, Reason string
+}
+
+// admin says whether s may see the admin overview under c.
+func (s Session) admin(c *Config) bool {
+	return c.AdminGroup != "" && s.Method == SignInOIDC && slices.Contains(s.Groups, c.AdminGroup)
+}

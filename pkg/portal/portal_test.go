@@ -17,7 +17,11 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", func(*Config) {}, ""},
-		{"all methods", func(c *Config) { c.SignIn = []string{SignInOIDC, SignInMail, SignInCode} }, ""},
+		{"all methods", func(c *Config) {
+			c.SignIn = []string{SignInOIDC, SignInMail, SignInCode}
+			c.OIDC.Issuer, c.OIDC.ClientID = "https://idp.example.org/realms/hpc", "portal"
+		}, ""},
+		{"oidc without its settings", func(c *Config) { c.SignIn = []string{SignInOIDC} }, "portal.oidc issuer"},
 		{"unknown method", func(c *Config) { c.SignIn = []string{"sms"} }, `sign_in "sms"`},
 		{"twice", func(c *Config) { c.SignIn = []string{SignInMail, SignInMail} }, "twice"},
 		{"none", func(c *Config) { c.SignIn = nil }, "at least one"},
@@ -116,6 +120,9 @@ func TestPagesLabelled(t *testing.T) {
 			data = activeData{ID: "t1", Active: 1, Total: 2, Backup: backupOf([]string{"aaaa-bbbb"}, "tok")}
 		case "backup":
 			data = backupOf([]string{"aaaa-bbbb"}, "tok")
+		case "admin":
+			data = Overview{Users: []registryapi.User{{Name: "ann", Scopes: []string{"a", "b"}}}, Nodes: []registryapi.Node{{Name: "n1", LagMS: 12}},
+				Audit: []AuditEntry{{Seq: 1, Action: "user.create"}}}
 		case "continue":
 			data = "/portal/tokens"
 		}

@@ -20,7 +20,7 @@ type view struct {
 	Data          any
 }
 
-var pageNames = []string{"signin", "mailcode", "continue", "tokens", "new", "pending", "active", "backup", "error"}
+var pageNames = []string{"signin", "mailcode", "continue", "tokens", "new", "pending", "active", "backup", "error", "admin"}
 
 func (p *Portal) parseTemplates() error {
 	funcs := template.FuncMap{
@@ -31,7 +31,7 @@ func (p *Portal) parseTemplates() error {
 			return t.UTC().Format("2006-01-02 15:04 UTC")
 		},
 		"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
-		"inc": func(i int) int { return i + 1 },
+		"ms":  func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 	}
 	p.pages = map[string]*template.Template{}
 	for _, name := range pageNames {
@@ -75,23 +75,11 @@ func userMessage(err error) (string, bool) {
 	return sentence(re.Message), true
 }
 
-// statusOf is the HTTP status of a refusal.
+// statusOf is the HTTP status of a refusal (500 for any other error).
 func statusOf(err error) int {
 	re, ok := refusal.As(err)
 	if !ok {
 		return http.StatusInternalServerError
 	}
-	switch re.Kind {
-	case refusal.NotFound:
-		return http.StatusNotFound
-	case refusal.Invalid:
-		return http.StatusBadRequest
-	case refusal.Conflict:
-		return http.StatusConflict
-	case refusal.TooMany:
-		return http.StatusTooManyRequests
-	case refusal.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusForbidden
+	return re.Kind.HTTPStatus()
 }

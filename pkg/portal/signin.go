@@ -123,7 +123,7 @@ func (p *Portal) signinMailCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := p.be.SignIn(r.Context(), user, r.PostForm.Get("code"), true); err != nil {
-		p.signinRefused(w, r, user, err)
+		p.signinRefused(r, user, err)
 		p.mailCodePage(w, r, http.StatusForbidden, user, "That code was not accepted. Codes work once, for 30 minutes; ask for a new one if needed.")
 		return
 	}
@@ -137,7 +137,7 @@ func (p *Portal) signinCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := p.be.SignIn(r.Context(), user, r.PostForm.Get("code"), false); err != nil {
-		p.signinRefused(w, r, user, err)
+		p.signinRefused(r, user, err)
 		v := view{Title: "Sign in", Data: p.signinData(user),
 			Error: "That code was not accepted. Type the code your app shows now, or an unused backup code."}
 		p.signinRender(w, r, http.StatusForbidden, "signin", v)
@@ -148,7 +148,7 @@ func (p *Portal) signinCode(w http.ResponseWriter, r *http.Request) {
 
 // signinRefused logs a refused sign-in; the user is told the same whatever the reason (an
 // unknown user, a wrong code, a lock).
-func (p *Portal) signinRefused(_ http.ResponseWriter, r *http.Request, user string, err error) {
+func (p *Portal) signinRefused(r *http.Request, user string, err error) {
 	p.log.Warn("portal sign-in refused", "user", user, "client", clientAddr(r), "err", err)
 }
 

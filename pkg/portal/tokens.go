@@ -23,6 +23,7 @@ import (
 type tokensData struct {
 	Tokens    []Token
 	HasActive bool
+	Admin     bool // the session may see the admin overview
 }
 
 func (p *Portal) tokensPage(w http.ResponseWriter, r *http.Request, s signedIn) {
@@ -47,7 +48,7 @@ func (p *Portal) tokensRender(w http.ResponseWriter, r *http.Request, s signedIn
 		p.fail(w, r, "list tokens", err)
 		return
 	}
-	d := tokensData{Tokens: toks}
+	d := tokensData{Tokens: toks, Admin: s.admin(&p.cfg)}
 	for _, t := range toks {
 		d.HasActive = d.HasActive || t.State == "active"
 	}
@@ -296,4 +297,19 @@ func (p *Portal) listRefusal(w http.ResponseWriter, r *http.Request, s signedIn,
 	p.log.Warn("portal change refused", "path", r.URL.Path, "user", s.User, "client", clientAddr(r), "err", err)
 	p.tokensRender(w, r, s, statusOf(err), msg, "")
 	return true
+}
+
+// adminPage is the read-only admin overview, for sessions of the admin group.
+func (p *Portal) adminPage(w http.ResponseWriter, r *http.Request, s signedIn) {
+	if !s.admin(&p.cfg) {
+		p.log.Warn("portal admin overview refused: not in the admin group", "user", s.User, "client", clientAddr(r))
+		p.errorPage(w, r, http.StatusNotFound, &s, "There is no such page.")
+		return
+	}
+	o, err := p.be.Overview(r.Context(), s.User)
+	if err != nil {
+		p.fail(w, r, "read the overview", err)
+		return
+	}
+	p.render(w, r, http.StatusOK, "admin", view{Title: "Overview", S: &s, Data: o})
 }

@@ -13,6 +13,7 @@ package refusal
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
@@ -28,6 +29,24 @@ const (
 	TooMany     Kind = "too_many"    // too many tries; RetryAfter says when: 429, Error.Refused
 	Unavailable Kind = "unavailable" // cannot be done now; try later: 503, Error.Unavailable
 )
+
+// HTTPStatus is the HTTP status of a refusal of kind k (the registry's endpoints, the portal).
+func (k Kind) HTTPStatus() int {
+	switch k {
+	case Invalid:
+		return http.StatusBadRequest
+	case Refused:
+		return http.StatusForbidden
+	case NotFound:
+		return http.StatusNotFound
+	case Conflict:
+		return http.StatusConflict
+	case TooMany:
+		return http.StatusTooManyRequests
+	default:
+		return http.StatusServiceUnavailable
+	}
+}
 
 // Error is a refusal meant for a person.
 type Error struct {

@@ -92,6 +92,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "portal oidc", in: "[portal]\nsign_in = [\"oidc\"]\n[portal.oidc]\nissuer = \"https://idp.example.org/realms/hpc\"\nclient_id = \"pam-totp\"\n"},
 		{name: "portal oidc needs an issuer", in: "[portal]\nsign_in = [\"oidc\"]\n", wantErr: "issuer"},
 		{name: "portal oidc unknown key", in: "[portal.oidc]\nissuer_url = \"x\"\n", warn: "portal.oidc.issuer_url"},
+		{name: "portal admin group needs oidc", in: "[portal]\nadmin_group = \"hpc-admin\"\n", wantErr: "admin_group"},
 		{name: "portal public_url", in: "[portal]\npublic_url = \"https://r.example.org:8443\"\n"},
 	})
 }

@@ -18,6 +18,12 @@ import (
 // naming administrator alice-admin and every string of want, and holding none of secrets.
 func checkNotice(t *testing.T, msgs []mail.Message, addr, subject string, want, secrets []string) {
 	t.Helper()
+	checkNoticeBy(t, msgs, addr, subject, "administrator alice-admin", want, secrets)
+}
+
+// checkNoticeBy is checkNotice of a change made by by.
+func checkNoticeBy(t *testing.T, msgs []mail.Message, addr, subject, by string, want, secrets []string) {
+	t.Helper()
 	if len(msgs) != 1 {
 		t.Fatalf("notices = %+v, want exactly one %q to %s", msgs, subject, addr)
 	}
@@ -25,7 +31,7 @@ func checkNotice(t *testing.T, msgs []mail.Message, addr, subject string, want, 
 	if m.To != addr || !strings.Contains(m.Subject, subject) {
 		t.Errorf("notice to %s about %q, want to %s about %q", m.To, m.Subject, addr, subject)
 	}
-	for _, w := range append([]string{"By:   administrator alice-admin"}, want...) {
+	for _, w := range append([]string{"By:   " + by}, want...) {
 		if !strings.Contains(m.Body, w) {
 			t.Errorf("notice %q has no %q:\n%s", m.Subject, w, m.Body)
 		}

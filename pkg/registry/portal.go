@@ -278,7 +278,10 @@ func (b *portalBackend) Tokens(ctx context.Context, user string) ([]portal.Token
 		if err != nil {
 			return err
 		}
-		revs, total := b.s.nodeRevs(x, u)
+		revs, total, err := b.s.nodeRevs(x, u)
+		if err != nil {
+			return err
+		}
 		now := b.s.now()
 		for _, t := range toks {
 			kvp, err := x.Get(prefixRec + syncframe.TokenKey(user, t.ID))
@@ -296,22 +299,16 @@ func (b *portalBackend) Tokens(ctx context.Context, user string) ([]portal.Token
 			out = append(out, portal.Token{ID: t.ID, Name: t.Name, Created: t.Created, LastUsed: last,
 				State: string(t.State), Active: applied(revs, kvp.ModRev), Total: total})
 		}
-		return x.Range(prefixPending+user+"/", func(kvp kv.KeyValue) error {
-			var p pendingRecord
-			if err := json.Unmarshal(kvp.Value, &p); err != nil || !now.Before(p.Expires) {
-				return nil // expired: the sweep removes it
+		pend, err := (&enrollTx{txn: x, u: u}).Pending()
+		if err != nil {
+			return err
+		}
+		for _, p := range pend {
+			if !enroll.Expired(p.Expires, now) { // an expired one waits for the sweep
+				out = append(out, portal.Token{ID: p.Token.ID, Name: p.Token.Name, Created: p.Token.Created, State: "pending", Total: total})
 			}
-			v, err := b.s.sealer.Open(p.Sealed, []byte(kvp.Key))
-			if err != nil {
-				return fmt.Errorf("open %s: %w", kvp.Key, err)
-			}
-			var t token.Token
-			if err := json.Unmarshal(v, &t); err != nil {
-				return fmt.Errorf("decode %s: %w", kvp.Key, err)
-			}
-			out = append(out, portal.Token{ID: t.ID, Name: t.Name, Created: t.Created, State: "pending", Total: total})
-			return nil
-		})
+		}
+		return nil
 	})
 	if isNotFound(err) {
 		return nil, nil // a user deleted during the session has nothing
@@ -337,21 +334,26 @@ func (b *portalBackend) Nodes(ctx context.Context, user, id string) (active, tot
 		if err != nil {
 			return err
 		}
-		var revs []int64
-		revs, total = b.s.nodeRevs(x, u)
-		active = applied(revs, kvp.ModRev)
-		return nil
+		revs, n, err := b.s.nodeRevs(x, u)
+		active, total = applied(revs, kvp.ModRev), n
+		return err
 	})
 	return active, total, err
 }
 
 // nodeRevs are the applied revisions (from their last acks; 0 before any) of the nodes whose
 // scope serves u, and how many there are.
-func (s *Server) nodeRevs(x *txn, u User) ([]int64, int) {
+func (s *Server) nodeRevs(x *txn, u User) ([]int64, int, error) {
 	var names []string
-	_ = x.Range(prefixNode, func(kvp kv.KeyValue) error {
+	err := x.Range(prefixNode, func(kvp kv.KeyValue) error {
 		n, err := s.decodeNode(kvp.Key, kvp.Value)
-		if err == nil && visible(u.Scopes, n.Scope) {
+		if errors.Is(err, errBadRecord) {
+			return nil // refused and logged: counted nowhere
+		}
+		if err != nil {
+			return err
+		}
+		if visible(u.Scopes, n.Scope) {
 			names = append(names, n.Name)
 		}
 		return nil
@@ -362,7 +364,7 @@ func (s *Server) nodeRevs(x *txn, u User) ([]int64, int) {
 	for i, n := range names {
 		revs[i] = s.acks[n].Rev
 	}
-	return revs, len(names)
+	return revs, len(names), err
 }
 
 // applied counts the revisions at or past rev.
@@ -451,4 +453,41 @@ func (s *Server) portalRoutes(mux *http.ServeMux) {
 	}
 	mux.Handle("/portal/", s.portal)
 	mux.Handle("GET /portal", http.RedirectHandler("/portal/", http.StatusSeeOther))
+}
+
+// overviewRecent is how many audit records the admin overview shows.
+const overviewRecent = 50
+
+// Overview is the read-only admin overview: what a read-only admin token of every scope sees of
+// the users and nodes (the same code as GET /v1/admin/users and /v1/admin/nodes), and the last
+// audit records.
+func (b *portalBackend) Overview(ctx context.Context, viewer string) (portal.Overview, error) {
+	var o portal.Overview
+	ctx = context.WithValue(ctx, adminKey{}, AdminToken{Name: actorPortal + ":" + viewer, Role: RoleReadOnly})
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, "/", nil)
+	if err != nil {
+		return o, err
+	}
+	_, users, err := b.s.listUsers(r, "", nil)
+	if err != nil {
+		return o, err
+	}
+	_, nodes, err := b.s.listNodes(r, "", nil)
+	if err != nil {
+		return o, err
+	}
+	o.Users, o.Nodes = users.([]registryapi.User), nodes.([]registryapi.Node)
+	var head auditHead
+	err = b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
+		return ignoreNotFound((&txn{Txn: tx, s: b.s}).getJSON(keyAuditHead, &head))
+	})
+	if err != nil {
+		return o, err
+	}
+	recs, err := b.s.Audit(ctx, max(0, head.Seq-overviewRecent), overviewRecent)
+	for _, a := range recs {
+		o.Audit = append(o.Audit, portal.AuditEntry{Seq: a.Seq, Time: a.Time, Actor: a.Actor, Action: a.Action, Target: a.Target, Reason: a.Reason})
+	}
+	b.s.log.Info("portal admin overview read", "viewer", viewer)
+	return o, err
 }

@@ -225,19 +225,7 @@ func (e *portalEnv) ack(cred string) {
 // portalNotice is checkNotice for a change made on the portal.
 func portalNotice(t *testing.T, msgs []mail.Message, addr, subject string, want, secrets []string) {
 	t.Helper()
-	if len(msgs) != 1 {
-		t.Fatalf("notices = %+v, want exactly one %q to %s", msgs, subject, addr)
-	}
-	m := msgs[0]
-	if m.To != addr || !strings.Contains(m.Subject, subject) {
-		t.Errorf("notice to %s about %q, want to %s about %q", m.To, m.Subject, addr, subject)
-	}
-	for _, w := range append([]string{"By:   the web portal, from 127.0.0.1"}, want...) {
-		if !strings.Contains(m.Body, w) {
-			t.Errorf("notice %q has no %q:\n%s", m.Subject, w, m.Body)
-		}
-	}
-	noSecret(t, m, secrets...)
+	checkNoticeBy(t, msgs, addr, subject, "the web portal, from 127.0.0.1", want, secrets)
 }
 
 var backupRE = regexp.MustCompile(`<li><code>([^<]+)</code></li>`)
@@ -382,6 +370,9 @@ func TestPortalProofs(t *testing.T) {
 	r = b.post("/portal/tokens/new", "csrf", tl.csrf(), "name", "laptop", "proof", e.code(secret, 0))
 	if !strings.HasPrefix(r.url, "/portal/tokens/pending/") {
 		t.Fatalf("second token with a proof = %d at %s:\n%s", r.status, r.url, r.body)
+	}
+	if l := b.get("/portal/tokens"); !strings.Contains(l.body, `<td class="state">pending`) || !strings.Contains(l.body, `<td class="name">laptop</td>`) {
+		t.Errorf("token list has no pending laptop:\n%s", l.body)
 	}
 	e.clock.add(30 * time.Second)
 	// Removal: without a proof refused and nothing changed; with a backup code done.
@@ -636,7 +627,7 @@ func TestPortalMailSignInRelay(t *testing.T) {
 func TestPortalOIDC(t *testing.T) {
 	t.Parallel()
 	idp, err := oidctest.Start(oidctest.Options{TLS: true, CodeLifetime: time.Minute, Users: []oidctest.User{
-		{Name: "ann", Password: "ann-pw", Groups: []string{"hpc"}},
+		{Name: "ann", Password: "ann-pw", Groups: []string{"hpc", "hpc-admin"}},
 		{Name: "bob", Password: "bob-pw"},
 		{Name: "zed", Password: "zed-pw", Groups: []string{"hpc"}},
 	}})
@@ -650,6 +641,7 @@ func TestPortalOIDC(t *testing.T) {
 		portalConfig(c)
 		c.Portal.SignIn = []string{portal.SignInOIDC, portal.SignInMail}
 		c.Portal.OIDC.Issuer, c.Portal.OIDC.ClientID, c.Portal.OIDC.RequiredGroup = idp.Issuer(), "portal", "hpc"
+		c.Portal.AdminGroup = "hpc-admin"
 	}, opts: func(o *Options) { o.Now, o.Notifier, o.OIDCClient = clock.now, box, idp.HTTPClient() }})
 	idp.AddClient(oidctest.Client{ID: "portal", RedirectURIs: []string{e.ts.URL + "/portal/oidc/callback"}})
 	for _, u := range []string{"ann", "bob"} {
@@ -687,6 +679,18 @@ func TestPortalOIDC(t *testing.T) {
 	}
 	if _, _, a := pe.addFirstToken(b, tl, ""); !strings.Contains(a.body, `id="backup-codes"`) {
 		t.Errorf("first token after an OIDC sign-in: no backup codes")
+	}
+	// ann is in the admin group: the read-only overview.
+	e.addNode("n9", "alpha")
+	if a := b.get("/portal/admin"); a.status != 200 || !strings.Contains(a.body, `<tr class="node"><td>n9</td><td>alpha</td>`) ||
+		!strings.Contains(a.body, `<tr class="user"><td>bob</td>`) || !strings.Contains(a.body, "<td>enroll.finish</td>") {
+		t.Errorf("admin overview = %d:\n%s", a.status, a.body)
+	}
+	// Signed in by mail, ann is no admin here.
+	mb := pe.browser()
+	pe.signInMail(mb, "ann", "ann@example.org")
+	if a := mb.get("/portal/admin"); a.status != 404 || strings.Contains(a.body, "admin-users") {
+		t.Errorf("admin overview of a mail session = %d, want 404", a.status)
 	}
 	// Not in the required group; unknown to the registry: refused, no session.
 	for _, u := range []string{"bob", "zed"} {

@@ -307,28 +307,10 @@ func conflict(format string, args ...any) error {
 	return refusal.New(refusal.Conflict, format, args...)
 }
 
-// httpStatus is the HTTP status of a refusal of kind k.
-func httpStatus(k refusal.Kind) int {
-	switch k {
-	case refusal.Invalid:
-		return http.StatusBadRequest
-	case refusal.Refused:
-		return http.StatusForbidden
-	case refusal.NotFound:
-		return http.StatusNotFound
-	case refusal.Conflict:
-		return http.StatusConflict
-	case refusal.TooMany:
-		return http.StatusTooManyRequests
-	default:
-		return http.StatusServiceUnavailable
-	}
-}
-
 // writeRefusal answers r: its status, Retry-After when set, and its sentence. It returns the
 // status.
 func writeRefusal(w http.ResponseWriter, r *refusal.Error) int {
-	status := httpStatus(r.Kind)
+	status := r.Kind.HTTPStatus()
 	if r.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(r.RetryAfter.Seconds()+0.999)))
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -236,7 +237,11 @@ func (l *Login) Finish(r *http.Request) (Identity, string, error) {
 	id, err := l.identity(claims)
 	id.Subject, id.Issuer = idt.Subject, idt.Issuer
 	if err != nil {
-		return l.refuse(r, err, "claims of subject "+idt.Subject, nil)
+		userErr := ErrUser
+		if errors.Is(err, ErrGroup) {
+			userErr = ErrGroup
+		}
+		return l.refuse(r, userErr, "claims of subject "+idt.Subject+" (user "+strconv.Quote(id.User)+")", err)
 	}
 	l.log.Info("oidc sign-in", "user", id.User, "subject", id.Subject, "issuer", id.Issuer, "client", r.RemoteAddr)
 	return id, f.Return, nil
@@ -248,12 +253,16 @@ func (l *Login) identity(claims map[string]any) (Identity, error) {
 	if token.ValidUser(user) != nil {
 		return Identity{}, ErrUser
 	}
+	id := Identity{User: user}
 	groups, ok := groupsOf(claims[l.cfg.GroupsClaim])
-	if !ok {
-		return Identity{User: user}, fmt.Errorf("%w (the groups claim is neither a string nor a list of strings)", ErrGroup)
+	if ok {
+		id.Groups = groups
 	}
-	id := Identity{User: user, Groups: groups}
 	if l.cfg.RequiredGroup != "" && !slices.Contains(groups, l.cfg.RequiredGroup) {
+		if !ok {
+			// Only the log says it: the claim is the site's setup, not the user's doing.
+			return id, fmt.Errorf("%w (the %s claim is neither a string nor a list of strings)", ErrGroup, l.cfg.GroupsClaim)
+		}
 		return id, ErrGroup
 	}
 	return id, nil

@@ -185,6 +185,7 @@ func startIdP(t *testing.T) *oidctest.Provider {
 			{Name: "bob", Password: "bob-pw"},
 			{Name: "carol", Password: "carol-pw", Claims: map[string]any{"groups": "hpc"}},
 			{Name: "bad\x01name", Password: "pw", Groups: []string{"hpc"}},
+			{Name: "dave", Password: "dave-pw", Claims: map[string]any{"groups": []any{map[string]any{"name": "hpc"}}}},
 		},
 		CodeLifetime: time.Minute,
 	})
@@ -227,6 +228,22 @@ func TestSignIn(t *testing.T) {
 	}
 }
 
+// TestNoRequiredGroup: without required_group, a user without groups or with a groups claim
+// this site cannot read signs in.
+func TestNoRequiredGroup(t *testing.T) {
+	idp := startIdP(t)
+	c := config("portal")
+	c.RequiredGroup = ""
+	r := startRP(t, idp, c, "portal-secret", nil, nil)
+	for _, user := range []string{"bob", "dave"} {
+		b := r.browser(t)
+		res := r.callback(t, b, r.signIn(t, b, user, user+"-pw", false))
+		if res.Status != http.StatusOK || res.Identity.User != user || res.Identity.Groups != nil {
+			t.Errorf("Finish(%s) = %+v, want %s signed in without groups", user, res, user)
+		}
+	}
+}
+
 func TestPublicClient(t *testing.T) {
 	idp := startIdP(t)
 	r := startRP(t, idp, config("portal-public"), "", nil, nil)
@@ -251,6 +268,7 @@ func TestRefused(t *testing.T) {
 		wantText string
 	}{
 		{name: "required group missing", user: "bob", want: oidclogin.ErrGroup},
+		{name: "groups claim not strings", user: "dave", want: oidclogin.ErrGroup},
 		{name: "user name not valid", user: "bad\x01name", password: "pw", want: oidclogin.ErrUser},
 		{name: "wrong state", user: "alice", want: oidclogin.ErrFlow,
 			callback: func(t *testing.T, b *http.Client, u *url.URL) (*http.Client, *url.URL) {
