@@ -15,13 +15,15 @@
 //     login on the node with the next code;
 //   - the QR image decodes (zbarimg) to the otpauth URI of the link;
 //   - a second token and a removal each need a proof; a used backup code is refused;
-//   - OpenID Connect sign-in through the test provider's login form, a wrong state and an
-//     expired authorization code;
-//   - refused requests (no CSRF token, another user's cookie, another user's token id, a
-//     replayed sign-in code, an expired session): each refused with nothing changed at the
-//     registry;
+//   - OpenID Connect sign-in through the test provider's login form (pkg/portal/oidclogin/oidctest);
+//     a wrong state, an expired authorization code and a user outside required_group refused; the
+//     admin overview for a user of admin_group only;
+//   - refused requests (no or a wrong CSRF token, another user's cookie, another user's token
+//     id, no session, a replayed sign-in code, an expired session): each refused with the users'
+//     tokens at the registry unchanged, beside a control request that does change them;
 //   - the security headers and the session cookie's flags on every page the browser visits;
-//   - keyboard only: the sign-in and add-token forms completed with Tab and Enter.
+//   - keyboard only: the sign-in, add-token and first-code forms completed with Tab, typing and
+//     Enter; leaving unsaved backup codes asks first.
 //
 // With PAM_TOTP_SCREENSHOTS=1 (make screenshots) the tests save a PNG of every page at phone
 // (390x844) and desktop (1280x800) width under docs/portal/, shown in docs/portal.md.
@@ -30,6 +32,9 @@
 // and its subtests, each with its own users and browser context), so that it runs in seconds.
 // The package has only tests. They need root (local users for the libpam logins, a root-owned
 // helper); without root, or without Chromium, every test skips and says why. TestMain runs
-// `make build build-testclock` (e2e/pamtest); the registry, node and helper read one clock file
-// (pamtest.Clock) that a test moves instead of sleeping.
+// `make build build-testclock` (pamtest.Prepare); the registry, node and helper read one clock
+// file (pamtest.Clock) that the tests move forward, each to a time step no code was used in
+// (freshStep), instead of sleeping. Chromium trusts the registry's certificate by its key's SPKI
+// hash (--ignore-certificate-errors-spki-list), no other certificate error. Failure messages name
+// a page by its headings and error only: a page may hold a secret or backup codes.
 package portal

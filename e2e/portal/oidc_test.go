@@ -94,11 +94,9 @@ func (f *fixture) callbackURL(t *testing.T, b *tab, user, password string) *url.
 	return nil
 }
 
-// testOIDC: sign-in through the provider's login form in the browser; a callback with a wrong
-// state and one with an expired code are refused, with no session and nothing changed.
-func (f *fixture) testOIDC(t *testing.T) {
-	user, password := f.oidcUser(t, "hpc-users")
-	b := newTab(t, f.chrome, f.r.url)
+// oidcSignIn signs the tab in through a#signin-oidc and the provider's login form.
+func (f *fixture) oidcSignIn(t *testing.T, b *tab, user, password string) {
+	t.Helper()
 	b.open("/portal/signin")
 	if got := b.attr("a#signin-oidc", "href"); got != "/portal/oidc/start" {
 		t.Errorf("a#signin-oidc href = %q, want /portal/oidc/start", got)
@@ -116,9 +114,39 @@ func (f *fixture) testOIDC(t *testing.T) {
 	if b.session() == "" {
 		t.Fatal("signed in through the provider, but no session cookie")
 	}
+}
+
+// testOIDC: sign-in through the provider's login form in the browser; a callback with a wrong
+// state and one with an expired code are refused, with no session and nothing changed.
+func (f *fixture) testOIDC(t *testing.T) {
+	user, password := f.oidcUser(t, "hpc-users")
+	b := newTab(t, f.chrome, f.r.url)
+	f.oidcSignIn(t, b, user, password)
 	if !b.has("a#add-token") {
 		t.Errorf("signed in through the provider: no a#add-token on %s", b.location())
 	}
+
+	// The admin overview: "not found" for a user outside admin_group, the nodes and users for
+	// one in it.
+	b.open("/portal/admin")
+	if b.has("table#admin-nodes") || b.has("table#admin-users") {
+		t.Errorf("a user outside admin_group sees the admin overview")
+	}
+	t.Run("admin_overview", func(t *testing.T) {
+		admin, pw := f.oidcUser(t, "hpc-users", "hpc-admins")
+		a := newTab(t, f.chrome, f.r.url)
+		f.oidcSignIn(t, a, admin, pw)
+		a.open("/portal/admin")
+		if nodes := a.text("table#admin-nodes"); !strings.Contains(nodes, f.n.name) {
+			t.Errorf("table#admin-nodes does not list the node %s: %q", f.n.name, nodes)
+		}
+		if users := a.text("table#admin-users"); !strings.Contains(users, user) {
+			t.Errorf("table#admin-users does not list the user %s", user)
+		}
+		if !a.has("table#admin-audit") {
+			t.Error("no table#admin-audit")
+		}
+	})
 
 	// Another user who is known to the provider but not in the required group gets no session.
 	t.Run("not_in_required_group", func(t *testing.T) {

@@ -54,9 +54,9 @@ type enrolled struct {
 // portalConf is the registry's [portal] section; oidc is its [portal.oidc] lines ("" leaves
 // OpenID Connect off).
 func portalConf(oidc string) string {
-	methods := `["mail", "code"]`
+	methods, admin := `["mail", "code"]`, ""
 	if oidc != "" {
-		methods = `["mail", "code", "oidc"]`
+		methods, admin = `["mail", "code", "oidc"]`, `admin_group = "hpc-admins"`
 		oidc = "\n[portal.oidc]\n" + oidc
 	}
 	return fmt.Sprintf(`[portal]
@@ -66,7 +66,8 @@ contact = "helpdesk@site.test"
 sign_in = %s
 session_idle = "15m"
 session_max = "8h"
-%s`, methods, oidc)
+%s
+%s`, methods, admin, oidc)
 }
 
 func newFixture(t *testing.T) *fixture {
