@@ -126,7 +126,7 @@ func (b *tab) load(what string, trigger chromedp.Action[chromedp.Void]) {
 		b.t.Fatalf("%s: %v (page %s)", what, err, b.location())
 	}
 	b.checkHeaders()
-	shoot(b, what)
+	shoot(b)
 }
 
 // open navigates to a portal path ("/portal/signin").
@@ -389,7 +389,7 @@ func shootAs(b *tab, name string) {
 // the page shows one: /portal/tokens/pending/ID/verify with an error is "enroll-verify-error".
 // Pages of other sites (the OpenID provider's) and the verified page (taken once its node count
 // is complete, as "verified") are left out.
-func shoot(b *tab, _ string) {
+func shoot(b *tab) {
 	if !screenshots {
 		return
 	}
