@@ -11,7 +11,11 @@
 #   make etcd         build/tools/etcd: the etcd server the tests start as a 3-member cluster
 #                     (pkg/kv/etcdtest), built from tools/etcd at the version pinned there
 #   make bench        benchmarks against pam_google_authenticator and pam_oath (docs/benchmarks.md)
-#   make demo         throwaway sshd on 127.0.0.1 with pam_totp; DEMO_AUTO=1 runs it unattended
+#   make demo         throwaway sshd on 127.0.0.1 with pam_totp and the registry's web portal;
+#                     DEMO_AUTO=1 runs it unattended (the enrollment through the portal in headless
+#                     Chromium, build/demo-portal)
+#   make screenshots  docs/portal/*.png: the portal's pages at phone and desktop width, taken by the
+#                     browser tests (e2e/portal with PAM_TOTP_SCREENSHOTS=1), shown in docs/portal.md
 #   make man          build/man/man{1,5,8}: every man page (the command trees' and docs/man/*.md)
 #   make install      install into DESTDIR under the directories below, with bash completions and
 #                     man pages; the defaults give the layout the packages ship
@@ -136,7 +140,7 @@ GOLANGCI_LINT := $(BUILD)/tools/golangci-lint
 # go.etcd.io/etcd/server/v3) into build/tools; the registry never embeds it.
 ETCD := $(BUILD)/tools/etcd
 
-.PHONY: all build build-testclock man subst test lint etcd bench demo demo-ha install deb rpm deps clean fmt vet FORCE
+.PHONY: all build build-testclock man subst test lint etcd bench demo demo-ha screenshots install deb rpm deps clean fmt vet FORCE
 
 all: build
 
@@ -199,11 +203,20 @@ test: deps build build-testclock lint $(ETCD) deb
 bench: deps build $(ETCD)
 	contrib/scripts/bench.sh
 
-demo: deps build
+demo: deps build $(BUILD)/demo-portal
 	DEMO_AUTO=$(DEMO_AUTO) contrib/demo/demo.sh
 
+# The program that plays the person in the portal for DEMO_AUTO=1 (headless Chromium).
+$(BUILD)/demo-portal: $(GO_SOURCES) $(wildcard contrib/demo/portal/*.go)
+	@mkdir -p $(@D)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./contrib/demo/portal
+
+# The portal's pages as docs/portal.md shows them: the browser tests save them (root, Chromium).
+screenshots: build build-testclock
+	PAM_TOTP_SCREENSHOTS=1 CGO_ENABLED=1 $(GO) test -count=1 -run TestPortal $(GOTESTFLAGS) ./e2e/portal/
+
 # The same story with the registry highly available: 3 etcd members, 2 replicas, one killed.
-demo-ha: deps build $(ETCD)
+demo-ha: deps build $(BUILD)/demo-portal $(ETCD)
 	DEMO_AUTO=$(DEMO_AUTO) DEMO_HA=1 contrib/demo/demo.sh
 
 # The man pages: those of the command trees from the binaries (hidden `__man` verb, pkg/cmdline),

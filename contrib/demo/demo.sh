@@ -9,9 +9,16 @@
 # with the app's next code. Everything lives in a temp dir and is removed at the end, also on
 # Ctrl-C, SIGTERM or a closed terminal (the processes, the demo user, the PAM service file).
 #
-# DEMO_AUTO=1 runs without a person: contrib/demo/enroll.exp plays the person at `totp enroll`
-# (reads the key printed below the QR code, types the code oathtool computes, prints how long from
-# the code typed to active on this node); then it proves that the code typed to enroll does not
+# The registry also serves its web portal (docs/portal.md) at https://127.0.0.1:PORT/portal/: the
+# demo prints the URL; sign-in codes and notices go to a mail sink on 127.0.0.1
+# (pkg/mail/testdata/smtpd.py, python3-aiosmtpd) that writes each mail to a file in the temp dir.
+#
+# DEMO_AUTO=1 runs without a person: build/demo-portal (contrib/demo/portal) plays the person in
+# the portal in headless Chromium (sign in with the mailed code, add a token, type the first code
+# computed from the secret on the page, wait for "active on 1 of 1 login nodes" and print how long
+# that took, confirm the backup codes); with DEMO_ENROLL=cli, contrib/demo/enroll.exp plays the
+# person at `totp enroll` instead (reads the key printed below the QR code, types the code oathtool
+# computes, prints how long from the code typed to active on this node). Then it proves that the code typed to enroll does not
 # log in, and, with the next time step's code, a login, the refusal of a wrong code and of a
 # replayed code; exit 0 only if all behaved.
 #
@@ -25,6 +32,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 build=$repo/build
 policy=$repo/contrib/dbus/io.github.pamtotp.Sync1.conf
 auto=${DEMO_AUTO:-0}
+enroll_via=${DEMO_ENROLL:-portal}
 ha=${DEMO_HA:-0}
 etcd_bin=$build/tools/etcd
 say() { printf '  %s\n' "$*"; }
@@ -39,6 +47,11 @@ for t in openssl curl oathtool ssh-keygen expect dbus-daemon runuser useradd use
 	command -v "$t" >/dev/null || die "missing $t (contrib/scripts/deps.sh installs it)"
 done
 [ -f "$policy" ] || die "missing $policy"
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || die "missing python3-aiosmtpd (contrib/scripts/deps.sh installs it)"
+if [ "$auto" = 1 ] && [ "$enroll_via" = portal ]; then
+	[ -x "$build/demo-portal" ] || die "missing $build/demo-portal: run 'make demo' (it builds it)"
+	command -v chromium >/dev/null || die "missing chromium (contrib/scripts/deps.sh installs it)"
+fi
 [ "$ha" != 1 ] || [ -x "$etcd_bin" ] || die "missing $etcd_bin: run 'make etcd' first (make demo-ha does)"
 if [ "$auto" != 1 ] && ! [ -t 0 ]; then
 	die "the interactive demo needs a terminal for the code you type; DEMO_AUTO=1 runs without one"
@@ -48,7 +61,7 @@ tmp=$(mktemp -d /tmp/pam-totp-demo.XXXXXX)
 chmod 0711 "$tmp" # the demo user reaches bin/, bus/ and authorized_keys/; the rest stays 0700
 user=ptdemo$$
 service=pam-totp-demo-$$
-sshd_pid= registry_pid= registry2_pid= syncd_pid= bus_pid= enroll_pid=
+sshd_pid= registry_pid= registry2_pid= syncd_pid= bus_pid= enroll_pid= mail_pid= mail_feed_pid=
 etcd_pids=()
 stop() { # stop PID [TENTHS]: SIGTERM, then SIGKILL after TENTHS/10 s (default 5 s)
 	[ -n "$1" ] || return 0
@@ -73,6 +86,8 @@ cleanup() {
 	stop "$bus_pid"
 	stop "$registry_pid"
 	stop "$registry2_pid"
+	stop "$mail_feed_pid" # smtpd.py ends when its stdin closes
+	stop "$mail_pid"
 	for p in "${etcd_pids[@]}"; do stop "$p"; done
 	rm -f "/etc/pam.d/$service"
 	if id "$user" >/dev/null 2>&1; then
@@ -94,6 +109,17 @@ freeport() { # a TCP port nobody listens on at 127.0.0.1
 	done
 	die "no free port on 127.0.0.1"
 }
+
+# --- 0. the mail sink: each mail the registry sends (sign-in codes, notices) becomes a file -------
+mkdir -m 0700 "$tmp/mail"
+mport=$(freeport)
+mkfifo -m 0600 "$tmp/mail.in"
+/usr/bin/python3 "$repo/pkg/mail/testdata/smtpd.py" "$mport" "$tmp/mail" <"$tmp/mail.in" >"$tmp/mail.ready" 2>"$tmp/mail.log" &
+mail_pid=$!
+sleep 100000 >"$tmp/mail.in" &
+mail_feed_pid=$!
+for _ in $(seq 100); do grep -q READY "$tmp/mail.ready" 2>/dev/null && break; sleep 0.1; done
+grep -q READY "$tmp/mail.ready" || { cat "$tmp/mail.log" >&2; die "the mail sink did not start"; }
 
 # --- 1. the registry: a throwaway CA, a server certificate for 127.0.0.1, keyring, admin token ---
 heading "1/5 registry"
@@ -141,8 +167,8 @@ if [ "$ha" = 1 ]; then
 	store_conf=$(printf '[store]\nbackend = "etcd"\nendpoints = [%s]\nprefix = "/pam-totp-demo/"\n' \
 		"$(IFS=,; echo "${endpoints[*]}")")
 fi
-# [enroll] bootstrap "none": a user's first token needs no proof; [mail] host "": the notices to
-# the user are only logged (registry.log).
+# [enroll] bootstrap "none": a user's first token needs no proof; [mail] to the sink; [portal] on
+# the registry's listener, signing in with a mailed code or a code from a token.
 registry_conf() { # registry_conf PORT: a registry's config; replicas differ only in the port
 	cat <<CONF
 listen = "127.0.0.1:$1"
@@ -154,6 +180,16 @@ issuer = "pam-totp demo"
 $store_conf
 [enroll]
 bootstrap = "none"
+[mail]
+host = "127.0.0.1:$mport"
+from = "totp@registry.demo"
+contact = "the demo's helpdesk"
+starttls = "never"
+[portal]
+enabled = true
+site_name = "pam-totp demo"
+contact = "the demo's helpdesk (mails land in $tmp/mail)"
+sign_in = ["mail", "code"]
 CONF
 }
 start_registry() { # start_registry PORT NAME: starts it in the background (its pid in $!)
@@ -184,6 +220,9 @@ if [ "$ha" = 1 ]; then
 else
 	say "totp-registry serves $registry_url (TLS, throwaway CA)"
 fi
+portal_url=$registry_url/portal/
+say "portal: $portal_url (the browser warns: the certificate is from the demo's CA, $reg/ca.pem);"
+say "  sign in with your user name and the code mailed to you: mails land in $tmp/mail/*.eml"
 radmin() {
 	"$build/totp-admin" --registry "$registry_urls" --admin-token-file "$reg/admin-token" \
 		--ca-file "$reg/ca.pem" "$@"
@@ -236,7 +275,7 @@ say "totp-syncd keeps $tmp/store/tokens.db in step and serves io.github.pamtotp.
 # --- 3. the demo user (known to the registry, no token), its SSH key, sshd -----------------------
 heading "3/5 demo user and sshd"
 useradd -M -d / -s /bin/sh "$user"
-radmin user add "$user" --scope demo >/dev/null
+radmin user add "$user" --scope demo --mail "$user@demo.test" >/dev/null
 # as the demo user, on the demo's bus, in a clean environment
 as_user=(runuser -u "$user" -- env -i PATH=/usr/bin:/bin HOME=/ "DBUS_SYSTEM_BUS_ADDRESS=$bus"
 	"TERM=${TERM:-xterm}" LANG=C.UTF-8)
@@ -312,6 +351,7 @@ kill_replica_a() { # DEMO_HA: replica A dies just before the user enrolls
 if [ "$auto" != 1 ]; then
 	kill_replica_a
 	heading "4/5 totp enroll, as $user"
+	say "(or, instead, in a browser: $portal_url, user $user, the mailed code from $tmp/mail)"
 	say "scan the QR code with your authenticator app, then type the code it shows"
 	say "\$ totp enroll --name phone"
 	echo
@@ -328,15 +368,31 @@ fi
 
 # --- unattended: the same story, enroll.exp playing the person ------------------------------------
 kill_replica_a
-heading "4/5 totp enroll, as $user (the demo plays the phone: oathtool)"
-say "\$ totp enroll --name phone"
-echo
-log=$tmp/node/enroll.txt # 0700: it holds the key
-run_waited "$repo/contrib/demo/enroll.exp" "$log" "${as_user[@]}" "$tmp/bin/totp" enroll --name phone ||
-	{ tail -n 20 "$tmp/syncd.log" "$tmp"/registry*.log >&2; die "totp enroll did not reach active on this node"; }
-secret=$(grep -Eo 'secret \(base32\): [A-Z2-7]+' "$log" | head -n1 | awk '{print $3}')
-[ -n "$secret" ] || die "no secret in the enrollment output"
-read -r alg digits period < <(sed -nE 's/.*parameters: +([A-Z0-9]+), ([0-9]+) digits, every ([0-9]+) seconds.*/\1 \2 \3/p' "$log" | head -n1)
+if [ "$enroll_via" = portal ]; then
+	heading "4/5 enrollment in the web portal, as $user (headless Chromium plays the person)"
+	say "$portal_url"
+	spki=$(openssl x509 -in "$reg/registry.crt" -pubkey -noout | openssl pkey -pubin -outform der |
+		openssl dgst -sha256 -binary | base64)
+	# $tmp/node is 0700: the driver writes the secret and the code it typed there
+	run_waited "$build/demo-portal" -url "$registry_url" -spki "$spki" -user "$user" -mail-dir "$tmp/mail" \
+		-out "$tmp/node" ||
+		{ tail -n 20 "$tmp/syncd.log" "$tmp"/registry*.log >&2; die "the portal enrollment did not reach active on every node"; }
+	secret=$(cat "$tmp/node/secret")
+	read -r alg digits period <"$tmp/node/params"
+	enroll_code=$(cat "$tmp/node/code")
+else
+	heading "4/5 totp enroll, as $user (the demo plays the phone: oathtool)"
+	say "\$ totp enroll --name phone"
+	echo
+	log=$tmp/node/enroll.txt # 0700: it holds the key
+	run_waited "$repo/contrib/demo/enroll.exp" "$log" "${as_user[@]}" "$tmp/bin/totp" enroll --name phone ||
+		{ tail -n 20 "$tmp/syncd.log" "$tmp"/registry*.log >&2; die "totp enroll did not reach active on this node"; }
+	secret=$(grep -Eo 'secret \(base32\): [A-Z2-7]+' "$log" | head -n1 | awk '{print $3}')
+	read -r alg digits period < <(sed -nE 's/.*parameters: +([A-Z0-9]+), ([0-9]+) digits, every ([0-9]+) seconds.*/\1 \2 \3/p' "$log" | head -n1)
+	# The code typed to enroll was used at the registry; the node learnt its step with the token.
+	enroll_code=$(grep -Eo 'Code shown by the app now: [0-9]+' "$log" | tail -n1 | awk '{print $NF}')
+fi
+[ -n "$secret" ] || die "no secret from the enrollment"
 [ "$period" = 30 ] || die "the demo expects 30 s codes, got ${period:-none}"
 
 login() { # login CODE: one ssh login answering CODE at the prompt
@@ -357,8 +413,6 @@ check() { # check NAME WANT-STATUS CODE WANT-TEXT; ssh exits 255 when authentica
 	fi
 }
 heading "5/5 SSH logins with the token"
-# The code typed to enroll was used at the registry; the node learnt its step with the token.
-enroll_code=$(grep -Eo 'Code shown by the app now: [0-9]+' "$log" | tail -n1 | awk '{print $NF}')
 check "the code typed to enroll is refused (used once, at the registry)" 1 "$enroll_code" "already been used"
 next_step
 # Keep the next three logins inside one 30 s step, so the replay is really the same code.

@@ -7,6 +7,9 @@ libpam-google-authenticator libpam-oath zbar-tools passwd openssl curl ca-certif
 # make rpm and its test (e2e/packages): rpmbuild, rpmlint, rpm2cpio and cpio, file for brp-strip;
 # man-db (and groff) for e2e/install: `man -w` finds the installed pages, groff renders them
 pkgs="$pkgs rpm rpm2cpio rpmlint cpio file man-db"
+# e2e/portal and `make demo` drive the registry's portal in headless Chromium (zbarimg, above,
+# reads its QR code)
+pkgs="$pkgs chromium"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

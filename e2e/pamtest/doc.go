@@ -1,7 +1,7 @@
 //go:build linux
 
 // Package pamtest holds the fixtures that the end-to-end test packages (e2e/login,
-// e2e/sync and cmd/totp's tests) share, as net/http/httptest does for HTTP: it is imported
+// e2e/sync, e2e/portal and cmd/totp's tests) share, as net/http/httptest does for HTTP: it is imported
 // only by tests.
 //
 // It has five parts:
@@ -11,8 +11,9 @@
 //   - local users and groups (AddUser, AddGroup, SetPassword), created with useradd and
 //     groupadd under a prefix chosen per package, so that packages running in parallel never
 //     pick the same name, and removed in t.Cleanup;
-//   - what a TestMain needs (SkipReason, Root, Build): whether the tests can run here, the
-//     repository root, and `make build build-testclock` with private copies of its outputs;
+//   - what a TestMain needs (SkipReason, Root, Build, or all of them and a Clock at once:
+//     Prepare): whether the tests can run here, the repository root, and `make build
+//     build-testclock` with private copies of its outputs; and FreePort and Eventually;
 //   - the clock of the testclock binaries (Clock): a test moves it to the start of a time step
 //     instead of waiting for one;
 //   - a pseudo-terminal driver (OpenPTY, StartTerminal, StartTerminalAs and Terminal): a

@@ -3,10 +3,8 @@
 package sync
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/pam-totp/pam-totp/e2e/pamtest"
@@ -32,42 +30,18 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	skip := func(reason string) int {
-		skipReason = reason
+	s, cleanup, err := pamtest.Prepare("e2e/sync needs root: it adds local users, and pam_totp.so wants a "+
+		"root-owned helper and config (run `make test` as root, as CI does)", binaries...)
+	defer cleanup()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
+		return 1
+	}
+	if skipReason = s.Skip; skipReason != "" {
 		fmt.Fprintf(os.Stderr, "e2e/sync: skipping every test: %s\n", skipReason)
 		return m.Run()
 	}
-	if reason := pamtest.SkipReason("e2e/sync needs root: it adds local users, and pam_totp.so wants a " +
-		"root-owned helper and config (run `make test` as root, as CI does)"); reason != "" {
-		return skip(reason)
-	}
-	root, err := pamtest.Root()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
-		return 1
-	}
-	var cleanup func()
-	bin, cleanup, err = pamtest.Build(root, binaries...)
-	if errors.Is(err, pamtest.ErrNotBuilt) {
-		return skip(err.Error())
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	for _, name := range binaries {
-		bin[strings.TrimPrefix(name, "testclock/")] = bin[name]
-	}
-	dir, err := os.MkdirTemp("", "pamtotp-clock-")
-	if err == nil {
-		defer os.RemoveAll(dir)
-		clk, err = pamtest.NewClock(dir)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/sync: %v\n", err)
-		return 1
-	}
+	bin, clk = s.Bin, s.Clock
 	return m.Run()
 }
 

@@ -4,7 +4,6 @@ package sync
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
 )
 
 // proc is one started program whose output goes to a log file. It can be stopped gently
@@ -153,34 +154,12 @@ func (p *proc) running() bool {
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return pamtest.FreePort(t) }
 
 // eventually polls cond every 5 ms until it is true or d passed; it returns how long it took.
 func eventually(t *testing.T, d time.Duration, what string, cond func() (bool, error)) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if err != nil {
-			last = err
-		}
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %v (last error: %v)", what, d, last)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return pamtest.Eventually(t, d, what, cond)
 }
 
 // runCmd runs a program to its end and returns its stdout; the error carries stderr.
