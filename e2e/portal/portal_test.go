@@ -316,7 +316,7 @@ func (f *fixture) testFirstEnrollment(t *testing.T) {
 	}
 	took := waitActive(t, b, submitted)
 	t.Logf("verified code submitted -> token active in the node's tokens.db: within %v; "+
-		"\"active on 1 of 1 login nodes\" shown: %v (portal.js asks for the count 1 s after the page loads)",
+		"\"active on 1 of 1 login nodes\" shown: %v (portal.js asks for the count at once, then every 250 ms)",
 		onNode.Round(time.Millisecond), took.Round(time.Millisecond))
 	shootAs(b, "verified")
 
