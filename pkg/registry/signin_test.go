@@ -14,6 +14,22 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
 
+// newSignInEnv is a portal whose user ann signed in by mail and added a first token; it returns
+// the token's secret.
+func newSignInEnv(t *testing.T) (*portalEnv, string) {
+	t.Helper()
+	e := newPortalEnv(t, nil)
+	b := e.browser()
+	_, secret, _ := e.addFirstToken(b, e.signInMail(b, "ann", "ann@example.org"), "")
+	return e, secret
+}
+
+// signInCode signs ann in with code from browser c, whose sign-in page is p.
+func signInCode(c *browser, p page, code string) page {
+	c.t.Helper()
+	return c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", code)
+}
+
 // signInFailures is the user's sign-in failure record at the registry.
 func (e *portalEnv) signInFailures(user string) token.Failures {
 	e.t.Helper()
@@ -57,17 +73,14 @@ func (e *portalEnv) loginsUnlocked(user string) token.SharedFailures {
 // logins are not locked, proofs of the CLI go through; an administrator's unlock ends it.
 func TestPortalSignInFailuresSpareLogins(t *testing.T) {
 	t.Parallel()
-	e := newPortalEnv(t, nil)
-	b := e.browser()
-	tl := e.signInMail(b, "ann", "ann@example.org")
-	_, secret, _ := e.addFirstToken(b, tl, "")
+	e, secret := newSignInEnv(t)
 	before, had := e.failuresRecord("ann")
 
 	c := e.browser()
 	p := c.get("/portal/signin")
 	wrong := func(what string) {
 		t.Helper()
-		if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", "000000"); r.status != 403 {
+		if r := signInCode(c, p, "000000"); r.status != 403 {
 			t.Fatalf("%s = %d at %s, want 403", what, r.status, r.url)
 		}
 	}
@@ -78,14 +91,14 @@ func TestPortalSignInFailuresSpareLogins(t *testing.T) {
 	if f := e.signInFailures("ann"); f.Count != proofFreeFailures+1 || f.Until.IsZero() {
 		t.Errorf("sign-in record after %d wrong codes = %+v, want the count and a back-off", proofFreeFailures+1, f)
 	}
-	if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", e.code(secret, 0)); r.status != 403 {
+	if r := signInCode(c, p, e.code(secret, 0)); r.status != 403 {
 		t.Errorf("right code in the back-off = %d at %s, want 403", r.status, r.url)
 	}
 	if re := e.signInRefusal("ann", e.code(secret, 0)); re.Kind != refusal.TooMany || re.RetryAfter <= 0 || re.RetryAfter > proofBackoff {
 		t.Errorf("SignIn(right code, in the back-off) = %v (retry after %v), want too many with a retry-after up to %v", re, re.RetryAfter, proofBackoff)
 	}
 	e.clock.add(proofBackoff)
-	if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", e.code(secret, 0)); r.url != "/portal/tokens" {
+	if r := signInCode(c, p, e.code(secret, 0)); r.url != "/portal/tokens" {
 		t.Fatalf("right code after the back-off = %d at %s, want signed in", r.status, r.url)
 	}
 	if f := e.signInFailures("ann"); f != (token.Failures{}) {
@@ -104,7 +117,7 @@ func TestPortalSignInFailuresSpareLogins(t *testing.T) {
 	if f := e.signInFailures("ann"); f.Count != max {
 		t.Errorf("sign-in record after %d wrong codes = %+v, want the count %d (the last was refused by the lock)", max+1, f, max)
 	}
-	if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", e.code(secret, 0)); r.status != 403 {
+	if r := signInCode(c, p, e.code(secret, 0)); r.status != 403 {
 		t.Errorf("right code with sign-in locked = %d at %s, want 403", r.status, r.url)
 	}
 	if re := e.signInRefusal("ann", e.code(secret, 0)); re.Kind != refusal.TooMany || re.RetryAfter != 0 ||
@@ -133,7 +146,7 @@ func TestPortalSignInFailuresSpareLogins(t *testing.T) {
 		t.Errorf("sign-in record after the unlock = %+v, want none", f)
 	}
 	e.clock.add(30 * time.Second)
-	if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", e.code(secret, 0)); r.url != "/portal/tokens" {
+	if r := signInCode(c, p, e.code(secret, 0)); r.url != "/portal/tokens" {
 		t.Errorf("right code after the unlock = %d at %s, want signed in", r.status, r.url)
 	}
 	e.mustAdmin(200, "POST", "/v1/admin/users/ann/unlock", nil, &un)
@@ -146,10 +159,7 @@ func TestPortalSignInFailuresSpareLogins(t *testing.T) {
 // refused sign-in by code at the portal, and the refusals count nowhere; the unlock ends both.
 func TestPortalSignInLoginLock(t *testing.T) {
 	t.Parallel()
-	e := newPortalEnv(t, nil)
-	b := e.browser()
-	tl := e.signInMail(b, "ann", "ann@example.org")
-	_, secret, _ := e.addFirstToken(b, tl, "")
+	e, secret := newSignInEnv(t)
 	max := e.srv.cfg.Enroll.MaxFailures
 	t0 := e.clock.now()
 	for i := range max {
@@ -163,7 +173,7 @@ func TestPortalSignInLoginLock(t *testing.T) {
 	e.clock.add(24 * time.Hour)
 	c := e.browser()
 	p := c.get("/portal/signin")
-	if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", e.code(secret, 0)); r.status != 403 {
+	if r := signInCode(c, p, e.code(secret, 0)); r.status != 403 {
 		t.Errorf("right code with logins locked = %d at %s, want 403", r.status, r.url)
 	}
 	if re := e.signInRefusal("ann", e.code(secret, 0)); re.Kind != refusal.TooMany || re.RetryAfter != 0 ||
@@ -175,7 +185,7 @@ func TestPortalSignInLoginLock(t *testing.T) {
 	}
 	e.mustAdmin(200, "POST", "/v1/admin/users/ann/unlock", nil, nil)
 	e.loginsUnlocked("ann")
-	if r := c.post("/portal/signin/code", "csrf", p.csrf(), "user", "ann", "code", e.code(secret, 0)); r.url != "/portal/tokens" {
+	if r := signInCode(c, p, e.code(secret, 0)); r.url != "/portal/tokens" {
 		t.Errorf("right code after the unlock = %d at %s, want signed in", r.status, r.url)
 	}
 }
