@@ -212,11 +212,20 @@ func (r record) set(tx Tx, f token.Failures) error {
 	return tx.SetFailures(f)
 }
 
+// words are what r counts, for the user and the log, and the audit action of a failure.
+func (r record) words() (what, action string) {
+	if r == signInRecord {
+		return "sign-ins", "portal.signin_failed"
+	}
+	return "proofs", "enroll.proof_failed"
+}
+
 // locked refuses an answer while r (at f) is in its back-off or locked.
 func (r record) locked(f token.Failures, now time.Time, l token.Limits) error {
-	what, locked := "proofs", "your self-service changes are locked; ask your administrators to unlock you"
+	what, _ := r.words()
+	locked := "your self-service changes are locked; ask your administrators to unlock you"
 	if r == signInRecord {
-		what, locked = "sign-ins", "signing in to the portal with a code is locked; sign in another way, or ask your administrators to unlock you"
+		locked = "signing in to the portal with a code is locked; sign in another way, or ask your administrators to unlock you"
 	}
 	switch forGood, wait := f.Locked(now, l); {
 	case forGood:
@@ -275,10 +284,7 @@ func (s *Service) proof(tx Tx, user, answer string, kinds proofKinds, rec record
 	if err != nil {
 		return false, err
 	}
-	what, failed := "proofs", "enroll.proof_failed"
-	if rec == signInRecord {
-		what, failed = "sign-ins by code", "portal.signin_failed"
-	}
+	what, failed := rec.words()
 	switch forGood, wait := f.Locked(now, s.Rules.Limits); {
 	case forGood:
 		reason += fmt.Sprintf("; %d failures: %s locked until an administrator unlocks the user", f.Count, what)
