@@ -490,8 +490,9 @@ func (reg *registry) reset(u string) error {
 	return nil
 }
 
-// unlock clears the user's failed proofs at the registry (self-service changes locked after too
-// many); failed login codes are counted on each node and unlocked there.
+// unlock clears the user's failed proofs and failed portal sign-ins at the registry
+// (self-service changes and sign-in by code locked after too many); failed login codes are
+// counted on each node and unlocked there.
 func (reg *registry) unlock(u string, o *changeOptions) error {
 	e, cl := reg.e, reg.cl
 	r, err := cl.Unlock(e.ctx, u)
@@ -504,7 +505,11 @@ func (reg *registry) unlock(u string, o *changeOptions) error {
 		if !r.Changed {
 			fmt.Fprintf(w, "%s unchanged at the registry: no failed codes or proofs, nothing to unlock.\n", u)
 		} else {
-			fmt.Fprintf(w, "%s unlocked at the registry: %d failed proofs cleared.\n", u, r.Failures)
+			signIns := ""
+			if r.SignInFailures > 0 {
+				signIns = fmt.Sprintf(" and %d failed portal sign-ins", r.SignInFailures)
+			}
+			fmt.Fprintf(w, "%s unlocked at the registry: %d failed proofs%s cleared.\n", u, r.Failures, signIns)
 		}
 		fmt.Fprintf(w, "Failed login codes are counted on each login node: if %s is locked out there, run\n"+
 			"`totp-admin unlock %s` on the node.\n", u, u)

@@ -519,6 +519,11 @@ func TestRegistryCommands(t *testing.T) {
 			answers: map[string]answer{"POST /v1/admin/users/alice/unlock": {200, `{"name":"alice","failures":10}`}},
 			want:    []request{{Method: "POST", Path: "/v1/admin/users/alice/unlock", Type: "application/json", Body: J(`{}`)}},
 			wantOut: []string{"alice unlocked at the registry: 10 failed proofs cleared.\n", "run\n`totp-admin unlock alice` on the node"}},
+		{name: "unlock clears failed portal sign-ins at the registry",
+			args:    []string{"unlock", "alice"},
+			answers: map[string]answer{"POST /v1/admin/users/alice/unlock": {200, `{"name":"alice","failures":0,"sign_in_failures":10}`}},
+			want:    []request{{Method: "POST", Path: "/v1/admin/users/alice/unlock", Type: "application/json", Body: J(`{}`)}},
+			wantOut: []string{"alice unlocked at the registry: 0 failed proofs and 10 failed portal sign-ins cleared.\n"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

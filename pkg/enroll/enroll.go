@@ -9,6 +9,9 @@
 //   - failed proofs follow token.Limits (Rules.Limits): a back-off, then a lock that only an
 //     administrator's unlock or reset ends; a code shown before its time (clock skew) is burned
 //     and counted like a failed proof;
+//   - failed portal sign-ins by code (Service.SignIn) follow the same rule in a record of their
+//     own, which locks only sign-in by code; a back-off or lock of failed proofs and logins
+//     refuses them too;
 //   - a pending token grants nothing; it expires PendingTTL after it began; only one pending
 //     first token exists at a time, and one begun without a proof cannot finish once the user
 //     has an active token;
@@ -93,8 +96,16 @@ type Tx interface {
 	// LastStep is the last time step of token id accepted or burned; SetStep records one.
 	LastStep(id string) (uint64, error)
 	SetStep(id string, step uint64) error
+	// Failures are the user's failed proofs, the record that logins count their wrong codes in
+	// too (a lock there locks logins); SetFailures replaces it, the zero value clears it.
 	Failures() (token.Failures, error)
-	SetFailures(f token.Failures) error // the zero value clears them
+	SetFailures(f token.Failures) error
+	// SignInFailures are the user's failed portal sign-ins by code, a record of their own that
+	// no login reads: whoever knows a user name can fill it, so it locks only sign-in by code.
+	// SetSignInFailures replaces it, the zero value clears it. An authority without the portal
+	// returns the zero value and refuses anything else.
+	SignInFailures() (token.Failures, error)
+	SetSignInFailures(f token.Failures) error
 	// BackupCodes are the user's unused backup codes and passcodes.
 	BackupCodes() ([]token.BackupCode, error)
 	UseBackupCode(c token.BackupCode) error
@@ -179,20 +190,73 @@ type proofKinds struct {
 	bootstrap bool // a bootstrap code
 }
 
+// record names a failure record that wrong answers count in.
+type record int
+
+const (
+	proofRecord  record = iota // Tx.Failures: failed proofs, and wrong codes at logins
+	signInRecord               // Tx.SignInFailures: failed portal sign-ins by code
+)
+
+func (r record) get(tx Tx) (token.Failures, error) {
+	if r == signInRecord {
+		return tx.SignInFailures()
+	}
+	return tx.Failures()
+}
+
+func (r record) set(tx Tx, f token.Failures) error {
+	if r == signInRecord {
+		return tx.SetSignInFailures(f)
+	}
+	return tx.SetFailures(f)
+}
+
+// words are what r counts, for the user and the log, and the audit action of a failure.
+func (r record) words() (what, action string) {
+	if r == signInRecord {
+		return "sign-ins", "portal.signin_failed"
+	}
+	return "proofs", "enroll.proof_failed"
+}
+
+// locked refuses an answer while r (at f) is in its back-off or locked.
+func (r record) locked(f token.Failures, now time.Time, l token.Limits) error {
+	what, _ := r.words()
+	locked := "your self-service changes are locked; ask your administrators to unlock you"
+	if r == signInRecord {
+		locked = "signing in to the portal with a code is locked; sign in another way, or ask your administrators to unlock you"
+	}
+	switch forGood, wait := f.Locked(now, l); {
+	case forGood:
+		return refusal.New(refusal.TooMany, "%d failed %s in a row: %s", f.Count, what, locked)
+	case wait > 0:
+		return &refusal.Error{Kind: refusal.TooMany, RetryAfter: wait,
+			Message: fmt.Sprintf("too many failed %s; try again in %d minutes", what, int(wait.Minutes())+1)}
+	}
+	return nil
+}
+
 // proof checks answer for user. On success it records what the proof used up (the code's step,
-// the backup or bootstrap code) and clears the failures. A wrong answer is counted and audited
-// and sets *refused; a lock or a missing answer is returned as an error (nothing written).
-func (s *Service) proof(tx Tx, user, answer string, kinds proofKinds, action string, now time.Time, refused *error) (bool, error) {
+// the backup or bootstrap code) and clears rec. A wrong answer is counted in rec and audited
+// and sets *refused; a lock or a missing answer is returned as an error (nothing written). The
+// proof record's lock or back-off refuses whatever rec is (a lock of logins is no lock of
+// proofs or sign-ins that could be got round); the sign-in record's refuses only sign-ins.
+func (s *Service) proof(tx Tx, user, answer string, kinds proofKinds, rec record, action string, now time.Time, refused *error) (bool, error) {
 	f, err := tx.Failures()
 	if err != nil {
 		return false, err
 	}
-	switch forGood, wait := f.Locked(now, s.Rules.Limits); {
-	case forGood:
-		return false, refusal.New(refusal.TooMany, "%d failed proofs in a row: your self-service changes are locked; ask your administrators to unlock you", f.Count)
-	case wait > 0:
-		return false, &refusal.Error{Kind: refusal.TooMany, RetryAfter: wait,
-			Message: fmt.Sprintf("too many failed proofs; try again in %d minutes", int(wait.Minutes())+1)}
+	if err := proofRecord.locked(f, now, s.Rules.Limits); err != nil {
+		return false, err
+	}
+	if rec != proofRecord {
+		if f, err = rec.get(tx); err != nil {
+			return false, err
+		}
+		if err := rec.locked(f, now, s.Rules.Limits); err != nil {
+			return false, err
+		}
 	}
 	if strings.TrimSpace(answer) == "" {
 		if kinds.codes {
@@ -205,7 +269,7 @@ func (s *Service) proof(tx Tx, user, answer string, kinds proofKinds, action str
 		return false, err
 	}
 	if ok {
-		if err := tx.SetFailures(token.Failures{}); err != nil {
+		if err := rec.set(tx, token.Failures{}); err != nil {
 			return false, err
 		}
 		s.log().Info("enrollment proof accepted", "user", user, "action", action, "proof", what)
@@ -216,18 +280,19 @@ func (s *Service) proof(tx Tx, user, answer string, kinds proofKinds, action str
 	if replayed {
 		reason, *refused = "replayed code", errReplayedProof
 	}
-	f, err = s.fail(tx, now)
+	f, err = s.fail(tx, rec, now)
 	if err != nil {
 		return false, err
 	}
+	what, failed := rec.words()
 	switch forGood, wait := f.Locked(now, s.Rules.Limits); {
 	case forGood:
-		reason += fmt.Sprintf("; %d failures: proofs locked until an administrator unlocks the user", f.Count)
+		reason += fmt.Sprintf("; %d failures: %s locked until an administrator unlocks the user", f.Count, what)
 	case wait > 0:
-		reason += fmt.Sprintf("; %d failures: proofs refused until %s", f.Count, f.Until.UTC().Format(time.RFC3339))
+		reason += fmt.Sprintf("; %d failures: %s refused until %s", f.Count, what, f.Until.UTC().Format(time.RFC3339))
 	}
 	s.log().Warn("enrollment proof refused", "user", user, "action", action, "reason", reason)
-	return false, tx.Audit("enroll.proof_failed", "user/"+user, action+": "+reason)
+	return false, tx.Audit(failed, "user/"+user, action+": "+reason)
 }
 
 // match looks for what answer proves and uses it up; what names it for the log.
@@ -292,14 +357,14 @@ func (s *Service) match(tx Tx, user, answer string, kinds proofKinds, action str
 	return false, "", replayed, nil
 }
 
-// fail counts one failed proof.
-func (s *Service) fail(tx Tx, now time.Time) (token.Failures, error) {
-	f, err := tx.Failures()
+// fail counts one failure in rec.
+func (s *Service) fail(tx Tx, rec record, now time.Time) (token.Failures, error) {
+	f, err := rec.get(tx)
 	if err != nil {
 		return f, err
 	}
 	f, _ = f.Fail(now, s.Rules.Limits)
-	return f, tx.SetFailures(f)
+	return f, rec.set(tx, f)
 }
 
 // sweep removes the user's expired pending tokens and returns the rest.
@@ -413,7 +478,7 @@ func (s *Service) begin(ctx context.Context, user, name, proof string, identifie
 			kinds = proofKinds{bootstrap: s.Rules.Bootstrap && !identified}
 		}
 		if kinds.codes || kinds.bootstrap {
-			if ok, err := s.proof(tx, user, proof, kinds, "enroll.begin", now, refused); !ok || err != nil {
+			if ok, err := s.proof(tx, user, proof, kinds, proofRecord, "enroll.begin", now, refused); !ok || err != nil {
 				return err
 			}
 		}
@@ -539,7 +604,7 @@ func (s *Service) Finish(ctx context.Context, user, id, code string) (Finished, 
 		switch m.Status {
 		case token.Skew: // counted as a failed proof
 			out.Status, out.SkewS = registryapi.StatusClockSkew, m.SkewSeconds
-			_, err := s.fail(tx, now)
+			_, err := s.fail(tx, proofRecord, now)
 			return err
 		case token.OK:
 		default:
@@ -654,7 +719,7 @@ func (s *Service) Remove(ctx context.Context, user, id, proof string) (Removed, 
 			}
 			return tx.Audit("enroll.cancel", "token/"+user+"/"+id, "")
 		}
-		if ok, err := s.proof(tx, user, proof, proofKinds{codes: true}, "enroll.remove", now, refused); !ok || err != nil {
+		if ok, err := s.proof(tx, user, proof, proofKinds{codes: true}, proofRecord, "enroll.remove", now, refused); !ok || err != nil {
 			return err
 		}
 		r.Name = t.Name
@@ -673,7 +738,7 @@ func (s *Service) BackupCodes(ctx context.Context, user, proof string) ([]string
 		return nil, err
 	}
 	err = s.change(ctx, user, func(tx Tx, now time.Time, refused *error) error {
-		if ok, err := s.proof(tx, user, proof, proofKinds{codes: true}, "backup-codes", now, refused); !ok || err != nil {
+		if ok, err := s.proof(tx, user, proof, proofKinds{codes: true}, proofRecord, "backup-codes", now, refused); !ok || err != nil {
 			return err
 		}
 		if err := tx.ReplaceBackupCodes(recs); err != nil {
@@ -705,12 +770,15 @@ func (s *Service) SignInCode(ctx context.Context, user string) (code, to string,
 }
 
 // SignIn checks a sign-in answer of user and uses it up: the mailed sign-in code when mailed,
-// else a current code of an active token or an unused backup code (the proof rules: window,
-// replay, and the failure budget that also counts failed proofs).
+// else a current code of an active token or an unused backup code (the proof rules: window and
+// replay). A wrong answer counts in the user's sign-in record (Tx.SignInFailures) under
+// Rules.Limits, whose back-off and lock refuse only SignIn, and which a right answer clears; a
+// back-off or lock of the user's proof record (failed proofs, wrong codes at logins) refuses
+// SignIn too.
 func (s *Service) SignIn(ctx context.Context, user, answer string, mailed bool) error {
 	kinds := proofKinds{codes: !mailed, bootstrap: mailed}
 	return s.change(ctx, user, func(tx Tx, now time.Time, refused *error) error {
-		_, err := s.proof(tx, user, answer, kinds, "portal.signin", now, refused)
+		_, err := s.proof(tx, user, answer, kinds, signInRecord, "portal.signin", now, refused)
 		return err
 	})
 }

@@ -314,6 +314,18 @@ func (x *nodeTx) Mail() string                               { return "" }
 
 var errNoBootstrap = errors.New("a standalone node keeps no bootstrap codes")
 
+// A standalone node serves no portal, so nothing signs in there: no sign-in failures.
+func (x *nodeTx) SignInFailures() (token.Failures, error) { return token.Failures{}, nil }
+
+func (x *nodeTx) SetSignInFailures(f token.Failures) error {
+	if f == (token.Failures{}) {
+		return nil
+	}
+	return errNoSignIn
+}
+
+var errNoSignIn = errors.New("a standalone node serves no portal sign-in")
+
 func (x *nodeTx) Enrolled() (bool, error) { return x.tokens.Enrolled(x.user), nil }
 
 func (x *nodeTx) Audit(action, target, detail string) error {

@@ -418,3 +418,21 @@ func TestRules(t *testing.T) {
 		}}
 	})
 }
+
+// TestNoPortalSignIn: a standalone node serves no portal; a sign-in there that would count a
+// failure is an error and writes nothing, so the login failures stay as they were.
+func TestNoPortalSignIn(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	f.enroll("ann", "", "")
+	if err := f.a.svc.SignIn(ctx, "ann", "000000", false); err == nil || !strings.Contains(err.Error(), "no portal sign-in") {
+		t.Errorf("SignIn(wrong code) on a node = %v, want the node's error", err)
+	}
+	var fl token.Failures
+	if err := f.adm.State.View(func(x *store.StateTx) error { fl = x.Failures("ann"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fl.Count != 0 {
+		t.Errorf("login failures after a refused sign-in = %d, want 0", fl.Count)
+	}
+}

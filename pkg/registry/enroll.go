@@ -31,20 +31,23 @@ import (
 //	enroll/step/USER/ID     the claim of token ID: the last time step accepted anywhere, as a
 //	                        proof, a finishing code or at a login on a node (logins.go)
 //	enroll/fail/USER        failed proofs, before they moved to the synced u/USER/failures
+//	enroll/signin-fail/USER failed portal sign-ins by code (token.Failures): never synced, so
+//	                        that they lock only the portal's sign-in by code, never logins
 //	enroll/boot/USER        a bootstrap code: salted hash (package backupcode), expiry
 //
 // The rules themselves are package enroll's; this file is its Store on the kv store, and the
 // HTTP endpoints with their mail notices (sent after the commit).
 const (
-	prefixEnroll    = "enroll/"
-	prefixPending   = "enroll/pending/"
-	prefixStep      = "enroll/step/"
-	prefixFail      = "enroll/fail/"
-	prefixBoot      = "enroll/boot/"
-	sweepInterval   = time.Minute
-	proofWindow     = 1 // steps either side, as at login
-	maxEnrollBody   = 4 << 10
-	maxAnswerLength = 64
+	prefixEnroll     = "enroll/"
+	prefixPending    = "enroll/pending/"
+	prefixStep       = "enroll/step/"
+	prefixFail       = "enroll/fail/"
+	prefixSignInFail = "enroll/signin-fail/"
+	prefixBoot       = "enroll/boot/"
+	sweepInterval    = time.Minute
+	proofWindow      = 1 // steps either side, as at login
+	maxEnrollBody    = 4 << 10
+	maxAnswerLength  = 64
 )
 
 // Notifier takes mail notices; *mail.Sender is one. Send must not block.
@@ -414,6 +417,27 @@ func (e *enrollTx) SetFailures(f token.Failures) error {
 	return e.putSharedFailures(e.u, cur)
 }
 
+// SignInFailures and SetSignInFailures are the user's failed portal sign-ins, apart from the
+// record nodes read.
+func (e *enrollTx) SignInFailures() (token.Failures, error) { return e.signInFailures(e.u.Name) }
+
+func (e *enrollTx) SetSignInFailures(f token.Failures) error {
+	if f == (token.Failures{}) {
+		// Only a record there is is deleted: a sign-in with nothing to clear writes nothing.
+		if cur, err := e.signInFailures(e.u.Name); err != nil || cur == (token.Failures{}) {
+			return err
+		}
+		return e.Delete(prefixSignInFail + e.u.Name)
+	}
+	return e.putJSON(prefixSignInFail+e.u.Name, f)
+}
+
+// signInFailures reads a user's failed portal sign-ins (none when there is no record).
+func (x *txn) signInFailures(user string) (token.Failures, error) {
+	var f token.Failures
+	return f, ignoreNotFound(x.getJSON(prefixSignInFail+user, &f))
+}
+
 func (e *enrollTx) BackupCodes() ([]token.BackupCode, error) { return e.backupCodes(e.u.Name) }
 
 func (e *enrollTx) UseBackupCode(c token.BackupCode) error {
@@ -489,7 +513,8 @@ func (s *Server) sweepPending(ctx context.Context, user string) (int, error) {
 	return n, err
 }
 
-// dropEnrollState removes a user's pending tokens, proof steps, failures and bootstrap code
+// dropEnrollState removes a user's pending tokens, proof steps, failures (of proofs and of
+// sign-ins) and bootstrap code
 // (admin reset and delete; deleteRecords removes the enrolled mark with the records).
 func (x *txn) dropEnrollState(user string) error {
 	var keys []string
@@ -501,7 +526,7 @@ func (x *txn) dropEnrollState(user string) error {
 			return err
 		}
 	}
-	keys = append(keys, prefixFail+user, prefixBoot+user)
+	keys = append(keys, prefixFail+user, prefixSignInFail+user, prefixBoot+user)
 	for _, k := range keys {
 		if err := ignoreNotFound(x.Delete(k)); err != nil {
 			return err

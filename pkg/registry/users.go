@@ -607,27 +607,44 @@ func (s *Server) resetUser(r *http.Request, actor string, body []byte) (int, any
 
 // unlockUser answers POST /v1/admin/users/{name}/unlock: it clears the user's failures, the
 // wrong codes of logins on every node and the failed proofs of self-service changes, in the
-// record every node receives; each node then drops the failures it counted before the unlock.
+// record every node receives (each node then drops the failures it counted before the unlock),
+// and the failed portal sign-ins by code, kept at the registry only.
 func (s *Server) unlockUser(r *http.Request, actor string, body []byte) (int, any, error) {
 	var q reasonRequest
 	if err := decodeOptional(body, &q); err != nil {
 		return 0, nil, err
 	}
 	name := r.PathValue("name")
-	var f token.Failures
+	var f, signIns token.Failures
 	out, err := s.converge(r.Context(), actor, "user.unlock", "user/"+name, reasonOf(r, q.Reason), func(x *txn) error {
+		f = token.Failures{}
 		u, err := x.user(name)
 		if err != nil {
 			return err
 		}
-		// A user without failures and without a back-off is not locked: nothing to unlock.
-		if sf, err := x.sharedFailures(name); err != nil || (sf.Count == 0 && sf.Until.IsZero()) {
-			return cmp.Or(err, errUnchanged)
+		sf, err := x.sharedFailures(name)
+		if err != nil {
+			return err
 		}
-		f, err = x.clearFailures(u, s.now(), true)
+		if signIns, err = x.signInFailures(name); err != nil {
+			return err
+		}
+		// A user without failures and without a back-off is not locked: nothing to unlock.
+		shared := sf.Count != 0 || !sf.Until.IsZero()
+		if !shared && signIns == (token.Failures{}) {
+			return errUnchanged
+		}
+		if signIns != (token.Failures{}) {
+			if err := x.Delete(prefixSignInFail + name); err != nil {
+				return err
+			}
+		}
+		if shared {
+			f, err = x.clearFailures(u, s.now(), true)
+		}
 		return err
 	})
-	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count, Outcome: out}, err
+	return http.StatusOK, registryapi.Unlocked{Name: name, Failures: f.Count, SignInFailures: signIns.Count, Outcome: out}, err
 }
 
 // replaceCodes removes a user's codes for which drop is true, then writes recs.

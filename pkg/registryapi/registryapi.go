@@ -237,6 +237,8 @@ type Removed struct {
 type Unlocked struct {
 	Name     string `json:"name"`
 	Failures int    `json:"failures"`
+	// SignInFailures are the failed portal sign-ins by code cleared (registry only).
+	SignInFailures int `json:"sign_in_failures,omitempty"`
 	Outcome
 }
 
