@@ -13,7 +13,6 @@ package refusal
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 )
 
@@ -31,20 +30,22 @@ const (
 )
 
 // HTTPStatus is the HTTP status of a refusal of kind k (the registry's endpoints, the portal).
+// The numbers are written out: importing net/http for its constants would link an HTTP stack
+// into the helper and the user's CLI (cmd/links_test.go).
 func (k Kind) HTTPStatus() int {
 	switch k {
 	case Invalid:
-		return http.StatusBadRequest
+		return 400 // Bad Request
 	case Refused:
-		return http.StatusForbidden
+		return 403 // Forbidden
 	case NotFound:
-		return http.StatusNotFound
+		return 404 // Not Found
 	case Conflict:
-		return http.StatusConflict
+		return 409 // Conflict
 	case TooMany:
-		return http.StatusTooManyRequests
+		return 429 // Too Many Requests
 	default:
-		return http.StatusServiceUnavailable
+		return 503 // Service Unavailable
 	}
 }
 
