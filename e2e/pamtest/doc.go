@@ -4,7 +4,7 @@
 // e2e/sync, e2e/portal and cmd/totp's tests) share, as net/http/httptest does for HTTP: it is imported
 // only by tests.
 //
-// It has five parts:
+// It has six parts:
 //   - a libpam transaction runner (Run, TxSpec, Result and its Want methods): pam_start_confdir,
 //     PAM_RHOST, pam_putenv, one or more pam_authenticate calls and pam_end, with the
 //     conversation answered from a list and everything the module said recorded;
@@ -14,6 +14,9 @@
 //   - what a TestMain needs (SkipReason, Root, Build, or all of them and a Clock at once:
 //     Prepare): whether the tests can run here, the repository root, and `make build
 //     build-testclock` with private copies of its outputs; and FreePort and Eventually;
+//   - files and TLS for the servers a test starts (NewCA, CA.ServerCert and ServerCertSPKI,
+//     WriteFile, WritePEM, PrivateDir, Mkdir): modes exactly as asked, a throwaway CA and
+//     certificates for 127.0.0.1;
 //   - the clock of the testclock binaries (Clock): a test moves it to the start of a time step
 //     instead of waiting for one;
 //   - a pseudo-terminal driver (OpenPTY, StartTerminal, StartTerminalAs and Terminal): a

@@ -38,8 +38,8 @@ func startProvider(t *testing.T, redirect string) (conf string, spkis []string) 
 		t.Fatalf("start the test OpenID provider: %v", err)
 	}
 	t.Cleanup(idp.Close)
-	file := filepath.Join(tempDir(t), "oidc-client-secret")
-	put(t, file, secret+"\n", 0o600)
+	file := filepath.Join(pamtest.PrivateDir(t), "oidc-client-secret")
+	pamtest.WriteFile(t, file, secret+"\n", 0o600)
 	return fmt.Sprintf("issuer = %q\nclient_id = %q\nclient_secret_file = %q\nscopes = [\"openid\", \"profile\"]\n"+
 		"username_claim = \"preferred_username\"\ngroups_claim = \"groups\"\nrequired_group = \"hpc-users\"\n",
 		idp.Issuer(), oidcClient, file), nil

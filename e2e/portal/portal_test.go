@@ -408,8 +408,8 @@ func checkQR(t *testing.T, b *tab, uri string) {
 	if err != nil {
 		t.Skip("zbarimg is not installed (apt-get install zbar-tools, as contrib/scripts/deps.sh does)")
 	}
-	file := filepath.Join(tempDir(t), "qr.png")
-	put(t, file, string(png), 0o600)
+	file := filepath.Join(pamtest.PrivateDir(t), "qr.png")
+	pamtest.WriteFile(t, file, string(png), 0o600)
 	out, err := exec.Command(zbar, "--raw", "-q", file).Output()
 	if err != nil {
 		t.Fatalf("zbarimg on img#qr: %v", err)

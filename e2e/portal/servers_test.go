@@ -4,19 +4,11 @@ package portal
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,75 +35,10 @@ type tlsPair struct {
 // newTLS makes a CA and a server certificate for 127.0.0.1 in dir.
 func newTLS(t *testing.T, dir string) tlsPair {
 	t.Helper()
-	caKey := ecKey(t)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pam-totp portal test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	caDER := mustCert(t, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := ecKey(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der := mustCert(t, tmpl, caCert, &key.PublicKey, caKey)
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := tlsPair{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key")}
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	p.spki = base64.StdEncoding.EncodeToString(sum[:])
-	put(t, p.caFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})), 0o644)
-	put(t, p.certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
-	put(t, p.keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})), 0o600)
+	ca := pamtest.NewCA(t, dir, "ca")
+	p := tlsPair{caFile: ca.PEMFile}
+	p.certFile, p.keyFile, p.spki = ca.ServerCertSPKI(t, dir, "tls")
 	return p
-}
-
-func ecKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func mustCert(t *testing.T, tmpl, parent *x509.Certificate, pub, priv any) []byte {
-	t.Helper()
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
-}
-
-// put writes a file with exactly mode.
-func put(t *testing.T, path, content string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// tempDir is a root 0700 directory under a fresh t.TempDir.
-func tempDir(t *testing.T) string {
-	t.Helper()
-	d := t.TempDir()
-	if err := os.Chmod(d, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return d
 }
 
 // daemon is one started program whose output goes to a log file; it is killed when the test
@@ -186,7 +113,7 @@ type registry struct {
 // portal configured by portal (the [portal] section and its subsections), and waits until it answers.
 func startRegistry(t *testing.T, port int, mailHost, portal string) *registry {
 	t.Helper()
-	dir := tempDir(t)
+	dir := pamtest.PrivateDir(t)
 	r := &registry{tls: newTLS(t, dir)}
 	line, err := seal.GenerateKey(rand.Reader, "test")
 	if err != nil {
@@ -197,13 +124,13 @@ func startRegistry(t *testing.T, port int, mailHost, portal string) *registry {
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	put(t, keyring, line, 0o600)
+	pamtest.WriteFile(t, keyring, line, 0o600)
 	adminToken := "adm-" + pamtest.RandName(32)
 	sum := sha256.Sum256([]byte(adminToken))
-	put(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
+	pamtest.WriteFile(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
 	r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 	conf := filepath.Join(dir, "registry.conf")
-	put(t, conf, fmt.Sprintf(`listen = "127.0.0.1:%d"
+	pamtest.WriteFile(t, conf, fmt.Sprintf(`listen = "127.0.0.1:%d"
 tls_cert = %q
 tls_key = %q
 key_file = %q
@@ -273,7 +200,7 @@ type node struct {
 
 func startNode(t *testing.T, r *registry) *node {
 	t.Helper()
-	dir := tempDir(t)
+	dir := pamtest.PrivateDir(t)
 	n := &node{name: "node-" + pamtest.RandName(6), storeDir: filepath.Join(dir, "store"),
 		pamDir: filepath.Join(dir, "pam.d"), service: "pamtotp-" + pamtest.RandName(6)}
 	for _, d := range []struct {
@@ -289,10 +216,10 @@ func startNode(t *testing.T, r *registry) *node {
 		t.Fatalf("AddNode(%s): %v", n.name, err)
 	}
 	cred := filepath.Join(dir, "node.credential")
-	put(t, cred, nn.Credential+"\n", 0o600)
+	pamtest.WriteFile(t, cred, nn.Credential+"\n", 0o600)
 	sock := filepath.Join(dir, "run", "verify.sock")
 	conf := filepath.Join(dir, "pam_totp.conf")
-	put(t, conf, fmt.Sprintf(`issuer = "pam-totp test"
+	pamtest.WriteFile(t, conf, fmt.Sprintf(`issuer = "pam-totp test"
 
 [store]
 dir = %q
@@ -312,7 +239,7 @@ metrics_listen = ""
 bus = ""
 verify_socket = %q
 `, n.storeDir, r.url, r.tls.caFile, cred, sock), 0o644)
-	put(t, filepath.Join(n.pamDir, n.service), fmt.Sprintf(
+	pamtest.WriteFile(t, filepath.Join(n.pamDir, n.service), fmt.Sprintf(
 		"auth required %s helper=%s config=%s timeout=10 socket=%s connect_ms=300 %s\naccount required pam_permit.so\n",
 		bin["pam_totp.so"], bin["pam-totp-helper"], conf, sock, clk.ModuleArg()), 0o644)
 	n.proc = startDaemon(t, "totp-syncd "+n.name, filepath.Join(dir, "syncd.log"), bin["totp-syncd"], "--config", conf, "--debug")

@@ -18,8 +18,8 @@ import (
 // keeps serving logins from the copy it has.
 func TestNodeAuth(t *testing.T) {
 	needRoot(t)
-	c := newCA(t, privateDir(t), "ca")
-	other := newCA(t, privateDir(t), "other")
+	c := pamtest.NewCA(t, pamtest.PrivateDir(t), "ca")
+	other := pamtest.NewCA(t, pamtest.PrivateDir(t), "other")
 	r := startRegistry(t, c, regOptions{})
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
@@ -27,7 +27,7 @@ func TestNodeAuth(t *testing.T) {
 	step := nextStep(t) // code(step) stays valid (window ±1) for 60 s
 
 	t.Run("wrong CA", func(t *testing.T) {
-		n := newNode(t, r, nodeOptions{CAFile: other.pemFile})
+		n := newNode(t, r, nodeOptions{CAFile: other.PEMFile})
 		eventually(t, 10*time.Second, "totp-syncd logs the TLS failure", func() (bool, error) {
 			return n.logHas("certificate signed by unknown authority"), nil
 		})
@@ -62,7 +62,7 @@ func TestNodeAuth(t *testing.T) {
 		}, "credential_file"},
 		{"wrong credential", func(t *testing.T, n *node) {
 			n.proc.kill()
-			writeFile(t, n.credFile, "ptn1."+n.name+".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n", 0o600)
+			pamtest.WriteFile(t, n.credFile, "ptn1."+n.name+".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n", 0o600)
 			n.proc.start()
 		}, "401"},
 		{"node removed", func(t *testing.T, n *node) {

@@ -37,7 +37,7 @@ func (n *node) sharedFailures(user string) token.SharedFailures {
 // offline_claims says.
 func TestClaimsAcrossNodes(t *testing.T) {
 	needRoot(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{})
 	nodes := make([]*node, 3)
 	for i := range nodes {
 		// connect_ms at its most: a slow machine must not send a login to the helper, which

@@ -37,7 +37,7 @@ const scope = "hpc"
 type registry struct {
 	t          *testing.T
 	dir        string
-	ca         *ca
+	ca         *pamtest.CA
 	url        string // https://127.0.0.1:PORT
 	conf       string
 	adminToken string
@@ -86,7 +86,7 @@ func (o regOptions) bookmarkConfig() string {
 
 // startRegistry writes a registry config (TLS with a certificate of c for 127.0.0.1), starts
 // totp-registry and waits until GET /v1/status answers.
-func startRegistry(t *testing.T, c *ca, o regOptions) *registry {
+func startRegistry(t *testing.T, c *pamtest.CA, o regOptions) *registry {
 	t.Helper()
 	if o.HistoryKeep == 0 {
 		o.HistoryKeep = 100
@@ -94,16 +94,16 @@ func startRegistry(t *testing.T, c *ca, o regOptions) *registry {
 	if o.Etcd != nil && o.Prefix == "" {
 		o.Prefix = "/e2e-" + pamtest.RandName(8) + "/"
 	}
-	dir := privateDir(t)
-	keys := mkdir(t, filepath.Join(dir, "keys"), 0o700)
+	dir := pamtest.PrivateDir(t)
+	keys := pamtest.Mkdir(t, filepath.Join(dir, "keys"), 0o700)
 	line, err := seal.GenerateKey(rand.Reader, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(keys, "registry.keyring"), line, 0o600)
+	pamtest.WriteFile(t, filepath.Join(keys, "registry.keyring"), line, 0o600)
 	adminToken := "adm-" + pamtest.RandName(32)
 	sum := sha256.Sum256([]byte(adminToken))
-	writeFile(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
+	pamtest.WriteFile(t, filepath.Join(dir, "admins"), "alice "+hex.EncodeToString(sum[:])+"\n", 0o600)
 	return launchRegistry(t, c, o, dir, adminToken)
 }
 
@@ -114,8 +114,8 @@ func (r *registry) replica() *registry {
 	if r.opts.Etcd == nil {
 		r.t.Fatal("replica: the registry is not on etcd")
 	}
-	dir := privateDir(r.t)
-	keys := mkdir(r.t, filepath.Join(dir, "keys"), 0o700)
+	dir := pamtest.PrivateDir(r.t)
+	keys := pamtest.Mkdir(r.t, filepath.Join(dir, "keys"), 0o700)
 	for _, f := range []struct{ from, to string }{
 		{filepath.Join(r.dir, "keys", "registry.keyring"), filepath.Join(keys, "registry.keyring")},
 		{filepath.Join(r.dir, "admins"), filepath.Join(dir, "admins")},
@@ -124,23 +124,23 @@ func (r *registry) replica() *registry {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		writeFile(r.t, f.to, string(data), 0o600)
+		pamtest.WriteFile(r.t, f.to, string(data), 0o600)
 	}
 	return launchRegistry(r.t, r.ca, r.opts, dir, r.adminToken)
 }
 
 // launchRegistry writes dir/registry.conf for the keyring and admin tokens already in dir,
 // starts totp-registry and waits until GET /v1/status answers.
-func launchRegistry(t *testing.T, c *ca, o regOptions, dir, adminToken string) *registry {
+func launchRegistry(t *testing.T, c *pamtest.CA, o regOptions, dir, adminToken string) *registry {
 	t.Helper()
 	r := &registry{t: t, dir: dir, ca: c, conf: filepath.Join(dir, "registry.conf"), adminToken: adminToken, opts: o}
 	port := freePort(t)
 	r.url = fmt.Sprintf("https://127.0.0.1:%d", port)
-	certFile, keyFile := c.serverCert(t, dir, "registry-tls")
-	data := mkdir(t, filepath.Join(dir, "data"), 0o700)
+	certFile, keyFile := c.ServerCert(t, dir, "registry-tls")
+	data := pamtest.Mkdir(t, filepath.Join(dir, "data"), 0o700)
 	r.tokenFile = filepath.Join(dir, "admin-token")
-	writeFile(t, r.tokenFile, r.adminToken+"\n", 0o600)
-	writeFile(t, r.conf, fmt.Sprintf(`listen = "127.0.0.1:%d"
+	pamtest.WriteFile(t, r.tokenFile, r.adminToken+"\n", 0o600)
+	pamtest.WriteFile(t, r.conf, fmt.Sprintf(`listen = "127.0.0.1:%d"
 tls_cert = %q
 tls_key = %q
 key_file = %q
@@ -149,7 +149,7 @@ issuer = "pam-totp test"
 %s%s%s%s`, port, certFile, keyFile, filepath.Join(dir, "keys", "registry.keyring"),
 		filepath.Join(dir, "admins"), o.Keys, o.bookmarkConfig(), o.storeConfig(data), o.Sections), 0o644)
 	var err error
-	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.pemFile,
+	r.admin, err = adminclient.New(adminclient.Options{URL: r.url, Token: r.adminToken, CAFile: c.PEMFile,
 		Timeout: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -281,11 +281,11 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 	if o.Scope == "" {
 		o.Scope = scope
 	}
-	dir := privateDir(t)
+	dir := pamtest.PrivateDir(t)
 	n := &node{t: t, name: "node-" + pamtest.RandName(6), dir: dir,
-		storeDir: mkdir(t, filepath.Join(dir, "store"), 0o700),
+		storeDir: pamtest.Mkdir(t, filepath.Join(dir, "store"), 0o700),
 		conf:     filepath.Join(dir, "pam_totp.conf"),
-		pamDir:   mkdir(t, filepath.Join(dir, "pam.d"), 0o755),
+		pamDir:   pamtest.Mkdir(t, filepath.Join(dir, "pam.d"), 0o755),
 		service:  "pamtotp-" + pamtest.RandName(6),
 		credFile: filepath.Join(dir, "node.credential"),
 	}
@@ -294,7 +294,7 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 	sync := fmt.Sprintf("metrics_listen = \"\"\nbus = %q\nverify_socket = %q\n", o.Bus, n.verifySock)
 	if r != nil {
 		if o.CAFile == "" {
-			o.CAFile = r.ca.pemFile
+			o.CAFile = r.ca.PEMFile
 		}
 		cred := o.Credential
 		if cred == "" {
@@ -305,7 +305,7 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 			cred = nn.Credential
 		}
 		if cred != "-" {
-			writeFile(t, n.credFile, cred+"\n", 0o600)
+			pamtest.WriteFile(t, n.credFile, cred+"\n", 0o600)
 		}
 		mport := freePort(t)
 		n.metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
@@ -320,7 +320,7 @@ func newNode(t *testing.T, r *registry, o nodeOptions) *node {
 	if o.RateLimit == "" {
 		o.RateLimit = fastRate
 	}
-	writeFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
+	pamtest.WriteFile(t, n.conf, fmt.Sprintf(`issuer = "pam-totp test"
 %s
 
 [store]
@@ -338,7 +338,7 @@ open_timeout = "3s"
 	}
 	line := fmt.Sprintf("auth required %s helper=%s config=%s timeout=10 socket=%s connect_ms=%d %s\naccount required pam_permit.so\n",
 		bin["pam_totp.so"], bin["pam-totp-helper"], n.conf, n.verifySock, o.ConnectMS, clk.ModuleArg())
-	writeFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
+	pamtest.WriteFile(t, filepath.Join(n.pamDir, n.service), line, 0o644)
 	n.proc = &proc{t: t, name: "totp-syncd " + n.name, path: bin["totp-syncd"],
 		args: []string{"--config", n.conf, "--debug"}, log: filepath.Join(dir, "syncd.log")}
 	if !o.NoStart {
@@ -476,9 +476,9 @@ func nextStep(t *testing.T) uint64 {
 }
 
 // tlsClient is an HTTP client that trusts only c's certificate.
-func tlsClient(t *testing.T, c *ca) *http.Client {
+func tlsClient(t *testing.T, c *pamtest.CA) *http.Client {
 	pool := x509.NewCertPool()
-	pool.AddCert(c.cert)
+	pool.AddCert(c.Cert)
 	return &http.Client{Timeout: 10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 }
@@ -506,7 +506,7 @@ func (n *node) logCount(sub string) int {
 // token, synced to the node.
 func nodeWithToken(t *testing.T) (*registry, *node, string, token.Token) {
 	t.Helper()
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{})
 	n := newNode(t, r, nodeOptions{})
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)

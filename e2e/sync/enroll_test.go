@@ -143,7 +143,7 @@ func newMailSetup(t *testing.T, regExtra string) *mailSetup {
 
 	// The registry, with [mail] pointing at the sink: startRegistry writes no [mail], so stop it,
 	// add the section and start it again.
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{})
 	if err := r.proc.stop(10 * time.Second); err != nil {
 		t.Fatalf("stop totp-registry: %v", err)
 	}
@@ -238,7 +238,7 @@ func TestBootstrapByMail(t *testing.T) {
 func TestEnrollAtLoginWithRegistry(t *testing.T) {
 	needRoot(t)
 	bus := busapitest.StartBus(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{})
 	name := pamtest.AddUser(t, userPrefix)
 	if _, err := r.admin.AddUser(ctx(t), adminclient.NewUser{Name: name, Scopes: []string{scope}}); err != nil {
 		t.Fatalf("AddUser(%s): %v", name, err)

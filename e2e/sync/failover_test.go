@@ -15,7 +15,7 @@ import (
 // node configured with both, A first, with a user whose token logs in.
 func followerPair(t *testing.T) (a, b *registry, n *node, user string) {
 	t.Helper()
-	a = startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: newEtcd(t), BookmarkInterval: time.Second})
+	a = startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{Etcd: newEtcd(t), BookmarkInterval: time.Second})
 	b = a.replica()
 	n = newNode(t, a, nodeOptions{Replicas: []*registry{b}})
 	user = pamtest.AddUser(t, userPrefix)

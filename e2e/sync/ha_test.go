@@ -31,7 +31,7 @@ import (
 // `make etcd`) and stops it when the test ends. Tests that kill members own their cluster.
 func newEtcd(t *testing.T) *etcdtest.Cluster {
 	t.Helper()
-	c, err := etcdtest.Start(etcdtest.Options{Dir: privateDir(t)})
+	c, err := etcdtest.Start(etcdtest.Options{Dir: pamtest.PrivateDir(t)})
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
@@ -44,7 +44,7 @@ func newEtcd(t *testing.T) *etcdtest.Cluster {
 // report the same revision.
 func TestReplicasShareOneStore(t *testing.T) {
 	needRoot(t)
-	a := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: newEtcd(t)})
+	a := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{Etcd: newEtcd(t)})
 	b := a.replica()
 	n := newNode(t, a, nodeOptions{})
 	for _, r := range []*registry{a, b} {
@@ -79,7 +79,7 @@ func replicaPair(t *testing.T, o nodeOptions, ro regOptions) (c *etcdtest.Cluste
 	t.Helper()
 	c = newEtcd(t)
 	ro.Etcd = c
-	a := startRegistry(t, newCA(t, privateDir(t), "ca"), ro)
+	a := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), ro)
 	regs = []*registry{a, a.replica()}
 	for _, r := range regs {
 		nodes = append(nodes, newNode(t, r, o))
@@ -515,7 +515,7 @@ func TestEtcdQuorumLost(t *testing.T) {
 func TestReplicasBootstrapCodeOnce(t *testing.T) {
 	needRoot(t)
 	sink := mailtest.Start(t) // skips without aiosmtpd
-	a := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: newEtcd(t), Sections: fmt.Sprintf(
+	a := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{Etcd: newEtcd(t), Sections: fmt.Sprintf(
 		"\n[mail]\nhost = %q\nfrom = \"totp@registry.test\"\ncontact = \"the test helpdesk\"\n"+
 			"starttls = \"never\"\ntimeout = \"5s\"\nretries = 0\n\n[enroll]\nbootstrap = \"mail\"\n", sink.Addr)})
 	b := a.replica()

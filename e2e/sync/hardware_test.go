@@ -22,7 +22,7 @@ import (
 // does not.
 func TestHardwareTokenAssigned(t *testing.T) {
 	needRoot(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{})
 	n := newNode(t, r, nodeOptions{})
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)

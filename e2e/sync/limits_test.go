@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-totp/pam-totp/e2e/pamtest"
 )
 
 // TestSlowClientsCutOff: clients that open a connection and send nothing, or dribble their
@@ -18,7 +20,7 @@ import (
 // (max_conns) a normal client waits, and is served once they are gone.
 func TestSlowClientsCutOff(t *testing.T) {
 	needRoot(t)
-	c := newCA(t, privateDir(t), "ca")
+	c := pamtest.NewCA(t, pamtest.PrivateDir(t), "ca")
 	r := startRegistry(t, c, regOptions{Sections: "\n[http]\nread_header_timeout = \"1s\"\nidle_timeout = \"1s\"\nmax_conns = 3\n"})
 	time.Sleep(1500 * time.Millisecond) // the harness's idle keep-alive connection times out
 	addr := strings.TrimPrefix(r.url, "https://")
@@ -32,7 +34,7 @@ func TestSlowClientsCutOff(t *testing.T) {
 		return conn
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(c.cert)
+	pool.AddCert(c.Cert)
 	dribbler, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	}
 	etcdOpts := regOptions{Etcd: etcd, Prefix: "/e2e-" + pamtest.RandName(8) + "/"}
 	to := filepath.Join(r.dir, "registry-etcd.conf")
-	writeFile(t, to, strings.Replace(string(conf), bolt, etcdOpts.storeConfig(""), 1), 0o644)
+	pamtest.WriteFile(t, to, strings.Replace(string(conf), bolt, etcdOpts.storeConfig(""), 1), 0o644)
 
 	if err := r.proc.stop(10 * time.Second); err != nil {
 		t.Fatal(err)
@@ -89,7 +89,7 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if got := n.resyncs("epoch"); got != 1 {
 		t.Errorf("resyncs{reason=epoch} = %v after more changes, want still 1", got)
 	}
-	out, err = runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile, "--ca-file", r.ca.pemFile, "audit", "verify")
+	out, err = runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile, "--ca-file", r.ca.PEMFile, "audit", "verify")
 	if err != nil {
 		t.Errorf("totp-admin audit verify after the migration = %v\n%s", err, out)
 	}

@@ -20,7 +20,7 @@ import (
 // cluster is a registry and three nodes that have finished their first sync.
 func cluster(t *testing.T, o regOptions) (*registry, []*node) {
 	t.Helper()
-	c := newCA(t, privateDir(t), "ca")
+	c := pamtest.NewCA(t, pamtest.PrivateDir(t), "ca")
 	r := startRegistry(t, c, o)
 	nodes := make([]*node, 3)
 	for i := range nodes {
@@ -90,7 +90,7 @@ func TestTokenReachesEveryNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			if _, err := runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile,
-				"--ca-file", r.ca.pemFile, "token", "add", user, "--name", "cli",
+				"--ca-file", r.ca.PEMFile, "token", "add", user, "--name", "cli",
 				"--secret-file", secretFile, "--no-qr"); err != nil {
 				t.Fatal(err)
 			}

@@ -84,11 +84,11 @@ func callAsNSSUser(t *testing.T, syncd string) (string, int) {
 	name := fmt.Sprintf("ptnss%d", os.Getpid()%100_000)
 	extra := t.TempDir()
 	os.Chmod(extra, 0o755)
-	writeFile(t, filepath.Join(extra, "passwd"), fmt.Sprintf("%s:x:%d:%d:NSS test:/:/usr/sbin/nologin\n", name, id, id), 0o644)
-	writeFile(t, filepath.Join(extra, "group"), fmt.Sprintf("%s:x:%d:\n", name, id), 0o644)
-	writeFile(t, filepath.Join(extra, "shadow"), "", 0o640)
+	pamtest.WriteFile(t, filepath.Join(extra, "passwd"), fmt.Sprintf("%s:x:%d:%d:NSS test:/:/usr/sbin/nologin\n", name, id, id), 0o644)
+	pamtest.WriteFile(t, filepath.Join(extra, "group"), fmt.Sprintf("%s:x:%d:\n", name, id), 0o644)
+	pamtest.WriteFile(t, filepath.Join(extra, "shadow"), "", 0o640)
 	nsswitch := filepath.Join(extra, "nsswitch.conf")
-	writeFile(t, nsswitch, "passwd: files extrausers\ngroup: files extrausers\nshadow: files\n", 0o644)
+	pamtest.WriteFile(t, nsswitch, "passwd: files extrausers\ngroup: files extrausers\nshadow: files\n", 0o644)
 	if b, _ := os.ReadFile("/etc/passwd"); strings.Contains(string(b), name+":") {
 		t.Fatalf("%s is in /etc/passwd; the test needs a user only NSS knows", name)
 	}

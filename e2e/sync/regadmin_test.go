@@ -23,7 +23,7 @@ func TestRegistryMetrics(t *testing.T) {
 	needRoot(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Keys: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{Keys: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
 	n := newNode(t, r, nodeOptions{})
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
@@ -68,7 +68,7 @@ func TestRegistryStoreHealthMetric(t *testing.T) {
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	etcd := newEtcd(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: etcd, Keys: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{Etcd: etcd, Keys: fmt.Sprintf("metrics_listen = \"127.0.0.1:%d\"\n", port)})
 	if v := scrapeMetric(url, "pam_totp_registry_store_up", ""); v != 1 {
 		t.Fatalf("pam_totp_registry_store_up = %v with etcd healthy, want 1", v)
 	}
@@ -106,7 +106,7 @@ func TestRegistryStoreHealthMetric(t *testing.T) {
 // one it replaced is refused, and a read-only admin cannot change anything.
 func TestAdminTokensRotateOnSIGHUP(t *testing.T) {
 	needRoot(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{})
 	client := tlsClient(t, r.ca)
 	do := func(method, path, tok string) int {
 		t.Helper()
@@ -120,7 +120,7 @@ func TestAdminTokensRotateOnSIGHUP(t *testing.T) {
 		return resp.StatusCode
 	}
 	sum := sha256.Sum256([]byte("rotated-token"))
-	writeFile(t, filepath.Join(r.dir, "admins"), "carol "+hex.EncodeToString(sum[:])+" role=read-only\n", 0o600)
+	pamtest.WriteFile(t, filepath.Join(r.dir, "admins"), "carol "+hex.EncodeToString(sum[:])+" role=read-only\n", 0o600)
 	r.proc.signal(syscall.SIGHUP)
 	eventually(t, 5*time.Second, "the rotated token", func() (bool, error) {
 		return do("GET", "/v1/admin/users", "rotated-token") == 200, nil

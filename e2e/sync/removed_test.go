@@ -15,7 +15,7 @@ import (
 // administrator's reset gives grace back.
 func TestRemovedLastTokenNoGrace(t *testing.T) {
 	needRoot(t)
-	c := newCA(t, privateDir(t), "ca")
+	c := pamtest.NewCA(t, pamtest.PrivateDir(t), "ca")
 	r := startRegistry(t, c, regOptions{})
 	grace := "mode = \"grace\"\ngrace_until = " + time.Now().Add(30*24*time.Hour).UTC().Format(time.RFC3339)
 	n := newNode(t, r, nodeOptions{Policy: grace})

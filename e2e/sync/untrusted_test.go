@@ -24,7 +24,7 @@ import (
 func TestUntrustedStore(t *testing.T) {
 	needRoot(t)
 	c := newEtcd(t)
-	r := startRegistry(t, newCA(t, privateDir(t), "ca"), regOptions{Etcd: c})
+	r := startRegistry(t, pamtest.NewCA(t, pamtest.PrivateDir(t), "ca"), regOptions{Etcd: c})
 	n := newNode(t, r, nodeOptions{})
 	user := pamtest.AddUser(t, userPrefix)
 	r.addUser(user)
@@ -33,7 +33,7 @@ func TestUntrustedStore(t *testing.T) {
 	n.waitRev(r.rev(), 10*time.Second)
 	verify := func() (string, error) {
 		return runCmd(bin["totp-admin"], "--registry", r.url, "--admin-token-file", r.tokenFile,
-			"--ca-file", r.ca.pemFile, "audit", "verify")
+			"--ca-file", r.ca.PEMFile, "audit", "verify")
 	}
 	// node add, user add, token add: the node keeps head 3 and reports it.
 	eventually(t, 15*time.Second, "the node keeps the audit head in tokens.db", func() (bool, error) {

@@ -83,7 +83,7 @@ func TestStandaloneVerifierWithoutBus(t *testing.T) {
 // as a system error when the daemon died in the middle of its exchange (never accepted twice).
 func TestVerifierKilledDuringLogins(t *testing.T) {
 	needRoot(t)
-	c := newCA(t, privateDir(t), "ca")
+	c := pamtest.NewCA(t, pamtest.PrivateDir(t), "ca")
 	r := startRegistry(t, c, regOptions{})
 	n := newNode(t, r, nodeOptions{})
 	const workers, wrong = 8, 6

@@ -1,13 +1,15 @@
 //go:build linux
 
-package sync
+package pamtest
 
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -17,11 +19,11 @@ import (
 	"time"
 )
 
-// ca is a throwaway certificate authority made for one test.
-type ca struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	pemFile string // the CA certificate, root 0644
+// CA is a throwaway certificate authority made for one test.
+type CA struct {
+	Cert    *x509.Certificate
+	Key     *ecdsa.PrivateKey
+	PEMFile string // the CA certificate, root 0644
 }
 
 func serial(t *testing.T) *big.Int {
@@ -32,8 +34,8 @@ func serial(t *testing.T) *big.Int {
 	return n
 }
 
-// newCA makes a CA and writes its certificate as dir/NAME.pem.
-func newCA(t *testing.T, dir, name string) *ca {
+// NewCA makes a CA and writes its certificate as dir/NAME.pem.
+func NewCA(t *testing.T, dir, name string) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -56,13 +58,27 @@ func newCA(t *testing.T, dir, name string) *ca {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &ca{cert: cert, key: key, pemFile: filepath.Join(dir, name+".pem")}
-	writePEM(t, c.pemFile, "CERTIFICATE", der, 0o644)
+	c := &CA{Cert: cert, Key: key, PEMFile: filepath.Join(dir, name+".pem")}
+	WritePEM(t, c.PEMFile, "CERTIFICATE", der, 0o644)
 	return c
 }
 
-// serverCert issues a certificate for 127.0.0.1 and writes dir/NAME.crt and dir/NAME.key (0600).
-func (c *ca) serverCert(t *testing.T, dir, name string) (certFile, keyFile string) {
+// ServerCert issues a certificate for 127.0.0.1 (and localhost) and writes dir/NAME.crt and
+// dir/NAME.key (0600).
+func (c *CA) ServerCert(t *testing.T, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile, _ = c.serverCert(t, dir, name)
+	return certFile, keyFile
+}
+
+// ServerCertSPKI is ServerCert that also returns the base64 SHA-256 of the certificate's
+// SubjectPublicKeyInfo, the pin Chromium's --ignore-certificate-errors-spki-list takes.
+func (c *CA) ServerCertSPKI(t *testing.T, dir, name string) (certFile, keyFile, spki string) {
+	t.Helper()
+	return c.serverCert(t, dir, name)
+}
+
+func (c *CA) serverCert(t *testing.T, dir, name string) (certFile, keyFile, spki string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -78,7 +94,11 @@ func (c *ca) serverCert(t *testing.T, dir, name string) (certFile, keyFile strin
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		DNSNames:     []string{"localhost"},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Cert, &key.PublicKey, c.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,18 +107,20 @@ func (c *ca) serverCert(t *testing.T, dir, name string) (certFile, keyFile strin
 		t.Fatal(err)
 	}
 	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der, 0o644)
-	writePEM(t, keyFile, "EC PRIVATE KEY", kder, 0o600)
-	return certFile, keyFile
+	WritePEM(t, certFile, "CERTIFICATE", der, 0o644)
+	WritePEM(t, keyFile, "EC PRIVATE KEY", kder, 0o600)
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return certFile, keyFile, base64.StdEncoding.EncodeToString(sum[:])
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
+// WritePEM writes one PEM block with exactly mode.
+func WritePEM(t *testing.T, path, typ string, der []byte, mode os.FileMode) {
 	t.Helper()
-	writeFile(t, path, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})), mode)
+	WriteFile(t, path, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})), mode)
 }
 
-// writeFile writes a file with exactly mode (the umask does not apply).
-func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+// WriteFile writes a file with exactly mode (the umask does not apply).
+func WriteFile(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
@@ -108,8 +130,8 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	}
 }
 
-// privateDir makes a root 0700 directory under a fresh t.TempDir.
-func privateDir(t *testing.T) string {
+// PrivateDir makes a root 0700 directory under a fresh t.TempDir.
+func PrivateDir(t *testing.T) string {
 	t.Helper()
 	d := t.TempDir()
 	if err := os.Chmod(d, 0o700); err != nil {
@@ -118,8 +140,8 @@ func privateDir(t *testing.T) string {
 	return d
 }
 
-// mkdir makes a directory with exactly mode.
-func mkdir(t *testing.T, path string, mode os.FileMode) string {
+// Mkdir makes a directory with exactly mode.
+func Mkdir(t *testing.T, path string, mode os.FileMode) string {
 	t.Helper()
 	if err := os.Mkdir(path, mode); err != nil {
 		t.Fatal(err)
