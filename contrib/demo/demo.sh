@@ -220,7 +220,8 @@ if [ "$ha" = 1 ]; then
 else
 	say "totp-registry serves $registry_url (TLS, throwaway CA)"
 fi
-portal_url=$registry_url/portal/
+portal_base=$registry_url # replica B's once A is killed (DEMO_HA)
+portal_url=$portal_base/portal/
 say "portal: $portal_url (the browser warns: the certificate is from the demo's CA, $reg/ca.pem);"
 say "  sign in with your user name and the code mailed to you: mails land in $tmp/mail/*.eml"
 radmin() {
@@ -346,6 +347,9 @@ kill_replica_a() { # DEMO_HA: replica A dies just before the user enrolls
 	registry_pid=
 	say "kill -9 of totp-registry replica A ($registry_url): enrollment, logins and sync go on"
 	say "through replica B ($registry2_url), on the same etcd store"
+	portal_base=$registry2_url
+	portal_url=$portal_base/portal/
+	say "the portal too: $portal_url"
 }
 
 if [ "$auto" != 1 ]; then
@@ -374,7 +378,7 @@ if [ "$enroll_via" = portal ]; then
 	spki=$(openssl x509 -in "$reg/registry.crt" -pubkey -noout | openssl pkey -pubin -outform der |
 		openssl dgst -sha256 -binary | base64)
 	# $tmp/node is 0700: the driver writes the secret and the code it typed there
-	run_waited "$build/demo-portal" -url "$registry_url" -spki "$spki" -user "$user" -mail-dir "$tmp/mail" \
+	run_waited "$build/demo-portal" -url "$portal_base" -spki "$spki" -user "$user" -mail-dir "$tmp/mail" \
 		-out "$tmp/node" ||
 		{ tail -n 20 "$tmp/syncd.log" "$tmp"/registry*.log >&2; die "the portal enrollment did not reach active on every node"; }
 	secret=$(cat "$tmp/node/secret")
