@@ -17,6 +17,8 @@
 //	meta/audit-head      the last audit record's seq and hash (so appending needs no scan)
 //	hw/SERIAL            an unassigned hardware token (token.Hardware JSON sealed, additional data the key)
 //	hwa/SERIAL           "USER/ID" of the token a hardware token was assigned as: a hint, checked against the token
+//	nodeack/NAME         on etcd: the revision node NAME acknowledged, published for the other replicas; and mac (ackshare.go)
+//	portal/session/HEX   a portal session, and mac; portal/oidc/HEX a sign-in flow (portal.go)
 //
 // A sealed record is JSON {"scopes":[…],"sealed":base64,"mac":base64}: the scopes of its user in
 // the clear, so deciding which nodes see a record needs no decryption, and the value that nodes
@@ -56,8 +58,10 @@
 // # Not in the store
 //
 // Node acknowledgements (applied revision, count, digest agreement, last contact, lag, audit
-// anchor) are kept in memory: writing them would create revisions. Open streams are registered per node, so removing
-// a node ends them at once with an error frame node_removed.
+// anchor) are kept in memory: writing them would create revisions. On etcd the applied revision
+// is also published, at most once a second per replica and only when it covers a new record
+// change (ackshare.go), for the portal's node count on the other replicas. Open streams are
+// registered per node, so removing a node ends them at once with an error frame node_removed.
 //
 // Nothing here logs a secret, a credential, a code, an otpauth URI or a request body.
 package registry

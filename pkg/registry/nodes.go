@@ -110,6 +110,9 @@ func (s *Server) deleteNode(r *http.Request, actor string, body []byte) (int, an
 		if _, err := x.Get(prefixNode + name); err != nil {
 			return notFound("no node %q", clip(name))
 		}
+		if err := ignoreNotFound(x.Delete(prefixAck + name)); err != nil { // published on etcd (ackshare.go)
+			return err
+		}
 		return x.Delete(prefixNode + name)
 	})
 	if err != nil {

@@ -26,7 +26,8 @@ import (
 // same enrollment rules as /v1/enroll (enroll.Service on the kv store, bound to no node scope:
 // the portal serves every user the registry knows), and its sessions in the kv store:
 //
-//	portal/session/HEX  a session: HEX is the SHA-256 of the id in the cookie (portal.Session)
+//	portal/session/HEX  a session: HEX is the SHA-256 of the id in the cookie (portal.Session),
+//	                    and its MAC (storedSession)
 //	portal/oidc/HEX     an OpenID Connect sign-in between start and callback (oidclogin.Flow),
 //	                    HEX the SHA-256 of its state
 //
@@ -341,8 +342,9 @@ func (b *portalBackend) Nodes(ctx context.Context, user, id string) (active, tot
 	return active, total, err
 }
 
-// nodeRevs are the applied revisions (from their last acks; 0 before any) of the nodes whose
-// scope serves u, and how many there are.
+// nodeRevs are the applied revisions (from their last acks to this replica or, on etcd, the
+// acks other replicas published: ackshare.go; 0 before any) of the nodes whose scope serves u,
+// and how many there are.
 func (s *Server) nodeRevs(x *txn, u User) ([]int64, int, error) {
 	var names []string
 	err := x.Range(prefixNode, func(kvp kv.KeyValue) error {
@@ -358,13 +360,20 @@ func (s *Server) nodeRevs(x *txn, u User) ([]int64, int, error) {
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, 0, err
+	}
+	shared, err := s.sharedAcks(x) // what the other replicas' nodes acknowledged (etcd)
+	if err != nil {
+		return nil, 0, err
+	}
 	revs := make([]int64, len(names))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, n := range names {
-		revs[i] = s.acks[n].Rev
+		revs[i] = max(s.acks[n].Rev, shared[n])
 	}
-	return revs, len(names), err
+	return revs, len(names), nil
 }
 
 // applied counts the revisions at or past rev.
@@ -378,25 +387,47 @@ func applied(revs []int64, rev int64) int {
 	return n
 }
 
+// storedSession is the kv value of portal/session/HEX: the session and its MAC (auth.go), so a
+// store writer without the key file cannot make a session of their own — a session signed in by
+// mail may add a user's first token.
+type storedSession struct {
+	portal.Session
+	MAC []byte `json:"mac,omitempty"`
+}
+
+const kindSession = "session"
+
 func (b *portalBackend) PutSession(ctx context.Context, key string, ps portal.Session) error {
-	_, err := b.s.store.Update(ctx, func(t kv.Txn) error {
-		return (&txn{Txn: t, s: b.s}).putJSON(prefixSession+key, ps)
+	mac, err := recordMAC(b.s.sealer, kindSession, prefixSession+key, ps)
+	if err != nil {
+		return err
+	}
+	_, err = b.s.store.Update(ctx, func(t kv.Txn) error {
+		return (&txn{Txn: t, s: b.s}).putJSON(prefixSession+key, storedSession{Session: ps, MAC: mac})
 	})
 	return err
 }
 
+// GetSession reads a session; one that fails authentication is refused (logged) and is none.
 func (b *portalBackend) GetSession(ctx context.Context, key string) (portal.Session, bool, error) {
-	var ps portal.Session
+	var v storedSession
 	found := false
 	err := b.s.store.View(ctx, func(_ int64, tx kv.Txn) error {
-		err := (&txn{Txn: tx, s: b.s}).getJSON(prefixSession+key, &ps)
+		err := (&txn{Txn: tx, s: b.s}).getJSON(prefixSession+key, &v)
 		if errors.Is(err, kv.ErrNotFound) {
 			return nil
 		}
-		found = err == nil
-		return err
+		if err != nil {
+			return err
+		}
+		if err := checkRecord(b.s.sealer, kindSession, prefixSession+key, v.Session, v.MAC); err != nil {
+			refused(b.s.log, prefixSession+key, err)
+			return nil
+		}
+		found = true
+		return nil
 	})
-	return ps, found, err
+	return v.Session, found, err
 }
 
 func (b *portalBackend) DeleteSession(ctx context.Context, key string) error {

@@ -70,6 +70,7 @@ type Server struct {
 	mu       sync.Mutex
 	streams  map[string]map[*stream]struct{} // open watch streams by node
 	acks     map[string]ack                  // last ack by node
+	share    *ackShare                       // acks published for the other replicas; nil on bbolt (ackshare.go)
 	stopping bool
 
 	enroll *enrollState // enroll.go
@@ -86,6 +87,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s := &Server{cfg: o.Config, store: o.Store, sealer: o.Sealer, log: o.Logger,
 		now: o.Now, rand: o.Rand, streams: map[string]map[*stream]struct{}{}, acks: map[string]ack{},
 		snapSem: make(chan struct{}, max(1, o.Config.SnapshotConcurrency)), tailDone: make(chan struct{})}
+	if sharesAcks(o.Store) {
+		s.share = &ackShare{pending: map[string]int64{}, published: map[string]int64{}, done: make(chan struct{})}
+	}
 	s.admins.set(o.Admins)
 	s.metrics = newMetrics()
 	s.store = timedStore{Store: o.Store, m: s.metrics}
@@ -133,6 +137,9 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	s.cancel = cancel
 	go s.tail(tctx)
 	go s.sweepLoop(tctx)
+	if s.share != nil {
+		go s.shareAcksLoop(tctx)
+	}
 	return s, nil
 }
 
@@ -150,6 +157,9 @@ func (s *Server) Shutdown() {
 	s.mu.Unlock()
 	s.cancel()
 	<-s.tailDone
+	if s.share != nil {
+		<-s.share.done
+	}
 	s.stopEnroll()
 }
 

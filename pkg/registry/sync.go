@@ -437,6 +437,7 @@ func (s *Server) handleAck(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.acks[n.Name] = a
+	s.noteAck(n.Name, a.Rev)
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
