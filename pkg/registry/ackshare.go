@@ -11,23 +11,35 @@ import (
 	"github.com/pam-totp/pam-totp/pkg/kv"
 )
 
-// Shared acknowledgements. A node acknowledges to the replica it streams from, which keeps the
-// ack in memory (writing every ack would make a revision per node per bookmark). On a store that
-// several replicas share (etcd), what another replica needs to know — that a node has applied a
-// record change, for the portal's "active on N of M login nodes" — is published as well:
+// Shared acknowledgements. A node acknowledges to the replica it streams from, which keeps the ack
+// in memory (writing every ack would make a revision per node per bookmark). On a store that
+// several replicas share (etcd), the portal's "active on N of M login nodes", served by any
+// replica, needs the acks of the others' nodes too. They are published on demand:
 //
-//	nodeack/NAME   sharedAck JSON: the revision the node acknowledged; and mac
+//	portal/acks-wanted  ackWanted JSON: a page is counting the nodes that applied revision rev,
+//	                    until until; written by the replica serving the count while it is short
+//	                    (at most every 10 s per replica, or for a newer revision)
+//	nodeack/NAME        sharedAck JSON: the revision node NAME acknowledged; and mac
 //
-// A replica publishes a node's ack only when it covers a record change that the published one
-// did not (the last record change of the store, whatever its scope), in one kv.Update every
-// ackShareEvery for all such nodes: one write a second per replica while changes flow and none
-// when they do not. Its own writes change no record, so they never call for another. A bbolt
-// store has one registry process: nothing is published there.
+// Every replica sees the wish in its tail of the store and publishes, in one kv.Update every
+// ackShareEvery, the acks of its nodes that reached the wished revision and were not published
+// at it yet (those it already has at once, the others as they come). Nothing is written while no
+// page is counting, and publishing changes no record, so it never calls for more. A bbolt store
+// has one registry process: nothing is published there.
 const (
 	prefixAck     = "nodeack/"
 	kindAck       = "nodeack"
+	keyAckWanted  = "portal/acks-wanted"
 	ackShareEvery = time.Second
+	ackWantedFor  = 30 * time.Second // how long a wish lasts
+	ackAskEvery   = 10 * time.Second // a replica renews its wish at most this often
 )
+
+// ackWanted is the kv value of portal/acks-wanted.
+type ackWanted struct {
+	Rev   int64     `json:"rev"`
+	Until time.Time `json:"until"`
+}
 
 // sharedAck is the kv value of nodeack/NAME.
 type sharedAck struct {
@@ -39,6 +51,8 @@ type sharedAck struct {
 type ackShare struct {
 	pending   map[string]int64 // node: acknowledged revision to publish
 	published map[string]int64 // node: revision this replica last published
+	wanted    ackWanted        // the latest wish in the store
+	asked     ackWanted        // the wish this replica last wrote
 	done      chan struct{}    // closed when shareAcksLoop has ended
 }
 
@@ -51,15 +65,71 @@ func sharesAcks(st kv.Store) bool {
 	return ok
 }
 
-// noteAck queues node's acknowledged revision rev for publishing when it covers the last record
-// change and what was published for the node does not (s.mu held).
+// noteAck queues node's acknowledged revision rev for publishing when a page wants the nodes
+// that reached a revision, rev is one of them, and what was published for the node is not
+// (s.mu held).
 func (s *Server) noteAck(node string, rev int64) {
 	if s.share == nil {
 		return
 	}
-	last := s.idx.lastChangeRev()
-	if rev >= last && s.share.published[node] < last && rev > s.share.pending[node] {
+	w := s.share.wanted
+	if w.Rev == 0 || !s.now().Before(w.Until) {
+		return
+	}
+	if rev >= w.Rev && s.share.published[node] < w.Rev && rev > s.share.pending[node] {
 		s.share.pending[node] = rev
+	}
+}
+
+// onAckWanted takes a wish from the store (the tail): the acks already here that it wants are
+// queued at once.
+func (s *Server) onAckWanted(raw []byte) {
+	if s.share == nil {
+		return
+	}
+	var w ackWanted
+	if err := json.Unmarshal(raw, &w); err != nil || w.Rev <= 0 {
+		s.log.Warn("ignoring a malformed "+keyAckWanted, "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.share.wanted = w
+	for node, a := range s.acks {
+		s.noteAck(node, a.Rev)
+	}
+}
+
+// askAcks writes the wish for the acks of the nodes that applied rev, unless this replica wished
+// for rev or a later one less than ackAskEvery ago.
+func (s *Server) askAcks(ctx context.Context, rev int64) {
+	if s.share == nil {
+		return
+	}
+	now := s.now()
+	s.mu.Lock()
+	a := s.share.asked
+	if rev <= a.Rev && now.Before(a.Until.Add(ackAskEvery-ackWantedFor)) {
+		s.mu.Unlock()
+		return
+	}
+	w := ackWanted{Rev: rev, Until: now.Add(ackWantedFor).UTC()}
+	if now.Before(a.Until) {
+		w.Rev = max(rev, a.Rev)
+	}
+	s.share.asked = w
+	s.mu.Unlock()
+	b, err := json.Marshal(w)
+	if err == nil {
+		_, err = s.store.Update(ctx, func(tx kv.Txn) error { return tx.Put(keyAckWanted, b) })
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.share.asked = a // ask again at the next count
+		s.mu.Unlock()
+		if ctx.Err() == nil {
+			s.log.Warn("ask the other replicas for their nodes' acks", "err", err)
+		}
 	}
 }
 

@@ -18,6 +18,7 @@
 //	hw/SERIAL            an unassigned hardware token (token.Hardware JSON sealed, additional data the key)
 //	hwa/SERIAL           "USER/ID" of the token a hardware token was assigned as: a hint, checked against the token
 //	nodeack/NAME         on etcd: the revision node NAME acknowledged, published for the other replicas; and mac (ackshare.go)
+//	portal/acks-wanted   on etcd: a portal page counts the nodes at a revision (ackshare.go)
 //	portal/session/HEX   a portal session, and mac; portal/oidc/HEX a sign-in flow (portal.go)
 //
 // A sealed record is JSON {"scopes":[…],"sealed":base64,"mac":base64}: the scopes of its user in
@@ -58,9 +59,9 @@
 // # Not in the store
 //
 // Node acknowledgements (applied revision, count, digest agreement, last contact, lag, audit
-// anchor) are kept in memory: writing them would create revisions. On etcd the applied revision
-// is also published, at most once a second per replica and only when it covers a new record
-// change (ackshare.go), for the portal's node count on the other replicas. Open streams are
+// anchor) are kept in memory: writing them would create revisions. On etcd, while a portal page
+// counts the nodes that applied a token, the replicas publish the applied revisions it asks for
+// (ackshare.go), at most once a second each. Open streams are
 // registered per node, so removing a node ends them at once with an error frame node_removed.
 //
 // Nothing here logs a secret, a credential, a code, an otpauth URI or a request body.

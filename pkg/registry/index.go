@@ -66,15 +66,12 @@ type index struct {
 	digests  map[string]*syncframe.Digest
 	log      []change // every record change with logStart < rev <= index rev, in order
 	logStart int64
-	notify   chan struct{} // closed and replaced whenever rev advances
-	// lastChange is the revision of the last record change (any scope) the index applied; at
-	// start and after a reset, the revision it was built at.
-	lastChange int64
-	audit      *syncframe.Anchor // the latest authenticated audit head, for bookmarks (anchor.go)
+	notify   chan struct{}     // closed and replaced whenever rev advances
+	audit    *syncframe.Anchor // the latest authenticated audit head, for bookmarks (anchor.go)
 }
 
 func newIndex(rev int64, digests map[string]*syncframe.Digest) *index {
-	return &index{rev: rev, digests: digests, logStart: rev, notify: make(chan struct{}), lastChange: rev}
+	return &index{rev: rev, digests: digests, logStart: rev, notify: make(chan struct{})}
 }
 
 // view returns a scope's revision, count and digest, and a channel closed at the next advance.
@@ -163,9 +160,6 @@ func (x *index) apply(upto int64, cs []change) {
 			}
 		}
 	}
-	if len(cs) > 0 {
-		x.lastChange = max(x.lastChange, cs[len(cs)-1].rev)
-	}
 	x.log = append(x.log, cs...)
 	if n := len(x.log) - logMax; n > 0 {
 		for n < len(x.log) && x.log[n].rev == x.log[n-1].rev {
@@ -189,16 +183,9 @@ func (x *index) reset(rev int64, digests map[string]*syncframe.Digest) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.digests, x.log, x.logStart = digests, nil, rev
-	x.rev, x.lastChange = rev, rev
+	x.rev = rev
 	close(x.notify)
 	x.notify = make(chan struct{})
-}
-
-// lastChangeRev is the revision of the last record change applied.
-func (x *index) lastChangeRev() int64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.lastChange
 }
 
 func (x *index) digest(scope string) *syncframe.Digest {
@@ -297,6 +284,8 @@ func (s *Server) tail(ctx context.Context) {
 				cs = append(cs, c)
 			case strings.HasPrefix(ev.Key, prefixAudit) && ev.Type == kv.Put:
 				s.advanceAnchor(ev.Key, ev.Value)
+			case ev.Key == keyAckWanted && ev.Type == kv.Put:
+				s.onAckWanted(ev.Value) // ackshare.go
 			case strings.HasPrefix(ev.Key, prefixNode) && ev.Prev != nil:
 				if ev.Type == kv.Delete || !bytes.Equal(ev.Value, ev.Prev.Value) {
 					gone = append(gone, strings.TrimPrefix(ev.Key, prefixNode))

@@ -319,6 +319,7 @@ func (b *portalBackend) Tokens(ctx context.Context, user string) ([]portal.Token
 
 // Nodes counts the login nodes serving user that applied token id.
 func (b *portalBackend) Nodes(ctx context.Context, user, id string) (active, total int, err error) {
+	var rev int64
 	if checkID(id) != nil {
 		return 0, 0, notFound("you have no token %q", clip(id))
 	}
@@ -336,9 +337,12 @@ func (b *portalBackend) Nodes(ctx context.Context, user, id string) (active, tot
 			return err
 		}
 		revs, n, err := b.s.nodeRevs(x, u)
-		active, total = applied(revs, kvp.ModRev), n
+		active, total, rev = applied(revs, kvp.ModRev), n, kvp.ModRev
 		return err
 	})
+	if err == nil && active < total {
+		b.s.askAcks(ctx, rev) // the other replicas' nodes (etcd; ackshare.go)
+	}
 	return active, total, err
 }
 

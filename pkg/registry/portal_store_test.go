@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -78,7 +79,8 @@ func TestPortalSessionForged(t *testing.T) {
 }
 
 // TestPortalNodesAcrossReplicas: on etcd, a node that acknowledges to replica A counts on the
-// portal of replica B ("active on N of M login nodes"), through the acks A publishes.
+// portal of replica B ("active on N of M login nodes"): B's count asks, and A publishes the ack.
+// Nothing is published while no page counts.
 func TestPortalNodesAcrossReplicas(t *testing.T) {
 	t.Parallel()
 	_, _, st := etcdStore(t, "/portal-acks/")
@@ -115,14 +117,23 @@ func TestPortalNodesAcrossReplicas(t *testing.T) {
 		}
 		return n.Active, n.Total
 	}
-	if a, n := nodes(onB); a != 0 || n != 1 {
-		t.Fatalf("before any ack, replica B says %d of %d", a, n)
-	}
-	// Wait until A's index has the token's revision, then n1 acknowledges it to A only.
+	// n1 acknowledges the token's revision to A only.
 	waitRev(t, e.srv, st)
 	e.ack(e.cred)
 	if a, n := nodes(b); a != 1 || n != 1 {
 		t.Fatalf("replica A, after n1's ack to it: %d of %d, want 1 of 1", a, n)
+	}
+	// Published on demand only: no page has counted on B yet, so A has nothing to publish.
+	e.srv.mu.Lock()
+	queued := len(e.srv.share.pending)
+	e.srv.mu.Unlock()
+	if queued != 0 || exists(t, st, prefixAck+"n1") {
+		t.Fatalf("before any page counted on B: %d acks queued at A, nodeack/n1 in the store %v; want none",
+			queued, exists(t, st, prefixAck+"n1"))
+	}
+	// B's page counts: 0 at first, and asks; A publishes n1's ack, and B counts it.
+	if a, n := nodes(onB); a != 0 || n != 1 {
+		t.Fatalf("replica B before A published: %d of %d, want 0 of 1", a, n)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -142,15 +153,26 @@ func TestPortalNodesAcrossReplicas(t *testing.T) {
 	}
 	// Removing the node removes its published ack.
 	e.mustAdmin(200, "DELETE", "/v1/admin/nodes/n1", nil, nil)
+	if exists(t, st, prefixAck+"n1") {
+		t.Error("nodeack/n1 is still in the store after the node was removed")
+	}
+}
+
+// exists says whether key is in the store.
+func exists(t *testing.T, st kv.Store, key string) bool {
+	t.Helper()
+	found := false
 	if err := st.View(context.Background(), func(_ int64, tx kv.Txn) error {
-		_, err := tx.Get(prefixAck + "n1")
-		if err == nil {
-			t.Error("nodeack/n1 is still in the store after the node was removed")
+		_, err := tx.Get(key)
+		if errors.Is(err, kv.ErrNotFound) {
+			return nil
 		}
-		return nil
+		found = err == nil
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return found
 }
 
 // waitRev waits until srv's index has caught up with the store's revision.
