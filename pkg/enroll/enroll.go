@@ -453,10 +453,13 @@ func (s *Service) begin(ctx context.Context, user, name, proof string, identifie
 			}
 		}
 		first := active == 0
-		if first && (disabled > 0 || enrolled) && !s.Rules.Bootstrap && !identified {
+		if first && !s.Rules.Bootstrap && (disabled > 0 || (enrolled && !identified)) {
 			// An administrator disabled the user's tokens, or the user removed their last one:
 			// a new first token without a proof would undo that. A bootstrap code (where the
-			// site uses them) or an administrator's reset does.
+			// site uses them) or an administrator's reset does; a sign-in by mail or by the
+			// identity provider stands for the bootstrap code only after the user's own removal:
+			// control of a mailbox must not undo an administrator's disable where the site does
+			// not trust mail for that.
 			return errNeedsReset
 		}
 		taken := append([]token.Token(nil), toks...)

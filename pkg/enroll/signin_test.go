@@ -26,6 +26,7 @@ type memState struct {
 	signIns  token.Failures
 	backup   []token.BackupCode
 	boot     *token.BackupCode
+	enrolled bool // the user removed their last token
 	audits   []string
 }
 
@@ -94,7 +95,7 @@ func (x *memTx) Bootstrap() (token.BackupCode, bool, error) {
 func (x *memTx) PutBootstrap(c token.BackupCode) error { x.boot = &c; return nil }
 func (x *memTx) UseBootstrap() error                   { x.boot = nil; return nil }
 func (x *memTx) Mail() string                          { return "ann@example.org" }
-func (x *memTx) Enrolled() (bool, error)               { return false, nil }
+func (x *memTx) Enrolled() (bool, error)               { return x.enrolled, nil }
 func (x *memTx) Audit(action, _, _ string) error {
 	x.audits = append(x.audits, action)
 	return nil
@@ -245,5 +246,40 @@ func TestSignInProofLock(t *testing.T) {
 	e.store.st.failures = token.Failures{}
 	if err := e.signIn(code, true); err != nil {
 		t.Errorf("SignIn(mailed code) after the unlock = %v", err)
+	}
+}
+
+// TestBeginSignedInAfterDisableOrRemoval: a session signed in by mail or the identity provider
+// may add a first token after the user removed their last one, but not after an administrator
+// disabled the user's tokens, unless the site trusts mailed bootstrap codes for that.
+func TestBeginSignedInAfterDisableOrRemoval(t *testing.T) {
+	ctx := context.Background()
+	disabled := func(bootstrap bool) *signInEnv {
+		e := newSignInEnv(t)
+		for id, tok := range e.store.st.tokens {
+			tok.State = token.Disabled
+			e.store.st.tokens[id] = tok
+		}
+		e.svc.Rules.Bootstrap = bootstrap
+		return e
+	}
+	e := disabled(false)
+	if _, err := e.svc.BeginSignedIn(ctx, "ann", "new", ""); err == nil {
+		t.Error("BeginSignedIn after an administrator disabled the tokens (no bootstrap codes) succeeded, want refused")
+	} else if re, ok := refusal.As(err); !ok || !strings.Contains(re.Message, "reset") {
+		t.Errorf("BeginSignedIn after a disable = %v, want the refusal that asks for a reset", err)
+	}
+	if _, err := disabled(true).svc.BeginSignedIn(ctx, "ann", "new", ""); err != nil {
+		t.Errorf("BeginSignedIn after a disable where mailed codes are trusted = %v, want a pending token", err)
+	}
+
+	e = newSignInEnv(t)
+	clear(e.store.st.tokens)
+	e.store.st.enrolled = true
+	if _, err := e.svc.Begin(ctx, "ann", "new", ""); err == nil {
+		t.Error("Begin without a sign-in after the user removed their last token succeeded, want refused")
+	}
+	if _, err := e.svc.BeginSignedIn(ctx, "ann", "new", ""); err != nil {
+		t.Errorf("BeginSignedIn after the user removed their last token = %v, want a pending token", err)
 	}
 }

@@ -513,7 +513,7 @@ func (s *Server) sweepPending(ctx context.Context, user string) (int, error) {
 	return n, err
 }
 
-// dropEnrollState removes a user's pending tokens, proof steps, failures (of proofs and of
+// dropEnrollState removes a user's pending tokens, proof steps, portal sessions, failures (of proofs and of
 // sign-ins) and bootstrap code
 // (admin reset and delete; deleteRecords removes the enrolled mark with the records).
 func (x *txn) dropEnrollState(user string) error {
@@ -532,7 +532,7 @@ func (x *txn) dropEnrollState(user string) error {
 			return err
 		}
 	}
-	return nil
+	return x.dropSessions(user)
 }
 
 // enrollBegin answers POST /v1/enroll/begin: a pending token with a fresh secret.

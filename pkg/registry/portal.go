@@ -412,6 +412,28 @@ func (b *portalBackend) PutSession(ctx context.Context, key string, ps portal.Se
 	return err
 }
 
+// dropSessions ends user's portal sessions, in x: an administrator's reset, a disabled token or
+// the user's deletion must not leave a session (one signed in with a lost device's code, say)
+// that could enroll again. Sessions are few (swept after session_idle), so they are scanned.
+func (x *txn) dropSessions(user string) error {
+	var keys []string
+	if err := x.Range(prefixSession, func(kvp kv.KeyValue) error {
+		var v storedSession
+		if json.Unmarshal(kvp.Value, &v) == nil && v.User == user {
+			keys = append(keys, kvp.Key)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := x.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // GetSession reads a session; one that fails authentication is refused (logged) and is none.
 func (b *portalBackend) GetSession(ctx context.Context, key string) (portal.Session, bool, error) {
 	var v storedSession

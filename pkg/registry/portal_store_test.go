@@ -186,3 +186,35 @@ func waitRev(t *testing.T, srv *Server, st kv.Store) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPortalSessionsEndOnAdminChange: an administrator's disable of a token, reset and deletion
+// of the user end the user's portal sessions (and no one else's).
+func TestPortalSessionsEndOnAdminChange(t *testing.T) {
+	t.Parallel()
+	e := newPortalEnv(t, nil)
+	signedIn := func(b *browser) bool { return b.get("/portal/tokens").url == "/portal/tokens" }
+	ann, bob := e.browser(), e.browser()
+	id, _, _ := e.addFirstToken(ann, e.signInMail(ann, "ann", "ann@example.org"), "")
+	e.signInMail(bob, "bob", "bob@example.org")
+
+	e.mustAdmin(200, "PATCH", "/v1/admin/users/ann/tokens/"+id, map[string]any{"state": "disabled"}, nil)
+	if signedIn(ann) {
+		t.Error("ann's session lives on after an administrator disabled her token")
+	}
+	if !signedIn(bob) {
+		t.Fatal("bob's session ended with ann's")
+	}
+	ann = e.browser()
+	e.signInMail(ann, "ann", "ann@example.org")
+	if !signedIn(ann) {
+		t.Fatal("ann cannot sign in again")
+	}
+	e.mustAdmin(200, "POST", "/v1/admin/users/ann/reset", nil, nil)
+	if signedIn(ann) {
+		t.Error("ann's session lives on after an administrator's reset")
+	}
+	e.mustAdmin(200, "DELETE", "/v1/admin/users/bob", nil, nil)
+	if signedIn(bob) {
+		t.Error("bob's session lives on after his deletion")
+	}
+}

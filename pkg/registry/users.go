@@ -528,6 +528,12 @@ func (s *Server) patchToken(r *http.Request, actor string, body []byte) (int, an
 			tok.Name = *q.Name
 		}
 		t = tok
+		if tok.State == token.Disabled && before.State != token.Disabled {
+			// A lost or stolen device: a portal session signed in with its code ends too.
+			if err := x.dropSessions(name); err != nil {
+				return err
+			}
+		}
 		return x.putToken(u, tok)
 	})
 	if err != nil {
