@@ -198,13 +198,7 @@ func (a *Admin) Cancel(user, id string) (bool, error) {
 			return nil
 		}
 		removed = true
-		if err := x.DeleteToken(user, id); err != nil {
-			return err
-		}
-		if t.Serial != "" {
-			return x.PutHardware(t.Unassign(a.Now()))
-		}
-		return nil
+		return x.DeletePending(user, id, a.Now())
 	})
 	return removed, err
 }

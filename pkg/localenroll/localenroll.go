@@ -262,7 +262,7 @@ func (x *nodeTx) PutPending(p enroll.Pending) error {
 
 func (x *nodeTx) DeletePending(id string) error {
 	x.proved[id] = false
-	return x.tokens.DeleteToken(x.user, id)
+	return x.tokens.DeletePending(x.user, id, x.now) // a hardware token's seed is kept
 }
 
 func (x *nodeTx) LastStep(id string) (uint64, error) { return x.state.LastStep(x.user, id), nil }

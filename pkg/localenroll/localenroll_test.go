@@ -436,3 +436,33 @@ func TestNoPortalSignIn(t *testing.T) {
 		t.Errorf("login failures after a refused sign-in = %d, want 0", fl.Count)
 	}
 }
+
+// TestPendingHardwareTokenExpiresBack: a hardware token assigned to a user but never verified
+// (pending) goes back to the unassigned ones when the sweep removes it, with its seed: the
+// device can be assigned again.
+func TestPendingHardwareTokenExpiresBack(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 0)
+	h := token.Hardware{HardwareInfo: token.HardwareInfo{Serial: "HW-1", Algorithm: "SHA1", Digits: 6, Period: 30},
+		Secret: []byte("12345678901234567890")}
+	if err := f.adm.Tokens.Update(func(x *store.TokensTx) error {
+		return x.PutToken(h.Assign("bob", "hw000001", f.clk.now()))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.add(enroll.PendingTTL)
+	if n, err := f.a.Sweep(""); n != 1 || err != nil {
+		t.Fatalf("Sweep = %d, %v; want 1", n, err)
+	}
+	var back token.Hardware
+	if err := f.adm.Tokens.View(func(x *store.TokensTx) error {
+		var err error
+		back, err = x.Hardware("HW-1")
+		return err
+	}); err != nil {
+		t.Fatalf("the expired pending hardware token is not unassigned again: %v", err)
+	}
+	if string(back.Secret) != string(h.Secret) {
+		t.Error("the unassigned hardware token lost its seed")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pam-totp/pam-totp/pkg/token"
 )
@@ -79,4 +80,21 @@ func (x *TokensTx) AssignedSerials() (map[string]token.Token, error) {
 		return nil
 	})
 	return out, err
+}
+
+// DeletePending removes user's pending token id. A hardware token (one with a serial) goes back
+// to the unassigned ones (Token.Unassign at now) instead of being lost with its seed: a pending
+// token that expires or is cancelled must leave its device assignable again.
+func (x *TokensTx) DeletePending(user, id string, now time.Time) error {
+	t, err := x.Token(user, id)
+	if err != nil {
+		return err
+	}
+	if err := x.DeleteToken(user, id); err != nil {
+		return err
+	}
+	if t.Serial != "" {
+		return x.PutHardware(t.Unassign(now))
+	}
+	return nil
 }
