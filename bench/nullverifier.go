@@ -1,11 +1,11 @@
 package main
 
 import (
-	"encoding/binary"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/pam-totp/pam-totp/pkg/protocol"
 )
 
 // nullVerifier is a resident verifier that decides nothing: it reads the module's request frame
@@ -47,14 +47,10 @@ func (v *nullVerifier) serve() {
 		}
 		go func() {
 			defer c.Close()
-			var h [5]byte
-			if _, err := io.ReadFull(c, h[:]); err != nil || h[0] != 'Q' {
-				return
+			conn := protocol.NewConn(c)
+			if _, err := conn.ReadRequest(); err == nil {
+				_ = conn.Done(protocol.Success)
 			}
-			if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(h[1:]))); err != nil {
-				return
-			}
-			c.Write([]byte("D\x00\x00\x00\x07success"))
 		}()
 	}
 }

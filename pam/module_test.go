@@ -484,11 +484,11 @@ func testUserGroups(t *testing.T, tag string, n int) (*user.User, []string) {
 }
 
 // TestRequestManyGroups: a user in more groups than the module's first getgrouplist call takes
-// (FEW_GROUPS, 64) still has every one of them in the request.
+// (FEW_GROUPS, 256) still has every one of them in the request.
 func TestRequestManyGroups(t *testing.T) {
 	requireRoot(t)
 	t.Parallel()
-	u, groups := testUserGroups(t, "m", 100)
+	u, groups := testUserGroups(t, "m", 260)
 	s := newStack(t, "fake=verdict")
 	if err := s.start(u.Username, &conv{}).Authenticate(0); err != nil {
 		t.Fatalf("Authenticate(%s) = %v, want success", u.Username, err)

@@ -62,7 +62,7 @@
 #define DEFAULT_CONNECT_MS 300 /* the resident verifier's bound to connect and to send a first frame */
 #define MAX_CONNECT_MS 5000
 #define MAX_GROUPS 65536       /* NGROUPS_MAX on Linux */
-#define FEW_GROUPS 64          /* groups a first getgrouplist call takes, on the stack */
+#define FEW_GROUPS 256         /* groups a first getgrouplist call takes, on the stack (1 KiB) */
 #define NSS_BUF_MAX (16 << 20) /* an LDAP group with many members needs a big buffer */
 #define HELPER_FD 3
 #define NSEC 1000000000LL

@@ -230,8 +230,10 @@ func (f *fixture) testRefused(t *testing.T) {
 	}
 	before = f.r.state(t, a.name, bName)
 
-	// A replayed sign-in code: the code A signed in with, typed again.
-	t.Run("replayed_sign-in_code", func(t *testing.T) {
+	// A used sign-in code: the code A signed in with, typed again on the form a new request
+	// shows. (That request replaces the code, so this is the browser's view of an old code;
+	// pkg/registry's TestPortalFirstTokenByMail replays a code on its own.)
+	t.Run("used_sign-in_code", func(t *testing.T) {
 		r := newTab(t, f.chrome, f.r.url)
 		r.open("/portal/signin")
 		r.submit("ask for a mailed code", "#mail-user", a.name)

@@ -18,7 +18,8 @@
 // idle and absolute limits; every POST carries a CSRF token compared in constant time; every
 // response carries a strict Content-Security-Policy (no inline script or style), no referrer,
 // no-store, nosniff and frame denial. Sign-in attempts are limited per client address (in the
-// memory of each replica) and failed codes per user (the registry's proof-failure budget). No
+// memory of each replica) and failed codes per user (a sign-in failure record of its own at the
+// registry, which locks only sign-in by code: pkg/enroll). No
 // code, secret, otpauth URI, backup code or session id is logged; the secret and URI appear only
 // in the no-store enrollment page.
 package portal
